@@ -188,13 +188,15 @@ export interface ParseConfigOptions {
   role?: string;
   /** Default for KISEKI_FFI_DIR (the composition root knows where shims live). */
   ffiDirDefault?: string;
+  /** Role-specific defaults that replace the built-in ones (e.g. the key server's 9400). */
+  defaults?: Readonly<Record<string, string>>;
 }
 
 /** Parses and validates the environment. Throws ConfigError listing every bad variable. */
 export function parseConfig(env: ConfigEnv, options: ParseConfigOptions = {}): Config {
   const problems: string[] = [];
   const raw = (name: string): string | undefined => {
-    const value = env[name];
+    const value = env[name] ?? options.defaults?.[name];
     return value === undefined || value.trim() === "" ? undefined : value.trim();
   };
   const bad = (name: string, value: string, why?: string): void => {
@@ -412,7 +414,7 @@ export function parseRaftPeers(value: string): RaftPeer[] {
 export function parseByteSize(value: string): number {
   const m = /^([0-9]+(?:\.[0-9]+)?)\s*([KMGTP]?)(i?B?)$/i.exec(value.trim());
   if (!m) throw new Error("not a byte count");
-  const exponent = "KMGTP".indexOf(m[2]!.toUpperCase()) + 1;
+  const exponent = m[2] === "" ? 0 : "KMGTP".indexOf(m[2]!.toUpperCase()) + 1;
   const bytes = Number(m[1]) * 1024 ** exponent;
   if (!Number.isSafeInteger(Math.round(bytes))) throw new Error("too large");
   return Math.round(bytes);

@@ -1,0 +1,90 @@
+// The node's operator HTTP endpoint (KISEKI_METRICS_ADDR, 9090): /health answers `OK` once
+// the node is ready and 503 before, /metrics serves the Prometheus exposition.
+
+import { formatHostPort, type HostPort } from "../base/mod.ts";
+import { log, METRICS_CONTENT_TYPE, renderMetrics } from "../obs/mod.ts";
+
+/** What the endpoint asks of the node: is it ready, and if not, why. */
+export interface Readiness {
+  ready(): boolean;
+  /** One line on what is still missing (shown in the 503 body). */
+  reason(): string;
+}
+
+export class ReadinessFlag implements Readiness {
+  #ready = false;
+  #reason = "starting";
+
+  ready(): boolean {
+    return this.#ready;
+  }
+  reason(): string {
+    return this.#reason;
+  }
+  set(ready: boolean, reason: string): void {
+    this.#ready = ready;
+    this.#reason = reason;
+  }
+}
+
+export interface AdminServerOptions {
+  addr: HostPort;
+  readiness: Readiness;
+  signal?: AbortSignal;
+}
+
+export interface AdminServer {
+  /** The bound address (port resolved when 0 was asked for). */
+  addr: HostPort;
+  finished: Promise<void>;
+  shutdown(): Promise<void>;
+}
+
+const TEXT = { "content-type": "text/plain; charset=utf-8" };
+
+export function adminHandler(readiness: Readiness): (req: Request) => Promise<Response> {
+  return async (req: Request): Promise<Response> => {
+    const url = new URL(req.url);
+    if (req.method !== "GET" && req.method !== "HEAD") {
+      return new Response("method not allowed\n", { status: 405, headers: { ...TEXT, allow: "GET, HEAD" } });
+    }
+    switch (url.pathname) {
+      case "/health":
+        return readiness.ready()
+          ? new Response("OK", { status: 200, headers: TEXT })
+          : new Response(`NOT READY: ${readiness.reason()}`, { status: 503, headers: TEXT });
+      case "/metrics":
+        return new Response(await renderMetrics(), {
+          status: 200,
+          headers: { "content-type": METRICS_CONTENT_TYPE },
+        });
+      default:
+        return new Response("not found\n", { status: 404, headers: TEXT });
+    }
+  };
+}
+
+/** Starts the endpoint; resolves once it listens. */
+export function startAdminServer(options: AdminServerOptions): Promise<AdminServer> {
+  const handler = adminHandler(options.readiness);
+  return new Promise((resolve, reject) => {
+    try {
+      const server = Deno.serve({
+        hostname: options.addr.host,
+        port: options.addr.port,
+        signal: options.signal,
+        onListen: (a) => {
+          const addr = { host: a.hostname, port: a.port };
+          log.info("admin endpoint listening", { addr: formatHostPort(addr) });
+          resolve({ addr, finished: server.finished, shutdown: () => server.shutdown() });
+        },
+        onError: (e) => {
+          log.error("admin endpoint request failed", { error: e });
+          return new Response("internal error\n", { status: 500, headers: TEXT });
+        },
+      }, handler);
+    } catch (e) {
+      reject(e);
+    }
+  });
+}

@@ -1,0 +1,128 @@
+import assert from "node:assert/strict";
+import { ConfigError, parseByteSize, parseConfig, parseHostPort, parseRaftPeers } from "./config.ts";
+
+function problems(env: Record<string, string>): string[] {
+  try {
+    parseConfig(env);
+  } catch (e) {
+    if (e instanceof ConfigError) return e.problems;
+    throw e;
+  }
+  throw new Error("expected a ConfigError");
+}
+
+Deno.test("parseConfig() with no variables gives the embedded single node", () => {
+  const c = parseConfig({});
+  assert.deepEqual(c.s3Addr, { host: "0.0.0.0", port: 9000 });
+  assert.deepEqual(c.nfsAddr, { host: "0.0.0.0", port: 2049 });
+  assert.deepEqual(c.metricsAddr, { host: "0.0.0.0", port: 9090 });
+  assert.deepEqual(c.dataAddrs, [{ host: "0.0.0.0", port: 9100 }]);
+  assert.deepEqual(c.advisoryAddr, { host: "0.0.0.0", port: 9101 });
+  assert.deepEqual(c.raftAddr, { host: "0.0.0.0", port: 9300 });
+  assert.deepEqual(c.bootstrap, true);
+  assert.deepEqual(c.nodeId, 1);
+  assert.deepEqual(c.raftPeers, []);
+  assert.deepEqual(c.tls, null);
+  assert.deepEqual(c.cacheMode, "organic");
+  assert.deepEqual(c.cacheL1MaxBytes, 1 << 30);
+  assert.deepEqual(c.logLevel, "info");
+  assert.deepEqual(c.logFormat, "text");
+  assert.deepEqual(c.serviceName, "kiseki-server");
+});
+
+Deno.test("parseConfig() reads the deployment guide's 3-node settings", () => {
+  const c = parseConfig({
+    KISEKI_NODE_ID: "2",
+    KISEKI_RAFT_PEERS: "1=kiseki-node1:9300,2=kiseki-node2:9300,3=kiseki-node3:9300",
+    KISEKI_DATA_DIR: "/var/lib/kiseki",
+    KISEKI_CA_PATH: "/etc/kiseki/tls/ca.crt",
+    KISEKI_CERT_PATH: "/etc/kiseki/tls/server.crt",
+    KISEKI_KEY_PATH: "/etc/kiseki/tls/server.key",
+    OTEL_EXPORTER_OTLP_ENDPOINT: "http://jaeger.internal:4317",
+    RUST_LOG: "kiseki=debug",
+  });
+  assert.deepEqual(c.nodeId, 2);
+  assert.deepEqual(c.raftPeers.map((p) => p.id), [1, 2, 3]);
+  assert.deepEqual(c.raftPeers[2]!.addr, { host: "kiseki-node3", port: 9300 });
+  assert.deepEqual(c.bootstrap, false, "with peers, bootstrap is explicit");
+  assert.deepEqual(c.tls?.certPath, "/etc/kiseki/tls/server.crt");
+  assert.deepEqual(c.otlpEndpoint, "http://jaeger.internal:4317");
+  assert.deepEqual(c.logLevel, "debug");
+});
+
+Deno.test("parseConfig() names the variable, the value and the expectation", () => {
+  const p = problems({ KISEKI_S3_ADDR: "0.0.0.0:99999" });
+  assert.deepEqual(p.length, 1);
+  assert.match(p[0]!, /^KISEKI_S3_ADDR="0\.0\.0\.0:99999" is invalid: expected host:port \(port out of range/);
+});
+
+Deno.test("parseConfig() reports every bad variable, one line each", () => {
+  const p = problems({
+    KISEKI_NODE_ID: "zero",
+    KISEKI_CACHE_MODE: "sometimes",
+    KISEKI_BOOTSTRAP: "maybe",
+    KISEKI_CACHE_L1_MAX: "lots",
+    KISEKI_LOG_LEVEL: "loud",
+    OTEL_EXPORTER_OTLP_ENDPOINT: "jaeger:4317",
+  });
+  assert.deepEqual(p.map((l) => l.split("=")[0]), [
+    "KISEKI_CACHE_MODE",
+    "KISEKI_CACHE_L1_MAX",
+    "KISEKI_NODE_ID",
+    "KISEKI_BOOTSTRAP",
+    "OTEL_EXPORTER_OTLP_ENDPOINT",
+    "KISEKI_LOG_LEVEL",
+  ].sort((a, b) => p.findIndex((l) => l.startsWith(a)) - p.findIndex((l) => l.startsWith(b))));
+  for (const line of p) assert.deepEqual(line.includes("\n"), false);
+});
+
+Deno.test("parseConfig() rejects a node id missing from the peer list", () => {
+  const p = problems({ KISEKI_NODE_ID: "4", KISEKI_RAFT_PEERS: "1=a:9300,2=b:9300" });
+  assert.match(p[0]!, /KISEKI_RAFT_PEERS=.*KISEKI_NODE_ID=4 is not in the list/);
+});
+
+Deno.test("parseConfig() rejects partial TLS settings", () => {
+  const p = problems({ KISEKI_CA_PATH: "/ca.crt" });
+  assert.match(p[0]!, /KISEKI_CERT_PATH, KISEKI_KEY_PATH must be set too/);
+});
+
+Deno.test("parseConfig() rejects two listeners on one address", () => {
+  const p = problems({ KISEKI_S3_ADDR: "0.0.0.0:9090" });
+  assert.match(p[0]!, /KISEKI_METRICS_ADDR=0\.0\.0\.0:9090 is invalid: the same address as KISEKI_S3_ADDR/);
+});
+
+Deno.test("parseConfig() applies role defaults under the environment", () => {
+  const c = parseConfig({ KISEKI_DATA_ADDR: "0.0.0.0:9501" }, {
+    role: "keyserver",
+    defaults: { KISEKI_RAFT_ADDR: "0.0.0.0:9400", KISEKI_DATA_ADDR: "0.0.0.0:9401" },
+  });
+  assert.deepEqual(c.raftAddr.port, 9400);
+  assert.deepEqual(c.dataAddrs[0]!.port, 9501);
+  assert.deepEqual(c.serviceName, "kiseki-keyserver");
+});
+
+Deno.test("parseHostPort() accepts names, IPv4 and bracketed IPv6", () => {
+  assert.deepEqual(parseHostPort("node1.example.com:9300"), { host: "node1.example.com", port: 9300 });
+  assert.deepEqual(parseHostPort("127.0.0.1:1"), { host: "127.0.0.1", port: 1 });
+  assert.deepEqual(parseHostPort("[::1]:9000"), { host: "::1", port: 9000 });
+  assert.throws(() => parseHostPort("::1:9000"), /brackets/);
+  assert.throws(() => parseHostPort("host"), /missing/);
+  assert.throws(() => parseHostPort("host:0"), /range/);
+  assert.throws(() => parseHostPort("ho st:80"), /bad host/);
+});
+
+Deno.test("parseRaftPeers() rejects duplicate ids and malformed items", () => {
+  assert.throws(() => parseRaftPeers("1=a:1,1=b:2"), /appears twice/);
+  assert.throws(() => parseRaftPeers("a:1"), /not id=host:port/);
+  assert.throws(() => parseRaftPeers("0=a:1"), /node id/);
+});
+
+Deno.test("parseByteSize() understands binary suffixes", () => {
+  assert.deepEqual(parseByteSize("1073741824"), 1073741824);
+  assert.deepEqual(parseByteSize("512MiB"), 512 * 1024 * 1024);
+  assert.deepEqual(parseByteSize("1GiB"), 1 << 30);
+  assert.deepEqual(parseByteSize("2G"), 2 * 2 ** 30);
+  assert.deepEqual(parseByteSize("1.5KiB"), 1536);
+  assert.throws(() => parseByteSize("-1"));
+  assert.throws(() => parseByteSize("1 parsec"));
+});

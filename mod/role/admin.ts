@@ -1,0 +1,89 @@
+// Entry of kiseki-admin: the operator CLI against any node. It speaks to a node's operator
+// endpoint (KISEKI_METRICS_ADDR); commands beyond `status` arrive with the services they manage.
+
+import { formatHostPort, parseHostPort } from "../base/mod.ts";
+import { loadRoleConfig, VERSION } from "./_run.ts";
+
+const USAGE = `kiseki-admin ${VERSION}: operator CLI
+
+Usage: kiseki-admin status [--node host:port] [--json]
+
+  status     health and identity of a node (its KISEKI_METRICS_ADDR endpoint)
+  --node     the node's operator endpoint (default: KISEKI_METRICS_ADDR, 127.0.0.1:9090)
+  --json     machine-readable output
+`;
+
+const REQUEST_TIMEOUT_MS = 5_000;
+
+export interface NodeStatus {
+  node: string;
+  health: string;
+  ready: boolean;
+  info: Record<string, string>;
+}
+
+export async function main(args: string[]): Promise<number> {
+  if (args.length === 0 || args.includes("--help") || args.includes("-h")) {
+    console.log(USAGE);
+    return args.length === 0 ? 2 : 0;
+  }
+  const [command, ...rest] = args;
+  if (command !== "status") {
+    console.error(`kiseki-admin: unknown command '${command}' (see --help)`);
+    return 2;
+  }
+  const config = loadRoleConfig("admin");
+  if (config === null) return 2;
+  let node = formatHostPort(config.metricsAddr);
+  let json = false;
+  for (let i = 0; i < rest.length; i++) {
+    const arg = rest[i]!;
+    if (arg === "--json") json = true;
+    else if (arg === "--node" && i + 1 < rest.length) node = rest[++i]!;
+    else {
+      console.error(`kiseki-admin: unknown argument '${arg}' (see --help)`);
+      return 2;
+    }
+  }
+  try {
+    parseHostPort(node);
+  } catch (e) {
+    console.error(`kiseki-admin: --node ${node} is invalid: expected host:port (${(e as Error).message})`);
+    return 2;
+  }
+  let status: NodeStatus;
+  try {
+    status = await fetchStatus(node);
+  } catch (e) {
+    console.error(`kiseki-admin: cannot reach ${node}: ${(e as Error).message}`);
+    return 1;
+  }
+  if (json) console.log(JSON.stringify(status, null, 2));
+  else {
+    const rows: [string, string][] = [
+      ["node", status.node],
+      ["health", status.health],
+      ...Object.entries(status.info),
+    ];
+    const width = Math.max(...rows.map(([k]) => k.length));
+    for (const [k, v] of rows) console.log(`${k.padEnd(width)}  ${v}`);
+  }
+  return status.ready ? 0 : 1;
+}
+
+export async function fetchStatus(node: string): Promise<NodeStatus> {
+  const base = `http://${node}`;
+  const signal = AbortSignal.timeout(REQUEST_TIMEOUT_MS);
+  const health = await fetch(`${base}/health`, { signal });
+  const healthText = (await health.text()).trim();
+  const metrics = await fetch(`${base}/metrics`, { signal });
+  const metricsText = await metrics.text();
+  const info: Record<string, string> = {};
+  const line = metricsText.split("\n").find((l) => l.startsWith("kiseki_node_info{"));
+  if (line) {
+    for (const m of line.matchAll(/(\w+)="([^"]*)"/g)) info[m[1]!] = m[2]!;
+  }
+  return { node, health: healthText, ready: health.status === 200, info };
+}
+
+if (import.meta.main) Deno.exit(await main(Deno.args));

@@ -1,0 +1,194 @@
+// The role table: for every binary, its entry module and the Deno permission flags it runs
+// with. `scripts/compile.ts` bakes these flags into each binary and `scripts/kiseki` and the
+// tests start roles with them, so the sandbox that ships is the sandbox that is tested.
+
+import {
+  CONFIG_VARIABLE_NAMES,
+  type Config,
+  type ConfigEnv,
+  formatHostPort,
+  type HostPort,
+  parseConfig,
+} from "../base/mod.ts";
+
+export type RoleName = "server" | "keyserver" | "client-fuse" | "control" | "admin" | "client";
+
+export interface RoleSpec {
+  name: RoleName;
+  /** Installed binary name. */
+  binary: string;
+  /** Entry module relative to the project root; compile builds the binary from it. */
+  entry: string;
+  summary: string;
+  /** False while the role only explains itself and exits 2. */
+  built: boolean;
+  /** Whether the role may load FFI shims (native code can do anything: only where speed needs it). */
+  ffi: boolean;
+  /** Defaults that differ from the server's (ports, data dir). */
+  defaults: Readonly<Record<string, string>>;
+}
+
+export const ROLE_TABLE: Readonly<Record<RoleName, RoleSpec>> = {
+  server: {
+    name: "server",
+    binary: "kiseki-server",
+    entry: "mod/role/server.ts",
+    summary: "storage node: log, chunks, compositions, views, S3 + NFS gateways, metrics",
+    built: true,
+    ffi: true,
+    defaults: {},
+  },
+  keyserver: {
+    name: "keyserver",
+    binary: "kiseki-keyserver",
+    entry: "mod/role/keyserver.ts",
+    summary: "system key manager, its own Raft group",
+    built: false,
+    ffi: false,
+    defaults: {
+      KISEKI_RAFT_ADDR: "0.0.0.0:9400",
+      KISEKI_DATA_ADDR: "0.0.0.0:9401",
+      KISEKI_METRICS_ADDR: "0.0.0.0:9490",
+      KISEKI_DATA_DIR: "kiseki-keys",
+    },
+  },
+  "client-fuse": {
+    name: "client-fuse",
+    binary: "kiseki-client-fuse",
+    entry: "mod/role/client_fuse.ts",
+    summary: "FUSE mount on compute nodes with client-side encryption and caching",
+    built: false,
+    ffi: true,
+    defaults: { KISEKI_DATA_ADDR: "127.0.0.1:9100" },
+  },
+  control: {
+    name: "control",
+    binary: "kiseki-control",
+    entry: "mod/role/control.ts",
+    summary: "control plane: tenants, namespaces, quotas, IAM, policy, federation",
+    built: false,
+    ffi: false,
+    defaults: {
+      KISEKI_DATA_ADDR: "0.0.0.0:9500",
+      KISEKI_METRICS_ADDR: "0.0.0.0:9590",
+      KISEKI_DATA_DIR: "kiseki-control",
+    },
+  },
+  admin: {
+    name: "admin",
+    binary: "kiseki-admin",
+    entry: "mod/role/admin.ts",
+    summary: "operator CLI against any node",
+    built: true,
+    ffi: false,
+    defaults: { KISEKI_METRICS_ADDR: "127.0.0.1:9090", KISEKI_DATA_ADDR: "127.0.0.1:9100" },
+  },
+  client: {
+    name: "client",
+    binary: "kiseki-client",
+    entry: "mod/role/client.ts",
+    summary: "native client CLI: staging, cache control",
+    built: false,
+    ffi: false,
+    defaults: { KISEKI_DATA_ADDR: "127.0.0.1:9100" },
+  },
+};
+
+export const ROLE_NAMES: readonly RoleName[] = Object.keys(ROLE_TABLE) as RoleName[];
+
+export function isRoleName(value: string): value is RoleName {
+  return Object.hasOwn(ROLE_TABLE, value);
+}
+
+export interface RoleFlagsOptions {
+  /** Absolute directory relative paths resolve against (the caller's cwd). */
+  cwd: string;
+  /** Where the role's FFI shims are (absolute). */
+  ffiDir: string;
+}
+
+/** Parses the configuration for a role with the role's own defaults. */
+export function roleConfig(role: RoleName, env: ConfigEnv, ffiDirDefault?: string): Config {
+  return parseConfig(env, { role, defaults: ROLE_TABLE[role].defaults, ffiDirDefault });
+}
+
+/**
+ * The Deno permission flags for a role under a configuration: network scoped to the role's
+ * listeners and peers, files to its own directories, FFI to its shims, environment to
+ * Kiseki's variables. Anything not listed is refused by the runtime.
+ */
+export function roleFlags(role: RoleName, config: Config, options: RoleFlagsOptions): string[] {
+  const abs = (p: string): string => (p.startsWith("/") ? p : `${options.cwd.replace(/\/+$/, "")}/${p}`);
+  const net = new Set<string>();
+  const read = new Set<string>();
+  const write = new Set<string>();
+  const listen = (a: HostPort): void => void net.add(formatHostPort(a));
+  const dial = (a: HostPort): void => void net.add(formatHostPort(a));
+  const tlsFiles = config.tls ? [config.tls.caPath, config.tls.certPath, config.tls.keyPath] : [];
+  let unrestrictedNet = false;
+
+  // Process metrics read the process's own /proc entries.
+  read.add("/proc/self");
+  for (const f of tlsFiles) read.add(abs(f));
+
+  switch (role) {
+    case "server": {
+      for (const a of [config.s3Addr, config.nfsAddr, config.metricsAddr, config.advisoryAddr, config.raftAddr]) {
+        listen(a);
+      }
+      listen(config.dataAddrs[0]!);
+      for (const peer of config.raftPeers) {
+        if (peer.id === config.nodeId) continue;
+        dial(peer.addr);
+        // Data path and dashboard scrape peers on the same ports this node uses.
+        dial({ host: peer.addr.host, port: config.dataAddrs[0]!.port });
+        dial({ host: peer.addr.host, port: config.metricsAddr.port });
+      }
+      read.add(abs(config.dataDir));
+      write.add(abs(config.dataDir));
+      break;
+    }
+    case "keyserver":
+    case "control": {
+      listen(config.raftAddr);
+      listen(config.dataAddrs[0]!);
+      listen(config.metricsAddr);
+      for (const peer of config.raftPeers) if (peer.id !== config.nodeId) dial(peer.addr);
+      read.add(abs(config.dataDir));
+      write.add(abs(config.dataDir));
+      break;
+    }
+    case "client-fuse":
+    case "client": {
+      for (const a of config.dataAddrs) dial(a);
+      read.add(abs(config.cacheDir));
+      write.add(abs(config.cacheDir));
+      if (role === "client-fuse") {
+        read.add("/dev/fuse");
+        write.add("/dev/fuse");
+      }
+      break;
+    }
+    case "admin":
+      // The operator names any node on the command line; the CLI only dials out.
+      unrestrictedNet = true;
+      break;
+  }
+  if (config.otlpEndpoint) {
+    const url = new URL(config.otlpEndpoint);
+    dial({ host: url.hostname.replace(/^\[|\]$/g, ""), port: Number(url.port || (url.protocol === "https:" ? 443 : 80)) });
+  }
+
+  const flags: string[] = [];
+  flags.push(unrestrictedNet ? "--allow-net" : `--allow-net=${[...net].join(",")}`);
+  flags.push(`--allow-read=${[...read].join(",")}`);
+  if (write.size > 0) flags.push(`--allow-write=${[...write].join(",")}`);
+  if (ROLE_TABLE[role].ffi) {
+    flags.push(`--allow-ffi=${abs(options.ffiDir)}`);
+    read.add(abs(options.ffiDir));
+    flags[1] = `--allow-read=${[...read].join(",")}`;
+  }
+  flags.push(`--allow-env=${CONFIG_VARIABLE_NAMES.join(",")}`);
+  flags.push("--no-prompt");
+  return flags;
+}
