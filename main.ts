@@ -8,7 +8,11 @@ const USAGE = `kiseki: distributed storage for HPC and AI clusters
 Usage: kiseki <role> [args]      (each role: kiseki <role> --help)
 
 Roles:
-${ROLE_NAMES.map((r) => `  ${r.padEnd(12)} ${ROLE_TABLE[r].summary}${ROLE_TABLE[r].built ? "" : " (not built yet)"}`).join("\n")}
+${
+  ROLE_NAMES.map((r) =>
+    `  ${r.padEnd(12)} ${ROLE_TABLE[r].summary}${ROLE_TABLE[r].built ? "" : " (not built yet)"}`
+  ).join("\n")
+}
 `;
 
 export async function main(args: string[]): Promise<number> {

@@ -12,13 +12,12 @@ import {
   INSTALLED_DEFAULTS,
   INSTALLED_FFI_DIR,
   isRoleName,
-  type RoleName,
   ROLE_NAMES,
   ROLE_TABLE,
   roleConfig,
   roleFlags,
+  type RoleName,
 } from "../mod/role/mod.ts";
-
 
 const root = new URL("..", import.meta.url).pathname;
 
@@ -42,11 +41,50 @@ function parseArgs(args: string[]): Options {
       Deno.exit(2);
     }
   }
-  return { roles: roles.length > 0 ? roles : ROLE_NAMES.filter((r) => ROLE_TABLE[r].built), dryRun, outDir };
+  return {
+    roles: roles.length > 0 ? roles : ROLE_NAMES.filter((r) => ROLE_TABLE[r].built),
+    dryRun,
+    outDir,
+  };
+}
+
+/**
+ * Test folders of npm packages are never loaded at run time; leaving them out keeps binaries
+ * small and avoids a `deno compile` stack overflow on some packages' fixtures (bintrees).
+ */
+export function npmTestDirs(): string[] {
+  const dirs: string[] = [];
+  const store = `${root}node_modules/.deno`;
+  const visit = (pkgDir: string): void => {
+    for (const name of ["test", "tests", "__tests__"]) {
+      try {
+        if (Deno.statSync(`${pkgDir}/${name}`).isDirectory) dirs.push(`${pkgDir}/${name}`);
+      } catch { /* absent */ }
+    }
+  };
+  try {
+    for (const entry of Deno.readDirSync(store)) {
+      const modules = `${store}/${entry.name}/node_modules`;
+      try {
+        for (const pkg of Deno.readDirSync(modules)) {
+          if (pkg.name.startsWith("@")) {
+            for (const scoped of Deno.readDirSync(`${modules}/${pkg.name}`)) {
+              visit(`${modules}/${pkg.name}/${scoped.name}`);
+            }
+          } else if (pkg.isDirectory) visit(`${modules}/${pkg.name}`);
+        }
+      } catch { /* not a package folder */ }
+    }
+  } catch { /* no node_modules yet */ }
+  return dirs.sort();
 }
 
 /** The exact `deno compile` arguments for a role. */
-export function compileArgs(role: RoleName, env: Record<string, string | undefined>, outDir: string): string[] {
+export function compileArgs(
+  role: RoleName,
+  env: Record<string, string | undefined>,
+  outDir: string,
+): string[] {
   const spec = ROLE_TABLE[role];
   const config = roleConfig(role, { ...INSTALLED_DEFAULTS[role], ...env }, INSTALLED_FFI_DIR);
   const flags = roleFlags(role, config, { cwd: "/", ffiDir: config.ffiDir });
@@ -54,6 +92,7 @@ export function compileArgs(role: RoleName, env: Record<string, string | undefin
     "compile",
     "--quiet",
     ...flags,
+    ...npmTestDirs().flatMap((d) => ["--exclude", d]),
     "--output",
     `${outDir}/${spec.binary}`,
     `${root}${spec.entry}`,
@@ -68,7 +107,9 @@ if (import.meta.main) {
     try {
       Deno.statSync(denort);
     } catch {
-      console.error(`compile: DENORT_BIN=${denort} does not exist; point it at the denort binary of this Deno version`);
+      console.error(
+        `compile: DENORT_BIN=${denort} does not exist; point it at the denort binary of this Deno version`,
+      );
       Deno.exit(2);
     }
   }
@@ -87,22 +128,33 @@ if (import.meta.main) {
       continue;
     }
     await Deno.mkdir(options.outDir, { recursive: true });
-    const out = await new Deno.Command(Deno.execPath(), { args, cwd: root, stdout: "piped", stderr: "piped" })
+    const out = await new Deno.Command(Deno.execPath(), {
+      args,
+      cwd: root,
+      stdout: "piped",
+      stderr: "piped",
+    })
       .output();
     const text = new TextDecoder().decode(out.stderr) + new TextDecoder().decode(out.stdout);
     if (out.success) {
-      console.log(`compile: ${ROLE_TABLE[role].binary} -> ${options.outDir}/${ROLE_TABLE[role].binary}`);
+      console.log(
+        `compile: ${ROLE_TABLE[role].binary} -> ${options.outDir}/${ROLE_TABLE[role].binary}`,
+      );
       continue;
     }
     failed++;
     if (/dl\.deno\.land|error sending request|dns error|Download/i.test(text) && !denort) {
       console.error(
-        `compile: ${ROLE_TABLE[role].binary}: deno compile could not download its runtime (denort ${Deno.version.deno}); ` +
+        `compile: ${
+          ROLE_TABLE[role].binary
+        }: deno compile could not download its runtime (denort ${Deno.version.deno}); ` +
           `this host has no route to it. Copy denort for ${Deno.build.target} here and set DENORT_BIN=/path/to/denort.`,
       );
     } else if (denort && /ELF|Invalid object|base binary/i.test(text)) {
       console.error(
-        `compile: ${ROLE_TABLE[role].binary}: DENORT_BIN=${denort} is not a usable denort ${Deno.version.deno} runtime for ${Deno.build.target}`,
+        `compile: ${
+          ROLE_TABLE[role].binary
+        }: DENORT_BIN=${denort} is not a usable denort ${Deno.version.deno} runtime for ${Deno.build.target}`,
       );
     } else {
       console.error(`compile: ${ROLE_TABLE[role].binary} failed:\n${text.trim()}`);

@@ -46,7 +46,10 @@ export function adminHandler(readiness: Readiness): (req: Request) => Promise<Re
   return async (req: Request): Promise<Response> => {
     const url = new URL(req.url);
     if (req.method !== "GET" && req.method !== "HEAD") {
-      return new Response("method not allowed\n", { status: 405, headers: { ...TEXT, allow: "GET, HEAD" } });
+      return new Response("method not allowed\n", {
+        status: 405,
+        headers: { ...TEXT, allow: "GET, HEAD" },
+      });
     }
     switch (url.pathname) {
       case "/health":

@@ -38,5 +38,8 @@ Deno.test("BufferPool.release() of a foreign or twice-released buffer is an asse
 
 Deno.test("BufferPool rejects impossible options", () => {
   assert.throws(() => new BufferPool({ bufferSizeBytes: 0, countMax: 1 }), AssertionError);
-  assert.throws(() => new BufferPool({ bufferSizeBytes: 1, countMax: 1, preallocateCount: 2 }), AssertionError);
+  assert.throws(
+    () => new BufferPool({ bufferSizeBytes: 1, countMax: 1, preallocateCount: 2 }),
+    AssertionError,
+  );
 });

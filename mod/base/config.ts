@@ -72,8 +72,18 @@ export const CONFIG_VARIABLES: readonly ConfigVariable[] = [
     expects: "host:port",
     description: "workflow advisory gRPC listener",
   },
-  { name: "KISEKI_S3_ADDR", default: "0.0.0.0:9000", expects: "host:port", description: "S3 gateway" },
-  { name: "KISEKI_NFS_ADDR", default: "0.0.0.0:2049", expects: "host:port", description: "NFS gateway" },
+  {
+    name: "KISEKI_S3_ADDR",
+    default: "0.0.0.0:9000",
+    expects: "host:port",
+    description: "S3 gateway",
+  },
+  {
+    name: "KISEKI_NFS_ADDR",
+    default: "0.0.0.0:2049",
+    expects: "host:port",
+    description: "NFS gateway",
+  },
   {
     name: "KISEKI_METRICS_ADDR",
     default: "0.0.0.0:9090",
@@ -98,7 +108,12 @@ export const CONFIG_VARIABLES: readonly ConfigVariable[] = [
     expects: "true or false",
     description: "create the initial shard on first start",
   },
-  { name: "KISEKI_NODE_ID", default: "1", expects: "an integer 1..65535", description: "this node's id" },
+  {
+    name: "KISEKI_NODE_ID",
+    default: "1",
+    expects: "an integer 1..65535",
+    description: "this node's id",
+  },
   {
     name: "KISEKI_RAFT_PEERS",
     default: "",
@@ -106,7 +121,12 @@ export const CONFIG_VARIABLES: readonly ConfigVariable[] = [
     description: "every voter, identical on all nodes",
   },
   { name: "KISEKI_CA_PATH", default: "", expects: "a file path", description: "cluster CA (mTLS)" },
-  { name: "KISEKI_CERT_PATH", default: "", expects: "a file path", description: "this node's cert" },
+  {
+    name: "KISEKI_CERT_PATH",
+    default: "",
+    expects: "a file path",
+    description: "this node's cert",
+  },
   { name: "KISEKI_KEY_PATH", default: "", expects: "a file path", description: "this node's key" },
   {
     name: "KISEKI_CACHE_MODE",
@@ -150,7 +170,12 @@ export const CONFIG_VARIABLES: readonly ConfigVariable[] = [
     expects: "trace, debug, info, warn or error",
     description: "log level (RUST_LOG=kiseki=<level> is accepted too)",
   },
-  { name: "KISEKI_LOG_FORMAT", default: "text", expects: "text or json", description: "log format" },
+  {
+    name: "KISEKI_LOG_FORMAT",
+    default: "text",
+    expects: "text or json",
+    description: "log format",
+  },
   {
     name: "KISEKI_FFI",
     default: "auto",
@@ -287,7 +312,9 @@ export function parseConfig(env: ConfigEnv, options: ParseConfigOptions = {}): C
       ["KISEKI_KEY_PATH", keyPath],
     ].filter(([, v]) => v === undefined).map(([n]) => n);
     problems.push(
-      `${missing.join(", ")} must be set too: mTLS needs KISEKI_CA_PATH, KISEKI_CERT_PATH and KISEKI_KEY_PATH together`,
+      `${
+        missing.join(", ")
+      } must be set too: mTLS needs KISEKI_CA_PATH, KISEKI_CERT_PATH and KISEKI_KEY_PATH together`,
     );
   }
 

@@ -1,5 +1,11 @@
 import assert from "node:assert/strict";
-import { ConfigError, parseByteSize, parseConfig, parseHostPort, parseRaftPeers } from "./config.ts";
+import {
+  ConfigError,
+  parseByteSize,
+  parseConfig,
+  parseHostPort,
+  parseRaftPeers,
+} from "./config.ts";
 
 function problems(env: Record<string, string>): string[] {
   try {
@@ -53,7 +59,10 @@ Deno.test("parseConfig() reads the deployment guide's 3-node settings", () => {
 Deno.test("parseConfig() names the variable, the value and the expectation", () => {
   const p = problems({ KISEKI_S3_ADDR: "0.0.0.0:99999" });
   assert.deepEqual(p.length, 1);
-  assert.match(p[0]!, /^KISEKI_S3_ADDR="0\.0\.0\.0:99999" is invalid: expected host:port \(port out of range/);
+  assert.match(
+    p[0]!,
+    /^KISEKI_S3_ADDR="0\.0\.0\.0:99999" is invalid: expected host:port \(port out of range/,
+  );
 });
 
 Deno.test("parseConfig() reports every bad variable, one line each", () => {
@@ -65,14 +74,17 @@ Deno.test("parseConfig() reports every bad variable, one line each", () => {
     KISEKI_LOG_LEVEL: "loud",
     OTEL_EXPORTER_OTLP_ENDPOINT: "jaeger:4317",
   });
-  assert.deepEqual(p.map((l) => l.split("=")[0]), [
-    "KISEKI_CACHE_MODE",
-    "KISEKI_CACHE_L1_MAX",
-    "KISEKI_NODE_ID",
-    "KISEKI_BOOTSTRAP",
-    "OTEL_EXPORTER_OTLP_ENDPOINT",
-    "KISEKI_LOG_LEVEL",
-  ].sort((a, b) => p.findIndex((l) => l.startsWith(a)) - p.findIndex((l) => l.startsWith(b))));
+  assert.deepEqual(
+    p.map((l) => l.split("=")[0]),
+    [
+      "KISEKI_CACHE_MODE",
+      "KISEKI_CACHE_L1_MAX",
+      "KISEKI_NODE_ID",
+      "KISEKI_BOOTSTRAP",
+      "OTEL_EXPORTER_OTLP_ENDPOINT",
+      "KISEKI_LOG_LEVEL",
+    ].sort((a, b) => p.findIndex((l) => l.startsWith(a)) - p.findIndex((l) => l.startsWith(b))),
+  );
   for (const line of p) assert.deepEqual(line.includes("\n"), false);
 });
 
@@ -88,7 +100,10 @@ Deno.test("parseConfig() rejects partial TLS settings", () => {
 
 Deno.test("parseConfig() rejects two listeners on one address", () => {
   const p = problems({ KISEKI_S3_ADDR: "0.0.0.0:9090" });
-  assert.match(p[0]!, /KISEKI_METRICS_ADDR=0\.0\.0\.0:9090 is invalid: the same address as KISEKI_S3_ADDR/);
+  assert.match(
+    p[0]!,
+    /KISEKI_METRICS_ADDR=0\.0\.0\.0:9090 is invalid: the same address as KISEKI_S3_ADDR/,
+  );
 });
 
 Deno.test("parseConfig() applies role defaults under the environment", () => {
@@ -102,7 +117,10 @@ Deno.test("parseConfig() applies role defaults under the environment", () => {
 });
 
 Deno.test("parseHostPort() accepts names, IPv4 and bracketed IPv6", () => {
-  assert.deepEqual(parseHostPort("node1.example.com:9300"), { host: "node1.example.com", port: 9300 });
+  assert.deepEqual(parseHostPort("node1.example.com:9300"), {
+    host: "node1.example.com",
+    port: 9300,
+  });
   assert.deepEqual(parseHostPort("127.0.0.1:1"), { host: "127.0.0.1", port: 1 });
   assert.deepEqual(parseHostPort("[::1]:9000"), { host: "::1", port: 9000 });
   assert.throws(() => parseHostPort("::1:9000"), /brackets/);

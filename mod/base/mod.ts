@@ -1,5 +1,5 @@
 // Base: assertions, configuration, buffer pools, seeded randomness. Depends on nothing.
-export { AssertionError, assert, unreachable } from "./assert.ts";
+export { assert, AssertionError, unreachable } from "./assert.ts";
 export { BufferPool } from "./buffer_pool.ts";
 export type { BufferPoolOptions, BufferPoolStats } from "./buffer_pool.ts";
 export {

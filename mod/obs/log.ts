@@ -106,8 +106,10 @@ export function configureLogging(options: ConfigureLoggingOptions): void {
 }
 
 /** A logger writing to `sink` with its own level and format (tests, tools). */
-export function createLogger(options: Required<Omit<ConfigureLoggingOptions, "sink">> & {
-  sink: LogSink;
-}): Logger {
+export function createLogger(
+  options: Required<Omit<ConfigureLoggingOptions, "sink">> & {
+    sink: LogSink;
+  },
+): Logger {
   return new Logger({ level: options.level, format: options.format, sink: options.sink });
 }

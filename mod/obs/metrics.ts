@@ -51,7 +51,9 @@ export function counter<L extends string = never>(options: MetricOptions<L>): Co
 }
 
 export function gauge<L extends string = never>(
-  options: MetricOptions<L> & { collect?: (set: (labels: Partial<Record<L, string>>, v: number) => void) => void },
+  options: MetricOptions<L> & {
+    collect?: (set: (labels: Partial<Record<L, string>>, v: number) => void) => void;
+  },
 ): Gauge<L> {
   checkName(options.name);
   const collectFn = options.collect;
@@ -76,8 +78,23 @@ export function gauge<L extends string = never>(
 
 /** Default buckets cover 50 µs .. 10 s, for storage operations measured in seconds. */
 export const LATENCY_BUCKETS_SECONDS: readonly number[] = [
-  0.00005, 0.0001, 0.00025, 0.0005, 0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1,
-  2.5, 5, 10,
+  0.00005,
+  0.0001,
+  0.00025,
+  0.0005,
+  0.001,
+  0.0025,
+  0.005,
+  0.01,
+  0.025,
+  0.05,
+  0.1,
+  0.25,
+  0.5,
+  1,
+  2.5,
+  5,
+  10,
 ];
 
 export function histogram<L extends string = never>(

@@ -1,10 +1,10 @@
 // Shared start-up for role entries: read and validate the environment, configure logs,
 // and turn a bad configuration into one line per variable and exit code 2.
 
-import { CONFIG_VARIABLE_NAMES, type Config, ConfigError, type ConfigEnv } from "../base/mod.ts";
+import { type Config, CONFIG_VARIABLE_NAMES, type ConfigEnv, ConfigError } from "../base/mod.ts";
 import { configureLogging } from "../obs/mod.ts";
 import { SOURCE_FFI_DIR } from "../../ffi/loader.ts";
-import { ROLE_TABLE, type RoleName, roleConfig } from "./table.ts";
+import { ROLE_TABLE, roleConfig, type RoleName } from "./table.ts";
 
 /** Where shims are installed next to compiled binaries (`KISEKI_FFI_DIR` overrides). */
 export const INSTALLED_FFI_DIR = "/usr/local/lib/kiseki";
@@ -35,7 +35,9 @@ export function defaultFfiDir(): string {
 
 /** Reads only Kiseki's own variables (the sandbox grants nothing else). */
 export function readConfigEnv(role?: RoleName): ConfigEnv {
-  const env: Record<string, string | undefined> = role && isCompiled() ? { ...INSTALLED_DEFAULTS[role] } : {};
+  const env: Record<string, string | undefined> = role && isCompiled()
+    ? { ...INSTALLED_DEFAULTS[role] }
+    : {};
   for (const name of CONFIG_VARIABLE_NAMES) env[name] = Deno.env.get(name) ?? env[name];
   return env;
 }

@@ -48,7 +48,9 @@ export async function main(args: string[]): Promise<number> {
   try {
     parseHostPort(node);
   } catch (e) {
-    console.error(`kiseki-admin: --node ${node} is invalid: expected host:port (${(e as Error).message})`);
+    console.error(
+      `kiseki-admin: --node ${node} is invalid: expected host:port (${(e as Error).message})`,
+    );
     return 2;
   }
   let status: NodeStatus;

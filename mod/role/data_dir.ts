@@ -29,7 +29,9 @@ export async function prepareDataDir(
       await Deno.mkdir(`${root}/${sub}`, { recursive: true, mode: 0o750 });
     }
   } catch (e) {
-    throw new DataDirError(`KISEKI_DATA_DIR=${root}: cannot create the data directory: ${(e as Error).message}`);
+    throw new DataDirError(
+      `KISEKI_DATA_DIR=${root}: cannot create the data directory: ${(e as Error).message}`,
+    );
   }
   const path = `${root}/config/node.json`;
   let text: string | null = null;
@@ -45,10 +47,14 @@ export async function prepareDataDir(
     try {
       identity = JSON.parse(text) as NodeIdentity;
     } catch {
-      throw new DataDirError(`${path} is not valid JSON; refusing to start on a damaged data directory`);
+      throw new DataDirError(
+        `${path} is not valid JSON; refusing to start on a damaged data directory`,
+      );
     }
     if (identity.format !== DATA_DIR_FORMAT) {
-      throw new DataDirError(`${path}: data directory format ${identity.format} is not ${DATA_DIR_FORMAT}`);
+      throw new DataDirError(
+        `${path}: data directory format ${identity.format} is not ${DATA_DIR_FORMAT}`,
+      );
     }
     if (identity.nodeId !== config.nodeId) {
       throw new DataDirError(

@@ -1,4 +1,10 @@
 // Roles: the composition roots, one per binary, and the table of their permissions.
 export { isRoleName, ROLE_NAMES, ROLE_TABLE, roleConfig, roleFlags } from "./table.ts";
 export type { RoleFlagsOptions, RoleName, RoleSpec } from "./table.ts";
-export { defaultFfiDir, INSTALLED_DEFAULTS, INSTALLED_FFI_DIR, isCompiled, readConfigEnv } from "./_run.ts";
+export {
+  defaultFfiDir,
+  INSTALLED_DEFAULTS,
+  INSTALLED_FFI_DIR,
+  isCompiled,
+  readConfigEnv,
+} from "./_run.ts";

@@ -2,7 +2,7 @@
 // configuration, prepares the data directory, picks the crypto and erasure-coding
 // implementations (shim or pure twin), proves them with a self-check, and reports ready.
 
-import { CONFIG_VARIABLES, type Config, formatHostPort, Prng } from "../base/mod.ts";
+import { type Config, CONFIG_VARIABLES, formatHostPort, Prng } from "../base/mod.ts";
 import { collectProcessMetrics, gauge, log } from "../obs/mod.ts";
 import { ReadinessFlag, startAdminServer } from "../admin/mod.ts";
 import { type Aead, selectAead } from "../crypto/mod.ts";
@@ -17,7 +17,9 @@ Usage: kiseki-server [--help] [--version]
 Configuration is read from the environment; with none, a single bootstrapped node runs on
 ./kiseki-data. Variables:
 ${
-  CONFIG_VARIABLES.map((v) => `  ${v.name.padEnd(28)} ${v.description} (default: ${v.default || "unset"})`)
+  CONFIG_VARIABLES.map((v) =>
+    `  ${v.name.padEnd(28)} ${v.description} (default: ${v.default || "unset"})`
+  )
     .join("\n")
 }
 `;
@@ -33,7 +35,11 @@ export async function main(args: string[]): Promise<number> {
   }
   const unknown = args.filter((a) => a !== "--");
   if (unknown.length > 0) {
-    console.error(`kiseki-server: unknown argument '${unknown[0]}' (configuration is by environment; see --help)`);
+    console.error(
+      `kiseki-server: unknown argument '${
+        unknown[0]
+      }' (configuration is by environment; see --help)`,
+    );
     return 2;
   }
   const config = loadRoleConfig("server");
@@ -62,7 +68,9 @@ async function runServer(config: Config): Promise<number> {
   try {
     admin = await startAdminServer({ addr: config.metricsAddr, readiness, signal: stop.signal });
   } catch (e) {
-    logger.error(`cannot listen on KISEKI_METRICS_ADDR=${formatHostPort(config.metricsAddr)}`, { error: e });
+    logger.error(`cannot listen on KISEKI_METRICS_ADDR=${formatHostPort(config.metricsAddr)}`, {
+      error: e,
+    });
     return 1;
   }
 
@@ -125,9 +133,15 @@ async function selfCheck(aead: Aead, ecFactory: ErasureCodecFactory): Promise<vo
 
   const codec = ecFactory.create({ k: 4, m: 2 });
   const fragmentBytes = 1024;
-  const fragments = Array.from({ length: 6 }, (_, i) => i < 4 ? prng.bytes(fragmentBytes) : new Uint8Array(fragmentBytes));
+  const fragments = Array.from(
+    { length: 6 },
+    (_, i) => i < 4 ? prng.bytes(fragmentBytes) : new Uint8Array(fragmentBytes),
+  );
   codec.encode(fragments.slice(0, 4), fragments.slice(4));
-  const damaged: (Uint8Array | null)[] = fragments.map((f, i) => (i === 1 || i === 4 ? null : f.slice()));
+  const damaged: (Uint8Array | null)[] = fragments.map((
+    f,
+    i,
+  ) => (i === 1 || i === 4 ? null : f.slice()));
   codec.reconstruct(damaged);
   if (!equal(damaged[1]!, fragments[1]!) || !equal(damaged[4]!, fragments[4]!)) {
     throw new Error(`${ecFactory.implementation} erasure-coding self-check failed`);

@@ -3,8 +3,8 @@
 // tests start roles with them, so the sandbox that ships is the sandbox that is tested.
 
 import {
-  CONFIG_VARIABLE_NAMES,
   type Config,
+  CONFIG_VARIABLE_NAMES,
   type ConfigEnv,
   formatHostPort,
   type HostPort,
@@ -118,7 +118,9 @@ export function roleConfig(role: RoleName, env: ConfigEnv, ffiDirDefault?: strin
  * Kiseki's variables. Anything not listed is refused by the runtime.
  */
 export function roleFlags(role: RoleName, config: Config, options: RoleFlagsOptions): string[] {
-  const abs = (p: string): string => (p.startsWith("/") ? p : `${options.cwd.replace(/\/+$/, "")}/${p}`);
+  const abs = (
+    p: string,
+  ): string => (p.startsWith("/") ? p : `${options.cwd.replace(/\/+$/, "")}/${p}`);
   const net = new Set<string>();
   const read = new Set<string>();
   const write = new Set<string>();
@@ -133,7 +135,15 @@ export function roleFlags(role: RoleName, config: Config, options: RoleFlagsOpti
 
   switch (role) {
     case "server": {
-      for (const a of [config.s3Addr, config.nfsAddr, config.metricsAddr, config.advisoryAddr, config.raftAddr]) {
+      for (
+        const a of [
+          config.s3Addr,
+          config.nfsAddr,
+          config.metricsAddr,
+          config.advisoryAddr,
+          config.raftAddr,
+        ]
+      ) {
         listen(a);
       }
       listen(config.dataAddrs[0]!);
@@ -176,7 +186,10 @@ export function roleFlags(role: RoleName, config: Config, options: RoleFlagsOpti
   }
   if (config.otlpEndpoint) {
     const url = new URL(config.otlpEndpoint);
-    dial({ host: url.hostname.replace(/^\[|\]$/g, ""), port: Number(url.port || (url.protocol === "https:" ? 443 : 80)) });
+    dial({
+      host: url.hostname.replace(/^\[|\]$/g, ""),
+      port: Number(url.port || (url.protocol === "https:" ? 443 : 80)),
+    });
   }
 
   const flags: string[] = [];

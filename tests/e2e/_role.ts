@@ -1,0 +1,118 @@
+// Starts roles the way they ship: `deno run` with exactly the role table's permission flags
+// (the flags `deno compile` bakes in), on loopback addresses the test chooses.
+
+import { ROLE_TABLE, roleConfig, roleFlags, type RoleName } from "../../mod/role/mod.ts";
+import { SOURCE_FFI_DIR } from "../../ffi/loader.ts";
+
+export const ROOT: string = new URL("../../", import.meta.url).pathname;
+
+export interface RunningRole {
+  child: Deno.ChildProcess;
+  flags: string[];
+  /** Everything the role wrote to stderr so far (logs). */
+  stderr(): string;
+  /** Resolves with the exit code once the role stops. */
+  exited: Promise<number>;
+  stop(signal?: Deno.Signal): Promise<number>;
+}
+
+/** Loopback listeners for one test: unique host, unusual ports, no clash with a real node. */
+export interface TestAddrs {
+  KISEKI_S3_ADDR: string;
+  KISEKI_NFS_ADDR: string;
+  KISEKI_METRICS_ADDR: string;
+  KISEKI_DATA_ADDR: string;
+  KISEKI_ADVISORY_ADDR: string;
+  KISEKI_RAFT_ADDR: string;
+}
+
+export function testAddrs(hostOctet: number): TestAddrs {
+  const host = `127.0.${hostOctet}.1`;
+  return {
+    KISEKI_S3_ADDR: `${host}:29000`,
+    KISEKI_NFS_ADDR: `${host}:22049`,
+    KISEKI_METRICS_ADDR: `${host}:29090`,
+    KISEKI_DATA_ADDR: `${host}:29100`,
+    KISEKI_ADVISORY_ADDR: `${host}:29101`,
+    KISEKI_RAFT_ADDR: `${host}:29300`,
+  };
+}
+
+export function flagsFor(role: RoleName, env: Record<string, string>, cwd = ROOT): string[] {
+  const config = roleConfig(role, env, SOURCE_FFI_DIR);
+  return roleFlags(role, config, { cwd, ffiDir: config.ffiDir });
+}
+
+export function startRole(
+  role: RoleName,
+  env: Record<string, string>,
+  args: string[] = [],
+  entry = ROLE_TABLE[role].entry,
+): RunningRole {
+  const flags = flagsFor(role, env);
+  const child = new Deno.Command(Deno.execPath(), {
+    args: ["run", "--quiet", ...flags, `${ROOT}${entry}`, ...args],
+    cwd: ROOT,
+    env: { ...env, NO_COLOR: "1" },
+    clearEnv: true,
+    stdout: "piped",
+    stderr: "piped",
+  }).spawn();
+  let err = "";
+  const decoder = new TextDecoder();
+  const drained = (async () => {
+    for await (const chunk of child.stderr) err += decoder.decode(chunk, { stream: true });
+  })();
+  const out = child.stdout.pipeTo(new WritableStream());
+  const exited = child.status.then(async (s) => {
+    await Promise.all([drained, out]);
+    return s.code;
+  });
+  return {
+    child,
+    flags,
+    stderr: () => err,
+    exited,
+    async stop(signal: Deno.Signal = "SIGTERM") {
+      try {
+        child.kill(signal);
+      } catch { /* already gone */ }
+      return await exited;
+    },
+  };
+}
+
+/** Polls `url` until it answers 200 with `body`, or fails after `timeoutMs`. */
+export async function waitForHttp(url: string, body: string, timeoutMs = 20_000): Promise<void> {
+  const deadline = Date.now() + timeoutMs;
+  let last = "";
+  while (Date.now() < deadline) {
+    try {
+      const r = await fetch(url, { signal: AbortSignal.timeout(1000) });
+      last = `${r.status} ${await r.text()}`;
+      if (r.status === 200 && last === `200 ${body}`) return;
+    } catch (e) {
+      last = (e as Error).message;
+    }
+    await new Promise((r) => setTimeout(r, 100));
+  }
+  throw new Error(`${url} did not answer ${body} within ${timeoutMs} ms (last: ${last})`);
+}
+
+/** Runs a command to completion and returns its exit code and output. */
+export async function run(
+  cmd: string,
+  args: string[],
+  options: { env?: Record<string, string>; cwd?: string; clearEnv?: boolean } = {},
+): Promise<{ code: number; stdout: string; stderr: string }> {
+  const out = await new Deno.Command(cmd, {
+    args,
+    cwd: options.cwd ?? ROOT,
+    env: options.env,
+    clearEnv: options.clearEnv,
+    stdout: "piped",
+    stderr: "piped",
+  }).output();
+  const d = new TextDecoder();
+  return { code: out.code, stdout: d.decode(out.stdout), stderr: d.decode(out.stderr) };
+}
