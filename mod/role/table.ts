@@ -70,6 +70,7 @@ export const ROLE_TABLE: Readonly<Record<RoleName, RoleSpec>> = {
     ffi: false,
     defaults: {
       KISEKI_DATA_ADDR: "0.0.0.0:9500",
+      KISEKI_RAFT_ADDR: "0.0.0.0:9501",
       KISEKI_METRICS_ADDR: "0.0.0.0:9590",
       KISEKI_DATA_DIR: "kiseki-control",
     },
