@@ -133,17 +133,14 @@ async function selfCheck(aead: Aead, ecFactory: ErasureCodecFactory): Promise<vo
 
   const codec = ecFactory.create({ k: 4, m: 2 });
   const fragmentBytes = 1024;
-  const fragments = Array.from(
-    { length: 6 },
-    (_, i) => i < 4 ? prng.bytes(fragmentBytes) : new Uint8Array(fragmentBytes),
-  );
+  const fragments = ecFactory.allocateFragments(6, fragmentBytes);
+  for (const f of fragments.slice(0, 4)) prng.fill(f);
   codec.encode(fragments.slice(0, 4), fragments.slice(4));
-  const damaged: (Uint8Array | null)[] = fragments.map((
-    f,
-    i,
-  ) => (i === 1 || i === 4 ? null : f.slice()));
-  codec.reconstruct(damaged);
-  if (!equal(damaged[1]!, fragments[1]!) || !equal(damaged[4]!, fragments[4]!)) {
+  // Lose one data and one parity fragment; rebuild both from the other four.
+  const damaged = fragments.map((f, i) => (i === 1 || i === 4 ? null : f));
+  const rebuilt = new Map([[1, new Uint8Array(fragmentBytes)], [4, new Uint8Array(fragmentBytes)]]);
+  codec.reconstruct(damaged, rebuilt);
+  if (!equal(rebuilt.get(1)!, fragments[1]!) || !equal(rebuilt.get(4)!, fragments[4]!)) {
     throw new Error(`${ecFactory.implementation} erasure-coding self-check failed`);
   }
 }
