@@ -6,7 +6,6 @@
 // pointer here crashes the whole process and an ignored error could release plaintext
 // that was never authenticated.
 
-#include <limits.h>
 #include <pthread.h>
 #include <stddef.h>
 #include <stdint.h>
@@ -52,15 +51,25 @@
 #define KISEKI_AEAD_EFINAL -7
 #define KISEKI_AEAD_ETAG -8
 
+// Keyed contexts kept by the thread that owns a cache: a small message then pays only for
+// a new IV, not for the key schedule and GHASH table (about 20% of a 4 KiB seal).
+#define KISEKI_AEAD_CACHE_ENTRIES 8
+
 enum { D_KEY, D_NONCE, D_IN, D_IN_LEN, D_AAD, D_AAD_LEN, D_OUT, D_RESERVED };
 
-// A key handle: the raw bytes (for contexts created on other threads) and one context
-// already keyed, reused by the thread that owns the handle so each small call pays only
-// for setting the IV, not for the key schedule and GHASH table.
-typedef struct kiseki_aead_key {
+// Entries are found by key content (constant-time compare), so no handle lifetime or
+// identity can go stale: a key is 32 bytes the caller passes on every call.
+typedef struct kiseki_aead_cache_entry {
   EVP_CIPHER_CTX *ctx;
-  unsigned char raw[KISEKI_AEAD_KEY_BYTES];
-} kiseki_aead_key;
+  uint64_t used_tick;
+  int keyed;
+  unsigned char key[KISEKI_AEAD_KEY_BYTES];
+} kiseki_aead_cache_entry;
+
+typedef struct kiseki_aead_cache {
+  uint64_t tick;
+  kiseki_aead_cache_entry entries[KISEKI_AEAD_CACHE_ENTRIES];
+} kiseki_aead_cache;
 
 // Fetched once: an implicit fetch on every init takes a lock and a lookup in OpenSSL 3.
 static EVP_CIPHER *g_cipher = NULL;
@@ -88,27 +97,41 @@ KISEKI_EXPORT int kiseki_aead_init(void) {
   return KISEKI_AEAD_OK;
 }
 
-KISEKI_EXPORT void kiseki_aead_key_free(kiseki_aead_key *key) {
-  if (key == NULL) return;
-  EVP_CIPHER_CTX_free(key->ctx);
-  OPENSSL_cleanse(key->raw, sizeof key->raw);
-  free(key);
+KISEKI_EXPORT void kiseki_aead_cache_free(kiseki_aead_cache *cache) {
+  if (cache == NULL) return;
+  for (int i = 0; i < KISEKI_AEAD_CACHE_ENTRIES; i++) EVP_CIPHER_CTX_free(cache->entries[i].ctx);
+  OPENSSL_cleanse(cache, sizeof *cache);
+  free(cache);
 }
 
-// Returns a handle or NULL (out of memory, or no cipher).
-KISEKI_EXPORT kiseki_aead_key *kiseki_aead_key_new(const uint8_t *raw) {
-  const EVP_CIPHER *c = cipher();
-  if (raw == NULL || c == NULL) return NULL;
-  kiseki_aead_key *key = calloc(1, sizeof *key);
-  if (key == NULL) return NULL;
-  memcpy(key->raw, raw, KISEKI_AEAD_KEY_BYTES);
-  key->ctx = EVP_CIPHER_CTX_new();
-  if (key->ctx == NULL || EVP_CipherInit_ex2(key->ctx, c, key->raw, NULL, 1, NULL) != 1) {
-    ERR_clear_error();
-    kiseki_aead_key_free(key);
-    return NULL;
+// A cache for one thread (its contexts are created on first use); NULL when out of memory.
+KISEKI_EXPORT kiseki_aead_cache *kiseki_aead_cache_new(void) {
+  return calloc(1, sizeof(kiseki_aead_cache));
+}
+
+// The entry for `key`: one already keyed with it (most recent hit), else the least recently
+// used entry, emptied and given a context; NULL when out of memory.
+static kiseki_aead_cache_entry *cache_lookup(kiseki_aead_cache *cache, const uint8_t *key) {
+  kiseki_aead_cache_entry *victim = &cache->entries[0];
+  cache->tick++;
+  for (int i = 0; i < KISEKI_AEAD_CACHE_ENTRIES; i++) {
+    kiseki_aead_cache_entry *e = &cache->entries[i];
+    if (e->keyed && CRYPTO_memcmp(e->key, key, KISEKI_AEAD_KEY_BYTES) == 0) {
+      e->used_tick = cache->tick;
+      return e;
+    }
+    if (e->used_tick < victim->used_tick) victim = e;
   }
-  return key;
+  if (victim->ctx == NULL) {
+    victim->ctx = EVP_CIPHER_CTX_new();
+    if (victim->ctx == NULL) return NULL;
+  }
+  // Marked keyed only after a successful init, so a failure cannot leave an entry
+  // claiming a key its context does not hold.
+  victim->keyed = 0;
+  victim->used_tick = cache->tick;
+  OPENSSL_cleanse(victim->key, sizeof victim->key);
+  return victim;
 }
 
 static int update_chunked(EVP_CIPHER_CTX *ctx, uint8_t *out, const uint8_t *in, uint64_t len) {
@@ -125,31 +148,35 @@ static int update_chunked(EVP_CIPHER_CTX *ctx, uint8_t *out, const uint8_t *in, 
   return 1;
 }
 
-// One message. `raw` is NULL when `ctx` already holds this key (the owner's context).
-// Seal: in = plaintext (in_len), out = ciphertext || tag. Open: in = ciphertext || tag
-// (in_len >= TAG), out = plaintext; on any failure the plaintext region is wiped.
-static int run_one(EVP_CIPHER_CTX *ctx, int enc, const unsigned char *raw, const uint8_t *nonce,
+// One message on `ctx`. `key` is NULL when `ctx` already holds the right key. Seal: in =
+// plaintext, out = ciphertext || tag. Open: in = ciphertext || tag (in_len >= TAG), out =
+// plaintext; on any failure the plaintext region is wiped. `*keyed` tells the caller
+// whether `ctx` now holds the key (init succeeded), whatever the outcome after that.
+static int run_one(EVP_CIPHER_CTX *ctx, int enc, const uint8_t *key, const uint8_t *nonce,
                    const uint8_t *in, uint64_t in_len, const uint8_t *aad, uint64_t aad_len,
-                   uint8_t *out) {
-  if (nonce == NULL || out == NULL || (in == NULL && in_len > 0) ||
-      (aad == NULL && aad_len > 0)) {
-    return KISEKI_AEAD_EINVAL;
-  }
+                   uint8_t *out, int *keyed) {
+  *keyed = 0;
   uint64_t text_len = in_len;
-  unsigned char tag[KISEKI_AEAD_TAG_BYTES];
   if (!enc) {
     if (in_len < KISEKI_AEAD_TAG_BYTES) return KISEKI_AEAD_EAUTH;
     text_len = in_len - KISEKI_AEAD_TAG_BYTES;
-    // Copied before decrypting, so an in-place open cannot overwrite the tag first.
-    memcpy(tag, in + text_len, KISEKI_AEAD_TAG_BYTES);
   }
-  if (text_len > KISEKI_AEAD_PLAINTEXT_MAX_BYTES) return KISEKI_AEAD_EINVAL;
+  // An empty open may have no output buffer at all; GCM then writes nothing.
+  unsigned char no_output[KISEKI_AEAD_TAG_BYTES];
+  if (out == NULL && !enc && text_len == 0) out = no_output;
+  if (nonce == NULL || out == NULL || (in == NULL && in_len > 0) ||
+      (aad == NULL && aad_len > 0) || text_len > KISEKI_AEAD_PLAINTEXT_MAX_BYTES) {
+    return KISEKI_AEAD_EINVAL;
+  }
+  unsigned char tag[KISEKI_AEAD_TAG_BYTES];
+  // Copied before decrypting, so an in-place open cannot overwrite the tag first.
+  if (!enc) memcpy(tag, in + text_len, KISEKI_AEAD_TAG_BYTES);
 
   int status = KISEKI_AEAD_OK;
-  if (EVP_CipherInit_ex2(ctx, raw == NULL ? NULL : cipher(), raw, nonce, enc, NULL) != 1) {
+  if (EVP_CipherInit_ex2(ctx, key == NULL ? NULL : cipher(), key, nonce, enc, NULL) != 1) {
     status = KISEKI_AEAD_EINIT;
-  } else if (!enc && EVP_CIPHER_CTX_ctrl(ctx, EVP_CTRL_GCM_SET_TAG, KISEKI_AEAD_TAG_BYTES,
-                                         tag) != 1) {
+  } else if ((*keyed = 1, !enc) &&
+             EVP_CIPHER_CTX_ctrl(ctx, EVP_CTRL_GCM_SET_TAG, KISEKI_AEAD_TAG_BYTES, tag) != 1) {
     status = KISEKI_AEAD_ETAG;
   } else if (!update_chunked(ctx, NULL, aad, aad_len)) {
     status = KISEKI_AEAD_EAAD;
@@ -169,63 +196,81 @@ static int run_one(EVP_CIPHER_CTX *ctx, int enc, const unsigned char *raw, const
     ERR_clear_error();
     if (!enc) OPENSSL_cleanse(out, (size_t)text_len);
   }
-  OPENSSL_cleanse(tag, sizeof tag);
+  if (!enc) OPENSSL_cleanse(tag, sizeof tag);
   return status;
 }
 
-// Blocking entry points: run on the thread that owns `key`, with its keyed context.
-KISEKI_EXPORT int kiseki_aead_seal(kiseki_aead_key *key, const uint8_t *nonce, const uint8_t *pt,
-                                   uint64_t pt_len, const uint8_t *aad, uint64_t aad_len,
-                                   uint8_t *out) {
-  if (key == NULL) return KISEKI_AEAD_EINVAL;
-  return run_one(key->ctx, 1, NULL, nonce, pt, pt_len, aad, aad_len, out);
+// On the thread that owns `cache`, with a context that usually already holds the key.
+static int run_cached(kiseki_aead_cache *cache, int enc, const uint8_t *key,
+                      const uint8_t *nonce, const uint8_t *in, uint64_t in_len,
+                      const uint8_t *aad, uint64_t aad_len, uint8_t *out) {
+  if (cache == NULL || key == NULL) return KISEKI_AEAD_EINVAL;
+  kiseki_aead_cache_entry *e = cache_lookup(cache, key);
+  if (e == NULL) return KISEKI_AEAD_ENOMEM;
+  int keyed = 0;
+  int status = run_one(e->ctx, enc, e->keyed ? NULL : key, nonce, in, in_len, aad, aad_len,
+                       out, &keyed);
+  if (keyed && !e->keyed) memcpy(e->key, key, KISEKI_AEAD_KEY_BYTES);
+  // A failed init leaves the context's key unknown: the entry must be re-keyed next time.
+  e->keyed = keyed;
+  if (!keyed) OPENSSL_cleanse(e->key, sizeof e->key);
+  return status;
 }
 
-KISEKI_EXPORT int kiseki_aead_open(kiseki_aead_key *key, const uint8_t *nonce,
-                                   const uint8_t *sealed, uint64_t sealed_len,
+// Blocking entry points: called on the thread that owns `cache`.
+KISEKI_EXPORT int kiseki_aead_seal(kiseki_aead_cache *cache, const uint8_t *key,
+                                   const uint8_t *nonce, const uint8_t *pt, uint64_t pt_len,
                                    const uint8_t *aad, uint64_t aad_len, uint8_t *out) {
-  if (key == NULL) return KISEKI_AEAD_EINVAL;
-  return run_one(key->ctx, 0, NULL, nonce, sealed, sealed_len, aad, aad_len, out);
+  return run_cached(cache, 1, key, nonce, pt, pt_len, aad, aad_len, out);
+}
+
+KISEKI_EXPORT int kiseki_aead_open(kiseki_aead_cache *cache, const uint8_t *key,
+                                   const uint8_t *nonce, const uint8_t *sealed,
+                                   uint64_t sealed_len, const uint8_t *aad, uint64_t aad_len,
+                                   uint8_t *out) {
+  return run_cached(cache, 0, key, nonce, sealed, sealed_len, aad, aad_len, out);
 }
 
 // Nonblocking entry points: run on a runtime worker thread while the owner may be using
-// the key's context, so they key a private context from the raw bytes (about a
-// microsecond, against the hundreds these large inputs take).
-static int run_one_private(int enc, kiseki_aead_key *key, const uint8_t *nonce, const uint8_t *in,
-                           uint64_t in_len, const uint8_t *aad, uint64_t aad_len, uint8_t *out) {
+// its cache, so they key a private context (about a microsecond, against the hundreds
+// these large inputs take).
+static int run_private(int enc, const uint8_t *key, const uint8_t *nonce, const uint8_t *in,
+                       uint64_t in_len, const uint8_t *aad, uint64_t aad_len, uint8_t *out) {
   if (key == NULL) return KISEKI_AEAD_EINVAL;
   EVP_CIPHER_CTX *ctx = EVP_CIPHER_CTX_new();
   if (ctx == NULL) return KISEKI_AEAD_ENOMEM;
-  int status = run_one(ctx, enc, key->raw, nonce, in, in_len, aad, aad_len, out);
+  int keyed = 0;
+  int status = run_one(ctx, enc, key, nonce, in, in_len, aad, aad_len, out, &keyed);
   EVP_CIPHER_CTX_free(ctx);
   return status;
 }
 
-KISEKI_EXPORT int kiseki_aead_seal_async(kiseki_aead_key *key, const uint8_t *nonce,
+KISEKI_EXPORT int kiseki_aead_seal_async(const uint8_t *key, const uint8_t *nonce,
                                          const uint8_t *pt, uint64_t pt_len, const uint8_t *aad,
                                          uint64_t aad_len, uint8_t *out) {
-  return run_one_private(1, key, nonce, pt, pt_len, aad, aad_len, out);
+  return run_private(1, key, nonce, pt, pt_len, aad, aad_len, out);
 }
 
-KISEKI_EXPORT int kiseki_aead_open_async(kiseki_aead_key *key, const uint8_t *nonce,
+KISEKI_EXPORT int kiseki_aead_open_async(const uint8_t *key, const uint8_t *nonce,
                                          const uint8_t *sealed, uint64_t sealed_len,
                                          const uint8_t *aad, uint64_t aad_len, uint8_t *out) {
-  return run_one_private(0, key, nonce, sealed, sealed_len, aad, aad_len, out);
+  return run_private(0, key, nonce, sealed, sealed_len, aad, aad_len, out);
 }
 
 // A batch: `count` items described by `desc` (KISEKI_AEAD_DESC_WORDS u64 words each),
 // one status per item into `statuses`. Returns the number of items that failed
 // authentication, or the first negative code of an item that could not run (the caller
-// then discards the whole batch; every failed open output has been wiped). `owner` says
-// whether the calling
-// thread owns the keys' contexts (blocking call) or must key a private context.
-static int run_batch(int enc, int owner, const uint64_t *desc, uint32_t count, int32_t *statuses) {
+// then discards the whole batch; every failed open output has been wiped). With a
+// `cache` the caller is its owning thread; without one, a private context is keyed.
+static int run_batch(kiseki_aead_cache *cache, int enc, const uint64_t *desc, uint32_t count,
+                     int32_t *statuses) {
   if (desc == NULL || statuses == NULL || count > KISEKI_AEAD_BATCH_ITEMS_MAX) {
     return KISEKI_AEAD_EINVAL;
   }
   EVP_CIPHER_CTX *private_ctx = NULL;
-  const kiseki_aead_key *private_key = NULL;
-  if (!owner) {
+  unsigned char private_key[KISEKI_AEAD_KEY_BYTES];
+  int private_keyed = 0;
+  if (cache == NULL) {
     private_ctx = EVP_CIPHER_CTX_new();
     if (private_ctx == NULL) return KISEKI_AEAD_ENOMEM;
   }
@@ -233,24 +278,26 @@ static int run_batch(int enc, int owner, const uint64_t *desc, uint32_t count, i
   int fatal = KISEKI_AEAD_OK;
   for (uint32_t i = 0; i < count; i++) {
     const uint64_t *d = desc + (size_t)i * KISEKI_AEAD_DESC_WORDS;
-    kiseki_aead_key *key = (kiseki_aead_key *)(uintptr_t)d[D_KEY];
+    const uint8_t *key = (const uint8_t *)(uintptr_t)d[D_KEY];
+    const uint8_t *nonce = (const uint8_t *)(uintptr_t)d[D_NONCE];
+    const uint8_t *in = (const uint8_t *)(uintptr_t)d[D_IN];
+    const uint8_t *aad = (const uint8_t *)(uintptr_t)d[D_AAD];
+    uint8_t *out = (uint8_t *)(uintptr_t)d[D_OUT];
     int status;
     if (key == NULL) {
       status = KISEKI_AEAD_EINVAL;
-    } else if (owner) {
-      status = run_one(key->ctx, enc, NULL, (const uint8_t *)(uintptr_t)d[D_NONCE],
-                       (const uint8_t *)(uintptr_t)d[D_IN], d[D_IN_LEN],
-                       (const uint8_t *)(uintptr_t)d[D_AAD], d[D_AAD_LEN],
-                       (uint8_t *)(uintptr_t)d[D_OUT]);
+    } else if (cache != NULL) {
+      status = run_cached(cache, enc, key, nonce, in, d[D_IN_LEN], aad, d[D_AAD_LEN], out);
     } else {
       // Consecutive items under one key re-key nothing: only the IV changes.
-      status = run_one(private_ctx, enc, key == private_key ? NULL : key->raw,
-                       (const uint8_t *)(uintptr_t)d[D_NONCE],
-                       (const uint8_t *)(uintptr_t)d[D_IN], d[D_IN_LEN],
-                       (const uint8_t *)(uintptr_t)d[D_AAD], d[D_AAD_LEN],
-                       (uint8_t *)(uintptr_t)d[D_OUT]);
-      // After a failed init the context's key is unknown; force a re-key next time.
-      private_key = status == KISEKI_AEAD_OK || status == KISEKI_AEAD_EAUTH ? key : NULL;
+      int same = private_keyed && CRYPTO_memcmp(private_key, key, KISEKI_AEAD_KEY_BYTES) == 0;
+      int keyed = 0;
+      status = run_one(private_ctx, enc, same ? NULL : key, nonce, in, d[D_IN_LEN], aad,
+                       d[D_AAD_LEN], out, &keyed);
+      if (!same || !keyed) {
+        private_keyed = keyed;
+        if (keyed) memcpy(private_key, key, KISEKI_AEAD_KEY_BYTES);
+      }
     }
     statuses[i] = status;
     if (status == KISEKI_AEAD_EAUTH) {
@@ -260,23 +307,28 @@ static int run_batch(int enc, int owner, const uint64_t *desc, uint32_t count, i
     }
   }
   EVP_CIPHER_CTX_free(private_ctx);
+  OPENSSL_cleanse(private_key, sizeof private_key);
   return fatal != KISEKI_AEAD_OK ? fatal : failed;
 }
 
-KISEKI_EXPORT int kiseki_aead_seal_batch(const uint64_t *desc, uint32_t count, int32_t *statuses) {
-  return run_batch(1, 1, desc, count, statuses);
+KISEKI_EXPORT int kiseki_aead_seal_batch(kiseki_aead_cache *cache, const uint64_t *desc,
+                                         uint32_t count, int32_t *statuses) {
+  if (cache == NULL) return KISEKI_AEAD_EINVAL;
+  return run_batch(cache, 1, desc, count, statuses);
 }
 
-KISEKI_EXPORT int kiseki_aead_open_batch(const uint64_t *desc, uint32_t count, int32_t *statuses) {
-  return run_batch(0, 1, desc, count, statuses);
+KISEKI_EXPORT int kiseki_aead_open_batch(kiseki_aead_cache *cache, const uint64_t *desc,
+                                         uint32_t count, int32_t *statuses) {
+  if (cache == NULL) return KISEKI_AEAD_EINVAL;
+  return run_batch(cache, 0, desc, count, statuses);
 }
 
 KISEKI_EXPORT int kiseki_aead_seal_batch_async(const uint64_t *desc, uint32_t count,
                                                int32_t *statuses) {
-  return run_batch(1, 0, desc, count, statuses);
+  return run_batch(NULL, 1, desc, count, statuses);
 }
 
 KISEKI_EXPORT int kiseki_aead_open_batch_async(const uint64_t *desc, uint32_t count,
                                                int32_t *statuses) {
-  return run_batch(0, 0, desc, count, statuses);
+  return run_batch(NULL, 0, desc, count, statuses);
 }

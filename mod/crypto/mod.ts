@@ -1,0 +1,15 @@
+// Crypto: the AEAD port (AES-256-GCM) with its OpenSSL shim and WebCrypto twin, and the
+// selection between them.
+export {
+  AEAD_BATCH_ITEMS_MAX,
+  AEAD_KEY_BYTES,
+  AEAD_NONCE_BYTES,
+  AEAD_PLAINTEXT_MAX_BYTES,
+  AEAD_TAG_BYTES,
+  AeadError,
+} from "./aead.ts";
+export type { Aead, AeadImplementation, AeadKey, AeadOpenItem, AeadSealItem } from "./aead.ts";
+export { OPENSSL_NONBLOCKING_MIN_BYTES_DEFAULT, OpensslAead } from "./openssl_aead.ts";
+export type { OpensslAeadLoad, OpensslAeadOptions } from "./openssl_aead.ts";
+export { WebCryptoAead } from "./webcrypto_aead.ts";
+export { chooseAead, selectAead } from "./select.ts";
