@@ -65,7 +65,8 @@ const BATCH_ASYNC = ["buffer", "u32", "buffer"] as const;
 
 export const AEAD_SYMBOLS = {
   kiseki_aead_abi_version: { parameters: [], result: "i32" },
-  kiseki_aead_openssl_version: { parameters: [], result: "pointer" },
+  kiseki_aead_openssl_version: { parameters: ["buffer", "usize"], result: "usize" },
+  kiseki_aead_address_of: { parameters: ["buffer"], result: "u64" },
   kiseki_aead_init: { parameters: [], result: "i32" },
   kiseki_aead_cache_new: { parameters: [], result: "pointer" },
   kiseki_aead_cache_free: { parameters: ["pointer"], result: "void" },
@@ -107,8 +108,14 @@ export class AeadShim {
 
   /** OpenSSL_version(OPENSSL_VERSION) of the libcrypto actually loaded. */
   opensslVersion(): string {
-    const p = this.#lib.kiseki_aead_openssl_version();
-    return p === null ? "unknown" : Deno.UnsafePointerView.getCString(p);
+    const out = new Uint8Array(256);
+    const length = Number(this.#lib.kiseki_aead_openssl_version(out, BigInt(out.length)));
+    return new TextDecoder().decode(out.subarray(0, Math.min(length, out.length - 1))) || "unknown";
+  }
+
+  /** Native address of a buffer's first byte (see addressOf() in mod/crypto). */
+  addressOf(buffer: Uint8Array): bigint {
+    return this.#lib.kiseki_aead_address_of(buffer);
   }
 
   /** AEAD_OK when libcrypto can provide AES-256-GCM. */

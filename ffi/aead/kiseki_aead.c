@@ -84,9 +84,21 @@ static const EVP_CIPHER *cipher(void) {
 
 KISEKI_EXPORT int kiseki_aead_abi_version(void) { return KISEKI_AEAD_ABI_VERSION; }
 
-KISEKI_EXPORT const char *kiseki_aead_openssl_version(void) {
-  return OpenSSL_version(OPENSSL_VERSION);
+// Copies OpenSSL_version(OPENSSL_VERSION) into `out` (NUL-terminated, truncated to `cap`).
+// A copy rather than a pointer: reading a C string from Deno needs unscoped --allow-ffi.
+KISEKI_EXPORT size_t kiseki_aead_openssl_version(char *out, size_t cap) {
+  const char *v = OpenSSL_version(OPENSSL_VERSION);
+  size_t n = strlen(v);
+  if (cap == 0) return n;
+  size_t copy = n < cap - 1 ? n : cap - 1;
+  memcpy(out, v, copy);
+  out[copy] = '\0';
+  return n;
 }
+
+// The address of a caller's buffer, for batch descriptors. Deno.UnsafePointer.of() needs
+// unscoped --allow-ffi; a call into this already-opened library does not.
+KISEKI_EXPORT uint64_t kiseki_aead_address_of(const void *p) { return (uint64_t)(uintptr_t)p; }
 
 // Returns KISEKI_AEAD_OK when the cipher can be fetched; called once at load.
 KISEKI_EXPORT int kiseki_aead_init(void) {

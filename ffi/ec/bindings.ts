@@ -13,6 +13,7 @@ export const EC_SHIM_ESINGULAR = -2;
 
 export const EC_SYMBOLS = {
   kiseki_ec_abi_version: { parameters: [], result: "i32" },
+  kiseki_ec_address_of: { parameters: ["buffer"], result: "u64" },
   /** (k, m, out[(k+m) x k]) */
   kiseki_ec_gen_matrix: { parameters: ["i32", "i32", "buffer"], result: "i32" },
   /** (k, rows, coefficients[rows x k], gftbls[32 x k x rows]) */

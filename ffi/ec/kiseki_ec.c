@@ -23,6 +23,10 @@
 
 int kiseki_ec_abi_version(void) { return KISEKI_EC_ABI_VERSION; }
 
+// The address of a caller's buffer, for fragment descriptors. Deno.UnsafePointer.of() needs
+// unscoped --allow-ffi; a call into this already-opened library does not.
+uint64_t kiseki_ec_address_of(const void *p) { return (uint64_t)(uintptr_t)p; }
+
 // Encode matrix: (k+m) x k, identity on top, Cauchy 1/(i ^ j) below.
 int kiseki_ec_gen_matrix(int k, int m, uint8_t *matrix) {
   if (k < 1 || m < 1 || k + m > KISEKI_EC_TOTAL_MAX || matrix == NULL) return KISEKI_EC_EINVAL;

@@ -67,27 +67,19 @@ export function adminHandler(readiness: Readiness): (req: Request) => Promise<Re
   };
 }
 
-/** Starts the endpoint; resolves once it listens. */
-export function startAdminServer(options: AdminServerOptions): Promise<AdminServer> {
-  const handler = adminHandler(options.readiness);
-  return new Promise((resolve, reject) => {
-    try {
-      const server = Deno.serve({
-        hostname: options.addr.host,
-        port: options.addr.port,
-        signal: options.signal,
-        onListen: (a) => {
-          const addr = { host: a.hostname, port: a.port };
-          log.info("admin endpoint listening", { addr: formatHostPort(addr) });
-          resolve({ addr, finished: server.finished, shutdown: () => server.shutdown() });
-        },
-        onError: (e) => {
-          log.error("admin endpoint request failed", { error: e });
-          return new Response("internal error\n", { status: 500, headers: TEXT });
-        },
-      }, handler);
-    } catch (e) {
-      reject(e);
-    }
-  });
+/** Starts the endpoint; throws (e.g. AddrInUse) when it cannot listen. */
+export function startAdminServer(options: AdminServerOptions): AdminServer {
+  const server = Deno.serve({
+    hostname: options.addr.host,
+    port: options.addr.port,
+    signal: options.signal,
+    onListen: () => {},
+    onError: (e) => {
+      log.error("admin endpoint request failed", { error: e });
+      return new Response("internal error\n", { status: 500, headers: TEXT });
+    },
+  }, adminHandler(options.readiness));
+  const addr = { host: server.addr.hostname, port: server.addr.port };
+  log.info("admin endpoint listening", { addr: formatHostPort(addr) });
+  return { addr, finished: server.finished, shutdown: () => server.shutdown() };
 }

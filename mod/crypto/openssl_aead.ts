@@ -81,15 +81,18 @@ const cacheRegistry = new FinalizationRegistry<{ shim: AeadShim; cache: AeadCont
 // maximum up front). A detached buffer keeps a stale entry, but all its views have length
 // 0 and addressOf() never looks an empty view up. Buffers must not be transferred while a
 // nonblocking call uses them (as for any asynchronous I/O into a caller's buffer).
+// Addresses come from the shim itself: Deno.UnsafePointer.of() would need unscoped
+// --allow-ffi, while the role's sandbox grants FFI only for the shim's own path.
 const baseAddresses = new WeakMap<ArrayBufferLike, number>();
+let shimForAddresses: AeadShim | null = null;
 
 function addressOf(view: Uint8Array): number {
   if (view.length === 0) return 0;
   let base = baseAddresses.get(view.buffer);
   if (base === undefined) {
-    const pointer = Deno.UnsafePointer.of(new Uint8Array(view.buffer));
-    assert(pointer !== null, "a non-empty buffer has an address");
-    base = Number(Deno.UnsafePointer.value(pointer));
+    assert(shimForAddresses !== null, "addressOf() needs a loaded shim");
+    base = Number(shimForAddresses.addressOf(new Uint8Array(view.buffer)));
+    assert(base !== 0, "a non-empty buffer has an address");
     assert(Number.isSafeInteger(base), "user-space addresses fit in 53 bits");
     baseAddresses.set(view.buffer, base);
   }
@@ -122,6 +125,7 @@ export class OpensslAead implements Aead {
   static load(shimOptions: ShimOptions, options: OpensslAeadOptions = {}): OpensslAeadLoad {
     const loaded = loadAeadShim(shimOptions);
     if (!loaded.ok) return { ok: false, reason: loaded.reason };
+    shimForAddresses ??= loaded.shim;
     const cache = loaded.shim.cacheNew();
     if (cache === null) return { ok: false, reason: "shim could not allocate contexts" };
     const version = loaded.shim.opensslVersion();

@@ -44,7 +44,10 @@ interface IsalTables {
  * are kept as numbers (user-space addresses fit in 53 bits) because BigInt arithmetic
  * allocates on every fragment of every call.
  */
+// Addresses come from the shim itself: Deno.UnsafePointer.of() would need unscoped
+// --allow-ffi, while the role's sandbox grants FFI only for the shim's own path.
 const baseAddresses = new WeakMap<ArrayBufferLike, number>();
+let shimForAddresses: EcShim | null = null;
 const TWO_POW_32 = 0x1_0000_0000;
 
 /** The descriptor is read by C as uint64_t; we write it as 32-bit halves, low word first. */
@@ -57,7 +60,8 @@ function addressOf(view: Uint8Array): number {
   const buffer = view.buffer;
   let base = baseAddresses.get(buffer);
   if (base === undefined) {
-    const value = Deno.UnsafePointer.value(Deno.UnsafePointer.of(new Uint8Array(buffer)));
+    assert(shimForAddresses !== null, "addressOf() needs a loaded shim");
+    const value = shimForAddresses.symbols.kiseki_ec_address_of(new Uint8Array(buffer));
     assert(value !== 0n && value < 2n ** 53n, "fragment buffer address out of range");
     base = Number(value);
     baseAddresses.set(buffer, base);
@@ -244,6 +248,7 @@ export class IsalCodecFactory implements ErasureCodecFactory {
 
   constructor(shim: EcShim, reason: string) {
     this.#shim = shim;
+    shimForAddresses ??= shim;
     this.reason = reason;
   }
 

@@ -66,7 +66,7 @@ async function runServer(config: Config): Promise<number> {
   // The health endpoint comes up first so that orchestration sees 503 while starting.
   let admin;
   try {
-    admin = await startAdminServer({ addr: config.metricsAddr, readiness, signal: stop.signal });
+    admin = startAdminServer({ addr: config.metricsAddr, readiness, signal: stop.signal });
   } catch (e) {
     logger.error(`cannot listen on KISEKI_METRICS_ADDR=${formatHostPort(config.metricsAddr)}`, {
       error: e,

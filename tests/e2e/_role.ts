@@ -47,9 +47,11 @@ export function startRole(
   role: RoleName,
   env: Record<string, string>,
   args: string[] = [],
-  entry = ROLE_TABLE[role].entry,
+  options: { entry?: string; flagsEnv?: Record<string, string> } = {},
 ): RunningRole {
-  const flags = flagsFor(role, env);
+  const entry = options.entry ?? ROLE_TABLE[role].entry;
+  // A test of a bad variable still runs the role under the flags a valid setup would get.
+  const flags = flagsFor(role, options.flagsEnv ?? env);
   const child = new Deno.Command(Deno.execPath(), {
     args: ["run", "--quiet", ...flags, `${ROOT}${entry}`, ...args],
     cwd: ROOT,

@@ -60,10 +60,9 @@ Deno.test("kiseki server refuses a data dir that belongs to another node id", as
 
 Deno.test("kiseki server with a bad variable exits 2 with one line naming it", async () => {
   const dataDir = await tempDir();
-  const server = startRole("server", {
-    ...testAddrs(13),
-    KISEKI_DATA_DIR: dataDir,
-    KISEKI_CACHE_MODE: "always",
+  const env = { ...testAddrs(13), KISEKI_DATA_DIR: dataDir };
+  const server = startRole("server", { ...env, KISEKI_CACHE_MODE: "always" }, [], {
+    flagsEnv: env,
   });
   assert.equal(await server.exited, 2);
   const lines = server.stderr().trim().split("\n");
@@ -206,7 +205,7 @@ Deno.test("role sandboxes: each role's flags allow its own work and refuse the r
     const server = flagsFor("server", env);
     assert.equal(await probe(server, "listen", env.KISEKI_S3_ADDR), "ALLOWED");
     assert.equal(await probe(server, "listen", "127.0.17.1:29999"), "REFUSED NotCapable");
-    assert.equal(await probe(server, "write", `${dataDir}/chunks/probe`), "ALLOWED");
+    assert.equal(await probe(server, "write", `${dataDir}/probe`), "ALLOWED");
     assert.equal(await probe(server, "write", "/tmp/kiseki-sandbox-escape"), "REFUSED NotCapable");
     assert.equal(await probe(server, "read", "/etc/shadow"), "REFUSED NotCapable");
     assert.equal(await probe(server, "run", "/bin/sh"), "REFUSED NotCapable");
@@ -224,7 +223,7 @@ Deno.test("role sandboxes: each role's flags allow its own work and refuse the r
     assert.equal(await probe(keyserver, "listen", "0.0.0.0:9400"), "ALLOWED");
     assert.equal(await probe(keyserver, "listen", "0.0.0.0:9000"), "REFUSED NotCapable");
     assert.equal(await probe(keyserver, "ffi", shim), "REFUSED NotCapable");
-    assert.equal(await probe(keyserver, "write", `${dataDir}/chunks/probe`), "REFUSED NotCapable");
+    assert.equal(await probe(keyserver, "write", `${dataDir}/probe`), "REFUSED NotCapable");
     assert.ok(!keyserver.some((f) => f.startsWith("--allow-ffi")), "keyserver has no --allow-ffi");
 
     // The admin CLI dials nodes but writes nothing and loads no native code.
