@@ -1,0 +1,68 @@
+// CI runs every benchmark in its --quick mode: each must finish, print its table, and write
+// JSON whose rows carry a throughput, the same-run ceiling and their ratio. Numbers are not
+// judged here (a shared 2-core machine is too noisy for that); the full runs are by hand.
+
+import assert from "node:assert/strict";
+
+const ROOT = new URL("../../", import.meta.url).pathname;
+
+interface Row {
+  mb: number;
+  ceiling: number | null;
+  ratio: number | null;
+}
+
+async function runBench(
+  name: string,
+  rowsOf: (json: Record<string, unknown>) => Row[],
+): Promise<void> {
+  const out = await new Deno.Command(Deno.execPath(), {
+    args: ["run", "-A", `${ROOT}tests/bench/${name}_bench.ts`, "--quick"],
+    cwd: ROOT,
+    env: { NO_COLOR: "1" },
+    stdout: "piped",
+    stderr: "piped",
+  }).output();
+  const stdout = new TextDecoder().decode(out.stdout);
+  assert.equal(out.code, 0, new TextDecoder().decode(out.stderr));
+  assert.match(stdout, /ratio/i, "prints a table with a ratio column");
+  const json = JSON.parse(await Deno.readTextFile(`${ROOT}tests/bench/results/${name}.json`));
+  const rows = rowsOf(json);
+  assert.ok(rows.length >= 4, `${name}: has rows`);
+  for (const r of rows) {
+    assert.ok(r.mb > 0, `${name}: positive throughput`);
+    if (r.ceiling !== null && r.ratio !== null) {
+      assert.ok(r.ceiling > 0);
+      assert.ok(
+        Math.abs(r.ratio - r.mb / r.ceiling) < 0.02 * Math.max(1, r.ratio),
+        `${name}: ratio = value / ceiling`,
+      );
+    }
+  }
+  assert.ok(
+    rows.some((r) => r.ratio !== null),
+    `${name}: at least one row compares with its ceiling`,
+  );
+}
+
+Deno.test("bench:crypto --quick measures OpenSSL and WebCrypto against openssl speed", async () => {
+  await runBench("crypto", (json) => {
+    assert.equal(json.mode, "quick");
+    return (json.rows as Record<string, number | null>[]).map((r) => ({
+      mb: r.mbPerSecond as number,
+      ceiling: (r.ceilingMbPerSecond ?? null) as number | null,
+      ratio: (r.ratio ?? null) as number | null,
+    }));
+  });
+});
+
+Deno.test("bench:ec --quick measures ISA-L and the TypeScript twin against native ISA-L", async () => {
+  await runBench("ec", (json) => {
+    assert.equal(json.quick, true);
+    return (json.results as Record<string, number | null>[]).map((r) => ({
+      mb: r.mbPerS as number,
+      ceiling: (r.ceilingMbPerS ?? null) as number | null,
+      ratio: (r.ratio ?? null) as number | null,
+    }));
+  });
+});
