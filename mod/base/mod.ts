@@ -26,3 +26,24 @@ export type {
   TlsPaths,
 } from "./config.ts";
 export { Prng } from "./prng.ts";
+export { crc32c } from "./crc32c.ts";
+export {
+  compareHlc,
+  formatHlc,
+  HLC_DRIFT_MS_MAX_DEFAULT,
+  HLC_LOGICAL_MAX,
+  HLC_PACKED_BYTES,
+  HLC_PHYSICAL_MS_MAX,
+  HLC_ZERO,
+  HlcDriftError,
+  HlcError,
+  HybridLogicalClock,
+  isHlcTimestamp,
+  ManualClock,
+  packHlc,
+  readHlc,
+  SystemClock,
+  unpackHlc,
+  writeHlc,
+} from "./hlc.ts";
+export type { Clock, HlcTimestamp, HybridLogicalClockOptions } from "./hlc.ts";

@@ -1,0 +1,384 @@
+// The one owner of the `lmdb` package: a small key-value port (environments of named binary
+// tables, synchronous reads, atomic durable write transactions) that the Raft log store and
+// the other lmdb-backed indexes build on. Nothing else in Kiseki imports `lmdb`.
+//
+// The package is loaded lazily, on the first openKvEnv(), because loading it loads a
+// Node-API addon: importing this module (or the disk door) needs no FFI permission.
+
+import type { Database, RootDatabase } from "lmdb";
+import { assert } from "../base/mod.ts";
+
+/**
+ * Environment variables lmdb-js 3.5.6 (and the addon loader under it) must be allowed to
+ * read on Deno 2.9: reading one without permission throws NotCapable. Measured with
+ * DENO_AUDIT_PERMISSIONS and shown sufficient by lmdb_test.ts. Two more are read inside a
+ * try/catch and deliberately left out: LMDB_PREBUILD and MSGPACKR_EXTRACT_PREBUILD would let
+ * the environment point the loader at another addon file; denied, the loader uses the
+ * package's own prebuild.
+ */
+export const LMDB_ENV_VARS: readonly string[] = Object.freeze([
+  "PREBUILDS_ONLY",
+  "ELECTRON_RUN_AS_NODE",
+  "npm_config_arch",
+  "npm_config_platform",
+  "LIBC",
+  "ARM_VERSION",
+  "LMDB_RESTORE",
+  "MSGPACKR_NATIVE_ACCELERATION_DISABLED",
+]);
+
+/**
+ * `--allow-sys` kinds lmdb-js needs: its prebuild selection asks detect-libc, which calls
+ * process.report.getReport(), which Deno answers with the CPU list, network interfaces and
+ * host name.
+ */
+export const LMDB_SYS_PERMISSIONS: readonly string[] = Object.freeze([
+  "cpus",
+  "networkInterfaces",
+  "hostname",
+]);
+
+/** Deno permission flags for a process that opens lmdb environments under `dataDirs`. */
+export function lmdbPermissionFlags(options: {
+  /** The project's node_modules directory (absolute): the addon is loaded from there. */
+  nodeModulesDir: string;
+  /** Directories the environments live in (absolute). */
+  dataDirs: string[];
+}): string[] {
+  assert(options.nodeModulesDir.startsWith("/"), "nodeModulesDir must be absolute");
+  assert(options.dataDirs.every((d) => d.startsWith("/")), "dataDirs must be absolute");
+  return [
+    `--allow-read=${[...options.dataDirs, options.nodeModulesDir].join(",")}`,
+    `--allow-write=${options.dataDirs.join(",")}`,
+    `--allow-ffi=${options.nodeModulesDir}`,
+    `--allow-sys=${LMDB_SYS_PERMISSIONS.join(",")}`,
+    `--allow-env=${LMDB_ENV_VARS.join(",")}`,
+  ];
+}
+
+/** LMDB's own key limit without a custom build is 511 bytes. */
+export const KV_KEY_BYTES_MAX = 511;
+export const KV_TABLES_MAX_DEFAULT = 16;
+export const KV_READERS_MAX_DEFAULT = 126;
+/** Operations one transaction may stage; a commit is one lmdb write transaction. */
+export const KV_TXN_OPERATIONS_MAX = 1 << 20;
+
+export interface KvEnvOptions {
+  /** Directory of the environment (created if missing); holds data.mdb and lock.mdb. */
+  path: string;
+  /**
+   * Initial size of the memory map. Not a cap: lmdb-js's patched LMDB doubles the map when
+   * a write needs more pages, so limits on stored bytes belong to the caller.
+   */
+  mapSizeBytes: number;
+  /** Named tables the environment can hold. */
+  tablesMax?: number;
+  /** Concurrent read transactions (threads and processes). */
+  readersMax?: number;
+}
+
+export interface KvEntry {
+  key: Uint8Array;
+  value: Uint8Array;
+}
+
+export interface KvRangeOptions {
+  /** Inclusive lower bound (default: the first key). */
+  start?: Uint8Array;
+  /** Exclusive upper bound (default: past the last key). */
+  end?: Uint8Array;
+  /** Iterate from the top of [start, end) downwards. */
+  reverse?: boolean;
+  limit?: number;
+}
+
+/** A named table of binary keys (byte-wise order) and binary values. */
+export interface KvTable {
+  readonly name: string;
+  /** The committed value, or undefined. Returns a fresh copy the caller may keep. */
+  getSync(key: Uint8Array): Uint8Array | undefined;
+  /**
+   * Committed entries of [start, end) in key order (or reverse). Lazy: do not hold the
+   * iterator across an await, it pins a read snapshot.
+   */
+  range(options?: KvRangeOptions): Iterable<KvEntry>;
+}
+
+/** Writes staged inside KvEnv.transaction(); applied atomically, in order, at commit. */
+export interface KvTxn {
+  put(table: KvTable, key: Uint8Array, value: Uint8Array): void;
+  delete(table: KvTable, key: Uint8Array): void;
+  readonly operationCount: number;
+}
+
+export interface KvEnv {
+  readonly path: string;
+  /** Opens (creating if needed) the named table. */
+  table(name: string): KvTable;
+  /**
+   * Runs `fn` to stage writes and commits them as one lmdb transaction. Resolves once the
+   * commit is durable (synced to stable storage); rejects if it failed, in which case none of
+   * the writes happened. Transactions started in the same event turn share one commit and
+   * one sync (group commit), each still atomic.
+   */
+  transaction(fn: (txn: KvTxn) => void): Promise<void>;
+  /** Waits for outstanding commits, then closes. */
+  close(): Promise<void>;
+}
+
+type Lmdb = typeof import("lmdb");
+let lmdbModule: Promise<Lmdb> | null = null;
+
+function loadLmdb(): Promise<Lmdb> {
+  lmdbModule ??= import("lmdb");
+  return lmdbModule;
+}
+
+export class KvError extends Error {
+  override name = "KvError";
+}
+
+/** Opens an lmdb environment. One process opens a given path at most once at a time. */
+export async function openKvEnv(options: KvEnvOptions): Promise<KvEnv> {
+  const tablesMax = options.tablesMax ?? KV_TABLES_MAX_DEFAULT;
+  const readersMax = options.readersMax ?? KV_READERS_MAX_DEFAULT;
+  assert(options.path.length > 0, "openKvEnv: path is empty");
+  assert(
+    Number.isSafeInteger(options.mapSizeBytes) && options.mapSizeBytes >= 1 << 20,
+    "openKvEnv: mapSizeBytes must be at least 1 MiB",
+  );
+  assert(Number.isInteger(tablesMax) && tablesMax >= 1, "openKvEnv: tablesMax must be >= 1");
+  assert(Number.isInteger(readersMax) && readersMax >= 1, "openKvEnv: readersMax must be >= 1");
+  const path = options.path.replace(/\/+$/, "");
+  if (openPaths.has(path)) {
+    // lmdb-js shares one handle per path inside a process; two owners would close it under each other.
+    throw new KvError(`lmdb environment ${path} is already open in this process`);
+  }
+  const lmdb = await loadLmdb();
+  let root: RootDatabase<Uint8Array, Uint8Array>;
+  try {
+    root = lmdb.open<Uint8Array, Uint8Array>({
+      path,
+      // A path with a dot would otherwise be taken for a file name.
+      noSubdir: false,
+      mapSize: options.mapSizeBytes,
+      maxDbs: tablesMax,
+      maxReaders: readersMax,
+      encoding: "binary",
+      keyEncoding: "binary",
+      // Durability: plain LMDB commits. Each commit writes its pages, fdatasync()s them, then
+      // writes the meta page through an O_DSYNC descriptor; the batch promise resolves after
+      // that. No noSync/noMetaSync/mapAsync/writemap. lmdb-js's default overlappingSync (commit
+      // now, sync later, and on reopen trust unsynced commits if the boot id is unchanged) is
+      // off: it measured no faster here, and plain LMDB's crash semantics are the known ones.
+      noSync: false,
+      noMetaSync: false,
+      useWritemap: false,
+      overlappingSync: false,
+      separateFlushed: true,
+      // Values are raw bytes: no msgpack, no shared structures, no compression, no cache.
+      cache: false,
+      compression: false,
+      commitDelay: 0,
+    });
+  } catch (e) {
+    throw new KvError(`cannot open lmdb environment ${path}: ${(e as Error).message}`);
+  }
+  openPaths.add(path);
+  return new LmdbKvEnv(path, root, tablesMax);
+}
+
+const openPaths = new Set<string>();
+
+class LmdbKvTable implements KvTable {
+  readonly name: string;
+  readonly db: Database<Uint8Array, Uint8Array>;
+  readonly env: LmdbKvEnv;
+
+  constructor(env: LmdbKvEnv, name: string, db: Database<Uint8Array, Uint8Array>) {
+    this.env = env;
+    this.name = name;
+    this.db = db;
+  }
+
+  getSync(key: Uint8Array): Uint8Array | undefined {
+    this.env.assertOpen();
+    checkKey(key);
+    const value = this.db.getBinary(key);
+    return value === undefined ? undefined : plain(value);
+  }
+
+  *range(options: KvRangeOptions = {}): Iterable<KvEntry> {
+    this.env.assertOpen();
+    if (options.start) checkKey(options.start);
+    if (options.end) checkKey(options.end);
+    if (options.limit !== undefined) {
+      assert(Number.isInteger(options.limit) && options.limit >= 0, "range: limit must be >= 0");
+      if (options.limit === 0) return;
+    }
+    if (options.start && options.end && compareBytes(options.start, options.end) >= 0) return;
+    // lmdb-js walks from `start` towards `end`; in reverse that is from our (exclusive) end
+    // down to our (inclusive) start.
+    const lmdbOptions = options.reverse
+      ? {
+        start: options.end,
+        end: options.start,
+        reverse: true,
+        exclusiveStart: options.end !== undefined,
+        inclusiveEnd: options.start !== undefined,
+        limit: options.limit,
+      }
+      : { start: options.start, end: options.end, limit: options.limit };
+    for (const { key, value } of this.db.getRange(lmdbOptions)) {
+      yield { key: plain(key as Uint8Array), value: plain(value) };
+    }
+  }
+}
+
+type Operation =
+  | { kind: "put"; table: LmdbKvTable; key: Uint8Array; value: Uint8Array }
+  | { kind: "delete"; table: LmdbKvTable; key: Uint8Array };
+
+class StagedTxn implements KvTxn {
+  readonly operations: Operation[] = [];
+  readonly #env: LmdbKvEnv;
+  closed = false;
+
+  constructor(env: LmdbKvEnv) {
+    this.#env = env;
+  }
+
+  get operationCount(): number {
+    return this.operations.length;
+  }
+
+  put(table: KvTable, key: Uint8Array, value: Uint8Array): void {
+    this.#stage({ kind: "put", table: this.#own(table), key: checkKey(key), value });
+  }
+
+  delete(table: KvTable, key: Uint8Array): void {
+    this.#stage({ kind: "delete", table: this.#own(table), key: checkKey(key) });
+  }
+
+  #stage(op: Operation): void {
+    assert(!this.closed, "KvTxn used after its transaction function returned");
+    assert(this.operations.length < KV_TXN_OPERATIONS_MAX, "KvTxn: too many operations");
+    this.operations.push(op);
+  }
+
+  #own(table: KvTable): LmdbKvTable {
+    assert(
+      table instanceof LmdbKvTable && table.env === this.#env,
+      "KvTxn: table belongs to another environment",
+    );
+    return table;
+  }
+}
+
+class LmdbKvEnv implements KvEnv {
+  readonly path: string;
+  readonly #root: RootDatabase<Uint8Array, Uint8Array>;
+  readonly #tablesMax: number;
+  readonly #tables = new Map<string, LmdbKvTable>();
+  #closed = false;
+  #pending = new Set<Promise<unknown>>();
+
+  constructor(path: string, root: RootDatabase<Uint8Array, Uint8Array>, tablesMax: number) {
+    this.path = path;
+    this.#root = root;
+    this.#tablesMax = tablesMax;
+  }
+
+  assertOpen(): void {
+    assert(!this.#closed, `lmdb environment ${this.path} is closed`);
+  }
+
+  table(name: string): KvTable {
+    this.assertOpen();
+    assert(/^[a-z][a-z0-9_]{0,62}$/.test(name), `table name ${JSON.stringify(name)} is invalid`);
+    let table = this.#tables.get(name);
+    if (!table) {
+      assert(
+        this.#tables.size < this.#tablesMax,
+        `lmdb environment holds at most ${this.#tablesMax} tables`,
+      );
+      const db = this.#root.openDB<Uint8Array, Uint8Array>({
+        name,
+        encoding: "binary",
+        keyEncoding: "binary",
+        cache: false,
+        compression: false,
+      });
+      table = new LmdbKvTable(this, name, db);
+      this.#tables.set(name, table);
+    }
+    return table;
+  }
+
+  async transaction(fn: (txn: KvTxn) => void): Promise<void> {
+    this.assertOpen();
+    const txn = new StagedTxn(this);
+    try {
+      fn(txn);
+    } finally {
+      txn.closed = true;
+    }
+    if (txn.operations.length === 0) return;
+    // batch() writes every operation into one lmdb transaction on lmdb-js's write thread.
+    // Without overlappingSync, `.flushed` is the commit promise itself (the commit synced);
+    // awaiting it keeps this correct should overlappingSync ever be turned on.
+    const committed = this.#root.batch(() => {
+      for (const op of txn.operations) {
+        if (op.kind === "put") op.table.db.put(op.key, op.value);
+        else op.table.db.remove(op.key);
+      }
+    }) as Promise<boolean> & { flushed?: Promise<unknown> };
+    const durable = (async () => {
+      const ok = await committed;
+      assert(ok !== false, "lmdb batch without conditions reported a failed condition");
+      assert(committed.flushed !== undefined, "lmdb-js did not give a flushed promise");
+      await committed.flushed;
+    })();
+    this.#pending.add(durable);
+    try {
+      await durable;
+    } catch (e) {
+      throw new KvError(`lmdb commit in ${this.path} failed: ${(e as Error).message}`);
+    } finally {
+      this.#pending.delete(durable);
+    }
+  }
+
+  async close(): Promise<void> {
+    if (this.#closed) return;
+    this.#closed = true;
+    await Promise.allSettled([...this.#pending]);
+    try {
+      await this.#root.close();
+    } finally {
+      openPaths.delete(this.path);
+    }
+  }
+}
+
+function checkKey(key: Uint8Array): Uint8Array {
+  assert(key instanceof Uint8Array, "lmdb keys are Uint8Array");
+  assert(key.length > 0 && key.length <= KV_KEY_BYTES_MAX, `lmdb key length ${key.length}`);
+  return key;
+}
+
+/** A plain Uint8Array view of a Node Buffer (same memory), so callers never see Buffer. */
+function plain(bytes: Uint8Array): Uint8Array {
+  return Object.getPrototypeOf(bytes) === Uint8Array.prototype
+    ? bytes
+    : new Uint8Array(bytes.buffer, bytes.byteOffset, bytes.byteLength);
+}
+
+/** Byte-wise order, LMDB's default key order. */
+export function compareBytes(a: Uint8Array, b: Uint8Array): number {
+  const n = Math.min(a.length, b.length);
+  for (let i = 0; i < n; i++) {
+    if (a[i] !== b[i]) return a[i]! - b[i]!;
+  }
+  return a.length - b.length;
+}

@@ -1,0 +1,255 @@
+import assert from "node:assert/strict";
+import { AssertionError, Prng } from "../base/mod.ts";
+import {
+  type KvEnv,
+  KvError,
+  LMDB_ENV_VARS,
+  LMDB_SYS_PERMISSIONS,
+  lmdbPermissionFlags,
+  openKvEnv,
+} from "./lmdb.ts";
+
+const NODE_MODULES_DIR = new URL("../../node_modules", import.meta.url).pathname.replace(
+  /\/$/,
+  "",
+);
+const PROJECT_DIR = new URL("../..", import.meta.url).pathname;
+
+async function withEnv(
+  fn: (env: KvEnv, dir: string) => Promise<void>,
+  mapSizeBytes = 64 << 20,
+): Promise<void> {
+  const dir = await Deno.makeTempDir({ prefix: "kiseki-kv-" });
+  const env = await openKvEnv({ path: dir, mapSizeBytes });
+  try {
+    await fn(env, dir);
+  } finally {
+    await env.close();
+    await Deno.remove(dir, { recursive: true });
+  }
+}
+
+function u64(n: number): Uint8Array {
+  const bytes = new Uint8Array(8);
+  new DataView(bytes.buffer).setBigUint64(0, BigInt(n));
+  return bytes;
+}
+
+Deno.test("KvTable.getSync() returns committed bytes exactly, as plain Uint8Arrays", async () => {
+  await withEnv(async (env) => {
+    const t = env.table("t");
+    const backing = Uint8Array.of(9, 8, 7, 6);
+    await env.transaction((txn) => {
+      txn.put(t, Uint8Array.of(1), Uint8Array.of(1, 2, 3));
+      txn.put(t, Uint8Array.of(2), new Uint8Array(0));
+      txn.put(t, Uint8Array.of(3), backing.subarray(1, 3));
+      txn.put(t, Uint8Array.of(4), new Uint8Array(100_000).fill(0xab));
+    });
+    const one = t.getSync(Uint8Array.of(1))!;
+    assert.equal(Object.getPrototypeOf(one), Uint8Array.prototype);
+    assert.deepEqual(one, Uint8Array.of(1, 2, 3));
+    assert.deepEqual(t.getSync(Uint8Array.of(2)), new Uint8Array(0));
+    assert.deepEqual(t.getSync(Uint8Array.of(3)), Uint8Array.of(8, 7));
+    assert.deepEqual(t.getSync(Uint8Array.of(4)), new Uint8Array(100_000).fill(0xab));
+    assert.equal(t.getSync(Uint8Array.of(5)), undefined);
+    // A returned value is the caller's: a later read is not affected by mutating it.
+    one[0] = 99;
+    assert.deepEqual(t.getSync(Uint8Array.of(1)), Uint8Array.of(1, 2, 3));
+  });
+});
+
+Deno.test("KvTable.range() iterates big-endian number keys in numeric order, with bounds", async () => {
+  await withEnv(async (env) => {
+    const t = env.table("t");
+    const prng = new Prng(5);
+    const numbers = Array.from({ length: 500 }, () => prng.nextInt(2 ** 32) * 1000 + 7);
+    numbers.push(0, 255, 256, 65535, 65536, 2 ** 40, Number.MAX_SAFE_INTEGER);
+    await env.transaction((txn) => {
+      for (const n of numbers) txn.put(t, u64(n), Uint8Array.of(n % 251));
+    });
+    const sorted = [...new Set(numbers)].sort((a, b) => a - b);
+    const keysOf = (it: Iterable<{ key: Uint8Array }>): number[] =>
+      [...it].map((e) => Number(new DataView(e.key.buffer, e.key.byteOffset).getBigUint64(0)));
+    assert.deepEqual(keysOf(t.range()), sorted);
+    const lo = sorted[10]!;
+    const hi = sorted[20]!;
+    assert.deepEqual(keysOf(t.range({ start: u64(lo), end: u64(hi) })), sorted.slice(10, 20));
+    assert.deepEqual(
+      keysOf(t.range({ start: u64(lo), end: u64(hi), reverse: true })),
+      sorted.slice(10, 20).reverse(),
+    );
+    assert.deepEqual(keysOf(t.range({ reverse: true, limit: 3 })), sorted.slice(-3).reverse());
+    assert.deepEqual(keysOf(t.range({ start: u64(lo + 1), limit: 2 })), sorted.slice(11, 13));
+    assert.deepEqual(keysOf(t.range({ end: u64(sorted[2]!), reverse: true })), [
+      sorted[1]!,
+      sorted[0]!,
+    ]);
+    assert.deepEqual(keysOf(t.range({ start: u64(hi), end: u64(lo) })), []);
+    for (const { key, value } of t.range({ limit: 50 })) {
+      const n = Number(new DataView(key.buffer, key.byteOffset).getBigUint64(0));
+      assert.deepEqual(value, Uint8Array.of(n % 251));
+    }
+  });
+});
+
+Deno.test("KvEnv.transaction() applies its writes in order, across tables, all or none", async () => {
+  await withEnv(async (env) => {
+    const a = env.table("a");
+    const b = env.table("b");
+    const k = Uint8Array.of(1);
+    await env.transaction((txn) => {
+      txn.put(a, k, Uint8Array.of(1));
+      txn.delete(a, k);
+      txn.delete(b, k);
+      txn.put(b, k, Uint8Array.of(2));
+      txn.delete(a, Uint8Array.of(42)); // deleting a missing key is not an error
+    });
+    assert.equal(a.getSync(k), undefined);
+    assert.deepEqual(b.getSync(k), Uint8Array.of(2));
+    // A throwing transaction function writes nothing.
+    await assert.rejects(
+      env.transaction((txn) => {
+        txn.put(a, k, Uint8Array.of(3));
+        throw new Error("boom");
+      }),
+      /boom/,
+    );
+    assert.equal(a.getSync(k), undefined);
+    // Empty transactions resolve.
+    await env.transaction(() => {});
+  });
+});
+
+Deno.test("KvEnv.transaction() calls in one event turn are each applied", async () => {
+  await withEnv(async (env) => {
+    const t = env.table("t");
+    await Promise.all(
+      Array.from(
+        { length: 50 },
+        (_, i) => env.transaction((txn) => txn.put(t, u64(i), u64(i * i))),
+      ),
+    );
+    assert.equal([...t.range()].length, 50);
+    assert.deepEqual(t.getSync(u64(7)), u64(49));
+  });
+});
+
+Deno.test("KvEnv.transaction() grows the map past mapSizeBytes instead of failing", async () => {
+  await withEnv(async (env) => {
+    const t = env.table("t");
+    const big = new Prng(1).bytes(4 << 20);
+    await env.transaction((txn) => txn.put(t, Uint8Array.of(2), big));
+    assert.deepEqual(t.getSync(Uint8Array.of(2)), big);
+  }, 1 << 20);
+});
+
+Deno.test("KvTxn asserts on bad keys and on use after its function returned", async () => {
+  await withEnv(async (env) => {
+    const t = env.table("t");
+    await assert.rejects(
+      env.transaction((txn) => txn.put(t, new Uint8Array(0), Uint8Array.of(1))),
+      AssertionError,
+    );
+    await assert.rejects(
+      env.transaction((txn) => txn.put(t, new Uint8Array(512), Uint8Array.of(1))),
+      AssertionError,
+    );
+    let leaked: { delete(t: unknown, k: Uint8Array): void } | null = null;
+    await env.transaction((txn) => {
+      leaked = txn as never;
+    });
+    assert.throws(() => leaked!.delete(t, Uint8Array.of(1)), AssertionError);
+  });
+});
+
+Deno.test("openKvEnv() keeps data across close and reopen, and refuses a second open", async () => {
+  const dir = await Deno.makeTempDir({ prefix: "kiseki-kv.dotted-" });
+  try {
+    const env = await openKvEnv({ path: dir, mapSizeBytes: 8 << 20 });
+    await env.transaction((txn) => txn.put(env.table("t"), Uint8Array.of(7), Uint8Array.of(8)));
+    await assert.rejects(openKvEnv({ path: dir, mapSizeBytes: 8 << 20 }), KvError);
+    await env.close();
+    assert.throws(() => env.table("t"), AssertionError);
+    const again = await openKvEnv({ path: dir, mapSizeBytes: 8 << 20 });
+    assert.deepEqual(again.table("t").getSync(Uint8Array.of(7)), Uint8Array.of(8));
+    await again.close();
+    // The directory holds the environment (a dotted name is not taken for a file).
+    assert.ok((await Deno.stat(`${dir}/data.mdb`)).isFile);
+  } finally {
+    await Deno.remove(dir, { recursive: true });
+  }
+});
+
+/** Starts this file as a sandboxed child that opens an env, writes and reads back. */
+async function runSandboxed(
+  dir: string,
+  env: readonly string[],
+  sys: readonly string[],
+): Promise<{ code: number; stdout: string; stderr: string }> {
+  const flags = lmdbPermissionFlags({ nodeModulesDir: NODE_MODULES_DIR, dataDirs: [dir] })
+    .map((f) =>
+      f.startsWith("--allow-env=")
+        ? `--allow-env=${env.join(",")}`
+        : f.startsWith("--allow-sys=")
+        ? `--allow-sys=${sys.join(",")}`
+        : f
+    );
+  const out = await new Deno.Command(Deno.execPath(), {
+    args: ["run", "--no-prompt", "--quiet", ...flags, new URL(import.meta.url).pathname, dir],
+    cwd: PROJECT_DIR,
+    stdout: "piped",
+    stderr: "piped",
+  }).output();
+  const decoder = new TextDecoder();
+  return {
+    code: out.code,
+    stdout: decoder.decode(out.stdout),
+    stderr: decoder.decode(out.stderr),
+  };
+}
+
+Deno.test({
+  name: "lmdb runs under exactly LMDB_ENV_VARS, LMDB_SYS_PERMISSIONS and scoped file/FFI access",
+  sanitizeResources: false,
+  async fn() {
+    const dir = await Deno.makeTempDir({ prefix: "kiseki-kv-sandbox-" });
+    try {
+      const ok = await runSandboxed(dir, LMDB_ENV_VARS, LMDB_SYS_PERMISSIONS);
+      assert.equal(ok.code, 0, ok.stderr);
+      assert.equal(ok.stdout.trim(), "sandboxed lmdb ok");
+      // Every listed name is needed: without any one of them the open fails.
+      for (const name of LMDB_ENV_VARS) {
+        const run = await runSandboxed(
+          dir,
+          LMDB_ENV_VARS.filter((v) => v !== name),
+          LMDB_SYS_PERMISSIONS,
+        );
+        assert.notEqual(run.code, 0, `still works without env ${name}`);
+        assert.match(run.stderr, new RegExp(`Requires env access to "${name}"`), run.stderr);
+      }
+      for (const kind of LMDB_SYS_PERMISSIONS) {
+        const run = await runSandboxed(
+          dir,
+          LMDB_ENV_VARS,
+          LMDB_SYS_PERMISSIONS.filter((s) => s !== kind),
+        );
+        assert.notEqual(run.code, 0, `still works without sys ${kind}`);
+        assert.match(run.stderr, new RegExp(`Requires sys access to "${kind}"`), run.stderr);
+      }
+    } finally {
+      await Deno.remove(dir, { recursive: true });
+    }
+  },
+});
+
+// The sandboxed child: `deno run <flags> lmdb_test.ts <dir>` (Deno.test is a no-op there).
+if (import.meta.main) {
+  const dir = Deno.args[0]!;
+  const env = await openKvEnv({ path: `${dir}/env`, mapSizeBytes: 8 << 20 });
+  const t = env.table("t");
+  await env.transaction((txn) => txn.put(t, Uint8Array.of(1, 2), Uint8Array.of(3, 4)));
+  assert.deepEqual(t.getSync(Uint8Array.of(1, 2)), Uint8Array.of(3, 4));
+  assert.equal([...t.range()].length, 1);
+  await env.close();
+  console.log("sandboxed lmdb ok");
+}
