@@ -1,0 +1,455 @@
+// The multi-group host: drives many Raft groups (one per shard) on one node. It ticks them,
+// routes incoming messages, and turns each group's Ready into I/O in the documented order:
+// persist (one durable commit for every group with work: group commit), then send, then
+// apply, then advance. Proposals and linearizable reads resolve when this node has applied
+// the entry or reached the read point, so a caller's write is acknowledged only once it is
+// committed on a majority and applied here.
+
+import { assert } from "../base/mod.ts";
+import type { Logger } from "../obs/mod.ts";
+import { createRaftNode } from "./raw_node.ts";
+import {
+  type ConfState,
+  type Entry,
+  type Message,
+  type NodeId,
+  NONE,
+  ProposalDroppedError,
+  type RaftConfig,
+  type RaftLogStore,
+  type RaftNode,
+  type RaftStatus,
+  type Ready,
+  type Snapshot,
+} from "./types.ts";
+
+/** Where a group's messages go; the transport drops rather than blocks (Raft tolerates loss). */
+export interface RaftMessageSink {
+  send(shardId: number, message: Message): void;
+}
+
+/** A shard's replicated state machine. `apply` sees every committed command exactly once per life. */
+export interface RaftStateMachine {
+  /** Applies one committed command; the result is handed to the proposer's waiter. */
+  apply(entry: Entry, command: Uint8Array): unknown;
+  /** Installs a snapshot received from the leader. */
+  restore(snapshot: Snapshot): void;
+  /** Called after each batch of applied entries (e.g. to persist the applied index). */
+  afterApply?(appliedIndex: number): void | Promise<void>;
+}
+
+export interface RaftGroupOptions {
+  shardId: number;
+  store: RaftLogStore;
+  stateMachine: RaftStateMachine;
+  /** Index the state machine had applied before this start (0: replay everything). */
+  applied: number;
+}
+
+export interface RaftHostOptions {
+  nodeId: NodeId;
+  sink: RaftMessageSink;
+  log: Logger;
+  /** Core settings shared by every group (storage and applied come per group). */
+  raft: Omit<RaftConfig, "id" | "storage" | "applied">;
+  /** How long a proposal or read may wait before failing as unavailable. */
+  requestTimeoutMs: number;
+  /** Upper bound on proposals and reads waiting per group. */
+  waitersPerGroupMax: number;
+  /** Observes events for metrics; optional. */
+  observer?: RaftHostObserver;
+}
+
+export interface RaftHostObserver {
+  persisted(groups: number, entries: number, seconds: number): void;
+  applied(shardId: number, entries: number): void;
+  leaderChanged(shardId: number, lead: NodeId, term: number): void;
+  committed(shardId: number, seconds: number): void;
+}
+
+/** The outcome of a proposal: where it landed and what the state machine returned. */
+export interface ProposalResult {
+  index: number;
+  term: number;
+  result: unknown;
+}
+
+export class RaftUnavailableError extends Error {
+  override name = "RaftUnavailableError";
+}
+
+// A command entry is [u8 version][u64 proposal id][command]. Ids are unique per node life
+// (node id in the high bits, a counter below) so any node can match the entry it applies to
+// its own waiter, including proposals a follower forwarded to the leader.
+const COMMAND_VERSION = 1;
+const COMMAND_HEADER_BYTES = 9;
+
+export function encodeCommand(proposalId: bigint, command: Uint8Array): Uint8Array {
+  const out = new Uint8Array(COMMAND_HEADER_BYTES + command.length);
+  out[0] = COMMAND_VERSION;
+  new DataView(out.buffer).setBigUint64(1, proposalId);
+  out.set(command, COMMAND_HEADER_BYTES);
+  return out;
+}
+
+export function decodeCommand(
+  data: Uint8Array,
+): { proposalId: bigint; command: Uint8Array } | null {
+  if (data.length < COMMAND_HEADER_BYTES || data[0] !== COMMAND_VERSION) return null;
+  const view = new DataView(data.buffer, data.byteOffset, data.byteLength);
+  return { proposalId: view.getBigUint64(1), command: data.subarray(COMMAND_HEADER_BYTES) };
+}
+
+interface Waiter<T> {
+  resolve(value: T): void;
+  reject(error: Error): void;
+  timer: ReturnType<typeof setTimeout>;
+  startedMs: number;
+}
+
+class Group {
+  readonly node: RaftNode;
+  readonly proposals = new Map<bigint, Waiter<ProposalResult>>();
+  readonly reads = new Map<bigint, Waiter<number>>();
+  /** Reads whose read point is known, waiting for apply to reach it. */
+  readonly readsAwaitingApply: { index: number; waiter: Waiter<number> }[] = [];
+  applied: number;
+  lead: NodeId = NONE;
+  term = 0;
+  busy = false;
+
+  constructor(
+    readonly options: RaftGroupOptions,
+    config: RaftConfig,
+  ) {
+    this.node = createRaftNode(config);
+    this.applied = options.applied;
+  }
+}
+
+export class RaftHost {
+  readonly nodeId: NodeId;
+  readonly #options: RaftHostOptions;
+  readonly #groups = new Map<number, Group>();
+  #nextProposal = 0n;
+  #drainScheduled = false;
+  #draining = false;
+  #stopped = false;
+
+  constructor(options: RaftHostOptions) {
+    assert(options.raft.heartbeatTick < options.raft.electionTick, "heartbeatTick < electionTick");
+    this.nodeId = options.nodeId;
+    this.#options = options;
+    this.#nextProposal = BigInt(options.nodeId) << 40n;
+  }
+
+  addGroup(options: RaftGroupOptions): void {
+    assert(!this.#groups.has(options.shardId), `group ${options.shardId} added twice`);
+    const config: RaftConfig = {
+      ...this.#options.raft,
+      id: this.nodeId,
+      storage: options.store,
+      applied: options.applied,
+    };
+    this.#groups.set(options.shardId, new Group(options, config));
+  }
+
+  shardIds(): number[] {
+    return [...this.#groups.keys()];
+  }
+
+  hasGroup(shardId: number): boolean {
+    return this.#groups.has(shardId);
+  }
+
+  status(shardId: number): RaftStatus {
+    return this.#group(shardId).node.status();
+  }
+
+  /** Membership as the group currently sees it. */
+  conf(shardId: number): ConfState {
+    return this.status(shardId).conf;
+  }
+
+  tick(): void {
+    if (this.#stopped) return;
+    for (const g of this.#groups.values()) g.node.tick();
+    this.#scheduleDrain();
+  }
+
+  /** A message for `shardId` from the transport; unknown shards are dropped. */
+  step(shardId: number, message: Message): void {
+    if (this.#stopped) return;
+    const g = this.#groups.get(shardId);
+    if (g === undefined) {
+      this.#options.log.debug("message for an unknown shard dropped", {
+        shard: shardId,
+        from: message.from,
+      });
+      return;
+    }
+    try {
+      g.node.step(message);
+    } catch (e) {
+      this.#options.log.warn("raft message rejected", {
+        shard: shardId,
+        from: message.from,
+        error: e,
+      });
+      return;
+    }
+    this.#scheduleDrain();
+  }
+
+  /** The transport dropped a message to `peer`: let the group back off its replication. */
+  reportUnreachable(shardId: number, peer: NodeId): void {
+    const g = this.#groups.get(shardId);
+    if (g === undefined || this.#stopped) return;
+    g.node.reportUnreachable(peer);
+    this.#scheduleDrain();
+  }
+
+  campaign(shardId: number): void {
+    this.#group(shardId).node.campaign();
+    this.#scheduleDrain();
+  }
+
+  transferLeadership(shardId: number, to: NodeId): void {
+    this.#group(shardId).node.transferLeadership(to);
+    this.#scheduleDrain();
+  }
+
+  /**
+   * Proposes a command; resolves once it is committed and applied on this node. A follower
+   * forwards it to the leader through Raft. Rejects with RaftUnavailableError when no leader
+   * takes it in time.
+   */
+  propose(shardId: number, command: Uint8Array): Promise<ProposalResult> {
+    const g = this.#group(shardId);
+    if (this.#stopped) return Promise.reject(new RaftUnavailableError("node is stopping"));
+    if (g.proposals.size + g.reads.size >= this.#options.waitersPerGroupMax) {
+      return Promise.reject(
+        new RaftUnavailableError(`shard ${shardId}: too many requests in flight`),
+      );
+    }
+    const id = this.#nextProposal++;
+    return new Promise<ProposalResult>((resolve, reject) => {
+      const waiter = this.#waiter(g.proposals, id, resolve, reject, `shard ${shardId}: proposal`);
+      try {
+        g.node.propose(encodeCommand(id, command));
+      } catch (e) {
+        clearTimeout(waiter.timer);
+        g.proposals.delete(id);
+        reject(
+          e instanceof ProposalDroppedError
+            ? new RaftUnavailableError(
+              `shard ${shardId}: no leader to take the write (${e.message})`,
+            )
+            : e as Error,
+        );
+        return;
+      }
+      this.#scheduleDrain();
+    });
+  }
+
+  /** A linearizable read point: resolves with an index this node has applied, once it is safe to read. */
+  readIndex(shardId: number): Promise<number> {
+    const g = this.#group(shardId);
+    if (this.#stopped) return Promise.reject(new RaftUnavailableError("node is stopping"));
+    if (g.proposals.size + g.reads.size >= this.#options.waitersPerGroupMax) {
+      return Promise.reject(
+        new RaftUnavailableError(`shard ${shardId}: too many requests in flight`),
+      );
+    }
+    const id = this.#nextProposal++;
+    return new Promise<number>((resolve, reject) => {
+      this.#waiter(g.reads, id, resolve, reject, `shard ${shardId}: read`);
+      const context = new Uint8Array(8);
+      new DataView(context.buffer).setBigUint64(0, id);
+      g.node.readIndex(context);
+      this.#scheduleDrain();
+    });
+  }
+
+  /** Stops ticking and fails every waiter; in-flight persistence completes. */
+  async stop(): Promise<void> {
+    this.#stopped = true;
+    for (const g of this.#groups.values()) {
+      for (const w of [...g.proposals.values(), ...g.reads.values()]) {
+        clearTimeout(w.timer);
+        w.reject(new RaftUnavailableError("node is stopping"));
+      }
+      g.proposals.clear();
+      g.reads.clear();
+    }
+    while (this.#draining) await new Promise((r) => setTimeout(r, 1));
+  }
+
+  #group(shardId: number): Group {
+    const g = this.#groups.get(shardId);
+    if (g === undefined) {
+      throw new RaftUnavailableError(`shard ${shardId} is not hosted on this node`);
+    }
+    return g;
+  }
+
+  #waiter<T>(
+    map: Map<bigint, Waiter<T>>,
+    id: bigint,
+    resolve: (v: T) => void,
+    reject: (e: Error) => void,
+    what: string,
+  ): Waiter<T> {
+    const timeoutMs = this.#options.requestTimeoutMs;
+    const waiter: Waiter<T> = {
+      resolve,
+      reject,
+      startedMs: performance.now(),
+      timer: setTimeout(() => {
+        map.delete(id);
+        reject(
+          new RaftUnavailableError(`${what} timed out after ${timeoutMs} ms (no quorum or leader)`),
+        );
+      }, timeoutMs),
+    };
+    map.set(id, waiter);
+    return waiter;
+  }
+
+  #scheduleDrain(): void {
+    if (this.#drainScheduled) return;
+    this.#drainScheduled = true;
+    // A macrotask, so that messages and proposals arriving together share one Ready (batching).
+    setTimeout(() => {
+      this.#drainScheduled = false;
+      void this.#drain();
+    }, 0);
+  }
+
+  async #drain(): Promise<void> {
+    if (this.#draining) return;
+    this.#draining = true;
+    try {
+      for (let pass = 0; pass < DRAIN_PASSES_MAX; pass++) {
+        const batch: [Group, Ready][] = [];
+        for (const g of this.#groups.values()) {
+          if (g.node.hasReady()) batch.push([g, g.node.ready()]);
+        }
+        if (batch.length === 0) break;
+        await this.#handle(batch);
+      }
+    } catch (e) {
+      // A failed persist leaves durable state unknown: stop rather than continue corrupt.
+      this.#options.log.error("raft host stopped: persisting the log failed", { error: e });
+      this.#stopped = true;
+      throw e;
+    } finally {
+      this.#draining = false;
+    }
+    if (!this.#stopped && [...this.#groups.values()].some((g) => g.node.hasReady())) {
+      this.#scheduleDrain();
+    }
+  }
+
+  async #handle(batch: [Group, Ready][]): Promise<void> {
+    // 1. Persist every group's snapshot, entries and hard state; one durable commit for all.
+    const started = performance.now();
+    let entries = 0;
+    for (const [g, rd] of batch) {
+      const store = g.options.store;
+      if (rd.snapshot !== null) store.applySnapshot(rd.snapshot);
+      if (rd.entries.length > 0) store.append(rd.entries);
+      if (rd.hardState !== null) store.setHardState(rd.hardState);
+      entries += rd.entries.length;
+    }
+    const toPersist = batch.filter(([, rd]) =>
+      rd.snapshot !== null || rd.entries.length > 0 || rd.hardState !== null
+    );
+    if (toPersist.length > 0) {
+      await Promise.all(toPersist.map(([g]) => g.options.store.persist()));
+      this.#options.observer?.persisted(
+        toPersist.length,
+        entries,
+        (performance.now() - started) / 1000,
+      );
+    }
+    // 2. Only now may messages leave: they promise what was just made durable.
+    for (const [g, rd] of batch) {
+      for (const m of rd.messages) this.#options.sink.send(g.options.shardId, m);
+    }
+    // 3. Apply, answer reads, then 4. advance.
+    for (const [g, rd] of batch) {
+      if (rd.softState !== null && (rd.softState.lead !== g.lead)) {
+        g.lead = rd.softState.lead;
+        g.term = g.node.status().term;
+        this.#options.observer?.leaderChanged(g.options.shardId, g.lead, g.term);
+        this.#options.log.info("shard leader", {
+          shard: g.options.shardId,
+          lead: g.lead,
+          term: g.term,
+        });
+      }
+      if (rd.snapshot !== null) {
+        g.options.stateMachine.restore(rd.snapshot);
+        g.applied = rd.snapshot.meta.index;
+      }
+      for (const rs of rd.readStates) {
+        const id = new DataView(rs.context.buffer, rs.context.byteOffset, rs.context.byteLength)
+          .getBigUint64(0);
+        const waiter = g.reads.get(id);
+        if (waiter === undefined) continue;
+        g.reads.delete(id);
+        g.readsAwaitingApply.push({ index: rs.index, waiter });
+      }
+      if (rd.committedEntries.length > 0) await this.#apply(g, rd.committedEntries);
+      this.#answerReads(g);
+      g.node.advance(rd);
+    }
+  }
+
+  async #apply(g: Group, committed: Entry[]): Promise<void> {
+    const sm = g.options.stateMachine;
+    for (const entry of committed) {
+      if (entry.index <= g.applied) continue;
+      if (entry.type === "conf_change") {
+        // Membership is static in this release's server; the core applies it for simulation.
+        g.applied = entry.index;
+        continue;
+      }
+      const decoded = entry.data.length === 0 ? null : decodeCommand(entry.data);
+      let result: unknown = undefined;
+      if (decoded !== null) result = sm.apply(entry, decoded.command);
+      g.applied = entry.index;
+      if (decoded === null) continue;
+      const waiter = g.proposals.get(decoded.proposalId);
+      if (waiter !== undefined) {
+        g.proposals.delete(decoded.proposalId);
+        clearTimeout(waiter.timer);
+        this.#options.observer?.committed(
+          g.options.shardId,
+          (performance.now() - waiter.startedMs) / 1000,
+        );
+        waiter.resolve({ index: entry.index, term: entry.term, result });
+      }
+    }
+    this.#options.observer?.applied(g.options.shardId, committed.length);
+    await sm.afterApply?.(g.applied);
+  }
+
+  #answerReads(g: Group): void {
+    if (g.readsAwaitingApply.length === 0) return;
+    const remaining: typeof g.readsAwaitingApply = [];
+    for (const r of g.readsAwaitingApply) {
+      if (r.index <= g.applied) {
+        clearTimeout(r.waiter.timer);
+        r.waiter.resolve(g.applied);
+      } else remaining.push(r);
+    }
+    g.readsAwaitingApply.length = 0;
+    g.readsAwaitingApply.push(...remaining);
+  }
+}
+
+/** Bounds one drain so a flood of messages cannot starve timers and I/O. */
+const DRAIN_PASSES_MAX = 64;
