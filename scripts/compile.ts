@@ -11,6 +11,7 @@ import { ConfigError } from "../mod/base/mod.ts";
 import {
   INSTALLED_DEFAULTS,
   INSTALLED_FFI_DIR,
+  INSTALLED_NODE_MODULES_DIR,
   isRoleName,
   ROLE_NAMES,
   ROLE_TABLE,
@@ -87,7 +88,12 @@ export function compileArgs(
 ): string[] {
   const spec = ROLE_TABLE[role];
   const config = roleConfig(role, { ...INSTALLED_DEFAULTS[role], ...env }, INSTALLED_FFI_DIR);
-  const flags = roleFlags(role, config, { cwd: "/", ffiDir: config.ffiDir });
+  const flags = roleFlags(role, config, {
+    cwd: "/",
+    ffiDir: config.ffiDir,
+    nodeModulesDir: INSTALLED_NODE_MODULES_DIR,
+    protoDir: "/usr/local/lib/kiseki/proto",
+  });
   return [
     "compile",
     "--quiet",

@@ -3,7 +3,15 @@
 // here, one line per variable, before any role starts.
 
 import { ConfigError } from "../mod/base/mod.ts";
-import { isRoleName, readConfigEnv, ROLE_NAMES, roleConfig, roleFlags } from "../mod/role/mod.ts";
+import {
+  isRoleName,
+  readConfigEnv,
+  ROLE_NAMES,
+  roleConfig,
+  roleFlags,
+  SOURCE_NODE_MODULES_DIR,
+  SOURCE_PROTO_DIR,
+} from "../mod/role/mod.ts";
 import { SOURCE_FFI_DIR } from "../ffi/loader.ts";
 
 const role = Deno.args[0] ?? "";
@@ -13,7 +21,14 @@ if (!isRoleName(role)) {
 }
 try {
   const config = roleConfig(role, readConfigEnv(), SOURCE_FFI_DIR);
-  console.log(roleFlags(role, config, { cwd: Deno.cwd(), ffiDir: config.ffiDir }).join(" "));
+  console.log(
+    roleFlags(role, config, {
+      cwd: Deno.cwd(),
+      ffiDir: config.ffiDir,
+      nodeModulesDir: SOURCE_NODE_MODULES_DIR,
+      protoDir: SOURCE_PROTO_DIR,
+    }).join(" "),
+  );
 } catch (e) {
   if (!(e instanceof ConfigError)) throw e;
   for (const p of e.problems) console.error(`kiseki-${role}: ${p}`);

@@ -45,6 +45,10 @@ export interface Config {
   serviceName: string;
   logLevel: LogLevel;
   logFormat: LogFormat;
+  /** Shards (one Raft group each) a new cluster starts with. */
+  shardCount: number;
+  /** Milliseconds per Raft tick (elections take 10-20 ticks, heartbeats 1). */
+  raftTickMs: number;
   /** `off` forces the pure TypeScript twins even where a shim is built. */
   ffiMode: FfiMode;
   /** Directory holding the built shims (`libkiseki_*.so`). */
@@ -175,6 +179,18 @@ export const CONFIG_VARIABLES: readonly ConfigVariable[] = [
     default: "text",
     expects: "text or json",
     description: "log format",
+  },
+  {
+    name: "KISEKI_SHARDS",
+    default: "4",
+    expects: "an integer 1..1024",
+    description: "shards (Raft groups) of a new cluster; identical on all nodes",
+  },
+  {
+    name: "KISEKI_RAFT_TICK_MS",
+    default: "100",
+    expects: "an integer 10..10000",
+    description: "Raft tick; elections after 10-20 ticks, identical on all nodes",
   },
   {
     name: "KISEKI_FFI",
@@ -346,6 +362,21 @@ export function parseConfig(env: ConfigEnv, options: ParseConfigOptions = {}): C
     } else if (directive !== undefined) bad("RUST_LOG", rustLog);
   }
 
+  let shardCount = 4;
+  const shardsRaw = raw("KISEKI_SHARDS");
+  if (shardsRaw !== undefined) {
+    if (/^[0-9]+$/.test(shardsRaw) && +shardsRaw >= 1 && +shardsRaw <= 1024) {
+      shardCount = +shardsRaw;
+    } else bad("KISEKI_SHARDS", shardsRaw);
+  }
+
+  let raftTickMs = 100;
+  const tickRaw = raw("KISEKI_RAFT_TICK_MS");
+  if (tickRaw !== undefined) {
+    if (/^[0-9]+$/.test(tickRaw) && +tickRaw >= 10 && +tickRaw <= 10_000) raftTickMs = +tickRaw;
+    else bad("KISEKI_RAFT_TICK_MS", tickRaw);
+  }
+
   const dataDir = raw("KISEKI_DATA_DIR") ?? "kiseki-data";
   const config: Config = {
     dataAddrs,
@@ -367,6 +398,8 @@ export function parseConfig(env: ConfigEnv, options: ParseConfigOptions = {}): C
     serviceName: raw("OTEL_SERVICE_NAME") ?? `kiseki-${options.role ?? "server"}`,
     logLevel,
     logFormat: oneOf<LogFormat>("KISEKI_LOG_FORMAT", ["text", "json"], "text"),
+    shardCount,
+    raftTickMs,
     ffiMode: oneOf<FfiMode>("KISEKI_FFI", ["auto", "off"], "auto"),
     ffiDir: raw("KISEKI_FFI_DIR") ?? options.ffiDirDefault ?? "ffi/build",
   };

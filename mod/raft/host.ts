@@ -376,7 +376,12 @@ export class RaftHost {
     }
     // 2. Only now may messages leave: they promise what was just made durable.
     for (const [g, rd] of batch) {
-      for (const m of rd.messages) this.#options.sink.send(g.options.shardId, m);
+      for (const m of rd.messages) {
+        this.#options.sink.send(g.options.shardId, m);
+        // The transport queues a snapshot as one message; a drop comes back as unreachable,
+        // which puts the follower back to probing. Otherwise it stays in snapshot state.
+        if (m.type === "snapshot") g.node.reportSnapshot(m.to, "finish");
+      }
     }
     // 3. Apply, answer reads, then 4. advance.
     for (const [g, rd] of batch) {

@@ -9,6 +9,9 @@ import { type Aead, selectAead } from "../crypto/mod.ts";
 import { type ErasureCodecFactory, selectErasureCodec } from "../ec/mod.ts";
 import { loadRoleConfig, VERSION } from "./_run.ts";
 import { DataDirError, prepareDataDir } from "./data_dir.ts";
+import { type Cluster, startCluster } from "./cluster.ts";
+import { logErrorMapper, logServiceBinding } from "../log/log_grpc.ts";
+import { type GrpcServer, readTlsMaterial, startGrpcServer } from "../transport/mod.ts";
 
 const USAGE = `kiseki-server ${VERSION}: storage node (log, chunks, compositions, views, gateways)
 
@@ -65,6 +68,8 @@ async function runServer(config: Config): Promise<number> {
 
   // The health endpoint comes up first so that orchestration sees 503 while starting.
   let admin;
+  let cluster: Cluster | undefined;
+  let grpcServer: GrpcServer | undefined;
   try {
     admin = startAdminServer({ addr: config.metricsAddr, readiness, signal: stop.signal });
   } catch (e) {
@@ -100,6 +105,16 @@ async function runServer(config: Config): Promise<number> {
       bootstrap: String(config.bootstrap),
     }, 1);
 
+    readiness.set(false, "starting the metadata plane");
+    cluster = await startCluster({ config, log: logger, tickMs: config.raftTickMs });
+    grpcServer = await startGrpcServer({
+      addr: config.dataAddrs[0]!,
+      services: [logServiceBinding(cluster.deltaLog, config.nodeId)],
+      tls: config.tls ? await readTlsMaterial(config.tls) : null,
+      errorMappers: [logErrorMapper],
+      logger,
+    });
+
     readiness.set(true, "ready");
     ready.set({}, 1);
     logger.info("node ready", {
@@ -110,11 +125,15 @@ async function runServer(config: Config): Promise<number> {
   } catch (e) {
     if (e instanceof DataDirError) logger.error(e.message);
     else logger.error("start-up failed", { error: e });
+    await grpcServer?.close(0);
+    await cluster?.close();
     await admin.shutdown();
     return 1;
   }
 
   await admin.finished;
+  await grpcServer.close();
+  await cluster.close();
   logger.info("stopped");
   return 0;
 }

@@ -10,6 +10,7 @@ import {
   type HostPort,
   parseConfig,
 } from "../base/mod.ts";
+import { LMDB_ENV_VARS, LMDB_SYS_PERMISSIONS } from "../disk/lmdb.ts";
 
 export type RoleName = "server" | "keyserver" | "client-fuse" | "control" | "admin" | "client";
 
@@ -95,6 +96,14 @@ export const ROLE_TABLE: Readonly<Record<RoleName, RoleSpec>> = {
   },
 };
 
+/** npm packages of a source checkout (native addons load from here under `deno run`). */
+export const SOURCE_NODE_MODULES_DIR: string =
+  new URL("../../node_modules", import.meta.url).pathname;
+/** gRPC definitions of a source checkout. */
+export const SOURCE_PROTO_DIR: string = new URL("../../proto", import.meta.url).pathname;
+/** Where an installation keeps the native addons its binaries load. */
+export const INSTALLED_NODE_MODULES_DIR = "/usr/local/lib/kiseki/node_modules";
+
 export const ROLE_NAMES: readonly RoleName[] = Object.keys(ROLE_TABLE) as RoleName[];
 
 export function isRoleName(value: string): value is RoleName {
@@ -106,6 +115,13 @@ export interface RoleFlagsOptions {
   cwd: string;
   /** Where the role's FFI shims are (absolute). */
   ffiDir: string;
+  /**
+   * The npm packages directory (absolute): native addons (lmdb) load from there, so roles
+   * that keep state get FFI and read access to it and nothing more.
+   */
+  nodeModulesDir: string;
+  /** The gRPC service definitions (absolute). */
+  protoDir: string;
 }
 
 /** Parses the configuration for a role with the role's own defaults. */
@@ -129,6 +145,15 @@ export function roleFlags(role: RoleName, config: Config, options: RoleFlagsOpti
   const dial = (a: HostPort): void => void net.add(formatHostPort(a));
   const tlsFiles = config.tls ? [config.tls.caPath, config.tls.certPath, config.tls.keyPath] : [];
   let unrestrictedNet = false;
+  const ffi = new Set<string>();
+  const sys = new Set<string>();
+  const env = new Set<string>(CONFIG_VARIABLE_NAMES);
+  const useLmdb = (): void => {
+    ffi.add(abs(options.nodeModulesDir));
+    read.add(abs(options.nodeModulesDir));
+    for (const s of LMDB_SYS_PERMISSIONS) sys.add(s);
+    for (const v of LMDB_ENV_VARS) env.add(v);
+  };
 
   // Process metrics read the process's own /proc entries.
   read.add("/proc/self");
@@ -157,6 +182,10 @@ export function roleFlags(role: RoleName, config: Config, options: RoleFlagsOpti
       }
       read.add(abs(config.dataDir));
       write.add(abs(config.dataDir));
+      useLmdb();
+      // gRPC loads the service definitions from proto/ and reads its GRPC_* settings.
+      read.add(abs(options.protoDir));
+      env.add("GRPC_*");
       break;
     }
     case "keyserver":
@@ -198,11 +227,13 @@ export function roleFlags(role: RoleName, config: Config, options: RoleFlagsOpti
   flags.push(`--allow-read=${[...read].join(",")}`);
   if (write.size > 0) flags.push(`--allow-write=${[...write].join(",")}`);
   if (ROLE_TABLE[role].ffi) {
-    flags.push(`--allow-ffi=${abs(options.ffiDir)}`);
+    ffi.add(abs(options.ffiDir));
     read.add(abs(options.ffiDir));
-    flags[1] = `--allow-read=${[...read].join(",")}`;
   }
-  flags.push(`--allow-env=${CONFIG_VARIABLE_NAMES.join(",")}`);
+  flags[1] = `--allow-read=${[...read].join(",")}`;
+  if (ffi.size > 0) flags.push(`--allow-ffi=${[...ffi].join(",")}`);
+  if (sys.size > 0) flags.push(`--allow-sys=${[...sys].join(",")}`);
+  flags.push(`--allow-env=${[...env].join(",")}`);
   flags.push("--no-prompt");
   return flags;
 }

@@ -14,7 +14,12 @@ Deno.test("roleFlags() scopes the server to its listeners, peers, data dir and s
     KISEKI_DATA_DIR: "/var/lib/kiseki",
     OTEL_EXPORTER_OTLP_ENDPOINT: "http://jaeger.internal:4317",
   });
-  const flags = roleFlags("server", config, { cwd: "/", ffiDir: "/usr/local/lib/kiseki" });
+  const flags = roleFlags("server", config, {
+    cwd: "/",
+    ffiDir: "/usr/local/lib/kiseki",
+    nodeModulesDir: "/usr/local/lib/kiseki/node_modules",
+    protoDir: "/usr/local/lib/kiseki/proto",
+  });
   const net = flag(flags, "--allow-net")!;
   for (
     const a of [
@@ -35,12 +40,16 @@ Deno.test("roleFlags() scopes the server to its listeners, peers, data dir and s
   }
   assert.ok(!net.includes("node1:9300"), "does not dial itself");
   assert.deepEqual(flag(flags, "--allow-write"), ["/var/lib/kiseki"]);
-  assert.deepEqual(flag(flags, "--allow-ffi"), ["/usr/local/lib/kiseki"]);
+  // Shims, and the native addon of the lmdb store (the Raft log).
+  assert.deepEqual(flag(flags, "--allow-ffi"), [
+    "/usr/local/lib/kiseki/node_modules",
+    "/usr/local/lib/kiseki",
+  ]);
+  assert.deepEqual(flag(flags, "--allow-sys"), ["cpus", "networkInterfaces", "hostname"]);
   assert.ok(flag(flags, "--allow-read")!.includes("/var/lib/kiseki"));
   assert.ok(flag(flags, "--allow-env")!.includes("KISEKI_S3_ADDR"));
   assert.ok(!flags.includes("--allow-all") && !flags.includes("-A"));
   assert.equal(flag(flags, "--allow-run"), undefined);
-  assert.equal(flag(flags, "--allow-sys"), undefined);
 });
 
 Deno.test("roleFlags() never grants FFI to the key server, control plane or admin CLI", () => {
@@ -48,6 +57,8 @@ Deno.test("roleFlags() never grants FFI to the key server, control plane or admi
     const flags = roleFlags(role, roleConfig(role, {}), {
       cwd: "/srv",
       ffiDir: "/usr/local/lib/kiseki",
+      nodeModulesDir: "/usr/local/lib/kiseki/node_modules",
+      protoDir: "/usr/local/lib/kiseki/proto",
     });
     assert.equal(flag(flags, "--allow-ffi") !== undefined, ROLE_TABLE[role].ffi, role);
     assert.ok(flags.includes("--no-prompt"), role);
@@ -56,7 +67,12 @@ Deno.test("roleFlags() never grants FFI to the key server, control plane or admi
 });
 
 Deno.test("roleFlags() resolves relative data dirs against the given cwd", () => {
-  const flags = roleFlags("keyserver", roleConfig("keyserver", {}), { cwd: "/srv/", ffiDir: "x" });
+  const flags = roleFlags("keyserver", roleConfig("keyserver", {}), {
+    cwd: "/srv/",
+    ffiDir: "x",
+    nodeModulesDir: "/nm",
+    protoDir: "/usr/local/lib/kiseki/proto",
+  });
   assert.deepEqual(flag(flags, "--allow-write"), ["/srv/kiseki-keys"]);
   assert.ok(flag(flags, "--allow-net")!.includes("0.0.0.0:9400"));
   assert.ok(!flag(flags, "--allow-net")!.includes("0.0.0.0:9000"));

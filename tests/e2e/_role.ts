@@ -1,7 +1,14 @@
 // Starts roles the way they ship: `deno run` with exactly the role table's permission flags
 // (the flags `deno compile` bakes in), on loopback addresses the test chooses.
 
-import { ROLE_TABLE, roleConfig, roleFlags, type RoleName } from "../../mod/role/mod.ts";
+import {
+  ROLE_TABLE,
+  roleConfig,
+  roleFlags,
+  type RoleName,
+  SOURCE_NODE_MODULES_DIR,
+  SOURCE_PROTO_DIR,
+} from "../../mod/role/mod.ts";
 import { SOURCE_FFI_DIR } from "../../ffi/loader.ts";
 
 export const ROOT: string = new URL("../../", import.meta.url).pathname;
@@ -40,7 +47,12 @@ export function testAddrs(hostOctet: number): TestAddrs {
 
 export function flagsFor(role: RoleName, env: Record<string, string>, cwd = ROOT): string[] {
   const config = roleConfig(role, env, SOURCE_FFI_DIR);
-  return roleFlags(role, config, { cwd, ffiDir: config.ffiDir });
+  return roleFlags(role, config, {
+    cwd,
+    ffiDir: config.ffiDir,
+    nodeModulesDir: SOURCE_NODE_MODULES_DIR,
+    protoDir: SOURCE_PROTO_DIR,
+  });
 }
 
 export function startRole(

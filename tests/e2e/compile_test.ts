@@ -5,6 +5,7 @@
 import assert from "node:assert/strict";
 import {
   INSTALLED_DEFAULTS,
+  INSTALLED_NODE_MODULES_DIR,
   ROLE_NAMES,
   ROLE_TABLE,
   roleConfig,
@@ -25,7 +26,12 @@ Deno.test("compile --dry-run bakes each built role's table flags into its own en
   assert.equal(lines.length, built.length);
   for (const [i, role] of built.entries()) {
     const config = roleConfig(role, INSTALLED_DEFAULTS[role], "/usr/local/lib/kiseki");
-    const flags = roleFlags(role, config, { cwd: "/", ffiDir: config.ffiDir });
+    const flags = roleFlags(role, config, {
+      cwd: "/",
+      ffiDir: config.ffiDir,
+      nodeModulesDir: INSTALLED_NODE_MODULES_DIR,
+      protoDir: "/usr/local/lib/kiseki/proto",
+    });
     const line = lines[i]!;
     assert.ok(line.startsWith(["deno", "compile", "--quiet", ...flags].join(" ") + " "), line);
     assert.ok(

@@ -624,7 +624,7 @@ Deno.test("compose/Dockerfile.server compiles the role in a builder and ships it
     ),
   );
   const health = instructions.find((l) => l.startsWith("HEALTHCHECK "));
-  assert.ok(health?.includes("http://127.0.0.1:9090/health"), health);
+  assert.ok(health?.includes("http://127.0.0.1:9090/health"), String(health));
   assert.ok(instructions.includes("USER kiseki"));
   for (const ignored of [".kiseki", "dist", "scripts/toolchain/node_modules", "ffi/build"]) {
     assert.match(

@@ -1,0 +1,253 @@
+// The shard delta log: every metadata mutation is a delta committed through its shard's
+// Raft group. The committed Raft log is the delta sequence itself (a delta's sequence is
+// its log index); this module is the state machine applied to it (maintenance mode,
+// counters) and the service behind the LogService API: append, read, health, maintenance.
+
+import { HybridLogicalClock } from "../base/mod.ts";
+import type { Entry, NodeId, RaftLogStore, Snapshot } from "../raft/mod.ts";
+import type { RaftHost, RaftStateMachine } from "../raft/host.ts";
+import { decodeCommand, RaftUnavailableError } from "../raft/host.ts";
+import { decodeDelta, type Delta, DeltaFormatError, encodeDelta } from "./delta.ts";
+import type { ShardId } from "./shard.ts";
+
+/** Page size bound for ReadDeltas, whatever the client asks. */
+export const READ_DELTAS_PAGE_MAX = 1000;
+/** Bytes of entries one ReadDeltas page scans at most. */
+export const READ_DELTAS_PAGE_BYTES_MAX = 4 << 20;
+
+const COMMAND_APPEND = 1;
+const COMMAND_SET_MAINTENANCE = 2;
+
+export type LogErrorCode = "not_found" | "failed_precondition" | "unavailable" | "invalid_argument";
+
+/** A request the log cannot serve; the gRPC layer maps `code` onto a status code. */
+export class LogError extends Error {
+  override name = "LogError";
+  constructor(readonly code: LogErrorCode, message: string) {
+    super(message);
+  }
+}
+
+export interface AppendResult {
+  sequence: number;
+  term: number;
+  timestamp: Delta["timestamp"];
+}
+
+export interface ReadDeltasResult {
+  deltas: Delta[];
+  /** Where the next page starts. */
+  nextSequence: number;
+  /** The last applied sequence of the shard on this node (the tip readers may see). */
+  tip: number;
+}
+
+export interface ShardHealth {
+  shardId: ShardId;
+  leader: NodeId;
+  term: number;
+  commit: number;
+  applied: number;
+  state: "healthy" | "degraded" | "no_quorum";
+  maintenance: boolean;
+  members: { id: NodeId; address: string; role: string; match: number }[];
+}
+
+/** Outcome of applying one command: a sequence, or why it was refused. */
+type ApplyOutcome = { sequence: number } | { refused: string };
+
+/** The state folded from a shard's log: what the next command is checked against. */
+export class ShardStateMachine implements RaftStateMachine {
+  maintenance = false;
+  appliedDeltas = 0;
+  lastApplied = 0;
+  /** Appends that reached the log but were refused at apply (maintenance began first). */
+  readonly refused = new Set<number>();
+
+  constructor(readonly shardId: ShardId) {}
+
+  apply(entry: Entry, command: Uint8Array): ApplyOutcome | undefined {
+    this.lastApplied = entry.index;
+    switch (command[0]) {
+      case COMMAND_APPEND:
+        // Deterministic on every replica: the flag is part of the same ordered log.
+        if (this.maintenance) {
+          this.refused.add(entry.index);
+          return { refused: `shard ${this.shardId} is in maintenance (read-only) mode` };
+        }
+        this.appliedDeltas++;
+        return { sequence: entry.index };
+      case COMMAND_SET_MAINTENANCE:
+        this.maintenance = command[1] === 1;
+        return { sequence: entry.index };
+      default:
+        return undefined; // an unknown command from a newer version: skipped by all alike
+    }
+  }
+
+  restore(snapshot: Snapshot): void {
+    // Shard snapshots carry [u8 maintenance]; views bring their own state in later releases.
+    this.maintenance = snapshot.data[0] === 1;
+    this.lastApplied = snapshot.meta.index;
+  }
+}
+
+export interface DeltaLogOptions {
+  host: RaftHost;
+  hlc: HybridLogicalClock;
+  /** The node's log stores and state machines, by shard. */
+  shards: Map<ShardId, { store: RaftLogStore; stateMachine: ShardStateMachine }>;
+  /** Addresses of members, for health answers. */
+  memberAddress: (id: NodeId) => string;
+}
+
+/** The LogService behaviour, independent of the wire. */
+export class DeltaLog {
+  readonly #options: DeltaLogOptions;
+
+  constructor(options: DeltaLogOptions) {
+    this.#options = options;
+  }
+
+  #shard(shardId: number): { store: RaftLogStore; stateMachine: ShardStateMachine } {
+    const shard = this.#options.shards.get(shardId);
+    if (shard === undefined) {
+      throw new LogError("not_found", `shard ${shardId} does not exist on this node`);
+    }
+    return shard;
+  }
+
+  /** Commits a delta; resolves once it is durable on a majority and applied here. */
+  async append(delta: Omit<Delta, "sequence" | "timestamp">): Promise<AppendResult> {
+    const shard = this.#shard(delta.shardId);
+    if (shard.stateMachine.maintenance) {
+      throw new LogError(
+        "failed_precondition",
+        `shard ${delta.shardId} is in maintenance (read-only) mode`,
+      );
+    }
+    const timestamp = this.#options.hlc.now();
+    let encoded: Uint8Array;
+    try {
+      encoded = encodeDelta({ ...delta, sequence: 0, timestamp });
+    } catch (e) {
+      if (e instanceof DeltaFormatError) throw new LogError("invalid_argument", e.message);
+      throw e;
+    }
+    const command = new Uint8Array(1 + encoded.length);
+    command[0] = COMMAND_APPEND;
+    command.set(encoded, 1);
+    const result = await this.#propose(delta.shardId, command);
+    const outcome = result.result as ApplyOutcome | undefined;
+    if (outcome === undefined || "refused" in outcome) {
+      throw new LogError("failed_precondition", outcome?.refused ?? "the delta was not applied");
+    }
+    return { sequence: outcome.sequence, term: result.term, timestamp };
+  }
+
+  async setMaintenance(shardId: number, enabled: boolean): Promise<{ sequence: number }> {
+    this.#shard(shardId);
+    const result = await this.#propose(
+      shardId,
+      Uint8Array.of(COMMAND_SET_MAINTENANCE, enabled ? 1 : 0),
+    );
+    return { sequence: result.index };
+  }
+
+  /**
+   * Deltas with sequence >= `fromSequence`, in order, at most `maxCount` (bounded). With
+   * `linearizable`, first confirms with a quorum that this node has everything committed.
+   */
+  async read(
+    shardId: number,
+    fromSequence: number,
+    maxCount: number,
+    linearizable = true,
+  ): Promise<ReadDeltasResult> {
+    const shard = this.#shard(shardId);
+    if (!Number.isSafeInteger(fromSequence) || fromSequence < 0) {
+      throw new LogError(
+        "invalid_argument",
+        `from_sequence ${fromSequence} is not a non-negative integer`,
+      );
+    }
+    const count = Math.max(1, Math.min(maxCount || READ_DELTAS_PAGE_MAX, READ_DELTAS_PAGE_MAX));
+    if (linearizable) {
+      try {
+        await this.#options.host.readIndex(shardId);
+      } catch (e) {
+        if (e instanceof RaftUnavailableError) throw new LogError("unavailable", e.message);
+        throw e;
+      }
+    }
+    const tip = shard.stateMachine.lastApplied;
+    const deltas: Delta[] = [];
+    let next = Math.max(fromSequence, shard.store.firstIndex());
+    if (fromSequence < shard.store.firstIndex() && fromSequence > 0) {
+      throw new LogError("not_found", `sequences below ${shard.store.firstIndex()} were compacted`);
+    }
+    while (next <= tip && deltas.length < count) {
+      const entries = shard.store.entries(next, tip + 1, READ_DELTAS_PAGE_BYTES_MAX);
+      for (const entry of entries) {
+        next = entry.index + 1;
+        const delta = shard.stateMachine.refused.has(entry.index) ? null : deltaOf(entry);
+        if (delta !== null) deltas.push(delta);
+        if (deltas.length >= count) break;
+      }
+      if (entries.length === 0) break;
+    }
+    return { deltas, nextSequence: next, tip };
+  }
+
+  health(shardId: number): ShardHealth {
+    const shard = this.#shard(shardId);
+    const status = this.#options.host.status(shardId);
+    const voters = status.conf.voters;
+    let state: ShardHealth["state"] = "healthy";
+    if (status.lead === 0) state = "no_quorum";
+    else if (status.progress !== null) {
+      const active = voters.filter((id) =>
+        id === status.id || status.progress!.get(id)?.recentActive
+      );
+      if (active.length < voters.length) state = "degraded";
+    }
+    const members = [...voters, ...status.conf.learners].map((id) => ({
+      id,
+      address: this.#options.memberAddress(id),
+      role: status.conf.learners.includes(id)
+        ? "learner"
+        : id === status.lead
+        ? "leader"
+        : "follower",
+      match: status.progress?.get(id)?.match ?? (id === status.id ? status.commit : 0),
+    }));
+    return {
+      shardId,
+      leader: status.lead,
+      term: status.term,
+      commit: status.commit,
+      applied: shard.stateMachine.lastApplied,
+      state,
+      maintenance: shard.stateMachine.maintenance,
+      members,
+    };
+  }
+
+  async #propose(shardId: number, command: Uint8Array) {
+    try {
+      return await this.#options.host.propose(shardId, command);
+    } catch (e) {
+      if (e instanceof RaftUnavailableError) throw new LogError("unavailable", e.message);
+      throw e;
+    }
+  }
+}
+
+/** The delta a committed entry carries, with its sequence; null for other entries. */
+function deltaOf(entry: Entry): Delta | null {
+  if (entry.type !== "normal" || entry.data.length === 0) return null;
+  const command = decodeCommand(entry.data)?.command;
+  if (command === undefined || command[0] !== COMMAND_APPEND) return null;
+  const delta = decodeDelta(command.subarray(1));
+  return { ...delta, sequence: entry.index };
+}

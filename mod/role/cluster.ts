@@ -1,0 +1,196 @@
+// The server's metadata plane: the lmdb Raft log, the node-to-node transport, one Raft
+// group per shard driven by the multi-group host, and the delta log service on top. Every
+// node in KISEKI_RAFT_PEERS starts every shard with the same voters, so the groups agree on
+// membership from the first entry; a lone node is a one-voter group on the same path.
+
+import { type Config, formatHostPort, HybridLogicalClock, SystemClock } from "../base/mod.ts";
+import { counter, gauge, histogram, type Logger } from "../obs/mod.ts";
+import { RaftHost, type RaftHostObserver } from "../raft/host.ts";
+import type { NodeId, RaftStatus } from "../raft/mod.ts";
+import type { KvEnv } from "../disk/mod.ts";
+import { DeltaLog, LmdbRaftLogStore, openRaftLogEnv, ShardStateMachine } from "../log/mod.ts";
+import { readTlsMaterial, TcpRaftTransport } from "../transport/raft_transport.ts";
+
+/** Raft timing: a tick every 100 ms, elections after 1-2 s, heartbeats every tick. */
+export const RAFT_TICK_MS_DEFAULT = 100;
+export const RAFT_ELECTION_TICKS = 10;
+export const RAFT_HEARTBEAT_TICKS = 1;
+export const RAFT_REQUEST_TIMEOUT_MS = 5_000;
+export const RAFT_WAITERS_PER_SHARD_MAX = 4096;
+export const RAFT_MESSAGE_BYTES_MAX = 1 << 20;
+export const RAFT_INFLIGHT_MESSAGES_MAX = 256;
+export const RAFT_UNCOMMITTED_BYTES_MAX = 64 << 20;
+
+export interface Cluster {
+  host: RaftHost;
+  deltaLog: DeltaLog;
+  shardIds: number[];
+  transport: TcpRaftTransport;
+  close(): Promise<void>;
+}
+
+export interface ClusterOptions {
+  config: Config;
+  log: Logger;
+  /** Milliseconds between Raft ticks (tests shorten it). */
+  tickMs?: number;
+}
+
+export async function startCluster(options: ClusterOptions): Promise<Cluster> {
+  const { config, log } = options;
+  const tickMs = options.tickMs ?? RAFT_TICK_MS_DEFAULT;
+  const peers = config.raftPeers.length > 0
+    ? config.raftPeers
+    : [{ id: config.nodeId, addr: config.raftAddr }];
+  const voters = peers.map((p) => p.id).sort((a, b) => a - b);
+  const env: KvEnv = await openRaftLogEnv({ dataDir: config.dataDir });
+
+  const transport = await TcpRaftTransport.listen({
+    nodeId: config.nodeId,
+    clusterId: "kiseki",
+    listen: config.raftAddr,
+    peers,
+    tls: config.tls ? await readTlsMaterial(config.tls) : null,
+    logger: log.child({ component: "raft-transport" }),
+  });
+
+  const host = new RaftHost({
+    nodeId: config.nodeId,
+    sink: transport,
+    log: log.child({ component: "raft" }),
+    raft: {
+      electionTick: RAFT_ELECTION_TICKS,
+      heartbeatTick: RAFT_HEARTBEAT_TICKS,
+      maxSizePerMsgBytes: RAFT_MESSAGE_BYTES_MAX,
+      maxInflightMsgs: RAFT_INFLIGHT_MESSAGES_MAX,
+      maxUncommittedEntriesBytes: RAFT_UNCOMMITTED_BYTES_MAX,
+      preVote: true,
+      checkQuorum: true,
+      randomInt: (n) => Math.floor(Math.random() * n),
+    },
+    requestTimeoutMs: RAFT_REQUEST_TIMEOUT_MS,
+    waitersPerGroupMax: RAFT_WAITERS_PER_SHARD_MAX,
+    observer: raftMetrics(),
+  });
+  transport.onMessage((shardId, message) => host.step(shardId, message));
+  transport.onUnreachable((shardId, peerId) => host.reportUnreachable(shardId, peerId));
+
+  const shards = new Map<number, { store: LmdbRaftLogStore; stateMachine: ShardStateMachine }>();
+  for (let shardId = 0; shardId < config.shardCount; shardId++) {
+    const store = await LmdbRaftLogStore.open({
+      env,
+      shardId,
+      logger: log.child({ component: "raft-log", shard: shardId }),
+      // Every member starts from the same one-entry history: membership at index 1, term 1.
+      initial: {
+        snapshot: {
+          meta: { index: 1, term: 1, conf: { voters, learners: [] } },
+          data: new Uint8Array([0]),
+        },
+        hardState: { term: 1, vote: 0, commit: 1 },
+      },
+    });
+    const stateMachine = new ShardStateMachine(shardId);
+    shards.set(shardId, { store, stateMachine });
+    // Committed entries after the bootstrap snapshot replay into the shard state on every start.
+    host.addGroup({ shardId, store, stateMachine, applied: 1 });
+  }
+
+  const ticker = setInterval(() => host.tick(), tickMs);
+  // A lone voter, or the bootstrap node, campaigns at once instead of waiting out a timeout.
+  if (voters.length === 1 || config.bootstrap) {
+    for (const shardId of shards.keys()) host.campaign(shardId);
+  }
+  startShardGauges(host, [...shards.keys()]);
+
+  const addresses = new Map<NodeId, string>(peers.map((p) => [p.id, formatHostPort(p.addr)]));
+  const deltaLog = new DeltaLog({
+    host,
+    hlc: new HybridLogicalClock({ clock: new SystemClock() }),
+    shards,
+    memberAddress: (id) => addresses.get(id) ?? "unknown",
+  });
+  log.info("metadata plane started", {
+    shards: shards.size,
+    voters: voters.join(","),
+    raft: formatHostPort(transport.addr),
+  });
+
+  return {
+    host,
+    deltaLog,
+    shardIds: [...shards.keys()],
+    transport,
+    async close() {
+      clearInterval(ticker);
+      await host.stop();
+      await transport.close();
+      await env.close();
+    },
+  };
+}
+
+function raftMetrics(): RaftHostObserver {
+  const commitLatency = histogram({
+    name: "kiseki_raft_commit_latency_seconds",
+    help: "Time from proposal to applied on the proposing node",
+    labelNames: ["shard"],
+  });
+  const persistLatency = histogram({
+    name: "kiseki_raft_persist_latency_seconds",
+    help: "Time to make one Ready batch durable (group commit across shards)",
+  });
+  const appended = counter({
+    name: "kiseki_raft_entries_appended_total",
+    help: "Log entries made durable",
+  });
+  const applied = counter({
+    name: "kiseki_raft_entries_applied_total",
+    help: "Committed entries applied",
+    labelNames: ["shard"],
+  });
+  const leaderChanges = counter({
+    name: "kiseki_raft_leader_changes_total",
+    help: "Leader changes seen by this node",
+    labelNames: ["shard"],
+  });
+  return {
+    persisted: (_groups, entries, seconds) => {
+      appended.inc({}, entries);
+      persistLatency.observe({}, seconds);
+    },
+    applied: (shard, entries) => applied.inc({ shard: String(shard) }, entries),
+    leaderChanged: (shard) => leaderChanges.inc({ shard: String(shard) }),
+    committed: (shard, seconds) => commitLatency.observe({ shard: String(shard) }, seconds),
+  };
+}
+
+function startShardGauges(host: RaftHost, shardIds: number[]): void {
+  const each = (fn: (shard: string, s: RaftStatus) => void) => {
+    for (const id of shardIds) fn(String(id), host.status(id));
+  };
+  gauge({
+    name: "kiseki_raft_term",
+    help: "Current Raft term per shard",
+    labelNames: ["shard"],
+    collect: (set) => each((shard, s) => set({ shard }, s.term)),
+  });
+  gauge({
+    name: "kiseki_raft_commit_index",
+    help: "Commit index per shard",
+    labelNames: ["shard"],
+    collect: (set) => each((shard, s) => set({ shard }, s.commit)),
+  });
+  gauge({
+    name: "kiseki_raft_leader",
+    help: "Leader node id per shard as this node sees it (0: none)",
+    labelNames: ["shard"],
+    collect: (set) => each((shard, s) => set({ shard }, s.lead)),
+  });
+  gauge({
+    name: "kiseki_raft_is_leader",
+    help: "1 when this node leads the shard",
+    labelNames: ["shard"],
+    collect: (set) => each((shard, s) => set({ shard }, s.role === "leader" ? 1 : 0)),
+  });
+}
