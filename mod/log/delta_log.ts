@@ -3,7 +3,7 @@
 // its log index); this module is the state machine applied to it (maintenance mode,
 // counters) and the service behind the LogService API: append, read, health, maintenance.
 
-import { HybridLogicalClock } from "../base/mod.ts";
+import type { HybridLogicalClock } from "../base/mod.ts";
 import type { Entry, NodeId, RaftLogStore, Snapshot } from "../raft/mod.ts";
 import type { RaftHost, RaftStateMachine } from "../raft/host.ts";
 import { decodeCommand, RaftUnavailableError } from "../raft/host.ts";

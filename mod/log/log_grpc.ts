@@ -24,7 +24,7 @@ const STATUS_BY_CODE = {
 } as const;
 
 /** LogError -> its status; put in front of the server's default mappers. */
-export const logErrorMapper: GrpcErrorMapper = (e) =>
+export const logErrorMapper: GrpcErrorMapper = (e: unknown): GrpcStatusError | null =>
   e instanceof LogError
     ? new GrpcStatusError(STATUS_BY_CODE[e.code], e.message, { cause: e })
     : null;
