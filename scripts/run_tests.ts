@@ -3,6 +3,14 @@
 // when any test failed or the runner itself failed.
 
 const root = new URL("..", import.meta.url).pathname;
+
+// A suite that starts the runner again (through `scripts/kiseki test`) must not recurse
+// without bound: one nested run is allowed (the runner's own test), no more.
+const depth = Number(Deno.env.get("KISEKI_TEST_RUNNER_DEPTH") ?? "0");
+if (depth >= 2) {
+  console.error("kiseki test: refusing to start the suite from inside a nested suite run");
+  Deno.exit(2);
+}
 const extra = Deno.args;
 const args = [
   "test",
@@ -14,7 +22,11 @@ const args = [
 const child = new Deno.Command(Deno.execPath(), {
   args,
   cwd: root,
-  env: { NO_COLOR: "1", DENO_JOBS: Deno.env.get("DENO_JOBS") ?? "2" },
+  env: {
+    NO_COLOR: "1",
+    DENO_JOBS: Deno.env.get("DENO_JOBS") ?? "2",
+    KISEKI_TEST_RUNNER_DEPTH: String(depth + 1),
+  },
   stdout: "piped",
   stderr: "inherit",
 }).spawn();
