@@ -53,6 +53,9 @@ export interface ShardHealth {
   members: { id: NodeId; address: string; role: string; match: number }[];
 }
 
+/** Sees each applied delta once, in order; must not throw (a view that cannot fold stops the node). */
+export type DeltaListener = (delta: Delta) => void;
+
 /** Outcome of applying one command: a sequence, or why it was refused. */
 type ApplyOutcome = { sequence: number } | { refused: string };
 
@@ -63,6 +66,7 @@ export class ShardStateMachine implements RaftStateMachine {
   lastApplied = 0;
   /** Appends that reached the log but were refused at apply (maintenance began first). */
   readonly refused = new Set<number>();
+  readonly #listeners: DeltaListener[] = [];
 
   constructor(readonly shardId: ShardId) {}
 
@@ -76,6 +80,10 @@ export class ShardStateMachine implements RaftStateMachine {
           return { refused: `shard ${this.shardId} is in maintenance (read-only) mode` };
         }
         this.appliedDeltas++;
+        if (this.#listeners.length > 0) {
+          const delta = { ...decodeDelta(command.subarray(1)), sequence: entry.index };
+          for (const listener of this.#listeners) listener(delta);
+        }
         return { sequence: entry.index };
       case COMMAND_SET_MAINTENANCE:
         this.maintenance = command[1] === 1;
@@ -83,6 +91,14 @@ export class ShardStateMachine implements RaftStateMachine {
       default:
         return undefined; // an unknown command from a newer version: skipped by all alike
     }
+  }
+
+  /**
+   * Calls `listener` with every delta as it is applied, in sequence order, on this node:
+   * views fold from here, so a writer's acknowledged delta is already in its views.
+   */
+  onDelta(listener: DeltaListener): void {
+    this.#listeners.push(listener);
   }
 
   restore(snapshot: Snapshot): void {

@@ -51,6 +51,7 @@ export {
 } from "./delta_log.ts";
 export type {
   AppendResult,
+  DeltaListener,
   DeltaLogOptions,
   LogErrorCode,
   ReadDeltasResult,
