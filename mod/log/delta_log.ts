@@ -18,7 +18,12 @@ export const READ_DELTAS_PAGE_BYTES_MAX = 4 << 20;
 const COMMAND_APPEND = 1;
 const COMMAND_SET_MAINTENANCE = 2;
 
-export type LogErrorCode = "not_found" | "failed_precondition" | "unavailable" | "invalid_argument";
+export type LogErrorCode =
+  | "not_found"
+  | "failed_precondition"
+  | "unavailable"
+  | "invalid_argument"
+  | "out_of_range";
 
 /** A request the log cannot serve; the gRPC layer maps `code` onto a status code. */
 export class LogError extends Error {
@@ -198,10 +203,13 @@ export class DeltaLog {
     }
     const tip = shard.stateMachine.lastApplied;
     const deltas: Delta[] = [];
-    let next = Math.max(fromSequence, shard.store.firstIndex());
-    if (fromSequence < shard.store.firstIndex() && fromSequence > 0) {
-      throw new LogError("not_found", `sequences below ${shard.store.firstIndex()} were compacted`);
+    // Index 1 holds the bootstrap membership, never a delta: the log starts there. Below a
+    // later snapshot, deltas were compacted away.
+    const first = shard.store.firstIndex();
+    if (fromSequence < first && first > 2) {
+      throw new LogError("out_of_range", `sequences below ${first} were compacted`);
     }
+    let next = Math.max(fromSequence, first);
     while (next <= tip && deltas.length < count) {
       const entries = shard.store.entries(next, tip + 1, READ_DELTAS_PAGE_BYTES_MAX);
       for (const entry of entries) {

@@ -21,6 +21,7 @@ const STATUS_BY_CODE = {
   failed_precondition: GrpcStatus.FAILED_PRECONDITION,
   unavailable: GrpcStatus.UNAVAILABLE,
   invalid_argument: GrpcStatus.INVALID_ARGUMENT,
+  out_of_range: GrpcStatus.OUT_OF_RANGE,
 } as const;
 
 /** LogError -> its status; put in front of the server's default mappers. */

@@ -5,6 +5,7 @@
 // the entry or reached the read point, so a caller's write is acknowledged only once it is
 // committed on a majority and applied here.
 
+import { setImmediate } from "node:timers";
 import { assert } from "../base/mod.ts";
 import type { Logger } from "../obs/mod.ts";
 import { createRaftNode } from "./raw_node.ts";
@@ -116,6 +117,9 @@ class Group {
   applied: number;
   lead: NodeId = NONE;
   term = 0;
+  /** Term and vote last made durable: a hard state that changes only `commit` needs no sync. */
+  durableTerm = -1;
+  durableVote = -1;
   busy = false;
 
   constructor(
@@ -124,6 +128,9 @@ class Group {
   ) {
     this.node = createRaftNode(config);
     this.applied = options.applied;
+    const durable = options.store.initialState().hardState;
+    this.durableTerm = durable.term;
+    this.durableVote = durable.vote;
   }
 }
 
@@ -320,11 +327,13 @@ export class RaftHost {
   #scheduleDrain(): void {
     if (this.#drainScheduled) return;
     this.#drainScheduled = true;
-    // A macrotask, so that messages and proposals arriving together share one Ready (batching).
-    setTimeout(() => {
+    // A macrotask after pending I/O, so messages and proposals arriving together share one
+    // Ready (batching). setImmediate, not setTimeout(0): Deno clamps the latter to ~1-2 ms,
+    // and a commit crosses several drains on leader and followers.
+    setImmediate(() => {
       this.#drainScheduled = false;
       void this.#drain();
-    }, 0);
+    });
   }
 
   async #drain(): Promise<void> {
@@ -353,7 +362,7 @@ export class RaftHost {
   }
 
   async #handle(batch: [Group, Ready][]): Promise<void> {
-    // 1. Persist every group's snapshot, entries and hard state; one durable commit for all.
+    // 1. Stage every group's snapshot, entries and hard state.
     const started = performance.now();
     let entries = 0;
     for (const [g, rd] of batch) {
@@ -363,25 +372,52 @@ export class RaftHost {
       if (rd.hardState !== null) store.setHardState(rd.hardState);
       entries += rd.entries.length;
     }
-    const toPersist = batch.filter(([, rd]) =>
-      rd.snapshot !== null || rd.entries.length > 0 || rd.hardState !== null
+    // A leader's replication may leave before its own write is durable (Raft thesis 10.2.1):
+    // it promises nothing about this node's disk, and the core counts the leader's own entries
+    // toward commit only at advance(), after the sync. Only when term and vote are already
+    // durable: a message must never carry a term this node could forget.
+    const early = (g: Group, rd: Ready, m: Message): boolean =>
+      g.node.status().role === "leader" && LEADER_EARLY_MESSAGES.has(m.type) &&
+      (rd.hardState === null ||
+        (rd.hardState.term === g.durableTerm && rd.hardState.vote === g.durableVote));
+    const send = (g: Group, m: Message): void => {
+      this.#options.sink.send(g.options.shardId, m);
+      // The transport queues a snapshot as one message; a drop comes back as unreachable,
+      // which puts the follower back to probing. Otherwise it stays in snapshot state.
+      if (m.type === "snapshot") g.node.reportSnapshot(m.to, "finish");
+    };
+    const sentEarly = new Set<Message>();
+    for (const [g, rd] of batch) {
+      for (const m of rd.messages) {
+        if (!early(g, rd, m)) continue;
+        send(g, m);
+        sentEarly.add(m);
+      }
+    }
+    // Like etcd's MustSync: entries, a snapshot, or a new term or vote must be durable before
+    // anything else is sent; a commit index alone is recovered from the leader after a crash,
+    // so it rides along with the next sync instead of costing one of its own.
+    const toPersist = batch.filter(([g, rd]) =>
+      rd.snapshot !== null || rd.entries.length > 0 ||
+      (rd.hardState !== null &&
+        (rd.hardState.term !== g.durableTerm || rd.hardState.vote !== g.durableVote))
     );
     if (toPersist.length > 0) {
       await Promise.all(toPersist.map(([g]) => g.options.store.persist()));
+      for (const [g] of toPersist) {
+        const hs = g.options.store.initialState().hardState;
+        g.durableTerm = hs.term;
+        g.durableVote = hs.vote;
+      }
       this.#options.observer?.persisted(
         toPersist.length,
         entries,
         (performance.now() - started) / 1000,
       );
     }
-    // 2. Only now may messages leave: they promise what was just made durable.
+    // 2. Now the rest may leave: votes and acknowledgements promise what was just made durable.
     for (const [g, rd] of batch) {
-      for (const m of rd.messages) {
-        this.#options.sink.send(g.options.shardId, m);
-        // The transport queues a snapshot as one message; a drop comes back as unreachable,
-        // which puts the follower back to probing. Otherwise it stays in snapshot state.
-        if (m.type === "snapshot") g.node.reportSnapshot(m.to, "finish");
-      }
+      for (const m of rd.messages) if (!sentEarly.has(m)) send(g, m);
     }
     // 3. Apply, answer reads, then 4. advance.
     for (const [g, rd] of batch) {
@@ -442,6 +478,23 @@ export class RaftHost {
     await sm.afterApply?.(g.applied);
   }
 
+  /**
+   * Proposals waiting when leadership moves may have been lost with the old leader's log, or
+   * may still commit: fail them now (their outcome is unknown to the caller, as for any
+   * UNAVAILABLE) rather than at the request timeout, long after a new leader took over.
+   */
+  #failProposals(g: Group, why: string): void {
+    for (const w of g.proposals.values()) {
+      clearTimeout(w.timer);
+      w.reject(
+        new RaftUnavailableError(
+          `shard ${g.options.shardId}: ${why}; the write may or may not have been applied`,
+        ),
+      );
+    }
+    g.proposals.clear();
+  }
+
   #answerReads(g: Group): void {
     if (g.readsAwaitingApply.length === 0) return;
     const remaining: typeof g.readsAwaitingApply = [];
@@ -455,6 +508,13 @@ export class RaftHost {
     g.readsAwaitingApply.push(...remaining);
   }
 }
+
+/** What a leader may send before its own write of the same Ready is durable. */
+const LEADER_EARLY_MESSAGES: ReadonlySet<Message["type"]> = new Set([
+  "append",
+  "heartbeat",
+  "snapshot",
+]);
 
 /** Bounds one drain so a flood of messages cannot starve timers and I/O. */
 const DRAIN_PASSES_MAX = 64;

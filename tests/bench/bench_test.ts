@@ -66,3 +66,13 @@ Deno.test("bench:ec --quick measures ISA-L and the TypeScript twin against nativ
     }));
   });
 });
+
+Deno.test("bench:raft --quick commits on three nodes against fdatasync + 2 RTT", async () => {
+  await runBench("raft", (json) => {
+    assert.equal(json.mode, "quick");
+    const rows = json.rows as Record<string, number>[];
+    for (const r of rows) assert.ok(r.commitsPerSecond! > 0 && r.p99Ms! >= r.p50Ms!);
+    // The "throughput" column here is a latency: the ratio is p50 over the same-run floor.
+    return rows.map((r) => ({ mb: r.p50Ms!, ceiling: r.floorMs!, ratio: r.ratio! }));
+  });
+});

@@ -15,6 +15,8 @@ export const ROOT: string = new URL("../../", import.meta.url).pathname;
 
 export interface RunningRole {
   child: Deno.ChildProcess;
+  /** The role's process id (with a `prefix` that execs, such as `ip netns exec`, the same). */
+  pid: number;
   flags: string[];
   /** Everything the role wrote to stderr so far (logs). */
   stderr(): string;
@@ -59,13 +61,23 @@ export function startRole(
   role: RoleName,
   env: Record<string, string>,
   args: string[] = [],
-  options: { entry?: string; flagsEnv?: Record<string, string> } = {},
+  options: {
+    entry?: string;
+    flagsEnv?: Record<string, string>;
+    /**
+     * A command that execs the role in place, e.g. `["/usr/sbin/ip", "netns", "exec", "ns1"]`
+     * to run it inside a network namespace; the role's flags and environment are unchanged.
+     */
+    prefix?: string[];
+  } = {},
 ): RunningRole {
   const entry = options.entry ?? ROLE_TABLE[role].entry;
   // A test of a bad variable still runs the role under the flags a valid setup would get.
   const flags = flagsFor(role, options.flagsEnv ?? env);
-  const child = new Deno.Command(Deno.execPath(), {
-    args: ["run", "--quiet", ...flags, `${ROOT}${entry}`, ...args],
+  const denoArgs = ["run", "--quiet", ...flags, `${ROOT}${entry}`, ...args];
+  const prefix = options.prefix ?? [];
+  const child = new Deno.Command(prefix[0] ?? Deno.execPath(), {
+    args: prefix.length > 0 ? [...prefix.slice(1), Deno.execPath(), ...denoArgs] : denoArgs,
     cwd: ROOT,
     env: { ...env, NO_COLOR: "1" },
     clearEnv: true,
@@ -84,6 +96,7 @@ export function startRole(
   });
   return {
     child,
+    pid: child.pid,
     flags,
     stderr: () => err,
     exited,
