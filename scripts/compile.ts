@@ -99,6 +99,8 @@ export function compileArgs(
     "--quiet",
     ...flags,
     ...npmTestDirs().flatMap((d) => ["--exclude", d]),
+    // gRPC loads its service definitions at run time.
+    ...(spec.name === "server" ? ["--include", `${root}proto`] : []),
     "--output",
     `${outDir}/${spec.binary}`,
     `${root}${spec.entry}`,
