@@ -13,3 +13,26 @@ export { OPENSSL_NONBLOCKING_MIN_BYTES_DEFAULT, OpensslAead } from "./openssl_ae
 export type { OpensslAeadLoad, OpensslAeadOptions } from "./openssl_aead.ts";
 export { WebCryptoAead } from "./webcrypto_aead.ts";
 export { chooseAead, selectAead } from "./select.ts";
+export {
+  CHUNK_DEK_INFO,
+  deriveChunkDek,
+  ENVELOPE_ALGORITHM_AES_256_GCM_HKDF_SHA256,
+  ENVELOPE_CHUNK_ID_BYTES,
+  ENVELOPE_EPOCH_MAX,
+  ENVELOPE_HEADER_BYTES,
+  ENVELOPE_MAGIC,
+  ENVELOPE_VERSION,
+  envelopeBytes,
+  EnvelopeError,
+  openChunk,
+  parseEnvelopeHeader,
+  sealChunk,
+  systemRandom,
+} from "./envelope.ts";
+export type {
+  EnvelopeErrorCode,
+  EnvelopeHeader,
+  OpenChunkOptions,
+  RandomSource,
+  SealChunkOptions,
+} from "./envelope.ts";
