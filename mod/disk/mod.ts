@@ -13,3 +13,49 @@ export {
   openKvEnv,
 } from "./lmdb.ts";
 export type { KvEntry, KvEnv, KvEnvOptions, KvRangeOptions, KvTable, KvTxn } from "./lmdb.ts";
+export {
+  checkBatch,
+  DISK_ALLOCATE_BYTES_MAX,
+  DISK_BATCH_OPS_MAX,
+  DISK_DIRECT_ALIGNMENT_BYTES,
+  DISK_ERRNO,
+  DISK_OP_BYTES_MAX,
+  DISK_QUEUED_OPS_MAX,
+  DISK_SIZE_BYTES_MAX,
+  DiskError,
+  diskErrorFromErrno,
+  isDiskErrorCode,
+} from "./device.ts";
+export type {
+  Disk,
+  DiskErrorCode,
+  DiskOp,
+  DiskOpener,
+  DiskOpenOptions,
+  DiskOpKind,
+} from "./device.ts";
+export { FILE_DISK_HANDLES_DEFAULT, FILE_DISK_HANDLES_MAX, FileDisk } from "./file_disk.ts";
+export type { FileDiskOptions } from "./file_disk.ts";
+export {
+  probeUring,
+  URING_QUEUE_DEPTH_DEFAULT,
+  URING_QUEUE_DEPTH_MAX,
+  UringDisk,
+  UringSetupError,
+} from "./uring_disk.ts";
+export type { UringDiskOptions } from "./uring_disk.ts";
+export {
+  FaultyDisk,
+  SIM_DISK_SIZE_BYTES_MAX,
+  SIM_TEAR_SECTOR_BYTES_DEFAULT,
+  SimDisk,
+} from "./faulty_disk.ts";
+export type {
+  DiskCall,
+  FailOptions,
+  SimCrashOptions,
+  SimCrashReport,
+  SimDiskOptions,
+} from "./faulty_disk.ts";
+export { chooseDiskMechanism, selectDisk } from "./select.ts";
+export type { DiskMechanism, SelectDiskOptions } from "./select.ts";

@@ -76,3 +76,25 @@ Deno.test("bench:raft --quick commits on three nodes against fdatasync + 2 RTT",
     return rows.map((r) => ({ mb: r.p50Ms!, ceiling: r.floorMs!, ratio: r.ratio! }));
   });
 });
+
+Deno.test("bench:disk --quick measures UringDisk and FileDisk against fio", async () => {
+  await runBench("disk", (json) => {
+    assert.equal(json.mode, "quick");
+    return (json.rows as Record<string, number | null>[]).map((r) => ({
+      mb: r.mbPerS as number,
+      ceiling: r.ceilingMbPerS ?? null,
+      ratio: r.ratio ?? null,
+    }));
+  });
+});
+
+Deno.test("bench:cdc --quick measures the chunker against a plain scan of the same bytes", async () => {
+  await runBench("cdc", (json) => {
+    assert.equal(json.mode, "quick");
+    return (json.rows as Record<string, number>[]).map((r) => ({
+      mb: r.mbPerSecond!,
+      ceiling: r.ceilingMbPerSecond!,
+      ratio: r.ratio!,
+    }));
+  });
+});
