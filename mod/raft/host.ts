@@ -337,7 +337,8 @@ export class RaftHost {
   }
 
   async #drain(): Promise<void> {
-    if (this.#draining) return;
+    // A drain scheduled before stop() must not persist into stores being closed.
+    if (this.#draining || this.#stopped) return;
     this.#draining = true;
     try {
       for (let pass = 0; pass < DRAIN_PASSES_MAX; pass++) {

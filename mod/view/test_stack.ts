@@ -1,0 +1,231 @@
+// For tests of this folder and of mod/composition: one real node in-process. lmdb Raft log,
+// one single-voter Raft group per shard on the multi-group host, ShardStateMachine and
+// DeltaLog as the server wires them, the view store attached before the host applies
+// anything, AES-256-GCM payload sealing with one key per tenant, and the service on top.
+
+import { HybridLogicalClock, Prng, SystemClock } from "../base/mod.ts";
+import {
+  AeadPayloadCipher,
+  CompositionService,
+  type PayloadCipher,
+  toHex,
+} from "../composition/mod.ts";
+import { chooseAead } from "../crypto/mod.ts";
+import type { KvEnv } from "../disk/mod.ts";
+import {
+  DeltaLog,
+  HASHED_KEY_BYTES,
+  HASHED_KEY_MIN,
+  LmdbRaftLogStore,
+  openRaftLogEnv,
+  ShardMap,
+  ShardStateMachine,
+} from "../log/mod.ts";
+import { createLogger, type Logger } from "../obs/mod.ts";
+import { RaftHost } from "../raft/host.ts";
+import { defaultShimOptions } from "../../ffi/loader.ts";
+import { openViewEnv, ViewStore, type ViewStoreOptions } from "./view_store.ts";
+
+/** Per-tenant random 32-byte keys that outlive a node restart; destroy() shreds one. */
+export class TenantKeys {
+  readonly #keys = new Map<string, Uint8Array | null>();
+
+  keyFor = (tenantId: Uint8Array): Promise<Uint8Array | undefined> => {
+    const id = toHex(tenantId);
+    let key = this.#keys.get(id);
+    if (key === undefined) {
+      key = crypto.getRandomValues(new Uint8Array(32));
+      this.#keys.set(id, key);
+    }
+    return Promise.resolve(key ?? undefined);
+  };
+
+  destroy(tenantId: Uint8Array): void {
+    this.#keys.set(toHex(tenantId), null);
+  }
+}
+
+export interface SingleNodeOptions {
+  /** Reuse a data directory (a restart); a fresh temporary one otherwise. */
+  dir?: string;
+  shardCount?: number;
+  keys?: TenantKeys;
+  /** Attach the views only after the host has applied the log (tests the catch-up path). */
+  attachLate?: boolean;
+  outcomeWaitMs?: number;
+  logger?: Logger;
+  /** Wraps the payload cipher the node uses (counting, failure injection). */
+  wrapCipher?: (cipher: PayloadCipher) => PayloadCipher;
+  /** Wraps the view environment (counting transactions). */
+  wrapViewEnv?: (env: KvEnv) => KvEnv;
+  viewOptions?: Pick<ViewStoreOptions, "queueDeltasMax" | "batchDeltasMax">;
+}
+
+export interface SingleNode {
+  dir: string;
+  keys: TenantKeys;
+  host: RaftHost;
+  deltaLog: DeltaLog;
+  stateMachines: Map<number, ShardStateMachine>;
+  views: ViewStore;
+  viewEnv: KvEnv;
+  service: CompositionService;
+  cipher: PayloadCipher;
+  /** The AES-GCM cipher under any wrapper (forget() after a shred). */
+  aeadCipher: AeadPayloadCipher;
+  shardMap: ShardMap;
+  close(): Promise<void>;
+}
+
+export const quietLogger: Logger = createLogger({
+  level: "error",
+  format: "text",
+  sink: { write: () => {} },
+});
+
+/** `count` shards splitting the hashed key space evenly by its first byte. */
+export function evenShardMap(count: number): ShardMap {
+  return new ShardMap(
+    Array.from({ length: count }, (_, i) => {
+      const at = (n: number) => {
+        const key = new Uint8Array(HASHED_KEY_BYTES);
+        key[0] = Math.floor((n * 256) / count);
+        return key;
+      };
+      return {
+        shardId: i,
+        start: i === 0 ? HASHED_KEY_MIN : at(i),
+        end: i === count - 1 ? null : at(i + 1),
+      };
+    }),
+  );
+}
+
+export async function startSingleNode(options: SingleNodeOptions = {}): Promise<SingleNode> {
+  const dir = options.dir ?? await Deno.makeTempDir({ prefix: "kiseki-view-" });
+  const shardCount = options.shardCount ?? 2;
+  const keys = options.keys ?? new TenantKeys();
+  const logger = options.logger ?? quietLogger;
+  const raftEnv = await openRaftLogEnv({ dataDir: dir, mapSizeBytes: 64 << 20 });
+  const viewEnv = await openViewEnv({ dataDir: dir, mapSizeBytes: 64 << 20 });
+  const aeadCipher = new AeadPayloadCipher({
+    aead: chooseAead(defaultShimOptions()),
+    keyFor: keys.keyFor,
+  });
+  const cipher = options.wrapCipher?.(aeadCipher) ?? aeadCipher;
+  const views = await ViewStore.open({
+    env: options.wrapViewEnv?.(viewEnv) ?? viewEnv,
+    cipher,
+    logger,
+    ...options.viewOptions,
+  });
+  const prng = new Prng(7);
+  const host = new RaftHost({
+    nodeId: 1,
+    sink: { send: () => {} },
+    log: logger,
+    raft: {
+      electionTick: 10,
+      heartbeatTick: 1,
+      maxSizePerMsgBytes: 1 << 20,
+      maxInflightMsgs: 256,
+      maxUncommittedEntriesBytes: 64 << 20,
+      preVote: true,
+      checkQuorum: true,
+      randomInt: (n) => prng.nextInt(n),
+    },
+    requestTimeoutMs: 10_000,
+    waitersPerGroupMax: 4096,
+  });
+  const shards = new Map<number, { store: LmdbRaftLogStore; stateMachine: ShardStateMachine }>();
+  const stateMachines = new Map<number, ShardStateMachine>();
+  for (let shardId = 0; shardId < shardCount; shardId++) {
+    const store = await LmdbRaftLogStore.open({
+      env: raftEnv,
+      shardId,
+      logger,
+      initial: {
+        snapshot: {
+          meta: { index: 1, term: 1, conf: { voters: [1], learners: [] } },
+          data: new Uint8Array([0]),
+        },
+        hardState: { term: 1, vote: 0, commit: 1 },
+      },
+    });
+    const stateMachine = new ShardStateMachine(shardId);
+    if (!options.attachLate) views.attach(shardId, stateMachine);
+    shards.set(shardId, { store, stateMachine });
+    stateMachines.set(shardId, stateMachine);
+    host.addGroup({ shardId, store, stateMachine, applied: 1 });
+  }
+  const ticker = setInterval(() => host.tick(), 20);
+  for (const shardId of shards.keys()) host.campaign(shardId);
+  const deltaLog = new DeltaLog({
+    host,
+    hlc: new HybridLogicalClock({ clock: new SystemClock() }),
+    shards,
+    memberAddress: () => "local",
+  });
+  if (options.attachLate) {
+    // Let the host replay its log first, then attach: the views must catch up by reading.
+    for (const shardId of shards.keys()) await deltaLog.read(shardId, 0, 1, true);
+    for (const [shardId, sm] of stateMachines) views.attach(shardId, sm);
+  }
+  views.start(deltaLog);
+  const shardMap = evenShardMap(shardCount);
+  const service = new CompositionService({
+    committer: deltaLog,
+    cipher,
+    shardMap: () => shardMap,
+    views,
+    outcomeWaitMs: options.outcomeWaitMs,
+  });
+  let closed = false;
+  return {
+    dir,
+    keys,
+    host,
+    deltaLog,
+    stateMachines,
+    views,
+    viewEnv,
+    service,
+    cipher,
+    aeadCipher,
+    shardMap,
+    async close() {
+      if (closed) return;
+      closed = true;
+      clearInterval(ticker);
+      await views.close();
+      await host.stop();
+      // RaftHost.stop() does not cancel a drain already scheduled with setTimeout(0); let it
+      // run while the log environment is still open.
+      await new Promise((resolve) => setTimeout(resolve, 10));
+      await raftEnv.close();
+      await viewEnv.close();
+    },
+  };
+}
+
+/** Starts a node in a fresh directory, runs `fn`, closes the node and removes the directory. */
+export async function withSingleNode(
+  fn: (node: SingleNode) => Promise<void>,
+  options: Omit<SingleNodeOptions, "dir"> = {},
+): Promise<void> {
+  const node = await startSingleNode(options);
+  try {
+    await fn(node);
+  } finally {
+    await node.close();
+    await Deno.remove(node.dir, { recursive: true });
+  }
+}
+
+/** A 16-byte tenant id from a small number. */
+export function tenant(n: number): Uint8Array {
+  const id = new Uint8Array(16);
+  id[15] = n;
+  id[0] = 0x7e;
+  return id;
+}

@@ -1,0 +1,844 @@
+// The view store: folds applied deltas into the bucket and POSIX views, persisted in an lmdb
+// environment together with one watermark per shard, and answers the composition service's
+// reads and "what became of my mutation" questions.
+//
+// Folding is asynchronous. ShardStateMachine.onDelta listeners must be synchronous and must
+// not throw, but a payload can only be read through the PayloadCipher port, which is async
+// (the tenant KMS may be remote) and may fail for a while; and the lmdb commit is async.
+// So the listener only queues the delta (bounded; on overflow it drops the queue and the
+// shard catches up from the DeltaSource); one loop opens a batch of payloads concurrently,
+// folds them in sequence order into an overlay, and commits overlay and watermarks in one
+// durable transaction. Read-your-writes: every payload carries a random token; the writer
+// registers it before appending, and its promise resolves only after the batch holding the
+// delta is committed, i.e. when its effect is visible to reads on this node.
+
+import { assert } from "../base/mod.ts";
+import {
+  bytesEqual,
+  ByteWriter,
+  type Composition,
+  CompositionError,
+  type CompositionViews,
+  concatBytes,
+  decodePayload,
+  type Inode,
+  type ListObjectsOptions,
+  type ListObjectsResult,
+  type ListPartsOptions,
+  type ListPartsResult,
+  type ListUploadsOptions,
+  type ListUploadsResult,
+  type MutationOutcome,
+  type Namespace,
+  namespaceIdFor,
+  namespaceRoutingKey,
+  PART_NUMBER_MAX,
+  type Payload,
+  PAYLOAD_OPS,
+  type PayloadCipher,
+  PayloadFormatError,
+  PayloadUnreadableError,
+  type PendingOutcome,
+  type ReaddirOptions,
+  type ReaddirResult,
+  toHex,
+  type Upload,
+  utf8,
+} from "../composition/mod.ts";
+import { KV_TXN_OPERATIONS_MAX, type KvEnv, openKvEnv } from "../disk/mod.ts";
+import { type Delta, type DeltaListener, READ_DELTAS_PAGE_MAX, type ShardId } from "../log/mod.ts";
+import { log as rootLog, type Logger } from "../obs/mod.ts";
+import {
+  type Fold,
+  FoldRefusal,
+  openTables,
+  refuse,
+  VIEW_TABLE_NAMES,
+  type ViewTables,
+} from "./_fold.ts";
+import { successor } from "./_ordered.ts";
+import { committed, Overlay } from "./_overlay.ts";
+import {
+  decodeNamespace,
+  encodeNamespace,
+  type NamespaceRecord,
+  publicNamespace,
+  readU64,
+  u32Bytes,
+  u64Bytes,
+  VIEW_FORMAT_VERSION,
+  ViewCorruptError,
+} from "./_records.ts";
+import { BucketView, foldBucket, isBucketPayload } from "./bucket_view.ts";
+import {
+  createRoot,
+  deleteRoot,
+  foldPosix,
+  isPosixPayload,
+  PosixView,
+  rootIsEmpty,
+} from "./posix_view.ts";
+
+/** Deltas one fold batch takes from the queues (or one catch-up read). */
+export const VIEW_BATCH_DELTAS_MAX = 256;
+/** Staged writes after which a batch commits early (a soft bound; see the assertion below). */
+export const VIEW_BATCH_OPERATIONS_MAX = 65_536;
+/** Most writes one delta can stage: a completion or abort of an upload with every part. */
+export const VIEW_DELTA_OPERATIONS_MAX = 2 * PART_NUMBER_MAX + 64;
+/** Deltas and bytes a shard's queue holds before it is dropped for a catch-up read. */
+export const VIEW_QUEUE_DELTAS_MAX = 8192;
+export const VIEW_QUEUE_BYTES_MAX = 64 << 20;
+export const VIEW_OUTCOME_WAITERS_MAX = 65_536;
+export const VIEW_FOLD_WAITERS_MAX = 65_536;
+/** Keys deleted per transaction while dropping the view. */
+export const VIEW_CLEAR_KEYS_PER_TXN = 50_000;
+/** Back-off while the PayloadCipher fails transiently. */
+export const VIEW_RETRY_MS_MIN = 50;
+export const VIEW_RETRY_MS_MAX = 5_000;
+export const VIEW_ENV_MAP_SIZE_BYTES_DEFAULT: number = 1 << 30;
+
+assert(
+  VIEW_BATCH_OPERATIONS_MAX + VIEW_DELTA_OPERATIONS_MAX + 1024 <= KV_TXN_OPERATIONS_MAX,
+  "a view batch must fit one lmdb transaction",
+);
+assert(VIEW_BATCH_DELTAS_MAX <= READ_DELTAS_PAGE_MAX, "a catch-up page is one ReadDeltas page");
+assert(VIEW_CLEAR_KEYS_PER_TXN <= KV_TXN_OPERATIONS_MAX, "clearing fits one transaction");
+
+/** Committed deltas of a shard in order (DeltaLog.read satisfies it). */
+export interface DeltaSource {
+  read(
+    shardId: number,
+    fromSequence: number,
+    maxCount: number,
+    linearizable?: boolean,
+  ): Promise<{ deltas: Delta[]; nextSequence: number; tip: number }>;
+}
+
+/** Where applied deltas are announced (ShardStateMachine satisfies it). */
+export interface DeltaFeed {
+  onDelta(listener: DeltaListener): void;
+}
+
+/** Opens (creating) the node's view environment at `$KISEKI_DATA_DIR/views`. */
+export function openViewEnv(options: { dataDir: string; mapSizeBytes?: number }): Promise<KvEnv> {
+  return openKvEnv({
+    path: `${options.dataDir.replace(/\/+$/, "")}/views`,
+    mapSizeBytes: options.mapSizeBytes ?? VIEW_ENV_MAP_SIZE_BYTES_DEFAULT,
+    tablesMax: Object.keys(VIEW_TABLE_NAMES).length,
+  });
+}
+
+export interface ViewStoreOptions {
+  /** The environment the views live in (the caller opens and closes it). */
+  env: KvEnv;
+  cipher: PayloadCipher;
+  logger?: Logger;
+  /** Deltas a shard's queue holds (default and maximum VIEW_QUEUE_DELTAS_MAX). */
+  queueDeltasMax?: number;
+  /** Deltas per fold batch (default and maximum VIEW_BATCH_DELTAS_MAX). */
+  batchDeltasMax?: number;
+}
+
+export interface ViewStoreStats {
+  shards: ShardViewStats[];
+  /** Why folding stopped, or null. */
+  failed: string | null;
+  rebuilding: boolean;
+  /** Batches committed (one durable transaction each, or more for very large batches). */
+  batches: number;
+  /** Pages read from the DeltaSource (start-up, queue overflow, rebuild). */
+  catchUpReads: number;
+  /** Deltas whose payload could not be opened or decoded (skipped). */
+  skipped: number;
+}
+
+export interface ShardViewStats {
+  shardId: ShardId;
+  /** The last sequence folded and durable. */
+  watermark: number;
+  queued: number;
+  catchingUp: boolean;
+}
+
+const META_FORMAT = utf8("format");
+const META_REBUILDING = utf8("rebuilding");
+const META_WATERMARK = utf8("wm");
+
+function watermarkKey(shardId: ShardId): Uint8Array {
+  return concatBytes(META_WATERMARK, u32Bytes(shardId));
+}
+
+interface ShardState {
+  shardId: ShardId;
+  /** Durable watermark: every delta up to it is folded and committed. */
+  folded: number;
+  /** Highest sequence handed to the fold. */
+  collected: number;
+  /** Highest sequence the listener has seen (replays up to it are ignored). */
+  enqueued: number;
+  queue: Delta[];
+  head: number;
+  queueBytes: number;
+  /** Reading from the DeltaSource instead of the queue. */
+  behind: boolean;
+  /** Bumped whenever the queue is dropped: a catch-up read must start after the last drop. */
+  generation: number;
+  waiters: { sequence: number; resolve: () => void; reject: (e: Error) => void }[];
+}
+
+interface OutcomeWaiter {
+  resolve(outcome: MutationOutcome): void;
+  reject(error: Error): void;
+  timer: ReturnType<typeof setTimeout>;
+}
+
+export class ViewStore implements CompositionViews {
+  readonly #env: KvEnv;
+  readonly #tables: ViewTables;
+  readonly #cipher: PayloadCipher;
+  readonly #log: Logger;
+  readonly #bucket: BucketView;
+  readonly #posix: PosixView;
+  readonly #shards = new Map<ShardId, ShardState>();
+  readonly #persisted = new Map<ShardId, number>();
+  readonly #outcomes = new Map<string, OutcomeWaiter>();
+  #source: DeltaSource | null = null;
+  #loop: Promise<void> | null = null;
+  #wake: (() => void) | null = null;
+  #dirty = false;
+  #closing = false;
+  #failure: Error | null = null;
+  #rebuildRequested = false;
+  #rebuilding = false;
+  #rebuildWaiters: { resolve: () => void; reject: (e: Error) => void }[] = [];
+  readonly #sleepers = new Set<() => void>();
+  readonly #queueDeltasMax: number;
+  readonly #batchDeltasMax: number;
+  #batches = 0;
+  #collectFrom = 0;
+  #catchUpReads = 0;
+  #skipped = 0;
+
+  private constructor(options: ViewStoreOptions, tables: ViewTables) {
+    this.#env = options.env;
+    this.#tables = tables;
+    this.#cipher = options.cipher;
+    this.#log = (options.logger ?? rootLog).child({ component: "views" });
+    this.#bucket = new BucketView(tables);
+    this.#posix = new PosixView(tables);
+    this.#queueDeltasMax = options.queueDeltasMax ?? VIEW_QUEUE_DELTAS_MAX;
+    this.#batchDeltasMax = options.batchDeltasMax ?? VIEW_BATCH_DELTAS_MAX;
+    assert(
+      Number.isInteger(this.#queueDeltasMax) && this.#queueDeltasMax >= 1 &&
+        this.#queueDeltasMax <= VIEW_QUEUE_DELTAS_MAX,
+      `queueDeltasMax must be 1..${VIEW_QUEUE_DELTAS_MAX}`,
+    );
+    assert(
+      Number.isInteger(this.#batchDeltasMax) && this.#batchDeltasMax >= 1 &&
+        this.#batchDeltasMax <= VIEW_BATCH_DELTAS_MAX,
+      `batchDeltasMax must be 1..${VIEW_BATCH_DELTAS_MAX}`,
+    );
+  }
+
+  /** Opens the views in `env`, reading the persisted watermarks. */
+  static async open(options: ViewStoreOptions): Promise<ViewStore> {
+    const tables = openTables(options.env);
+    const store = new ViewStore(options, tables);
+    const format = tables.meta.getSync(META_FORMAT);
+    if (format === undefined) {
+      await options.env.transaction((txn) =>
+        txn.put(tables.meta, META_FORMAT, Uint8Array.of(VIEW_FORMAT_VERSION))
+      );
+    } else if (format.length !== 1 || format[0] !== VIEW_FORMAT_VERSION) {
+      store.#log.warn("view format changed: the views will be rebuilt from the log", {
+        stored: format[0],
+        current: VIEW_FORMAT_VERSION,
+      });
+      store.#rebuildRequested = true;
+    }
+    if (tables.meta.getSync(META_REBUILDING) !== undefined) {
+      store.#log.warn("a view rebuild was interrupted: starting it again");
+      store.#rebuildRequested = true;
+    }
+    for (const e of tables.meta.range({ start: META_WATERMARK, end: successor(META_WATERMARK) })) {
+      const view = new DataView(e.key.buffer, e.key.byteOffset, e.key.byteLength);
+      store.#persisted.set(view.getUint32(META_WATERMARK.length), readU64(e.value));
+    }
+    return store;
+  }
+
+  /**
+   * Subscribes to a shard's applied deltas. Call before the Raft host starts applying (so
+   * no delta is missed before start() can catch up) and before start().
+   */
+  attach(shardId: ShardId, feed: DeltaFeed): void {
+    assert(!this.#shards.has(shardId), `shard ${shardId} attached twice`);
+    const folded = this.#rebuildRequested ? 0 : this.#persisted.get(shardId) ?? 0;
+    const s: ShardState = {
+      shardId,
+      folded,
+      collected: folded,
+      enqueued: folded,
+      queue: [],
+      head: 0,
+      queueBytes: 0,
+      // Whatever was applied before this attach (or before start) comes from the source.
+      behind: true,
+      generation: 0,
+      waiters: [],
+    };
+    this.#shards.set(shardId, s);
+    feed.onDelta(this.#listener(s));
+    this.#wakeUp();
+  }
+
+  /** Starts folding; `source` serves catch-up reads (DeltaLog). */
+  start(source: DeltaSource): void {
+    assert(this.#loop === null, "ViewStore started twice");
+    this.#source = source;
+    this.#loop = this.#run();
+  }
+
+  /** Stops folding (waiting for the batch in flight); fails every waiter. Does not close the env. */
+  async close(): Promise<void> {
+    if (this.#closing) return;
+    this.#closing = true;
+    this.#wakeUp();
+    for (const wake of this.#sleepers) wake();
+    this.#sleepers.clear();
+    await this.#loop;
+    this.#failAll(new CompositionError("unavailable", "the view store is closed"));
+  }
+
+  watermark(shardId: ShardId): number {
+    return this.#shards.get(shardId)?.folded ?? this.#persisted.get(shardId) ?? 0;
+  }
+
+  stats(): ViewStoreStats {
+    return {
+      shards: [...this.#shards.values()].map((s) => ({
+        shardId: s.shardId,
+        watermark: s.folded,
+        queued: s.queue.length - s.head,
+        catchingUp: s.behind,
+      })),
+      failed: this.#failure?.message ?? null,
+      rebuilding: this.#rebuilding || this.#rebuildRequested,
+      batches: this.#batches,
+      catchUpReads: this.#catchUpReads,
+      skipped: this.#skipped,
+    };
+  }
+
+  /** Resolves once every delta of `shardId` up to `sequence` is folded and visible. */
+  whenFolded(shardId: ShardId, sequence: number): Promise<void> {
+    const s = this.#shards.get(shardId);
+    if (s === undefined) {
+      return Promise.reject(
+        new CompositionError("unavailable", `shard ${shardId} is not attached`),
+      );
+    }
+    if (this.#failure !== null) return Promise.reject(this.#failure);
+    if (s.folded >= sequence) return Promise.resolve();
+    if (s.waiters.length >= VIEW_FOLD_WAITERS_MAX) {
+      return Promise.reject(
+        new CompositionError("unavailable", "too many readers waiting for the view"),
+      );
+    }
+    return new Promise((resolve, reject) => s.waiters.push({ sequence, resolve, reject }));
+  }
+
+  awaitOutcome(token: Uint8Array, timeoutMs: number): PendingOutcome {
+    const id = toHex(token);
+    let cancel = () => {};
+    const promise = new Promise<MutationOutcome>((resolve, reject) => {
+      if (this.#failure !== null || this.#closing) {
+        reject(this.#failure ?? new CompositionError("unavailable", "the view store is closed"));
+        return;
+      }
+      if (this.#outcomes.size >= VIEW_OUTCOME_WAITERS_MAX) {
+        reject(new CompositionError("unavailable", "too many writes waiting for the view"));
+        return;
+      }
+      assert(!this.#outcomes.has(id), "a request token was used twice");
+      const timer = setTimeout(() => {
+        this.#outcomes.delete(id);
+        reject(
+          new CompositionError(
+            "unavailable",
+            `the write was not folded into the view within ${timeoutMs} ms (it may have been committed)`,
+          ),
+        );
+      }, timeoutMs);
+      this.#outcomes.set(id, { resolve, reject, timer });
+      cancel = () => {
+        clearTimeout(timer);
+        this.#outcomes.delete(id);
+      };
+    });
+    // A cancelled or failed wait nobody awaits must not become an unhandled rejection.
+    promise.catch(() => {});
+    return { promise, cancel: () => cancel() };
+  }
+
+  /**
+   * Clears every view and folds the whole log again from its first delta. Resolves once every
+   * attached shard has caught up with the log's tip as of the catch-up. Reads in between see
+   * a partial view.
+   */
+  dropAndRebuild(): Promise<void> {
+    assert(this.#loop !== null, "dropAndRebuild() before start()");
+    if (this.#failure !== null) return Promise.reject(this.#failure);
+    return new Promise((resolve, reject) => {
+      this.#rebuildWaiters.push({ resolve, reject });
+      this.#rebuildRequested = true;
+      this.#wakeUp();
+    });
+  }
+
+  /**
+   * Every table's entries in key order, table by table: equal bytes mean equal views (the
+   * rebuild test compares an incrementally folded view with a rebuilt one this way).
+   */
+  serialize(): Uint8Array {
+    const w = new ByteWriter(1 << 16);
+    for (const [field, name] of Object.entries(VIEW_TABLE_NAMES)) {
+      w.string16(name);
+      for (const e of this.#tables[field as keyof ViewTables].range()) {
+        if (field === "meta" && bytesEqual(e.key, META_REBUILDING)) continue;
+        w.u8(1).bytes16(e.key).bytes32(e.value);
+      }
+      w.u8(0);
+    }
+    return w.finish();
+  }
+
+  // ---- reads (CompositionViews) ----------------------------------------------------------
+
+  namespace(namespaceId: Uint8Array): Namespace | undefined {
+    const bytes = this.#tables.ns.getSync(namespaceId);
+    return bytes === undefined ? undefined : publicNamespace(decodeNamespace(namespaceId, bytes));
+  }
+
+  namespaces(tenantId: Uint8Array): Namespace[] {
+    const out: Namespace[] = [];
+    for (const e of this.#tables.nsTenant.range({ start: tenantId, end: successor(tenantId) })) {
+      const ns = this.namespace(e.value);
+      assert(ns !== undefined, "the tenant index names a missing namespace");
+      out.push(ns);
+    }
+    return out;
+  }
+
+  object(namespaceId: Uint8Array, key: string): Composition | undefined {
+    return this.#bucket.object(namespaceId, key);
+  }
+
+  list(namespaceId: Uint8Array, options: ListObjectsOptions): ListObjectsResult {
+    return this.#bucket.list(namespaceId, options);
+  }
+
+  upload(namespaceId: Uint8Array, uploadId: Uint8Array): Upload | undefined {
+    return this.#bucket.upload(namespaceId, uploadId);
+  }
+
+  listUploads(namespaceId: Uint8Array, options: ListUploadsOptions): ListUploadsResult {
+    return this.#bucket.listUploads(namespaceId, options);
+  }
+
+  listParts(
+    namespaceId: Uint8Array,
+    uploadId: Uint8Array,
+    options: ListPartsOptions,
+  ): ListPartsResult | undefined {
+    return this.#bucket.listParts(namespaceId, uploadId, options);
+  }
+
+  inode(namespaceId: Uint8Array, inode: number): Inode | undefined {
+    return this.#posix.inode(namespaceId, inode);
+  }
+
+  lookup(namespaceId: Uint8Array, parent: number, name: string): Inode | undefined {
+    return this.#posix.lookup(namespaceId, parent, name);
+  }
+
+  readdir(namespaceId: Uint8Array, directory: number, options: ReaddirOptions): ReaddirResult {
+    return this.#posix.readdir(namespaceId, directory, options);
+  }
+
+  // ---- the fold loop -----------------------------------------------------------------------
+
+  #listener(s: ShardState): DeltaListener {
+    return (delta) => {
+      if (this.#closing || delta.sequence <= s.enqueued) return;
+      s.enqueued = delta.sequence;
+      const bytes = delta.payload.length + delta.chunkRefs.length * 32 + 128;
+      if (
+        s.queue.length - s.head >= this.#queueDeltasMax ||
+        s.queueBytes + bytes > VIEW_QUEUE_BYTES_MAX
+      ) {
+        // Drop the queue; the shard reads what it missed from the log instead.
+        s.queue = [];
+        s.head = 0;
+        s.queueBytes = 0;
+        s.behind = true;
+        s.generation++;
+      } else {
+        s.queue.push(delta);
+        s.queueBytes += bytes;
+      }
+      this.#wakeUp();
+    };
+  }
+
+  #wakeUp(): void {
+    this.#dirty = true;
+    const wake = this.#wake;
+    this.#wake = null;
+    wake?.();
+  }
+
+  async #run(): Promise<void> {
+    try {
+      while (!this.#closing) {
+        this.#dirty = false;
+        if (this.#rebuildRequested) await this.#drop();
+        if (this.#closing) break;
+        const batch = await this.#collect();
+        if (batch.length > 0) await this.#foldBatch(batch);
+        this.#checkRebuilt();
+        if (batch.length === 0 && !this.#hasWork()) await this.#idle();
+      }
+    } catch (e) {
+      const error = e instanceof Error ? e : new Error(String(e));
+      this.#failure = error;
+      this.#log.error("view folding stopped", { error });
+      this.#failAll(error);
+    }
+  }
+
+  #hasWork(): boolean {
+    if (this.#dirty || this.#rebuildRequested) return true;
+    for (const s of this.#shards.values()) if (s.behind || s.head < s.queue.length) return true;
+    return false;
+  }
+
+  #idle(): Promise<void> {
+    if (this.#dirty || this.#closing) return Promise.resolve();
+    return new Promise((resolve) => (this.#wake = resolve));
+  }
+
+  async #collect(): Promise<Delta[]> {
+    const out: Delta[] = [];
+    // Start at a different shard each time, so that one busy shard cannot starve the others.
+    const shards = [...this.#shards.values()];
+    const first = shards.length === 0 ? 0 : this.#collectFrom++ % shards.length;
+    for (const s of [...shards.slice(first), ...shards.slice(0, first)]) {
+      const room = this.#batchDeltasMax - out.length;
+      if (room <= 0 || this.#closing) break;
+      if (s.behind) {
+        const generation = s.generation;
+        const from = s.collected === 0 ? 0 : s.collected + 1;
+        const page = await this.#source!.read(s.shardId, from, room, false);
+        this.#catchUpReads++;
+        for (const d of page.deltas) {
+          if (d.sequence <= s.collected) continue;
+          out.push(d);
+          s.collected = d.sequence;
+        }
+        const caughtUp = page.deltas.length === 0 || page.nextSequence > page.tip;
+        if (caughtUp && s.generation === generation) s.behind = false;
+        continue;
+      }
+      while (s.head < s.queue.length && out.length < this.#batchDeltasMax) {
+        const d = s.queue[s.head]!;
+        s.queue[s.head++] = undefined as unknown as Delta;
+        s.queueBytes -= d.payload.length + d.chunkRefs.length * 32 + 128;
+        if (d.sequence <= s.collected) continue;
+        out.push(d);
+        s.collected = d.sequence;
+      }
+      if (s.head === s.queue.length) {
+        s.queue = [];
+        s.head = 0;
+        s.queueBytes = 0;
+      }
+    }
+    return out;
+  }
+
+  /** Opens every payload; retries the whole batch while the cipher fails transiently. */
+  async #openAll(batch: Delta[]): Promise<(Uint8Array | PayloadUnreadableError)[] | null> {
+    for (let delayMs = VIEW_RETRY_MS_MIN;; delayMs = Math.min(delayMs * 2, VIEW_RETRY_MS_MAX)) {
+      try {
+        return await Promise.all(batch.map(async (d) => {
+          try {
+            return await this.#cipher.open(d.tenantId, d.payload);
+          } catch (e) {
+            if (e instanceof PayloadUnreadableError) return e;
+            throw e;
+          }
+        }));
+      } catch (e) {
+        this.#log.warn("cannot open delta payloads yet; retrying", { error: e, retryMs: delayMs });
+        await this.#sleep(delayMs);
+        if (this.#closing) return null;
+      }
+    }
+  }
+
+  async #foldBatch(batch: Delta[]): Promise<void> {
+    const opened = await this.#openAll(batch);
+    if (opened === null) return;
+    let overlay = new Overlay(committed);
+    let done: { token: string; outcome: MutationOutcome }[] = [];
+    let last = new Map<ShardId, number>();
+    for (let i = 0; i < batch.length; i++) {
+      const d = batch[i]!;
+      const result = this.#foldOne(overlay, d, opened[i]!);
+      if (result !== null) done.push(result);
+      last.set(d.shardId, d.sequence);
+      if (overlay.operationCount >= VIEW_BATCH_OPERATIONS_MAX) {
+        await this.#commit(overlay, last, done);
+        overlay = new Overlay(committed);
+        done = [];
+        last = new Map();
+      }
+    }
+    if (last.size > 0) await this.#commit(overlay, last, done);
+  }
+
+  #foldOne(
+    overlay: Overlay,
+    delta: Delta,
+    opened: Uint8Array | PayloadUnreadableError,
+  ): { token: string; outcome: MutationOutcome } | null {
+    const where = { shard: delta.shardId, sequence: delta.sequence };
+    if (opened instanceof PayloadUnreadableError) {
+      this.#log.warn("delta payload unreadable; skipped", { ...where, reason: opened.message });
+      this.#skipped++;
+      return null;
+    }
+    let payload: Payload;
+    try {
+      payload = decodePayload(opened, delta.chunkRefs);
+    } catch (e) {
+      if (!(e instanceof PayloadFormatError)) throw e;
+      this.#skipped++;
+      this.#log.warn("delta payload is not a composition mutation; skipped", {
+        ...where,
+        reason: e.message,
+      });
+      return null;
+    }
+    const outcome: MutationOutcome = {
+      shardId: delta.shardId,
+      sequence: delta.sequence,
+      error: null,
+      released: [],
+    };
+    const layer = new Overlay(overlay);
+    const fold: Fold = {
+      store: layer,
+      tables: this.#tables,
+      delta,
+      nowMs: delta.timestamp.physicalMs,
+      outcome,
+    };
+    let result = outcome;
+    try {
+      foldPayload(fold, payload);
+      assert(layer.operationCount <= VIEW_DELTA_OPERATIONS_MAX, "one delta staged too many writes");
+      layer.mergeInto(overlay);
+    } catch (e) {
+      if (!(e instanceof FoldRefusal)) throw e;
+      result = {
+        shardId: delta.shardId,
+        sequence: delta.sequence,
+        error: { code: e.code, message: e.message },
+        released: [],
+      };
+    }
+    const token = toHex(payload.token);
+    return this.#outcomes.has(token) ? { token, outcome: result } : null;
+  }
+
+  async #commit(
+    overlay: Overlay,
+    last: Map<ShardId, number>,
+    done: { token: string; outcome: MutationOutcome }[],
+  ): Promise<void> {
+    await this.#env.transaction((txn) => {
+      overlay.stage(txn);
+      for (const [shardId, sequence] of last) {
+        txn.put(this.#tables.meta, watermarkKey(shardId), u64Bytes(sequence));
+      }
+    });
+    this.#batches++;
+    // Visible now: publish watermarks, then answer the writers.
+    for (const [shardId, sequence] of last) {
+      const s = this.#shards.get(shardId)!;
+      s.folded = sequence;
+      if (s.waiters.length > 0) {
+        const still = [];
+        for (const w of s.waiters) {
+          if (w.sequence <= sequence) w.resolve();
+          else still.push(w);
+        }
+        s.waiters = still;
+      }
+    }
+    for (const { token, outcome } of done) {
+      const waiter = this.#outcomes.get(token);
+      if (waiter === undefined) continue;
+      this.#outcomes.delete(token);
+      clearTimeout(waiter.timer);
+      waiter.resolve(outcome);
+    }
+    this.#checkRebuilt();
+  }
+
+  /** A rebuild is done once every shard has read the log up to its tip and folded it. */
+  #checkRebuilt(): void {
+    if (!this.#rebuilding || [...this.#shards.values()].some((s) => s.behind)) return;
+    if ([...this.#shards.values()].some((s) => s.collected > s.folded)) return;
+    this.#rebuilding = false;
+    for (const w of this.#rebuildWaiters.splice(0)) w.resolve();
+    this.#log.info("views rebuilt from the log", {
+      watermarks: [...this.#shards.values()].map((s) => `${s.shardId}:${s.folded}`).join(","),
+    });
+  }
+
+  /** Clears every table (crash-safe: the "rebuilding" mark survives until the end). */
+  async #drop(): Promise<void> {
+    this.#rebuildRequested = false;
+    this.#rebuilding = true;
+    const started = performance.now();
+    await this.#env.transaction((txn) =>
+      txn.put(this.#tables.meta, META_REBUILDING, Uint8Array.of(1))
+    );
+    for (const [field, table] of Object.entries(this.#tables)) {
+      if (field === "meta") continue;
+      for (;;) {
+        const keys: Uint8Array[] = [];
+        for (const e of table.range({ limit: VIEW_CLEAR_KEYS_PER_TXN })) keys.push(e.key);
+        if (keys.length === 0) break;
+        await this.#env.transaction((txn) => {
+          for (const k of keys) txn.delete(table, k);
+        });
+      }
+    }
+    const watermarks = [
+      ...this.#tables.meta.range({ start: META_WATERMARK, end: successor(META_WATERMARK) }),
+    ];
+    await this.#env.transaction((txn) => {
+      for (const e of watermarks) txn.delete(this.#tables.meta, e.key);
+      txn.put(this.#tables.meta, META_FORMAT, Uint8Array.of(VIEW_FORMAT_VERSION));
+      txn.delete(this.#tables.meta, META_REBUILDING);
+    });
+    for (const s of this.#shards.values()) {
+      s.folded = 0;
+      s.collected = 0;
+      s.behind = true;
+      s.generation++;
+    }
+    this.#log.info("views dropped; refolding from the start of the log", {
+      ms: Math.round(performance.now() - started),
+    });
+  }
+
+  /** Waits `ms`, or less if the store closes meanwhile. */
+  #sleep(ms: number): Promise<void> {
+    return new Promise((resolve) => {
+      const timer = setTimeout(() => {
+        this.#sleepers.delete(wake);
+        resolve();
+      }, ms);
+      const wake = () => {
+        clearTimeout(timer);
+        resolve();
+      };
+      this.#sleepers.add(wake);
+    });
+  }
+
+  #failAll(error: Error): void {
+    for (const w of this.#outcomes.values()) {
+      clearTimeout(w.timer);
+      w.reject(error);
+    }
+    this.#outcomes.clear();
+    for (const s of this.#shards.values()) {
+      for (const w of s.waiters) w.reject(error);
+      s.waiters = [];
+    }
+    for (const w of this.#rebuildWaiters.splice(0)) w.reject(error);
+  }
+}
+
+// ---- the fold dispatcher -------------------------------------------------------------------
+
+function loadNamespace(fold: Fold, id: Uint8Array): NamespaceRecord | undefined {
+  const bytes = fold.store.get(fold.tables.ns, id);
+  return bytes === undefined ? undefined : decodeNamespace(id, bytes);
+}
+
+/** Folds one decoded payload; throws FoldRefusal when the mutation does not apply. */
+export function foldPayload(fold: Fold, p: Payload): void {
+  const d = fold.delta;
+  if (d.op !== PAYLOAD_OPS[p.type]) {
+    refuse("invalid_argument", `a ${p.type} payload travelled as a ${d.op} delta`);
+  }
+  if (!bytesEqual(d.hashedKey, namespaceRoutingKey(p.namespaceId))) {
+    refuse("invalid_argument", "the delta is not routed by its namespace");
+  }
+  if (p.type === "namespace_create") {
+    if (!bytesEqual(p.namespaceId, namespaceIdFor(d.tenantId, p.name))) {
+      refuse("invalid_argument", "the namespace id does not belong to this tenant and name");
+    }
+    if (loadNamespace(fold, p.namespaceId) !== undefined) {
+      refuse("namespace_exists", `namespace ${p.name} exists`);
+    }
+    const ns: NamespaceRecord = {
+      id: p.namespaceId,
+      tenantId: d.tenantId,
+      name: p.name,
+      kind: p.kind,
+      createdMs: fold.nowMs,
+      objects: 0,
+      bytes: 0,
+      uploads: 0,
+      nextInode: 0,
+    };
+    if (p.kind === "posix") createRoot(fold, ns, p.rootMode, p.rootUid, p.rootGid);
+    fold.store.put(fold.tables.ns, ns.id, encodeNamespace(ns));
+    fold.store.put(fold.tables.nsTenant, concatBytes(d.tenantId, utf8(p.name)), ns.id);
+    fold.outcome.namespace = publicNamespace(ns);
+    return;
+  }
+  const ns = loadNamespace(fold, p.namespaceId);
+  // Another tenant's namespace is indistinguishable from none.
+  if (ns === undefined || !bytesEqual(ns.tenantId, d.tenantId)) {
+    refuse("namespace_not_found", "no such namespace");
+  }
+  if (p.type === "namespace_delete") {
+    const empty = ns.kind === "bucket"
+      ? ns.objects === 0 && ns.uploads === 0
+      : rootIsEmpty(fold, ns);
+    if (!empty) refuse("namespace_not_empty", `namespace ${ns.name} is not empty`);
+    if (ns.kind === "posix") deleteRoot(fold, ns);
+    fold.store.delete(fold.tables.ns, ns.id);
+    fold.store.delete(fold.tables.nsTenant, concatBytes(ns.tenantId, utf8(ns.name)));
+    return;
+  }
+  if (isBucketPayload(p)) {
+    if (ns.kind !== "bucket") refuse("wrong_kind", `namespace ${ns.name} is not a bucket`);
+    foldBucket(fold, p, ns);
+  } else if (isPosixPayload(p)) {
+    if (ns.kind !== "posix") refuse("wrong_kind", `namespace ${ns.name} is not a POSIX namespace`);
+    foldPosix(fold, p, ns);
+  } else {
+    throw new ViewCorruptError(`no fold for payload type ${(p as Payload).type}`);
+  }
+  fold.store.put(fold.tables.ns, ns.id, encodeNamespace(ns));
+}
