@@ -1,5 +1,5 @@
-// Chunk: content-defined chunking and chunk identity (placement, EC/replication, devices,
-// refcount GC, scrub and repair come later).
+// Chunk: content-defined chunking, chunk identity, and the chunk store: placement by
+// rendezvous hashing, EC or copies on pools of devices, refcount GC with holds, scrub/repair.
 export {
   CDC_AVG_BYTES_DEFAULT,
   CDC_AVG_BYTES_MAX,
@@ -30,3 +30,32 @@ export {
   TENANT_DEDUP_KEY_BYTES_MIN,
 } from "./chunk_id.ts";
 export type { ChunkId, DedupMode } from "./chunk_id.ts";
+export { CHUNK_BYTES_MAX_DEFAULT, ChunkStoreError, LocalChunkStore } from "./chunk_store.ts";
+export type {
+  ChunkRead,
+  ChunkStat,
+  ChunkStore,
+  ChunkStoreErrorCode,
+  LocalChunkStoreOptions,
+  PutOptions,
+  PutResult,
+} from "./chunk_store.ts";
+export { ChunkGc } from "./gc.ts";
+export type { ChunkGcOptions, GcRunReport, GcStepReport } from "./gc.ts";
+export { ChunkScrubber } from "./scrub.ts";
+export type { ChunkScrubberOptions, ScrubReport } from "./scrub.ts";
+export { HoldError, LmdbHoldStore } from "./holds.ts";
+export type { HoldSpec, HoldSummary } from "./holds.ts";
+export { Placement, PlacementError } from "./placement.ts";
+export type { PlacementDevice } from "./placement.ts";
+export {
+  defaultDurability,
+  defaultPoolSpecs,
+  formatDurability,
+  loadPoolSpecs,
+  parseDurability,
+  parsePoolSpecs,
+  POOLS_ENV,
+  PoolSpecError,
+} from "./pool.ts";
+export type { DeviceSpec, Durability, PoolContext, PoolSpec } from "./pool.ts";
