@@ -3,7 +3,7 @@
 // each role's sandbox refuses what the role must not do.
 
 import assert from "node:assert/strict";
-import { ROLE_NAMES, ROLE_TABLE } from "../../mod/role/mod.ts";
+import { ROLE_NAMES, ROLE_TABLE, type RoleName } from "../../mod/role/mod.ts";
 import { shimPath, SOURCE_FFI_DIR } from "../../ffi/loader.ts";
 import { flagsFor, ROOT, run, startRole, testAddrs, waitForHttp } from "./_role.ts";
 
@@ -109,15 +109,25 @@ Deno.test("kiseki server reports a taken metrics port and exits 1", async () => 
   }
 });
 
+/** Runs a role's entry to completion under the role table's flags. */
+function runRole(role: RoleName, args: string[]) {
+  return run(Deno.execPath(), [
+    "run",
+    "--quiet",
+    ...flagsFor(role, {}),
+    `${ROOT}${ROLE_TABLE[role].entry}`,
+    ...args,
+  ]);
+}
+
+/** Runs main.ts (the development dispatcher) with every permission. */
+function runMain(args: string[]) {
+  return run(Deno.execPath(), ["run", "--quiet", "-A", `${ROOT}main.ts`, ...args]);
+}
+
 Deno.test("every role answers --help; roles not built yet say so and exit 2", async () => {
   for (const role of ROLE_NAMES) {
-    const r = await run(Deno.execPath(), [
-      "run",
-      "--quiet",
-      ...flagsFor(role, {}),
-      `${ROOT}${ROLE_TABLE[role].entry}`,
-      "--help",
-    ]);
+    const r = await runRole(role, ["--help"]);
     if (ROLE_TABLE[role].built) {
       assert.equal(r.code, 0, `${role}: ${r.stderr}`);
       assert.match(r.stdout, new RegExp(ROLE_TABLE[role].binary));
@@ -126,22 +136,10 @@ Deno.test("every role answers --help; roles not built yet say so and exit 2", as
       assert.match(r.stdout, /not built yet/);
     }
   }
-  const viaMain = await run(Deno.execPath(), [
-    "run",
-    "--quiet",
-    "-A",
-    `${ROOT}main.ts`,
-    "keyserver",
-  ]);
+  const viaMain = await runMain(["keyserver"]);
   assert.equal(viaMain.code, 2);
   assert.match(viaMain.stderr, /kiseki-keyserver: .*not built yet/s);
-  const unknown = await run(Deno.execPath(), [
-    "run",
-    "--quiet",
-    "-A",
-    `${ROOT}main.ts`,
-    "frobnicate",
-  ]);
+  const unknown = await runMain(["frobnicate"]);
   assert.equal(unknown.code, 2);
   assert.match(unknown.stderr, /unknown role 'frobnicate'/);
 });
@@ -152,16 +150,7 @@ Deno.test("kiseki admin status reads a running node", async () => {
   const server = startRole("server", env);
   try {
     await waitForHttp(`http://${env.KISEKI_METRICS_ADDR}/health`, "OK");
-    const r = await run(Deno.execPath(), [
-      "run",
-      "--quiet",
-      ...flagsFor("admin", {}),
-      `${ROOT}${ROLE_TABLE.admin.entry}`,
-      "status",
-      "--node",
-      env.KISEKI_METRICS_ADDR,
-      "--json",
-    ]);
+    const r = await runRole("admin", ["status", "--node", env.KISEKI_METRICS_ADDR, "--json"]);
     assert.equal(r.code, 0, r.stderr);
     const status = JSON.parse(r.stdout);
     assert.equal(status.health, "OK");
@@ -171,15 +160,7 @@ Deno.test("kiseki admin status reads a running node", async () => {
     await server.stop();
     await Deno.remove(dataDir, { recursive: true });
   }
-  const down = await run(Deno.execPath(), [
-    "run",
-    "--quiet",
-    ...flagsFor("admin", {}),
-    `${ROOT}${ROLE_TABLE.admin.entry}`,
-    "status",
-    "--node",
-    env.KISEKI_METRICS_ADDR,
-  ]);
+  const down = await runRole("admin", ["status", "--node", env.KISEKI_METRICS_ADDR]);
   assert.equal(down.code, 1);
   assert.match(down.stderr, /cannot reach 127\.0\.16\.1:29090/);
 });
