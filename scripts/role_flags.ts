@@ -3,6 +3,7 @@
 // here, one line per variable, before any role starts.
 
 import { ConfigError } from "../mod/base/mod.ts";
+import { PoolSpecError } from "../mod/chunk/pool.ts";
 import {
   isRoleName,
   readConfigEnv,
@@ -30,6 +31,10 @@ try {
     }).join(" "),
   );
 } catch (e) {
+  if (e instanceof PoolSpecError) {
+    console.error(`kiseki-${role}: ${e.message}`);
+    Deno.exit(2);
+  }
   if (!(e instanceof ConfigError)) throw e;
   for (const p of e.problems) console.error(`kiseki-${role}: ${p}`);
   Deno.exit(2);

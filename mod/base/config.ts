@@ -47,6 +47,8 @@ export interface Config {
   logFormat: LogFormat;
   /** Shards (one Raft group each) a new cluster starts with. */
   shardCount: number;
+  /** KISEKI_POOLS as given: inline JSON or the path of a JSON file; null for the default pool. */
+  pools: string | null;
   /** Milliseconds per Raft tick (elections take 10-20 ticks, heartbeats 1). */
   raftTickMs: number;
   /** `off` forces the pure TypeScript twins even where a shim is built. */
@@ -185,6 +187,12 @@ export const CONFIG_VARIABLES: readonly ConfigVariable[] = [
     default: "4",
     expects: "an integer 1..1024",
     description: "shards (Raft groups) of a new cluster; identical on all nodes",
+  },
+  {
+    name: "KISEKI_POOLS",
+    default: "one pool of 6 device files under $KISEKI_DATA_DIR/chunks/devices",
+    expects: "inline JSON pool list, or the path of a JSON file",
+    description: "device pools and their durability (EC k+m or N copies)",
   },
   {
     name: "KISEKI_RAFT_TICK_MS",
@@ -399,6 +407,7 @@ export function parseConfig(env: ConfigEnv, options: ParseConfigOptions = {}): C
     logLevel,
     logFormat: oneOf<LogFormat>("KISEKI_LOG_FORMAT", ["text", "json"], "text"),
     shardCount,
+    pools: raw("KISEKI_POOLS") ?? null,
     raftTickMs,
     ffiMode: oneOf<FfiMode>("KISEKI_FFI", ["auto", "off"], "auto"),
     ffiDir: raw("KISEKI_FFI_DIR") ?? options.ffiDirDefault ?? "ffi/build",

@@ -11,6 +11,7 @@ import {
   parseConfig,
 } from "../base/mod.ts";
 import { LMDB_ENV_VARS, LMDB_SYS_PERMISSIONS } from "../disk/lmdb.ts";
+import { parsePoolSpecs } from "../chunk/pool.ts";
 
 export type RoleName = "server" | "keyserver" | "client-fuse" | "control" | "admin" | "client";
 
@@ -183,6 +184,19 @@ export function roleFlags(role: RoleName, config: Config, options: RoleFlagsOpti
       read.add(abs(config.dataDir));
       write.add(abs(config.dataDir));
       useLmdb();
+      // Devices of pools given inline may live outside the data dir (raw disks, other mounts);
+      // a pools file is read at start, and its devices must be under the data dir.
+      if (config.pools !== null) {
+        const spec = config.pools.trim();
+        if (spec.startsWith("[") || spec.startsWith("{")) {
+          for (const pool of parsePoolSpecs(spec, { dataDir: abs(config.dataDir) })) {
+            for (const device of pool.devices) {
+              read.add(abs(device.path));
+              write.add(abs(device.path));
+            }
+          }
+        } else read.add(abs(spec.replace(/^@/, "")));
+      }
       // gRPC loads the service definitions from proto/ and reads its GRPC_* settings.
       read.add(abs(options.protoDir));
       env.add("GRPC_*");

@@ -77,3 +77,26 @@ Deno.test("roleFlags() resolves relative data dirs against the given cwd", () =>
   assert.ok(flag(flags, "--allow-net")!.includes("0.0.0.0:9400"));
   assert.ok(!flag(flags, "--allow-net")!.includes("0.0.0.0:9000"));
 });
+
+Deno.test("roleFlags() grants the server its inline pool devices outside the data dir", () => {
+  const config = roleConfig("server", {
+    KISEKI_DATA_DIR: "/var/lib/kiseki",
+    KISEKI_POOLS: JSON.stringify([{
+      name: "bulk-ssd",
+      durability: "copies:2",
+      deviceSize: "1GiB",
+      devices: ["/srv/ssd0.dev", "/srv/ssd1.dev"],
+    }]),
+  });
+  const flags = roleFlags("server", config, {
+    cwd: "/",
+    ffiDir: "/usr/local/lib/kiseki",
+    nodeModulesDir: "/nm",
+    protoDir: "/proto",
+  });
+  assert.deepEqual(flag(flags, "--allow-write"), [
+    "/var/lib/kiseki",
+    "/srv/ssd0.dev",
+    "/srv/ssd1.dev",
+  ]);
+});
