@@ -42,7 +42,10 @@ Deno.test("compile --dry-run bakes each built role's table flags into its own en
     );
   }
   assert.match(lines[0]!, /--allow-write=\/var\/lib\/kiseki /);
-  assert.match(lines[0]!, /--allow-ffi=\/usr\/local\/lib\/kiseki\/node_modules,\/usr\/local\/lib\/kiseki /);
+  assert.match(
+    lines[0]!,
+    /--allow-ffi=\/usr\/local\/lib\/kiseki\/node_modules,\/usr\/local\/lib\/kiseki /,
+  );
 });
 
 Deno.test("compile names the role and honours the site's environment", async () => {
