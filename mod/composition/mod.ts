@@ -123,3 +123,28 @@ export type {
   PutInput,
   PutResult,
 } from "./service.ts";
+export {
+  ENGINE_OBJECT_BYTES_MAX,
+  ENGINE_PART_BYTES_MIN_DEFAULT,
+  ENGINE_PUT_CHUNKS_IN_FLIGHT_MAX,
+  ENGINE_READ_AHEAD_CHUNKS,
+  ObjectEngine,
+  ObjectRangeError,
+  resolveRange,
+} from "./object_engine.ts";
+export type {
+  Body,
+  ByteRange,
+  CompletedPart,
+  EngineStats,
+  GetObjectOptions,
+  GetObjectResult,
+  ObjectEngineOptions,
+  ObjectInfo,
+  PutObjectOptions,
+  PutObjectResult,
+  TenantDedup,
+  TenantGate,
+} from "./object_engine.ts";
+export { KmsPayloadCipher, kmsTenantName } from "./tenant_payload_cipher.ts";
+export type { KmsPayloadCipherOptions } from "./tenant_payload_cipher.ts";

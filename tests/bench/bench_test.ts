@@ -98,3 +98,14 @@ Deno.test("bench:cdc --quick measures the chunker against a plain scan of the sa
     }));
   });
 });
+
+Deno.test("bench:engine --quick writes and reads objects through the engine against fio", async () => {
+  await runBench("engine", (json) => {
+    assert.equal(json.mode, "quick");
+    return (json.rows as Record<string, number | null>[]).map((r) => ({
+      mb: r.mbPerSecond as number,
+      ceiling: r.ceilingMbPerSecond ?? null,
+      ratio: r.ratio ?? null,
+    }));
+  });
+});

@@ -1,0 +1,450 @@
+// The whole single-node object engine from a data directory: system key epochs and the
+// built-in tenant KMS in keys/, a pool of file devices with EC (or copies) in chunks/, the
+// metadata plane (lmdb Raft log, one single-voter Raft group per shard, ShardStateMachine,
+// DeltaLog) in raft/, the views in views/, the composition service and the engine on top.
+// Tests, the crash harness and the benchmark start it; the server reuses its parts.
+
+import { assert, HybridLogicalClock, Prng, SystemClock } from "../base/mod.ts";
+import {
+  ChunkGc,
+  type DedupMode,
+  LocalChunkStore,
+  type LocalChunkStoreOptions,
+  parsePoolSpecs,
+  type PoolSpec,
+  TENANT_DEDUP_KEY_BYTES_MIN,
+} from "../chunk/mod.ts";
+import { type Aead, AEAD_KEY_BYTES, selectAead, systemRandom } from "../crypto/mod.ts";
+import type { KvEnv, KvTable } from "../disk/mod.ts";
+import { type ErasureCodecFactory, selectErasureCodec } from "../ec/mod.ts";
+import {
+  InternalTenantKms,
+  LocalKeyStore,
+  LocalSealedKeyProvider,
+  TenantDataKeys,
+  type TenantKms,
+} from "../keys/mod.ts";
+import {
+  DeltaLog,
+  HASHED_KEY_BYTES,
+  HASHED_KEY_MIN,
+  LmdbRaftLogStore,
+  openRaftLogEnv,
+  ShardMap,
+  ShardStateMachine,
+} from "../log/mod.ts";
+import { log as rootLog, type Logger } from "../obs/mod.ts";
+import { RaftHost } from "../raft/host.ts";
+import { openViewEnv, ViewStore } from "../view/mod.ts";
+import { defaultShimOptions, type ShimOptions } from "../../ffi/loader.ts";
+import { utf8 } from "./bytes.ts";
+import { CompositionService } from "./service.ts";
+import { ObjectEngine, type ObjectEngineOptions, type TenantDedup } from "./object_engine.ts";
+import { KmsPayloadCipher, kmsTenantName } from "./tenant_payload_cipher.ts";
+
+/** Shards of the local metadata plane unless configured. */
+export const ENGINE_STACK_SHARDS_DEFAULT = 2;
+/** Raft tick of the local metadata plane (a lone voter needs no elections to speak of). */
+export const ENGINE_STACK_TICK_MS = 20;
+/** Tenant dedup keys held unwrapped in memory. */
+export const DEDUP_KEYS_CACHED_MAX = 1024;
+const DEDUP_KEY_TABLE = "tenant_dedup_keys";
+
+// ---- tenant dedup keys ---------------------------------------------------------------------
+
+export interface KmsTenantDedupOptions {
+  /** Where the wrapped keys live (a table of the node's key store). */
+  table: KvTable;
+  env: KvEnv;
+  kms: TenantKms;
+  modeFor?: (tenantId: Uint8Array) => DedupMode;
+  random?: (target: Uint8Array) => void;
+}
+
+/**
+ * Tenant dedup keys for HMAC chunk ids: 32 random bytes per tenant, kept wrapped by the
+ * tenant's KEK, so shredding the tenant also destroys its dedup key.
+ */
+export class KmsTenantDedup implements TenantDedup {
+  readonly #table: KvTable;
+  readonly #env: KvEnv;
+  readonly #kms: TenantKms;
+  readonly #modeFor: (tenantId: Uint8Array) => DedupMode;
+  readonly #random: (target: Uint8Array) => void;
+  readonly #keys = new Map<string, Promise<Uint8Array>>();
+  readonly #unsubscribe: () => void;
+
+  constructor(options: KmsTenantDedupOptions) {
+    this.#table = options.table;
+    this.#env = options.env;
+    this.#kms = options.kms;
+    this.#modeFor = options.modeFor ?? (() => "global");
+    this.#random = options.random ?? systemRandom;
+    this.#unsubscribe = this.#kms.onKeyDestroyed((name) => this.#keys.delete(name));
+  }
+
+  modeFor(tenantId: Uint8Array): DedupMode {
+    return this.#modeFor(tenantId);
+  }
+
+  keyFor(tenantId: Uint8Array): Promise<Uint8Array> {
+    const name = kmsTenantName(tenantId);
+    let key = this.#keys.get(name);
+    if (key === undefined) {
+      key = this.#load(name);
+      if (this.#keys.size >= DEDUP_KEYS_CACHED_MAX) {
+        this.#keys.delete(this.#keys.keys().next().value!);
+      }
+      this.#keys.set(name, key);
+      key.catch(() => this.#keys.delete(name));
+    }
+    return key;
+  }
+
+  close(): void {
+    this.#unsubscribe();
+    this.#keys.clear();
+  }
+
+  async #load(name: string): Promise<Uint8Array> {
+    const id = utf8(name);
+    const wrapped = this.#table.getSync(id);
+    if (wrapped !== undefined) return await this.#kms.unwrap(name, wrapped);
+    // First use: one caller per tenant gets here (the promise is cached above).
+    const key = new Uint8Array(AEAD_KEY_BYTES);
+    this.#random(key);
+    const sealed = await this.#kms.wrap(name, key);
+    await this.#env.transaction((txn) => txn.put(this.#table, id, sealed));
+    return key;
+  }
+}
+
+assert(AEAD_KEY_BYTES >= TENANT_DEDUP_KEY_BYTES_MIN, "dedup keys are long enough for HMAC ids");
+
+// ---- the metadata plane --------------------------------------------------------------------
+
+/** `count` shards splitting the hashed key space evenly by its first byte. */
+export function evenShardMap(count: number): ShardMap {
+  assert(Number.isInteger(count) && count >= 1 && count <= 256, "1..256 shards");
+  return new ShardMap(
+    Array.from({ length: count }, (_, i) => {
+      const at = (n: number) => {
+        const key = new Uint8Array(HASHED_KEY_BYTES);
+        key[0] = Math.floor((n * 256) / count);
+        return key;
+      };
+      return {
+        shardId: i,
+        start: i === 0 ? HASHED_KEY_MIN : at(i),
+        end: i === count - 1 ? null : at(i + 1),
+      };
+    }),
+  );
+}
+
+/** What the engine needs of a metadata plane (the server's cluster, or the local one). */
+export interface MetadataPlane {
+  deltaLog: DeltaLog;
+  stateMachines: ReadonlyMap<number, ShardStateMachine>;
+  shardMap: ShardMap;
+  close(): Promise<void>;
+}
+
+/** Starts a metadata plane, calling `onShard` for each shard before it applies anything. */
+export type MetadataPlaneFactory = (
+  onShard: (shardId: number, stateMachine: ShardStateMachine) => void,
+) => Promise<MetadataPlane>;
+
+export interface LocalMetadataPlane extends MetadataPlane {
+  host: RaftHost;
+  stateMachines: Map<number, ShardStateMachine>;
+}
+
+/**
+ * One node's metadata plane without a network: a single-voter Raft group per shard on the
+ * lmdb log in `<dataDir>/raft`. `onShard` sees each state machine before anything is
+ * applied to it (attach the views there).
+ */
+export async function startLocalMetadataPlane(options: {
+  dataDir: string;
+  shardCount: number;
+  logger: Logger;
+  onShard?: (shardId: number, stateMachine: ShardStateMachine) => void;
+  raftMapBytes?: number;
+}): Promise<LocalMetadataPlane> {
+  const { logger } = options;
+  const env = await openRaftLogEnv({
+    dataDir: options.dataDir,
+    mapSizeBytes: options.raftMapBytes,
+  });
+  const prng = new Prng(0x656e67);
+  const host = new RaftHost({
+    nodeId: 1,
+    sink: { send: () => {} },
+    log: logger,
+    raft: {
+      electionTick: 10,
+      heartbeatTick: 1,
+      maxSizePerMsgBytes: 1 << 20,
+      maxInflightMsgs: 256,
+      maxUncommittedEntriesBytes: 64 << 20,
+      preVote: true,
+      checkQuorum: true,
+      randomInt: (n) => prng.nextInt(n),
+    },
+    requestTimeoutMs: 10_000,
+    waitersPerGroupMax: 4096,
+  });
+  const shards = new Map<number, { store: LmdbRaftLogStore; stateMachine: ShardStateMachine }>();
+  const stateMachines = new Map<number, ShardStateMachine>();
+  try {
+    for (let shardId = 0; shardId < options.shardCount; shardId++) {
+      const store = await LmdbRaftLogStore.open({
+        env,
+        shardId,
+        logger,
+        initial: {
+          snapshot: {
+            meta: { index: 1, term: 1, conf: { voters: [1], learners: [] } },
+            data: new Uint8Array([0]),
+          },
+          hardState: { term: 1, vote: 0, commit: 1 },
+        },
+      });
+      const stateMachine = new ShardStateMachine(shardId);
+      options.onShard?.(shardId, stateMachine);
+      shards.set(shardId, { store, stateMachine });
+      stateMachines.set(shardId, stateMachine);
+      host.addGroup({ shardId, store, stateMachine, applied: 1 });
+    }
+  } catch (e) {
+    await host.stop();
+    await env.close();
+    throw e;
+  }
+  const ticker = setInterval(() => host.tick(), ENGINE_STACK_TICK_MS);
+  for (const shardId of shards.keys()) host.campaign(shardId);
+  const deltaLog = new DeltaLog({
+    host,
+    hlc: new HybridLogicalClock({ clock: new SystemClock() }),
+    shards,
+    memberAddress: () => "local",
+  });
+  let closed = false;
+  return {
+    host,
+    deltaLog,
+    stateMachines,
+    shardMap: evenShardMap(options.shardCount),
+    async close() {
+      if (closed) return;
+      closed = true;
+      clearInterval(ticker);
+      await host.stop();
+      // A drain scheduled with setTimeout(0) before stop() must run while the env is open.
+      await new Promise((resolve) => setTimeout(resolve, 10));
+      await env.close();
+    },
+  };
+}
+
+// ---- the stack -----------------------------------------------------------------------------
+
+export interface EnginePoolOptions {
+  /** Device files `<dataDir>/chunks/devices/default-<i>.dev` (default 6). */
+  devices?: number;
+  /** "ec:4+2" (default with 6+ devices), "copies:N", ... */
+  durability?: string;
+  deviceSizeBytes?: number;
+  segmentSizeBytes?: number;
+}
+
+export interface EngineStackOptions {
+  dataDir: string;
+  /** Where the FFI shims are and whether to use them (default: the source checkout's). */
+  shim?: ShimOptions;
+  aead?: Aead;
+  codecs?: ErasureCodecFactory;
+  /** A full pool spec, or the shape of the default file-device pool. */
+  pool?: PoolSpec | EnginePoolOptions;
+  /** Opens pool devices (tests wrap them in FaultyDisk); default: selectDisk(). */
+  openDevice?: LocalChunkStoreOptions["openDevice"];
+  shardCount?: number;
+  /**
+   * The metadata plane (the server passes its cluster); default: startLocalMetadataPlane()
+   * in `<dataDir>/raft` with `shardCount` shards. It is closed with the stack.
+   */
+  metadata?: MetadataPlaneFactory;
+  /** Per-tenant dedup mode (default "global": SHA-256 chunk ids). */
+  dedupModeFor?: (tenantId: Uint8Array) => DedupMode;
+  inlineBytesMax?: number;
+  outcomeWaitMs?: number;
+  logger?: Logger;
+  raftMapBytes?: number;
+  viewMapBytes?: number;
+  /** Passed to the engine (CDC parameters, part minimum, limits). */
+  engine?: Pick<
+    ObjectEngineOptions,
+    | "cdc"
+    | "putChunkRefsMax"
+    | "partBytesMin"
+    | "chunksInFlightMax"
+    | "readAheadChunks"
+    | "hashWorker"
+  >;
+}
+
+export interface EngineStack {
+  dataDir: string;
+  engine: ObjectEngine;
+  service: CompositionService;
+  chunkStore: LocalChunkStore;
+  gc: ChunkGc;
+  views: ViewStore;
+  metadata: MetadataPlane;
+  keyStore: LocalKeyStore;
+  systemKeys: LocalSealedKeyProvider;
+  kms: InternalTenantKms;
+  tenantKeys: TenantDataKeys;
+  cipher: KmsPayloadCipher;
+  dedup: KmsTenantDedup;
+  aead: Aead;
+  /** Resolves once the views hold everything the log had applied when it was called. */
+  caughtUp(): Promise<void>;
+  close(): Promise<void>;
+}
+
+function poolSpecFor(options: EngineStackOptions): PoolSpec {
+  const pool = options.pool ?? {};
+  if ("name" in pool && "devices" in pool && Array.isArray(pool.devices)) return pool;
+  const shape = pool as EnginePoolOptions;
+  const devices = shape.devices ?? 6;
+  const [spec] = parsePoolSpecs(
+    JSON.stringify({
+      name: "default",
+      devices,
+      ...(shape.durability === undefined ? {} : { durability: shape.durability }),
+      ...(shape.deviceSizeBytes === undefined ? {} : { deviceSize: shape.deviceSizeBytes }),
+      ...(shape.segmentSizeBytes === undefined ? {} : { segmentSize: shape.segmentSizeBytes }),
+    }),
+    { dataDir: options.dataDir },
+  );
+  return spec!;
+}
+
+/** Opens (creating on first start) every part of a single-node engine in `dataDir`. */
+export async function startEngineStack(options: EngineStackOptions): Promise<EngineStack> {
+  const dataDir = options.dataDir.replace(/\/+$/, "");
+  const logger = options.logger ?? rootLog;
+  const shim = options.shim ?? defaultShimOptions();
+  const aead = options.aead ?? selectAead(shim, logger);
+  const codecs = options.codecs ?? selectErasureCodec(shim);
+  await Deno.mkdir(dataDir, { recursive: true });
+  const closers: (() => Promise<void> | void)[] = [];
+  const closeAll = async () => {
+    for (const close of closers.splice(0).reverse()) {
+      try {
+        await close();
+      } catch (e) {
+        logger.error("closing the engine stack", { error: (e as Error).message });
+      }
+    }
+  };
+  try {
+    const keyStore = await LocalKeyStore.open({ dir: `${dataDir}/keys`, aead, logger });
+    closers.push(() => keyStore.close());
+    const systemKeys = await LocalSealedKeyProvider.open({ store: keyStore, logger });
+    closers.push(() => systemKeys.close());
+    const kms = new InternalTenantKms({ store: keyStore, logger });
+    const tenantKeys = new TenantDataKeys({ kms, aead });
+    closers.push(() => tenantKeys.close());
+    const cipher = new KmsPayloadCipher({ keys: tenantKeys, createKeys: true });
+    const dedup = new KmsTenantDedup({
+      table: keyStore.table(DEDUP_KEY_TABLE),
+      env: keyStore.env,
+      kms,
+      modeFor: options.dedupModeFor,
+    });
+    closers.push(() => dedup.close());
+
+    const chunkStore = await LocalChunkStore.open({
+      pool: poolSpecFor(options),
+      codecs,
+      indexDir: `${dataDir}/chunks/index`,
+      openDevice: options.openDevice,
+      logger,
+    });
+    closers.push(() => chunkStore.close());
+    const gc = new ChunkGc(chunkStore, { holds: null });
+
+    const viewEnv = await openViewEnv({ dataDir, mapSizeBytes: options.viewMapBytes });
+    closers.push(() => viewEnv.close());
+    const views = await ViewStore.open({ env: viewEnv, cipher, logger });
+    const onShard = (shardId: number, stateMachine: ShardStateMachine) =>
+      views.attach(shardId, stateMachine);
+    const metadata = options.metadata !== undefined
+      ? await options.metadata(onShard)
+      : await startLocalMetadataPlane({
+        dataDir,
+        shardCount: options.shardCount ?? ENGINE_STACK_SHARDS_DEFAULT,
+        logger,
+        onShard,
+        raftMapBytes: options.raftMapBytes,
+      });
+    closers.push(() => metadata.close());
+    views.start(metadata.deltaLog);
+    closers.push(() => views.close());
+
+    const service = new CompositionService({
+      committer: metadata.deltaLog,
+      cipher,
+      shardMap: () => metadata.shardMap,
+      views,
+      inlineBytesMax: options.inlineBytesMax,
+      outcomeWaitMs: options.outcomeWaitMs,
+    });
+    const engine = new ObjectEngine({
+      service,
+      chunkStore,
+      aead,
+      systemKeys,
+      tenantGate: cipher,
+      dedup,
+      logger,
+      ...options.engine,
+    });
+    closers.push(() => engine.close());
+    let closed = false;
+    return {
+      dataDir,
+      engine,
+      service,
+      chunkStore,
+      gc,
+      views,
+      metadata,
+      keyStore,
+      systemKeys,
+      kms,
+      tenantKeys,
+      cipher,
+      dedup,
+      aead,
+      async caughtUp() {
+        for (const [shardId, sm] of metadata.stateMachines) {
+          // A linearizable read waits until the shard has a leader and has applied its log.
+          await metadata.deltaLog.read(shardId, 0, 1, true);
+          await views.whenFolded(shardId, sm.lastApplied);
+        }
+      },
+      async close() {
+        if (closed) return;
+        closed = true;
+        await closeAll();
+      },
+    };
+  } catch (e) {
+    await closeAll();
+    throw e;
+  }
+}

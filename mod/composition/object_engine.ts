@@ -1,0 +1,1562 @@
+// The object engine: the narrow object interface gateways use (S3, NFS, FUSE never reach
+// raft or disk). A put streams the body through content-defined chunking, names each chunk
+// (SHA-256, or HMAC under the tenant's dedup key), seals it in an envelope under the
+// current system key epoch and stores it (an id already stored only gains a reference),
+// and only once every chunk is durable commits the composition through the composition
+// service. Small bodies ride inline in the delta. A get resolves the name through the
+// views and streams only the chunks the range touches, opening envelopes of any epoch.
+//
+// Reference accounting: every chunk reference an object, part or upload holds is one
+// refcount in the chunk store. Refs are taken before the commit that uses them and given
+// back when a commit releases them (overwrite, delete, abort, unlisted parts), or when the
+// commit is definitely refused. A crash, or a commit whose fate is unknown ("unavailable"),
+// leaks refs rather than risk dropping one still in use: space, never data.
+
+import { createHash } from "node:crypto";
+import { assert, BufferPool } from "../base/mod.ts";
+import {
+  type CdcOptions,
+  type CdcParams,
+  cdcParams,
+  type ChunkStore,
+  chunkStream,
+  computeChunkId,
+  type DedupMode,
+  TENANT_DEDUP_KEY_BYTES_MIN,
+} from "../chunk/mod.ts";
+import {
+  type Aead,
+  ENVELOPE_HEADER_BYTES,
+  envelopeBytes,
+  openChunk,
+  sealChunk,
+} from "../crypto/mod.ts";
+import type { SystemKeyProvider } from "../keys/mod.ts";
+import { counter, histogram, log as rootLog, type Logger } from "../obs/mod.ts";
+import { bytesEqual, fromHex, toHex } from "./bytes.ts";
+import {
+  type ChunkRef,
+  type Composition,
+  COMPOSITION_CHUNK_REFS_MAX,
+  type Metadata,
+  PART_NUMBER_MAX,
+  PUT_CHUNK_REFS_MAX,
+} from "./composition.ts";
+import { CompositionError } from "./errors.ts";
+import type {
+  ListObjectsOptions,
+  ListObjectsResult,
+  ListPartsOptions,
+  ListPartsResult,
+  ListUploadsOptions,
+  ListUploadsResult,
+} from "./listing.ts";
+import type { Namespace, NamespaceKind, NamespaceRef } from "./namespace.ts";
+import { PayloadUnreadableError } from "./payload_cipher.ts";
+import type { CompositionService, PutInput } from "./service.ts";
+
+/** Chunks one put seals and stores concurrently (each holds one envelope buffer). */
+export const ENGINE_PUT_CHUNKS_IN_FLIGHT_MAX = 8;
+/** Envelope buffers the engine owns across all puts; a put waits for one when all are lent. */
+export const ENGINE_CHUNK_BUFFERS_MAX = 64;
+/** CDC assembly buffers (one per put being chunked); further puts wait. */
+export const ENGINE_ASSEMBLY_BUFFERS_MAX = 32;
+/** Puts that may wait for a buffer before new ones are refused as "unavailable". */
+export const ENGINE_BUFFER_WAITERS_MAX = 4096;
+/** Chunks a get fetches ahead of the one its reader is consuming. */
+export const ENGINE_READ_AHEAD_CHUNKS = 8;
+/** References given back concurrently after a commit released them. */
+export const ENGINE_RELEASES_IN_FLIGHT_MAX = 32;
+/** S3's limit on one object. */
+export const ENGINE_OBJECT_BYTES_MAX = 5 * 1024 ** 4;
+/** S3's minimum size of every part but the last. */
+export const ENGINE_PART_BYTES_MIN_DEFAULT = 5 << 20;
+/** System key epochs whose master keys the engine keeps in memory. */
+export const ENGINE_MASTER_KEYS_CACHED_MAX = 64;
+
+assert(
+  ENGINE_PUT_CHUNKS_IN_FLIGHT_MAX <= ENGINE_CHUNK_BUFFERS_MAX,
+  "one put can have all its chunks in flight",
+);
+
+const MD5_HEX = /^[0-9a-f]{32}$/;
+/** Placeholder of a ref whose chunk id is still being computed. */
+const NO_CHUNK_ID = new Uint8Array(32);
+
+// ---- metrics -------------------------------------------------------------------------------
+
+const bytesIn = counter<"op">({
+  name: "kiseki_engine_bytes_in_total",
+  help: "Object bytes received by the engine (puts and parts)",
+  labelNames: ["op"],
+});
+const bytesOut = counter<"op">({
+  name: "kiseki_engine_bytes_out_total",
+  help: "Object bytes returned by the engine (gets)",
+  labelNames: ["op"],
+});
+const opSeconds = histogram<"op" | "outcome">({
+  name: "kiseki_engine_op_duration_seconds",
+  help: "Duration of engine operations (get: until the body is fully read)",
+  labelNames: ["op", "outcome"],
+});
+const chunksTotal = counter<"outcome">({
+  name: "kiseki_engine_chunks_total",
+  help: "Chunks a put referenced, by whether they were stored or already present (dedup)",
+  labelNames: ["outcome"],
+});
+const releasesTotal = counter<"outcome">({
+  name: "kiseki_engine_chunk_releases_total",
+  help: "Chunk references given back (ok) or that could not be (failed: leaked space)",
+  labelNames: ["outcome"],
+});
+
+// ---- shapes --------------------------------------------------------------------------------
+
+/** Names chunks for a tenant: SHA-256 (global dedup) or HMAC under the tenant's dedup key. */
+export interface TenantDedup {
+  modeFor(tenantId: Uint8Array): DedupMode;
+  /** The tenant's dedup key (at least 32 bytes); only asked for "tenant" mode. */
+  keyFor(tenantId: Uint8Array): Promise<Uint8Array>;
+}
+
+/** Whether a tenant's key is alive (KmsPayloadCipher.probe satisfies it). */
+export interface TenantGate {
+  /** Resolves when the tenant's key works; PayloadUnreadableError once destroyed. */
+  probe(tenantId: Uint8Array): Promise<void>;
+}
+
+export interface ObjectEngineOptions {
+  service: CompositionService;
+  chunkStore: ChunkStore;
+  /** Seals and opens chunk envelopes. */
+  aead: Aead;
+  systemKeys: SystemKeyProvider;
+  /** Checked before every operation; default: always alive. */
+  tenantGate?: TenantGate;
+  /** Default: every tenant dedups globally (SHA-256 chunk ids). */
+  dedup?: TenantDedup;
+  cdc?: CdcOptions;
+  /** Chunk refs one composition commit carries; larger puts go through hidden parts. */
+  putChunkRefsMax?: number;
+  /** Every part but the last of a completed upload must be this big (default 5 MiB). */
+  partBytesMin?: number;
+  chunksInFlightMax?: number;
+  readAheadChunks?: number;
+  /** Hash (MD5, chunk ids) on a worker thread (default true; false: on the event loop). */
+  hashWorker?: boolean;
+  logger?: Logger;
+}
+
+export type Body = ReadableStream<Uint8Array> | Uint8Array;
+
+export interface PutObjectOptions {
+  contentType?: string;
+  metadata?: Metadata;
+  /** The body's length when known (Content-Length): a body of another length is refused. */
+  sizeHint?: number;
+  /** Refuse unless the key does not exist (If-None-Match: *). */
+  ifAbsent?: boolean;
+  /** Refuse unless the key is at this version. */
+  ifVersion?: number;
+}
+
+export interface PutObjectResult {
+  /** MD5 hex of the body (S3 ETag, unquoted). */
+  etag: string;
+  version: number;
+  size: number;
+}
+
+export interface ObjectInfo {
+  key: string;
+  size: number;
+  /** Unquoted: MD5 hex, or "<md5 of part md5s>-N" for multipart objects. */
+  etag: string;
+  version: number;
+  contentType: string;
+  metadata: Metadata;
+  createdMs: number;
+  modifiedMs: number;
+}
+
+/** Bytes `start`..`end` inclusive (end omitted: to the last byte), or the last `suffixBytes`. */
+export type ByteRange = { start: number; end?: number } | { suffixBytes: number };
+
+export interface GetObjectOptions {
+  range?: ByteRange;
+}
+
+export interface GetObjectResult extends ObjectInfo {
+  /** The bytes returned, inclusive (null: the whole object). */
+  range: { start: number; end: number } | null;
+  contentLength: number;
+  body: ReadableStream<Uint8Array>;
+}
+
+export interface CompletedPart {
+  partNumber: number;
+  /** As the client lists it; surrounding quotes are ignored. */
+  etag: string;
+}
+
+export interface EngineStats {
+  chunksStored: number;
+  chunksDeduplicated: number;
+  refsReleased: number;
+  releaseFailures: number;
+}
+
+/** A range that does not overlap the object (S3 InvalidRange, HTTP 416). */
+export class ObjectRangeError extends CompositionError {
+  override name = "ObjectRangeError";
+  constructor(message: string, readonly sizeBytes: number) {
+    super("invalid_argument", message);
+  }
+}
+
+/** A body stored as chunks: their refs (each holding one reference), size and MD5. */
+interface StoredChunks {
+  refs: ChunkRef[];
+  size: number;
+  etag: string;
+}
+
+/** Per-put context: who writes, how chunks are named and sealed. */
+interface WriteContext {
+  tenant: string;
+  /** The tenant's dedup key (HMAC chunk ids), or null for SHA-256 ids. */
+  dedupKey: Uint8Array | null;
+  epoch: number;
+  masterKey: Uint8Array;
+  /** Refs this operation holds that no committed composition owns yet. */
+  taken: Uint8Array[];
+  /** A commit failed in a way that may still have taken effect (and so own `taken`). */
+  uncertain: boolean;
+}
+
+type RefHolder = Pick<WriteContext, "taken" | "uncertain">;
+
+/** Lends buffers of one size from a BufferPool, queueing borrowers when all are out. */
+class BufferLender {
+  readonly #pool: BufferPool;
+  readonly #waiters: ((buffer: Uint8Array) => void)[] = [];
+
+  constructor(bufferSizeBytes: number, countMax: number) {
+    this.#pool = new BufferPool({ bufferSizeBytes, countMax });
+  }
+
+  acquire(): Promise<Uint8Array> {
+    const buffer = this.#pool.acquire();
+    if (buffer !== null) return Promise.resolve(buffer);
+    return waitFor(this.#waiters);
+  }
+
+  release(buffer: Uint8Array): void {
+    const waiter = this.#waiters.shift();
+    if (waiter !== undefined) waiter(buffer);
+    else this.#pool.release(buffer);
+  }
+}
+
+function waitFor<T>(waiters: ((value: T) => void)[]): Promise<T> {
+  if (waiters.length >= ENGINE_BUFFER_WAITERS_MAX) {
+    return Promise.reject(
+      new CompositionError("unavailable", "the engine is out of write buffers; retry"),
+    );
+  }
+  return new Promise((resolve) => waiters.push(resolve));
+}
+
+/** An envelope buffer: shared memory, so the hash worker reads the chunk where it lies. */
+interface EnvelopeBuffer {
+  bytes: Uint8Array;
+  /** Its number at the hash worker (-1: not registered). */
+  index: number;
+}
+
+/**
+ * Envelope buffers of one size in SharedArrayBuffers, allocated on first need (each page
+ * touched once) up to `countMax`, then reused; borrowers queue when all are lent.
+ */
+class EnvelopeBuffers {
+  readonly #size: number;
+  readonly #countMax: number;
+  readonly #register: (buffer: SharedArrayBuffer) => number;
+  readonly #free: EnvelopeBuffer[] = [];
+  readonly #waiters: ((buffer: EnvelopeBuffer) => void)[] = [];
+  #allocated = 0;
+
+  constructor(
+    size: number,
+    countMax: number,
+    preallocate: number,
+    register: (buffer: SharedArrayBuffer) => number,
+  ) {
+    this.#size = size;
+    this.#countMax = countMax;
+    this.#register = register;
+    for (let i = 0; i < preallocate; i++) this.#free.push(this.#allocate());
+  }
+
+  acquire(): Promise<EnvelopeBuffer> {
+    const free = this.#free.pop() ?? (this.#allocated < this.#countMax ? this.#allocate() : null);
+    return free !== null ? Promise.resolve(free) : waitFor(this.#waiters);
+  }
+
+  release(buffer: EnvelopeBuffer): void {
+    const waiter = this.#waiters.shift();
+    if (waiter !== undefined) waiter(buffer);
+    else this.#free.push(buffer);
+  }
+
+  #allocate(): EnvelopeBuffer {
+    const shared = new SharedArrayBuffer(this.#size);
+    const bytes = new Uint8Array(shared);
+    for (let i = 0; i < bytes.length; i += 4096) bytes[i] = 0;
+    this.#allocated++;
+    return { bytes, index: this.#register(shared) };
+  }
+}
+
+/**
+ * The hash worker's code: MD5 of each put's chunks in order (the etag) and each chunk's id
+ * (SHA-256, or HMAC-SHA256 under the session's tenant key: the same functions as
+ * computeChunkId(); a test compares them), read from the shared envelope buffers.
+ */
+const HASH_WORKER_SOURCE = `
+import { createHash, createHmac } from "node:crypto";
+const buffers = [];
+const sessions = new Map();
+self.onmessage = (event) => {
+  const m = event.data;
+  try {
+    if (m.op === "buffer") {
+      buffers[m.index] = new Uint8Array(m.buffer);
+    } else if (m.op === "start") {
+      sessions.set(m.session, { md5: createHash("md5"), key: m.key });
+    } else if (m.op === "chunk") {
+      const s = sessions.get(m.session);
+      const view = buffers[m.index].subarray(m.offset, m.offset + m.length);
+      s.md5.update(view);
+      const digest = s.key === null
+        ? createHash("sha256").update(view).digest()
+        : createHmac("sha256", s.key).update(view).digest();
+      const id = new Uint8Array(32);
+      id.set(digest);
+      self.postMessage({ request: m.request, id }, [id.buffer]);
+    } else if (m.op === "finish") {
+      const s = sessions.get(m.session);
+      sessions.delete(m.session);
+      self.postMessage({ request: m.request, md5: s.md5.digest("hex") });
+    } else if (m.op === "abort") {
+      sessions.delete(m.session);
+    }
+  } catch (e) {
+    if (m.request !== undefined) self.postMessage({ request: m.request, error: String(e) });
+  }
+};
+`;
+
+/** Requests to the hash worker awaiting an answer; bounded by the buffers and puts in flight. */
+const HASH_REQUESTS_MAX = ENGINE_CHUNK_BUFFERS_MAX + ENGINE_ASSEMBLY_BUFFERS_MAX;
+
+/**
+ * MD5 and chunk ids computed on a worker thread, so they overlap with chunking, sealing
+ * and storing on the event loop (on two cores this is most of a put's CPU time). Messages
+ * are handled in the order posted, which keeps each put's MD5 in stream order.
+ */
+class HashWorker {
+  readonly #worker: Worker;
+  readonly #url: string;
+  readonly #pending = new Map<
+    number,
+    { resolve: (v: Uint8Array | string) => void; reject: (e: Error) => void }
+  >();
+  #requests = 0;
+  #sessions = 0;
+  #buffers = 0;
+  #failure: Error | null = null;
+
+  private constructor(worker: Worker, url: string) {
+    this.#worker = worker;
+    this.#url = url;
+    worker.onmessage = (event: MessageEvent) => {
+      const m = event.data as { request: number; id?: Uint8Array; md5?: string; error?: string };
+      const waiter = this.#pending.get(m.request);
+      if (waiter === undefined) return;
+      this.#pending.delete(m.request);
+      if (m.error !== undefined) waiter.reject(new Error(`hash worker: ${m.error}`));
+      else waiter.resolve(m.id ?? m.md5!);
+    };
+    worker.onerror = (event: ErrorEvent) => {
+      event.preventDefault();
+      this.#fail(new Error(`hash worker failed: ${event.message}`));
+    };
+    worker.onmessageerror = () => this.#fail(new Error("hash worker: a message did not decode"));
+  }
+
+  /** A running worker, or null where workers cannot start (the caller hashes inline). */
+  static start(logger: Logger): HashWorker | null {
+    let url: string | null = null;
+    try {
+      url = URL.createObjectURL(new Blob([HASH_WORKER_SOURCE], { type: "text/javascript" }));
+      return new HashWorker(new Worker(url, { type: "module", name: "kiseki-hash" }), url);
+    } catch (e) {
+      if (url !== null) URL.revokeObjectURL(url);
+      logger.warn("hash worker unavailable: hashing on the event loop", {
+        error: (e as Error).message,
+      });
+      return null;
+    }
+  }
+
+  get failed(): boolean {
+    return this.#failure !== null;
+  }
+
+  register(buffer: SharedArrayBuffer): number {
+    const index = this.#buffers++;
+    this.#worker.postMessage({ op: "buffer", index, buffer });
+    return index;
+  }
+
+  start(key: Uint8Array | null): number {
+    const session = ++this.#sessions;
+    this.#worker.postMessage({ op: "start", session, key });
+    return session;
+  }
+
+  chunk(
+    session: number,
+    buffer: EnvelopeBuffer,
+    offset: number,
+    length: number,
+  ): Promise<Uint8Array> {
+    return this.#ask({ op: "chunk", session, index: buffer.index, offset, length }) as Promise<
+      Uint8Array
+    >;
+  }
+
+  finish(session: number): Promise<string> {
+    return this.#ask({ op: "finish", session }) as Promise<string>;
+  }
+
+  abort(session: number): void {
+    if (this.#failure === null) this.#worker.postMessage({ op: "abort", session });
+  }
+
+  close(): void {
+    this.#fail(new Error("the engine is closed"));
+  }
+
+  #ask(message: Record<string, unknown>): Promise<Uint8Array | string> {
+    if (this.#failure !== null) return Promise.reject(this.#failure);
+    assert(this.#pending.size < HASH_REQUESTS_MAX, "hash worker requests within their bound");
+    const request = ++this.#requests;
+    return new Promise((resolve, reject) => {
+      this.#pending.set(request, { resolve, reject });
+      this.#worker.postMessage({ ...message, request });
+    });
+  }
+
+  #fail(error: Error): void {
+    if (this.#failure !== null) return;
+    this.#failure = error;
+    this.#worker.terminate();
+    URL.revokeObjectURL(this.#url);
+    for (const waiter of this.#pending.values()) waiter.reject(error);
+    this.#pending.clear();
+  }
+}
+
+const globalDedup: TenantDedup = {
+  modeFor: () => "global",
+  keyFor: () => Promise.reject(new Error("global dedup has no tenant key")),
+};
+
+export class ObjectEngine {
+  readonly service: CompositionService;
+  readonly chunkStore: ChunkStore;
+  readonly cdc: CdcParams;
+  readonly inlineBytesMax: number;
+  readonly putChunkRefsMax: number;
+  readonly partBytesMin: number;
+  readonly #aead: Aead;
+  readonly #systemKeys: SystemKeyProvider;
+  readonly #gate: TenantGate | null;
+  readonly #dedup: TenantDedup;
+  readonly #chunksInFlightMax: number;
+  readonly #readAhead: number;
+  readonly #log: Logger;
+  readonly #envelopes: EnvelopeBuffers;
+  readonly #assembly: BufferLender;
+  readonly #hasher: HashWorker | null;
+  readonly #masterKeys = new Map<number, Uint8Array>();
+  readonly #stats: EngineStats = {
+    chunksStored: 0,
+    chunksDeduplicated: 0,
+    refsReleased: 0,
+    releaseFailures: 0,
+  };
+
+  constructor(options: ObjectEngineOptions) {
+    this.service = options.service;
+    this.chunkStore = options.chunkStore;
+    this.cdc = cdcParams(options.cdc);
+    this.inlineBytesMax = options.service.inlineBytesMax;
+    this.putChunkRefsMax = options.putChunkRefsMax ?? PUT_CHUNK_REFS_MAX;
+    this.partBytesMin = options.partBytesMin ?? ENGINE_PART_BYTES_MIN_DEFAULT;
+    this.#aead = options.aead;
+    this.#systemKeys = options.systemKeys;
+    this.#gate = options.tenantGate ?? null;
+    this.#dedup = options.dedup ?? globalDedup;
+    this.#chunksInFlightMax = options.chunksInFlightMax ?? ENGINE_PUT_CHUNKS_IN_FLIGHT_MAX;
+    this.#readAhead = options.readAheadChunks ?? ENGINE_READ_AHEAD_CHUNKS;
+    this.#log = options.logger ?? rootLog;
+    assert(
+      Number.isInteger(this.putChunkRefsMax) && this.putChunkRefsMax >= 1 &&
+        this.putChunkRefsMax <= PUT_CHUNK_REFS_MAX,
+      `putChunkRefsMax must be 1..${PUT_CHUNK_REFS_MAX}`,
+    );
+    assert(
+      Number.isInteger(this.#chunksInFlightMax) && this.#chunksInFlightMax >= 1 &&
+        this.#chunksInFlightMax <= ENGINE_PUT_CHUNKS_IN_FLIGHT_MAX,
+      `chunksInFlightMax must be 1..${ENGINE_PUT_CHUNKS_IN_FLIGHT_MAX}`,
+    );
+    assert(
+      Number.isInteger(this.#readAhead) && this.#readAhead >= 1 &&
+        this.#readAhead <= ENGINE_READ_AHEAD_CHUNKS,
+      `readAheadChunks must be 1..${ENGINE_READ_AHEAD_CHUNKS}`,
+    );
+    assert(Number.isSafeInteger(this.partBytesMin) && this.partBytesMin >= 0, "partBytesMin");
+    this.#hasher = options.hashWorker === false ? null : HashWorker.start(this.#log);
+    this.#envelopes = new EnvelopeBuffers(
+      envelopeBytes(this.cdc.maxBytes),
+      ENGINE_CHUNK_BUFFERS_MAX,
+      this.#chunksInFlightMax,
+      (buffer) => this.#hasher?.register(buffer) ?? -1,
+    );
+    this.#assembly = new BufferLender(this.cdc.maxBytes, ENGINE_ASSEMBLY_BUFFERS_MAX);
+  }
+
+  stats(): EngineStats {
+    return { ...this.#stats };
+  }
+
+  /** Stops the hash worker; puts in flight fail. */
+  close(): void {
+    this.#hasher?.close();
+  }
+
+  // ---- namespaces ----------------------------------------------------------------------------
+
+  /** The ref of `tenantId`'s namespace `name`, whether or not it exists. */
+  namespace(tenantId: Uint8Array, name: string): NamespaceRef {
+    return this.service.ref(tenantId, name);
+  }
+
+  createNamespace(
+    tenantId: Uint8Array,
+    name: string,
+    kind: NamespaceKind = "bucket",
+  ): Promise<Namespace> {
+    return this.#op("create_namespace", async () => {
+      await this.#checkTenant(tenantId);
+      return await this.service.createNamespace(tenantId, name, kind);
+    });
+  }
+
+  deleteNamespace(ns: NamespaceRef): Promise<void> {
+    return this.#op("delete_namespace", async () => {
+      await this.#checkTenant(ns.tenantId);
+      await this.service.deleteNamespace(ns);
+    });
+  }
+
+  getNamespace(ns: NamespaceRef): Promise<Namespace> {
+    return this.#op("get_namespace", async () => {
+      await this.#checkTenant(ns.tenantId);
+      return this.service.getNamespace(ns);
+    });
+  }
+
+  listNamespaces(tenantId: Uint8Array): Promise<Namespace[]> {
+    return this.#op("list_namespaces", async () => {
+      await this.#checkTenant(tenantId);
+      return this.service.listNamespaces(tenantId);
+    });
+  }
+
+  // ---- objects -------------------------------------------------------------------------------
+
+  /**
+   * Stores `body` as `key`'s new version. Resolves once the composition is committed and
+   * every chunk it references is durable; the etag is the body's MD5 (hex).
+   */
+  putObject(
+    ns: NamespaceRef,
+    key: string,
+    body: Body,
+    options: PutObjectOptions = {},
+  ): Promise<PutObjectResult> {
+    return this.#op("put", async () => {
+      await this.#checkTenant(ns.tenantId);
+      const sizeHint = checkSizeHint(options.sizeHint);
+      if (options.ifAbsent) {
+        // Fails early; the fold decides for good when the commit is ordered.
+        let exists = true;
+        try {
+          this.service.head(ns, key);
+        } catch (e) {
+          if (!(e instanceof CompositionError) || e.code !== "not_found") throw e;
+          exists = false;
+        }
+        if (exists) {
+          throw new CompositionError("precondition_failed", `key ${JSON.stringify(key)} exists`);
+        }
+      }
+      const source = await this.#inlineOrStream(body, sizeHint);
+      if (source.inline === null) return await this.#putChunked(ns, key, source.stream, options);
+      const bytes = source.inline;
+      checkSize(bytes.length, sizeHint);
+      bytesIn.inc({ op: "put" }, bytes.length);
+      const etag = md5Hex(bytes);
+      const { version, released } = await this.#commit(null, () =>
+        this.service.put(ns, key, {
+          inline: bytes,
+          size: bytes.length,
+          contentType: options.contentType,
+          metadata: options.metadata,
+          etag,
+          ifAbsent: options.ifAbsent,
+          ifVersion: options.ifVersion,
+        }));
+      await this.#release(released);
+      return { etag, version, size: bytes.length };
+    });
+  }
+
+  async #putChunked(
+    ns: NamespaceRef,
+    key: string,
+    source: AsyncIterable<Uint8Array>,
+    options: PutObjectOptions,
+  ): Promise<PutObjectResult> {
+    const ctx = await this.#writeContext(ns.tenantId);
+    try {
+      const stored = await this.#storeStream(ctx, source, "put", COMPOSITION_CHUNK_REFS_MAX);
+      checkSize(stored.size, options.sizeHint);
+      const { version } = await this.#commitRefs(ns, key, ctx, stored.refs, {
+        size: stored.size,
+        etag: stored.etag,
+        contentType: options.contentType,
+        metadata: options.metadata,
+        ifAbsent: options.ifAbsent,
+        ifVersion: options.ifVersion,
+      });
+      return { etag: stored.etag, version, size: stored.size };
+    } catch (e) {
+      await this.#giveBack(ctx, e);
+      throw e;
+    }
+  }
+
+  /**
+   * Commits `refs` (whose refs `holder` took) as `key`'s new version and gives back what the
+   * commit released. Refs beyond what one delta carries go as hidden parts of an upload,
+   * completed at the end (aborted on failure, which gives their refs back).
+   */
+  async #commitRefs(
+    ns: NamespaceRef,
+    key: string,
+    holder: RefHolder,
+    refs: ChunkRef[],
+    put: Omit<PutInput, "chunkRefs" | "inline">,
+  ): Promise<{ version: number }> {
+    if (refs.length <= this.putChunkRefsMax) {
+      const { version, released } = await this.#commit(
+        holder,
+        () => this.service.put(ns, key, { ...put, chunkRefs: refs }),
+      );
+      holder.taken.length = 0;
+      await this.#release(released);
+      return { version };
+    }
+    if (put.ifAbsent || put.ifVersion !== undefined) {
+      throw new CompositionError(
+        "invalid_argument",
+        `a conditional put of more than ${this.putChunkRefsMax} chunks is not supported`,
+      );
+    }
+    const parts = Math.ceil(refs.length / this.putChunkRefsMax);
+    if (parts > PART_NUMBER_MAX) {
+      throw new CompositionError("too_large", `object needs more than ${PART_NUMBER_MAX} parts`);
+    }
+    // `holder` took exactly one ref per entry of `refs`; as each part commits, the upload
+    // owns that part's refs and the holder keeps only the rest.
+    assert(holder.taken.length === refs.length, "one ref taken per chunk ref");
+    const { uploadId } = await this.#commit(
+      holder,
+      () =>
+        this.service.startUpload(ns, key, { contentType: put.contentType, metadata: put.metadata }),
+    );
+    try {
+      for (let i = 0; i < parts; i++) {
+        const from = i * this.putChunkRefsMax;
+        const slice = refs.slice(from, from + this.putChunkRefsMax);
+        const last = slice[slice.length - 1]!;
+        const size = last.offsetBytes + last.lengthBytes - slice[0]!.offsetBytes;
+        await this.#commit(holder, () =>
+          this.service.putPart(ns, key, uploadId, i + 1, {
+            chunkRefs: rebase(slice),
+            size,
+            etag: "",
+          }));
+        holder.taken = refs.slice(from + slice.length).map((r) => r.chunkId);
+      }
+      const done = await this.#commit(holder, () =>
+        this.service.completeUpload(ns, key, uploadId, {
+          parts: Array.from({ length: parts }, (_, i) => ({ partNumber: i + 1, etag: "" })),
+          etag: put.etag,
+          checkEtags: false,
+          partBytesMin: 0,
+        }));
+      await this.#release(done.released);
+      return { version: done.version };
+    } catch (e) {
+      // The abort gives back what committed parts own (whichever commits took effect); the
+      // refs still in `holder` are given back, or kept if uncertain, by the caller.
+      await this.#abandon(ns, key, uploadId);
+      throw e;
+    }
+  }
+
+  headObject(ns: NamespaceRef, key: string): Promise<ObjectInfo> {
+    return this.#op("head", async () => {
+      await this.#checkTenant(ns.tenantId);
+      return info(this.service.get(ns, key));
+    });
+  }
+
+  /**
+   * The object's attributes and a stream of its bytes (or of `range`). Resolves once the
+   * first chunk is read, so an object whose data cannot be read fails here, not mid-body.
+   */
+  async getObject(
+    ns: NamespaceRef,
+    key: string,
+    options: GetObjectOptions = {},
+  ): Promise<GetObjectResult> {
+    const started = performance.now();
+    let composition: Composition;
+    try {
+      await this.#checkTenant(ns.tenantId);
+      composition = this.service.get(ns, key);
+    } catch (e) {
+      observe("get", started, "error");
+      throw mapTenantError(e);
+    }
+    const size = composition.size;
+    const range = resolveRange(options.range, size);
+    const start = range?.start ?? 0;
+    const end = range === null ? size : range.end + 1;
+    const content = composition.content;
+    let body: ReadableStream<Uint8Array>;
+    if (content.kind === "inline") {
+      const bytes = content.bytes.subarray(start, end);
+      body = new ReadableStream({
+        start(controller) {
+          if (bytes.length > 0) controller.enqueue(bytes);
+          bytesOut.inc({ op: "get" }, bytes.length);
+          observe("get", started, "ok");
+          controller.close();
+        },
+      });
+    } else {
+      try {
+        body = await this.#chunkBody(key, content.chunkRefs, start, end, started);
+      } catch (e) {
+        observe("get", started, "error");
+        throw e;
+      }
+    }
+    return { ...info(composition), range, contentLength: end - start, body };
+  }
+
+  /** Deletes `key` (a missing key succeeds with deleted: false) and gives back its chunks. */
+  deleteObject(ns: NamespaceRef, key: string): Promise<{ deleted: boolean }> {
+    return this.#op("delete", async () => {
+      await this.#checkTenant(ns.tenantId);
+      const { deleted, released } = await this.#commit(null, () => this.service.delete(ns, key));
+      await this.#release(released);
+      return { deleted };
+    });
+  }
+
+  /**
+   * A new object referencing the source's chunks (each gains a reference first, so the
+   * source may change or go meanwhile). `metadata`/`contentType` replace the source's.
+   */
+  copyObject(
+    source: NamespaceRef,
+    sourceKey: string,
+    target: NamespaceRef,
+    targetKey: string,
+    options: { metadata?: Metadata; contentType?: string } = {},
+  ): Promise<PutObjectResult> {
+    return this.#op("copy", async () => {
+      await this.#checkTenant(source.tenantId);
+      if (!bytesEqual(target.tenantId, source.tenantId)) await this.#checkTenant(target.tenantId);
+      const from = this.service.get(source, sourceKey);
+      const contentType = options.contentType ?? from.contentType;
+      const metadata = options.metadata ?? from.metadata;
+      if (from.content.kind === "inline") {
+        const bytes = from.content.bytes;
+        const { version, released } = await this.#commit(
+          null,
+          () =>
+            this.service.put(target, targetKey, {
+              inline: bytes,
+              size: from.size,
+              contentType,
+              metadata,
+              etag: from.etag,
+            }),
+        );
+        await this.#release(released);
+        return { etag: from.etag, version, size: from.size };
+      }
+      const refs = from.content.chunkRefs;
+      const tenant = toHex(target.tenantId);
+      const ctx: RefHolder = { taken: [], uncertain: false };
+      try {
+        for (const r of refs) {
+          try {
+            await this.chunkStore.incRef(r.chunkId, { tenant });
+          } catch (e) {
+            throw new CompositionError(
+              "not_found",
+              `source ${JSON.stringify(sourceKey)} changed during the copy: ${
+                (e as Error).message
+              }`,
+            );
+          }
+          ctx.taken.push(r.chunkId);
+        }
+        const { version } = await this.#commitRefs(target, targetKey, ctx, refs, {
+          size: from.size,
+          contentType,
+          metadata,
+          etag: from.etag,
+        });
+        return { etag: from.etag, version, size: from.size };
+      } catch (e) {
+        await this.#giveBack(ctx, e);
+        throw e;
+      }
+    });
+  }
+
+  listObjects(ns: NamespaceRef, options: ListObjectsOptions = {}): Promise<ListObjectsResult> {
+    return this.#op("list", async () => {
+      await this.#checkTenant(ns.tenantId);
+      return this.service.list(ns, options);
+    });
+  }
+
+  // ---- multipart -----------------------------------------------------------------------------
+
+  createMultipartUpload(
+    ns: NamespaceRef,
+    key: string,
+    options: { contentType?: string; metadata?: Metadata } = {},
+  ): Promise<{ uploadId: string }> {
+    return this.#op("create_upload", async () => {
+      await this.#checkTenant(ns.tenantId);
+      return await this.#commit(null, () => this.service.startUpload(ns, key, options));
+    });
+  }
+
+  /** Stores a part (replacing one of the same number); the etag is its MD5 (hex). */
+  uploadPart(
+    ns: NamespaceRef,
+    key: string,
+    uploadId: string,
+    partNumber: number,
+    body: Body,
+    options: { sizeHint?: number } = {},
+  ): Promise<{ etag: string; size: number }> {
+    return this.#op("upload_part", async () => {
+      await this.#checkTenant(ns.tenantId);
+      const sizeHint = checkSizeHint(options.sizeHint);
+      if (!Number.isInteger(partNumber) || partNumber < 1 || partNumber > PART_NUMBER_MAX) {
+        throw new CompositionError(
+          "invalid_argument",
+          `part number ${partNumber} is not 1..${PART_NUMBER_MAX}`,
+        );
+      }
+      // Fails early (no_such_upload) instead of storing a part nobody can complete.
+      this.service.listParts(ns, key, uploadId, { maxParts: 1 });
+      const ctx = await this.#writeContext(ns.tenantId);
+      try {
+        const stored = await this.#storeStream(
+          ctx,
+          sourceOf(body),
+          "upload_part",
+          this.putChunkRefsMax,
+        );
+        checkSize(stored.size, sizeHint);
+        const { released } = await this.#commit(
+          ctx,
+          () =>
+            this.service.putPart(ns, key, uploadId, partNumber, {
+              chunkRefs: stored.refs,
+              size: stored.size,
+              etag: stored.etag,
+            }),
+        );
+        ctx.taken.length = 0;
+        await this.#release(released);
+        return { etag: stored.etag, size: stored.size };
+      } catch (e) {
+        await this.#giveBack(ctx, e);
+        throw e;
+      }
+    });
+  }
+
+  /**
+   * Makes the listed parts, in order, the object; parts not listed are given back. The etag
+   * is S3's: MD5 of the parts' binary MD5s, then "-N".
+   */
+  completeMultipartUpload(
+    ns: NamespaceRef,
+    key: string,
+    uploadId: string,
+    parts: CompletedPart[],
+  ): Promise<PutObjectResult> {
+    return this.#op("complete_upload", async () => {
+      await this.#checkTenant(ns.tenantId);
+      const listed = parts.map((p) => ({ partNumber: p.partNumber, etag: unquote(p.etag) }));
+      const hash = createHash("md5");
+      for (const p of listed) {
+        const digest = MD5_HEX.test(p.etag) ? fromHex(p.etag, 16) : null;
+        if (digest === null) {
+          throw new CompositionError("invalid_part", `part ${p.partNumber} etag is not an MD5`);
+        }
+        hash.update(digest);
+      }
+      const etag = `${hash.digest("hex")}-${listed.length}`;
+      const done = await this.#commit(null, () =>
+        this.service.completeUpload(ns, key, uploadId, {
+          parts: listed,
+          etag,
+          partBytesMin: this.partBytesMin,
+        }));
+      await this.#release(done.released);
+      return { etag, version: done.version, size: done.size };
+    });
+  }
+
+  /** Abandons an upload and gives back every chunk its parts referenced. */
+  abortMultipartUpload(ns: NamespaceRef, key: string, uploadId: string): Promise<void> {
+    return this.#op("abort_upload", async () => {
+      await this.#checkTenant(ns.tenantId);
+      const { released } = await this.#commit(
+        null,
+        () => this.service.abortUpload(ns, key, uploadId),
+      );
+      await this.#release(released);
+    });
+  }
+
+  listParts(
+    ns: NamespaceRef,
+    key: string,
+    uploadId: string,
+    options: ListPartsOptions = {},
+  ): Promise<ListPartsResult> {
+    return this.#op("list_parts", async () => {
+      await this.#checkTenant(ns.tenantId);
+      return this.service.listParts(ns, key, uploadId, options);
+    });
+  }
+
+  listMultipartUploads(
+    ns: NamespaceRef,
+    options: ListUploadsOptions = {},
+  ): Promise<ListUploadsResult> {
+    return this.#op("list_uploads", async () => {
+      await this.#checkTenant(ns.tenantId);
+      return this.service.listUploads(ns, options);
+    });
+  }
+
+  // ---- writing -------------------------------------------------------------------------------
+
+  /** Either the whole (small) body, or a stream to chunk (holding what was read already). */
+  async #inlineOrStream(
+    body: Body,
+    sizeHint: number | undefined,
+  ): Promise<
+    { inline: Uint8Array; stream: null } | { inline: null; stream: AsyncIterable<Uint8Array> }
+  > {
+    if (body instanceof Uint8Array) {
+      return body.length <= this.inlineBytesMax
+        ? { inline: body, stream: null }
+        : { inline: null, stream: toAsync([body]) };
+    }
+    if (sizeHint !== undefined && sizeHint > this.inlineBytesMax) {
+      return { inline: null, stream: body };
+    }
+    const reader = body.getReader();
+    const head: Uint8Array[] = [];
+    let headBytes = 0;
+    let done = false;
+    try {
+      while (headBytes <= this.inlineBytesMax) {
+        const r = await reader.read();
+        if (r.done) {
+          done = true;
+          break;
+        }
+        head.push(r.value);
+        headBytes += r.value.length;
+      }
+    } catch (e) {
+      reader.releaseLock();
+      throw e;
+    }
+    if (done) {
+      reader.releaseLock();
+      const bytes = new Uint8Array(headBytes);
+      let at = 0;
+      for (const piece of head) {
+        bytes.set(piece, at);
+        at += piece.length;
+      }
+      return { inline: bytes, stream: null };
+    }
+    return { inline: null, stream: prepend(head, reader) };
+  }
+
+  /** How this put names and seals chunks. */
+  async #writeContext(tenantId: Uint8Array): Promise<WriteContext> {
+    let dedupKey: Uint8Array | null = null;
+    if (this.#dedup.modeFor(tenantId) === "tenant") {
+      dedupKey = await this.#dedup.keyFor(tenantId);
+      assert(
+        dedupKey.length >= TENANT_DEDUP_KEY_BYTES_MIN,
+        "a tenant dedup key is long enough for HMAC ids",
+      );
+    }
+    const epoch = await this.#systemKeys.currentEpoch();
+    return {
+      tenant: toHex(tenantId),
+      dedupKey,
+      epoch,
+      masterKey: await this.#masterKey(epoch),
+      taken: [],
+      uncertain: false,
+    };
+  }
+
+  /**
+   * Chunks `source`, stores every chunk (bounded concurrency, pooled buffers) and returns
+   * the refs once all are durable, with the body's MD5. More than `refsMax` chunks fail the
+   * call ("too_large") as soon as the next one is cut.
+   *
+   * Each chunk is copied into an envelope buffer as soon as it is cut; from there the hash
+   * worker (or this thread, without one) computes its id and feeds the MD5 in stream order,
+   * and the chunk is sealed in place and stored, while the stream moves on.
+   */
+  async #storeStream(
+    ctx: WriteContext,
+    source: AsyncIterable<Uint8Array>,
+    op: string,
+    refsMax: number,
+  ): Promise<StoredChunks> {
+    const hasher = this.#hasher !== null && !this.#hasher.failed ? this.#hasher : null;
+    const session = hasher?.start(ctx.dedupKey) ?? 0;
+    const md5 = hasher === null ? createHash("md5") : null;
+    const assembly = await this.#assembly.acquire();
+    const refs: ChunkRef[] = [];
+    let total = 0;
+    const inFlight = new Set<Promise<void>>();
+    const failed: { error: unknown }[] = [];
+    const settle = async () => {
+      while (inFlight.size > 0) await Promise.race(inFlight);
+    };
+    try {
+      const chunks = chunkStream(counting(source, op), { ...this.cdc, buffer: assembly });
+      for await (const chunk of chunks) {
+        const length = chunk.bytes.length;
+        total = chunk.offset + length;
+        if (total > ENGINE_OBJECT_BYTES_MAX) {
+          throw new CompositionError(
+            "too_large",
+            `object exceeds ${ENGINE_OBJECT_BYTES_MAX} bytes`,
+          );
+        }
+        if (refs.length === refsMax) {
+          throw new CompositionError("too_large", `more than ${refsMax} chunks`);
+        }
+        while (inFlight.size >= this.#chunksInFlightMax) await Promise.race(inFlight);
+        if (failed.length > 0) break;
+        const buffer = await this.#envelopes.acquire();
+        const body = buffer.bytes.subarray(ENVELOPE_HEADER_BYTES, ENVELOPE_HEADER_BYTES + length);
+        body.set(chunk.bytes);
+        let id: Promise<Uint8Array>;
+        if (hasher !== null) {
+          id = hasher.chunk(session, buffer, ENVELOPE_HEADER_BYTES, length);
+        } else {
+          md5!.update(body);
+          id = Promise.resolve(
+            ctx.dedupKey === null
+              ? computeChunkId("global", body)
+              : computeChunkId("tenant", body, ctx.dedupKey),
+          );
+        }
+        const ref: ChunkRef = {
+          chunkId: NO_CHUNK_ID,
+          offsetBytes: chunk.offset,
+          lengthBytes: length,
+        };
+        refs.push(ref);
+        const task = this.#storeChunk(ctx, ref, id, buffer).catch((error) =>
+          void failed.push({ error })
+        );
+        inFlight.add(task);
+        task.finally(() => inFlight.delete(task));
+      }
+    } catch (e) {
+      failed.push({ error: e });
+    } finally {
+      await settle();
+      this.#assembly.release(assembly);
+    }
+    if (failed.length > 0) {
+      hasher?.abort(session);
+      throw failed[0]!.error;
+    }
+    const etag = hasher !== null ? await hasher.finish(session) : md5!.digest("hex");
+    return { refs, size: total, etag };
+  }
+
+  /**
+   * Takes one reference on the chunk in `buffer` (plaintext at the envelope body) once its
+   * id is known: an existing chunk gains one; a new one is sealed in place and stored.
+   */
+  async #storeChunk(
+    ctx: WriteContext,
+    ref: ChunkRef,
+    idPromise: Promise<Uint8Array>,
+    buffer: EnvelopeBuffer,
+  ): Promise<void> {
+    try {
+      const id = await idPromise;
+      ref.chunkId = id;
+      if ((await this.chunkStore.stat(id)) !== null) {
+        try {
+          await this.chunkStore.incRef(id, { tenant: ctx.tenant });
+          ctx.taken.push(id);
+          this.#stats.chunksDeduplicated++;
+          chunksTotal.inc({ outcome: "deduplicated" });
+          return;
+        } catch (e) {
+          // Erased by GC between stat and incRef: store it afresh below.
+          if ((e as { code?: string }).code !== "not_found") throw e;
+        }
+      }
+      const plaintext = buffer.bytes.subarray(
+        ENVELOPE_HEADER_BYTES,
+        ENVELOPE_HEADER_BYTES + ref.lengthBytes,
+      );
+      const envelope = await sealChunk({
+        aead: this.#aead,
+        masterKey: ctx.masterKey,
+        epoch: ctx.epoch,
+        chunkId: id,
+        plaintext,
+        out: buffer.bytes,
+      });
+      const { created } = await this.chunkStore.put(id, envelope, { tenant: ctx.tenant });
+      ctx.taken.push(id);
+      if (created) this.#stats.chunksStored++;
+      else this.#stats.chunksDeduplicated++;
+      chunksTotal.inc({ outcome: created ? "stored" : "deduplicated" });
+    } finally {
+      this.#envelopes.release(buffer);
+    }
+  }
+
+  // ---- reading -------------------------------------------------------------------------------
+
+  async #chunkBody(
+    key: string,
+    refs: readonly ChunkRef[],
+    start: number,
+    end: number,
+    started: number,
+  ): Promise<ReadableStream<Uint8Array>> {
+    // The refs the range touches: [first, last).
+    const last = firstStartingAt(refs, end);
+    const first = start === end ? last : firstEndingAfter(refs, start);
+    const readAhead = this.#readAhead;
+    const pending: Promise<Uint8Array>[] = [];
+    let next = first;
+    let delivered = 0;
+    let finished = false;
+    const fill = () => {
+      while (next < last && pending.length < readAhead) {
+        const ref = refs[next++]!;
+        const from = Math.max(start - ref.offsetBytes, 0);
+        const to = Math.min(end - ref.offsetBytes, ref.lengthBytes);
+        const p = this.#readChunk(key, ref).then((plain) => plain.subarray(from, to));
+        p.catch(() => {}); // observed when its turn comes (or never, after a cancel)
+        pending.push(p);
+      }
+    };
+    const finish = (outcome: string) => {
+      if (finished) return;
+      finished = true;
+      bytesOut.inc({ op: "get" }, delivered);
+      observe("get", started, outcome);
+    };
+    fill();
+    // The first chunk is read before answering, so an unreadable object fails the call.
+    if (pending.length > 0) await pending[0];
+    return new ReadableStream<Uint8Array>({
+      pull: async (controller) => {
+        const head = pending.shift();
+        if (head === undefined) {
+          finish("ok");
+          controller.close();
+          return;
+        }
+        fill();
+        try {
+          const bytes = await head;
+          delivered += bytes.length;
+          controller.enqueue(bytes);
+        } catch (e) {
+          finish("error");
+          controller.error(e);
+        }
+      },
+      cancel: () => {
+        pending.length = 0;
+        next = last;
+        finish("cancelled");
+      },
+    }, { highWaterMark: 0 });
+  }
+
+  /** One chunk's plaintext: fetched (verified, rebuilt if degraded) and opened in place. */
+  async #readChunk(key: string, ref: ChunkRef): Promise<Uint8Array> {
+    let envelope: Uint8Array;
+    try {
+      envelope = await this.chunkStore.get(ref.chunkId);
+    } catch (e) {
+      throw new CompositionError(
+        "unavailable",
+        `object ${JSON.stringify(key)}: chunk ${toHex(ref.chunkId)} cannot be read: ` +
+          (e as Error).message,
+      );
+    }
+    let plaintext: Uint8Array;
+    try {
+      plaintext = await openChunk({
+        aead: this.#aead,
+        masterKeyFor: (epoch) => this.#masterKey(epoch),
+        chunkId: ref.chunkId,
+        envelope,
+        out: envelope.subarray(ENVELOPE_HEADER_BYTES),
+      });
+    } catch (e) {
+      throw new CompositionError(
+        "unavailable",
+        `object ${JSON.stringify(key)}: chunk ${toHex(ref.chunkId)} does not open: ` +
+          (e as Error).message,
+      );
+    }
+    if (plaintext.length < ref.lengthBytes) {
+      throw new CompositionError(
+        "unavailable",
+        `object ${JSON.stringify(key)}: chunk ${toHex(ref.chunkId)} holds ${plaintext.length} ` +
+          `bytes, the object uses ${ref.lengthBytes}`,
+      );
+    }
+    return plaintext;
+  }
+
+  // ---- helpers -------------------------------------------------------------------------------
+
+  async #masterKey(epoch: number): Promise<Uint8Array> {
+    let key = this.#masterKeys.get(epoch);
+    if (key === undefined) {
+      key = await this.#systemKeys.masterKey(epoch);
+      if (this.#masterKeys.size >= ENGINE_MASTER_KEYS_CACHED_MAX) {
+        this.#masterKeys.delete(this.#masterKeys.keys().next().value!);
+      }
+      this.#masterKeys.set(epoch, key);
+    }
+    return key;
+  }
+
+  async #checkTenant(tenantId: Uint8Array): Promise<void> {
+    if (this.#gate === null) return;
+    try {
+      await this.#gate.probe(tenantId);
+    } catch (e) {
+      throw mapTenantError(e);
+    }
+  }
+
+  /**
+   * Runs a commit. A failure that may still have taken effect (timeouts, "unavailable",
+   * anything unexpected) marks `holder` uncertain, so its refs are not given back. A seal
+   * refused for a shredded tenant becomes "namespace_not_found".
+   */
+  async #commit<T>(holder: RefHolder | null, fn: () => Promise<T>): Promise<T> {
+    try {
+      return await fn();
+    } catch (e) {
+      const refused = e instanceof PayloadUnreadableError ||
+        (e instanceof CompositionError && e.code !== "unavailable");
+      if (!refused && holder !== null) holder.uncertain = true;
+      throw mapTenantError(e);
+    }
+  }
+
+  /**
+   * After a failed operation: gives back the refs it took, unless the commit's fate is
+   * unknown (it may have taken effect and now own them): then they are left, and logged.
+   */
+  async #giveBack(holder: RefHolder, e: unknown): Promise<void> {
+    const ids = holder.taken.splice(0);
+    if (ids.length === 0) return;
+    if (holder.uncertain) {
+      this.#stats.releaseFailures += ids.length;
+      releasesTotal.inc({ outcome: "failed" }, ids.length);
+      this.#log.warn("commit outcome unknown: chunk references kept (space may leak)", {
+        chunks: ids.length,
+        error: (e as Error).message,
+      });
+      return;
+    }
+    await this.#release(ids);
+  }
+
+  /** Aborts a hidden upload after a failed large put (its parts' refs come back). */
+  async #abandon(ns: NamespaceRef, key: string, uploadId: string): Promise<void> {
+    try {
+      const { released } = await this.service.abortUpload(ns, key, uploadId);
+      await this.#release(released);
+    } catch (e) {
+      this.#log.warn("could not abort the hidden upload of a failed put", {
+        uploadId,
+        error: (e as Error).message,
+      });
+    }
+  }
+
+  /** Drops one reference per id; failures are logged (leaked space), never thrown. */
+  async #release(ids: readonly Uint8Array[]): Promise<void> {
+    for (let at = 0; at < ids.length; at += ENGINE_RELEASES_IN_FLIGHT_MAX) {
+      const batch = ids.slice(at, at + ENGINE_RELEASES_IN_FLIGHT_MAX);
+      const results = await Promise.allSettled(batch.map((id) => this.chunkStore.decRef(id)));
+      results.forEach((r, i) => {
+        if (r.status === "fulfilled") {
+          this.#stats.refsReleased++;
+          releasesTotal.inc({ outcome: "ok" });
+          return;
+        }
+        this.#stats.releaseFailures++;
+        releasesTotal.inc({ outcome: "failed" });
+        this.#log.error("could not release a chunk reference", {
+          chunk: toHex(batch[i]!),
+          error: (r.reason as Error).message,
+        });
+      });
+    }
+  }
+
+  async #op<T>(op: string, fn: () => Promise<T>): Promise<T> {
+    const started = performance.now();
+    try {
+      const result = await fn();
+      observe(op, started, "ok");
+      return result;
+    } catch (e) {
+      observe(op, started, "error");
+      throw mapTenantError(e);
+    }
+  }
+}
+
+// ---- pure helpers --------------------------------------------------------------------------
+
+function observe(op: string, started: number, outcome: string): void {
+  opSeconds.observe({ op, outcome }, (performance.now() - started) / 1000);
+}
+
+function info(c: Composition): ObjectInfo {
+  return {
+    key: c.key,
+    size: c.size,
+    etag: c.etag,
+    version: c.version,
+    contentType: c.contentType,
+    metadata: c.metadata,
+    createdMs: c.createdMs,
+    modifiedMs: c.modifiedMs,
+  };
+}
+
+function md5Hex(bytes: Uint8Array): string {
+  return createHash("md5").update(bytes).digest("hex");
+}
+
+function unquote(etag: string): string {
+  return etag.length >= 2 && etag.startsWith('"') && etag.endsWith('"') ? etag.slice(1, -1) : etag;
+}
+
+/** A shredded tenant's key refusing to seal or open looks like a namespace that is gone. */
+function mapTenantError(e: unknown): unknown {
+  if (e instanceof PayloadUnreadableError) {
+    return new CompositionError(
+      "namespace_not_found",
+      `the tenant's key is not usable (destroyed: crypto-shred): ${e.message}`,
+    );
+  }
+  return e;
+}
+
+function checkSizeHint(sizeHint: number | undefined): number | undefined {
+  if (sizeHint === undefined) return undefined;
+  if (!Number.isSafeInteger(sizeHint) || sizeHint < 0 || sizeHint > ENGINE_OBJECT_BYTES_MAX) {
+    throw new CompositionError("invalid_argument", `sizeHint ${sizeHint} is not a valid size`);
+  }
+  return sizeHint;
+}
+
+function checkSize(size: number, sizeHint: number | undefined): void {
+  if (sizeHint !== undefined && size !== sizeHint) {
+    throw new CompositionError(
+      "invalid_argument",
+      `the body was ${size} bytes, ${sizeHint} were announced (truncated or oversized upload)`,
+    );
+  }
+}
+
+/** Resolves a requested range against the object's size (null: the whole object). */
+export function resolveRange(
+  range: ByteRange | undefined,
+  size: number,
+): { start: number; end: number } | null {
+  if (range === undefined) return null;
+  let start: number;
+  let end: number;
+  if ("suffixBytes" in range) {
+    const n = range.suffixBytes;
+    if (!Number.isSafeInteger(n) || n < 0) {
+      throw new CompositionError("invalid_argument", `suffix length ${n} is invalid`);
+    }
+    if (n === 0 || size === 0) {
+      throw new ObjectRangeError(`the last ${n} bytes of a ${size}-byte object is empty`, size);
+    }
+    start = Math.max(size - n, 0);
+    end = size - 1;
+  } else {
+    start = range.start;
+    const last = range.end;
+    if (
+      !Number.isSafeInteger(start) || start < 0 ||
+      (last !== undefined && (!Number.isSafeInteger(last) || last < start))
+    ) {
+      throw new CompositionError("invalid_argument", `range ${start}-${last ?? ""} is invalid`);
+    }
+    end = last ?? size - 1;
+    if (start >= size) {
+      throw new ObjectRangeError(`range starts at ${start}, past the ${size}-byte object`, size);
+    }
+    end = Math.min(end, size - 1);
+  }
+  return { start, end };
+}
+
+/** Index of the first ref ending after `offset` (refs ascend without overlap). */
+function firstEndingAfter(refs: readonly ChunkRef[], offset: number): number {
+  return search(refs, (r) => r.offsetBytes + r.lengthBytes > offset);
+}
+
+/** Index of the first ref starting at or after `offset` (refs.length if none). */
+function firstStartingAt(refs: readonly ChunkRef[], offset: number): number {
+  return search(refs, (r) => r.offsetBytes >= offset);
+}
+
+/** The first index where `past` holds (it holds for every later index too). */
+function search(refs: readonly ChunkRef[], past: (r: ChunkRef) => boolean): number {
+  let lo = 0;
+  let hi = refs.length;
+  while (lo < hi) {
+    const mid = (lo + hi) >>> 1;
+    if (past(refs[mid]!)) hi = mid;
+    else lo = mid + 1;
+  }
+  return lo;
+}
+
+function offsetOf(refs: readonly ChunkRef[]): number {
+  return refs.length === 0 ? 0 : refs[0]!.offsetBytes;
+}
+
+/** Refs moved to start at offset 0 (a part's refs tile the part). */
+function rebase(refs: readonly ChunkRef[]): ChunkRef[] {
+  const base = offsetOf(refs);
+  return refs.map((r) => ({ ...r, offsetBytes: r.offsetBytes - base }));
+}
+
+function sourceOf(body: Body): AsyncIterable<Uint8Array> {
+  return body instanceof Uint8Array ? toAsync([body]) : body;
+}
+
+async function* toAsync(pieces: Uint8Array[]): AsyncGenerator<Uint8Array> {
+  yield* pieces;
+}
+
+/** The pieces already read, then the rest of the reader (cancelled if abandoned). */
+async function* prepend(
+  head: Uint8Array[],
+  reader: ReadableStreamDefaultReader<Uint8Array>,
+): AsyncGenerator<Uint8Array> {
+  let done = false;
+  try {
+    yield* head;
+    for (;;) {
+      const r = await reader.read();
+      if (r.done) {
+        done = true;
+        return;
+      }
+      yield r.value;
+    }
+  } finally {
+    if (!done) await reader.cancel().catch(() => {});
+    reader.releaseLock();
+  }
+}
+
+/** Passes pieces through, counting them. */
+async function* counting(
+  source: AsyncIterable<Uint8Array>,
+  op: string,
+): AsyncGenerator<Uint8Array> {
+  for await (const piece of source) {
+    if (piece.length === 0) continue;
+    bytesIn.inc({ op }, piece.length);
+    yield piece;
+  }
+}

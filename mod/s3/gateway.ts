@@ -1,0 +1,1058 @@
+// The S3 gateway: one HTTP request in, one response out. Parses the request into an
+// operation, verifies its SigV4 signature against the access-key store, runs the operation
+// on the object backend (buckets are the signing tenant's namespaces) and answers with the
+// headers, XML and error documents AWS sends. Bodies stream both ways; an upload's body is
+// decoded (aws-chunked) and verified (signatures, SHA-256, Content-MD5, checksums) on its
+// way into the backend, which commits nothing when the stream fails.
+
+import { assert, type Clock, SystemClock } from "../base/mod.ts";
+import {
+  CompositionError,
+  type CompositionErrorCode,
+  fromHex,
+  type Namespace,
+  type NamespaceRef,
+  TENANT_ID_BYTES,
+  toHex,
+} from "../composition/mod.ts";
+import { type RandomSource, systemRandom } from "../crypto/mod.ts";
+import { counter, histogram, log as rootLog, type Logger } from "../obs/mod.ts";
+import { AwsChunkedDecoder } from "./aws_chunked.ts";
+import type { BackendByteRange, BackendObjectInfo, S3Backend } from "./backend.ts";
+import {
+  BodyDigestStream,
+  type ChecksumAlgorithm,
+  checksumAlgorithmOfHeader,
+  parseChecksumAlgorithm,
+  parseChecksumValue,
+  parseContentMd5,
+} from "./checksums.ts";
+import type { Credential, CredentialStore } from "./credentials.ts";
+import { renderS3Error, S3Error, type S3ErrorCode } from "./errors.ts";
+import {
+  evaluateCopySourceConditions,
+  evaluateReadConditions,
+  evaluateWriteConditions,
+  parseConditions,
+  parseContentLength,
+  parseCopySource,
+  parseCopySourceRange,
+  parseIntegerParam,
+  parseRange,
+  parseS3Request,
+  parseUserMetadata,
+  resolveRange,
+  type S3OperationName,
+  type S3Request,
+} from "./request.ts";
+import { type SigV4Request, SigV4Verifier, uriEncode, type VerifiedSigV4 } from "./sigv4.ts";
+import {
+  buildCompleteMultipartUploadResult,
+  buildCopyObjectResult,
+  buildCopyPartResult,
+  buildDeleteResult,
+  buildInitiateMultipartUploadResult,
+  buildListAllMyBucketsResult,
+  buildListMultipartUploadsResult,
+  buildListObjectsResult,
+  buildListObjectsV2Result,
+  buildListPartsResult,
+  buildListVersionsResult,
+  buildLocationConstraint,
+  buildVersioningConfiguration,
+  type DeleteOutcome,
+  MULTIPART_PARTS_MAX,
+  type ObjectEntry,
+  parseCompleteMultipartUpload,
+  parseCreateBucketConfiguration,
+  parseDelete,
+  quoteETag,
+  type S3Owner,
+  XML_BODY_BYTES_MAX,
+} from "./xml.ts";
+
+/** The region buckets report (GetBucketLocation, x-amz-bucket-region) unless configured. */
+export const S3_REGION_DEFAULT = "us-east-1";
+/** Keys, uploads or parts one listing page returns at most (AWS: 1,000). */
+export const S3_LIST_PAGE_MAX = 1000;
+/** Deletes of one DeleteObjects request run this many at a time. */
+export const S3_DELETE_OBJECTS_CONCURRENCY = 16;
+/** What AWS answers objects stored without a Content-Type. */
+export const S3_CONTENT_TYPE_DEFAULT = "binary/octet-stream";
+
+const XML_CONTENT_TYPE = "application/xml";
+
+const requestsTotal = counter<"op" | "status">({
+  name: "kiseki_s3_requests_total",
+  help: "S3 requests answered, by operation and HTTP status",
+  labelNames: ["op", "status"],
+});
+const requestSeconds = histogram<"op">({
+  name: "kiseki_s3_request_duration_seconds",
+  help: "Time to answer an S3 request (until the response starts)",
+  labelNames: ["op"],
+});
+
+export interface S3GatewayOptions {
+  backend: S3Backend;
+  credentials: CredentialStore;
+  /** Host names under which buckets are addressed virtual-host style (see request.ts). */
+  baseDomains?: readonly string[];
+  /** Region reported for buckets; requests may be signed for any region. */
+  region?: string;
+  clock?: Clock;
+  random?: RandomSource;
+  logger?: Logger;
+  /** Sent as x-amz-id-2 and HostId: which node answered. */
+  hostId?: string;
+  /** The backend's tenant id of a credential's tenant (default: 32 hex digits). */
+  tenantIdOf?: (tenantId: string) => Uint8Array;
+}
+
+/** What every operation gets: the parsed request, who signed it, the raw request. */
+interface OperationContext {
+  http: Request;
+  s3: S3Request;
+  auth: VerifiedSigV4<Credential>;
+  tenant: Uint8Array;
+  owner: S3Owner;
+}
+
+function hexTenantId(tenantId: string): Uint8Array {
+  const bytes = /^[0-9a-f]+$/.test(tenantId) ? fromHex(tenantId, TENANT_ID_BYTES) : null;
+  // A broken access-key record, not a client error: logged, answered InternalError.
+  if (bytes === null) {
+    throw new Error(`access key of tenant ${JSON.stringify(tenantId)}: not a tenant id`);
+  }
+  return bytes;
+}
+
+function httpDate(ms: number): string {
+  return new Date(ms).toUTCString();
+}
+
+/** S3 error code of each composition failure, as the composition layer documents it. */
+const COMPOSITION_CODES: Record<CompositionErrorCode, S3ErrorCode> = {
+  invalid_argument: "InvalidArgument",
+  namespace_not_found: "NoSuchBucket",
+  namespace_exists: "BucketAlreadyOwnedByYou",
+  namespace_not_empty: "BucketNotEmpty",
+  wrong_kind: "InvalidRequest",
+  not_found: "NoSuchKey",
+  exists: "InvalidRequest",
+  not_empty: "InvalidRequest",
+  not_a_directory: "InvalidRequest",
+  is_a_directory: "InvalidRequest",
+  invalid_rename: "InvalidRequest",
+  too_many_links: "InvalidRequest",
+  precondition_failed: "PreconditionFailed",
+  no_such_upload: "NoSuchUpload",
+  invalid_part: "InvalidPart",
+  invalid_part_order: "InvalidPartOrder",
+  entity_too_small: "EntityTooSmall",
+  too_large: "EntityTooLarge",
+  read_only: "ServiceUnavailable",
+  unavailable: "SlowDown",
+};
+
+/** The S3Error for anything an operation threw; unknown errors become InternalError. */
+export function s3ErrorOf(
+  e: unknown,
+  target?: { bucket: string | null; key: string | null },
+): S3Error {
+  if (e instanceof S3Error) return e;
+  if (e instanceof CompositionError) {
+    const sizeBytes = (e as CompositionError & { sizeBytes?: number }).sizeBytes;
+    if (e.name === "ObjectRangeError" && typeof sizeBytes === "number") {
+      return new S3Error("InvalidRange", undefined, {
+        details: { ActualObjectSize: String(sizeBytes) },
+        headers: { "Content-Range": `bytes */${sizeBytes}` },
+        cause: e,
+      });
+    }
+    const code = COMPOSITION_CODES[e.code] ?? "InternalError";
+    const options: { bucketName?: string; key?: string; cause: unknown } = { cause: e };
+    if (
+      code === "NoSuchBucket" || code === "BucketNotEmpty" || code === "BucketAlreadyOwnedByYou"
+    ) {
+      if (target?.bucket) options.bucketName = target.bucket;
+    }
+    if (code === "NoSuchKey" && target?.key) options.key = target.key;
+    // Default messages where AWS's wording is what clients expect; the cause keeps detail.
+    const message = code === "InvalidArgument" || code === "InvalidRequest" ||
+        code === "EntityTooLarge" || code === "InvalidPart"
+      ? e.message
+      : undefined;
+    return new S3Error(code, message, options);
+  }
+  return new S3Error("InternalError", undefined, { cause: e });
+}
+
+/** Reads a whole (small) body, refusing more than `maxBytes`. */
+async function readAll(stream: ReadableStream<Uint8Array>, maxBytes: number): Promise<Uint8Array> {
+  const parts: Uint8Array[] = [];
+  let total = 0;
+  for await (const chunk of stream) {
+    total += chunk.length;
+    if (total > maxBytes) throw new S3Error("MaxMessageLengthExceeded");
+    parts.push(chunk);
+  }
+  const out = new Uint8Array(total);
+  let at = 0;
+  for (const p of parts) {
+    out.set(p, at);
+    at += p.length;
+  }
+  return out;
+}
+
+function emptyStream(): ReadableStream<Uint8Array> {
+  return new ReadableStream({
+    start(controller) {
+      controller.close();
+    },
+  });
+}
+
+/** Runs `fn` over `items`, at most `limit` at a time, keeping order of results. */
+async function mapLimited<T, R>(
+  items: readonly T[],
+  limit: number,
+  fn: (item: T) => Promise<R>,
+): Promise<R[]> {
+  const results = new Array<R>(items.length);
+  let next = 0;
+  const worker = async () => {
+    while (next < items.length) {
+      const i = next++;
+      results[i] = await fn(items[i]!);
+    }
+  };
+  await Promise.all(Array.from({ length: Math.min(limit, items.length) }, worker));
+  return results;
+}
+
+/** The decoded, verified body of an upload and what it promised. */
+interface RequestBody {
+  stream: ReadableStream<Uint8Array>;
+  /** Decoded length announced by the client; null when it announced none. */
+  sizeBytes: number | null;
+  digests: BodyDigestStream;
+}
+
+export class S3Gateway {
+  readonly backend: S3Backend;
+  readonly credentials: CredentialStore;
+  readonly baseDomains: readonly string[];
+  readonly region: string;
+  readonly verifier: SigV4Verifier;
+  readonly #clock: Clock;
+  readonly #random: RandomSource;
+  readonly #log: Logger;
+  readonly #hostId: string;
+  readonly #tenantIdOf: (tenantId: string) => Uint8Array;
+
+  constructor(options: S3GatewayOptions) {
+    this.backend = options.backend;
+    this.credentials = options.credentials;
+    this.baseDomains = options.baseDomains ?? [];
+    this.region = options.region ?? S3_REGION_DEFAULT;
+    this.verifier = new SigV4Verifier();
+    this.#clock = options.clock ?? new SystemClock();
+    this.#random = options.random ?? systemRandom;
+    this.#log = options.logger ?? rootLog;
+    this.#hostId = options.hostId ?? "kiseki";
+    this.#tenantIdOf = options.tenantIdOf ?? hexTenantId;
+  }
+
+  /** Answers one request; never throws (every failure is an S3 error response). */
+  async handle(request: Request): Promise<Response> {
+    const started = performance.now();
+    const requestId = this.#requestId();
+    let s3: S3Request | null = null;
+    let response: Response;
+    try {
+      s3 = parseS3Request(
+        { method: request.method, url: request.url, headers: request.headers },
+        { baseDomains: this.baseDomains },
+      );
+      const signed: SigV4Request = {
+        method: request.method,
+        path: s3.wirePath,
+        query: s3.wireQuery,
+        headers: request.headers,
+      };
+      const auth = await this.verifier.verify(signed, {
+        nowMs: this.#clock.nowMs(),
+        lookup: (id) => this.credentials.lookup(id),
+      });
+      const tenantHex = auth.credential.tenantId;
+      const ctx: OperationContext = {
+        http: request,
+        s3,
+        auth,
+        tenant: this.#tenantIdOf(tenantHex),
+        owner: { id: tenantHex, displayName: tenantHex },
+      };
+      response = await this.#dispatch(ctx);
+    } catch (e) {
+      response = this.#errorResponse(e, request.method, s3, requestId);
+    }
+    response.headers.set("x-amz-request-id", requestId);
+    response.headers.set("x-amz-id-2", this.#hostId);
+    response.headers.set("server", "Kiseki");
+    const op = s3?.operation ?? "unknown";
+    requestsTotal.inc({ op, status: String(response.status) });
+    requestSeconds.observe({ op }, (performance.now() - started) / 1000);
+    return response;
+  }
+
+  #requestId(): string {
+    const bytes = new Uint8Array(8);
+    this.#random(bytes);
+    return toHex(bytes).toUpperCase();
+  }
+
+  #errorResponse(e: unknown, method: string, s3: S3Request | null, requestId: string): Response {
+    const error = s3ErrorOf(e, s3 ?? undefined);
+    if (error.resource === undefined && s3 !== null) error.resource = s3.resource;
+    if (error.status >= 500) {
+      this.#log.error("s3 request failed", {
+        op: s3?.operation ?? "unknown",
+        code: error.code,
+        error: String((error.cause as Error | undefined)?.message ?? error.message),
+        requestId,
+      });
+    }
+    const headers = new Headers(error.headers);
+    if (method === "HEAD" || !error.hasBody) {
+      return new Response(null, { status: error.status, headers });
+    }
+    headers.set("content-type", XML_CONTENT_TYPE);
+    return new Response(renderS3Error(error, { requestId, hostId: this.#hostId }), {
+      status: error.status,
+      headers,
+    });
+  }
+
+  #dispatch(ctx: OperationContext): Promise<Response> {
+    const handlers: Record<S3OperationName, (ctx: OperationContext) => Promise<Response>> = {
+      ListBuckets: (c) => this.#listBuckets(c),
+      CreateBucket: (c) => this.#createBucket(c),
+      HeadBucket: (c) => this.#headBucket(c),
+      DeleteBucket: (c) => this.#deleteBucket(c),
+      GetBucketLocation: (c) => this.#getBucketLocation(c),
+      GetBucketVersioning: (c) => this.#getBucketVersioning(c),
+      ListObjectVersions: (c) => this.#listObjectVersions(c),
+      ListObjects: (c) => this.#listObjects(c, 1),
+      ListObjectsV2: (c) => this.#listObjects(c, 2),
+      ListMultipartUploads: (c) => this.#listMultipartUploads(c),
+      DeleteObjects: (c) => this.#deleteObjects(c),
+      PutObject: (c) => this.#putObject(c),
+      GetObject: (c) => this.#getObject(c, false),
+      HeadObject: (c) => this.#getObject(c, true),
+      DeleteObject: (c) => this.#deleteObject(c),
+      CopyObject: (c) => this.#copyObject(c),
+      CreateMultipartUpload: (c) => this.#createMultipartUpload(c),
+      UploadPart: (c) => this.#uploadPart(c),
+      UploadPartCopy: (c) => this.#uploadPartCopy(c),
+      ListParts: (c) => this.#listParts(c),
+      CompleteMultipartUpload: (c) => this.#completeMultipartUpload(c),
+      AbortMultipartUpload: (c) => this.#abortMultipartUpload(c),
+    };
+    return handlers[ctx.s3.operation](ctx);
+  }
+
+  // ---- helpers -------------------------------------------------------------------------------
+
+  #ns(ctx: OperationContext, bucket = ctx.s3.bucket): NamespaceRef {
+    assert(bucket !== null, "a bucket operation names a bucket");
+    return this.backend.namespace(ctx.tenant, bucket);
+  }
+
+  async #bucket(ctx: OperationContext): Promise<Namespace> {
+    const ns = await this.backend.getNamespace(this.#ns(ctx));
+    if (ns.kind !== "bucket") {
+      throw new S3Error(
+        "InvalidRequest",
+        `${ctx.s3.bucket} is a POSIX file system namespace, not a bucket`,
+        { bucketName: ctx.s3.bucket! },
+      );
+    }
+    return ns;
+  }
+
+  #xml(body: string, status = 200, headers: Record<string, string> = {}): Response {
+    return new Response(body, {
+      status,
+      headers: { "content-type": XML_CONTENT_TYPE, ...headers },
+    });
+  }
+
+  /**
+   * The upload body: aws-chunked decoded when streamed, then checked against the length,
+   * SHA-256, Content-MD5 and x-amz-checksum-* the client claimed. `required`: a body
+   * without any length (neither Content-Length nor aws-chunked's decoded length) is
+   * MissingContentLength.
+   */
+  #requestBody(ctx: OperationContext, required: boolean): RequestBody {
+    const headers = ctx.http.headers;
+    const contentLength = parseContentLength(headers);
+    let stream = ctx.http.body ?? emptyStream();
+    let sizeBytes: number | null = contentLength;
+    const payload = ctx.auth.payload;
+    if (payload.startsWith("streaming-")) {
+      const decoded = headers.get("x-amz-decoded-content-length");
+      if (decoded === null || !/^\d{1,16}$/.test(decoded.trim())) {
+        throw new S3Error(
+          "MissingContentLength",
+          "A streaming (aws-chunked) upload must send x-amz-decoded-content-length",
+        );
+      }
+      sizeBytes = Number(decoded.trim());
+      const signed = payload !== "streaming-unsigned-trailer";
+      stream = stream.pipeThrough(
+        new AwsChunkedDecoder({
+          signing: signed
+            ? {
+              signingKey: ctx.auth.signingKey,
+              amzDate: ctx.auth.amzDate,
+              scope: ctx.auth.scope,
+              seedSignature: ctx.auth.signature,
+            }
+            : null,
+          trailer: payload.endsWith("trailer"),
+          announcedTrailers: headers.get("x-amz-trailer"),
+          decodedLengthBytes: sizeBytes,
+        }),
+      );
+    } else if (sizeBytes === null && required) {
+      throw new S3Error("MissingContentLength");
+    }
+    const checksums: Array<{ algorithm: ChecksumAlgorithm; expected?: Uint8Array }> = [];
+    for (const [name, value] of headers) {
+      const algorithm = checksumAlgorithmOfHeader(name);
+      if (algorithm !== null) {
+        checksums.push({ algorithm, expected: parseChecksumValue(algorithm, value) });
+      }
+    }
+    const named = headers.get("x-amz-checksum-algorithm") ??
+      headers.get("x-amz-sdk-checksum-algorithm");
+    if (named !== null && !payload.endsWith("trailer")) {
+      const algorithm = parseChecksumAlgorithm(named);
+      if (!checksums.some((c) => c.algorithm === algorithm)) checksums.push({ algorithm });
+    }
+    const md5Header = headers.get("content-md5");
+    const digests = new BodyDigestStream({
+      expectedSizeBytes: sizeBytes ?? undefined,
+      expectedSha256Hex: payload === "sha256" ? ctx.auth.payloadSha256Hex : undefined,
+      expectedMd5: md5Header === null ? undefined : parseContentMd5(md5Header),
+      checksums,
+    });
+    return { stream: stream.pipeThrough(digests), sizeBytes, digests };
+  }
+
+  /** A small XML request body, whole and verified. */
+  async #xmlBody(ctx: OperationContext): Promise<Uint8Array> {
+    const body = this.#requestBody(ctx, false);
+    if (body.sizeBytes !== null && body.sizeBytes > XML_BODY_BYTES_MAX) {
+      throw new S3Error("MaxMessageLengthExceeded");
+    }
+    const bytes = await readAll(body.stream, XML_BODY_BYTES_MAX);
+    await body.digests.digests;
+    return bytes;
+  }
+
+  /** Response headers of a stored checksum the client asked for. */
+  async #checksumHeaders(body: RequestBody): Promise<Record<string, string>> {
+    const { checksums } = await body.digests.digests;
+    const out: Record<string, string> = {};
+    for (const [algorithm, value] of Object.entries(checksums)) {
+      out[`x-amz-checksum-${algorithm.toLowerCase()}`] = value!;
+    }
+    return out;
+  }
+
+  #objectHeaders(info: BackendObjectInfo, query: Map<string, string>): Headers {
+    const headers = new Headers({
+      "content-type": query.get("response-content-type") ?? (info.contentType ||
+        S3_CONTENT_TYPE_DEFAULT),
+      etag: quoteETag(info.etag),
+      "last-modified": httpDate(info.modifiedMs),
+      "accept-ranges": "bytes",
+    });
+    for (const [name, value] of Object.entries(info.metadata)) {
+      headers.set(`x-amz-meta-${name}`, value);
+    }
+    const overrides: Array<[string, string]> = [
+      ["response-content-disposition", "content-disposition"],
+      ["response-content-encoding", "content-encoding"],
+      ["response-content-language", "content-language"],
+      ["response-cache-control", "cache-control"],
+      ["response-expires", "expires"],
+    ];
+    for (const [param, header] of overrides) {
+      const value = query.get(param);
+      if (value !== undefined) headers.set(header, value);
+    }
+    return headers;
+  }
+
+  #copySource(ctx: OperationContext) {
+    const source = parseCopySource(ctx.http.headers.get("x-amz-copy-source")!);
+    return { ...source, ns: this.#ns(ctx, source.bucket) };
+  }
+
+  // ---- buckets -------------------------------------------------------------------------------
+
+  async #listBuckets(ctx: OperationContext): Promise<Response> {
+    const namespaces = await this.backend.listNamespaces(ctx.tenant);
+    const buckets = namespaces
+      .filter((n) => n.kind === "bucket")
+      .sort((a, b) => a.name < b.name ? -1 : a.name > b.name ? 1 : 0)
+      .map((n) => ({ name: n.name, creationDateMs: n.createdMs }));
+    return this.#xml(buildListAllMyBucketsResult({ owner: ctx.owner, buckets }));
+  }
+
+  async #createBucket(ctx: OperationContext): Promise<Response> {
+    // Any location constraint is accepted: clients send their configured region.
+    parseCreateBucketConfiguration(await this.#xmlBody(ctx));
+    if (ctx.http.headers.get("x-amz-bucket-object-lock-enabled")?.toLowerCase() === "true") {
+      throw new S3Error("NotImplemented", "Object Lock is not implemented");
+    }
+    await this.backend.createNamespace(ctx.tenant, ctx.s3.bucket!, "bucket");
+    return new Response(null, { status: 200, headers: { location: `/${ctx.s3.bucket}` } });
+  }
+
+  async #headBucket(ctx: OperationContext): Promise<Response> {
+    await this.#bucket(ctx);
+    return new Response(null, { status: 200, headers: { "x-amz-bucket-region": this.region } });
+  }
+
+  async #deleteBucket(ctx: OperationContext): Promise<Response> {
+    await this.#bucket(ctx);
+    await this.backend.deleteNamespace(this.#ns(ctx));
+    return new Response(null, { status: 204 });
+  }
+
+  async #getBucketLocation(ctx: OperationContext): Promise<Response> {
+    await this.#bucket(ctx);
+    return this.#xml(buildLocationConstraint(this.region));
+  }
+
+  async #getBucketVersioning(ctx: OperationContext): Promise<Response> {
+    await this.#bucket(ctx);
+    return this.#xml(buildVersioningConfiguration());
+  }
+
+  // ---- listings ------------------------------------------------------------------------------
+
+  #encodingUrl(query: Map<string, string>): boolean {
+    const encoding = query.get("encoding-type");
+    if (encoding === undefined) return false;
+    if (encoding !== "url") {
+      throw new S3Error("InvalidArgument", "Invalid Encoding Method specified in Request", {
+        details: { ArgumentName: "encoding-type", ArgumentValue: encoding },
+      });
+    }
+    return true;
+  }
+
+  #maxKeys(query: Map<string, string>, name: string): number {
+    return parseIntegerParam(query, name, {
+      fallback: S3_LIST_PAGE_MAX,
+      min: 0,
+      max: 2 ** 31 - 1,
+      clampMax: S3_LIST_PAGE_MAX,
+    });
+  }
+
+  async #listObjects(ctx: OperationContext, version: 1 | 2): Promise<Response> {
+    const q = ctx.s3.query;
+    const encodingUrl = this.#encodingUrl(q);
+    const maxKeys = this.#maxKeys(q, "max-keys");
+    const prefix = q.get("prefix") ?? "";
+    const delimiter = q.get("delimiter") || undefined;
+    await this.#bucket(ctx);
+    const ns = this.#ns(ctx);
+    if (version === 1) {
+      const marker = q.get("marker") ?? "";
+      const result = await this.backend.listObjects(ns, {
+        prefix,
+        delimiter,
+        startAfter: marker || undefined,
+        maxKeys,
+      });
+      return this.#xml(buildListObjectsResult({
+        bucket: ctx.s3.bucket!,
+        prefix,
+        delimiter,
+        maxKeys,
+        marker,
+        nextMarker: result.isTruncated && delimiter !== undefined && result.nextMarker !== null
+          ? result.nextMarker
+          : undefined,
+        isTruncated: result.isTruncated,
+        contents: result.objects.map((o): ObjectEntry => ({
+          key: o.key,
+          lastModifiedMs: o.modifiedMs,
+          etag: o.etag,
+          sizeBytes: o.size,
+          owner: ctx.owner,
+        })),
+        commonPrefixes: result.commonPrefixes,
+        encodingUrl,
+      }));
+    }
+    const continuationToken = q.get("continuation-token");
+    const startAfter = q.get("start-after");
+    const fetchOwner = q.get("fetch-owner") === "true";
+    let result;
+    try {
+      result = await this.backend.listObjects(ns, {
+        prefix,
+        delimiter,
+        startAfter: startAfter || undefined,
+        continuationToken: continuationToken === undefined ? undefined : continuationToken,
+        maxKeys,
+      });
+    } catch (e) {
+      if (e instanceof CompositionError && e.code === "invalid_argument" && continuationToken) {
+        throw new S3Error("InvalidArgument", "The continuation token provided is incorrect", {
+          details: { ArgumentName: "continuation-token", ArgumentValue: continuationToken },
+        });
+      }
+      throw e;
+    }
+    return this.#xml(buildListObjectsV2Result({
+      bucket: ctx.s3.bucket!,
+      prefix,
+      delimiter,
+      maxKeys,
+      continuationToken,
+      nextContinuationToken: result.nextContinuationToken ?? undefined,
+      startAfter,
+      isTruncated: result.isTruncated,
+      contents: result.objects.map((o): ObjectEntry => ({
+        key: o.key,
+        lastModifiedMs: o.modifiedMs,
+        etag: o.etag,
+        sizeBytes: o.size,
+        owner: fetchOwner ? ctx.owner : undefined,
+      })),
+      commonPrefixes: result.commonPrefixes,
+      encodingUrl,
+    }));
+  }
+
+  async #listObjectVersions(ctx: OperationContext): Promise<Response> {
+    const q = ctx.s3.query;
+    const encodingUrl = this.#encodingUrl(q);
+    const maxKeys = this.#maxKeys(q, "max-keys");
+    const prefix = q.get("prefix") ?? "";
+    const delimiter = q.get("delimiter") || undefined;
+    const keyMarker = q.get("key-marker") ?? "";
+    await this.#bucket(ctx);
+    const result = await this.backend.listObjects(this.#ns(ctx), {
+      prefix,
+      delimiter,
+      startAfter: keyMarker || undefined,
+      maxKeys,
+    });
+    const truncated = result.isTruncated && result.nextMarker !== null;
+    return this.#xml(buildListVersionsResult({
+      bucket: ctx.s3.bucket!,
+      owner: ctx.owner,
+      prefix,
+      delimiter,
+      maxKeys,
+      keyMarker,
+      versionIdMarker: q.get("version-id-marker") ?? "",
+      nextKeyMarker: truncated ? result.nextMarker! : undefined,
+      nextVersionIdMarker: truncated ? "null" : undefined,
+      isTruncated: result.isTruncated,
+      contents: result.objects.map((o) => ({
+        key: o.key,
+        lastModifiedMs: o.modifiedMs,
+        etag: o.etag,
+        sizeBytes: o.size,
+      })),
+      commonPrefixes: result.commonPrefixes,
+      encodingUrl,
+    }));
+  }
+
+  async #listMultipartUploads(ctx: OperationContext): Promise<Response> {
+    const q = ctx.s3.query;
+    const encodingUrl = this.#encodingUrl(q);
+    const maxUploads = this.#maxKeys(q, "max-uploads");
+    const prefix = q.get("prefix") ?? "";
+    const delimiter = q.get("delimiter") || undefined;
+    const keyMarker = q.get("key-marker") ?? "";
+    const uploadIdMarker = q.get("upload-id-marker") ?? "";
+    await this.#bucket(ctx);
+    const result = await this.backend.listMultipartUploads(this.#ns(ctx), {
+      prefix,
+      delimiter,
+      keyMarker: keyMarker || undefined,
+      uploadIdMarker: uploadIdMarker || undefined,
+      maxUploads,
+    });
+    return this.#xml(buildListMultipartUploadsResult({
+      bucket: ctx.s3.bucket!,
+      keyMarker,
+      uploadIdMarker,
+      nextKeyMarker: result.nextKeyMarker ?? undefined,
+      nextUploadIdMarker: result.nextUploadIdMarker ?? undefined,
+      delimiter,
+      prefix,
+      maxUploads,
+      isTruncated: result.isTruncated,
+      uploads: result.uploads.map((u) => ({
+        key: u.key,
+        uploadId: u.uploadId,
+        initiator: ctx.owner,
+        owner: ctx.owner,
+        initiatedMs: u.initiatedMs,
+      })),
+      commonPrefixes: result.commonPrefixes,
+      encodingUrl,
+    }));
+  }
+
+  // ---- objects -------------------------------------------------------------------------------
+
+  async #putObject(ctx: OperationContext): Promise<Response> {
+    const headers = ctx.http.headers;
+    const metadata = parseUserMetadata(headers);
+    const contentType = headers.get("content-type") ?? S3_CONTENT_TYPE_DEFAULT;
+    const conditions = parseConditions(headers);
+    const ns = this.#ns(ctx);
+    const key = ctx.s3.key!;
+    let ifAbsent: boolean | undefined;
+    let ifVersion: number | undefined;
+    if (conditions.ifMatch !== undefined || conditions.ifNoneMatch !== undefined) {
+      let current: BackendObjectInfo | null = null;
+      try {
+        current = await this.backend.headObject(ns, key);
+      } catch (e) {
+        if (!(e instanceof CompositionError && e.code === "not_found")) throw e;
+      }
+      evaluateWriteConditions(conditions, current);
+      if (conditions.ifNoneMatch !== undefined) ifAbsent = true;
+      if (conditions.ifMatch !== undefined) ifVersion = current!.version;
+    }
+    const body = this.#requestBody(ctx, true);
+    const result = await this.backend.putObject(ns, key, body.stream, {
+      contentType,
+      metadata,
+      sizeHint: body.sizeBytes ?? undefined,
+      ifAbsent,
+      ifVersion,
+    });
+    return new Response(null, {
+      status: 200,
+      headers: { etag: quoteETag(result.etag), ...(await this.#checksumHeaders(body)) },
+    });
+  }
+
+  async #getObject(ctx: OperationContext, head: boolean): Promise<Response> {
+    const headers = ctx.http.headers;
+    const ns = this.#ns(ctx);
+    const key = ctx.s3.key!;
+    const conditions = parseConditions(headers);
+    const spec = parseRange(headers.get("range"));
+    if (head) {
+      const info = await this.backend.headObject(ns, key);
+      const out = this.#objectHeaders(info, ctx.s3.query);
+      if (
+        evaluateReadConditions(conditions, { etag: info.etag, lastModifiedMs: info.modifiedMs }) ===
+          "not-modified"
+      ) {
+        return this.#notModified(out);
+      }
+      const range = spec === null ? null : resolveRange(spec, info.size);
+      if (range === null) {
+        out.set("content-length", String(info.size));
+        return new Response(null, { status: 200, headers: out });
+      }
+      out.set("content-length", String(range.end - range.start + 1));
+      out.set("content-range", range.contentRange);
+      return new Response(null, { status: 206, headers: out });
+    }
+    let range: BackendByteRange | undefined;
+    if (spec !== null) {
+      range = spec.kind === "suffix"
+        ? { suffixBytes: spec.length }
+        : spec.kind === "from"
+        ? { start: spec.first }
+        : { start: spec.first, end: spec.last };
+    }
+    const result = await this.backend.getObject(ns, key, { range });
+    let status: ReturnType<typeof evaluateReadConditions>;
+    try {
+      status = evaluateReadConditions(conditions, {
+        etag: result.etag,
+        lastModifiedMs: result.modifiedMs,
+      });
+    } catch (e) {
+      await result.body.cancel().catch(() => {});
+      throw e;
+    }
+    const out = this.#objectHeaders(result, ctx.s3.query);
+    if (status === "not-modified") {
+      await result.body.cancel().catch(() => {});
+      return this.#notModified(out);
+    }
+    out.set("content-length", String(result.contentLength));
+    if (result.range !== null) {
+      out.set("content-range", `bytes ${result.range.start}-${result.range.end}/${result.size}`);
+      return new Response(result.body, { status: 206, headers: out });
+    }
+    return new Response(result.body, { status: 200, headers: out });
+  }
+
+  #notModified(headers: Headers): Response {
+    const out = new Headers();
+    for (const name of ["etag", "last-modified"]) out.set(name, headers.get(name)!);
+    return new Response(null, { status: 304, headers: out });
+  }
+
+  async #deleteObject(ctx: OperationContext): Promise<Response> {
+    const versionId = ctx.s3.query.get("versionId");
+    if (versionId !== undefined && versionId !== "null") {
+      throw new S3Error("InvalidArgument", "Invalid version id specified", {
+        details: { ArgumentName: "versionId", ArgumentValue: versionId },
+      });
+    }
+    await this.backend.deleteObject(this.#ns(ctx), ctx.s3.key!);
+    return new Response(null, { status: 204 });
+  }
+
+  async #deleteObjects(ctx: OperationContext): Promise<Response> {
+    const request = parseDelete(await this.#xmlBody(ctx));
+    await this.#bucket(ctx);
+    const ns = this.#ns(ctx);
+    const outcomes = await mapLimited(
+      request.objects,
+      S3_DELETE_OBJECTS_CONCURRENCY,
+      async (o): Promise<DeleteOutcome> => {
+        if (o.versionId !== undefined && o.versionId !== "null") {
+          return {
+            key: o.key,
+            versionId: o.versionId,
+            error: { code: "NoSuchVersion", message: "The specified version does not exist." },
+          };
+        }
+        try {
+          await this.backend.deleteObject(ns, o.key);
+          return o.versionId === undefined
+            ? { key: o.key }
+            : { key: o.key, versionId: o.versionId };
+        } catch (e) {
+          const error = s3ErrorOf(e, { bucket: ctx.s3.bucket, key: o.key });
+          return { key: o.key, error: { code: error.code, message: error.message } };
+        }
+      },
+    );
+    return this.#xml(buildDeleteResult({ quiet: request.quiet, outcomes }));
+  }
+
+  async #copyObject(ctx: OperationContext): Promise<Response> {
+    const headers = ctx.http.headers;
+    const source = this.#copySource(ctx);
+    const directive = (headers.get("x-amz-metadata-directive") ?? "COPY").toUpperCase();
+    if (directive !== "COPY" && directive !== "REPLACE") {
+      throw new S3Error("InvalidArgument", "Unknown metadata directive.", {
+        details: { ArgumentName: "x-amz-metadata-directive", ArgumentValue: directive },
+      });
+    }
+    const sameObject = source.bucket === ctx.s3.bucket && source.key === ctx.s3.key;
+    if (sameObject && directive === "COPY") {
+      throw new S3Error(
+        "InvalidRequest",
+        "This copy request is illegal because it is trying to copy an object to itself " +
+          "without changing the object's metadata, storage class, website redirect location " +
+          "or encryption attributes.",
+      );
+    }
+    const conditions = parseConditions(headers, "x-amz-copy-source-");
+    if (Object.keys(conditions).length > 0) {
+      const info = await this.backend.headObject(source.ns, source.key).catch((e) => {
+        throw s3ErrorOf(e, { bucket: source.bucket, key: source.key });
+      });
+      evaluateCopySourceConditions(conditions, {
+        etag: info.etag,
+        lastModifiedMs: info.modifiedMs,
+      });
+    }
+    const options = directive === "REPLACE"
+      ? {
+        metadata: parseUserMetadata(headers),
+        contentType: headers.get("content-type") ?? S3_CONTENT_TYPE_DEFAULT,
+      }
+      : {};
+    const target = this.#ns(ctx);
+    const result = await this.backend.copyObject(
+      source.ns,
+      source.key,
+      target,
+      ctx.s3.key!,
+      options,
+    ).catch((e) => {
+      // A missing source is named by its own key.
+      throw s3ErrorOf(
+        e,
+        e instanceof CompositionError && e.code === "not_found"
+          ? { bucket: source.bucket, key: source.key }
+          : ctx.s3,
+      );
+    });
+    const modifiedMs = await this.backend.headObject(target, ctx.s3.key!)
+      .then((i) => i.modifiedMs, () => this.#clock.nowMs());
+    return this.#xml(buildCopyObjectResult({ lastModifiedMs: modifiedMs, etag: result.etag }));
+  }
+
+  // ---- multipart -----------------------------------------------------------------------------
+
+  #partNumber(ctx: OperationContext): number {
+    return parseIntegerParam(ctx.s3.query, "partNumber", {
+      fallback: 0,
+      min: 1,
+      max: MULTIPART_PARTS_MAX,
+    });
+  }
+
+  #uploadId(ctx: OperationContext): string {
+    return ctx.s3.query.get("uploadId")!;
+  }
+
+  async #createMultipartUpload(ctx: OperationContext): Promise<Response> {
+    const headers = ctx.http.headers;
+    const { uploadId } = await this.backend.createMultipartUpload(this.#ns(ctx), ctx.s3.key!, {
+      contentType: headers.get("content-type") ?? S3_CONTENT_TYPE_DEFAULT,
+      metadata: parseUserMetadata(headers),
+    });
+    return this.#xml(buildInitiateMultipartUploadResult({
+      bucket: ctx.s3.bucket!,
+      key: ctx.s3.key!,
+      uploadId,
+    }));
+  }
+
+  async #uploadPart(ctx: OperationContext): Promise<Response> {
+    const partNumber = this.#partNumber(ctx);
+    const body = this.#requestBody(ctx, true);
+    const result = await this.backend.uploadPart(
+      this.#ns(ctx),
+      ctx.s3.key!,
+      this.#uploadId(ctx),
+      partNumber,
+      body.stream,
+      { sizeHint: body.sizeBytes ?? undefined },
+    );
+    return new Response(null, {
+      status: 200,
+      headers: { etag: quoteETag(result.etag), ...(await this.#checksumHeaders(body)) },
+    });
+  }
+
+  async #uploadPartCopy(ctx: OperationContext): Promise<Response> {
+    const headers = ctx.http.headers;
+    const partNumber = this.#partNumber(ctx);
+    const source = this.#copySource(ctx);
+    const rangeHeader = headers.get("x-amz-copy-source-range");
+    const range = rangeHeader === null ? null : parseCopySourceRange(rangeHeader);
+    const got = await this.backend.getObject(source.ns, source.key, {
+      range: range === null ? undefined : { start: range.first, end: range.last },
+    }).catch((e) => {
+      throw s3ErrorOf(e, { bucket: source.bucket, key: source.key });
+    });
+    try {
+      evaluateCopySourceConditions(parseConditions(headers, "x-amz-copy-source-"), {
+        etag: got.etag,
+        lastModifiedMs: got.modifiedMs,
+      });
+      if (range !== null && range.last >= got.size) {
+        throw new S3Error(
+          "InvalidArgument",
+          `Range specified is not valid for source object of size: ${got.size}`,
+          { details: { ArgumentName: "x-amz-copy-source-range", ArgumentValue: rangeHeader! } },
+        );
+      }
+    } catch (e) {
+      await got.body.cancel().catch(() => {});
+      throw e;
+    }
+    const result = await this.backend.uploadPart(
+      this.#ns(ctx),
+      ctx.s3.key!,
+      this.#uploadId(ctx),
+      partNumber,
+      got.body,
+      { sizeHint: got.contentLength },
+    );
+    return this.#xml(
+      buildCopyPartResult({ lastModifiedMs: this.#clock.nowMs(), etag: result.etag }),
+    );
+  }
+
+  async #listParts(ctx: OperationContext): Promise<Response> {
+    const q = ctx.s3.query;
+    const maxParts = this.#maxKeys(q, "max-parts");
+    const partNumberMarker = parseIntegerParam(q, "part-number-marker", {
+      fallback: 0,
+      min: 0,
+      max: MULTIPART_PARTS_MAX,
+    });
+    const result = await this.backend.listParts(this.#ns(ctx), ctx.s3.key!, this.#uploadId(ctx), {
+      partNumberMarker,
+      maxParts,
+    });
+    return this.#xml(buildListPartsResult({
+      bucket: ctx.s3.bucket!,
+      key: ctx.s3.key!,
+      uploadId: this.#uploadId(ctx),
+      initiator: ctx.owner,
+      owner: ctx.owner,
+      partNumberMarker,
+      nextPartNumberMarker: result.nextPartNumberMarker ?? undefined,
+      maxParts,
+      isTruncated: result.isTruncated,
+      parts: result.parts.map((p) => ({
+        partNumber: p.partNumber,
+        lastModifiedMs: p.modifiedMs,
+        etag: p.etag,
+        sizeBytes: p.size,
+      })),
+    }));
+  }
+
+  async #completeMultipartUpload(ctx: OperationContext): Promise<Response> {
+    const parts = parseCompleteMultipartUpload(await this.#xmlBody(ctx));
+    for (let i = 1; i < parts.length; i++) {
+      if (parts[i]!.partNumber <= parts[i - 1]!.partNumber) throw new S3Error("InvalidPartOrder");
+    }
+    const result = await this.backend.completeMultipartUpload(
+      this.#ns(ctx),
+      ctx.s3.key!,
+      this.#uploadId(ctx),
+      parts.map((p) => ({ partNumber: p.partNumber, etag: p.etag })),
+    );
+    const url = new URL(ctx.http.url);
+    const path = ctx.s3.addressing === "path"
+      ? `/${ctx.s3.bucket}/${uriEncode(ctx.s3.key!, true)}`
+      : `/${uriEncode(ctx.s3.key!, true)}`;
+    return this.#xml(buildCompleteMultipartUploadResult({
+      location: `${url.protocol}//${ctx.http.headers.get("host") ?? url.host}${path}`,
+      bucket: ctx.s3.bucket!,
+      key: ctx.s3.key!,
+      etag: result.etag,
+    }));
+  }
+
+  async #abortMultipartUpload(ctx: OperationContext): Promise<Response> {
+    await this.backend.abortMultipartUpload(this.#ns(ctx), ctx.s3.key!, this.#uploadId(ctx));
+    return new Response(null, { status: 204 });
+  }
+}
