@@ -9,6 +9,7 @@
 // commit, for all of them.
 
 import { assert } from "../base/mod.ts";
+import type { ShimOptions } from "../../ffi/loader.ts";
 import { type Disk, DISK_OP_BYTES_MAX, type KvEnv, openKvEnv, selectDisk } from "../disk/mod.ts";
 import { type ErasureCodec, type ErasureCodecFactory, fragmentLengthFor } from "../ec/mod.ts";
 import { counter, gauge, histogram, log, type Logger } from "../obs/mod.ts";
@@ -150,6 +151,8 @@ export interface LocalChunkStoreOptions {
   indexMapBytes?: number;
   /** Opens a device (default: selectDisk() on the spec's path, creating its directory). */
   openDevice?: DeviceOpener;
+  /** Shim location and FFI mode for the default opener (the role's KISEKI_FFI/KISEKI_FFI_DIR). */
+  shim?: ShimOptions;
   /** Identity of a device path (default with the default opener: the file's dev:inode). */
   probeDevice?: DeviceProbe;
   chunkBytesMax?: number;
@@ -343,7 +346,7 @@ export class LocalChunkStore implements ChunkStore {
         devices: pool.devices,
         segmentSizeBytes: pool.segmentSizeBytes,
         fullPercent: pool.fullPercent,
-        openDevice: options.openDevice ?? openFileDevice,
+        openDevice: options.openDevice ?? ((spec) => openFileDevice(spec, options.shim)),
         probeDevice: options.probeDevice ?? (useDefaultOpener ? probeFileDevice : undefined),
         stagingBytes: options.stagingBytes,
         logger: options.logger,
@@ -1258,10 +1261,13 @@ export function hex(bytes: Uint8Array): string {
 }
 
 /** The default device opener: a file-backed (or block) device through selectDisk(). */
-async function openFileDevice(spec: { path: string; sizeBytes: number }): Promise<Disk> {
+async function openFileDevice(
+  spec: { path: string; sizeBytes: number },
+  shim: ShimOptions | undefined,
+): Promise<Disk> {
   const dir = spec.path.slice(0, spec.path.lastIndexOf("/"));
   if (dir.length > 0) await Deno.mkdir(dir, { recursive: true });
-  return await selectDisk({ path: spec.path, sizeBytes: spec.sizeBytes });
+  return await selectDisk({ path: spec.path, sizeBytes: spec.sizeBytes, shim });
 }
 
 /** dev:inode of the file at `path`, or null when it is gone. */

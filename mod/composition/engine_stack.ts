@@ -372,6 +372,7 @@ export async function startEngineStack(options: EngineStackOptions): Promise<Eng
       codecs,
       indexDir: `${dataDir}/chunks/index`,
       openDevice: options.openDevice,
+      shim,
       logger,
     });
     closers.push(() => chunkStore.close());

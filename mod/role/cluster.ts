@@ -24,6 +24,7 @@ export const RAFT_UNCOMMITTED_BYTES_MAX = 64 << 20;
 export interface Cluster {
   host: RaftHost;
   deltaLog: DeltaLog;
+  stateMachines: ReadonlyMap<number, ShardStateMachine>;
   shardIds: number[];
   transport: TcpRaftTransport;
   close(): Promise<void>;
@@ -34,6 +35,8 @@ export interface ClusterOptions {
   log: Logger;
   /** Milliseconds between Raft ticks (tests shorten it). */
   tickMs?: number;
+  /** Sees each shard's state machine before anything is applied to it (views attach here). */
+  onShard?: (shardId: number, stateMachine: ShardStateMachine) => void;
 }
 
 export async function startCluster(options: ClusterOptions): Promise<Cluster> {
@@ -91,6 +94,7 @@ export async function startCluster(options: ClusterOptions): Promise<Cluster> {
       },
     });
     const stateMachine = new ShardStateMachine(shardId);
+    options.onShard?.(shardId, stateMachine);
     shards.set(shardId, { store, stateMachine });
     // Committed entries after the bootstrap snapshot replay into the shard state on every start.
     host.addGroup({ shardId, store, stateMachine, applied: 1 });
@@ -119,6 +123,7 @@ export async function startCluster(options: ClusterOptions): Promise<Cluster> {
   return {
     host,
     deltaLog,
+    stateMachines: new Map([...shards].map(([id, s]) => [id, s.stateMachine])),
     shardIds: [...shards.keys()],
     transport,
     async close() {

@@ -10,6 +10,9 @@ import { type ErasureCodecFactory, selectErasureCodec } from "../ec/mod.ts";
 import { loadRoleConfig, VERSION } from "./_run.ts";
 import { DataDirError, prepareDataDir } from "./data_dir.ts";
 import { type Cluster, startCluster } from "./cluster.ts";
+import { type EngineStack, evenShardMap, startEngineStack } from "../composition/engine_stack.ts";
+import { loadPoolSpecs } from "../chunk/mod.ts";
+import { startS3Gateway } from "./s3.ts";
 import { logErrorMapper, logServiceBinding } from "../log/log_grpc.ts";
 import { type GrpcServer, readTlsMaterial, startGrpcServer } from "../transport/mod.ts";
 
@@ -70,6 +73,8 @@ async function runServer(config: Config): Promise<number> {
   let admin;
   let cluster: Cluster | undefined;
   let grpcServer: GrpcServer | undefined;
+  let stack: EngineStack | undefined;
+  let s3: { close(): Promise<void> } | undefined;
   try {
     admin = startAdminServer({ addr: config.metricsAddr, readiness, signal: stop.signal });
   } catch (e) {
@@ -105,11 +110,40 @@ async function runServer(config: Config): Promise<number> {
       bootstrap: String(config.bootstrap),
     }, 1);
 
-    readiness.set(false, "starting the metadata plane");
-    cluster = await startCluster({ config, log: logger, tickMs: config.raftTickMs });
+    readiness.set(false, "starting the metadata plane and the engine");
+    const pools = await loadPoolSpecs(config.pools ?? undefined, {
+      dataDir: config.dataDir,
+      nodes: Math.max(1, config.raftPeers.length),
+    });
+    stack = await startEngineStack({
+      dataDir: config.dataDir,
+      shim,
+      aead,
+      codecs: ec,
+      pool: pools[0]!,
+      shardCount: config.shardCount,
+      logger,
+      metadata: async (onShard) => {
+        cluster = await startCluster({ config, log: logger, tickMs: config.raftTickMs, onShard });
+        const c = cluster;
+        return {
+          deltaLog: c.deltaLog,
+          stateMachines: c.stateMachines,
+          shardMap: evenShardMap(config.shardCount),
+          close: () => c.close(),
+        };
+      },
+    });
+    s3 = await startS3Gateway({
+      config,
+      engine: stack.engine,
+      aead,
+      log: logger,
+      signal: stop.signal,
+    });
     grpcServer = await startGrpcServer({
       addr: config.dataAddrs[0]!,
-      services: [logServiceBinding(cluster.deltaLog, config.nodeId)],
+      services: [logServiceBinding(cluster!.deltaLog, config.nodeId)],
       tls: config.tls ? await readTlsMaterial(config.tls) : null,
       errorMappers: [logErrorMapper],
       logger,
@@ -125,15 +159,19 @@ async function runServer(config: Config): Promise<number> {
   } catch (e) {
     if (e instanceof DataDirError) logger.error(e.message);
     else logger.error("start-up failed", { error: e });
+    await s3?.close();
     await grpcServer?.close(0);
-    await cluster?.close();
+    if (stack !== undefined) await stack.close();
+    else await cluster?.close();
     await admin.shutdown();
     return 1;
   }
 
   await admin.finished;
+  await s3.close();
   await grpcServer.close();
-  await cluster.close();
+  // The engine stack closes the metadata plane it was given.
+  await stack.close();
   logger.info("stopped");
   return 0;
 }

@@ -1,0 +1,92 @@
+// The server's S3 endpoint (KISEKI_S3_ADDR): the gateway over the object engine, with the
+// node's access keys. On a node's first start it creates the default tenant and its first
+// access key, and writes them, in the aws-cli credentials format, where the operator looks.
+
+import { type Config, formatHostPort } from "../base/mod.ts";
+import type { Aead } from "../crypto/mod.ts";
+import type { Logger } from "../obs/mod.ts";
+import type { ObjectEngine } from "../composition/mod.ts";
+import { LocalCredentialStore, S3Gateway } from "../s3/mod.ts";
+
+export interface S3Endpoint {
+  /** Where the default tenant's first key was written (null when it existed before). */
+  credentialsFile: string | null;
+  close(): Promise<void>;
+}
+
+export interface StartS3Options {
+  config: Config;
+  engine: ObjectEngine;
+  aead: Aead;
+  log: Logger;
+  signal: AbortSignal;
+}
+
+export async function startS3Gateway(options: StartS3Options): Promise<S3Endpoint> {
+  const { config, log } = options;
+  const credentials = await LocalCredentialStore.open({
+    dir: `${config.dataDir}/keys/s3`,
+    aead: options.aead,
+    logger: log,
+  });
+  const credentialsFile = await bootstrapDefaultTenant(config, credentials, log);
+  const gateway = new S3Gateway({
+    backend: options.engine,
+    credentials,
+    hostId: `kiseki-node-${config.nodeId}`,
+    logger: log,
+  });
+  const server = Deno.serve({
+    hostname: config.s3Addr.host,
+    port: config.s3Addr.port,
+    signal: options.signal,
+    onListen: () => {},
+  }, (request) => gateway.handle(request));
+  log.info("S3 gateway listening", { addr: formatHostPort(config.s3Addr) });
+  return {
+    credentialsFile,
+    async close() {
+      await server.shutdown().catch(() => {});
+      await credentials.close();
+    },
+  };
+}
+
+/**
+ * The first start of a node creates the default tenant (a random 128-bit id, kept in
+ * config/default-tenant) and one access key for it, written 0600 to config/s3-credentials.
+ */
+async function bootstrapDefaultTenant(
+  config: Config,
+  credentials: LocalCredentialStore,
+  log: Logger,
+): Promise<string | null> {
+  const tenantFile = `${config.dataDir}/config/default-tenant`;
+  const credentialsFile = `${config.dataDir}/config/s3-credentials`;
+  let tenantId: string;
+  try {
+    tenantId = (await Deno.readTextFile(tenantFile)).trim();
+    return (await credentials.list(tenantId)).length > 0 ? null : await issue(tenantId);
+  } catch (e) {
+    if (!(e instanceof Deno.errors.NotFound)) throw e;
+  }
+  tenantId = [...crypto.getRandomValues(new Uint8Array(16))]
+    .map((b) => b.toString(16).padStart(2, "0")).join("");
+  await Deno.writeTextFile(tenantFile, tenantId + "\n", { mode: 0o640 });
+  return await issue(tenantId);
+
+  async function issue(tenant: string): Promise<string> {
+    const key = await credentials.create(tenant);
+    const text = `# Kiseki S3 credentials of the default tenant ${tenant}\n` +
+      `# aws --endpoint-url http://${formatHostPort(config.s3Addr)} s3 ls\n` +
+      `[default]\naws_access_key_id = ${key.accessKeyId}\n` +
+      `aws_secret_access_key = ${key.secretAccessKey}\n`;
+    await Deno.writeTextFile(credentialsFile, text, { mode: 0o600 });
+    log.info("default tenant created; its S3 access key is in the credentials file", {
+      tenant,
+      accessKeyId: key.accessKeyId,
+      file: credentialsFile,
+    });
+    return credentialsFile;
+  }
+}
