@@ -4,7 +4,13 @@
 import assert from "node:assert/strict";
 import { ROOT, run, testAddrs, waitForHttp } from "./_role.ts";
 
-Deno.test("scripts/kiseki server starts a node from a clean data dir and answers OK", async () => {
+/** Debian's aws-cli (a pip copy earlier on PATH may be another major version). */
+const AWS_CLI: string | null = await Deno.stat("/usr/bin/aws").then(
+  () => "/usr/bin/aws",
+  () => null,
+);
+
+Deno.test("scripts/kiseki server starts a node from a clean data dir, answers OK and serves aws-cli with the printed key", async () => {
   const dataDir = await Deno.makeTempDir({ prefix: "kiseki-script-" });
   await Deno.remove(dataDir); // clean: the node creates it
   const env = { ...testAddrs(18), KISEKI_DATA_DIR: dataDir };
@@ -22,6 +28,32 @@ Deno.test("scripts/kiseki server starts a node from a clean data dir and answers
   try {
     await waitForHttp(`http://${env.KISEKI_METRICS_ADDR}/health`, "OK", 60_000);
     assert.equal((await Deno.stat(`${dataDir}/config/node.json`)).isFile, true);
+    // The first start wrote the default tenant's key where the log says; aws-cli uses it as is.
+    const credentials = `${dataDir}/config/s3-credentials`;
+    assert.equal((await Deno.stat(credentials)).mode! & 0o777, 0o600);
+    assert.ok(
+      AWS_CLI !== null,
+      "aws-cli missing: scripts/kiseki setup installs Debian's awscli as root",
+    );
+    {
+      const aws = (...args: string[]) =>
+        run(AWS_CLI!, ["--endpoint-url", `http://${env.KISEKI_S3_ADDR}`, ...args], {
+          env: {
+            AWS_SHARED_CREDENTIALS_FILE: credentials,
+            AWS_CONFIG_FILE: "/dev/null",
+            AWS_DEFAULT_REGION: "us-east-1",
+          },
+        });
+      const body = `${dataDir}/upload.bin`;
+      const bytes = new Uint8Array(3 << 20).map((_, i) => (i * 31 + 7) & 0xff);
+      await Deno.writeFile(body, bytes);
+      assert.equal((await aws("s3", "mb", "s3://first")).code, 0);
+      assert.equal((await aws("s3", "cp", body, "s3://first/dir/upload.bin")).code, 0);
+      const ls = await aws("s3", "ls", "--recursive", "s3://first");
+      assert.match(ls.stdout, /3145728 dir\/upload\.bin/);
+      assert.equal((await aws("s3", "cp", "s3://first/dir/upload.bin", `${body}.back`)).code, 0);
+      assert.deepEqual(await Deno.readFile(`${body}.back`), bytes);
+    }
   } finally {
     child.kill("SIGTERM");
     const status = await child.status;
