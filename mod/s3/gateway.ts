@@ -83,13 +83,23 @@ export const S3_CONTENT_TYPE_DEFAULT = "binary/octet-stream";
 const XML_CONTENT_TYPE = "application/xml";
 
 const requestsTotal = counter<"op" | "status">({
-  name: "kiseki_s3_requests_total",
+  name: "kiseki_gateway_requests_total",
   help: "S3 requests answered, by operation and HTTP status",
   labelNames: ["op", "status"],
 });
 const requestSeconds = histogram<"op">({
-  name: "kiseki_s3_request_duration_seconds",
+  name: "kiseki_gateway_request_duration_seconds",
   help: "Time to answer an S3 request (until the response starts)",
+  labelNames: ["op"],
+});
+const bytesIn = counter<"op">({
+  name: "kiseki_gateway_bytes_in_total",
+  help: "Request body bytes declared by Content-Length (or x-amz-decoded-content-length)",
+  labelNames: ["op"],
+});
+const bytesOut = counter<"op">({
+  name: "kiseki_gateway_bytes_out_total",
+  help: "Response body bytes declared by Content-Length",
   labelNames: ["op"],
 });
 
@@ -302,8 +312,29 @@ export class S3Gateway {
     response.headers.set("x-amz-id-2", this.#hostId);
     response.headers.set("server", "Kiseki");
     const op = s3?.operation ?? "unknown";
+    const seconds = (performance.now() - started) / 1000;
     requestsTotal.inc({ op, status: String(response.status) });
-    requestSeconds.observe({ op }, (performance.now() - started) / 1000);
+    requestSeconds.observe({ op }, seconds);
+    const inBytes = Number(
+      request.headers.get("x-amz-decoded-content-length") ??
+        request.headers.get("content-length") ?? 0,
+    );
+    if (inBytes > 0) bytesIn.inc({ op }, inBytes);
+    const outBytes = Number(response.headers.get("content-length") ?? 0);
+    if (outBytes > 0) bytesOut.inc({ op }, outBytes);
+    if (this.#log.enabled("debug")) {
+      // One access-log line per request, at debug level.
+      this.#log.debug("s3 access", {
+        requestId,
+        method: request.method,
+        path: new URL(request.url).pathname,
+        op,
+        status: response.status,
+        ms: Math.round(seconds * 1000 * 10) / 10,
+        in: inBytes,
+        out: outBytes,
+      });
+    }
     return response;
   }
 

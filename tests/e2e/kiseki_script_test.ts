@@ -53,6 +53,10 @@ Deno.test("scripts/kiseki server starts a node from a clean data dir, answers OK
       assert.match(ls.stdout, /3145728 dir\/upload\.bin/);
       assert.equal((await aws("s3", "cp", "s3://first/dir/upload.bin", `${body}.back`)).code, 0);
       assert.deepEqual(await Deno.readFile(`${body}.back`), bytes);
+      const metrics = await (await fetch(`http://${env.KISEKI_METRICS_ADDR}/metrics`)).text();
+      assert.match(metrics, /^kiseki_gateway_requests_total\{op="CreateBucket",status="200"\} 1$/m);
+      assert.match(metrics, /^kiseki_gateway_requests_total\{op="PutObject",status="200"\} \d+$/m);
+      assert.match(metrics, /^kiseki_gateway_bytes_out_total\{op="GetObject"\} 3145728$/m);
     }
   } finally {
     child.kill("SIGTERM");
