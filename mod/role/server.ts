@@ -75,6 +75,7 @@ async function runServer(config: Config): Promise<number> {
   let grpcServer: GrpcServer | undefined;
   let stack: EngineStack | undefined;
   let s3: { close(): Promise<void> } | undefined;
+  let gcTimer: ReturnType<typeof setInterval> | undefined;
   try {
     admin = startAdminServer({ addr: config.metricsAddr, readiness, signal: stop.signal });
   } catch (e) {
@@ -115,6 +116,12 @@ async function runServer(config: Config): Promise<number> {
       dataDir: config.dataDir,
       nodes: Math.max(1, config.raftPeers.length),
     });
+    if (pools.length > 1) {
+      logger.warn("KISEKI_POOLS names several pools; this release stores into the first only", {
+        pool: pools[0]!.name,
+        ignored: pools.slice(1).map((p) => p.name).join(","),
+      });
+    }
     stack = await startEngineStack({
       dataDir: config.dataDir,
       shim,
@@ -149,6 +156,7 @@ async function runServer(config: Config): Promise<number> {
       logger,
     });
 
+    gcTimer = startGcTicker(stack, logger);
     readiness.set(true, "ready");
     ready.set({}, 1);
     logger.info("node ready", {
@@ -168,12 +176,32 @@ async function runServer(config: Config): Promise<number> {
   }
 
   await admin.finished;
+  clearInterval(gcTimer);
   await s3.close();
   await grpcServer.close();
   // The engine stack closes the metadata plane it was given.
   await stack.close();
   logger.info("stopped");
   return 0;
+}
+
+/** Between two GC passes: erase unreferenced chunks (bounded steps), then compact segments. */
+export const GC_INTERVAL_MS = 30_000;
+
+function startGcTicker(stack: EngineStack, logger: typeof log): ReturnType<typeof setInterval> {
+  let running = false;
+  return setInterval(async () => {
+    if (running) return;
+    running = true;
+    try {
+      await stack.gc.step();
+      await stack.gc.compactStep();
+    } catch (e) {
+      logger.warn("chunk GC pass failed; retrying at the next interval", { error: e });
+    } finally {
+      running = false;
+    }
+  }, GC_INTERVAL_MS);
 }
 
 /** Proves the selected implementations on this machine before the node says it is ready. */
