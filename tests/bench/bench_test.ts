@@ -109,3 +109,16 @@ Deno.test("bench:engine --quick writes and reads objects through the engine agai
     }));
   });
 });
+
+Deno.test("bench:s3 --quick drives the S3 gateway with signed requests against a bare HTTP server and the engine", async () => {
+  await runBench("s3", (json) => {
+    assert.equal(json.mode, "quick");
+    const rows = json.rows as Record<string, number | null>[];
+    for (const r of rows) assert.equal(r.errors, 0);
+    return rows.map((r) => ({
+      mb: r.mbPerSecond as number,
+      ceiling: r.ceilingMbPerSecond ?? null,
+      ratio: r.ratio ?? null,
+    }));
+  });
+});

@@ -1,0 +1,415 @@
+// `deno task bench:s3 [--quick]`: S3 PUT and GET throughput and latency through the gateway of
+// one real `kiseki server` (started with the role table's flags, fresh temp data dir, its
+// default pool), for 4 KiB, 64 KiB, 1 MiB and 64 MiB objects at 1 and 16 concurrent clients.
+// The load generator (tests/bench/s3_load.ts) is a separate process that signs every request
+// with SigV4 (the AWS SDK's signer, payload SHA-256 in x-amz-content-sha256), reuses one
+// payload buffer and keeps its connections alive; on a 2-core machine it competes with the
+// server for CPU, as a client on the same host would.
+//
+// Same-run ceilings:
+//  - bare HTTP: a plain Deno.serve in another process (s3_load.ts serve) that streams the
+//    requested size from pooled 64 KiB / 1 MiB buffers on GET and reads and discards the body
+//    on PUT, driven by the same load generator without signing, at the same size and
+//    concurrency; the ceiling of the 4 KiB .. 1 MiB rows.
+//  - engine: the object engine's 64 MiB write/read MB/s from tests/bench/results/engine.json
+//    (rerun first with --engine; otherwise the stored file, its date printed); the ceiling of
+//    the 64 MiB rows.
+// Targets (the issue's): 64 KiB c=16 GET >= 4,000 op/s and PUT >= 1,500 op/s; 64 MiB PUT >=
+// 0.5x and GET >= 0.7x of the engine ceiling. Prints a table and writes
+// tests/bench/results/s3.json. MB = 10^6 bytes.
+//
+//   deno run -A tests/bench/s3_bench.ts [--quick] [--engine]
+
+// Bench only: the AWS SDK's SigV4 signer (bucket creation).
+// deno-lint-ignore no-import-prefix
+import { SignatureV4 } from "npm:@smithy/signature-v4@5.7.5";
+import { type RunningRole, startRole, testAddrs, waitForHttp } from "../e2e/_role.ts";
+import { NodeSha256 } from "./s3_load.ts";
+
+const QUICK = Deno.args.includes("--quick");
+const RUN_ENGINE = Deno.args.includes("--engine");
+const RESULTS_PATH = new URL("./results/s3.json", import.meta.url);
+const ENGINE_PATH = new URL("./results/engine.json", import.meta.url);
+const LOAD = new URL("./s3_load.ts", import.meta.url).pathname;
+const ENGINE_BENCH = new URL("./engine_bench.ts", import.meta.url).pathname;
+
+const KIB = 1024;
+const MIB = 1024 * KIB;
+const SIZES = [4 * KIB, 64 * KIB, MIB, 64 * MIB];
+const CONCURRENCY = [1, 16];
+const LARGE = 64 * MIB;
+const BUCKET = "bench";
+/** Time box and op bound of one case (small and medium objects). */
+const CASE_SECONDS = QUICK ? 0.8 : 5;
+const CASE_OPS_MAX = QUICK ? 20_000 : 200_000;
+const CEILING_SECONDS = QUICK ? 0.5 : 3;
+const WARMUP_MS = QUICK ? 150 : 1000;
+/** 64 MiB cases: op bound per concurrency, and a time box. */
+const LARGE_OPS: Record<number, number> = QUICK ? { 1: 3 } : { 1: 8, 16: 32 };
+const LARGE_SECONDS = QUICK ? 10 : 30;
+/** A load-generator process that runs longer than its bounds plus this is killed. */
+const LOAD_GRACE_MS = 30_000;
+/** Distinct keys per size (PUTs overwrite them in turn; GETs read them): at most 512 MiB. */
+const keysFor = (size: number) => Math.max(1, Math.min(64, Math.floor(512 * MIB / size)));
+const TARGET_OPS = { get: 4000, put: 1500 };
+const TARGET_RATIO = { get: 0.7, put: 0.5 };
+const HOST_OCTET = 41;
+const CEILING_ADDR = `127.0.${HOST_OCTET}.2:29500`;
+
+const encoder = new TextEncoder();
+const print = (line = "") => Deno.stdout.writeSync(encoder.encode(line + "\n"));
+const progress = (line: string) => Deno.stderr.writeSync(encoder.encode(line + "\n"));
+const round = (v: number, digits: number) => Number(v.toFixed(digits));
+const sizeName = (b: number) => b >= MIB ? `${b / MIB} MiB` : `${b / KIB} KiB`;
+
+type Op = "put" | "get";
+
+interface LoadResult {
+  op: Op;
+  size: number;
+  concurrency: number;
+  ops: number;
+  bytes: number;
+  seconds: number;
+  opsPerSecond: number;
+  mbPerSecond: number;
+  p50Ms: number | null;
+  p99Ms: number | null;
+  errors: number;
+  firstError: string | null;
+  keysWritten: number | null;
+}
+
+interface Row {
+  op: Op;
+  size: number;
+  concurrency: number;
+  ops: number;
+  seconds: number;
+  opsPerSecond: number;
+  mbPerSecond: number;
+  p50Ms: number | null;
+  p99Ms: number | null;
+  errors: number;
+  ceilingMbPerSecond: number | null;
+  ceilingOpsPerSecond: number | null;
+  ceilingSource: "bare-http" | "engine" | null;
+  ratio: number | null;
+  target?: string;
+  met?: boolean;
+}
+
+async function runLoad(args: string[], boundSeconds: number): Promise<LoadResult> {
+  const child = new Deno.Command(Deno.execPath(), {
+    args: ["run", "-A", "--quiet", LOAD, ...args],
+    stdout: "piped",
+    stderr: "piped",
+  }).spawn();
+  const timer = setTimeout(() => {
+    try {
+      child.kill("SIGKILL");
+    } catch { /* gone */ }
+  }, boundSeconds * 1000 + LOAD_GRACE_MS);
+  const out = await child.output();
+  clearTimeout(timer);
+  const d = new TextDecoder();
+  const line = d.decode(out.stdout).trim().split("\n").at(-1) ?? "";
+  if (out.code !== 0 || !line.startsWith("{")) {
+    throw new Error(`s3_load ${args.join(" ")} exited ${out.code}: ${d.decode(out.stderr)}`);
+  }
+  return JSON.parse(line) as LoadResult;
+}
+
+function caseArgs(op: Op, size: number, concurrency: number): { args: string[]; bound: number } {
+  const large = size >= LARGE;
+  const seconds = large ? LARGE_SECONDS : CASE_SECONDS;
+  const count = large ? LARGE_OPS[concurrency]! : CASE_OPS_MAX;
+  return {
+    args: [
+      `--op=${op}`,
+      `--size=${size}`,
+      `--concurrency=${concurrency}`,
+      `--seconds=${seconds}`,
+      `--count=${count}`,
+      `--warmup-ms=${large ? 0 : WARMUP_MS}`,
+    ],
+    bound: seconds + (large ? 0 : WARMUP_MS / 1000),
+  };
+}
+
+// ---- ceilings ------------------------------------------------------------------------------
+
+async function bareHttpCeilings(): Promise<Map<string, LoadResult>> {
+  const results = new Map<string, LoadResult>();
+  const server = new Deno.Command(Deno.execPath(), {
+    args: ["run", "-A", "--quiet", LOAD, "serve", `--addr=${CEILING_ADDR}`],
+    stdout: "null",
+    stderr: "inherit",
+  }).spawn();
+  try {
+    await waitForHttp(`http://${CEILING_ADDR}/health`, "OK");
+    for (const size of SIZES.filter((s) => s < LARGE)) {
+      for (const concurrency of CONCURRENCY) {
+        for (const op of ["put", "get"] as const) {
+          const r = await runLoad([
+            `--endpoint=http://${CEILING_ADDR}`,
+            `--bucket=${BUCKET}`,
+            "--unsigned",
+            `--op=${op}`,
+            `--size=${size}`,
+            `--concurrency=${concurrency}`,
+            `--seconds=${CEILING_SECONDS}`,
+            `--count=${CASE_OPS_MAX}`,
+            `--warmup-ms=${WARMUP_MS}`,
+          ], CEILING_SECONDS);
+          progress(
+            `bare http ${op} ${sizeName(size)} c=${concurrency}: ${r.opsPerSecond} op/s, ` +
+              `${r.mbPerSecond} MB/s`,
+          );
+          results.set(`${op}/${size}/${concurrency}`, r);
+        }
+      }
+    }
+  } finally {
+    try {
+      server.kill("SIGTERM");
+    } catch { /* gone */ }
+    await server.status;
+  }
+  return results;
+}
+
+interface EngineCeiling {
+  put: number;
+  get: number;
+  generatedAt: string;
+  mode: string;
+}
+
+async function engineCeiling(): Promise<EngineCeiling | null> {
+  if (RUN_ENGINE) {
+    progress(`running tests/bench/engine_bench.ts${QUICK ? " --quick" : ""} ...`);
+    const out = await new Deno.Command(Deno.execPath(), {
+      args: ["run", "-A", "--quiet", ENGINE_BENCH, ...(QUICK ? ["--quick"] : [])],
+      stdout: "null",
+      stderr: "inherit",
+    }).output();
+    if (out.code !== 0) progress(`engine_bench exited ${out.code}; using the stored engine.json`);
+  }
+  try {
+    const engine = JSON.parse(await Deno.readTextFile(ENGINE_PATH));
+    const pick = (op: string) =>
+      (engine.rows as { op: string; objectBytes: number; variant?: string; mbPerSecond: number }[])
+        .find((r) => r.op === op && r.objectBytes === LARGE && r.variant === undefined)
+        ?.mbPerSecond;
+    const put = pick("write");
+    const get = pick("read");
+    if (put === undefined || get === undefined) return null;
+    return { put, get, generatedAt: engine.generatedAt, mode: engine.mode };
+  } catch {
+    return null;
+  }
+}
+
+// ---- the node ------------------------------------------------------------------------------
+
+function readCredentials(text: string): { accessKeyId: string; secretAccessKey: string } {
+  const get = (name: string) => text.match(new RegExp(`^\\s*${name}\\s*=\\s*(\\S+)`, "m"))?.[1];
+  const accessKeyId = get("aws_access_key_id");
+  const secretAccessKey = get("aws_secret_access_key");
+  if (!accessKeyId || !secretAccessKey) throw new Error("s3-credentials: no key in the file");
+  return { accessKeyId, secretAccessKey };
+}
+
+async function createBucket(
+  endpoint: string,
+  credentials: { accessKeyId: string; secretAccessKey: string },
+): Promise<void> {
+  const url = new URL(endpoint);
+  const signer = new SignatureV4({
+    service: "s3",
+    region: "us-east-1",
+    credentials,
+    sha256: NodeSha256,
+    uriEscapePath: false,
+  });
+  const signed = await signer.sign({
+    method: "PUT",
+    protocol: url.protocol,
+    hostname: url.hostname,
+    port: Number(url.port),
+    path: `/${BUCKET}`,
+    query: {},
+    headers: {
+      host: url.host,
+      "x-amz-content-sha256": "e3b0c44298fc1c149afbf4c8996fb92427ae41e4649b934ca495991b7852b855",
+      "content-length": "0",
+    },
+  });
+  const headers = { ...signed.headers } as Record<string, string>;
+  delete headers.host;
+  const r = await fetch(`${endpoint}/${BUCKET}`, { method: "PUT", headers });
+  const body = await r.text();
+  if (r.status !== 200) throw new Error(`CreateBucket: ${r.status} ${body}`);
+}
+
+// ---- main ----------------------------------------------------------------------------------
+
+function table(headers: string[], rows: (string | number)[][]): void {
+  const widths = headers.map((h, i) => Math.max(h.length, ...rows.map((r) => String(r[i]).length)));
+  const line = (cells: (string | number)[]) =>
+    cells.map((c, i) => (i === 0 ? String(c).padEnd(widths[i]!) : String(c).padStart(widths[i]!)))
+      .join("  ");
+  print(line(headers));
+  for (const r of rows) print(line(r));
+}
+
+async function main(): Promise<void> {
+  const started = performance.now();
+  const engine = await engineCeiling();
+  const ceilings = await bareHttpCeilings();
+
+  const dataDir = await Deno.makeTempDir({ prefix: "kiseki-s3-bench-" });
+  const addrs = testAddrs(HOST_OCTET);
+  let server: RunningRole | null = null;
+  const rows: Row[] = [];
+  try {
+    server = startRole("server", { ...addrs, KISEKI_DATA_DIR: dataDir, KISEKI_LOG_LEVEL: "warn" });
+    await Promise.race([
+      waitForHttp(`http://${addrs.KISEKI_METRICS_ADDR}/health`, "OK", 60_000),
+      server.exited.then((code) => {
+        throw new Error(`kiseki server exited ${code}: ${server!.stderr()}`);
+      }),
+    ]);
+    const credentials = readCredentials(
+      await Deno.readTextFile(`${dataDir}/config/s3-credentials`),
+    );
+    const endpoint = `http://${addrs.KISEKI_S3_ADDR}`;
+    await createBucket(endpoint, credentials);
+    const common = [
+      `--endpoint=${endpoint}`,
+      `--bucket=${BUCKET}`,
+      `--access-key=${credentials.accessKeyId}`,
+      `--secret-key=${credentials.secretAccessKey}`,
+    ];
+
+    for (const size of SIZES) {
+      const keys = keysFor(size);
+      let written = 0;
+      for (const concurrency of CONCURRENCY) {
+        if (size >= LARGE && LARGE_OPS[concurrency] === undefined) continue;
+        for (const op of ["put", "get"] as const) {
+          const c = caseArgs(op, size, concurrency);
+          // GETs read only keys that PUTs have written.
+          const k = op === "put" ? keys : Math.max(1, written);
+          const r = await runLoad([...common, ...c.args, `--keys=${k}`], c.bound);
+          if (op === "put") written = Math.max(written, r.keysWritten ?? 0);
+          const ceiling = size >= LARGE ? null : ceilings.get(`${op}/${size}/${concurrency}`);
+          const ceilingMb = size >= LARGE ? (engine?.[op] ?? null) : (ceiling?.mbPerSecond ?? null);
+          const row: Row = {
+            op,
+            size,
+            concurrency,
+            ops: r.ops,
+            seconds: r.seconds,
+            opsPerSecond: r.opsPerSecond,
+            mbPerSecond: r.mbPerSecond,
+            p50Ms: r.p50Ms,
+            p99Ms: r.p99Ms,
+            errors: r.errors,
+            ceilingMbPerSecond: ceilingMb,
+            ceilingOpsPerSecond: ceiling?.opsPerSecond ?? null,
+            ceilingSource: size >= LARGE
+              ? (engine ? "engine" : null)
+              : (ceiling ? "bare-http" : null),
+            ratio: ceilingMb ? round(r.mbPerSecond / ceilingMb, 3) : null,
+          };
+          if (size === 64 * KIB && concurrency === 16) {
+            row.target = `>= ${TARGET_OPS[op]} op/s`;
+            row.met = r.errors === 0 && r.opsPerSecond >= TARGET_OPS[op];
+          } else if (size === LARGE && concurrency === 1) {
+            row.target = `>= ${TARGET_RATIO[op]}x engine`;
+            row.met = row.ratio !== null && r.errors === 0 && row.ratio >= TARGET_RATIO[op];
+          }
+          rows.push(row);
+          progress(
+            `s3 ${op} ${sizeName(size)} c=${concurrency}: ${r.opsPerSecond} op/s, ` +
+              `${r.mbPerSecond} MB/s, p50 ${r.p50Ms} ms, p99 ${r.p99Ms} ms` +
+              (r.errors ? `, ${r.errors} errors (${r.firstError})` : ""),
+          );
+        }
+      }
+    }
+  } finally {
+    if (server !== null) {
+      const code = await server.stop("SIGTERM");
+      if (code !== 0) progress(`kiseki server exited ${code}: ${server.stderr().slice(-2000)}`);
+    }
+    await Deno.remove(dataDir, { recursive: true }).catch(() => {});
+  }
+
+  const seconds = round((performance.now() - started) / 1000, 1);
+  print(
+    `S3 gateway, one kiseki server on loopback, ${navigator.hardwareConcurrency} cpus, ` +
+      `${QUICK ? "quick" : "full"} mode, ${seconds} s; SigV4-signed requests, MB = 10^6 bytes`,
+  );
+  print(
+    "ceilings: bare Deno.serve (same load generator, unsigned) for 4 KiB .. 1 MiB; " +
+      (engine
+        ? `object engine 64 MiB c=1 (write ${engine.put} / read ${engine.get} MB/s) from ` +
+          `results/engine.json (${engine.mode}, ${engine.generatedAt}${
+            RUN_ENGINE ? ", rerun now" : ", not rerun in this run"
+          }) for 64 MiB`
+        : "engine ceiling not measured in this run (no results/engine.json)"),
+  );
+  print();
+  table(
+    ["op", "size", "c", "op/s", "MB/s", "p50 ms", "p99 ms", "err", "ceil MB/s", "ratio", "target"],
+    rows.map((r) => [
+      r.op.toUpperCase(),
+      sizeName(r.size),
+      r.concurrency,
+      r.opsPerSecond,
+      r.mbPerSecond,
+      r.p50Ms ?? "-",
+      r.p99Ms ?? "-",
+      r.errors,
+      r.ceilingMbPerSecond === null ? "-" : `${r.ceilingMbPerSecond} (${r.ceilingSource})`,
+      r.ratio ?? "-",
+      r.target === undefined ? "" : `${r.target}: ${r.met ? "MET" : "NOT MET"}`,
+    ]),
+  );
+  if (QUICK) print("(quick mode: 64 MiB at c=16 skipped; short time boxes, noisy)");
+
+  await Deno.mkdir(new URL("./results/", import.meta.url), { recursive: true });
+  await Deno.writeTextFile(
+    RESULTS_PATH,
+    JSON.stringify(
+      {
+        benchmark: "s3",
+        mode: QUICK ? "quick" : "full",
+        generatedAt: new Date().toISOString(),
+        seconds,
+        host: { cpus: navigator.hardwareConcurrency, deno: Deno.version.deno },
+        signing: "SigV4 (@smithy/signature-v4), payload SHA-256 header",
+        ceilings: {
+          bareHttp: "Deno.serve in a separate process, pooled buffers, same load generator",
+          engine: engine === null ? null : {
+            source: "tests/bench/results/engine.json",
+            rerun: RUN_ENGINE,
+            mode: engine.mode,
+            generatedAt: engine.generatedAt,
+            writeMbPerSecond: engine.put,
+            readMbPerSecond: engine.get,
+          },
+        },
+        rows,
+      },
+      null,
+      2,
+    ) + "\n",
+  );
+  progress(`wrote ${RESULTS_PATH.pathname}`);
+}
+
+await main();
