@@ -11,6 +11,7 @@
 // (kiseki-keyserver, Raft-replicated, served over mTLS) replaces it as the source of system
 // keys, and a tenant's own KMS replaces the built-in tenant provider.
 
+import { readKeyFile, writeKeyFile } from "./key_file.ts";
 import { assert, type Clock, SystemClock } from "../base/mod.ts";
 import {
   type Aead,
@@ -139,7 +140,7 @@ export class LocalKeyStore {
       const meta = env.table("meta");
       const check = meta.getSync(KEK_CHECK_KEY);
       const kekPath = `${dir}/${NODE_KEK_FILE}`;
-      let raw = await readKek(kekPath);
+      let raw = await readKeyFile(kekPath, AEAD_KEY_BYTES, (m) => new KeyStoreError(m));
       if (raw === null) {
         if (check !== undefined) {
           throw new KeyStoreError(
@@ -149,7 +150,7 @@ export class LocalKeyStore {
         }
         raw = new Uint8Array(AEAD_KEY_BYTES);
         random(raw);
-        await writeKek(dir, kekPath, raw);
+        await writeKeyFile(dir, kekPath, raw, (m) => new KeyStoreError(m));
         logger.info("node key-encryption key created", { path: kekPath });
       }
       const kek = await options.aead.importKey(raw);
@@ -231,53 +232,6 @@ export class LocalKeyStore {
 
   #assertOpen(): void {
     assert(!this.#closed, `key store ${this.dir} is closed`);
-  }
-}
-
-async function readKek(path: string): Promise<Uint8Array | null> {
-  let stat: Deno.FileInfo;
-  try {
-    stat = await Deno.stat(path);
-  } catch (e) {
-    if (e instanceof Deno.errors.NotFound) return null;
-    throw new KeyStoreError(`cannot stat ${path}: ${(e as Error).message}`);
-  }
-  if (stat.mode !== null && (stat.mode & 0o077) !== 0) {
-    throw new KeyStoreError(
-      `${path} is accessible to group or others (mode ${(stat.mode & 0o777).toString(8)}); ` +
-        `run chmod 600 on it`,
-    );
-  }
-  const raw = await Deno.readFile(path);
-  if (raw.length !== AEAD_KEY_BYTES) {
-    throw new KeyStoreError(`${path} holds ${raw.length} bytes, a node KEK is ${AEAD_KEY_BYTES}`);
-  }
-  return raw;
-}
-
-/** Writes the KEK durably and atomically: temp file 0600, fsync, rename, fsync directory. */
-async function writeKek(dir: string, path: string, raw: Uint8Array): Promise<void> {
-  const temp = `${path}.tmp`;
-  try {
-    await Deno.remove(temp).catch((e) => {
-      if (!(e instanceof Deno.errors.NotFound)) throw e;
-    });
-    const file = await Deno.open(temp, { write: true, createNew: true, mode: 0o600 });
-    try {
-      await file.write(raw).then((n) => assert(n === raw.length, "short KEK write"));
-      await file.sync();
-    } finally {
-      file.close();
-    }
-    await Deno.rename(temp, path);
-    const directory = await Deno.open(dir, { read: true });
-    try {
-      await directory.sync();
-    } finally {
-      directory.close();
-    }
-  } catch (e) {
-    throw new KeyStoreError(`cannot write ${path}: ${(e as Error).message}`);
   }
 }
 

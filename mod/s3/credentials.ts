@@ -4,6 +4,7 @@
 // file protects offline copies of the store (a backup, a copied data.mdb); whoever can read
 // it on the node can unseal the secrets, as with the node KEK of mod/keys.
 
+import { readKeyFile, writeKeyFile } from "../keys/key_file.ts";
 import { assert, type Clock, SystemClock } from "../base/mod.ts";
 import {
   type Aead,
@@ -200,7 +201,7 @@ export class LocalCredentialStore implements CredentialStore {
       const meta = env.table("meta");
       const check = meta.getSync(CHECK_KEY);
       const keyPath = `${dir}/${CREDENTIALS_KEY_FILE}`;
-      let raw = await readKeyFile(keyPath);
+      let raw = await readKeyFile(keyPath, AEAD_KEY_BYTES, (m) => new CredentialStoreError(m));
       if (raw === null) {
         if (check !== undefined) {
           throw new CredentialStoreError(
@@ -210,7 +211,7 @@ export class LocalCredentialStore implements CredentialStore {
         }
         raw = new Uint8Array(AEAD_KEY_BYTES);
         random(raw);
-        await writeKeyFile(dir, keyPath, raw);
+        await writeKeyFile(dir, keyPath, raw, (m) => new CredentialStoreError(m));
         logger.info("s3 credential key created", { path: keyPath });
       }
       const kek = await options.aead.importKey(raw);
@@ -412,53 +413,5 @@ export class LocalCredentialStore implements CredentialStore {
 
   #assertOpen(): void {
     assert(!this.#closed, `credential store ${this.dir} is closed`);
-  }
-}
-
-async function readKeyFile(path: string): Promise<Uint8Array | null> {
-  let stat: Deno.FileInfo;
-  try {
-    stat = await Deno.stat(path);
-  } catch (e) {
-    if (e instanceof Deno.errors.NotFound) return null;
-    throw new CredentialStoreError(`cannot stat ${path}: ${(e as Error).message}`);
-  }
-  if (stat.mode !== null && (stat.mode & 0o077) !== 0) {
-    throw new CredentialStoreError(
-      `${path} is accessible to group or others (mode ${(stat.mode & 0o777).toString(8)}); ` +
-        `run chmod 600 on it`,
-    );
-  }
-  const raw = await Deno.readFile(path);
-  if (raw.length !== AEAD_KEY_BYTES) {
-    throw new CredentialStoreError(`${path} holds ${raw.length} bytes, a key is ${AEAD_KEY_BYTES}`);
-  }
-  return raw;
-}
-
-/** Writes the key durably and atomically: temp file 0600, fsync, rename, fsync directory. */
-async function writeKeyFile(dir: string, path: string, raw: Uint8Array): Promise<void> {
-  const temp = `${path}.tmp`;
-  try {
-    await Deno.remove(temp).catch((e) => {
-      if (!(e instanceof Deno.errors.NotFound)) throw e;
-    });
-    const file = await Deno.open(temp, { write: true, createNew: true, mode: 0o600 });
-    try {
-      const written = await file.write(raw);
-      assert(written === raw.length, "short key file write");
-      await file.sync();
-    } finally {
-      file.close();
-    }
-    await Deno.rename(temp, path);
-    const directory = await Deno.open(dir, { read: true });
-    try {
-      await directory.sync();
-    } finally {
-      directory.close();
-    }
-  } catch (e) {
-    throw new CredentialStoreError(`cannot write ${path}: ${(e as Error).message}`);
   }
 }
