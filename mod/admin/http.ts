@@ -30,7 +30,24 @@ export class ReadinessFlag implements Readiness {
 export interface AdminServerOptions {
   addr: HostPort;
   readiness: Readiness;
+  /** The operator JSON API under /api/, once the node has what it serves. */
+  api?: AdminApi;
   signal?: AbortSignal;
+}
+
+/** A late-bound handler for /api/ requests (the node registers it when its services are up). */
+export class AdminApi {
+  #handler: ((req: Request) => Promise<Response>) | null = null;
+
+  set(handler: (req: Request) => Promise<Response>): void {
+    this.#handler = handler;
+  }
+
+  handle(req: Request): Promise<Response> {
+    return this.#handler === null
+      ? Promise.resolve(new Response("node is starting\n", { status: 503, headers: TEXT }))
+      : this.#handler(req);
+  }
 }
 
 export interface AdminServer {
@@ -42,9 +59,13 @@ export interface AdminServer {
 
 const TEXT = { "content-type": "text/plain; charset=utf-8" };
 
-export function adminHandler(readiness: Readiness): (req: Request) => Promise<Response> {
+export function adminHandler(
+  readiness: Readiness,
+  api?: AdminApi,
+): (req: Request) => Promise<Response> {
   return async (req: Request): Promise<Response> => {
     const url = new URL(req.url);
+    if (api !== undefined && url.pathname.startsWith("/api/")) return await api.handle(req);
     if (req.method !== "GET" && req.method !== "HEAD") {
       return new Response("method not allowed\n", {
         status: 405,
@@ -78,7 +99,7 @@ export function startAdminServer(options: AdminServerOptions): AdminServer {
       log.error("admin endpoint request failed", { error: e });
       return new Response("internal error\n", { status: 500, headers: TEXT });
     },
-  }, adminHandler(options.readiness));
+  }, adminHandler(options.readiness, options.api));
   const addr = { host: server.addr.hostname, port: server.addr.port };
   log.info("admin endpoint listening", { addr: formatHostPort(addr) });
   return { addr, finished: server.finished, shutdown: () => server.shutdown() };

@@ -7,10 +7,14 @@ import { loadRoleConfig, VERSION } from "./_run.ts";
 const USAGE = `kiseki-admin ${VERSION}: operator CLI
 
 Usage: kiseki-admin status [--node host:port] [--json]
+       kiseki-admin s3-credentials create|list [--tenant T] [--node host:port] [--json]
+       kiseki-admin s3-credentials revoke --key ACCESS_KEY_ID [--node host:port]
 
-  status     health and identity of a node (its KISEKI_METRICS_ADDR endpoint)
-  --node     the node's operator endpoint (default: KISEKI_METRICS_ADDR, 127.0.0.1:9090)
-  --json     machine-readable output
+  status          health and identity of a node (its KISEKI_METRICS_ADDR endpoint)
+  s3-credentials  S3 access keys of a tenant (32 hex digits, or 'default'), through the
+                  node's operator API with the token in $KISEKI_DATA_DIR/config/admin-token
+  --node          the node's operator endpoint (default: KISEKI_METRICS_ADDR, 127.0.0.1:9090)
+  --json          machine-readable output
 `;
 
 const REQUEST_TIMEOUT_MS = 5_000;
@@ -28,6 +32,7 @@ export async function main(args: string[]): Promise<number> {
     return args.length === 0 ? 2 : 0;
   }
   const [command, ...rest] = args;
+  if (command === "s3-credentials") return await s3Credentials(rest);
   if (command !== "status") {
     console.error(`kiseki-admin: unknown command '${command}' (see --help)`);
     return 2;
@@ -71,6 +76,77 @@ export async function main(args: string[]): Promise<number> {
     for (const [k, v] of rows) console.log(`${k.padEnd(width)}  ${v}`);
   }
   return status.ready ? 0 : 1;
+}
+
+async function s3Credentials(args: string[]): Promise<number> {
+  const config = loadRoleConfig("admin");
+  if (config === null) return 2;
+  const [action, ...rest] = args;
+  let node = formatHostPort(config.metricsAddr);
+  let tenant = "default";
+  let key = "";
+  let json = false;
+  for (let i = 0; i < rest.length; i++) {
+    const arg = rest[i]!;
+    if (arg === "--json") json = true;
+    else if (arg === "--node" && i + 1 < rest.length) node = rest[++i]!;
+    else if (arg === "--tenant" && i + 1 < rest.length) tenant = rest[++i]!;
+    else if (arg === "--key" && i + 1 < rest.length) key = rest[++i]!;
+    else {
+      console.error(`kiseki-admin: unknown argument '${arg}' (see --help)`);
+      return 2;
+    }
+  }
+  if (action !== "create" && action !== "list" && action !== "revoke") {
+    console.error("kiseki-admin: s3-credentials needs create, list or revoke (see --help)");
+    return 2;
+  }
+  if (action === "revoke" && key === "") {
+    console.error("kiseki-admin: s3-credentials revoke needs --key ACCESS_KEY_ID");
+    return 2;
+  }
+  const tokenPath = `${config.dataDir}/config/admin-token`;
+  let token: string;
+  try {
+    token = (await Deno.readTextFile(tokenPath)).trim();
+  } catch (e) {
+    console.error(
+      `kiseki-admin: cannot read the admin token ${tokenPath}: ${(e as Error).message}`,
+    );
+    return 1;
+  }
+  const base = `http://${node}/api/v1/s3-credentials`;
+  const url = action === "revoke"
+    ? `${base}/${encodeURIComponent(key)}`
+    : `${base}?tenant=${encodeURIComponent(tenant)}`;
+  let response: Response;
+  try {
+    response = await fetch(url, {
+      method: action === "create" ? "POST" : action === "revoke" ? "DELETE" : "GET",
+      headers: { authorization: `Bearer ${token}` },
+      signal: AbortSignal.timeout(REQUEST_TIMEOUT_MS),
+    });
+  } catch (e) {
+    console.error(`kiseki-admin: cannot reach ${node}: ${(e as Error).message}`);
+    return 1;
+  }
+  const body = await response.json() as Record<string, unknown>;
+  if (!response.ok) {
+    console.error(`kiseki-admin: ${body.error ?? response.status}: ${body.message ?? ""}`);
+    return 1;
+  }
+  if (json) console.log(JSON.stringify(body, null, 2));
+  else if (action === "create") {
+    console.log(`tenant             ${body.tenantId}`);
+    console.log(`aws_access_key_id     = ${body.accessKeyId}`);
+    console.log(`aws_secret_access_key = ${body.secretAccessKey}`);
+    console.log("(the secret is shown only now)");
+  } else if (action === "list") {
+    const keys = body.keys as { accessKeyId: string; createdAtMs: number }[];
+    for (const k of keys) console.log(`${k.accessKeyId}  ${new Date(k.createdAtMs).toISOString()}`);
+    if (keys.length === 0) console.log(`no access keys for tenant ${body.tenant}`);
+  } else console.log(`revoked ${key}`);
+  return 0;
 }
 
 export async function fetchStatus(node: string): Promise<NodeStatus> {

@@ -11,6 +11,8 @@ import { LocalCredentialStore, S3Gateway } from "../s3/mod.ts";
 export interface S3Endpoint {
   /** Where the default tenant's first key was written (null when it existed before). */
   credentialsFile: string | null;
+  /** The operator API for access keys (/api/v1/s3-credentials), behind the admin token. */
+  api: (req: Request) => Promise<Response>;
   close(): Promise<void>;
 }
 
@@ -43,8 +45,11 @@ export async function startS3Gateway(options: StartS3Options): Promise<S3Endpoin
     onListen: () => {},
   }, (request) => gateway.handle(request));
   log.info("S3 gateway listening", { addr: formatHostPort(config.s3Addr) });
+  const token = await adminToken(config);
+  const defaultTenant = (await Deno.readTextFile(`${config.dataDir}/config/default-tenant`)).trim();
   return {
     credentialsFile,
+    api: (req) => credentialsApi(req, credentials, token, defaultTenant),
     async close() {
       await server.shutdown().catch(() => {});
       await credentials.close();
@@ -88,5 +93,81 @@ async function bootstrapDefaultTenant(
       file: credentialsFile,
     });
     return credentialsFile;
+  }
+}
+
+/** The bearer token of the operator API: config/admin-token, created 0600 on first start. */
+async function adminToken(config: Config): Promise<string> {
+  const path = `${config.dataDir}/config/admin-token`;
+  try {
+    return (await Deno.readTextFile(path)).trim();
+  } catch (e) {
+    if (!(e instanceof Deno.errors.NotFound)) throw e;
+  }
+  const token = [...crypto.getRandomValues(new Uint8Array(32))]
+    .map((b) => b.toString(16).padStart(2, "0")).join("");
+  await Deno.writeTextFile(path, token + "\n", { mode: 0o600, createNew: true });
+  return token;
+}
+
+const JSON_HEADERS = { "content-type": "application/json" };
+
+function json(status: number, body: unknown): Response {
+  return new Response(JSON.stringify(body) + "\n", { status, headers: JSON_HEADERS });
+}
+
+function sameText(a: string, b: string): boolean {
+  const x = new TextEncoder().encode(a);
+  const y = new TextEncoder().encode(b);
+  let diff = x.length ^ y.length;
+  for (let i = 0; i < Math.max(x.length, y.length); i++) diff |= (x[i] ?? 0) ^ (y[i] ?? 0);
+  return diff === 0;
+}
+
+/**
+ * GET  /api/v1/s3-credentials?tenant=T      keys of a tenant (no secrets)
+ * POST /api/v1/s3-credentials?tenant=T      a new key (the only time its secret is shown)
+ * DELETE /api/v1/s3-credentials/<key id>    revoke
+ * `tenant` is a 32-hex-digit tenant id or `default`.
+ */
+async function credentialsApi(
+  req: Request,
+  credentials: LocalCredentialStore,
+  token: string,
+  defaultTenant: string,
+): Promise<Response> {
+  const auth = req.headers.get("authorization") ?? "";
+  if (!sameText(auth, `Bearer ${token}`)) {
+    return json(401, { error: "unauthorized", message: "a valid admin token is required" });
+  }
+  const url = new URL(req.url);
+  const base = "/api/v1/s3-credentials";
+  if (!url.pathname.startsWith(base)) {
+    return json(404, { error: "not_found", message: url.pathname });
+  }
+  const tenantParam = url.searchParams.get("tenant") ?? "";
+  const tenant = tenantParam === "default" ? defaultTenant : tenantParam.toLowerCase();
+  try {
+    if (url.pathname === base && (req.method === "GET" || req.method === "POST")) {
+      if (!/^[0-9a-f]{32}$/.test(tenant)) {
+        return json(400, {
+          error: "invalid_argument",
+          message: `tenant '${tenantParam}' is not 32 hex digits or 'default'`,
+        });
+      }
+      return req.method === "GET"
+        ? json(200, { tenant, keys: await credentials.list(tenant) })
+        : json(201, await credentials.create(tenant));
+    }
+    const id = url.pathname.slice(base.length + 1);
+    if (req.method === "DELETE" && id.length > 0 && !id.includes("/")) {
+      const revoked = await credentials.revoke(id);
+      return revoked
+        ? json(200, { accessKeyId: id, revoked })
+        : json(404, { error: "not_found", message: `no access key ${id}` });
+    }
+    return json(405, { error: "method_not_allowed", message: `${req.method} ${url.pathname}` });
+  } catch (e) {
+    return json(400, { error: "invalid_argument", message: (e as Error).message });
   }
 }

@@ -4,7 +4,7 @@
 
 import { type Config, CONFIG_VARIABLES, formatHostPort, Prng } from "../base/mod.ts";
 import { collectProcessMetrics, gauge, log } from "../obs/mod.ts";
-import { ReadinessFlag, startAdminServer } from "../admin/mod.ts";
+import { AdminApi, ReadinessFlag, startAdminServer } from "../admin/mod.ts";
 import { type Aead, selectAead } from "../crypto/mod.ts";
 import { type ErasureCodecFactory, selectErasureCodec } from "../ec/mod.ts";
 import { loadRoleConfig, VERSION } from "./_run.ts";
@@ -71,13 +71,14 @@ async function runServer(config: Config): Promise<number> {
 
   // The health endpoint comes up first so that orchestration sees 503 while starting.
   let admin;
+  const api = new AdminApi();
   let cluster: Cluster | undefined;
   let grpcServer: GrpcServer | undefined;
   let stack: EngineStack | undefined;
   let s3: { close(): Promise<void> } | undefined;
   let gcTimer: ReturnType<typeof setInterval> | undefined;
   try {
-    admin = startAdminServer({ addr: config.metricsAddr, readiness, signal: stop.signal });
+    admin = startAdminServer({ addr: config.metricsAddr, readiness, api, signal: stop.signal });
   } catch (e) {
     logger.error(`cannot listen on KISEKI_METRICS_ADDR=${formatHostPort(config.metricsAddr)}`, {
       error: e,
@@ -141,13 +142,15 @@ async function runServer(config: Config): Promise<number> {
         };
       },
     });
-    s3 = await startS3Gateway({
+    const s3Endpoint = await startS3Gateway({
       config,
       engine: stack.engine,
       aead,
       log: logger,
       signal: stop.signal,
     });
+    s3 = s3Endpoint;
+    api.set(s3Endpoint.api);
     grpcServer = await startGrpcServer({
       addr: config.dataAddrs[0]!,
       services: [logServiceBinding(cluster!.deltaLog, config.nodeId)],

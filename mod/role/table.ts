@@ -224,8 +224,10 @@ export function roleFlags(role: RoleName, config: Config, options: RoleFlagsOpti
       break;
     }
     case "admin":
-      // The operator names any node on the command line; the CLI only dials out.
+      // The operator names any node on the command line; the CLI only dials out, and reads
+      // the local node's admin token for its operator API.
       unrestrictedNet = true;
+      read.add(`${abs(config.dataDir)}/config/admin-token`);
       break;
   }
   if (config.otlpEndpoint) {

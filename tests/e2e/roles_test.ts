@@ -216,3 +216,50 @@ Deno.test("role sandboxes: each role's flags allow its own work and refuse the r
     await Deno.remove(dataDir, { recursive: true });
   }
 });
+
+Deno.test("kiseki admin s3-credentials creates, lists and revokes keys through the node's operator API", async () => {
+  const dataDir = await tempDir();
+  const env = { ...testAddrs(19), KISEKI_DATA_DIR: dataDir };
+  const server = startRole("server", env);
+  const admin = (args: string[]) =>
+    run(Deno.execPath(), [
+      "run",
+      "--quiet",
+      ...flagsFor("admin", { KISEKI_DATA_DIR: dataDir }),
+      `${ROOT}${ROLE_TABLE.admin.entry}`,
+      "s3-credentials",
+      ...args,
+      "--node",
+      env.KISEKI_METRICS_ADDR,
+    ], { env: { KISEKI_DATA_DIR: dataDir } });
+  try {
+    await waitForHttp(`http://${env.KISEKI_METRICS_ADDR}/health`, "OK");
+    assert.equal((await Deno.stat(`${dataDir}/config/admin-token`)).mode! & 0o777, 0o600);
+    const first = JSON.parse((await admin(["list", "--json"])).stdout);
+    assert.equal(first.keys.length, 1, "the first start made one key");
+    const created = await admin(["create", "--json"]);
+    assert.equal(created.code, 0, created.stderr);
+    const key = JSON.parse(created.stdout);
+    assert.match(key.accessKeyId, /^[A-Z0-9]{20}$/);
+    assert.equal(key.secretAccessKey.length, 40);
+    const listed = JSON.parse((await admin(["list", "--json"])).stdout);
+    assert.equal(listed.keys.length, 2);
+    assert.ok(!JSON.stringify(listed).includes(key.secretAccessKey), "list never shows secrets");
+    assert.equal((await admin(["revoke", "--key", key.accessKeyId])).code, 0);
+    assert.equal(JSON.parse((await admin(["list", "--json"])).stdout).keys.length, 1);
+    const bad = await admin(["list", "--tenant", "acme"]);
+    assert.equal(bad.code, 1);
+    assert.match(bad.stderr, /tenant 'acme' is not 32 hex digits or 'default'/);
+    const forged = await fetch(
+      `http://${env.KISEKI_METRICS_ADDR}/api/v1/s3-credentials?tenant=default`,
+      {
+        headers: { authorization: "Bearer nope" },
+      },
+    );
+    assert.equal(forged.status, 401);
+    await forged.body?.cancel();
+  } finally {
+    await server.stop();
+    await Deno.remove(dataDir, { recursive: true });
+  }
+});
