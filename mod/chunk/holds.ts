@@ -3,7 +3,7 @@
 // or an explicit set of chunks. Persisted in lmdb beside the chunk index; the control plane
 // owns the policy of placing and lifting them.
 
-import { assert } from "../base/mod.ts";
+import { assert, concatBytes } from "../base/mod.ts";
 import type { KvEnv, KvTable } from "../disk/mod.ts";
 import { tenantTag } from "./chunk_index.ts";
 
@@ -85,7 +85,7 @@ export class LmdbHoldStore {
       if (typeof spec.tenant !== "string" || spec.tenant.length === 0) {
         throw new HoldError("invalid", `hold ${spec.id}: tenant must be a non-empty string`);
       }
-      keys.push(concat(hexBytes(tenantTag(spec.tenant)), id));
+      keys.push(concatBytes(hexBytes(tenantTag(spec.tenant)), id));
       table = this.#tenants;
       summary = { id: spec.id, kind: "tenant", tenant: spec.tenant, reason };
     } else if (spec.kind === "chunks") {
@@ -97,7 +97,7 @@ export class LmdbHoldStore {
         if (!(chunkId instanceof Uint8Array) || chunkId.length !== 32) {
           throw new HoldError("invalid", `hold ${spec.id}: chunk ids are 32 bytes`);
         }
-        keys.push(concat(chunkId, id));
+        keys.push(concatBytes(chunkId, id));
       }
       table = this.#chunks;
       summary = { id: spec.id, kind: "chunks", chunks: ids.length, reason };
@@ -118,7 +118,10 @@ export class LmdbHoldStore {
     const summary = JSON.parse(decoder.decode(value)) as HoldSummary;
     const doomed: { table: KvTable; key: Uint8Array }[] = [];
     if (summary.kind === "tenant") {
-      doomed.push({ table: this.#tenants, key: concat(hexBytes(tenantTag(summary.tenant!)), id) });
+      doomed.push({
+        table: this.#tenants,
+        key: concatBytes(hexBytes(tenantTag(summary.tenant!)), id),
+      });
     } else {
       // Chunk-set holds are found by scanning: the set is keyed by chunk id for fast checks.
       for (const { key } of this.#chunks.range()) {
@@ -179,13 +182,6 @@ function checkId(holdId: string): Uint8Array {
   return id;
 }
 
-function concat(a: Uint8Array, b: Uint8Array): Uint8Array {
-  const out = new Uint8Array(a.length + b.length);
-  out.set(a);
-  out.set(b, a.length);
-  return out;
-}
-
 function hexBytes(hex: string): Uint8Array {
   const out = new Uint8Array(hex.length / 2);
   for (let i = 0; i < out.length; i++) out[i] = parseInt(hex.slice(2 * i, 2 * i + 2), 16);
@@ -202,7 +198,7 @@ function next(prefix: Uint8Array): Uint8Array {
     }
   }
   // All 0xff: no key after the prefix range; a longer key of 0xff bytes bounds it.
-  return concat(out, new Uint8Array(HOLD_ID_BYTES_MAX + 1).fill(0xff));
+  return concatBytes(out, new Uint8Array(HOLD_ID_BYTES_MAX + 1).fill(0xff));
 }
 
 function bytesEqual(a: Uint8Array, b: Uint8Array): boolean {

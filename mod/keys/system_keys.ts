@@ -12,7 +12,7 @@
 // keys, and a tenant's own KMS replaces the built-in tenant provider.
 
 import { readKeyFile, writeKeyFile } from "./key_file.ts";
-import { assert, type Clock, SystemClock } from "../base/mod.ts";
+import { assert, type Clock, concatBytes, SystemClock } from "../base/mod.ts";
 import {
   type Aead,
   AEAD_KEY_BYTES,
@@ -90,16 +90,6 @@ export interface LocalKeyStoreOptions {
   random?: RandomSource;
   mapSizeBytes?: number;
   logger?: Logger;
-}
-
-function concat(...parts: Uint8Array[]): Uint8Array {
-  const out = new Uint8Array(parts.reduce((n, p) => n + p.length, 0));
-  let at = 0;
-  for (const p of parts) {
-    out.set(p, at);
-    at += p.length;
-  }
-  return out;
 }
 
 /**
@@ -194,7 +184,7 @@ export class LocalKeyStore {
       this.#kek,
       nonce,
       plaintext,
-      concat(STORE_AAD_PREFIX, aad),
+      concatBytes(STORE_AAD_PREFIX, aad),
       record.subarray(1 + AEAD_NONCE_BYTES),
     );
     return record;
@@ -212,7 +202,7 @@ export class LocalKeyStore {
         this.#kek,
         record.subarray(1, 1 + AEAD_NONCE_BYTES),
         record.subarray(1 + AEAD_NONCE_BYTES),
-        concat(STORE_AAD_PREFIX, aad),
+        concatBytes(STORE_AAD_PREFIX, aad),
         out,
       );
     } catch (e) {
@@ -351,7 +341,7 @@ export class LocalSealedKeyProvider implements SystemKeyProvider {
       if (this.#epochs.size >= SYSTEM_KEY_EPOCHS_MAX) {
         throw new KeyStoreError(`the key store holds more than ${SYSTEM_KEY_EPOCHS_MAX} epochs`);
       }
-      const plain = await this.#store.unseal(value, concat(EPOCH_AAD_PREFIX, key));
+      const plain = await this.#store.unseal(value, concatBytes(EPOCH_AAD_PREFIX, key));
       if (plain.length !== 8 + SYSTEM_MASTER_KEY_BYTES) {
         throw new KeyStoreError(`system epoch ${epoch} record has ${plain.length} bytes`);
       }
@@ -374,7 +364,7 @@ export class LocalSealedKeyProvider implements SystemKeyProvider {
     const key = plain.subarray(8);
     this.#store.random(key);
     const id = epochKey(epoch);
-    const sealed = await this.#store.seal(plain, concat(EPOCH_AAD_PREFIX, id));
+    const sealed = await this.#store.seal(plain, concatBytes(EPOCH_AAD_PREFIX, id));
     // Durable before current: a crash after this commit finds the epoch on restart, and no
     // chunk is ever sealed under an epoch the store could lose.
     await this.#store.env.transaction((txn) => txn.put(this.#table, id, sealed));

@@ -4,7 +4,7 @@
 // data key wrapped by the tenant's KEK. Destroying the KEK is crypto-shred: every wrapped
 // data key, and so every payload, of that tenant stops opening.
 
-import { assert, type Clock, SystemClock } from "../base/mod.ts";
+import { assert, type Clock, concatBytes, SystemClock } from "../base/mod.ts";
 import {
   type Aead,
   AEAD_KEY_BYTES,
@@ -134,16 +134,6 @@ export function tenantIdBytes(tenantId: string): Uint8Array {
   return bytes;
 }
 
-function concat(...parts: Uint8Array[]): Uint8Array {
-  const out = new Uint8Array(parts.reduce((n, p) => n + p.length, 0));
-  let at = 0;
-  for (const p of parts) {
-    out.set(p, at);
-    at += p.length;
-  }
-  return out;
-}
-
 function u16(n: number): Uint8Array {
   return Uint8Array.of(n >>> 8, n & 0xff);
 }
@@ -265,11 +255,11 @@ export class InternalTenantKms implements TenantKms {
       plain.set(u32(KEK_VERSION), 8);
       const kek = plain.subarray(12);
       this.#store.random(kek);
-      const sealed = await this.#store.seal(plain, concat(KEK_RECORD_AAD_PREFIX, id));
+      const sealed = await this.#store.seal(plain, concatBytes(KEK_RECORD_AAD_PREFIX, id));
       const key = await this.#store.aead.importKey(kek);
       plain.fill(0);
       await this.#store.env.transaction((txn) =>
-        txn.put(this.#table, id, concat(Uint8Array.of(KEK_STATE_ACTIVE), sealed))
+        txn.put(this.#table, id, concatBytes(Uint8Array.of(KEK_STATE_ACTIVE), sealed))
       );
       this.#cache.set(tenantId, { state: "active", key });
       tenantKeysCreated.inc();
@@ -297,7 +287,7 @@ export class InternalTenantKms implements TenantKms {
       key,
       nonce,
       plaintextKey,
-      concat(WRAP_AAD_PREFIX, wrapped.subarray(0, 5), id),
+      concatBytes(WRAP_AAD_PREFIX, wrapped.subarray(0, 5), id),
       wrapped.subarray(WRAP_HEADER_BYTES),
     );
     return wrapped;
@@ -319,7 +309,7 @@ export class InternalTenantKms implements TenantKms {
         key,
         wrapped.subarray(5, WRAP_HEADER_BYTES),
         wrapped.subarray(WRAP_HEADER_BYTES),
-        concat(WRAP_AAD_PREFIX, wrapped.subarray(0, 5), id),
+        concatBytes(WRAP_AAD_PREFIX, wrapped.subarray(0, 5), id),
         out,
       );
     } catch (e) {
@@ -347,7 +337,7 @@ export class InternalTenantKms implements TenantKms {
           txn.put(
             this.#table,
             id,
-            concat(Uint8Array.of(KEK_STATE_DESTROYED), u64(this.#clock.nowMs())),
+            concatBytes(Uint8Array.of(KEK_STATE_DESTROYED), u64(this.#clock.nowMs())),
           )
         );
       } catch (e) {
@@ -400,7 +390,10 @@ export class InternalTenantKms implements TenantKms {
       state = { state: "destroyed" };
     } else {
       assert(record[0] === KEK_STATE_ACTIVE, `tenant key record state ${record[0]}`);
-      const plain = await this.#store.unseal(record.subarray(1), concat(KEK_RECORD_AAD_PREFIX, id));
+      const plain = await this.#store.unseal(
+        record.subarray(1),
+        concatBytes(KEK_RECORD_AAD_PREFIX, id),
+      );
       assert(plain.length === 12 + AEAD_KEY_BYTES, "tenant key record length");
       const key = await this.#store.aead.importKey(plain.subarray(12));
       plain.fill(0);
@@ -602,7 +595,11 @@ export class TenantDataKeys {
         );
       }
       const key = await this.aead.importKey(raw);
-      const prefix = concat(Uint8Array.of(TENANT_PAYLOAD_VERSION), u16(wrapped.length), wrapped);
+      const prefix = concatBytes(
+        Uint8Array.of(TENANT_PAYLOAD_VERSION),
+        u16(wrapped.length),
+        wrapped,
+      );
       entry.open.set(hexOf(wrapped), key); // a forget() meanwhile left `entry` orphaned
       return { key, prefix, seals: 0 };
     } finally {
@@ -612,7 +609,7 @@ export class TenantDataKeys {
 }
 
 function payloadAad(tenantId: Uint8Array, prefix: Uint8Array, aad: Uint8Array): Uint8Array {
-  return concat(PAYLOAD_AAD_PREFIX, u16(tenantId.length), tenantId, prefix, aad);
+  return concatBytes(PAYLOAD_AAD_PREFIX, u16(tenantId.length), tenantId, prefix, aad);
 }
 
 /**

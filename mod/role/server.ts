@@ -2,7 +2,7 @@
 // configuration, prepares the data directory, picks the crypto and erasure-coding
 // implementations (shim or pure twin), proves them with a self-check, and reports ready.
 
-import { type Config, CONFIG_VARIABLES, formatHostPort, Prng } from "../base/mod.ts";
+import { bytesEqual, type Config, CONFIG_VARIABLES, formatHostPort, Prng } from "../base/mod.ts";
 import { collectProcessMetrics, gauge, log } from "../obs/mod.ts";
 import { AdminApi, ReadinessFlag, startAdminServer } from "../admin/mod.ts";
 import { type Aead, selectAead } from "../crypto/mod.ts";
@@ -217,7 +217,7 @@ async function selfCheck(aead: Aead, ecFactory: ErasureCodecFactory): Promise<vo
   const opened = new Uint8Array(plain.length);
   await aead.seal(key, nonce, plain, new Uint8Array(0), sealed);
   await aead.open(key, nonce, sealed, new Uint8Array(0), opened);
-  if (!equal(plain, opened)) throw new Error(`${aead.implementation} AEAD self-check failed`);
+  if (!bytesEqual(plain, opened)) throw new Error(`${aead.implementation} AEAD self-check failed`);
 
   const codec = ecFactory.create({ k: 4, m: 2 });
   const fragmentBytes = 1024;
@@ -228,15 +228,9 @@ async function selfCheck(aead: Aead, ecFactory: ErasureCodecFactory): Promise<vo
   const damaged = fragments.map((f, i) => (i === 1 || i === 4 ? null : f));
   const rebuilt = new Map([[1, new Uint8Array(fragmentBytes)], [4, new Uint8Array(fragmentBytes)]]);
   codec.reconstruct(damaged, rebuilt);
-  if (!equal(rebuilt.get(1)!, fragments[1]!) || !equal(rebuilt.get(4)!, fragments[4]!)) {
+  if (!bytesEqual(rebuilt.get(1)!, fragments[1]!) || !bytesEqual(rebuilt.get(4)!, fragments[4]!)) {
     throw new Error(`${ecFactory.implementation} erasure-coding self-check failed`);
   }
-}
-
-function equal(a: Uint8Array, b: Uint8Array): boolean {
-  if (a.length !== b.length) return false;
-  for (let i = 0; i < a.length; i++) if (a[i] !== b[i]) return false;
-  return true;
 }
 
 if (import.meta.main) Deno.exit(await main(Deno.args));

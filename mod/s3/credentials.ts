@@ -5,7 +5,7 @@
 // it on the node can unseal the secrets, as with the node KEK of mod/keys.
 
 import { readKeyFile, writeKeyFile } from "../keys/key_file.ts";
-import { assert, type Clock, SystemClock } from "../base/mod.ts";
+import { assert, type Clock, concatBytes, SystemClock } from "../base/mod.ts";
 import {
   type Aead,
   AEAD_KEY_BYTES,
@@ -79,16 +79,6 @@ export interface LocalCredentialStoreOptions {
   clock?: Clock;
   mapSizeBytes?: number;
   logger?: Logger;
-}
-
-function concat(...parts: Uint8Array[]): Uint8Array {
-  const out = new Uint8Array(parts.reduce((n, p) => n + p.length, 0));
-  let at = 0;
-  for (const p of parts) {
-    out.set(p, at);
-    at += p.length;
-  }
-  return out;
 }
 
 /** Whether `id` has the shape of a Kiseki access key id (any other cannot exist). */
@@ -228,7 +218,7 @@ export class LocalCredentialStore implements CredentialStore {
         const nonce = new Uint8Array(AEAD_NONCE_BYTES);
         random(nonce);
         const sealed = await store.#seal(CHECK_PLAINTEXT, nonce, CHECK_KEY);
-        await env.transaction((txn) => txn.put(meta, CHECK_KEY, concat(nonce, sealed)));
+        await env.transaction((txn) => txn.put(meta, CHECK_KEY, concatBytes(nonce, sealed)));
       } else {
         const opened = await store.#open(
           check.subarray(0, AEAD_NONCE_BYTES),
@@ -391,7 +381,7 @@ export class LocalCredentialStore implements CredentialStore {
   }
 
   #aad(accessKeyId: string, tenantId: string): Uint8Array {
-    return concat(AAD_PREFIX, encoder.encode(`${accessKeyId}\u0000${tenantId}`));
+    return concatBytes(AAD_PREFIX, encoder.encode(`${accessKeyId}\u0000${tenantId}`));
   }
 
   async #seal(plaintext: Uint8Array, nonce: Uint8Array, aad: Uint8Array): Promise<Uint8Array> {
