@@ -240,9 +240,8 @@ export async function startLocalMetadataPlane(options: {
       if (closed) return;
       closed = true;
       clearInterval(ticker);
+      // stop() waits for a drain in progress and keeps scheduled ones from running.
       await host.stop();
-      // A drain scheduled with setTimeout(0) before stop() must run while the env is open.
-      await new Promise((resolve) => setTimeout(resolve, 10));
       await env.close();
     },
   };

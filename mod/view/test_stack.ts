@@ -3,7 +3,6 @@
 // DeltaLog as the server wires them, the view store attached before the host applies
 // anything, AES-256-GCM payload sealing with one key per tenant, and the service on top.
 
-import { HybridLogicalClock, Prng, SystemClock } from "../base/mod.ts";
 import {
   AeadPayloadCipher,
   CompositionService,
@@ -12,17 +11,10 @@ import {
 } from "../composition/mod.ts";
 import { chooseAead } from "../crypto/mod.ts";
 import type { KvEnv } from "../disk/mod.ts";
-import {
-  DeltaLog,
-  HASHED_KEY_BYTES,
-  HASHED_KEY_MIN,
-  LmdbRaftLogStore,
-  openRaftLogEnv,
-  ShardMap,
-  ShardStateMachine,
-} from "../log/mod.ts";
+import type { DeltaLog, ShardMap, ShardStateMachine } from "../log/mod.ts";
 import { createLogger, type Logger } from "../obs/mod.ts";
-import { RaftHost } from "../raft/host.ts";
+import { evenShardMap, startLocalMetadataPlane } from "../composition/engine_stack.ts";
+import type { RaftHost } from "../raft/host.ts";
 import { defaultShimOptions } from "../../ffi/loader.ts";
 import { openViewEnv, ViewStore, type ViewStoreOptions } from "./view_store.ts";
 
@@ -83,30 +75,13 @@ export const quietLogger: Logger = createLogger({
   sink: { write: () => {} },
 });
 
-/** `count` shards splitting the hashed key space evenly by its first byte. */
-export function evenShardMap(count: number): ShardMap {
-  return new ShardMap(
-    Array.from({ length: count }, (_, i) => {
-      const at = (n: number) => {
-        const key = new Uint8Array(HASHED_KEY_BYTES);
-        key[0] = Math.floor((n * 256) / count);
-        return key;
-      };
-      return {
-        shardId: i,
-        start: i === 0 ? HASHED_KEY_MIN : at(i),
-        end: i === count - 1 ? null : at(i + 1),
-      };
-    }),
-  );
-}
+export { evenShardMap };
 
 export async function startSingleNode(options: SingleNodeOptions = {}): Promise<SingleNode> {
   const dir = options.dir ?? await Deno.makeTempDir({ prefix: "kiseki-view-" });
   const shardCount = options.shardCount ?? 2;
   const keys = options.keys ?? new TenantKeys();
   const logger = options.logger ?? quietLogger;
-  const raftEnv = await openRaftLogEnv({ dataDir: dir, mapSizeBytes: 64 << 20 });
   const viewEnv = await openViewEnv({ dataDir: dir, mapSizeBytes: 64 << 20 });
   const aeadCipher = new AeadPayloadCipher({
     aead: chooseAead(defaultShimOptions()),
@@ -119,56 +94,17 @@ export async function startSingleNode(options: SingleNodeOptions = {}): Promise<
     logger,
     ...options.viewOptions,
   });
-  const prng = new Prng(7);
-  const host = new RaftHost({
-    nodeId: 1,
-    sink: { send: () => {} },
-    log: logger,
-    raft: {
-      electionTick: 10,
-      heartbeatTick: 1,
-      maxSizePerMsgBytes: 1 << 20,
-      maxInflightMsgs: 256,
-      maxUncommittedEntriesBytes: 64 << 20,
-      preVote: true,
-      checkQuorum: true,
-      randomInt: (n) => prng.nextInt(n),
-    },
-    requestTimeoutMs: 10_000,
-    waitersPerGroupMax: 4096,
+  const plane = await startLocalMetadataPlane({
+    dataDir: dir,
+    shardCount,
+    logger,
+    raftMapBytes: 64 << 20,
+    onShard: options.attachLate ? undefined : (shardId, sm) => views.attach(shardId, sm),
   });
-  const shards = new Map<number, { store: LmdbRaftLogStore; stateMachine: ShardStateMachine }>();
-  const stateMachines = new Map<number, ShardStateMachine>();
-  for (let shardId = 0; shardId < shardCount; shardId++) {
-    const store = await LmdbRaftLogStore.open({
-      env: raftEnv,
-      shardId,
-      logger,
-      initial: {
-        snapshot: {
-          meta: { index: 1, term: 1, conf: { voters: [1], learners: [] } },
-          data: new Uint8Array([0]),
-        },
-        hardState: { term: 1, vote: 0, commit: 1 },
-      },
-    });
-    const stateMachine = new ShardStateMachine(shardId);
-    if (!options.attachLate) views.attach(shardId, stateMachine);
-    shards.set(shardId, { store, stateMachine });
-    stateMachines.set(shardId, stateMachine);
-    host.addGroup({ shardId, store, stateMachine, applied: 1 });
-  }
-  const ticker = setInterval(() => host.tick(), 20);
-  for (const shardId of shards.keys()) host.campaign(shardId);
-  const deltaLog = new DeltaLog({
-    host,
-    hlc: new HybridLogicalClock({ clock: new SystemClock() }),
-    shards,
-    memberAddress: () => "local",
-  });
+  const { host, deltaLog, stateMachines } = plane;
   if (options.attachLate) {
     // Let the host replay its log first, then attach: the views must catch up by reading.
-    for (const shardId of shards.keys()) await deltaLog.read(shardId, 0, 1, true);
+    for (const shardId of stateMachines.keys()) await deltaLog.read(shardId, 0, 1, true);
     for (const [shardId, sm] of stateMachines) views.attach(shardId, sm);
   }
   views.start(deltaLog);
@@ -196,13 +132,8 @@ export async function startSingleNode(options: SingleNodeOptions = {}): Promise<
     async close() {
       if (closed) return;
       closed = true;
-      clearInterval(ticker);
       await views.close();
-      await host.stop();
-      // RaftHost.stop() does not cancel a drain already scheduled with setTimeout(0); let it
-      // run while the log environment is still open.
-      await new Promise((resolve) => setTimeout(resolve, 10));
-      await raftEnv.close();
+      await plane.close();
       await viewEnv.close();
     },
   };
