@@ -40,6 +40,8 @@ export interface Config {
   cacheMode: CacheMode;
   cacheDir: string;
   cacheL1MaxBytes: number;
+  /** Server: bound of the memory cache of chunks read (0 = off). */
+  chunkCacheMaxBytes: number;
   cacheL2MaxBytes: number;
   otlpEndpoint: string | null;
   serviceName: string;
@@ -157,6 +159,12 @@ export const CONFIG_VARIABLES: readonly ConfigVariable[] = [
     default: "107374182400",
     expects: "a byte count (e.g. 100GiB)",
     description: "client disk cache bound",
+  },
+  {
+    name: "KISEKI_CHUNK_CACHE_MAX",
+    default: "268435456",
+    expects: "a byte count (e.g. 256MiB; 0 turns the cache off)",
+    description: "server memory cache of read chunks",
   },
   {
     name: "OTEL_EXPORTER_OTLP_ENDPOINT",
@@ -402,6 +410,7 @@ export function parseConfig(env: ConfigEnv, options: ParseConfigOptions = {}): C
     cacheDir: raw("KISEKI_CACHE_DIR") ?? "/var/cache/kiseki",
     cacheL1MaxBytes: bytes("KISEKI_CACHE_L1_MAX", 1 << 30),
     cacheL2MaxBytes: bytes("KISEKI_CACHE_L2_MAX", 100 * 2 ** 30),
+    chunkCacheMaxBytes: bytes("KISEKI_CHUNK_CACHE_MAX", 256 * 2 ** 20),
     otlpEndpoint,
     serviceName: raw("OTEL_SERVICE_NAME") ?? `kiseki-${options.role ?? "server"}`,
     logLevel,

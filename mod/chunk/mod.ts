@@ -30,6 +30,7 @@ export {
   TENANT_DEDUP_KEY_BYTES_MIN,
 } from "./chunk_id.ts";
 export type { ChunkId, DedupMode } from "./chunk_id.ts";
+export { ChunkCache } from "./chunk_cache.ts";
 export { CHUNK_BYTES_MAX_DEFAULT, ChunkStoreError, LocalChunkStore } from "./chunk_store.ts";
 export type {
   ChunkRead,

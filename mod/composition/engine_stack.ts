@@ -289,6 +289,7 @@ export interface EngineStackOptions {
     | "partBytesMin"
     | "chunksInFlightMax"
     | "readAheadChunks"
+    | "chunkCacheBytes"
     | "hashWorker"
   >;
 }

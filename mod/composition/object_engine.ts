@@ -18,6 +18,7 @@ import {
   type CdcOptions,
   type CdcParams,
   cdcParams,
+  ChunkCache,
   type ChunkStore,
   chunkStream,
   computeChunkId,
@@ -143,6 +144,11 @@ export interface ObjectEngineOptions {
   partBytesMin?: number;
   chunksInFlightMax?: number;
   readAheadChunks?: number;
+  /**
+   * Bound in bytes of the memory cache of chunk plaintexts read (default 0: none; the
+   * server passes KISEKI_CHUNK_CACHE_MAX).
+   */
+  chunkCacheBytes?: number;
   /** Hash (MD5, chunk ids) on a worker thread (default true; false: on the event loop). */
   hashWorker?: boolean;
   logger?: Logger;
@@ -488,6 +494,7 @@ export class ObjectEngine {
   readonly #dedup: TenantDedup;
   readonly #chunksInFlightMax: number;
   readonly #readAhead: number;
+  readonly #chunkCache: ChunkCache;
   readonly #log: Logger;
   readonly #envelopes: EnvelopeBuffers;
   readonly #assembly: BufferLender;
@@ -513,6 +520,7 @@ export class ObjectEngine {
     this.#dedup = options.dedup ?? globalDedup;
     this.#chunksInFlightMax = options.chunksInFlightMax ?? ENGINE_PUT_CHUNKS_IN_FLIGHT_MAX;
     this.#readAhead = options.readAheadChunks ?? ENGINE_READ_AHEAD_CHUNKS;
+    this.#chunkCache = new ChunkCache(options.chunkCacheBytes ?? 0);
     this.#log = options.logger ?? rootLog;
     assert(
       Number.isInteger(this.putChunkRefsMax) && this.putChunkRefsMax >= 1 &&
@@ -1191,6 +1199,12 @@ export class ObjectEngine {
     }
   }
 
+  /** Lookups of the chunk cache so far and what it holds. */
+  chunkCacheStats(): { hits: number; misses: number; bytes: number; entries: number } {
+    const c = this.#chunkCache;
+    return { hits: c.hits, misses: c.misses, bytes: c.bytes, entries: c.size };
+  }
+
   // ---- reading -------------------------------------------------------------------------------
 
   async #chunkBody(
@@ -1253,8 +1267,16 @@ export class ObjectEngine {
     }, { highWaterMark: 0 });
   }
 
-  /** One chunk's plaintext: fetched (verified, rebuilt if degraded) and opened in place. */
+  /**
+   * One chunk's plaintext: from the chunk cache, or fetched (verified, rebuilt if degraded),
+   * opened in place and cached. The result is read-only (it may be the cache's copy).
+   */
   async #readChunk(key: string, ref: ChunkRef): Promise<Uint8Array> {
+    const cacheKey = this.#chunkCache.maxBytes > 0 ? toHex(ref.chunkId) : "";
+    if (cacheKey !== "") {
+      const hit = this.#chunkCache.get(cacheKey);
+      if (hit !== undefined && hit.length >= ref.lengthBytes) return hit;
+    }
     let envelope: Uint8Array;
     try {
       envelope = await this.chunkStore.get(ref.chunkId);
@@ -1288,6 +1310,7 @@ export class ObjectEngine {
           `bytes, the object uses ${ref.lengthBytes}`,
       );
     }
+    if (cacheKey !== "") this.#chunkCache.set(cacheKey, plaintext);
     return plaintext;
   }
 

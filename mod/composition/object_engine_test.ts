@@ -196,6 +196,39 @@ Deno.test("ObjectEngine round-trips 0 B to 5 MiB + 1, inline up to the threshold
   });
 });
 
+Deno.test("ObjectEngine serves repeated reads from its chunk cache, byte-exact, within its bound", async () => {
+  await withStack(async (stack) => {
+    const { engine } = stack;
+    const ns = await engine.createNamespace(tenant(1), "cached");
+    const bytes = prngBytes(77, 3 * MiB + 17);
+    await engine.putObject(ns, "a", bytes);
+    const chunks = chunkIds(stack, ns, "a").length;
+    assert.ok(chunks >= 2, `${chunks} chunks`);
+    assert.ok(same(await get(stack, ns, "a"), bytes), "first read (from the devices)");
+    assert.deepEqual(
+      { hits: engine.chunkCacheStats().hits, misses: engine.chunkCacheStats().misses },
+      { hits: 0, misses: chunks },
+    );
+    const first = await get(stack, ns, "a");
+    const second = await get(stack, ns, "a");
+    assert.ok(same(first, bytes) && same(second, bytes), "cached reads are byte-exact");
+    assert.equal(engine.chunkCacheStats().hits, 2 * chunks);
+    const range = await readAll(
+      (await engine.getObject(ns, "a", { range: { start: MiB - 5, end: 2 * MiB + 4 } })).body,
+    );
+    assert.ok(same(range, bytes.subarray(MiB - 5, 2 * MiB + 5)), "a cached range");
+    // A new content under the same key is new chunks: never served from the old entries.
+    const other = prngBytes(78, 3 * MiB + 17);
+    await engine.putObject(ns, "a", other);
+    assert.ok(same(await get(stack, ns, "a"), other), "the overwrite reads back");
+    await engine.putObject(ns, "b", prngBytes(79, 3 * MiB + 17));
+    await get(stack, ns, "b");
+    const stats = engine.chunkCacheStats();
+    assert.ok(stats.bytes <= 8 * MiB, `cache holds ${stats.bytes} bytes, bound 8 MiB`);
+    assert.ok(stats.bytes > 4 * MiB, `cache holds ${stats.bytes} bytes`);
+  }, { engine: { chunkCacheBytes: 8 * MiB } });
+});
+
 Deno.test("ObjectEngine streams a 64 MiB object in and out, byte-exact", async () => {
   await withStack(async (stack) => {
     const { engine } = stack;

@@ -115,9 +115,22 @@ async function load(): Promise<void> {
   const unsigned = Deno.args.includes("--unsigned");
   const url = new URL(endpoint);
 
-  const payload = new Uint8Array(size);
-  for (let i = 0; i < size; i += 4096) payload[i] = (i >> 12) & 0xff;
-  const payloadHash = op === "put" ? createHash("sha256").update(payload).digest("hex") : "";
+  // Every PUT sends distinct content (no chunk deduplicates against another), as a real
+  // workload does: each worker owns a payload buffer and stamps the op index into every
+  // 64 KiB of it (every chunk the gateway cuts contains a stamp), then hashes it for
+  // x-amz-content-sha256 as an SDK does over http.
+  const template = new Uint8Array(size);
+  for (let i = 0; i < size; i += 4096) template[i] = (i >> 12) & 0xff;
+  const payloads: Uint8Array[] = [];
+  const payloadFor = (worker: number, index: number): { body: Uint8Array; hash: string } => {
+    const body = payloads[worker] ??= template.slice();
+    const view = new DataView(body.buffer, body.byteOffset, body.byteLength);
+    for (let at = 0; at + 8 <= size; at += 64 * KIB) {
+      view.setUint32(at, index);
+      view.setUint32(at + 4, worker ^ 0x6b697365);
+    }
+    return { body, hash: createHash("sha256").update(body).digest("hex") };
+  };
   const signer = unsigned ? null : new SignatureV4({
     service: "s3",
     region: "us-east-1",
@@ -126,12 +139,16 @@ async function load(): Promise<void> {
     uriEscapePath: false,
   });
 
-  async function once(index: number): Promise<{ bytes: number; error: string | null }> {
+  async function once(
+    worker: number,
+    index: number,
+  ): Promise<{ bytes: number; error: string | null }> {
     const path = `/${bucket}/${prefix}/${index % keys}`;
+    const payload = op === "put" ? payloadFor(worker, index) : null;
     const headers: Record<string, string> = {
       host: url.host,
-      "x-amz-content-sha256": op === "put"
-        ? payloadHash
+      "x-amz-content-sha256": payload !== null
+        ? payload.hash
         : "e3b0c44298fc1c149afbf4c8996fb92427ae41e4649b934ca495991b7852b855",
     };
     if (op === "put") headers["content-length"] = String(size);
@@ -153,7 +170,7 @@ async function load(): Promise<void> {
     const response = await fetch(`${endpoint}${path}`, {
       method: op === "put" ? "PUT" : "GET",
       headers: sent,
-      body: op === "put" ? payload : undefined,
+      body: payload?.body,
     });
     let bytes = 0;
     if (response.body) {
@@ -172,8 +189,8 @@ async function load(): Promise<void> {
   let next = 0;
   if (warmupMs > 0) {
     const until = performance.now() + warmupMs;
-    await Promise.all(Array.from({ length: concurrency }, async () => {
-      while (performance.now() < until && next < count) await once(next++);
+    await Promise.all(Array.from({ length: concurrency }, async (_, worker) => {
+      while (performance.now() < until && next < count) await once(worker, next++);
     }));
   }
 
@@ -185,13 +202,13 @@ async function load(): Promise<void> {
   let issued = 0;
   const start = performance.now();
   const deadline = start + seconds * 1000;
-  await Promise.all(Array.from({ length: concurrency }, async () => {
+  await Promise.all(Array.from({ length: concurrency }, async (_, worker) => {
     while (issued < count && performance.now() < deadline) {
       const index = next++;
       issued++;
       const t0 = performance.now();
       try {
-        const r = await once(index);
+        const r = await once(worker, index);
         if (r.error !== null) {
           errors++;
           firstError ??= r.error;
