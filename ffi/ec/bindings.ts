@@ -1,10 +1,11 @@
-// Symbol table of the erasure-coding shim (ffi/ec/kiseki_ec.c) and the one way to open it.
-// Signatures here and in the C file change together, with KISEKI_EC_ABI_VERSION bumped.
+// Symbol table of the erasure-coding and CRC-32C shim (ffi/ec/kiseki_ec.c) and the one way
+// to open it. Signatures here and in the C file change together, with KISEKI_EC_ABI_VERSION
+// bumped.
 
 import { openShim, type ShimLoad, type ShimOptions } from "../loader.ts";
 
 /** Must equal KISEKI_EC_ABI_VERSION in kiseki_ec.c; a stale build is refused, not trusted. */
-export const EC_SHIM_ABI_VERSION = 1;
+export const EC_SHIM_ABI_VERSION = 2;
 
 /** Return codes of the shim's entry points. */
 export const EC_SHIM_OK = 0;
@@ -32,6 +33,11 @@ export const EC_SYMBOLS = {
     result: "i32",
     nonblocking: true,
   },
+  /**
+   * (bytes, length, previous) -> CRC-32C continuing `previous`, as mod/base/crc32c.ts.
+   * Blocking on purpose: a call costs nanoseconds, the nonblocking hop tens of microseconds.
+   */
+  kiseki_crc32c: { parameters: ["buffer", "u64", "u32"], result: "u32" },
 } as const satisfies Deno.ForeignLibraryInterface;
 
 export type EcShimSymbols = typeof EC_SYMBOLS;

@@ -1,7 +1,7 @@
 // Kiseki erasure-coding shim: a thin, validated door onto Intel ISA-L's Reed-Solomon
-// (GF(2^8), poly 0x11d, Cauchy generator). TypeScript owns the caching and the policy;
-// this file only turns one call with a packed pointer descriptor into one ISA-L call,
-// so a k+m encode costs a single FFI crossing.
+// (GF(2^8), poly 0x11d, Cauchy generator) and its CRC-32C. TypeScript owns the caching and
+// the policy; this file only turns one call with a packed pointer descriptor into one ISA-L
+// call, so a k+m encode costs a single FFI crossing.
 //
 // Every entry point re-checks its arguments and returns a negative code instead of
 // trusting the caller, because a bad pointer here is a crash of the whole process.
@@ -9,13 +9,17 @@
 #include <stddef.h>
 #include <stdint.h>
 #include <string.h>
+#include <isa-l/crc.h>
 #include <isa-l/erasure_code.h>
 
 // Bumped whenever a signature below changes; bindings.ts refuses a mismatched shim.
-#define KISEKI_EC_ABI_VERSION 1
+#define KISEKI_EC_ABI_VERSION 2
 
 // Cauchy rows and columns are k+m distinct field elements; 255 keeps the count a byte.
 #define KISEKI_EC_TOTAL_MAX 255
+
+// crc32_iscsi() takes an int length; longer buffers are fed to it in pieces of this size.
+#define KISEKI_CRC32C_STEP_BYTES ((uint64_t)1 << 30)
 
 #define KISEKI_EC_OK 0
 #define KISEKI_EC_EINVAL -1
@@ -98,4 +102,22 @@ int kiseki_ec_encode(int len, int k, int rows, uint8_t *gftbls, const uint64_t *
   }
   if (len > 0) ec_encode_data(len, k, rows, gftbls, sources, dests);
   return KISEKI_EC_OK;
+}
+
+// CRC-32C (Castagnoli) with the same continuation as mod/base/crc32c.ts:
+// kiseki_crc32c(b, n, kiseki_crc32c(a, m, 0)) == CRC-32C of a followed by b, and 0 for
+// empty input. crc32_iscsi() neither inverts its initial value nor its result, so the
+// finished CRC `previous` becomes the running register ~previous, and the register after
+// the last byte is inverted back (crc32_iscsi("123456789", 9, ~0) == ~0xE3069283).
+uint32_t kiseki_crc32c(const uint8_t *buf, uint64_t len, uint32_t previous) {
+  uint32_t crc = ~previous;
+  // Deno may pass NULL for an empty buffer; nothing to add then.
+  if (buf == NULL) return previous;
+  while (len > 0) {
+    uint64_t step = len < KISEKI_CRC32C_STEP_BYTES ? len : KISEKI_CRC32C_STEP_BYTES;
+    crc = crc32_iscsi((unsigned char *)buf, (int)step, crc);
+    buf += step;
+    len -= step;
+  }
+  return ~crc;
 }

@@ -1,5 +1,5 @@
 import assert from "node:assert/strict";
-import { crc32c } from "./crc32c.ts";
+import { crc32c, crc32cImplementation, crc32cPure, installCrc32c } from "./crc32c.ts";
 import { Prng } from "./prng.ts";
 
 /** Bit-at-a-time reference, to check the sliced tables against. */
@@ -49,4 +49,37 @@ Deno.test("crc32c() changes when any single bit flips", () => {
     assert.notEqual(crc32c(data), good);
     data[bit >> 3]! ^= 1 << (bit & 7);
   }
+});
+
+Deno.test("crc32c() runs the pure twin until an implementation is installed", () => {
+  assert.deepEqual(crc32cImplementation(), {
+    name: "typescript",
+    reason: "default (no native implementation installed)",
+  });
+  const data = new Prng(5).bytes(100);
+  assert.equal(crc32c(data), crc32cPure(data));
+  assert.equal(crc32c(data, 0x1234), crc32cPure(data, 0x1234));
+});
+
+Deno.test("installCrc32c() routes crc32c() and names the implementation", () => {
+  const calls: [Uint8Array, number][] = [];
+  installCrc32c(
+    (bytes, previous) => {
+      calls.push([bytes, previous]);
+      return 42;
+    },
+    "fake",
+    "test double",
+  );
+  try {
+    const data = new Uint8Array(3);
+    assert.equal(crc32c(data), 42);
+    assert.equal(crc32c(data, 7), 42);
+    assert.deepEqual(calls, [[data, 0], [data, 7]]);
+    assert.deepEqual(crc32cImplementation(), { name: "fake", reason: "test double" });
+  } finally {
+    installCrc32c(crc32cPure, "typescript", "restored by test");
+  }
+  assert.equal(crc32c(new TextEncoder().encode("123456789")), 0xe3069283);
+  assert.equal(crc32cImplementation().name, "typescript");
 });

@@ -27,7 +27,14 @@ export type {
   TlsPaths,
 } from "./config.ts";
 export { Prng } from "./prng.ts";
-export { crc32c } from "./crc32c.ts";
+export {
+  crc32c,
+  type Crc32cFunction,
+  type Crc32cImplementation,
+  crc32cImplementation,
+  crc32cPure,
+  installCrc32c,
+} from "./crc32c.ts";
 export {
   compareHlc,
   formatHlc,

@@ -1,8 +1,16 @@
 // Entry of kiseki-server: the composition root of a storage node. It reads the
-// configuration, prepares the data directory, picks the crypto and erasure-coding
+// configuration, prepares the data directory, picks the crypto, erasure-coding and CRC-32C
 // implementations (shim or pure twin), proves them with a self-check, and reports ready.
 
-import { bytesEqual, type Config, CONFIG_VARIABLES, formatHostPort, Prng } from "../base/mod.ts";
+import {
+  bytesEqual,
+  type Config,
+  CONFIG_VARIABLES,
+  formatHostPort,
+  installCrc32c,
+  Prng,
+} from "../base/mod.ts";
+import { selectCrc32c } from "../../ffi/ec/crc32c.ts";
 import { collectProcessMetrics, gauge, log } from "../obs/mod.ts";
 import { AdminApi, ReadinessFlag, startAdminServer } from "../admin/mod.ts";
 import { type Aead, selectAead } from "../crypto/mod.ts";
@@ -99,6 +107,15 @@ async function runServer(config: Config): Promise<number> {
     const aead = selectAead(shim);
     const ec = selectErasureCodec(shim);
     await selfCheck(aead, ec);
+    // Installed before the engine writes or verifies a record; both agree bit for bit.
+    const crc = selectCrc32c(shim);
+    installCrc32c(crc.impl, crc.name, crc.reason);
+    logger.info("crc32c implementation", { impl: crc.name, reason: crc.reason });
+    gauge<"impl">({
+      name: "kiseki_crc32c_implementation",
+      help: "1 for the CRC-32C implementation in use (isa-l or typescript)",
+      labelNames: ["impl"],
+    }).set({ impl: crc.name }, 1);
 
     gauge({
       name: "kiseki_node_info",
@@ -131,6 +148,7 @@ async function runServer(config: Config): Promise<number> {
       pool: pools[0]!,
       shardCount: config.shardCount,
       logger,
+      engine: { chunkCacheBytes: config.chunkCacheMaxBytes },
       metadata: async (onShard) => {
         cluster = await startCluster({ config, log: logger, tickMs: config.raftTickMs, onShard });
         const c = cluster;
