@@ -5,7 +5,7 @@
 import { openShim, type ShimLoad, type ShimOptions } from "../loader.ts";
 
 /** Must equal KISEKI_URING_ABI_VERSION in kiseki_uring.c; a stale build is refused. */
-export const URING_SHIM_ABI_VERSION = 1;
+export const URING_SHIM_ABI_VERSION = 2;
 
 /** u64 words per op in a submit descriptor, and the word of each field. */
 export const URING_OP_WORDS = 4;
@@ -47,12 +47,29 @@ export const URING_STAGE_TEXT: Record<number, string> = {
 /** kiseki_uring_submit() returns 0, -errno for a refused batch, or one of these. */
 export const URING_EBROKEN = -1000;
 export const URING_EWEDGED = -1001;
+/** kiseki_uring_run(): the sync of an entry whose batch left its ring unusable was not run. */
+export const URING_ENOTRUN = -1002;
+
+/** kiseki_uring_run() plan: uint64 words per entry (one ring each), and their slots. */
+export const URING_PLAN_WORDS = 5;
+export const URING_PLAN_RING = 0;
+export const URING_PLAN_DESC = 1;
+export const URING_PLAN_COUNT = 2;
+export const URING_PLAN_RESULTS = 3;
+export const URING_PLAN_FLAGS = 4;
+/** Plan flag: fdatasync the ring's file after its ops. */
+export const URING_PLAN_SYNC = 1;
+/** Rings one kiseki_uring_run() call may drive. */
+export const URING_SHIM_PLAN_ENTRIES_MAX = 256;
 
 export const URING_SYMBOLS = {
   kiseki_uring_abi_version: { parameters: [], result: "i32" },
   kiseki_uring_address_of: { parameters: ["buffer"], result: "u64" },
   kiseki_uring_depth_max: { parameters: [], result: "i32" },
   kiseki_uring_batch_ops_max: { parameters: [], result: "i32" },
+  kiseki_uring_plan_entries_max: { parameters: [], result: "i32" },
+  /** (ring) -> its address, for kiseki_uring_run() plans. */
+  kiseki_uring_ring_address: { parameters: ["pointer"], result: "u64" },
   /** () -> 0 or -errno: can this process use io_uring with READ, WRITE and FSYNC? */
   kiseki_uring_probe: { parameters: [], result: "i32" },
   /** (path\0, flags, depth, info[4]) -> ring or null; does a test read and write: nonblocking. */
@@ -64,6 +81,16 @@ export const URING_SYMBOLS = {
   /** (ring, descriptor, count, results[count]) -> 0 | -EINVAL | EBROKEN | EWEDGED. */
   kiseki_uring_submit: {
     parameters: ["pointer", "buffer", "u32", "buffer"],
+    result: "i32",
+    nonblocking: true,
+  },
+  /**
+   * (plan, entries, status[2 * entries]) -> 0 | -EINVAL | -ENOMEM: the batches (and syncs)
+   * of several rings in one call, all rings working at once. status per entry: the batch's
+   * return as kiseki_uring_submit()'s, then the sync's as kiseki_uring_fsync()'s.
+   */
+  kiseki_uring_run: {
+    parameters: ["buffer", "u32", "buffer"],
     result: "i32",
     nonblocking: true,
   },
@@ -89,7 +116,8 @@ export function openUringShim(options: ShimOptions): ShimLoad<UringShimSymbols> 
     mismatch = `shim ABI ${version} at ${load.path}, expected ${URING_SHIM_ABI_VERSION}`;
   } else if (
     s.kiseki_uring_batch_ops_max() !== URING_SHIM_BATCH_OPS_MAX ||
-    s.kiseki_uring_depth_max() !== URING_SHIM_DEPTH_MAX
+    s.kiseki_uring_depth_max() !== URING_SHIM_DEPTH_MAX ||
+    s.kiseki_uring_plan_entries_max() !== URING_SHIM_PLAN_ENTRIES_MAX
   ) {
     mismatch = `shim limits at ${load.path} differ from bindings.ts`;
   }

@@ -18,7 +18,7 @@
 #include <unistd.h>
 
 // Bumped whenever a signature or the descriptor layout changes; bindings.ts checks it.
-#define KISEKI_URING_ABI_VERSION 1
+#define KISEKI_URING_ABI_VERSION 2
 
 // Descriptor: KISEKI_URING_OP_WORDS uint64 words per op.
 #define KISEKI_URING_OP_WORDS 4
@@ -59,6 +59,19 @@
 #define KISEKI_URING_EBROKEN (-1000)
 // The ring failed with requests in flight: the kernel may still write their buffers.
 #define KISEKI_URING_EWEDGED (-1001)
+// kiseki_uring_run() sync status of an entry whose sync was not attempted.
+#define KISEKI_URING_ENOTRUN (-1002)
+
+// kiseki_uring_run() plan: KISEKI_URING_PLAN_WORDS uint64 words per entry (one ring each).
+#define KISEKI_URING_PLAN_WORDS 5
+#define KISEKI_URING_PLAN_RING 0    // struct kiseki_ring *
+#define KISEKI_URING_PLAN_DESC 1    // descriptor address (ops as above)
+#define KISEKI_URING_PLAN_COUNT 2   // ops in the descriptor
+#define KISEKI_URING_PLAN_RESULTS 3 // int32 results address, one per op
+#define KISEKI_URING_PLAN_FLAGS 4   // KISEKI_URING_PLAN_SYNC
+#define KISEKI_URING_PLAN_SYNC 1    // fdatasync after the ops
+// Rings one kiseki_uring_run() call may drive.
+#define KISEKI_URING_PLAN_ENTRIES_MAX 256
 
 struct kiseki_ring {
   struct io_uring ring;
@@ -73,9 +86,12 @@ int kiseki_uring_abi_version(void) { return KISEKI_URING_ABI_VERSION; }
 // The address of a caller's buffer, for descriptors. Deno.UnsafePointer.of() needs unscoped
 // --allow-ffi; a call into this already-opened library does not.
 uint64_t kiseki_uring_address_of(const void *p) { return (uint64_t)(uintptr_t)p; }
+// The address of a ring, for kiseki_uring_run() plans.
+uint64_t kiseki_uring_ring_address(const struct kiseki_ring *kr) { return (uint64_t)(uintptr_t)kr; }
 
 int kiseki_uring_depth_max(void) { return KISEKI_URING_DEPTH_MAX; }
 int kiseki_uring_batch_ops_max(void) { return KISEKI_URING_BATCH_OPS_MAX; }
+int kiseki_uring_plan_entries_max(void) { return KISEKI_URING_PLAN_ENTRIES_MAX; }
 
 // Can this process use io_uring at all, with the opcodes we need? 0 or -errno (ENOSYS on old
 // kernels, EPERM when kernel.io_uring_disabled or seccomp forbid it, EOPNOTSUPP when an
@@ -292,54 +308,83 @@ static int drain_after_failure(struct io_uring *ring, unsigned inflight, int32_t
   return 0;
 }
 
-// Runs `count` ops (descriptor layout above) and waits for all of them. results[i] receives
-// the bytes done (the op's length on success) or -errno. Short transfers are continued; a
-// read that meets end of file fails with -ENODATA. Returns 0 when every op ran (check
-// results), -EINVAL for a bad batch (nothing done), KISEKI_URING_EBROKEN or
-// KISEKI_URING_EWEDGED when the ring itself failed (the ring is unusable afterwards).
-// Never called concurrently on one ring: TypeScript queues calls per disk.
-int kiseki_uring_submit(struct kiseki_ring *kr, const uint64_t *desc, uint32_t count,
-                        int32_t *results) {
-  if (kr == NULL || desc == NULL || results == NULL || count > KISEKI_URING_BATCH_OPS_MAX) {
+// One batch of ops on one ring while it runs: a sliding window of requests, with the ops
+// whose short transfer or retryable error needs another request kept in `pending`. Each
+// pending op was in flight, and in-flight plus pending never exceeds the ring's depth.
+struct batch {
+  struct kiseki_ring *kr;
+  const uint64_t *desc;
+  uint32_t count;
+  int32_t *results;
+  uint32_t *pending;
+  unsigned npending;
+  unsigned inflight;
+  unsigned retries;
+  uint32_t next;
+};
+
+// Checks a batch and readies its state; 0, -EINVAL or KISEKI_URING_EBROKEN.
+static int batch_init(struct batch *b, struct kiseki_ring *kr, const uint64_t *desc,
+                      uint32_t count, int32_t *results, uint32_t *pending) {
+  if (kr == NULL || (desc == NULL && count > 0) || (results == NULL && count > 0) ||
+      count > KISEKI_URING_BATCH_OPS_MAX) {
     return -EINVAL;
   }
   if (kr->broken) return KISEKI_URING_EBROKEN;
   int bad = check_batch(kr, desc, count);
   if (bad != 0) return bad;
-
-  struct io_uring *ring = &kr->ring;
-  // Ops whose short transfer or retryable error needs another request. Each pending op was
-  // in flight, and in-flight plus pending never exceeds depth.
-  uint32_t pending[KISEKI_URING_DEPTH_MAX];
-  unsigned npending = 0;
-  unsigned inflight = 0;
-  unsigned retries = 0;
-  uint32_t next = 0;
+  b->kr = kr;
+  b->desc = desc;
+  b->count = count;
+  b->results = results;
+  b->pending = pending;
+  b->npending = 0;
+  b->inflight = 0;
+  b->retries = 0;
+  b->next = 0;
   for (uint32_t i = 0; i < count; i++) results[i] = 0;
+  return 0;
+}
 
-  while (next < count || npending > 0 || inflight > 0) {
-    while (inflight < kr->depth && (npending > 0 || next < count)) {
-      uint32_t i = npending > 0 ? pending[npending - 1] : next;
-      const uint64_t *op = &desc[(size_t)i * KISEKI_URING_OP_WORDS];
-      struct io_uring_sqe *sqe = NULL;
-      if (op[KISEKI_URING_OP_LENGTH] > 0) {
-        sqe = io_uring_get_sqe(ring);
-        // Cannot happen with inflight < depth (the SQ has depth entries); fail safe anyway.
-        if (sqe == NULL) break;
-      }
-      if (npending > 0) npending--;
-      else next++;
-      if (sqe == NULL) continue; // zero-length op: done without the kernel
-      prep_op(sqe, kr->fd, op, (uint32_t)results[i], i);
-      inflight++;
+// Queues requests until the window is full or nothing is left to queue.
+static void batch_fill(struct batch *b) {
+  struct io_uring *ring = &b->kr->ring;
+  while (b->inflight < b->kr->depth && (b->npending > 0 || b->next < b->count)) {
+    uint32_t i = b->npending > 0 ? b->pending[b->npending - 1] : b->next;
+    const uint64_t *op = &b->desc[(size_t)i * KISEKI_URING_OP_WORDS];
+    struct io_uring_sqe *sqe = NULL;
+    if (op[KISEKI_URING_OP_LENGTH] > 0) {
+      sqe = io_uring_get_sqe(ring);
+      // Cannot happen with inflight < depth (the SQ has depth entries); fail safe anyway.
+      if (sqe == NULL) break;
     }
-    if (inflight == 0) break;
+    if (b->npending > 0) b->npending--;
+    else b->next++;
+    if (sqe == NULL) continue; // zero-length op: done without the kernel
+    prep_op(sqe, b->kr->fd, op, (uint32_t)b->results[i], i);
+    b->inflight++;
+  }
+}
+
+// Runs the batch to its end (requests already queued by batch_fill() included) and waits
+// for all of them. results[i] receives the bytes done (the op's length on success) or
+// -errno. Short transfers are continued; a read that meets end of file fails with -ENODATA.
+// Returns 0 when every op ran (check results), KISEKI_URING_EBROKEN or KISEKI_URING_EWEDGED
+// when the ring itself failed (the ring is unusable afterwards).
+static int batch_run(struct batch *b) {
+  struct kiseki_ring *kr = b->kr;
+  struct io_uring *ring = &kr->ring;
+  const uint32_t count = b->count;
+  int32_t *results = b->results;
+  while (b->next < count || b->npending > 0 || b->inflight > 0) {
+    batch_fill(b);
+    if (b->inflight == 0) break;
 
     int ret = submit_wait(ring);
     if (ret == -EAGAIN || ret == -EBUSY) {
       // Kernel short of memory or completions backed up: reap what is there, then retry.
       if (io_uring_cq_ready(ring) == 0) {
-        if (++retries > KISEKI_URING_RETRIES_MAX) ret = -EIO;
+        if (++b->retries > KISEKI_URING_RETRIES_MAX) ret = -EIO;
         else {
           sched_yield();
           continue;
@@ -351,10 +396,10 @@ int kiseki_uring_submit(struct kiseki_ring *kr, const uint64_t *desc, uint32_t c
     if (ret < 0) {
       int err = -ret;
       kr->broken = 1;
-      int drained = drain_after_failure(ring, inflight, results, count, err);
+      int drained = drain_after_failure(ring, b->inflight, results, count, err);
       // Entries the kernel never consumed stay in the SQ; the ring is never entered again.
       for (uint32_t i = 0; i < count; i++) {
-        const uint64_t *op = &desc[(size_t)i * KISEKI_URING_OP_WORDS];
+        const uint64_t *op = &b->desc[(size_t)i * KISEKI_URING_OP_WORDS];
         if (results[i] >= 0 && (uint64_t)results[i] < op[KISEKI_URING_OP_LENGTH]) {
           results[i] = -ECANCELED;
         }
@@ -368,13 +413,13 @@ int kiseki_uring_submit(struct kiseki_ring *kr, const uint64_t *desc, uint32_t c
     io_uring_for_each_cqe(ring, head, cqe) {
       seen++;
       if (cqe->user_data >= count) continue; // not ours (cannot happen; never trust it)
-      inflight--;
+      b->inflight--;
       uint32_t i = (uint32_t)cqe->user_data;
       int res = cqe->res;
-      const uint64_t *op = &desc[(size_t)i * KISEKI_URING_OP_WORDS];
+      const uint64_t *op = &b->desc[(size_t)i * KISEKI_URING_OP_WORDS];
       if (res == -EAGAIN || res == -EINTR) {
-        if (++retries <= KISEKI_URING_RETRIES_MAX) {
-          pending[npending++] = i;
+        if (++b->retries <= KISEKI_URING_RETRIES_MAX) {
+          b->pending[b->npending++] = i;
           continue;
         }
       }
@@ -384,16 +429,163 @@ int kiseki_uring_submit(struct kiseki_ring *kr, const uint64_t *desc, uint32_t c
         results[i] = op[KISEKI_URING_OP_KIND] == KISEKI_URING_READ ? -ENODATA : -EIO;
       } else {
         results[i] += res;
-        if ((uint64_t)results[i] < op[KISEKI_URING_OP_LENGTH]) pending[npending++] = i;
+        if ((uint64_t)results[i] < op[KISEKI_URING_OP_LENGTH]) b->pending[b->npending++] = i;
       }
     }
     io_uring_cq_advance(ring, seen);
   }
   // Safety net: an op the loop could not finish is reported failed, never as success.
   for (uint32_t i = 0; i < count; i++) {
-    const uint64_t *op = &desc[(size_t)i * KISEKI_URING_OP_WORDS];
+    const uint64_t *op = &b->desc[(size_t)i * KISEKI_URING_OP_WORDS];
     if (results[i] >= 0 && (uint64_t)results[i] < op[KISEKI_URING_OP_LENGTH]) results[i] = -EIO;
   }
+  return 0;
+}
+
+// Runs `count` ops (descriptor layout above) and waits for all of them; see batch_run().
+// -EINVAL for a bad batch (nothing done). Never called concurrently on one ring:
+// TypeScript queues calls per disk.
+int kiseki_uring_submit(struct kiseki_ring *kr, const uint64_t *desc, uint32_t count,
+                        int32_t *results) {
+  if (desc == NULL || results == NULL) return -EINVAL;
+  uint32_t pending[KISEKI_URING_DEPTH_MAX];
+  struct batch b;
+  int rc = batch_init(&b, kr, desc, count, results, pending);
+  if (rc != 0) return rc;
+  return batch_run(&b);
+}
+
+// Queues an fdatasync (IORING_OP_FSYNC with IORING_FSYNC_DATASYNC) and submits it without
+// waiting. 0, or -errno from the submit (the ring is then marked broken).
+static int fsync_start(struct kiseki_ring *kr) {
+  struct io_uring_sqe *sqe = io_uring_get_sqe(&kr->ring);
+  if (sqe == NULL) return -EBUSY;
+  io_uring_prep_fsync(sqe, kr->fd, IORING_FSYNC_DATASYNC);
+  sqe->user_data = KISEKI_URING_SINGLE;
+  for (;;) {
+    int ret = io_uring_submit(&kr->ring);
+    if (ret == -EINTR) continue;
+    if (ret < 0) {
+      kr->broken = 1;
+      return ret;
+    }
+    return 0;
+  }
+}
+
+// Waits for the fdatasync fsync_start() queued: 0 or -errno of the sync, or
+// KISEKI_URING_EBROKEN when waiting failed (the ring is marked broken).
+static int fsync_finish(struct kiseki_ring *kr) {
+  for (;;) {
+    struct io_uring_cqe *cqe = NULL;
+    int ret = io_uring_wait_cqe(&kr->ring, &cqe);
+    if (ret == -EINTR) continue;
+    if (ret < 0) {
+      kr->broken = 1;
+      return KISEKI_URING_EBROKEN;
+    }
+    uint64_t tag = cqe->user_data;
+    int res = cqe->res;
+    io_uring_cqe_seen(&kr->ring, cqe);
+    if (tag != KISEKI_URING_SINGLE) continue; // not ours (cannot happen; never trust it)
+    return res < 0 ? res : 0;
+  }
+}
+
+// Runs the batches of several rings in one call, all rings working at once: every ring's
+// first window is queued and submitted before any is waited on, and a ring's fdatasync (plan
+// flag KISEKI_URING_PLAN_SYNC, issued after all of its ops completed, whatever their
+// results) is submitted as soon as its ops are done, while the other rings are still being
+// waited on. The plan holds KISEKI_URING_PLAN_WORDS uint64 words per entry (ring, descriptor
+// address, op count, results address, flags); status receives two int32 per entry: the
+// batch's return as kiseki_uring_submit() gives it, and the sync's as kiseki_uring_fsync()
+// gives it (0 when not asked for, KISEKI_URING_ENOTRUN when the batch left the ring broken).
+// Returns 0, or -EINVAL for a malformed plan (nothing done). A ring appears at most once.
+int kiseki_uring_run(const uint64_t *plan, uint32_t entries, int32_t *status) {
+  if (plan == NULL || status == NULL || entries == 0 || entries > KISEKI_URING_PLAN_ENTRIES_MAX) {
+    return -EINVAL;
+  }
+  size_t depths = 0;
+  for (uint32_t e = 0; e < entries; e++) {
+    const uint64_t *p = &plan[(size_t)e * KISEKI_URING_PLAN_WORDS];
+    if (p[KISEKI_URING_PLAN_RING] == 0) return -EINVAL;
+    depths += ((const struct kiseki_ring *)(uintptr_t)p[KISEKI_URING_PLAN_RING])->depth;
+    for (uint32_t f = 0; f < e; f++) {
+      if (plan[(size_t)f * KISEKI_URING_PLAN_WORDS + KISEKI_URING_PLAN_RING] ==
+          p[KISEKI_URING_PLAN_RING]) {
+        return -EINVAL;
+      }
+    }
+  }
+  struct batch *batches = calloc(entries, sizeof(struct batch));
+  uint32_t *pending = malloc(depths * sizeof(uint32_t));
+  if (batches == NULL || pending == NULL) {
+    free(batches);
+    free(pending);
+    return -ENOMEM;
+  }
+  // 0: nothing to wait for; 1: ops queued; 2: fsync queued.
+  uint8_t *state = calloc(entries, 1);
+  if (state == NULL) {
+    free(batches);
+    free(pending);
+    return -ENOMEM;
+  }
+  size_t window = 0;
+  for (uint32_t e = 0; e < entries; e++) {
+    const uint64_t *p = &plan[(size_t)e * KISEKI_URING_PLAN_WORDS];
+    struct kiseki_ring *kr = (struct kiseki_ring *)(uintptr_t)p[KISEKI_URING_PLAN_RING];
+    uint32_t *own = &pending[window];
+    window += kr->depth;
+    int32_t *st = &status[(size_t)e * 2];
+    st[0] = 0;
+    st[1] = 0;
+    uint64_t count = p[KISEKI_URING_PLAN_COUNT];
+    int rc = count > KISEKI_URING_BATCH_OPS_MAX
+               ? -EINVAL
+               : batch_init(&batches[e], kr, (const uint64_t *)(uintptr_t)p[KISEKI_URING_PLAN_DESC],
+                            (uint32_t)count, (int32_t *)(uintptr_t)p[KISEKI_URING_PLAN_RESULTS],
+                            own);
+    if (rc != 0) {
+      st[0] = rc;
+      st[1] = KISEKI_URING_ENOTRUN;
+      continue;
+    }
+    if (count > 0) {
+      batch_fill(&batches[e]);
+      // Errors surface in batch_run(), which submits again before it waits.
+      while (io_uring_submit(&kr->ring) == -EINTR) {
+      }
+      state[e] = 1;
+    } else if (p[KISEKI_URING_PLAN_FLAGS] & KISEKI_URING_PLAN_SYNC) {
+      int sr = fsync_start(kr);
+      if (sr < 0) st[1] = KISEKI_URING_EBROKEN;
+      else state[e] = 2;
+    }
+  }
+  for (uint32_t e = 0; e < entries; e++) {
+    if (state[e] != 1) continue;
+    const uint64_t *p = &plan[(size_t)e * KISEKI_URING_PLAN_WORDS];
+    int32_t *st = &status[(size_t)e * 2];
+    st[0] = batch_run(&batches[e]);
+    state[e] = 0;
+    if (!(p[KISEKI_URING_PLAN_FLAGS] & KISEKI_URING_PLAN_SYNC)) continue;
+    if (st[0] != 0) {
+      st[1] = KISEKI_URING_ENOTRUN;
+      continue;
+    }
+    if (fsync_start(batches[e].kr) < 0) st[1] = KISEKI_URING_EBROKEN;
+    else state[e] = 2;
+  }
+  for (uint32_t e = 0; e < entries; e++) {
+    if (state[e] != 2) continue;
+    const uint64_t *p = &plan[(size_t)e * KISEKI_URING_PLAN_WORDS];
+    struct kiseki_ring *kr = (struct kiseki_ring *)(uintptr_t)p[KISEKI_URING_PLAN_RING];
+    status[(size_t)e * 2 + 1] = fsync_finish(kr);
+  }
+  free(state);
+  free(pending);
+  free(batches);
   return 0;
 }
 

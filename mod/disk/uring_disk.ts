@@ -1,10 +1,13 @@
-// UringDisk: the Disk port on io_uring through ffi/uring. One ring per disk; every batch is
-// one nonblocking FFI call that submits all of its ops and waits for all completions, and
-// submits that arrive while a call is running are merged into the next call, so the ring
-// stays busy and the FFI hop (tens of microseconds) is paid once per merged batch.
+// UringDisk: the Disk port on io_uring through ffi/uring. One ring per disk; the disks
+// opened on one shim share a scheduler that drives every disk with queued work in ONE
+// nonblocking FFI call (kiseki_uring_run: all rings at once, each ring's fdatasync issued
+// as soon as its writes are done). Work that arrives while a disk is in a call is merged
+// into that disk's next call, so the FFI hop (tens of microseconds) is paid once per round
+// for all devices of a pool rather than once per device and operation.
 
 import {
   URING_EBROKEN,
+  URING_ENOTRUN,
   URING_EWEDGED,
   URING_INFO_DIRECT,
   URING_INFO_DIRECT_ERRNO,
@@ -16,9 +19,17 @@ import {
   URING_OP_LENGTH,
   URING_OP_OFFSET,
   URING_OP_WORDS,
+  URING_PLAN_COUNT,
+  URING_PLAN_DESC,
+  URING_PLAN_FLAGS,
+  URING_PLAN_RESULTS,
+  URING_PLAN_RING,
+  URING_PLAN_SYNC,
+  URING_PLAN_WORDS,
   URING_READ,
   URING_SHIM_BATCH_OPS_MAX,
   URING_SHIM_DEPTH_MAX,
+  URING_SHIM_PLAN_ENTRIES_MAX,
   URING_STAGE_QUEUE_INIT,
   URING_STAGE_TEXT,
   URING_WANT_DIRECT,
@@ -145,6 +156,81 @@ const rings = new FinalizationRegistry<{ shim: UringShim; ring: UringRing }>(
   ({ shim, ring }) => shim.symbols.kiseki_uring_close(ring),
 );
 
+/** One round of a disk in a kiseki_uring_run() call: merged submits, then maybe a sync. */
+interface Round {
+  disk: UringDisk;
+  jobs: SubmitJob[];
+  count: number;
+  sync: SyncJob | null;
+}
+
+/**
+ * Drives the disks of one shim: whenever disks have queued work and are not already in a
+ * call, one kiseki_uring_run() call takes a round from each of them (started a microtask
+ * later, so that the submits and syncs a caller issues to several disks in one turn ride
+ * together). A disk is in at most one call at a time, which keeps each disk's order;
+ * different disks may be in different calls at once.
+ */
+class UringScheduler {
+  readonly #shim: UringShim;
+  readonly #ready = new Set<UringDisk>();
+  #scheduled = false;
+
+  constructor(shim: UringShim) {
+    this.#shim = shim;
+  }
+
+  /** `disk` has queued work and is not in a call. */
+  wake(disk: UringDisk): void {
+    this.#ready.add(disk);
+    if (this.#scheduled) return;
+    this.#scheduled = true;
+    queueMicrotask(() => {
+      this.#scheduled = false;
+      void this.#call();
+    });
+  }
+
+  async #call(): Promise<void> {
+    const rounds: Round[] = [];
+    for (const disk of this.#ready) {
+      if (rounds.length === URING_SHIM_PLAN_ENTRIES_MAX) break;
+      this.#ready.delete(disk);
+      const round = disk.takeRound();
+      if (round !== null) rounds.push(round);
+    }
+    if (this.#ready.size > 0) this.wake(this.#ready.values().next().value!);
+    if (rounds.length === 0) return;
+    const plan = new Uint32Array(2 * URING_PLAN_WORDS * rounds.length);
+    const status = new Int32Array(2 * rounds.length);
+    rounds.forEach((r, i) => r.disk.planRound(r, plan, i * URING_PLAN_WORDS));
+    let rc: number;
+    try {
+      rc = await this.#shim.symbols.kiseki_uring_run(plan, rounds.length, status);
+    } catch (e) {
+      rc = -DISK_ERRNO.EIO;
+      for (let i = 0; i < rounds.length; i++) status.set([URING_EBROKEN, URING_ENOTRUN], 2 * i);
+      void e;
+    }
+    keepAlive(plan, status, rounds);
+    assert(rc === 0 || rc === -DISK_ERRNO.ENOMEM, `kiseki_uring_run returned ${rc}`);
+    rounds.forEach((r, i) => {
+      const [batch, sync] = rc === 0 ? [status[2 * i]!, status[2 * i + 1]!] : [rc, URING_ENOTRUN];
+      r.disk.finishRound(r, batch, sync);
+    });
+  }
+}
+
+const schedulers = new WeakMap<UringShim, UringScheduler>();
+function schedulerFor(shim: UringShim): UringScheduler {
+  let s = schedulers.get(shim);
+  if (s === undefined) {
+    s = new UringScheduler(shim);
+    schedulers.set(shim, s);
+  }
+  return s;
+}
+
 export class UringDisk implements Disk {
   readonly implementation = "io_uring";
   readonly reason: string;
@@ -160,11 +246,18 @@ export class UringDisk implements Disk {
   /** Reused by every call: only one call runs on the ring at a time. */
   readonly #descriptor = new Uint32Array(2 * URING_OP_WORDS * DISK_BATCH_OPS_MAX);
   readonly #results = new Int32Array(DISK_BATCH_OPS_MAX);
+  /** Addresses of the ring, #descriptor and #results, for kiseki_uring_run() plans. */
+  readonly #ringAddress: number;
+  readonly #descriptorAddress: number;
+  readonly #resultsAddress: number;
+  readonly #scheduler: UringScheduler;
   readonly #queue: Job[] = [];
   #queuedOps = 0;
-  /** True while #drain() runs; cleared synchronously when it finds the queue empty. */
+  /** True from the first queued job until the queue is empty and no call holds this disk. */
   #draining = false;
-  #drained: Promise<void> = Promise.resolve();
+  /** True while this disk is handed to the scheduler or in one of its calls. */
+  #scheduled = false;
+  #idle: (() => void)[] = [];
   /** Set when the ring broke or a sync failed: every later call gets this error. */
   #failed: DiskError | null = null;
   #closed = false;
@@ -189,6 +282,10 @@ export class UringDisk implements Disk {
     this.alignmentBytes = direct ? DISK_DIRECT_ALIGNMENT_BYTES : 1;
     this.queueDepth = queueDepth;
     this.reason = reason;
+    this.#ringAddress = Number(shim.symbols.kiseki_uring_ring_address(ring));
+    this.#descriptorAddress = addressOf(shim, new Uint8Array(this.#descriptor.buffer));
+    this.#resultsAddress = addressOf(shim, new Uint8Array(this.#results.buffer));
+    this.#scheduler = schedulerFor(shim);
     rings.register(this, { shim, ring }, this);
   }
 
@@ -298,7 +395,7 @@ export class UringDisk implements Disk {
     if (this.#closing !== null) return this.#closing;
     this.#closed = true;
     this.#closing = (async () => {
-      while (this.#draining) await this.#drained;
+      while (this.#draining) await new Promise<void>((resolve) => this.#idle.push(resolve));
       rings.unregister(this);
       const rc = this.#shim.symbols.kiseki_uring_close(this.#ring);
       try {
@@ -322,70 +419,45 @@ export class UringDisk implements Disk {
   }
 
   #pump(): void {
-    if (this.#draining) return;
     this.#draining = true;
-    this.#drained = this.#drain();
+    if (this.#scheduled) return;
+    this.#scheduled = true;
+    this.#scheduler.wake(this);
   }
 
-  async #drain(): Promise<void> {
-    try {
-      for (;;) {
-        // Checked and cleared in one synchronous step: a submit() that finds #draining set
-        // is certain to be seen by this loop.
-        if (this.#queue.length === 0) {
-          this.#draining = false;
-          return;
-        }
-        if (this.#queue[0]!.kind === "sync") {
-          await this.#runSync(this.#queue.shift() as SyncJob);
-          continue;
-        }
-        // Merge consecutive submits, up to one descriptor's worth of ops.
-        const jobs: SubmitJob[] = [];
-        let count = 0;
-        while (this.#queue.length > 0) {
-          const next = this.#queue[0]!;
-          if (next.kind !== "submit" || count + next.ops.length > DISK_BATCH_OPS_MAX) break;
-          jobs.push(next);
-          count += next.ops.length;
-          this.#queue.shift();
-        }
-        try {
-          await this.#runBatch(jobs, count);
-        } finally {
-          this.#queuedOps -= count;
-        }
+  /**
+   * For the scheduler: this disk's next round (consecutive submits merged up to one
+   * descriptor's worth of ops, and the sync that follows them, if any), its descriptor
+   * written; null when there is nothing to run (failed jobs are answered here).
+   */
+  takeRound(): Round | null {
+    const round: Round = { disk: this, jobs: [], count: 0, sync: null };
+    while (this.#queue.length > 0) {
+      const next = this.#queue[0]!;
+      if (next.kind === "sync") {
+        round.sync = next;
+        this.#queue.shift();
+        break;
       }
-    } catch (e) {
-      this.#draining = false;
-      throw e;
+      if (round.count + next.ops.length > DISK_BATCH_OPS_MAX) break;
+      round.jobs.push(next);
+      round.count += next.ops.length;
+      this.#queue.shift();
     }
-  }
-
-  async #runSync(job: SyncJob): Promise<void> {
-    if (this.#failed !== null) return job.reject(this.#failed);
-    const rc = await this.#shim.symbols.kiseki_uring_fsync(this.#ring);
-    if (rc === 0) return job.resolve();
-    const error = rc === URING_EBROKEN
-      ? new DiskError("EIO", `${this.path}: io_uring failed during fdatasync`)
-      : diskErrorFromErrno(-rc, `fdatasync ${this.path}`);
-    // Linux forgets which writes a failed fsync lost: refuse everything after it.
-    this.#failed = new DiskError(
-      error.code,
-      `${this.path} failed: ${error.message}; close it and recover from redundancy`,
-      { errno: error.errno },
-    );
-    job.reject(error);
-  }
-
-  async #runBatch(jobs: readonly SubmitJob[], count: number): Promise<void> {
     if (this.#failed !== null) {
-      for (const job of jobs) job.reject(this.#failed);
-      return;
+      this.#queuedOps -= round.count;
+      for (const job of round.jobs) job.reject(this.#failed);
+      round.sync?.reject(this.#failed);
+      this.#afterRound();
+      return null;
+    }
+    if (round.jobs.length === 0 && round.sync === null) {
+      this.#afterRound();
+      return null;
     }
     const words = this.#descriptor;
     let slot = 0;
-    for (const job of jobs) {
+    for (const job of round.jobs) {
       for (const op of job.ops) {
         const base = slot * URING_OP_WORDS;
         putWord(words, base + URING_OP_KIND, op.kind === "read" ? URING_READ : URING_WRITE);
@@ -399,21 +471,75 @@ export class UringDisk implements Disk {
         slot++;
       }
     }
-    const results = this.#results;
-    const rc = await this.#shim.symbols.kiseki_uring_submit(this.#ring, words, count, results);
-    keepAlive(jobs, words, results);
-    assert(rc !== -DISK_ERRNO.EINVAL, "kiseki_uring_submit refused a batch checked in TypeScript");
+    return round;
+  }
+
+  /** For the scheduler: writes this disk's entry of a kiseki_uring_run() plan. */
+  planRound(round: Round, plan: Uint32Array, base: number): void {
+    putWord(plan, base + URING_PLAN_RING, this.#ringAddress);
+    putWord(plan, base + URING_PLAN_DESC, this.#descriptorAddress);
+    putWord(plan, base + URING_PLAN_COUNT, round.count);
+    putWord(plan, base + URING_PLAN_RESULTS, this.#resultsAddress);
+    putWord(plan, base + URING_PLAN_FLAGS, round.sync !== null ? URING_PLAN_SYNC : 0);
+  }
+
+  /** For the scheduler: answers a round's jobs from the call's statuses. */
+  finishRound(round: Round, batchRc: number, syncRc: number): void {
+    try {
+      if (round.jobs.length > 0) this.#finishBatch(round.jobs, batchRc);
+      if (round.sync !== null) this.#finishSync(round.sync, batchRc, syncRc);
+    } finally {
+      this.#queuedOps -= round.count;
+      this.#afterRound();
+    }
+  }
+
+  /** Hands the disk back to the scheduler when more is queued, else reports it idle. */
+  #afterRound(): void {
+    if (this.#queue.length > 0) {
+      this.#scheduler.wake(this);
+      return;
+    }
+    this.#scheduled = false;
+    this.#draining = false;
+    for (const resolve of this.#idle.splice(0)) resolve();
+  }
+
+  #finishSync(job: SyncJob, batchRc: number, rc: number): void {
+    if (rc === 0) return job.resolve();
+    if (rc === URING_ENOTRUN) {
+      return job.reject(
+        this.#failed ??
+          diskErrorFromErrno(
+            batchRc < 0 && batchRc > -1000 ? -batchRc : DISK_ERRNO.EIO,
+            `fdatasync ${this.path}`,
+          ),
+      );
+    }
+    const error = rc === URING_EBROKEN
+      ? new DiskError("EIO", `${this.path}: io_uring failed during fdatasync`)
+      : diskErrorFromErrno(-rc, `fdatasync ${this.path}`);
+    // Linux forgets which writes a failed fsync lost: refuse everything after it.
+    this.#failed = new DiskError(
+      error.code,
+      `${this.path} failed: ${error.message}; close it and recover from redundancy`,
+      { errno: error.errno },
+    );
+    job.reject(error);
+  }
+
+  #finishBatch(jobs: readonly SubmitJob[], rc: number): void {
+    assert(rc !== -DISK_ERRNO.EINVAL, "kiseki_uring_run refused a batch checked in TypeScript");
     if (rc === URING_EWEDGED) wedged.push(jobs.map((job) => job.ops.map((op) => op.buffer)));
-    if (rc === URING_EBROKEN || rc === URING_EWEDGED) {
-      this.#failed = new DiskError(
+    if (rc !== 0) {
+      this.#failed ??= new DiskError(
         "EIO",
         `${this.path}: io_uring failed${rc === URING_EWEDGED ? " with requests in flight" : ""}` +
           `; close it and recover from redundancy`,
       );
-    } else {
-      assert(rc === 0, `kiseki_uring_submit returned ${rc}`);
     }
-    slot = 0;
+    const results = this.#results;
+    let slot = 0;
     for (const job of jobs) {
       let error: DiskError | null = null;
       const bytes: number[] = [];
