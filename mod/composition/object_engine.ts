@@ -68,6 +68,8 @@ export const ENGINE_BUFFER_WAITERS_MAX = 4096;
 export const ENGINE_READ_AHEAD_CHUNKS = 8;
 /** References given back concurrently after a commit released them. */
 export const ENGINE_RELEASES_IN_FLIGHT_MAX = 32;
+/** Overwrites whose releases may run behind their writers at once. */
+export const ENGINE_RELEASES_BEHIND_MAX = 256;
 /** S3's limit on one object. */
 export const ENGINE_OBJECT_BYTES_MAX = 5 * 1024 ** 4;
 /** S3's minimum size of every part but the last. */
@@ -500,6 +502,8 @@ export class ObjectEngine {
   readonly #assembly: BufferLender;
   readonly #hasher: HashWorker | null;
   readonly #masterKeys = new Map<number, Uint8Array>();
+  /** Releases running behind the writes that caused them (see #releaseBehind). */
+  readonly #behind = new Set<Promise<void>>();
   readonly #stats: EngineStats = {
     chunksStored: 0,
     chunksDeduplicated: 0,
@@ -553,8 +557,15 @@ export class ObjectEngine {
   }
 
   /** Stops the hash worker; puts in flight fail. */
-  close(): void {
+  /** Waits for the releases put behind (overwritten versions' chunks), then stops the hasher. */
+  async close(): Promise<void> {
+    await this.releasesSettled();
     this.#hasher?.close();
+  }
+
+  /** Resolves once every reference release started so far has finished. */
+  async releasesSettled(): Promise<void> {
+    while (this.#behind.size > 0) await Promise.allSettled([...this.#behind]);
   }
 
   // ---- namespaces ----------------------------------------------------------------------------
@@ -640,7 +651,7 @@ export class ObjectEngine {
           ifAbsent: options.ifAbsent,
           ifVersion: options.ifVersion,
         }));
-      await this.#release(released);
+      await this.#releaseBehind(released);
       return { etag, version, size: bytes.length };
     });
   }
@@ -688,7 +699,7 @@ export class ObjectEngine {
         () => this.service.put(ns, key, { ...put, chunkRefs: refs }),
       );
       holder.taken.length = 0;
-      await this.#release(released);
+      await this.#releaseBehind(released);
       return { version };
     }
     if (put.ifAbsent || put.ifVersion !== undefined) {
@@ -1386,6 +1397,20 @@ export class ObjectEngine {
   }
 
   /** Drops one reference per id; failures are logged (leaked space), never thrown. */
+  /**
+   * Gives back what an overwrite released without holding up the writer: the new version is
+   * committed and durable, and the old chunks only wait for their reference counts to drop
+   * (a crash in between leaks space, never data). Past ENGINE_RELEASES_BEHIND_MAX releases
+   * in the background, the writer waits for its own.
+   */
+  async #releaseBehind(ids: readonly Uint8Array[]): Promise<void> {
+    if (ids.length === 0) return;
+    const release = this.#release(ids);
+    if (this.#behind.size >= ENGINE_RELEASES_BEHIND_MAX) return await release;
+    this.#behind.add(release);
+    void release.finally(() => this.#behind.delete(release));
+  }
+
   async #release(ids: readonly Uint8Array[]): Promise<void> {
     for (let at = 0; at < ids.length; at += ENGINE_RELEASES_IN_FLIGHT_MAX) {
       const batch = ids.slice(at, at + ENGINE_RELEASES_IN_FLIGHT_MAX);

@@ -75,6 +75,14 @@ export interface KvEnvOptions {
   tablesMax?: number;
   /** Concurrent read transactions (threads and processes). */
   readersMax?: number;
+  /**
+   * "durable" (default): a commit resolves once it survives power loss (two syncs: pages,
+   * then the meta page). "replayable": for state rebuilt from elsewhere (views refold from
+   * the Raft log past their stored watermark): one sync per commit, the meta page left to
+   * the next commit; a power loss may undo the last commit, never the integrity (LMDB's
+   * MDB_NOMETASYNC). A killed process loses nothing either way.
+   */
+  durability?: "durable" | "replayable";
 }
 
 export interface KvEntry {
@@ -172,7 +180,7 @@ export async function openKvEnv(options: KvEnvOptions): Promise<KvEnv> {
       // now, sync later, and on reopen trust unsynced commits if the boot id is unchanged) is
       // off: it measured no faster here, and plain LMDB's crash semantics are the known ones.
       noSync: false,
-      noMetaSync: false,
+      noMetaSync: options.durability === "replayable",
       useWritemap: false,
       overlappingSync: false,
       separateFlushed: true,

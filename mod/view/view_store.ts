@@ -125,6 +125,8 @@ export function openViewEnv(options: { dataDir: string; mapSizeBytes?: number })
     path: `${options.dataDir.replace(/\/+$/, "")}/views`,
     mapSizeBytes: options.mapSizeBytes ?? VIEW_ENV_MAP_SIZE_BYTES_DEFAULT,
     tablesMax: Object.keys(VIEW_TABLE_NAMES).length,
+    // Views are folded from the log and carry their watermark in the same commits.
+    durability: "replayable",
   });
 }
 

@@ -170,7 +170,7 @@ async function load(): Promise<void> {
     const response = await fetch(`${endpoint}${path}`, {
       method: op === "put" ? "PUT" : "GET",
       headers: sent,
-      body: payload?.body,
+      body: payload?.body as Uint8Array<ArrayBuffer> | undefined,
     });
     let bytes = 0;
     if (response.body) {
