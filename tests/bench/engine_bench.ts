@@ -15,7 +15,9 @@
 // writes tests/bench/results/engine.json.
 
 import { createHash } from "node:crypto";
-import { crc32c } from "../../mod/base/mod.ts";
+import { crc32c, crc32cImplementation, installCrc32c } from "../../mod/base/mod.ts";
+import { SOURCE_FFI_DIR } from "../../ffi/loader.ts";
+import { selectCrc32c } from "../../ffi/ec/crc32c.ts";
 import { cdcParams, ContentDefinedChunker } from "../../mod/chunk/mod.ts";
 import { startEngineStack } from "../../mod/composition/engine_stack.ts";
 import type { NamespaceRef } from "../../mod/composition/mod.ts";
@@ -30,6 +32,12 @@ import {
 import { selectDisk } from "../../mod/disk/mod.ts";
 import { selectErasureCodec } from "../../mod/ec/mod.ts";
 import { createLogger } from "../../mod/obs/mod.ts";
+
+// CRC-32C as the server runs it (ISA-L when the ec shim loads), installed before anything.
+{
+  const crc = selectCrc32c({ ffiDir: SOURCE_FFI_DIR, ffiMode: "auto" });
+  installCrc32c(crc.impl, crc.name, crc.reason);
+}
 
 const KIB = 1024;
 const MIB = 1024 * KIB;
@@ -184,7 +192,7 @@ async function cpuStages(
     { stage: "SHA-256 (chunk id)", mbPerSecond: sha, writeNsPerByte: ns(sha), readNsPerByte: 0 },
     { stage: "CDC (FastCDC)", mbPerSecond: cdc, writeNsPerByte: ns(cdc), readNsPerByte: 0 },
     {
-      stage: `CRC-32C (fragments, x${fan} on writes)`,
+      stage: `CRC-32C ${crc32cImplementation().name} (fragments, x${fan} on writes)`,
       mbPerSecond: crc,
       writeNsPerByte: ns(crc) * fan,
       readNsPerByte: ns(crc),

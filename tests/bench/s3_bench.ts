@@ -2,9 +2,14 @@
 // one real `kiseki server` (started with the role table's flags, fresh temp data dir, its
 // default pool), for 4 KiB, 64 KiB, 1 MiB and 64 MiB objects at 1 and 16 concurrent clients.
 // The load generator (tests/bench/s3_load.ts) is a separate process that signs every request
-// with SigV4 (the AWS SDK's signer, payload SHA-256 in x-amz-content-sha256), reuses one
-// payload buffer and keeps its connections alive; on a 2-core machine it competes with the
-// server for CPU, as a client on the same host would.
+// with SigV4 (the AWS SDK's signer, payload SHA-256 in x-amz-content-sha256), sends distinct
+// content on every PUT (nothing deduplicates) and keeps its connections alive; on a 2-core
+// machine it competes with the server for CPU, as a client on the same host would.
+//
+// GET rows report the share of chunk reads the server's chunk cache (KISEKI_CHUNK_CACHE_MAX,
+// default 256 MiB) answered: the GETs re-read the keys just written, so small objects are
+// served from memory after their first read. One more row measures 64 KiB c=16 GETs on a
+// second server with the cache off (every GET reads, verifies and decrypts its fragments).
 //
 // Same-run ceilings:
 //  - bare HTTP: a plain Deno.serve in another process (s3_load.ts serve) that streams the
@@ -91,6 +96,10 @@ interface Row {
   p50Ms: number | null;
   p99Ms: number | null;
   errors: number;
+  /** GETs: share of chunk reads the server's chunk cache answered during the case. */
+  cacheHitRatio: number | null;
+  /** A configuration other than the defaults (e.g. "chunk cache off"). */
+  variant?: string;
   ceilingMbPerSecond: number | null;
   ceilingOpsPerSecond: number | null;
   ceilingSource: "bare-http" | "engine" | null;
@@ -253,28 +262,28 @@ async function createBucket(
   if (r.status !== 200) throw new Error(`CreateBucket: ${r.status} ${body}`);
 }
 
-// ---- main ----------------------------------------------------------------------------------
+// ---- one server ------------------------------------------------------------------------------
 
-function table(headers: string[], rows: (string | number)[][]): void {
-  const widths = headers.map((h, i) => Math.max(h.length, ...rows.map((r) => String(r[i]).length)));
-  const line = (cells: (string | number)[]) =>
-    cells.map((c, i) => (i === 0 ? String(c).padEnd(widths[i]!) : String(c).padStart(widths[i]!)))
-      .join("  ");
-  print(line(headers));
-  for (const r of rows) print(line(r));
+interface Node {
+  /** Runs the load generator against this node's bucket. */
+  run(args: string[], bound: number): Promise<LoadResult & { cacheHitRatio: number | null }>;
 }
 
-async function main(): Promise<void> {
-  const started = performance.now();
-  const engine = await engineCeiling();
-  const ceilings = await bareHttpCeilings();
-
+/** Starts a fresh `kiseki server` (role table flags, temp data dir), creates the bucket. */
+async function withServer(
+  extraEnv: Record<string, string>,
+  fn: (node: Node) => Promise<void>,
+): Promise<void> {
   const dataDir = await Deno.makeTempDir({ prefix: "kiseki-s3-bench-" });
   const addrs = testAddrs(HOST_OCTET);
   let server: RunningRole | null = null;
-  const rows: Row[] = [];
   try {
-    server = startRole("server", { ...addrs, KISEKI_DATA_DIR: dataDir, KISEKI_LOG_LEVEL: "warn" });
+    server = startRole("server", {
+      ...addrs,
+      KISEKI_DATA_DIR: dataDir,
+      KISEKI_LOG_LEVEL: "warn",
+      ...extraEnv,
+    });
     await Promise.race([
       waitForHttp(`http://${addrs.KISEKI_METRICS_ADDR}/health`, "OK", 60_000),
       server.exited.then((code) => {
@@ -292,7 +301,90 @@ async function main(): Promise<void> {
       `--access-key=${credentials.accessKeyId}`,
       `--secret-key=${credentials.secretAccessKey}`,
     ];
+    const metricsUrl = `http://${addrs.KISEKI_METRICS_ADDR}/metrics`;
+    await fn({
+      run: async (args, bound) => {
+        const before = await cacheLookups(metricsUrl);
+        const r = await runLoad([...common, ...args], bound);
+        const after = await cacheLookups(metricsUrl);
+        const hits = after.hit - before.hit;
+        const lookups = hits + after.miss - before.miss;
+        const cacheHitRatio = r.op === "get" && lookups > 0 ? round(hits / lookups, 3) : null;
+        progress(
+          `s3 ${r.op} ${sizeName(r.size)} c=${r.concurrency}: ${r.opsPerSecond} op/s, ` +
+            `${r.mbPerSecond} MB/s, p50 ${r.p50Ms} ms, p99 ${r.p99Ms} ms` +
+            (cacheHitRatio === null ? "" : `, chunk cache hits ${cacheHitRatio}`) +
+            (r.errors ? `, ${r.errors} errors (${r.firstError})` : ""),
+        );
+        return { ...r, cacheHitRatio };
+      },
+    });
+  } finally {
+    if (server !== null) {
+      const code = await server.stop("SIGTERM");
+      if (code !== 0) progress(`kiseki server exited ${code}: ${server.stderr().slice(-2000)}`);
+    }
+    await Deno.remove(dataDir, { recursive: true }).catch(() => {});
+  }
+}
 
+/** The server's chunk cache lookups so far (kiseki_chunk_cache_lookups_total). */
+async function cacheLookups(url: string): Promise<{ hit: number; miss: number }> {
+  const text = await (await fetch(url)).text();
+  const get = (outcome: string) =>
+    Number(
+      text.match(
+        new RegExp(`^kiseki_chunk_cache_lookups_total\\{outcome="${outcome}"\\} (\\S+)$`, "m"),
+      )?.[1] ?? 0,
+    );
+  return { hit: get("hit"), miss: get("miss") };
+}
+
+function rowOf(
+  r: LoadResult & { cacheHitRatio: number | null },
+  engine: Awaited<ReturnType<typeof engineCeiling>>,
+  ceilings: Awaited<ReturnType<typeof bareHttpCeilings>>,
+): Row {
+  const large = r.size >= LARGE;
+  const ceiling = large ? null : ceilings.get(`${r.op}/${r.size}/${r.concurrency}`);
+  const ceilingMb = large ? (engine?.[r.op] ?? null) : (ceiling?.mbPerSecond ?? null);
+  return {
+    op: r.op,
+    size: r.size,
+    concurrency: r.concurrency,
+    ops: r.ops,
+    seconds: r.seconds,
+    opsPerSecond: r.opsPerSecond,
+    mbPerSecond: r.mbPerSecond,
+    p50Ms: r.p50Ms,
+    p99Ms: r.p99Ms,
+    errors: r.errors,
+    cacheHitRatio: r.cacheHitRatio,
+    ceilingMbPerSecond: ceilingMb,
+    ceilingOpsPerSecond: ceiling?.opsPerSecond ?? null,
+    ceilingSource: large ? (engine ? "engine" : null) : (ceiling ? "bare-http" : null),
+    ratio: ceilingMb ? round(r.mbPerSecond / ceilingMb, 3) : null,
+  };
+}
+
+// ---- main ----------------------------------------------------------------------------------
+
+function table(headers: string[], rows: (string | number)[][]): void {
+  const widths = headers.map((h, i) => Math.max(h.length, ...rows.map((r) => String(r[i]).length)));
+  const line = (cells: (string | number)[]) =>
+    cells.map((c, i) => (i === 0 ? String(c).padEnd(widths[i]!) : String(c).padStart(widths[i]!)))
+      .join("  ");
+  print(line(headers));
+  for (const r of rows) print(line(r));
+}
+
+async function main(): Promise<void> {
+  const started = performance.now();
+  const engine = await engineCeiling();
+  const ceilings = await bareHttpCeilings();
+
+  const rows: Row[] = [];
+  await withServer({}, async (node) => {
     for (const size of SIZES) {
       const keys = keysFor(size);
       let written = 0;
@@ -302,28 +394,9 @@ async function main(): Promise<void> {
           const c = caseArgs(op, size, concurrency);
           // GETs read only keys that PUTs have written.
           const k = op === "put" ? keys : Math.max(1, written);
-          const r = await runLoad([...common, ...c.args, `--keys=${k}`], c.bound);
+          const r = await node.run([...c.args, `--keys=${k}`], c.bound);
           if (op === "put") written = Math.max(written, r.keysWritten ?? 0);
-          const ceiling = size >= LARGE ? null : ceilings.get(`${op}/${size}/${concurrency}`);
-          const ceilingMb = size >= LARGE ? (engine?.[op] ?? null) : (ceiling?.mbPerSecond ?? null);
-          const row: Row = {
-            op,
-            size,
-            concurrency,
-            ops: r.ops,
-            seconds: r.seconds,
-            opsPerSecond: r.opsPerSecond,
-            mbPerSecond: r.mbPerSecond,
-            p50Ms: r.p50Ms,
-            p99Ms: r.p99Ms,
-            errors: r.errors,
-            ceilingMbPerSecond: ceilingMb,
-            ceilingOpsPerSecond: ceiling?.opsPerSecond ?? null,
-            ceilingSource: size >= LARGE
-              ? (engine ? "engine" : null)
-              : (ceiling ? "bare-http" : null),
-            ratio: ceilingMb ? round(r.mbPerSecond / ceilingMb, 3) : null,
-          };
+          const row = rowOf(r, engine, ceilings);
           if (size === 64 * KIB && concurrency === 16) {
             row.target = `>= ${TARGET_OPS[op]} op/s`;
             row.met = r.errors === 0 && r.opsPerSecond >= TARGET_OPS[op];
@@ -332,21 +405,22 @@ async function main(): Promise<void> {
             row.met = row.ratio !== null && r.errors === 0 && row.ratio >= TARGET_RATIO[op];
           }
           rows.push(row);
-          progress(
-            `s3 ${op} ${sizeName(size)} c=${concurrency}: ${r.opsPerSecond} op/s, ` +
-              `${r.mbPerSecond} MB/s, p50 ${r.p50Ms} ms, p99 ${r.p99Ms} ms` +
-              (r.errors ? `, ${r.errors} errors (${r.firstError})` : ""),
-          );
         }
       }
     }
-  } finally {
-    if (server !== null) {
-      const code = await server.stop("SIGTERM");
-      if (code !== 0) progress(`kiseki server exited ${code}: ${server.stderr().slice(-2000)}`);
-    }
-    await Deno.remove(dataDir, { recursive: true }).catch(() => {});
-  }
+  });
+  // The same 64 KiB c=16 GETs with the chunk cache off: every GET reads and verifies its
+  // fragments from the devices (O_DIRECT) and decrypts them.
+  await withServer({ KISEKI_CHUNK_CACHE_MAX: "0" }, async (node) => {
+    const size = 64 * KIB;
+    const put = await node.run(
+      [...caseArgs("put", size, 16).args, `--keys=${keysFor(size)}`],
+      caseArgs("put", size, 16).bound,
+    );
+    const c = caseArgs("get", size, 16);
+    const r = await node.run([...c.args, `--keys=${Math.max(1, put.keysWritten ?? 1)}`], c.bound);
+    rows.push({ ...rowOf(r, engine, ceilings), variant: "chunk cache off" });
+  });
 
   const seconds = round((performance.now() - started) / 1000, 1);
   print(
@@ -364,9 +438,22 @@ async function main(): Promise<void> {
   );
   print();
   table(
-    ["op", "size", "c", "op/s", "MB/s", "p50 ms", "p99 ms", "err", "ceil MB/s", "ratio", "target"],
+    [
+      "op",
+      "size",
+      "c",
+      "op/s",
+      "MB/s",
+      "p50 ms",
+      "p99 ms",
+      "err",
+      "cache hits",
+      "ceil MB/s",
+      "ratio",
+      "target",
+    ],
     rows.map((r) => [
-      r.op.toUpperCase(),
+      r.op.toUpperCase() + (r.variant ? ` (${r.variant})` : ""),
       sizeName(r.size),
       r.concurrency,
       r.opsPerSecond,
@@ -374,6 +461,7 @@ async function main(): Promise<void> {
       r.p50Ms ?? "-",
       r.p99Ms ?? "-",
       r.errors,
+      r.cacheHitRatio ?? "-",
       r.ceilingMbPerSecond === null ? "-" : `${r.ceilingMbPerSecond} (${r.ceilingSource})`,
       r.ratio ?? "-",
       r.target === undefined ? "" : `${r.target}: ${r.met ? "MET" : "NOT MET"}`,
