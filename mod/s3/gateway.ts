@@ -26,9 +26,11 @@ import {
   parseChecksumAlgorithm,
   parseChecksumValue,
   parseContentMd5,
+  toBase64,
 } from "./checksums.ts";
 import type { Credential, CredentialStore } from "./credentials.ts";
 import { renderS3Error, S3Error, type S3ErrorCode } from "./errors.ts";
+import { metadataHeaders, objectMetadata } from "./object_metadata.ts";
 import {
   evaluateCopySourceConditions,
   evaluateReadConditions,
@@ -40,7 +42,6 @@ import {
   parseIntegerParam,
   parseRange,
   parseS3Request,
-  parseUserMetadata,
   resolveRange,
   type S3OperationName,
   type S3Request,
@@ -198,6 +199,18 @@ export function s3ErrorOf(
   return new S3Error("InternalError", undefined, { cause: e });
 }
 
+/**
+ * Whether `request` asked for "100 Continue" and gets its final answer without one: the HTTP
+ * server sends 100 only once the body is read, and never for an empty body. botocore (seen
+ * with 1.29, under aws-cli v2 and boto3) then parses the next response on that connection
+ * with this one's status line, misreads it and waits out its read timeout (60 s): `aws s3
+ * sync` of a tree holding an empty file stalls so. Closing the connection avoids it.
+ */
+export function answeredWithoutContinue(request: Request): boolean {
+  if (request.headers.get("expect")?.trim().toLowerCase() !== "100-continue") return false;
+  return request.headers.get("content-length")?.trim() === "0" || !request.bodyUsed;
+}
+
 /** Reads a whole (small) body, refusing more than `maxBytes`. */
 async function readAll(stream: ReadableStream<Uint8Array>, maxBytes: number): Promise<Uint8Array> {
   const parts: Uint8Array[] = [];
@@ -248,6 +261,11 @@ interface RequestBody {
   /** Decoded length announced by the client; null when it announced none. */
   sizeBytes: number | null;
   digests: BodyDigestStream;
+  /**
+   * Checksums the client sent in x-amz-checksum-* headers (base64): known before the body
+   * streams, and the body fails unless it matches them, so they may be stored with it.
+   */
+  declaredChecksums: Partial<Record<ChecksumAlgorithm, string>>;
 }
 
 export class S3Gateway {
@@ -311,6 +329,7 @@ export class S3Gateway {
     response.headers.set("x-amz-request-id", requestId);
     response.headers.set("x-amz-id-2", this.#hostId);
     response.headers.set("server", "Kiseki");
+    if (answeredWithoutContinue(request)) response.headers.set("connection", "close");
     const op = s3?.operation ?? "unknown";
     const seconds = (performance.now() - started) / 1000;
     requestsTotal.inc({ op, status: String(response.status) });
@@ -461,10 +480,13 @@ export class S3Gateway {
       throw new S3Error("MissingContentLength");
     }
     const checksums: Array<{ algorithm: ChecksumAlgorithm; expected?: Uint8Array }> = [];
+    const declaredChecksums: Partial<Record<ChecksumAlgorithm, string>> = {};
     for (const [name, value] of headers) {
       const algorithm = checksumAlgorithmOfHeader(name);
       if (algorithm !== null) {
-        checksums.push({ algorithm, expected: parseChecksumValue(algorithm, value) });
+        const expected = parseChecksumValue(algorithm, value);
+        checksums.push({ algorithm, expected });
+        declaredChecksums[algorithm] = toBase64(expected);
       }
     }
     const named = headers.get("x-amz-checksum-algorithm") ??
@@ -480,7 +502,7 @@ export class S3Gateway {
       expectedMd5: md5Header === null ? undefined : parseContentMd5(md5Header),
       checksums,
     });
-    return { stream: stream.pipeThrough(digests), sizeBytes, digests };
+    return { stream: stream.pipeThrough(digests), sizeBytes, digests, declaredChecksums };
   }
 
   /** A small XML request body, whole and verified. */
@@ -504,7 +526,16 @@ export class S3Gateway {
     return out;
   }
 
-  #objectHeaders(info: BackendObjectInfo, query: Map<string, string>): Headers {
+  /**
+   * The headers of an object read. `wholeObject`: the body is the whole object (not a range),
+   * so its stored checksums are sent when the client asked with x-amz-checksum-mode.
+   */
+  #objectHeaders(
+    info: BackendObjectInfo,
+    ctx: OperationContext,
+    wholeObject: boolean,
+  ): Headers {
+    const query = ctx.s3.query;
     const headers = new Headers({
       "content-type": query.get("response-content-type") ?? (info.contentType ||
         S3_CONTENT_TYPE_DEFAULT),
@@ -512,8 +543,10 @@ export class S3Gateway {
       "last-modified": httpDate(info.modifiedMs),
       "accept-ranges": "bytes",
     });
-    for (const [name, value] of Object.entries(info.metadata)) {
-      headers.set(`x-amz-meta-${name}`, value);
+    const checksums = wholeObject &&
+      ctx.http.headers.get("x-amz-checksum-mode")?.trim().toUpperCase() === "ENABLED";
+    for (const [name, value] of metadataHeaders(info.metadata, { checksums })) {
+      headers.set(name, value);
     }
     const overrides: Array<[string, string]> = [
       ["response-content-disposition", "content-disposition"],
@@ -755,7 +788,8 @@ export class S3Gateway {
 
   async #putObject(ctx: OperationContext): Promise<Response> {
     const headers = ctx.http.headers;
-    const metadata = parseUserMetadata(headers);
+    // Early, so that bad metadata is refused before anything is read.
+    objectMetadata(headers);
     const contentType = headers.get("content-type") ?? S3_CONTENT_TYPE_DEFAULT;
     const conditions = parseConditions(headers);
     const ns = this.#ns(ctx);
@@ -776,7 +810,7 @@ export class S3Gateway {
     const body = this.#requestBody(ctx, true);
     const result = await this.backend.putObject(ns, key, body.stream, {
       contentType,
-      metadata,
+      metadata: objectMetadata(headers, body.declaredChecksums),
       sizeHint: body.sizeBytes ?? undefined,
       ifAbsent,
       ifVersion,
@@ -795,14 +829,15 @@ export class S3Gateway {
     const spec = parseRange(headers.get("range"));
     if (head) {
       const info = await this.backend.headObject(ns, key);
-      const out = this.#objectHeaders(info, ctx.s3.query);
       if (
         evaluateReadConditions(conditions, { etag: info.etag, lastModifiedMs: info.modifiedMs }) ===
           "not-modified"
       ) {
-        return this.#notModified(out);
+        return this.#notModified(this.#objectHeaders(info, ctx, false));
       }
+      // After the conditions: a failed precondition wins over an unsatisfiable range.
       const range = spec === null ? null : resolveRange(spec, info.size);
+      const out = this.#objectHeaders(info, ctx, range === null);
       if (range === null) {
         out.set("content-length", String(info.size));
         return new Response(null, { status: 200, headers: out });
@@ -830,7 +865,7 @@ export class S3Gateway {
       await result.body.cancel().catch(() => {});
       throw e;
     }
-    const out = this.#objectHeaders(result, ctx.s3.query);
+    const out = this.#objectHeaders(result, ctx, result.range === null);
     if (status === "not-modified") {
       await result.body.cancel().catch(() => {});
       return this.#notModified(out);
@@ -919,7 +954,8 @@ export class S3Gateway {
     }
     const options = directive === "REPLACE"
       ? {
-        metadata: parseUserMetadata(headers),
+        // The copy's checksums are not declared by the client: none are kept.
+        metadata: objectMetadata(headers),
         contentType: headers.get("content-type") ?? S3_CONTENT_TYPE_DEFAULT,
       }
       : {};
@@ -962,7 +998,7 @@ export class S3Gateway {
     const headers = ctx.http.headers;
     const { uploadId } = await this.backend.createMultipartUpload(this.#ns(ctx), ctx.s3.key!, {
       contentType: headers.get("content-type") ?? S3_CONTENT_TYPE_DEFAULT,
-      metadata: parseUserMetadata(headers),
+      metadata: objectMetadata(headers),
     });
     return this.#xml(buildInitiateMultipartUploadResult({
       bucket: ctx.s3.bucket!,

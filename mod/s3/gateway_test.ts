@@ -25,7 +25,7 @@ import { type EngineStack, startEngineStack } from "../composition/engine_stack.
 import { createLogger } from "../obs/mod.ts";
 import type { S3Backend } from "./backend.ts";
 import { LocalCredentialStore, type NewAccessKey } from "./credentials.ts";
-import { s3ErrorOf, S3Gateway } from "./gateway.ts";
+import { answeredWithoutContinue, s3ErrorOf, S3Gateway } from "./gateway.ts";
 import { CompositionError } from "../composition/mod.ts";
 import { ObjectRangeError } from "../composition/object_engine.ts";
 import { S3Error } from "./errors.ts";
@@ -218,6 +218,31 @@ Deno.test("s3ErrorOf() maps composition failures to the codes AWS sends", () => 
   assert.ok(!internal.message.includes("fire"));
   const s3 = new S3Error("AccessDenied");
   assert.equal(s3ErrorOf(s3), s3);
+});
+
+Deno.test("answeredWithoutContinue() is true for Expect: 100-continue with an empty or unread body", async () => {
+  const put = (headers: Record<string, string>, body: string) =>
+    new Request("http://127.0.0.1/bkt/k", { method: "PUT", headers, body });
+  const expect = { expect: "100-continue" };
+  assert.equal(answeredWithoutContinue(put({ ...expect, "content-length": "0" }, "")), true);
+  assert.equal(answeredWithoutContinue(put(expect, "body")), true, "body never read");
+  const read = put(expect, "body");
+  await read.arrayBuffer();
+  assert.equal(answeredWithoutContinue(read), false, "reading the body sent 100 Continue");
+  assert.equal(answeredWithoutContinue(put({}, "body")), false, "no Expect");
+  assert.equal(answeredWithoutContinue(put({ "content-length": "0" }, "")), false);
+});
+
+Deno.test("S3Gateway closes the connection after an Expect: 100-continue request it answered without 100", async () => {
+  await withGateway(async (h) => {
+    await send(h, "PUT", "/bkt");
+    // An empty body: the HTTP server never sends 100 Continue for it.
+    const empty = await send(h, "PUT", "/bkt/empty", { headers: { expect: "100-continue" } });
+    assert.equal(empty.status, 200, empty.text);
+    assert.equal(empty.headers.get("connection"), "close");
+    const plain = await send(h, "PUT", "/bkt/plain", { body: "x" });
+    assert.equal(plain.headers.get("connection"), null);
+  });
 });
 
 Deno.test("S3Gateway answers errors with AWS's XML document and request id", async () => {
@@ -472,6 +497,116 @@ Deno.test("S3Gateway serves ranges and conditional requests as S3 does", async (
       headers: { "if-none-match": "*" },
     });
     assert.equal(created.status, 200);
+  });
+});
+
+Deno.test("S3Gateway stores Cache-Control, Content-Disposition, Content-Encoding, Content-Language and Expires", async () => {
+  await withGateway(async (h) => {
+    await send(h, "PUT", "/bkt");
+    const stored = {
+      "cache-control": "max-age=60",
+      "content-disposition": 'attachment; filename="r.txt"',
+      "content-encoding": "gzip",
+      "content-language": "de",
+      expires: "Wed, 21 Oct 2037 07:28:00 GMT",
+    };
+    // Gzip bytes, as Content-Encoding says (fetch decodes them).
+    const gzipped = new Uint8Array(
+      await new Response(
+        new Blob(["stored headers"]).stream().pipeThrough(new CompressionStream("gzip")),
+      ).arrayBuffer(),
+    );
+    const put = await send(h, "PUT", "/bkt/h", {
+      body: gzipped,
+      headers: { ...stored, "x-amz-meta-k": "v" },
+    });
+    assert.equal(put.status, 200, put.text);
+    for (const method of ["GET", "HEAD"]) {
+      const got = await send(h, method, "/bkt/h");
+      if (method === "GET") assert.equal(got.text, "stored headers");
+      for (const [name, value] of Object.entries(stored)) {
+        assert.equal(got.headers.get(name), value, `${method} ${name}`);
+      }
+      assert.equal(got.headers.get("x-amz-meta-k"), "v");
+      assert.ok(![...got.headers.keys()].some((n) => n.includes(":")));
+    }
+    // response-* parameters still win; a copy keeps them, a REPLACE copy takes the request's.
+    const overridden = await send(h, "GET", "/bkt/h", {
+      query: { "response-cache-control": "no-store" },
+    });
+    assert.equal(overridden.headers.get("cache-control"), "no-store");
+    await send(h, "PUT", "/bkt/h-copy", { headers: { "x-amz-copy-source": "/bkt/h" } });
+    assert.equal((await send(h, "HEAD", "/bkt/h-copy")).headers.get("expires"), stored.expires);
+    await send(h, "PUT", "/bkt/h-replaced", {
+      headers: {
+        "x-amz-copy-source": "/bkt/h",
+        "x-amz-metadata-directive": "REPLACE",
+        "cache-control": "no-cache",
+      },
+    });
+    const replaced = await send(h, "HEAD", "/bkt/h-replaced");
+    assert.equal(replaced.headers.get("cache-control"), "no-cache");
+    assert.equal(replaced.headers.get("content-disposition"), null);
+    assert.equal(replaced.headers.get("x-amz-meta-k"), null);
+    // A multipart upload keeps what its initiation said.
+    const init = await send(h, "POST", "/bkt/h-multi", {
+      query: { uploads: "" },
+      headers: { "content-disposition": "inline" },
+    });
+    const uploadId = /<UploadId>([^<]+)<\/UploadId>/.exec(init.text)![1]!;
+    const part = await send(h, "PUT", "/bkt/h-multi", {
+      query: { partNumber: "1", uploadId },
+      body: "p",
+    });
+    const done = await send(h, "POST", "/bkt/h-multi", {
+      query: { uploadId },
+      body: `<CompleteMultipartUpload><Part><PartNumber>1</PartNumber><ETag>${
+        part.headers.get("etag")
+      }</ETag></Part></CompleteMultipartUpload>`,
+    });
+    assert.equal(done.status, 200, done.text);
+    assert.equal(
+      (await send(h, "HEAD", "/bkt/h-multi")).headers.get("content-disposition"),
+      "inline",
+    );
+  });
+});
+
+Deno.test("S3Gateway sends the checksums a put declared when x-amz-checksum-mode is ENABLED", async () => {
+  await withGateway(async (h) => {
+    await send(h, "PUT", "/bkt");
+    // CRC32 of "hello" and SHA-256 of "hello", base64.
+    const crc32 = "NhCmhg==";
+    const sha256 = "LPJNul+wow4m6DsqxbninhsWHlwfp0JecwQzYpOLmCQ=";
+    const put = await send(h, "PUT", "/bkt/c", {
+      body: "hello",
+      headers: { "x-amz-checksum-crc32": crc32, "x-amz-checksum-sha256": sha256 },
+    });
+    assert.equal(put.status, 200, put.text);
+    const mode = { "x-amz-checksum-mode": "ENABLED" };
+    for (const method of ["GET", "HEAD"]) {
+      const got = await send(h, method, "/bkt/c", { headers: mode });
+      assert.equal(got.headers.get("x-amz-checksum-crc32"), crc32, method);
+      assert.equal(got.headers.get("x-amz-checksum-sha256"), sha256, method);
+      assert.equal(got.headers.get("x-amz-checksum-type"), "FULL_OBJECT", method);
+      // Not asked for, or a range (whose bytes the whole object's checksum does not cover).
+      const plain = await send(h, method, "/bkt/c");
+      assert.equal(plain.headers.get("x-amz-checksum-crc32"), null, method);
+      const ranged = await send(h, method, "/bkt/c", { headers: { ...mode, range: "bytes=1-2" } });
+      assert.equal(ranged.status, 206);
+      assert.equal(ranged.headers.get("x-amz-checksum-crc32"), null, method);
+    }
+    // A put that only names an algorithm stores no checksum it did not declare.
+    await send(h, "PUT", "/bkt/named", {
+      body: "hello",
+      headers: { "x-amz-sdk-checksum-algorithm": "CRC32" },
+    });
+    const named = await send(h, "HEAD", "/bkt/named", { headers: mode });
+    assert.equal(named.headers.get("x-amz-checksum-crc32"), null);
+    // An overwrite without checksums leaves none of the old ones behind.
+    await send(h, "PUT", "/bkt/c", { body: "other" });
+    const overwritten = await send(h, "HEAD", "/bkt/c", { headers: mode });
+    assert.equal(overwritten.headers.get("x-amz-checksum-crc32"), null);
   });
 });
 
