@@ -480,6 +480,8 @@ export class SegmentStore {
   readonly #options: SegmentStoreOptions;
   readonly #logger: Logger;
   readonly #stagingBytes: number;
+  /** Aligned bounce buffers of O_DIRECT reads, reused (allocating them is slow). */
+  readonly #bounces = new BouncePool();
   #batchTail: Promise<void> = Promise.resolve();
   #closed = false;
 
@@ -1129,7 +1131,7 @@ export class SegmentStore {
       }
       const start = alignDown(r.offsetBytes, alignment);
       const end = alignUp(recordEnd, alignment);
-      const bounce = disk.allocateAligned(1, end - start)[0]!;
+      const bounce = this.#bounces.acquire(disk, end - start);
       return {
         header: bounce.subarray(r.offsetBytes - start, r.offsetBytes - start + RECORD_HEADER_BYTES),
         payload,
@@ -1143,9 +1145,13 @@ export class SegmentStore {
     for (const [i, p] of prepared.entries()) {
       if (!p.inRange) failed.set(i, "record runs past the device end");
     }
+    // Bounce buffers go back to the pool only when every read that used them has finished
+    // (a failed disk may still have requests in flight on them).
+    let reusable = true;
     try {
       if (all.length > 0) await disk.submit(all.map((x) => x.op));
     } catch {
+      reusable = false;
       // Which op failed is all a batch says; retry each record alone to isolate it.
       for (const [i, p] of prepared.entries()) {
         if (!p.inRange) continue;
@@ -1156,6 +1162,22 @@ export class SegmentStore {
         }
       }
     }
+    try {
+      return this.#outcomes(d, disk, requests, prepared, failed);
+    } finally {
+      if (reusable) {
+        for (const p of prepared) if (p.bounce !== null) this.#bounces.release(disk, p.bounce);
+      }
+    }
+  }
+
+  #outcomes(
+    d: DeviceState,
+    disk: Disk,
+    requests: readonly ReadRequest[],
+    prepared: readonly { header: Uint8Array; payload: Uint8Array; bounce: Uint8Array | null }[],
+    failed: Map<number, string>,
+  ): ReadOutcome[] {
     return requests.map((r, i): ReadOutcome => {
       const why = failed.get(i);
       if (why !== undefined) return { ok: false, fault: "io", detail: `${d.path}: ${why}` };
@@ -1437,4 +1459,53 @@ export function bytesEqual(a: Uint8Array, b: Uint8Array): boolean {
 
 function randomBytes(length: number): Uint8Array {
   return crypto.getRandomValues(new Uint8Array(length));
+}
+
+/** Bounce buffers kept per size class (powers of two from 16 KiB). */
+const BOUNCE_CLASS_MIN_BYTES = 16 * 1024;
+/** Largest bounce buffer kept for reuse; larger ones are allocated per read. */
+const BOUNCE_CLASS_MAX_BYTES = 8 * 1024 * 1024;
+/** Bytes of idle bounce buffers kept in all. */
+const BOUNCE_POOL_BYTES_MAX = 64 * 1024 * 1024;
+
+/**
+ * Reuses the aligned buffers O_DIRECT reads land in: a fresh large buffer costs page faults
+ * and a native call for its address, a reused one neither. Buffers are keyed by size class
+ * and alignment; any disk of that alignment can use them.
+ */
+class BouncePool {
+  readonly #free = new Map<string, Uint8Array[]>();
+  #idleBytes = 0;
+
+  acquire(disk: Disk, bytes: number): Uint8Array {
+    const size = bounceClass(bytes);
+    if (size === null) return disk.allocateAligned(1, bytes)[0]!;
+    const key = `${disk.alignmentBytes}:${size}`;
+    const reused = this.#free.get(key)?.pop();
+    if (reused !== undefined) {
+      this.#idleBytes -= reused.length;
+      return reused.subarray(0, bytes);
+    }
+    return disk.allocateAligned(1, size)[0]!.subarray(0, bytes);
+  }
+
+  /** Gives back a buffer acquire() returned for `disk`, once no read uses it any more. */
+  release(disk: Disk, buffer: Uint8Array): void {
+    const size = bounceClass(buffer.length);
+    if (size === null || this.#idleBytes + size > BOUNCE_POOL_BYTES_MAX) return;
+    // The class-sized buffer behind the subarray handed out.
+    const whole = new Uint8Array(buffer.buffer, buffer.byteOffset, size);
+    const key = `${disk.alignmentBytes}:${size}`;
+    let list = this.#free.get(key);
+    if (list === undefined) this.#free.set(key, list = []);
+    list.push(whole);
+    this.#idleBytes += size;
+  }
+}
+
+function bounceClass(bytes: number): number | null {
+  if (bytes > BOUNCE_CLASS_MAX_BYTES) return null;
+  let size = BOUNCE_CLASS_MIN_BYTES;
+  while (size < bytes) size *= 2;
+  return size;
 }
