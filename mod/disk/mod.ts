@@ -41,6 +41,7 @@ export {
   URING_QUEUE_DEPTH_DEFAULT,
   URING_QUEUE_DEPTH_MAX,
   UringDisk,
+  uringSchedulerTotals,
   UringSetupError,
 } from "./uring_disk.ts";
 export type { UringDiskOptions } from "./uring_disk.ts";

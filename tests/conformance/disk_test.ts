@@ -18,6 +18,7 @@ import {
   selectDisk,
   SimDisk,
   UringDisk,
+  uringSchedulerTotals,
 } from "../../mod/disk/mod.ts";
 import { createLogger } from "../../mod/obs/mod.ts";
 import { type DiskHarness, registerDiskConformance } from "./disk_conformance.ts";
@@ -137,6 +138,49 @@ Deno.test({
         (e: unknown) => e instanceof DiskError && e.code === "EINVAL",
       );
     } finally {
+      await Deno.remove(directory, { recursive: true });
+    }
+  },
+});
+
+Deno.test({
+  name: "UringDisk: the submits and syncs of several disks in one turn share one FFI call" +
+    (uring === null ? ` [ignored: ${uringIgnore}]` : ""),
+  ignore: uring === null,
+  fn: async () => {
+    const directory = await Deno.makeTempDir({ prefix: "kiseki-disk-test-" });
+    const disks: UringDisk[] = [];
+    try {
+      for (let i = 0; i < 6; i++) {
+        disks.push(await UringDisk.open(uring!, `${directory}/d${i}`, { sizeBytes: 1 << 20 }));
+      }
+      const written = disks.map((d, i) => d.allocateAligned(1, 8192)[0]!.fill(i + 1));
+      const before = uringSchedulerTotals();
+      // One turn: a write and a sync queued on every disk, a second write behind the sync.
+      const steps: Promise<unknown>[] = [];
+      for (const [i, d] of disks.entries()) {
+        steps.push(d.submit([{ kind: "write", offsetBytes: 8192, buffer: written[i]! }]));
+        steps.push(d.sync());
+        steps.push(d.submit([{ kind: "write", offsetBytes: 0, buffer: written[i]! }]));
+      }
+      await Promise.all(steps);
+      const after = uringSchedulerTotals();
+      // Writes and syncs of all six disks in one call, the writes behind the syncs in a second.
+      assert.equal(after.calls - before.calls, 2, JSON.stringify({ before, after }));
+      assert.equal(after.rounds - before.rounds, 12);
+      const back = disks.map((d) => d.allocateAligned(2, 8192));
+      await Promise.all(disks.map((d, i) =>
+        d.submit([
+          { kind: "read", offsetBytes: 0, buffer: back[i]![0]! },
+          { kind: "read", offsetBytes: 8192, buffer: back[i]![1]! },
+        ])
+      ));
+      for (const [i, pair] of back.entries()) {
+        assert.ok(pair.every((b) => b.every((x) => x === i + 1)), `disk ${i} reads its writes`);
+      }
+      assert.equal(uringSchedulerTotals().calls - after.calls, 1, "six disks' reads, one call");
+    } finally {
+      for (const d of disks) await d.close();
       await Deno.remove(directory, { recursive: true });
     }
   },
