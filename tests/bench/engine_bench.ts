@@ -32,6 +32,7 @@ import {
 import { selectDisk } from "../../mod/disk/mod.ts";
 import { selectErasureCodec } from "../../mod/ec/mod.ts";
 import { createLogger } from "../../mod/obs/mod.ts";
+import { table } from "./_table.ts";
 
 // CRC-32C as the server runs it (ISA-L when the ec shim loads), installed before anything.
 {
@@ -361,15 +362,6 @@ async function engineRows(
   return rows;
 }
 
-function table(headers: string[], rows: (string | number)[][]): void {
-  const widths = headers.map((h, i) => Math.max(h.length, ...rows.map((r) => String(r[i]).length)));
-  const line = (cells: (string | number)[]) =>
-    cells.map((c, i) => (i === 0 ? String(c).padEnd(widths[i]!) : String(c).padStart(widths[i]!)))
-      .join("  ");
-  print(line(headers));
-  for (const r of rows) print(line(r));
-}
-
 function sizeName(bytes: number): string {
   return bytes >= MIB ? `${bytes / MIB} MiB` : `${bytes / KIB} KiB`;
 }
@@ -443,6 +435,7 @@ async function main(): Promise<void> {
     );
     print();
     table(
+      print,
       ["op", "object", "objects", "in flight", "MB/s", "op/s", "ceiling MB/s", "ratio", "target"],
       rows.map((r) => [
         r.variant === undefined ? r.op : `${r.op} (${r.variant})`,
@@ -465,6 +458,7 @@ async function main(): Promise<void> {
     print();
     print("where one core's time goes, per byte of object data:");
     table(
+      print,
       ["stage", "MB/s", "write ns/B", "read ns/B"],
       cpu.stages.map((
         s,

@@ -30,6 +30,7 @@
 import { SignatureV4 } from "npm:@smithy/signature-v4@5.7.5";
 import { type RunningRole, startRole, testAddrs, waitForHttp } from "../e2e/_role.ts";
 import { NodeSha256 } from "./s3_load.ts";
+import { table } from "./_table.ts";
 
 const QUICK = Deno.args.includes("--quick");
 const RUN_ENGINE = Deno.args.includes("--engine");
@@ -369,15 +370,6 @@ function rowOf(
 
 // ---- main ----------------------------------------------------------------------------------
 
-function table(headers: string[], rows: (string | number)[][]): void {
-  const widths = headers.map((h, i) => Math.max(h.length, ...rows.map((r) => String(r[i]).length)));
-  const line = (cells: (string | number)[]) =>
-    cells.map((c, i) => (i === 0 ? String(c).padEnd(widths[i]!) : String(c).padStart(widths[i]!)))
-      .join("  ");
-  print(line(headers));
-  for (const r of rows) print(line(r));
-}
-
 async function main(): Promise<void> {
   const started = performance.now();
   const engine = await engineCeiling();
@@ -438,6 +430,7 @@ async function main(): Promise<void> {
   );
   print();
   table(
+    print,
     [
       "op",
       "size",
