@@ -9,6 +9,12 @@
 //   string = u16 length + UTF-8; metadata = u16 count + (string name, string value) in
 //   ascending byte order of names, no duplicates; content = u8 kind (1 chunks: u32 count +
 //   (u64 offset, u32 length) per ref | 2 inline: u32 length + bytes); time = u64 sec + u32 nsec.
+// v2 layout: a v1 payload whose body is followed by a multipart object's part layout, for
+//   the two types that can carry one: object_put: part sizes = u16 count (1..) + u64 per
+//   part; upload_complete: u8 layout (1: the listed parts' sizes | 2: part sizes). A payload
+//   without a layout is always written as v1 (so its bytes are what they were before v2,
+//   and decode everywhere v1 does); a v2 payload without one is refused, as is v2 for any
+//   other type: every payload has exactly one encoding. A v1 payload has no layout.
 
 import { DELTA_PAYLOAD_BYTES_MAX, type DeltaOp } from "../log/mod.ts";
 import { ByteReader, ByteWriter, fromUtf8, utf8 } from "./bytes.ts";
@@ -32,10 +38,12 @@ import {
   metadataProblem,
   modeProblem,
   PART_NUMBER_MAX,
+  partSizesProblem,
   posixNameProblem,
   type PosixTime,
   posixTimeProblem,
   PUT_CHUNK_REFS_MAX,
+  PUT_PART_SIZES_MAX,
   type SetAttributes,
   shortTextProblem,
   SYMLINK_TARGET_BYTES_MAX,
@@ -51,7 +59,12 @@ import {
   sha256,
 } from "./namespace.ts";
 
-export const PAYLOAD_FORMAT_VERSION = 1;
+/** The newest payload format; encodePayload() writes the oldest that can say the payload. */
+export const PAYLOAD_FORMAT_VERSION = 2;
+/** The oldest payload format still decoded (v1: no part layouts). */
+export const PAYLOAD_FORMAT_VERSION_MIN = 1;
+/** The format that adds part layouts (see the top of this file). */
+const VERSION_PART_LAYOUTS = 2;
 /** A random per-request token: how the writer finds its mutation's outcome in the view. */
 export const PAYLOAD_TOKEN_BYTES = 16;
 export const PARTS_DIGEST_BYTES = 32;
@@ -140,6 +153,11 @@ export interface ObjectPutPayload extends Base {
   etag: string;
   content: Content;
   condition: PutCondition;
+  /**
+   * A multipart object's part sizes (at most PUT_PART_SIZES_MAX, adding up to `size`):
+   * a copy keeps its source's layout. Absent: a single-part object.
+   */
+  partSizes?: number[];
 }
 export interface ObjectDeletePayload extends Base {
   type: "object_delete";
@@ -171,6 +189,13 @@ export interface UploadCompletePayload extends Base {
   /** Every listed part but the last must be at least this big (S3: 5 MiB). */
   partBytesMin: number;
   etag: string;
+  /**
+   * The object's part layout. "listed": the listed parts' sizes (an S3 completion); sizes:
+   * these, which must add up to the listed parts' total (a multipart object copied through
+   * hidden parts). Absent: a single-part object (a large put's hidden parts; every v1
+   * completion).
+   */
+  partSizes?: "listed" | number[];
 }
 export interface UploadAbortPayload extends Base {
   type: "upload_abort";
@@ -280,6 +305,8 @@ const CONTENT_INLINE = 2;
 const CONDITION_NONE = 0;
 const CONDITION_ABSENT = 1;
 const CONDITION_VERSION = 2;
+const LAYOUT_LISTED = 1;
+const LAYOUT_SIZES = 2;
 
 const SET_MODE = 1;
 const SET_UID = 2;
@@ -375,8 +402,12 @@ export function encodePayload(payload: Payload): Uint8Array {
   if (payload.namespaceId.length !== NAMESPACE_ID_BYTES) {
     fail(`namespace id must be ${NAMESPACE_ID_BYTES} bytes`);
   }
+  const layout = payload.type === "object_put" || payload.type === "upload_complete"
+    ? payload.partSizes
+    : undefined;
   const w = new ByteWriter(512);
-  w.u8(PAYLOAD_FORMAT_VERSION).u8(code).raw(payload.token).raw(payload.namespaceId);
+  w.u8(layout === undefined ? PAYLOAD_FORMAT_VERSION_MIN : VERSION_PART_LAYOUTS);
+  w.u8(code).raw(payload.token).raw(payload.namespaceId);
   switch (payload.type) {
     case "namespace_create": {
       check(namespaceNameProblem(payload.name));
@@ -405,6 +436,9 @@ export function encodePayload(payload: Payload): Uint8Array {
         if (!Number.isSafeInteger(c.version) || c.version < 1) fail("condition version invalid");
         w.u8(CONDITION_VERSION).u64(c.version);
       } else fail("unknown put condition");
+      if (payload.partSizes !== undefined) {
+        writePartSizes(w, payload.partSizes, payload.size, PUT_PART_SIZES_MAX);
+      }
       break;
     }
     case "object_delete":
@@ -443,6 +477,11 @@ export function encodePayload(payload: Payload): Uint8Array {
       }
       w.u64(payload.partBytesMin);
       writeText(w, "etag", payload.etag, ETAG_BYTES_MAX);
+      if (payload.partSizes === "listed") w.u8(LAYOUT_LISTED);
+      else if (Array.isArray(payload.partSizes)) {
+        w.u8(LAYOUT_SIZES);
+        writePartSizes(w, payload.partSizes, null, PART_NUMBER_MAX);
+      } else if (payload.partSizes !== undefined) fail("unknown part layout");
       break;
     }
     case "upload_abort":
@@ -522,6 +561,17 @@ export function encodePayload(payload: Payload): Uint8Array {
   return w.finish();
 }
 
+function writePartSizes(
+  w: ByteWriter,
+  partSizes: readonly number[],
+  size: number | null,
+  countMax: number,
+): void {
+  check(partSizesProblem(partSizes, size, countMax));
+  w.u16(partSizes.length);
+  for (const n of partSizes) w.u64(n);
+}
+
 function checkPartNumber(n: number): void {
   if (!Number.isInteger(n) || n < 1 || n > PART_NUMBER_MAX) {
     fail(`part number ${n} is not 1..${PART_NUMBER_MAX}`);
@@ -553,6 +603,15 @@ function readMetadata(r: ByteReader): Metadata {
   }
   check(metadataProblem(metadata));
   return metadata;
+}
+
+function readPartSizes(r: ByteReader, size: number | null, countMax: number): number[] {
+  const count = r.u16("part size count");
+  if (count > countMax) fail(`${count} part sizes (max ${countMax})`);
+  const partSizes: number[] = [];
+  for (let i = 0; i < count; i++) partSizes.push(r.u64("part size"));
+  check(partSizesProblem(partSizes, size, countMax));
+  return partSizes;
 }
 
 function decodeText(bytes: Uint8Array, what: string): string {
@@ -645,12 +704,17 @@ export function decodePayload(bytes: Uint8Array, chunkIds: Uint8Array[]): Payloa
   }
   const r = new ByteReader(bytes, fail);
   const version = r.u8("version");
-  if (version !== PAYLOAD_FORMAT_VERSION) {
-    fail(`payload format version ${version} is not ${PAYLOAD_FORMAT_VERSION}`);
+  if (version < PAYLOAD_FORMAT_VERSION_MIN || version > PAYLOAD_FORMAT_VERSION) {
+    fail(
+      `payload format version ${version} is not ${PAYLOAD_FORMAT_VERSION_MIN}..${PAYLOAD_FORMAT_VERSION}`,
+    );
   }
   const typeCode = r.u8("type");
   const type = TYPE_BY_CODE.get(typeCode);
   if (type === undefined) fail(`unknown payload type code ${typeCode}`);
+  if (version === VERSION_PART_LAYOUTS && type !== "object_put" && type !== "upload_complete") {
+    fail(`a ${type} payload has no version 2 form`);
+  }
   const token = r.raw(PAYLOAD_TOKEN_BYTES, "token");
   const namespaceId = r.raw(NAMESPACE_ID_BYTES, "namespace id");
   const used = { count: 0 };
@@ -699,6 +763,9 @@ export function decodePayload(bytes: Uint8Array, chunkIds: Uint8Array[]): Payloa
         content,
         condition,
       };
+      if (version === VERSION_PART_LAYOUTS) {
+        payload.partSizes = readPartSizes(r, size, PUT_PART_SIZES_MAX);
+      }
       break;
     }
     case "object_delete":
@@ -754,6 +821,13 @@ export function decodePayload(bytes: Uint8Array, chunkIds: Uint8Array[]): Payloa
         partBytesMin,
         etag,
       };
+      if (version === VERSION_PART_LAYOUTS) {
+        const layout = r.u8("part layout");
+        if (layout === LAYOUT_LISTED) payload.partSizes = "listed";
+        else if (layout === LAYOUT_SIZES) {
+          payload.partSizes = readPartSizes(r, null, PART_NUMBER_MAX);
+        } else fail(`unknown part layout ${layout}`);
+      }
       break;
     }
     case "upload_abort": {

@@ -18,7 +18,9 @@ import {
   type Content,
   INLINE_BYTES_MAX,
   METADATA_BYTES_MAX,
+  PART_NUMBER_MAX,
   PUT_CHUNK_REFS_MAX,
+  PUT_PART_SIZES_MAX,
 } from "./composition.ts";
 
 const ALPHABET = ["a", "b", "/", "-", ".", "é", "日", "😀", "Z", "0"];
@@ -60,6 +62,15 @@ function metadata(prng: Prng): Record<string, string> {
   return m;
 }
 
+/** `size` cut into 1..`countMax` parts (some may be empty), in order. */
+function partSizesOf(prng: Prng, size: number, countMax: number): number[] {
+  const count = 1 + prng.nextInt(countMax);
+  const cuts = Array.from({ length: count - 1 }, () => prng.nextInt(size + 1)).sort((a, b) =>
+    a - b
+  );
+  return [...cuts, size].map((cut, i) => cut - (i === 0 ? 0 : cuts[i - 1]!));
+}
+
 const TYPES = Object.keys(PAYLOAD_TYPES) as PayloadType[];
 
 /** A valid payload of every shape the encoder accepts. */
@@ -88,7 +99,7 @@ export function randomPayload(prng: Prng, type = TYPES[prng.nextInt(TYPES.length
         { kind: "absent" },
         { kind: "version", version: 1 + prng.nextInt(99) },
       ] as const;
-      return {
+      const put: Payload = {
         ...base,
         type,
         key: text(prng, 1, 20),
@@ -99,6 +110,8 @@ export function randomPayload(prng: Prng, type = TYPES[prng.nextInt(TYPES.length
         content: c.content,
         condition: kinds[prng.nextInt(3)]!,
       };
+      if (prng.nextInt(2) === 0) put.partSizes = partSizesOf(prng, c.size, 4);
+      return put;
     }
     case "object_delete":
       return { ...base, type, key: text(prng, 1, 20) };
@@ -123,8 +136,8 @@ export function randomPayload(prng: Prng, type = TYPES[prng.nextInt(TYPES.length
         chunkRefs: r.refs,
       };
     }
-    case "upload_complete":
-      return {
+    case "upload_complete": {
+      const complete: Payload = {
         ...base,
         type,
         key: text(prng, 1, 20),
@@ -134,6 +147,11 @@ export function randomPayload(prng: Prng, type = TYPES[prng.nextInt(TYPES.length
         partBytesMin: prng.nextInt(10 << 20),
         etag: text(prng, 0, 12),
       };
+      const layout = prng.nextInt(3);
+      if (layout === 1) complete.partSizes = "listed";
+      if (layout === 2) complete.partSizes = partSizesOf(prng, prng.nextInt(1 << 30), 4);
+      return complete;
+    }
     case "upload_abort":
       return { ...base, type, key: text(prng, 1, 20), uploadId: prng.bytes(16) };
     case "posix_mkdir":
@@ -261,7 +279,14 @@ Deno.test("decodePayload() rejects a wrong version, an unknown type and unsorted
   const prng = new Prng(23);
   const p = randomPayload(prng, "object_delete");
   const bytes = encodePayload(p);
-  assert.throws(() => decodePayload(Uint8Array.of(2, ...bytes.subarray(1)), []), /version 2/);
+  assert.equal(bytes[0], 1);
+  assert.throws(() => decodePayload(Uint8Array.of(0, ...bytes.subarray(1)), []), /version 0/);
+  assert.throws(() => decodePayload(Uint8Array.of(3, ...bytes.subarray(1)), []), /version 3/);
+  // Version 2 adds part layouts to two types; the others have only their version 1 form.
+  assert.throws(
+    () => decodePayload(Uint8Array.of(2, ...bytes.subarray(1)), []),
+    /object_delete payload has no version 2 form/,
+  );
   assert.throws(
     () => decodePayload(Uint8Array.of(1, 99, ...bytes.subarray(2)), []),
     /type code 99/,
@@ -343,6 +368,12 @@ Deno.test("the largest payloads still fit a delta with the cipher's overhead", (
     size: INLINE_BYTES_MAX,
   };
   assert.ok(encodePayload(inline).length <= PAYLOAD_PLAINTEXT_BYTES_MAX);
+  // A copy of a multipart object: as many part sizes as one put may carry.
+  const copy: Payload = {
+    ...p,
+    partSizes: Array.from({ length: PUT_PART_SIZES_MAX }, () => 0).fill(r.size, -1),
+  };
+  assert.ok(encodePayload(copy).length <= PAYLOAD_PLAINTEXT_BYTES_MAX);
   const complete: Payload = {
     type: "upload_complete",
     token: prng.bytes(16),
@@ -353,8 +384,113 @@ Deno.test("the largest payloads still fit a delta with the cipher's overhead", (
     partsDigest: partsDigest([{ partNumber: 1, etag: "x" }]),
     partBytesMin: 5 << 20,
     etag: "e".repeat(128),
+    // A copy of a 10,000-part object through hidden parts.
+    partSizes: Array.from({ length: PART_NUMBER_MAX }, () => 5 * 1024 ** 3),
   };
   assert.ok(encodePayload(complete).length <= PAYLOAD_PLAINTEXT_BYTES_MAX);
+});
+
+/** A version 1 upload_complete laid out by hand, as encoders before version 2 wrote it. */
+function uploadCompleteV1(etag: string): { bytes: Uint8Array; decoded: Payload } {
+  const token = new Uint8Array(16).fill(7);
+  const namespaceId = new Uint8Array(16).fill(9);
+  const uploadId = new Uint8Array(16).fill(3);
+  const digest = new Uint8Array(32).fill(5);
+  const w = new ByteWriter().u8(1).u8(PAYLOAD_TYPES.upload_complete).raw(token).raw(namespaceId);
+  w.string16("big.bin").raw(uploadId).u16(3).u16(1).u16(2).u16(4).raw(digest).u64(5 << 20);
+  w.string16(etag);
+  return {
+    bytes: w.finish(),
+    decoded: {
+      type: "upload_complete",
+      token,
+      namespaceId,
+      key: "big.bin",
+      uploadId,
+      partNumbers: [1, 2, 4],
+      partsDigest: digest,
+      partBytesMin: 5 << 20,
+      etag,
+    },
+  };
+}
+
+Deno.test("decodePayload() reads a version 1 completion (stored before part layouts) as having none", () => {
+  const v1 = uploadCompleteV1("0123456789abcdef0123456789abcdef-3");
+  const decoded = decodePayload(v1.bytes, []);
+  assert.deepEqual(decoded, v1.decoded);
+  assert.ok(!("partSizes" in decoded), "no part layout");
+  // What has no layout is still written as version 1, byte for byte.
+  assert.deepEqual(encodePayload(v1.decoded), v1.bytes);
+});
+
+Deno.test("encodePayload() writes a part layout as version 2: the version 1 bytes, then the layout", () => {
+  const v1 = uploadCompleteV1("e-3");
+  const listed = encodePayload({ ...v1.decoded, partSizes: "listed" } as Payload);
+  assert.deepEqual(listed, Uint8Array.of(2, ...v1.bytes.subarray(1), 1));
+  const sizes = encodePayload({ ...v1.decoded, partSizes: [5, 0, 1 << 40] } as Payload);
+  const tail = new ByteWriter().u8(2).u16(3).u64(5).u64(0).u64(1 << 40).finish();
+  assert.deepEqual(sizes, Uint8Array.of(2, ...v1.bytes.subarray(1), ...tail));
+  assert.deepEqual(decodePayload(listed, []), { ...v1.decoded, partSizes: "listed" });
+  assert.deepEqual(decodePayload(sizes, []), { ...v1.decoded, partSizes: [5, 0, 1 << 40] });
+
+  const prng = new Prng(41);
+  const r = refs(prng, 3, false);
+  const put = {
+    ...randomPayload(prng, "object_put"),
+    content: { kind: "chunks", chunkRefs: r.refs },
+    size: r.size,
+  } as Extract<Payload, { type: "object_put" }>;
+  delete put.partSizes;
+  const plain = encodePayload(put);
+  assert.equal(plain[0], 1);
+  const ids = payloadChunkIds(put);
+  const layout = [r.size - 10, 10];
+  const withParts = encodePayload({ ...put, partSizes: layout });
+  const putTail = new ByteWriter().u16(2).u64(r.size - 10).u64(10).finish();
+  assert.deepEqual(withParts, Uint8Array.of(2, ...plain.subarray(1), ...putTail));
+  assert.deepEqual(decodePayload(withParts, ids), { ...put, partSizes: layout });
+  assert.ok(!("partSizes" in decodePayload(plain, ids)));
+});
+
+Deno.test("part layouts have one encoding and must describe the object", () => {
+  const v1 = uploadCompleteV1("e-3");
+  const complete = v1.decoded as Extract<Payload, { type: "upload_complete" }>;
+  // Version 2 without a layout, or with one it does not know.
+  assert.throws(() => decodePayload(Uint8Array.of(2, ...v1.bytes.subarray(1)), []), /layout/);
+  assert.throws(
+    () => decodePayload(Uint8Array.of(2, ...v1.bytes.subarray(1), 3), []),
+    /unknown part layout 3/,
+  );
+  const emptySizes = Uint8Array.of(2, ...v1.bytes.subarray(1), 2, 0, 0);
+  assert.throws(() => decodePayload(emptySizes, []), /part sizes are empty/);
+  assert.throws(() => encodePayload({ ...complete, partSizes: [] }), /part sizes are empty/);
+  assert.throws(() => encodePayload({ ...complete, partSizes: [1, -1] }), /part 2 size -1/);
+  assert.throws(
+    () => encodePayload({ ...complete, partSizes: new Array(PART_NUMBER_MAX + 1).fill(1) }),
+    /10001 part sizes/,
+  );
+
+  const prng = new Prng(43);
+  const r = refs(prng, 2, false);
+  const put = {
+    ...randomPayload(prng, "object_put"),
+    content: { kind: "chunks", chunkRefs: r.refs },
+    size: r.size,
+  } as Extract<Payload, { type: "object_put" }>;
+  assert.throws(() => encodePayload({ ...put, partSizes: [r.size, 1] }), /add up to/);
+  assert.throws(
+    () => encodePayload({ ...put, partSizes: new Array(PUT_PART_SIZES_MAX + 1).fill(0) }),
+    /part sizes \(max 4096\)/,
+  );
+  // Sizes that add up to something else than the object, written by hand.
+  delete put.partSizes;
+  const plain = encodePayload(put);
+  const wrong = new ByteWriter().u16(1).u64(r.size + 1).finish();
+  assert.throws(
+    () => decodePayload(Uint8Array.of(2, ...plain.subarray(1), ...wrong), payloadChunkIds(put)),
+    /add up to/,
+  );
 });
 
 Deno.test("decodePayload() fuzz: mutated payloads decode to canonical payloads or throw PayloadFormatError", () => {
@@ -401,7 +537,7 @@ Deno.test("decodePayload() fuzz: random bytes never throw anything but PayloadFo
   const prng = new Prng(0xbad);
   for (let i = 0; i < 20_000; i++) {
     const bytes = prng.bytes(prng.nextInt(120));
-    if (bytes.length > 0 && prng.nextInt(2)) bytes[0] = 1;
+    if (bytes.length > 0 && prng.nextInt(2)) bytes[0] = 1 + prng.nextInt(2);
     if (bytes.length > 1 && prng.nextInt(2)) bytes[1] = 1 + prng.nextInt(17);
     try {
       decodePayload(bytes, prng.nextInt(4) === 0 ? [prng.bytes(32)] : []);

@@ -28,6 +28,11 @@ export const CHUNK_LENGTH_BYTES_MAX = 0xffff_ffff;
 export const CHUNK_ID_BYTES = DELTA_CHUNK_REF_BYTES;
 /** S3's part number range. */
 export const PART_NUMBER_MAX = 10_000;
+/**
+ * Part sizes one put (one delta) may carry, with as many chunk refs: a copy of an object of
+ * more parts goes through hidden parts, whose completion can carry all PART_NUMBER_MAX.
+ */
+export const PUT_PART_SIZES_MAX = PUT_CHUNK_REFS_MAX;
 /** POSIX NAME_MAX. */
 export const POSIX_NAME_BYTES_MAX = 255;
 /** POSIX PATH_MAX - 1. */
@@ -69,6 +74,12 @@ export interface Composition {
   /** When this version was committed, HLC physical ms. */
   modifiedMs: number;
   content: Content;
+  /**
+   * A multipart object's layout: each part's size, in part order (they sum to `size`).
+   * Absent for a single-part object, and for multipart objects stored before part sizes
+   * were recorded (those read as one part).
+   */
+  partSizes?: number[];
 }
 
 /** One entry of a listing. */
@@ -279,6 +290,31 @@ export function contentProblem(
   }
   if (layout === "contiguous" && end !== size) {
     return `chunk refs cover ${end} bytes but size is ${size}`;
+  }
+  return null;
+}
+
+/**
+ * Why `partSizes` cannot be an object's part layout, or null: 1..`countMax` sizes, each a
+ * non-negative safe integer, adding up to `size` (when known) without overflow.
+ */
+export function partSizesProblem(
+  partSizes: readonly number[],
+  size: number | null,
+  countMax: number = PART_NUMBER_MAX,
+): string | null {
+  if (!Array.isArray(partSizes)) return "part sizes are not a list";
+  if (partSizes.length === 0) return "part sizes are empty (a single-part object has none)";
+  if (partSizes.length > countMax) return `${partSizes.length} part sizes (max ${countMax})`;
+  let total = 0;
+  for (let i = 0; i < partSizes.length; i++) {
+    const n = partSizes[i]!;
+    if (!isSize(n)) return `part ${i + 1} size ${n} is not a non-negative safe integer`;
+    total += n;
+    if (!Number.isSafeInteger(total)) return "part sizes add up past a safe integer";
+  }
+  if (size !== null && total !== size) {
+    return `part sizes add up to ${total} bytes but size is ${size}`;
   }
   return null;
 }

@@ -42,6 +42,7 @@ import {
   type Metadata,
   PART_NUMBER_MAX,
   PUT_CHUNK_REFS_MAX,
+  PUT_PART_SIZES_MAX,
 } from "./composition.ts";
 import { CompositionError } from "./errors.ts";
 import type {
@@ -186,6 +187,12 @@ export interface ObjectInfo {
   metadata: Metadata;
   createdMs: number;
   modifiedMs: number;
+  /**
+   * A multipart object's part sizes, in part order (the etag ends "-<count>"); null for a
+   * single-part object, and for multipart objects stored before part sizes were kept
+   * (which read as one part).
+   */
+  partSizes: readonly number[] | null;
 }
 
 /** Bytes `start`..`end` inclusive (end omitted: to the last byte), or the last `suffixBytes`. */
@@ -193,10 +200,18 @@ export type ByteRange = { start: number; end?: number } | { suffixBytes: number 
 
 export interface GetObjectOptions {
   range?: ByteRange;
+  /**
+   * Only this part's bytes (1..PART_NUMBER_MAX; not with `range`), resolved by resolvePart()
+   * against the version read: a single-part object is its part 1.
+   */
+  partNumber?: number;
 }
 
 export interface GetObjectResult extends ObjectInfo {
-  /** The bytes returned, inclusive (null: the whole object). */
+  /**
+   * The bytes returned, inclusive (null: the whole object). An empty part of a multipart
+   * object: end = start - 1.
+   */
   range: { start: number; end: number } | null;
   contentLength: number;
   body: ReadableStream<Uint8Array>;
@@ -220,6 +235,14 @@ export class ObjectRangeError extends CompositionError {
   override name = "ObjectRangeError";
   constructor(message: string, readonly sizeBytes: number) {
     super("invalid_argument", message);
+  }
+}
+
+/** A part number past the object's parts (S3 InvalidPartNumber, HTTP 416). */
+export class ObjectPartError extends CompositionError {
+  override name = "ObjectPartError";
+  constructor(readonly partNumber: number, readonly partsCount: number) {
+    super("invalid_argument", `part ${partNumber} of an object of ${partsCount} parts`);
   }
 }
 
@@ -683,8 +706,8 @@ export class ObjectEngine {
 
   /**
    * Commits `refs` (whose refs `holder` took) as `key`'s new version and gives back what the
-   * commit released. Refs beyond what one delta carries go as hidden parts of an upload,
-   * completed at the end (aborted on failure, which gives their refs back).
+   * commit released. Refs (or part sizes) beyond what one delta carries go as hidden parts
+   * of an upload, completed at the end (aborted on failure, which gives their refs back).
    */
   async #commitRefs(
     ns: NamespaceRef,
@@ -693,7 +716,9 @@ export class ObjectEngine {
     refs: ChunkRef[],
     put: Omit<PutInput, "chunkRefs" | "inline">,
   ): Promise<{ version: number }> {
-    if (refs.length <= this.putChunkRefsMax) {
+    if (
+      refs.length <= this.putChunkRefsMax && (put.partSizes?.length ?? 0) <= PUT_PART_SIZES_MAX
+    ) {
       const { version, released } = await this.#commit(
         holder,
         () => this.service.put(ns, key, { ...put, chunkRefs: refs }),
@@ -708,7 +733,7 @@ export class ObjectEngine {
         `a conditional put of more than ${this.putChunkRefsMax} chunks is not supported`,
       );
     }
-    const parts = Math.ceil(refs.length / this.putChunkRefsMax);
+    const parts = Math.max(Math.ceil(refs.length / this.putChunkRefsMax), 1);
     if (parts > PART_NUMBER_MAX) {
       throw new CompositionError("too_large", `object needs more than ${PART_NUMBER_MAX} parts`);
     }
@@ -724,8 +749,11 @@ export class ObjectEngine {
       for (let i = 0; i < parts; i++) {
         const from = i * this.putChunkRefsMax;
         const slice = refs.slice(from, from + this.putChunkRefsMax);
-        const last = slice[slice.length - 1]!;
-        const size = last.offsetBytes + last.lengthBytes - slice[0]!.offsetBytes;
+        const last = slice[slice.length - 1];
+        // Empty only for an object of no chunks whose part sizes alone overflow one put.
+        const size = last === undefined
+          ? 0
+          : last.offsetBytes + last.lengthBytes - slice[0]!.offsetBytes;
         await this.#commit(holder, () =>
           this.service.putPart(ns, key, uploadId, i + 1, {
             chunkRefs: rebase(slice),
@@ -740,6 +768,8 @@ export class ObjectEngine {
           etag: put.etag,
           checkEtags: false,
           partBytesMin: 0,
+          // The hidden parts are not the object's: it keeps the layout it was given, if any.
+          partSizes: put.partSizes ?? null,
         }));
       await this.#release(done.released);
       return { version: done.version };
@@ -777,7 +807,18 @@ export class ObjectEngine {
       throw mapTenantError(e);
     }
     const size = composition.size;
-    const range = resolveRange(options.range, size);
+    let range: { start: number; end: number } | null;
+    try {
+      if (options.partNumber !== undefined && options.range !== undefined) {
+        throw new CompositionError("invalid_argument", "give a range or a part number, not both");
+      }
+      range = options.partNumber === undefined
+        ? resolveRange(options.range, size)
+        : resolvePart(composition.partSizes ?? null, size, options.partNumber);
+    } catch (e) {
+      observe("get", started, "error");
+      throw e;
+    }
     const start = range?.start ?? 0;
     const end = range === null ? size : range.end + 1;
     const content = composition.content;
@@ -841,6 +882,7 @@ export class ObjectEngine {
               contentType,
               metadata,
               etag: from.etag,
+              partSizes: from.partSizes,
             }),
         );
         await this.#release(released);
@@ -863,11 +905,13 @@ export class ObjectEngine {
           }
           ctx.taken.push(r.chunkId);
         }
+        // The etag stays the source's, "-N" included, so the part layout stays with it.
         const { version } = await this.#commitRefs(target, targetKey, ctx, refs, {
           size: from.size,
           contentType,
           metadata,
           etag: from.etag,
+          partSizes: from.partSizes,
         });
         return { etag: from.etag, version, size: from.size };
       } catch (e) {
@@ -1460,6 +1504,7 @@ function info(c: Composition): ObjectInfo {
     metadata: c.metadata,
     createdMs: c.createdMs,
     modifiedMs: c.modifiedMs,
+    partSizes: c.partSizes ?? null,
   };
 }
 
@@ -1532,6 +1577,34 @@ export function resolveRange(
     }
     end = Math.min(end, size - 1);
   }
+  return { start, end };
+}
+
+/**
+ * The bytes of part `partNumber` as S3 serves GET ?partNumber: a multipart object's part
+ * (an empty part: end = start - 1), or null (the whole object) for part 1 of a single-part
+ * object. ObjectPartError past the last part.
+ */
+export function resolvePart(
+  partSizes: readonly number[] | null,
+  size: number,
+  partNumber: number,
+): { start: number; end: number } | null {
+  if (!Number.isInteger(partNumber) || partNumber < 1 || partNumber > PART_NUMBER_MAX) {
+    throw new CompositionError(
+      "invalid_argument",
+      `part number ${partNumber} is not 1..${PART_NUMBER_MAX}`,
+    );
+  }
+  const count = partSizes?.length ?? 1;
+  if (partNumber > count) {
+    throw new ObjectPartError(partNumber, count);
+  }
+  if (partSizes === null) return null;
+  let start = 0;
+  for (let i = 0; i < partNumber - 1; i++) start += partSizes[i]!;
+  const end = start + partSizes[partNumber - 1]! - 1;
+  assert(end < size, "a part lies within its object");
   return { start, end };
 }
 

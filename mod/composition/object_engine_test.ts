@@ -13,7 +13,7 @@ import {
 } from "./engine_stack.ts";
 import type { NamespaceRef } from "./namespace.ts";
 import { hmacChunkId, sha256ChunkId, splitChunks } from "../chunk/mod.ts";
-import { ObjectEngine, ObjectRangeError } from "./object_engine.ts";
+import { ObjectEngine, ObjectPartError, ObjectRangeError, resolvePart } from "./object_engine.ts";
 import { kmsTenantName } from "./tenant_payload_cipher.ts";
 
 const quiet = createLogger({ level: "error", format: "text", sink: { write: () => {} } });
@@ -421,6 +421,148 @@ Deno.test("ObjectEngine multipart: parts out of order, an unlisted part released
     );
     assert.equal(engine.stats().releaseFailures, 0);
   });
+});
+
+/** Uploads `parts` as a multipart upload of `key`, completed with all of them in order. */
+async function putMultipart(
+  engine: ObjectEngine,
+  ns: NamespaceRef,
+  key: string,
+  parts: Uint8Array[],
+): Promise<string> {
+  const { uploadId } = await engine.createMultipartUpload(ns, key);
+  const listed = [];
+  for (const [i, part] of parts.entries()) {
+    const { etag } = await engine.uploadPart(ns, key, uploadId, i + 1, part);
+    listed.push({ partNumber: i + 1, etag });
+  }
+  return (await engine.completeMultipartUpload(ns, key, uploadId, listed)).etag;
+}
+
+function concat(parts: Uint8Array[]): Uint8Array {
+  return new Uint8Array(Buffer.concat(parts));
+}
+
+Deno.test("resolvePart() finds a part's bytes; a single-part object is its own part 1", () => {
+  assert.deepEqual(resolvePart([10, 20, 5], 35, 1), { start: 0, end: 9 });
+  assert.deepEqual(resolvePart([10, 20, 5], 35, 2), { start: 10, end: 29 });
+  assert.deepEqual(resolvePart([10, 20, 5], 35, 3), { start: 30, end: 34 });
+  assert.deepEqual(resolvePart([10, 0], 10, 2), { start: 10, end: 9 }, "an empty last part");
+  assert.equal(resolvePart(null, 35, 1), null);
+  for (const [sizes, n, count] of [[[10, 20, 5], 4, 3], [null, 2, 1], [[7], 10_000, 1]] as const) {
+    assert.throws(() => resolvePart(sizes, 35, n), (e: unknown) => {
+      assert.ok(e instanceof ObjectPartError, String(e));
+      assert.deepEqual([e.partNumber, e.partsCount, e.code], [n, count, "invalid_argument"]);
+      return true;
+    });
+  }
+  for (const n of [0, -1, 1.5, 10_001]) {
+    assert.throws(
+      () => resolvePart([35], 35, n),
+      (e: unknown) => isCode("invalid_argument")(e) && !(e instanceof ObjectPartError),
+    );
+  }
+});
+
+Deno.test("ObjectEngine multipart objects keep their part sizes: getObject({ partNumber }) reads one part", async () => {
+  await withStack(async (stack) => {
+    const { engine } = stack;
+    const ns = await engine.createNamespace(tenant(1), "parts");
+    // Parts across chunk boundaries, and an empty last part.
+    const parts = [
+      prngBytes(61, 300_007),
+      prngBytes(62, 200_000),
+      prngBytes(63, 1),
+      new Uint8Array(),
+    ];
+    await putMultipart(engine, ns, "m", parts);
+    const whole = concat(parts);
+    const sizes = parts.map((p) => p.length);
+    const info = await engine.headObject(ns, "m");
+    assert.deepEqual(info.partSizes, sizes);
+    assert.match(info.etag, /-4$/);
+    let start = 0;
+    for (const [i, part] of parts.entries()) {
+      const got = await engine.getObject(ns, "m", { partNumber: i + 1 });
+      assert.deepEqual(got.range, { start, end: start + part.length - 1 }, `part ${i + 1}`);
+      assert.equal(got.contentLength, part.length);
+      assert.deepEqual(got.partSizes, sizes);
+      assert.equal(got.etag, info.etag);
+      assert.ok(same(await readAll(got.body), whole.subarray(start, start + part.length)));
+      start += part.length;
+    }
+    await assert.rejects(
+      engine.getObject(ns, "m", { partNumber: 5 }),
+      (e: unknown) => e instanceof ObjectPartError && e.partsCount === 4,
+    );
+    await assert.rejects(
+      engine.getObject(ns, "m", { partNumber: 1, range: { start: 0, end: 1 } }),
+      isCode("invalid_argument"),
+    );
+    await assert.rejects(engine.getObject(ns, "m", { partNumber: 0 }), isCode("invalid_argument"));
+
+    // Single-part objects (chunked and inline) are one part: part 1 is the whole object.
+    const plain = prngBytes(64, 100_000);
+    await engine.putObject(ns, "plain", plain);
+    await engine.putObject(ns, "tiny", new Uint8Array([1, 2, 3]));
+    for (const [key, bytes] of [["plain", plain], ["tiny", new Uint8Array([1, 2, 3])]] as const) {
+      assert.equal((await engine.headObject(ns, key)).partSizes, null, key);
+      const got = await engine.getObject(ns, key, { partNumber: 1 });
+      assert.equal(got.range, null, key);
+      assert.equal(got.partSizes, null, key);
+      assert.ok(same(await readAll(got.body), bytes), key);
+      await assert.rejects(
+        engine.getObject(ns, key, { partNumber: 2 }),
+        (e: unknown) => e instanceof ObjectPartError && e.partsCount === 1,
+      );
+    }
+    // An overwrite by a plain put drops the layout.
+    await engine.putObject(ns, "m", plain);
+    assert.equal((await engine.headObject(ns, "m")).partSizes, null);
+  }, { engine: { cdc: { avgBytes: 64 << 10 }, partBytesMin: 0 } });
+});
+
+Deno.test("ObjectEngine copy keeps a multipart source's part sizes (also through hidden parts); a large put has none", async () => {
+  await withStack(async (stack) => {
+    const { engine } = stack;
+    const ns = await engine.createNamespace(tenant(1), "copies");
+    // Few chunks: the copy is one put that carries the layout.
+    const small = [prngBytes(71, 5), prngBytes(72, 6), prngBytes(73, 7)];
+    const smallETag = await putMultipart(engine, ns, "small", small);
+    // Many chunks (more than putChunkRefsMax): the copy goes through hidden parts.
+    const large = [prngBytes(74, 300_000), prngBytes(75, 300_000), prngBytes(76, 1234)];
+    const largeETag = await putMultipart(engine, ns, "large", large);
+    const refsOf = (key: string) => {
+      const c = stack.service.get(ns, key).content;
+      return c.kind === "chunks" ? c.chunkRefs.length : 0;
+    };
+    assert.ok(refsOf("small") <= 8 && refsOf("large") > 8, `${refsOf("large")} refs`);
+    for (
+      const [key, parts, etag] of [["small", small, smallETag], [
+        "large",
+        large,
+        largeETag,
+      ]] as const
+    ) {
+      const copy = await engine.copyObject(ns, key, ns, `${key}-copy`);
+      assert.equal(copy.etag, etag);
+      const info = await engine.headObject(ns, `${key}-copy`);
+      assert.equal(info.etag, etag);
+      assert.deepEqual(info.partSizes, parts.map((p) => p.length), key);
+      const second = await engine.getObject(ns, `${key}-copy`, { partNumber: 2 });
+      assert.ok(same(await readAll(second.body), parts[1]!), key);
+    }
+    // A put too big for one delta goes through hidden parts, which are not its parts.
+    const plain = prngBytes(77, 700_000);
+    const put = await engine.putObject(ns, "plain", plain);
+    assert.equal(put.etag, md5(plain));
+    assert.ok(refsOf("plain") > 8);
+    assert.equal((await engine.headObject(ns, "plain")).partSizes, null);
+    await engine.copyObject(ns, "plain", ns, "plain-copy");
+    assert.equal((await engine.headObject(ns, "plain-copy")).partSizes, null);
+    assert.ok(same(await get(stack, ns, "plain-copy"), plain));
+    assert.deepEqual((await engine.listMultipartUploads(ns)).uploads, []);
+  }, { engine: { cdc: { avgBytes: 64 << 10 }, putChunkRefsMax: 8, partBytesMin: 0 } });
 });
 
 Deno.test("ObjectEngine copy references the same chunks and survives the source's delete", async () => {

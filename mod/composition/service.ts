@@ -29,7 +29,9 @@ import {
   metadataProblem,
   modeProblem,
   PART_NUMBER_MAX,
+  partSizesProblem,
   posixNameProblem,
+  PUT_PART_SIZES_MAX,
   type SetAttributes,
   shortTextProblem,
   symlinkTargetProblem,
@@ -158,6 +160,11 @@ export interface PutInput {
   ifAbsent?: boolean;
   /** Refuse unless the key is at this version. */
   ifVersion?: number;
+  /**
+   * A multipart object's part sizes (at most PUT_PART_SIZES_MAX, adding up to `size`): a
+   * copy keeps its source's layout. Omitted: a single-part object.
+   */
+  partSizes?: number[];
 }
 
 export interface PutResult {
@@ -181,6 +188,13 @@ export interface CompleteInput {
   checkEtags?: boolean;
   /** Every part but the last must be at least this big (default 0; S3: 5 MiB). */
   partBytesMin?: number;
+  /**
+   * The object's part layout: "listed" (default): the listed parts' sizes, as S3 keeps them
+   * for GET ?partNumber; sizes: these instead (adding up to the parts' total: a multipart
+   * object copied through hidden parts); null: a single-part object (a large put's hidden
+   * parts).
+   */
+  partSizes?: "listed" | number[] | null;
 }
 
 export interface CopyInput {
@@ -286,6 +300,9 @@ export class CompositionService {
         shortTextProblem("content type", contentType, CONTENT_TYPE_BYTES_MAX) ??
         shortTextProblem("etag", input.etag, ETAG_BYTES_MAX),
     );
+    if (input.partSizes !== undefined) {
+      invalidIf(partSizesProblem(input.partSizes, input.size, PUT_PART_SIZES_MAX));
+    }
     const outcome = await this.#mutate(ref, {
       type: "object_put",
       key,
@@ -295,6 +312,7 @@ export class CompositionService {
       etag: input.etag,
       content,
       condition,
+      ...(input.partSizes !== undefined && { partSizes: input.partSizes }),
     });
     return { version: outcome.version!, released: outcome.released };
   }
@@ -331,7 +349,10 @@ export class CompositionService {
     return this.#views.list(ref.id, options);
   }
 
-  /** A new object referencing the same chunks (or inline bytes) as the source. */
+  /**
+   * A new object referencing the same chunks (or inline bytes) as the source, with its etag
+   * and so its part layout (at most PUT_PART_SIZES_MAX parts here; ObjectEngine copies more).
+   */
   async copy(
     source: NamespaceRef,
     sourceKey: string,
@@ -348,6 +369,7 @@ export class CompositionService {
       contentType: input.contentType ?? from.contentType,
       metadata: input.metadata ?? from.metadata,
       etag: from.etag,
+      partSizes: from.partSizes,
     });
     return { ...result, etag: from.etag, size: from.size };
   }
@@ -429,6 +451,8 @@ export class CompositionService {
     if (!Number.isSafeInteger(partBytesMin) || partBytesMin < 0) {
       invalid(`partBytesMin ${partBytesMin} is invalid`);
     }
+    const partSizes = input.partSizes === undefined ? "listed" : input.partSizes;
+    if (Array.isArray(partSizes)) invalidIf(partSizesProblem(partSizes, null));
     const outcome = await this.#mutate(ref, {
       type: "upload_complete",
       key,
@@ -437,6 +461,7 @@ export class CompositionService {
       partsDigest: input.checkEtags === false ? NO_DIGEST : partsDigest(input.parts),
       partBytesMin,
       etag: input.etag,
+      ...(partSizes !== null && { partSizes }),
     });
     return { version: outcome.version!, released: outcome.released, size: outcome.size! };
   }

@@ -271,6 +271,88 @@ Deno.test("CompositionService.copy() makes a new object over the same chunks", a
   });
 });
 
+Deno.test("CompositionService keeps a completed upload's part sizes, an explicit layout, or none", async () => {
+  await withSingleNode(async ({ service }) => {
+    const ns = await service.createNamespace(tenant(1), "b", "bucket");
+    const prng = new Prng(5);
+    const upload = async (key: string, sizes: number[]) => {
+      const { uploadId } = await service.startUpload(ns, key);
+      for (const [i, size] of sizes.entries()) {
+        const chunkRefs = size === 0 ? [] : refs(prng, [size]);
+        await service.putPart(ns, key, uploadId, i + 1, { chunkRefs, size, etag: `e${i}` });
+      }
+      // Part 9, uploaded but not listed, is no part of the object.
+      await service.putPart(ns, key, uploadId, 9, {
+        chunkRefs: refs(prng, [3]),
+        size: 3,
+        etag: "",
+      });
+      return {
+        uploadId,
+        parts: sizes.map((_, i) => ({ partNumber: i + 1, etag: `e${i}` })),
+      };
+    };
+    const listed = await upload("listed", [100, 40, 0]);
+    await service.completeUpload(ns, "listed", listed.uploadId, {
+      parts: listed.parts,
+      etag: "m-3",
+    });
+    assert.deepEqual(service.get(ns, "listed").partSizes, [100, 40, 0]);
+    assert.deepEqual(service.head(ns, "listed").partSizes, [100, 40, 0]);
+
+    // A copy through hidden parts: the layout it is given, not the hidden parts'.
+    const explicit = await upload("explicit", [70, 70]);
+    await rejectsWith(
+      service.completeUpload(ns, "explicit", explicit.uploadId, {
+        parts: explicit.parts,
+        etag: "m-3",
+        partSizes: [100, 41],
+      }),
+      "invalid_argument",
+    );
+    await rejectsWith(
+      service.completeUpload(ns, "explicit", explicit.uploadId, {
+        parts: explicit.parts,
+        etag: "m-3",
+        partSizes: [],
+      }),
+      "invalid_argument",
+    );
+    await service.completeUpload(ns, "explicit", explicit.uploadId, {
+      parts: explicit.parts,
+      etag: "m-3",
+      partSizes: [100, 40, 0],
+    });
+    assert.deepEqual(service.get(ns, "explicit").partSizes, [100, 40, 0]);
+
+    // A large put's hidden parts: a single-part object.
+    const hidden = await upload("hidden", [70, 70]);
+    await service.completeUpload(ns, "hidden", hidden.uploadId, {
+      parts: hidden.parts,
+      etag: "md5",
+      partSizes: null,
+    });
+    assert.equal(service.get(ns, "hidden").size, 140);
+    assert.ok(!("partSizes" in service.get(ns, "hidden")));
+
+    // A put may carry a layout (a copy keeps its source's); it must describe the object.
+    const chunks = refs(prng, [50, 30]);
+    await rejectsWith(
+      service.put(ns, "p", { chunkRefs: chunks, size: 80, etag: "m-2", partSizes: [50, 31] }),
+      "invalid_argument",
+    );
+    await service.put(ns, "p", { chunkRefs: chunks, size: 80, etag: "m-2", partSizes: [60, 20] });
+    assert.deepEqual(service.get(ns, "p").partSizes, [60, 20]);
+    await service.copy(ns, "listed", ns, "copied");
+    assert.deepEqual(service.get(ns, "copied").partSizes, [100, 40, 0]);
+    // An overwrite without a layout leaves none behind.
+    await service.put(ns, "p", { chunkRefs: chunks, size: 80, etag: "plain" });
+    assert.ok(!("partSizes" in service.get(ns, "p")));
+    await service.copy(ns, "p", ns, "copied");
+    assert.ok(!("partSizes" in service.get(ns, "copied")));
+  });
+});
+
 Deno.test("CompositionService keeps tenants apart and namespace kinds apart", async () => {
   await withSingleNode(async ({ service }) => {
     const mine = await service.createNamespace(tenant(1), "shared-name", "bucket");

@@ -28,11 +28,27 @@ export interface BackendObjectInfo {
   metadata: Metadata;
   createdMs: number;
   modifiedMs: number;
+  /**
+   * A multipart object's part sizes, in part order; null for a single-part object (and for
+   * multipart objects stored before part sizes were kept, which read as one part).
+   */
+  partSizes: readonly number[] | null;
 }
 
 export type BackendByteRange = { start: number; end?: number } | { suffixBytes: number };
 
+export interface BackendGetOptions {
+  range?: BackendByteRange;
+  /**
+   * Only this part (not with `range`): a multipart object's part N, or part 1 of a
+   * single-part object (the whole object, range null). A part past the last fails with
+   * ObjectPartError (S3 InvalidPartNumber).
+   */
+  partNumber?: number;
+}
+
 export interface BackendGetResult extends BackendObjectInfo {
+  /** Inclusive; null: the whole object. An empty part: end = start - 1. */
   range: { start: number; end: number } | null;
   contentLength: number;
   body: ReadableStream<Uint8Array>;
@@ -70,7 +86,7 @@ export interface S3Backend {
   getObject(
     ns: NamespaceRef,
     key: string,
-    options?: { range?: BackendByteRange },
+    options?: BackendGetOptions,
   ): Promise<BackendGetResult>;
   deleteObject(ns: NamespaceRef, key: string): Promise<{ deleted: boolean }>;
   copyObject(

@@ -25,6 +25,7 @@ Deno.test("S3_ERRORS carries AWS's status for every code the gateway sends", () 
     EntityTooLarge: 400,
     InvalidPart: 400,
     InvalidPartOrder: 400,
+    InvalidPartNumber: 416,
     NoSuchUpload: 404,
     MalformedXML: 400,
     BadDigest: 400,

@@ -12,6 +12,7 @@ import {
   fromHex,
   type Namespace,
   type NamespaceRef,
+  resolvePart,
   TENANT_ID_BYTES,
   toHex,
 } from "../composition/mod.ts";
@@ -173,7 +174,20 @@ export function s3ErrorOf(
 ): S3Error {
   if (e instanceof S3Error) return e;
   if (e instanceof CompositionError) {
-    const sizeBytes = (e as CompositionError & { sizeBytes?: number }).sizeBytes;
+    const { sizeBytes, partNumber, partsCount } = e as CompositionError & {
+      sizeBytes?: number;
+      partNumber?: number;
+      partsCount?: number;
+    };
+    if (
+      e.name === "ObjectPartError" && typeof partNumber === "number" &&
+      typeof partsCount === "number"
+    ) {
+      return new S3Error("InvalidPartNumber", undefined, {
+        details: { PartNumberRequested: String(partNumber), ActualPartCount: String(partsCount) },
+        cause: e,
+      });
+    }
     if (e.name === "ObjectRangeError" && typeof sizeBytes === "number") {
       return new S3Error("InvalidRange", undefined, {
         details: { ActualObjectSize: String(sizeBytes) },
@@ -826,6 +840,13 @@ export class S3Gateway {
     const ns = this.#ns(ctx);
     const key = ctx.s3.key!;
     const conditions = parseConditions(headers);
+    const partNumber = this.#partNumber(ctx) || null;
+    if (partNumber !== null && headers.has("range")) {
+      throw new S3Error(
+        "InvalidRequest",
+        "Cannot specify both Range header and partNumber query parameter",
+      );
+    }
     const spec = parseRange(headers.get("range"));
     if (head) {
       const info = await this.backend.headObject(ns, key);
@@ -834,6 +855,10 @@ export class S3Gateway {
           "not-modified"
       ) {
         return this.#notModified(this.#objectHeaders(info, ctx, false));
+      }
+      if (partNumber !== null) {
+        const part = resolvePart(info.partSizes, info.size, partNumber);
+        return this.#partResponse(this.#objectHeaders(info, ctx, part === null), info, part, null);
       }
       // After the conditions: a failed precondition wins over an unsatisfiable range.
       const range = spec === null ? null : resolveRange(spec, info.size);
@@ -854,7 +879,11 @@ export class S3Gateway {
         ? { start: spec.first }
         : { start: spec.first, end: spec.last };
     }
-    const result = await this.backend.getObject(ns, key, { range });
+    const result = await this.backend.getObject(
+      ns,
+      key,
+      partNumber === null ? { range } : { partNumber },
+    );
     let status: ReturnType<typeof evaluateReadConditions>;
     try {
       status = evaluateReadConditions(conditions, {
@@ -870,12 +899,36 @@ export class S3Gateway {
       await result.body.cancel().catch(() => {});
       return this.#notModified(out);
     }
+    if (partNumber !== null) return this.#partResponse(out, result, result.range, result.body);
     out.set("content-length", String(result.contentLength));
     if (result.range !== null) {
       out.set("content-range", `bytes ${result.range.start}-${result.range.end}/${result.size}`);
       return new Response(result.body, { status: 206, headers: out });
     }
     return new Response(result.body, { status: 200, headers: out });
+  }
+
+  /**
+   * The answer to GET or HEAD ?partNumber: 206 with the part's bytes and the object's part
+   * count, or 200 with the whole object (part 1 of a single-part object; no part count).
+   */
+  #partResponse(
+    out: Headers,
+    info: BackendObjectInfo,
+    part: { start: number; end: number } | null,
+    body: ReadableStream<Uint8Array> | null,
+  ): Response {
+    if (part === null) {
+      out.set("content-length", String(info.size));
+      return new Response(body, { status: 200, headers: out });
+    }
+    assert(info.partSizes !== null, "only a multipart object has a part range");
+    const length = part.end - part.start + 1;
+    out.set("x-amz-mp-parts-count", String(info.partSizes.length));
+    out.set("content-length", String(length));
+    // An empty part (an empty last part of an upload) has no byte range to name.
+    if (length > 0) out.set("content-range", `bytes ${part.start}-${part.end}/${info.size}`);
+    return new Response(body, { status: 206, headers: out });
   }
 
   #notModified(headers: Headers): Response {

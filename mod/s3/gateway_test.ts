@@ -21,13 +21,17 @@ import {
   UploadPartCommand,
   // deno-lint-ignore no-import-prefix
 } from "npm:@aws-sdk/client-s3@3.1175.0";
-import { type EngineStack, startEngineStack } from "../composition/engine_stack.ts";
+import {
+  type EngineStack,
+  type EngineStackOptions,
+  startEngineStack,
+} from "../composition/engine_stack.ts";
 import { createLogger } from "../obs/mod.ts";
 import type { S3Backend } from "./backend.ts";
 import { LocalCredentialStore, type NewAccessKey } from "./credentials.ts";
 import { answeredWithoutContinue, s3ErrorOf, S3Gateway } from "./gateway.ts";
 import { CompositionError } from "../composition/mod.ts";
-import { ObjectRangeError } from "../composition/object_engine.ts";
+import { ObjectPartError, ObjectRangeError } from "../composition/object_engine.ts";
 import { S3Error } from "./errors.ts";
 import { chunkSignature, uriEncode } from "./sigv4.ts";
 
@@ -46,12 +50,16 @@ interface Harness {
 }
 
 /** A single-node engine, an access-key store with keys of two tenants, the gateway on a port. */
-async function withGateway(fn: (h: Harness) => Promise<void>): Promise<void> {
+async function withGateway(
+  fn: (h: Harness) => Promise<void>,
+  engine: EngineStackOptions["engine"] = {},
+): Promise<void> {
   const dataDir = await Deno.makeTempDir({ prefix: "kiseki-s3-gateway-" });
   const stack = await startEngineStack({
     dataDir,
     logger: quiet,
     pool: { deviceSizeBytes: 256 << 20, segmentSizeBytes: 4 << 20 },
+    engine,
   });
   const credentials = await LocalCredentialStore.open({
     dir: `${dataDir}/s3`,
@@ -213,6 +221,13 @@ Deno.test("s3ErrorOf() maps composition failures to the codes AWS sends", () => 
   const range = s3ErrorOf(new ObjectRangeError("past the end", 10));
   assert.equal(range.code, "InvalidRange");
   assert.equal(range.headers["Content-Range"], "bytes */10");
+  const part = s3ErrorOf(new ObjectPartError(4, 3));
+  assert.deepEqual([part.code, part.status, part.message], [
+    "InvalidPartNumber",
+    416,
+    "The requested partnumber is not satisfiable",
+  ]);
+  assert.deepEqual(part.details, { PartNumberRequested: "4", ActualPartCount: "3" });
   const internal = s3ErrorOf(new Error("disk on fire"));
   assert.equal(internal.code, "InternalError");
   assert.ok(!internal.message.includes("fire"));
@@ -497,6 +512,161 @@ Deno.test("S3Gateway serves ranges and conditional requests as S3 does", async (
       headers: { "if-none-match": "*" },
     });
     assert.equal(created.status, 200);
+  });
+});
+
+/** A multipart upload of `parts` through the gateway; the completed object's ETag. */
+async function uploadParts(h: Harness, path: string, parts: Uint8Array[]): Promise<string> {
+  const init = await send(h, "POST", path, { query: { uploads: "" } });
+  const uploadId = /<UploadId>([^<]+)<\/UploadId>/.exec(init.text)![1]!;
+  const listed: string[] = [];
+  for (const [i, body] of parts.entries()) {
+    const put = await send(h, "PUT", path, {
+      query: { partNumber: String(i + 1), uploadId },
+      body,
+    });
+    assert.equal(put.status, 200, put.text);
+    listed.push(
+      `<Part><PartNumber>${i + 1}</PartNumber><ETag>${put.headers.get("etag")}</ETag></Part>`,
+    );
+  }
+  const done = await send(h, "POST", path, {
+    query: { uploadId },
+    body: `<CompleteMultipartUpload>${listed.join("")}</CompleteMultipartUpload>`,
+  });
+  assert.equal(done.status, 200, done.text);
+  return /<ETag>([^<]+)<\/ETag>/.exec(done.text)![1]!.replaceAll("&quot;", '"');
+}
+
+Deno.test("S3Gateway serves GET and HEAD ?partNumber: a multipart object's part, 206, with the part count", async () => {
+  await withGateway(async (h) => {
+    await send(h, "PUT", "/bkt");
+    const parts = [1000, 2000, 37].map((n, i) =>
+      new Uint8Array(n).map((_, j) => (j * 7 + i) & 0xff)
+    );
+    const whole = new Uint8Array(Buffer.concat(parts));
+    const etag = await uploadParts(h, "/bkt/m", parts);
+    const expectedETag = `"${
+      createHash("md5").update(
+        Buffer.concat(parts.map((p) => createHash("md5").update(p).digest())),
+      )
+        .digest("hex")
+    }-3"`;
+    assert.equal(etag, expectedETag);
+
+    const bounds = [[0, 999], [1000, 2999], [3000, 3036]];
+    for (const [i, [first, last]] of bounds.entries()) {
+      const query = { partNumber: String(i + 1) };
+      const got = await send(h, "GET", "/bkt/m", { query });
+      assert.equal(got.status, 206, `part ${i + 1}`);
+      assert.deepEqual(got.bytes, whole.subarray(first!, last! + 1));
+      assert.deepEqual(got.bytes, parts[i]);
+      assert.equal(got.headers.get("content-range"), `bytes ${first}-${last}/${whole.length}`);
+      assert.equal(got.headers.get("content-length"), String(parts[i]!.length));
+      assert.equal(got.headers.get("x-amz-mp-parts-count"), "3");
+      assert.equal(got.headers.get("etag"), expectedETag);
+      const head = await send(h, "HEAD", "/bkt/m", { query });
+      assert.equal(head.status, 206);
+      assert.equal(head.bytes.length, 0);
+      assert.equal(head.headers.get("content-length"), String(parts[i]!.length));
+      assert.equal(head.headers.get("content-range"), `bytes ${first}-${last}/${whole.length}`);
+      assert.equal(head.headers.get("x-amz-mp-parts-count"), "3");
+    }
+    // Without partNumber: the whole object, and no part count (as AWS).
+    const plainGet = await send(h, "GET", "/bkt/m");
+    assert.equal(plainGet.status, 200);
+    assert.deepEqual(plainGet.bytes, whole);
+    assert.equal(plainGet.headers.get("x-amz-mp-parts-count"), null);
+
+    const beyond = await send(h, "GET", "/bkt/m", { query: { partNumber: "4" } });
+    assert.equal(beyond.status, 416);
+    assert.equal(errorCode(beyond.text), "InvalidPartNumber");
+    assert.match(beyond.text, /The requested partnumber is not satisfiable/);
+    assert.match(beyond.text, /<ActualPartCount>3<\/ActualPartCount>/);
+    const headBeyond = await send(h, "HEAD", "/bkt/m", { query: { partNumber: "4" } });
+    assert.equal(headBeyond.status, 416);
+    const both = await send(h, "GET", "/bkt/m", {
+      query: { partNumber: "1" },
+      headers: { range: "bytes=0-9" },
+    });
+    assert.equal(both.status, 400);
+    assert.equal(errorCode(both.text), "InvalidRequest");
+    assert.match(both.text, /Cannot specify both Range header and partNumber query parameter/);
+    for (const bad of ["0", "10001", "-1", "two", "1.5", ""]) {
+      const r = await send(h, "GET", "/bkt/m", { query: { partNumber: bad } });
+      assert.equal(r.status, 400, `partNumber=${bad}`);
+      assert.equal(errorCode(r.text), "InvalidArgument", `partNumber=${bad}`);
+    }
+
+    // Conditions apply as to any read.
+    const same = await send(h, "GET", "/bkt/m", {
+      query: { partNumber: "2" },
+      headers: { "if-none-match": expectedETag },
+    });
+    assert.equal(same.status, 304);
+    const other = await send(h, "GET", "/bkt/m", {
+      query: { partNumber: "2" },
+      headers: { "if-match": '"other"' },
+    });
+    assert.equal(other.status, 412);
+    const headOther = await send(h, "HEAD", "/bkt/m", {
+      query: { partNumber: "2" },
+      headers: { "if-match": '"other"' },
+    });
+    assert.equal(headOther.status, 412);
+    const matched = await send(h, "GET", "/bkt/m", {
+      query: { partNumber: "3" },
+      headers: { "if-match": expectedETag },
+    });
+    assert.equal(matched.status, 206);
+    assert.deepEqual(matched.bytes, parts[2]);
+
+    // A copy keeps the ETag, so it keeps the parts.
+    const copy = await send(h, "PUT", "/bkt/m-copy", {
+      headers: { "x-amz-copy-source": "/bkt/m" },
+    });
+    assert.equal(copy.status, 200, copy.text);
+    const copied = await send(h, "GET", "/bkt/m-copy", { query: { partNumber: "3" } });
+    assert.equal(copied.status, 206);
+    assert.deepEqual(copied.bytes, parts[2]);
+    assert.equal(copied.headers.get("etag"), expectedETag);
+    assert.equal(copied.headers.get("x-amz-mp-parts-count"), "3");
+
+    // An empty last part: no bytes, no range to name.
+    const withEmpty = await uploadParts(h, "/bkt/e", [parts[0]!, new Uint8Array(0)]);
+    assert.match(withEmpty, /-2"$/);
+    const empty = await send(h, "GET", "/bkt/e", { query: { partNumber: "2" } });
+    assert.equal(empty.status, 206);
+    assert.equal(empty.bytes.length, 0);
+    assert.equal(empty.headers.get("content-length"), "0");
+    assert.equal(empty.headers.get("content-range"), null);
+    assert.equal(empty.headers.get("x-amz-mp-parts-count"), "2");
+  }, { partBytesMin: 0 });
+});
+
+Deno.test("S3Gateway answers ?partNumber=1 of a single-part object with the whole object, 200", async () => {
+  await withGateway(async (h) => {
+    await send(h, "PUT", "/bkt");
+    for (const [key, size] of [["chunked", 70_000], ["inline", 10], ["empty", 0]] as const) {
+      const data = new Uint8Array(size).map((_, i) => (i * 13) & 0xff);
+      const put = await send(h, "PUT", `/bkt/${key}`, { body: data });
+      const got = await send(h, "GET", `/bkt/${key}`, { query: { partNumber: "1" } });
+      assert.equal(got.status, 200, key);
+      assert.deepEqual(got.bytes, data, key);
+      assert.equal(got.headers.get("etag"), put.headers.get("etag"), key);
+      assert.equal(got.headers.get("content-range"), null, key);
+      assert.equal(got.headers.get("x-amz-mp-parts-count"), null, key);
+      const head = await send(h, "HEAD", `/bkt/${key}`, { query: { partNumber: "1" } });
+      assert.equal(head.status, 200, key);
+      assert.equal(head.headers.get("content-length"), String(size), key);
+      assert.equal(head.headers.get("x-amz-mp-parts-count"), null, key);
+      const second = await send(h, "GET", `/bkt/${key}`, { query: { partNumber: "2" } });
+      assert.equal(second.status, 416, key);
+      assert.equal(errorCode(second.text), "InvalidPartNumber", key);
+      assert.match(second.text, /<ActualPartCount>1<\/ActualPartCount>/);
+    }
+    const missing = await send(h, "GET", "/bkt/missing", { query: { partNumber: "1" } });
+    assert.equal(errorCode(missing.text), "NoSuchKey");
   });
 });
 
@@ -1043,6 +1213,19 @@ Deno.test("S3Gateway works with @aws-sdk/client-s3", async () => {
       const multi = await client.send(new HeadObjectCommand({ Bucket: "js-bucket", Key: "multi" }));
       assert.equal(multi.ContentLength, (5 << 20) + 4);
       assert.match(multi.ETag!, /^"[0-9a-f]{32}-2"$/);
+      assert.equal(multi.PartsCount, undefined);
+      const tail = await client.send(
+        new GetObjectCommand({ Bucket: "js-bucket", Key: "multi", PartNumber: 2 }),
+      );
+      assert.equal(await tail.Body!.transformToString(), "tail");
+      assert.equal(tail.PartsCount, 2);
+      assert.equal(tail.ContentRange, `bytes ${5 << 20}-${(5 << 20) + 3}/${(5 << 20) + 4}`);
+      assert.equal(tail.ETag, multi.ETag);
+      const first = await client.send(
+        new HeadObjectCommand({ Bucket: "js-bucket", Key: "multi", PartNumber: 1 }),
+      );
+      assert.equal(first.ContentLength, 5 << 20);
+      assert.equal(first.PartsCount, 2);
 
       await assert.rejects(
         client.send(new GetObjectCommand({ Bucket: "js-bucket", Key: "missing" })),

@@ -13,6 +13,7 @@ export type { S3GatewayOptions } from "./gateway.ts";
 export type {
   BackendBody,
   BackendByteRange,
+  BackendGetOptions,
   BackendGetResult,
   BackendObjectInfo,
   BackendPutOptions,

@@ -354,14 +354,13 @@ export function chooseOperation(
   switch (m) {
     case "GET": {
       if (hasUploadId) return "ListParts";
-      const s = sub();
-      if (s === "partNumber") throw notImplemented("GetObject by partNumber", target.resource);
+      // ?partNumber=N reads one part of the object (the gateway checks N).
+      const s = sub(["partNumber"]);
       if (s !== null) throw unsupported(s);
       return "GetObject";
     }
     case "HEAD": {
-      const s = sub();
-      if (s === "partNumber") throw notImplemented("HeadObject by partNumber", target.resource);
+      const s = sub(["partNumber"]);
       if (s !== null) throw unsupported(s);
       return "HeadObject";
     }

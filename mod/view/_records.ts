@@ -13,7 +13,12 @@
 //   view_inode      ns u64 inode -> inode record
 //   view_dirent     ns u64 dir name -> u64 inode, u8 type, u64 cookie
 //   view_cookie     ns u64 dir u64 cookie -> u64 inode, u8 type, string name
+//
+// Object records have two versions: v1, and v2 = v1 followed by a multipart object's part
+// sizes (u16 count, 1.., + u64 per part). An object without part sizes is written as v1,
+// so stores written before v2 read unchanged (their multipart objects have no part sizes).
 
+import { assert } from "../base/mod.ts";
 import {
   ByteReader,
   ByteWriter,
@@ -40,6 +45,8 @@ import {
   type NamespaceKind,
   type ObjectSummary,
   type Part,
+  PART_NUMBER_MAX,
+  partSizesProblem,
   POSIX_NAME_BYTES_MAX,
   type PosixTime,
   SYMLINK_TARGET_BYTES_MAX,
@@ -52,6 +59,8 @@ import {
 
 export const VIEW_FORMAT_VERSION = 1;
 const RECORD_VERSION = 1;
+/** Object records with part sizes (see above). */
+const OBJECT_RECORD_VERSION_PARTS = 2;
 
 /** A stored view record that does not decode: the view store is damaged. */
 export class ViewCorruptError extends Error {
@@ -63,10 +72,22 @@ function corrupt(message: string): never {
 }
 
 function reader(bytes: Uint8Array, what: string): ByteReader {
+  return versionedReader(bytes, what, RECORD_VERSION).r;
+}
+
+function versionedReader(
+  bytes: Uint8Array,
+  what: string,
+  newest: number,
+): { r: ByteReader; version: number } {
   const r = new ByteReader(bytes, corrupt);
   const version = r.u8(`${what} version`);
-  if (version !== RECORD_VERSION) corrupt(`${what} record version ${version}`);
-  return r;
+  if (version < RECORD_VERSION || version > newest) corrupt(`${what} record version ${version}`);
+  return { r, version };
+}
+
+function objectReader(bytes: Uint8Array): { r: ByteReader; version: number } {
+  return versionedReader(bytes, "object", OBJECT_RECORD_VERSION_PARTS);
 }
 
 export function u64Bytes(value: number): Uint8Array {
@@ -205,8 +226,8 @@ export function publicNamespace(ns: NamespaceRecord): Namespace {
 // ---- objects -------------------------------------------------------------------------------
 
 export function encodeObject(o: Composition): Uint8Array {
-  const w = new ByteWriter(256)
-    .u8(RECORD_VERSION)
+  const w = new ByteWriter(256 + (o.partSizes?.length ?? 0) * 8)
+    .u8(o.partSizes === undefined ? RECORD_VERSION : OBJECT_RECORD_VERSION_PARTS)
     .string16(o.key)
     .u64(o.version)
     .u64(o.size)
@@ -216,12 +237,18 @@ export function encodeObject(o: Composition): Uint8Array {
     .string16(o.contentType);
   writeMetadata(w, o.metadata);
   writeContent(w, o.content);
+  if (o.partSizes !== undefined) {
+    // The fold stores only layouts it checked: anything else here is a bug, not damage.
+    assert(partSizesProblem(o.partSizes, o.size) === null, "an object's part sizes are valid");
+    w.u16(o.partSizes.length);
+    for (const n of o.partSizes) w.u64(n);
+  }
   return w.finish();
 }
 
 /** The listing fields only: the record's head, without metadata or content. */
 export function decodeObjectSummary(bytes: Uint8Array): ObjectSummary {
-  const r = reader(bytes, "object");
+  const { r } = objectReader(bytes);
   return {
     key: r.string16(COMPOSITION_KEY_BYTES_MAX, "key"),
     version: r.u64("version"),
@@ -232,9 +259,9 @@ export function decodeObjectSummary(bytes: Uint8Array): ObjectSummary {
 }
 
 export function decodeObject(namespaceId: Uint8Array, bytes: Uint8Array): Composition {
-  const r = reader(bytes, "object");
+  const { r, version } = objectReader(bytes);
   const key = r.string16(COMPOSITION_KEY_BYTES_MAX, "key");
-  const version = r.u64("version");
+  const objectVersion = r.u64("version");
   const size = r.u64("size");
   const modifiedMs = r.u64("modified");
   const etag = r.string16(ETAG_BYTES_MAX, "etag");
@@ -242,11 +269,10 @@ export function decodeObject(namespaceId: Uint8Array, bytes: Uint8Array): Compos
   const contentType = r.string16(CONTENT_TYPE_BYTES_MAX, "content type");
   const metadata = readMetadata(r);
   const content = readContent(r);
-  r.end("object");
-  return {
+  const object: Composition = {
     namespaceId: namespaceId.slice(),
     key,
-    version,
+    version: objectVersion,
     size,
     contentType,
     metadata,
@@ -255,11 +281,21 @@ export function decodeObject(namespaceId: Uint8Array, bytes: Uint8Array): Compos
     modifiedMs,
     content,
   };
+  if (version === OBJECT_RECORD_VERSION_PARTS) {
+    const count = r.u16("part size count");
+    const partSizes: number[] = [];
+    for (let i = 0; i < count; i++) partSizes.push(r.u64("part size"));
+    const problem = partSizesProblem(partSizes, size, PART_NUMBER_MAX);
+    if (problem !== null) corrupt(`object ${key}: ${problem}`);
+    object.partSizes = partSizes;
+  }
+  r.end("object");
+  return object;
 }
 
 /** The full key of an object record (the first field after the version). */
 export function objectKeyBytes(bytes: Uint8Array): Uint8Array {
-  const r = reader(bytes, "object");
+  const { r } = objectReader(bytes);
   return r.bytes16(COMPOSITION_KEY_BYTES_MAX, "key");
 }
 

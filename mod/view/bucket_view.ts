@@ -133,6 +133,7 @@ export function foldBucket(fold: Fold, p: BucketPayload, ns: NamespaceRecord): v
         createdMs: existing?.createdMs ?? fold.nowMs,
         modifiedMs: fold.nowMs,
         content: p.content,
+        ...(p.partSizes !== undefined && { partSizes: p.partSizes }),
       });
       return;
     }
@@ -236,6 +237,18 @@ export function foldBucket(fold: Fold, p: BucketPayload, ns: NamespaceRecord): v
         }
         size += part.size;
       }
+      let partSizes: number[] | undefined;
+      if (p.partSizes === "listed") partSizes = listed.map((part) => part.size);
+      else if (p.partSizes !== undefined) {
+        const sum = p.partSizes.reduce((a, b) => a + b, 0);
+        if (sum !== size) {
+          refuse(
+            "invalid_argument",
+            `the part layout covers ${sum} bytes but the listed parts hold ${size}`,
+          );
+        }
+        partSizes = p.partSizes;
+      }
       const listedNumbers = new Set(p.partNumbers);
       for (const [n, part] of all) {
         if (!listedNumbers.has(n)) release(fold, { kind: "chunks", chunkRefs: part.chunkRefs });
@@ -253,6 +266,7 @@ export function foldBucket(fold: Fold, p: BucketPayload, ns: NamespaceRecord): v
         createdMs: existing?.createdMs ?? fold.nowMs,
         modifiedMs: fold.nowMs,
         content: { kind: "chunks", chunkRefs: refs },
+        ...(partSizes !== undefined && { partSizes }),
       });
       fold.outcome.size = size;
       return;

@@ -156,6 +156,10 @@ function slices(bytes: Uint8Array, partBytes: number): Uint8Array[] {
   return out;
 }
 
+function sha256Hex(bytes: Uint8Array): string {
+  return createHash("sha256").update(bytes).digest("hex");
+}
+
 function base64(bytes: Uint8Array): string {
   return Buffer.from(bytes).toString("base64");
 }
@@ -243,6 +247,11 @@ Deno.test("aws-cli, boto3, s3cmd and the JS SDK against a real kiseki server", a
   };
   const aws = (...args: string[]) =>
     run(AWS, ["--endpoint-url", endpoint, ...args], { env: clientEnv });
+  // The boto3 multipart object: parts of 5 MiB, 5 MiB and 1,234 B (only the last may be
+  // under 5 MiB); the partNumber step reads it back part by part.
+  const mpuBytes = patternBytes(10 * MiB + 1234, 2);
+  const mpuEnds = [5 * MiB, 10 * MiB, mpuBytes.length];
+  const mpuParts = mpuEnds.map((end, i) => mpuBytes.subarray(i === 0 ? 0 : mpuEnds[i - 1], end));
   const boto3 = async <T>(job: Record<string, unknown>): Promise<T> => {
     const r = await run(PY, [BOTO3_DRIVER, JSON.stringify({ endpoint, ...job })], {
       env: clientEnv,
@@ -414,11 +423,6 @@ Deno.test("aws-cli, boto3, s3cmd and the JS SDK against a real kiseki server", a
     await t.step(
       "boto3 multipart: parts uploaded 3, 1, 2; list_parts; InvalidPartOrder, EntityTooSmall, abort",
       async () => {
-        // Parts of 5 MiB, 5 MiB and 1,234 B (only the last may be under 5 MiB).
-        const mpuBytes = patternBytes(10 * MiB + 1234, 2);
-        const mpuParts = [5 * MiB, 10 * MiB, mpuBytes.length].map((end, i, ends) =>
-          mpuBytes.subarray(i === 0 ? 0 : ends[i - 1], end)
-        );
         const src = `${work}/mpu.bin`;
         await Deno.writeFile(src, mpuBytes);
         const bounds = [[1, 0, 5 * MiB], [2, 5 * MiB, 10 * MiB], [3, 10 * MiB, mpuBytes.length]];
@@ -759,10 +763,8 @@ Deno.test("aws-cli, boto3, s3cmd and the JS SDK against a real kiseki server", a
     );
 
     await t.step(
-      "GetObject and HeadObject by partNumber are NotImplemented (501), as an S3 error",
+      "boto3 get_object and head_object by PartNumber: one part, its range and the part count",
       async () => {
-        // The object interface (mod/s3/backend.ts) keeps no part boundaries after
-        // completion, so the gateway cannot say which bytes part N was.
         await Deno.writeFile(`${work}/single.bin`, patternBytes(300, 7));
         const single = await aws(
           "s3",
@@ -772,16 +774,73 @@ Deno.test("aws-cli, boto3, s3cmd and the JS SDK against a real kiseki server", a
           "s3://mpu/single",
         );
         assert.equal(single.code, 0, single.stderr);
-        const r = await boto3<Record<string, { get: SeenError; head: SeenError }>>({
+        type Got = {
+          status: number;
+          contentRange: string | null;
+          length: number;
+          partsCount: number | null;
+          etag: string;
+          bodyLength: number;
+          bodySha256: string;
+        };
+        type Head = { status: number; length: number; partsCount: number | null; etag: string };
+        const r = await boto3<{
+          get: Record<string, Got>;
+          head: Record<string, Head>;
+          beyond: SeenError;
+          headBeyond: SeenError;
+          withRange: SeenError;
+          singleBeyond: SeenError;
+        }>({
           op: "partNumber",
           bucket: "mpu",
-          keys: ["obj", "single"],
+          multipart: "obj",
+          copy: "obj-copy",
+          single: "single",
         });
-        for (const key of ["obj", "single"]) {
-          assertError(r[key]!.get, "NotImplemented", 501, `GET ${key}?partNumber=1`);
-          assert.match(r[key]!.get.message ?? "", /partNumber/);
-          assertError(r[key]!.head, "501", 501, `HEAD ${key}?partNumber=1`);
+        const size = mpuBytes.length;
+        const etag = multipartETag(mpuParts);
+        const starts = [0, 5 * MiB, 10 * MiB];
+        for (const [i, part] of mpuParts.entries()) {
+          const expected = {
+            status: 206,
+            contentRange: `bytes ${starts[i]}-${starts[i]! + part.length - 1}/${size}`,
+            length: part.length,
+            partsCount: 3,
+            etag,
+            bodyLength: part.length,
+            bodySha256: sha256Hex(part),
+          };
+          assert.deepEqual(r.get[`obj ${i + 1}`], expected, `get_object PartNumber=${i + 1}`);
+          assert.deepEqual(r.get[`obj-copy ${i + 1}`], expected, `copy PartNumber=${i + 1}`);
+          assert.deepEqual(
+            r.head[`obj ${i + 1}`],
+            { status: 206, length: part.length, partsCount: 3, etag },
+            `head_object PartNumber=${i + 1}`,
+          );
         }
+        assertError(r.beyond, "InvalidPartNumber", 416, "get_object PartNumber=4 of 3 parts");
+        assert.equal(r.beyond.message, "The requested partnumber is not satisfiable");
+        assertError(r.headBeyond, "416", 416, "head_object PartNumber=4 of 3 parts");
+        assertError(r.withRange, "InvalidRequest", 400, "PartNumber=1 with Range");
+        // A single-part object: part 1 is the whole object, 200, without a part count.
+        const whole = patternBytes(300, 7);
+        assert.deepEqual(r.get["single 1"], {
+          status: 200,
+          contentRange: null,
+          length: whole.length,
+          partsCount: null,
+          etag: md5ETag(whole),
+          bodyLength: whole.length,
+          bodySha256: sha256Hex(whole),
+        });
+        assert.deepEqual(r.head["single 1"], {
+          status: 200,
+          length: whole.length,
+          partsCount: null,
+          etag: md5ETag(whole),
+        });
+        assertError(r.singleBeyond, "InvalidPartNumber", 416, "single-part PartNumber=2");
       },
     );
 

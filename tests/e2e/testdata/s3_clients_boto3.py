@@ -332,11 +332,41 @@ elif op == "ranges":
     out["ifMatchSame"] = status(IfMatch=etag)
 
 elif op == "partNumber":
-    for key in job["keys"]:
-        out[key] = {
-            "get": error(lambda: s3.get_object(Bucket=bucket, Key=key, PartNumber=1)),
-            "head": error(lambda: s3.head_object(Bucket=bucket, Key=key, PartNumber=1)),
+    multipart, copy, single = job["multipart"], job["copy"], job["single"]
+    s3.copy_object(Bucket=bucket, Key=copy, CopySource={"Bucket": bucket, "Key": multipart})
+
+    def part(key, n):
+        r = s3.get_object(Bucket=bucket, Key=key, PartNumber=n)
+        body = r["Body"].read()
+        return {
+            "status": r["ResponseMetadata"]["HTTPStatusCode"],
+            "contentRange": r.get("ContentRange"),
+            "length": r["ContentLength"],
+            "partsCount": r.get("PartsCount"),
+            "etag": r["ETag"],
+            "bodyLength": len(body),
+            "bodySha256": hashlib.sha256(body).hexdigest(),
         }
+
+    def head_part(key, n):
+        r = s3.head_object(Bucket=bucket, Key=key, PartNumber=n)
+        return {
+            "status": r["ResponseMetadata"]["HTTPStatusCode"],
+            "length": r["ContentLength"],
+            "partsCount": r.get("PartsCount"),
+            "etag": r["ETag"],
+        }
+
+    out["get"] = {"%s %d" % (k, n): part(k, n) for k in (multipart, copy) for n in (1, 2, 3)}
+    out["get"][single + " 1"] = part(single, 1)
+    out["head"] = {"%s %d" % (multipart, n): head_part(multipart, n) for n in (1, 2, 3)}
+    out["head"][single + " 1"] = head_part(single, 1)
+    out["beyond"] = error(lambda: s3.get_object(Bucket=bucket, Key=multipart, PartNumber=4))
+    out["headBeyond"] = error(lambda: s3.head_object(Bucket=bucket, Key=multipart, PartNumber=4))
+    out["withRange"] = error(
+        lambda: s3.get_object(Bucket=bucket, Key=multipart, PartNumber=1, Range="bytes=0-9")
+    )
+    out["singleBeyond"] = error(lambda: s3.get_object(Bucket=bucket, Key=single, PartNumber=2))
 
 elif op == "expect100":
     # One connection, reused: each put of a file-like body sends Expect: 100-continue, and
