@@ -275,24 +275,90 @@ export interface BodyDigests {
 }
 
 /**
- * A pass-through stream that computes MD5 (when asked) and the requested checksums, and at the
- * end errors with the S3 error AWS sends when the body is short (IncompleteBody), longer
- * than announced, or differs from a claimed digest. Its consumer must treat a stream error
- * as "nothing was written". `digests` resolves once the body ended and verified.
+ * Computes MD5 (when asked) and the requested checksums over a body fed in pieces, and
+ * throws the S3 error AWS sends when the body is longer than announced (update), short
+ * (IncompleteBody), or differs from a claimed digest (finish).
+ */
+export class BodyDigester {
+  readonly #options: BodyDigestOptions;
+  readonly #md5: ReturnType<typeof createMd5> | null;
+  readonly #sha256: ReturnType<typeof createChecksum> | null;
+  readonly #checksums: {
+    algorithm: ChecksumAlgorithm;
+    expected?: Uint8Array;
+    hash: ReturnType<typeof createChecksum> | null;
+  }[];
+  #size = 0;
+
+  constructor(options: BodyDigestOptions = {}) {
+    this.#options = options;
+    this.#md5 = options.computeMd5 || options.expectedMd5 !== undefined ? createMd5() : null;
+    const sha256 = options.expectedSha256Hex === undefined ? null : createChecksum("SHA256");
+    this.#sha256 = sha256;
+    this.#checksums = (options.checksums ?? []).map((c) => ({
+      ...c,
+      hash: c.algorithm === "SHA256" && sha256 !== null ? null : createChecksum(c.algorithm),
+    }));
+  }
+
+  update(chunk: Uint8Array): void {
+    this.#size += chunk.length;
+    const expectedSize = this.#options.expectedSizeBytes;
+    if (expectedSize !== undefined && this.#size > expectedSize) {
+      throw new S3Error(
+        "InvalidRequest",
+        `The body is longer than the ${expectedSize} bytes the request announced`,
+      );
+    }
+    this.#md5?.update(chunk);
+    this.#sha256?.update(chunk);
+    for (const c of this.#checksums) c.hash?.update(chunk);
+  }
+
+  finish(): BodyDigests {
+    const options = this.#options;
+    const expectedSize = options.expectedSizeBytes;
+    if (expectedSize !== undefined && this.#size !== expectedSize) {
+      throw new S3Error(
+        "IncompleteBody",
+        `The body ended after ${this.#size} of the ${expectedSize} bytes the request announced`,
+      );
+    }
+    const md5Digest = this.#md5?.digest() ?? null;
+    const sha256Digest = this.#sha256?.digest();
+    if (
+      sha256Digest !== undefined && toHex(sha256Digest) !== options.expectedSha256Hex!.toLowerCase()
+    ) {
+      throw new S3Error("XAmzContentSHA256Mismatch");
+    }
+    if (options.expectedMd5 !== undefined && !equalBytes(md5Digest!, options.expectedMd5)) {
+      throw new S3Error("BadDigest");
+    }
+    const values: Partial<Record<ChecksumAlgorithm, string>> = {};
+    for (const c of this.#checksums) {
+      const digest = c.hash === null ? sha256Digest! : c.hash.digest();
+      if (c.expected !== undefined && !equalBytes(digest, c.expected)) {
+        throw new S3Error(
+          "BadDigest",
+          `The ${c.algorithm} you specified did not match the calculated checksum.`,
+        );
+      }
+      values[c.algorithm] = toBase64(digest);
+    }
+    return { sizeBytes: this.#size, md5: md5Digest, checksums: values };
+  }
+}
+
+/**
+ * A pass-through stream that runs a BodyDigester over what passes and errors with its S3
+ * error. Its consumer must treat a stream error as "nothing was written". `digests`
+ * resolves once the body ended and verified.
  */
 export class BodyDigestStream extends TransformStream<Uint8Array, Uint8Array> {
   readonly digests: Promise<BodyDigests>;
 
   constructor(options: BodyDigestOptions = {}) {
-    const md5 = options.computeMd5 || options.expectedMd5 !== undefined ? createMd5() : null;
-    const expectedSha256Hex = options.expectedSha256Hex?.toLowerCase();
-    const sha256 = options.expectedSha256Hex === undefined ? null : createChecksum("SHA256");
-    const checksums = (options.checksums ?? []).map((c) => ({
-      ...c,
-      hash: c.algorithm === "SHA256" && sha256 !== null ? null : createChecksum(c.algorithm),
-    }));
-    const expectedSize = options.expectedSizeBytes;
-    let size = 0;
+    const digester = new BodyDigester(options);
     let resolve!: (d: BodyDigests) => void;
     let reject!: (e: unknown) => void;
     const digests = new Promise<BodyDigests>((res, rej) => {
@@ -301,57 +367,21 @@ export class BodyDigestStream extends TransformStream<Uint8Array, Uint8Array> {
     });
     // Nobody may be listening when the body fails; the stream error is what reports it.
     digests.catch(() => {});
-    const fail = (e: S3Error): never => {
-      reject(e);
-      throw e;
+    const failing = (fn: () => void) => {
+      try {
+        fn();
+      } catch (e) {
+        reject(e);
+        throw e;
+      }
     };
     super({
       transform(chunk, controller) {
-        size += chunk.length;
-        if (expectedSize !== undefined && size > expectedSize) {
-          fail(
-            new S3Error(
-              "InvalidRequest",
-              `The body is longer than the ${expectedSize} bytes the request announced`,
-            ),
-          );
-        }
-        md5?.update(chunk);
-        sha256?.update(chunk);
-        for (const c of checksums) c.hash?.update(chunk);
+        failing(() => digester.update(chunk));
         controller.enqueue(chunk);
       },
       flush() {
-        if (expectedSize !== undefined && size !== expectedSize) {
-          fail(
-            new S3Error(
-              "IncompleteBody",
-              `The body ended after ${size} of the ${expectedSize} bytes the request announced`,
-            ),
-          );
-        }
-        const md5Digest = md5?.digest() ?? null;
-        const sha256Digest = sha256?.digest();
-        if (sha256Digest !== undefined && toHex(sha256Digest) !== expectedSha256Hex) {
-          fail(new S3Error("XAmzContentSHA256Mismatch"));
-        }
-        if (options.expectedMd5 !== undefined && !equalBytes(md5Digest!, options.expectedMd5)) {
-          fail(new S3Error("BadDigest"));
-        }
-        const values: Partial<Record<ChecksumAlgorithm, string>> = {};
-        for (const c of checksums) {
-          const digest = c.hash === null ? sha256Digest! : c.hash.digest();
-          if (c.expected !== undefined && !equalBytes(digest, c.expected)) {
-            fail(
-              new S3Error(
-                "BadDigest",
-                `The ${c.algorithm} you specified did not match the calculated checksum.`,
-              ),
-            );
-          }
-          values[c.algorithm] = toBase64(digest);
-        }
-        resolve({ sizeBytes: size, md5: md5Digest, checksums: values });
+        failing(() => resolve(digester.finish()));
       },
       cancel(reason) {
         reject(reason);

@@ -21,6 +21,9 @@ import { counter, histogram, log as rootLog, type Logger } from "../obs/mod.ts";
 import { AwsChunkedDecoder } from "./aws_chunked.ts";
 import type { BackendByteRange, BackendObjectInfo, S3Backend } from "./backend.ts";
 import {
+  BodyDigester,
+  type BodyDigestOptions,
+  type BodyDigests,
   BodyDigestStream,
   type ChecksumAlgorithm,
   checksumAlgorithmOfHeader,
@@ -269,12 +272,19 @@ async function mapLimited<T, R>(
   return results;
 }
 
+/**
+ * Plain bodies (neither aws-chunked nor unsigned-length) announced at or below this size are
+ * read whole in one native read and digested in one pass: no stream hop per piece.
+ */
+export const WHOLE_BODY_BYTES_MAX = 1 << 20;
+
 /** The decoded, verified body of an upload and what it promised. */
 interface RequestBody {
   stream: ReadableStream<Uint8Array>;
   /** Decoded length announced by the client; null when it announced none. */
   sizeBytes: number | null;
-  digests: BodyDigestStream;
+  /** Resolves with the body's digests once it ended and verified. */
+  digests: { digests: Promise<BodyDigests> };
   /**
    * Checksums the client sent in x-amz-checksum-* headers (base64): known before the body
    * streams, and the body fails unless it matches them, so they may be stored with it.
@@ -459,6 +469,37 @@ export class S3Gateway {
    * without any length (neither Content-Length nor aws-chunked's decoded length) is
    * MissingContentLength.
    */
+  /**
+   * The body of an upload for the backend: a small plain body whole and already verified
+   * (WHOLE_BODY_BYTES_MAX), anything else as a verifying stream (see #requestBody).
+   */
+  async #uploadBody(
+    ctx: OperationContext,
+  ): Promise<{ source: Uint8Array | ReadableStream<Uint8Array>; body: RequestBody }> {
+    const sizeBytes = parseContentLength(ctx.http.headers);
+    if (
+      ctx.auth.payload.startsWith("streaming-") || sizeBytes === null ||
+      sizeBytes > WHOLE_BODY_BYTES_MAX
+    ) {
+      const body = this.#requestBody(ctx, true);
+      return { source: body.stream, body };
+    }
+    const { options, declaredChecksums } = this.#digestOptions(ctx, sizeBytes);
+    const digester = new BodyDigester(options);
+    const bytes = ctx.http.body === null ? new Uint8Array(0) : await ctx.http.bytes();
+    digester.update(bytes);
+    const digests = digester.finish();
+    return {
+      source: bytes,
+      body: {
+        stream: emptyStream(),
+        sizeBytes,
+        digests: { digests: Promise.resolve(digests) },
+        declaredChecksums,
+      },
+    };
+  }
+
   #requestBody(ctx: OperationContext, required: boolean): RequestBody {
     const headers = ctx.http.headers;
     const contentLength = parseContentLength(headers);
@@ -493,6 +534,18 @@ export class S3Gateway {
     } else if (sizeBytes === null && required) {
       throw new S3Error("MissingContentLength");
     }
+    const { options, declaredChecksums } = this.#digestOptions(ctx, sizeBytes);
+    const digests = new BodyDigestStream(options);
+    return { stream: stream.pipeThrough(digests), sizeBytes, digests, declaredChecksums };
+  }
+
+  /** What a body must verify against: length, signed SHA-256, Content-MD5, checksums. */
+  #digestOptions(ctx: OperationContext, sizeBytes: number | null): {
+    options: BodyDigestOptions;
+    declaredChecksums: Partial<Record<ChecksumAlgorithm, string>>;
+  } {
+    const headers = ctx.http.headers;
+    const payload = ctx.auth.payload;
     const checksums: Array<{ algorithm: ChecksumAlgorithm; expected?: Uint8Array }> = [];
     const declaredChecksums: Partial<Record<ChecksumAlgorithm, string>> = {};
     for (const [name, value] of headers) {
@@ -510,13 +563,15 @@ export class S3Gateway {
       if (!checksums.some((c) => c.algorithm === algorithm)) checksums.push({ algorithm });
     }
     const md5Header = headers.get("content-md5");
-    const digests = new BodyDigestStream({
-      expectedSizeBytes: sizeBytes ?? undefined,
-      expectedSha256Hex: payload === "sha256" ? ctx.auth.payloadSha256Hex : undefined,
-      expectedMd5: md5Header === null ? undefined : parseContentMd5(md5Header),
-      checksums,
-    });
-    return { stream: stream.pipeThrough(digests), sizeBytes, digests, declaredChecksums };
+    return {
+      options: {
+        expectedSizeBytes: sizeBytes ?? undefined,
+        expectedSha256Hex: payload === "sha256" ? ctx.auth.payloadSha256Hex : undefined,
+        expectedMd5: md5Header === null ? undefined : parseContentMd5(md5Header),
+        checksums,
+      },
+      declaredChecksums,
+    };
   }
 
   /** A small XML request body, whole and verified. */
@@ -821,8 +876,8 @@ export class S3Gateway {
       if (conditions.ifNoneMatch !== undefined) ifAbsent = true;
       if (conditions.ifMatch !== undefined) ifVersion = current!.version;
     }
-    const body = this.#requestBody(ctx, true);
-    const result = await this.backend.putObject(ns, key, body.stream, {
+    const { source, body } = await this.#uploadBody(ctx);
+    const result = await this.backend.putObject(ns, key, source, {
       contentType,
       metadata: objectMetadata(headers, body.declaredChecksums),
       sizeHint: body.sizeBytes ?? undefined,
@@ -1062,13 +1117,13 @@ export class S3Gateway {
 
   async #uploadPart(ctx: OperationContext): Promise<Response> {
     const partNumber = this.#partNumber(ctx);
-    const body = this.#requestBody(ctx, true);
+    const { source, body } = await this.#uploadBody(ctx);
     const result = await this.backend.uploadPart(
       this.#ns(ctx),
       ctx.s3.key!,
       this.#uploadId(ctx),
       partNumber,
-      body.stream,
+      source,
       { sizeHint: body.sizeBytes ?? undefined },
     );
     return new Response(null, {

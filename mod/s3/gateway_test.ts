@@ -29,7 +29,7 @@ import {
 import { createLogger } from "../obs/mod.ts";
 import type { S3Backend } from "./backend.ts";
 import { LocalCredentialStore, type NewAccessKey } from "./credentials.ts";
-import { answeredWithoutContinue, s3ErrorOf, S3Gateway } from "./gateway.ts";
+import { answeredWithoutContinue, s3ErrorOf, S3Gateway, WHOLE_BODY_BYTES_MAX } from "./gateway.ts";
 import { CompositionError } from "../composition/mod.ts";
 import { ObjectPartError, ObjectRangeError } from "../composition/object_engine.ts";
 import { S3Error } from "./errors.ts";
@@ -384,6 +384,24 @@ Deno.test("S3Gateway refuses bodies that differ from their digests and stores no
     assert.equal(good.status, 200);
     assert.equal(good.headers.get("etag"), '"5d41402abc4b2a76b9719d911017c592"');
     assert.equal(good.headers.get("x-amz-checksum-crc32"), "NhCmhg==");
+    // Above WHOLE_BODY_BYTES_MAX the body streams through the same checks.
+    const big = new Uint8Array(WHOLE_BODY_BYTES_MAX + 1).fill(7);
+    const bigSha = await send(h, "PUT", "/bkt/big-sha", {
+      body: big,
+      payloadHash: sha256Hex("other"),
+    });
+    assert.equal(errorCode(bigSha.text), "XAmzContentSHA256Mismatch");
+    const bigMd5 = await send(h, "PUT", "/bkt/big-md5", {
+      body: big,
+      headers: { "content-md5": "AAAAAAAAAAAAAAAAAAAAAA==" },
+    });
+    assert.equal(errorCode(bigMd5.text), "BadDigest");
+    for (const key of ["big-sha", "big-md5"]) {
+      assert.equal((await send(h, "HEAD", `/bkt/${key}`)).status, 404, key);
+    }
+    const bigGood = await send(h, "PUT", "/bkt/big-good", { body: big });
+    assert.equal(bigGood.status, 200);
+    assert.equal(bigGood.headers.get("etag"), `"${createHash("md5").update(big).digest("hex")}"`);
   });
 });
 
