@@ -364,9 +364,10 @@ self.onmessage = (event) => {
   try {
     if (m.op === "buffer") {
       buffers[m.index] = new Uint8Array(m.buffer);
-    } else if (m.op === "start") {
-      sessions.set(m.session, { md5: createHash("md5"), key: m.key });
     } else if (m.op === "chunk") {
+      // The first chunk of a session starts it (key: null or the tenant's dedup key); the
+      // last one (m.last) also finishes it and answers with the MD5 too.
+      if (m.start) sessions.set(m.session, { md5: createHash("md5"), key: m.key });
       const s = sessions.get(m.session);
       const view = buffers[m.index].subarray(m.offset, m.offset + m.length);
       s.md5.update(view);
@@ -375,8 +376,14 @@ self.onmessage = (event) => {
         : createHmac("sha256", s.key).update(view).digest();
       const id = new Uint8Array(32);
       id.set(digest);
-      self.postMessage({ request: m.request, id }, [id.buffer]);
+      let md5;
+      if (m.last) {
+        sessions.delete(m.session);
+        md5 = s.md5.digest("hex");
+      }
+      self.postMessage({ request: m.request, id, md5 }, [id.buffer]);
     } else if (m.op === "finish") {
+      if (m.start) sessions.set(m.session, { md5: createHash("md5"), key: m.key });
       const s = sessions.get(m.session);
       sessions.delete(m.session);
       self.postMessage({ request: m.request, md5: s.md5.digest("hex") });
@@ -402,23 +409,33 @@ class HashWorker {
   readonly #url: string;
   readonly #pending = new Map<
     number,
-    { resolve: (v: Uint8Array | string) => void; reject: (e: Error) => void }
+    { resolve: (v: Uint8Array | string | object) => void; reject: (e: Error) => void }
   >();
   #requests = 0;
   #sessions = 0;
   #buffers = 0;
   #failure: Error | null = null;
+  /** Sessions started here whose start has not gone to the worker yet: their keys. */
+  readonly #unstarted = new Map<number, Uint8Array | null>();
+  /** MD5s that came back with a session's last chunk, until finish() takes them. */
+  readonly #finished = new Map<number, string>();
 
   private constructor(worker: Worker, url: string) {
     this.#worker = worker;
     this.#url = url;
     worker.onmessage = (event: MessageEvent) => {
-      const m = event.data as { request: number; id?: Uint8Array; md5?: string; error?: string };
+      const m = event.data as {
+        request: number;
+        id?: Uint8Array;
+        md5?: string;
+        session?: number;
+        error?: string;
+      };
       const waiter = this.#pending.get(m.request);
       if (waiter === undefined) return;
       this.#pending.delete(m.request);
       if (m.error !== undefined) waiter.reject(new Error(`hash worker: ${m.error}`));
-      else waiter.resolve(m.id ?? m.md5!);
+      else waiter.resolve(m.id !== undefined && m.md5 !== undefined ? m : (m.id ?? m.md5!));
     };
     worker.onerror = (event: ErrorEvent) => {
       event.preventDefault();
@@ -452,28 +469,60 @@ class HashWorker {
     return index;
   }
 
+  /** A new session; nothing goes to the worker until its first chunk (or finish). */
   start(key: Uint8Array | null): number {
     const session = ++this.#sessions;
-    this.#worker.postMessage({ op: "start", session, key });
+    this.#unstarted.set(session, key);
     return session;
   }
 
-  chunk(
+  /**
+   * The chunk id of `length` bytes at `offset` of `buffer`, hashed into the session's MD5.
+   * `last`: the session's final chunk; the MD5 comes back with it (finish() then costs no
+   * message), so a one-chunk object is one message each way.
+   */
+  async chunk(
     session: number,
     buffer: EnvelopeBuffer,
     offset: number,
     length: number,
+    last = false,
   ): Promise<Uint8Array> {
-    return this.#ask({ op: "chunk", session, index: buffer.index, offset, length }) as Promise<
-      Uint8Array
-    >;
+    const key = this.#unstarted.get(session);
+    const start = key !== undefined;
+    if (start) this.#unstarted.delete(session);
+    const answer = await this.#ask({
+      op: "chunk",
+      session,
+      index: buffer.index,
+      offset,
+      length,
+      last,
+      start,
+      key: key ?? null,
+    });
+    if (answer instanceof Uint8Array) return answer;
+    const both = answer as unknown as { id: Uint8Array; md5: string };
+    this.#finished.set(session, both.md5);
+    return both.id;
   }
 
+  /** The session's MD5 (hex): from its last chunk's answer, or asked for now. */
   finish(session: number): Promise<string> {
-    return this.#ask({ op: "finish", session }) as Promise<string>;
+    const md5 = this.#finished.get(session);
+    if (md5 !== undefined) {
+      this.#finished.delete(session);
+      return Promise.resolve(md5);
+    }
+    const key = this.#unstarted.get(session);
+    const start = key !== undefined;
+    if (start) this.#unstarted.delete(session);
+    return this.#ask({ op: "finish", session, start, key: key ?? null }) as Promise<string>;
   }
 
   abort(session: number): void {
+    this.#finished.delete(session);
+    if (this.#unstarted.delete(session)) return;
     if (this.#failure === null) this.#worker.postMessage({ op: "abort", session });
   }
 
@@ -481,7 +530,7 @@ class HashWorker {
     this.#fail(new Error("the engine is closed"));
   }
 
-  #ask(message: Record<string, unknown>): Promise<Uint8Array | string> {
+  #ask(message: Record<string, unknown>): Promise<Uint8Array | string | object> {
     if (this.#failure !== null) return Promise.reject(this.#failure);
     assert(this.#pending.size < HASH_REQUESTS_MAX, "hash worker requests within their bound");
     const request = ++this.#requests;
@@ -1151,6 +1200,28 @@ export class ObjectEngine {
     const settle = async () => {
       while (inFlight.size > 0) await Promise.race(inFlight);
     };
+    /** Hashes the chunk in `buffer` (plaintext at the envelope body) and stores it. */
+    const launch = (ref: ChunkRef, buffer: EnvelopeBuffer, last: boolean) => {
+      const length = ref.lengthBytes;
+      let id: Promise<Uint8Array>;
+      if (hasher !== null) {
+        id = hasher.chunk(session, buffer, ENVELOPE_HEADER_BYTES, length, last);
+      } else {
+        const body = buffer.bytes.subarray(ENVELOPE_HEADER_BYTES, ENVELOPE_HEADER_BYTES + length);
+        md5!.update(body);
+        id = Promise.resolve(
+          ctx.dedupKey === null
+            ? computeChunkId("global", body)
+            : computeChunkId("tenant", body, ctx.dedupKey),
+        );
+      }
+      const task = this.#storeChunk(ctx, ref, id, buffer).catch((error) =>
+        void failed.push({ error })
+      );
+      inFlight.add(task);
+      task.finally(() => inFlight.delete(task));
+    };
+    let held: { ref: ChunkRef; buffer: EnvelopeBuffer } | null = null;
     try {
       const chunks = chunkStream(counting(source, op), { ...this.cdc, buffer: assembly });
       for await (const chunk of chunks) {
@@ -1168,34 +1239,26 @@ export class ObjectEngine {
         while (inFlight.size >= this.#chunksInFlightMax) await Promise.race(inFlight);
         if (failed.length > 0) break;
         const buffer = await this.#envelopes.acquire();
-        const body = buffer.bytes.subarray(ENVELOPE_HEADER_BYTES, ENVELOPE_HEADER_BYTES + length);
-        body.set(chunk.bytes);
-        let id: Promise<Uint8Array>;
-        if (hasher !== null) {
-          id = hasher.chunk(session, buffer, ENVELOPE_HEADER_BYTES, length);
-        } else {
-          md5!.update(body);
-          id = Promise.resolve(
-            ctx.dedupKey === null
-              ? computeChunkId("global", body)
-              : computeChunkId("tenant", body, ctx.dedupKey),
-          );
-        }
+        buffer.bytes.set(chunk.bytes, ENVELOPE_HEADER_BYTES);
         const ref: ChunkRef = {
           chunkId: NO_CHUNK_ID,
           offsetBytes: chunk.offset,
           lengthBytes: length,
         };
         refs.push(ref);
-        const task = this.#storeChunk(ctx, ref, id, buffer).catch((error) =>
-          void failed.push({ error })
-        );
-        inFlight.add(task);
-        task.finally(() => inFlight.delete(task));
+        // Each chunk is launched once the next one is cut (or the body ended), so the last
+        // one goes to the hasher marked last and brings the MD5 back with its id.
+        if (held !== null) launch(held.ref, held.buffer, false);
+        held = { ref, buffer };
+      }
+      if (held !== null && failed.length === 0) {
+        launch(held.ref, held.buffer, true);
+        held = null;
       }
     } catch (e) {
       failed.push({ error: e });
     } finally {
+      if (held !== null) this.#envelopes.release(held.buffer);
       await settle();
       this.#assembly.release(assembly);
     }
