@@ -65,8 +65,13 @@ export const ENGINE_CHUNK_BUFFERS_MAX = 64;
 export const ENGINE_ASSEMBLY_BUFFERS_MAX = 32;
 /** Puts that may wait for a buffer before new ones are refused as "unavailable". */
 export const ENGINE_BUFFER_WAITERS_MAX = 4096;
-/** Chunks a get fetches ahead of the one its reader is consuming. */
-export const ENGINE_READ_AHEAD_CHUNKS = 8;
+/**
+ * Chunks a get fetches ahead of the one its reader is consuming. Measured with 1 MiB chunks
+ * on EC 4+2 through the S3 gateway: 4 ahead streamed a 64 MiB GET at 900-985 MB/s, 8 at
+ * 795-815, 16 at 640: reads merged into one disk round complete together, so a deep window
+ * delays the chunk the reader waits for behind the ones it does not need yet.
+ */
+export const ENGINE_READ_AHEAD_CHUNKS = 4;
 /** References given back concurrently after a commit released them. */
 export const ENGINE_RELEASES_IN_FLIGHT_MAX = 32;
 /** Overwrites whose releases may run behind their writers at once. */

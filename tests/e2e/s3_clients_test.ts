@@ -845,6 +845,30 @@ Deno.test("aws-cli, boto3, s3cmd and the JS SDK against a real kiseki server", a
     );
 
     await t.step(
+      "boto3 signing with a wrong secret, an unknown key or a clock 20 minutes slow is refused",
+      async () => {
+        const { accessKeyId, secretAccessKey } = await defaultKey(credentials);
+        const r = await boto3<Record<string, SeenError>>({
+          op: "auth",
+          bucket: "cpb",
+          objkey: "o-1",
+          key: accessKeyId,
+          secret: secretAccessKey,
+          skewMinutes: 20,
+        });
+        assert.equal(r.right!.code, "OK", "the right key signs fine");
+        assert.deepEqual(
+          [r.wrongSecret, r.unknownKey, r.skewed].map((e) => [e!.code, e!.status]),
+          [
+            ["SignatureDoesNotMatch", 403],
+            ["InvalidAccessKeyId", 403],
+            ["RequestTimeTooSkewed", 403],
+          ],
+        );
+      },
+    );
+
+    await t.step(
       "boto3 reuses a connection after Expect: 100-continue puts answered without 100 Continue",
       async () => {
         // botocore 1.29 misreads the next response on such a connection and waits out its

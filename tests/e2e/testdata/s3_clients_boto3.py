@@ -368,6 +368,58 @@ elif op == "partNumber":
     )
     out["singleBeyond"] = error(lambda: s3.get_object(Bucket=bucket, Key=single, PartNumber=2))
 
+elif op == "auth":
+    # Requests a real client signs wrongly: another secret, an unknown key, a skewed clock.
+    import datetime as _dt
+
+    import botocore.auth
+
+    def client(key, secret):
+        return boto3.client(
+            "s3",
+            endpoint_url=job["endpoint"],
+            region_name="us-east-1",
+            aws_access_key_id=key,
+            aws_secret_access_key=secret,
+            config=Config(
+                signature_version="s3v4",
+                s3={"addressing_style": "path"},
+                retries={"mode": "standard", "total_max_attempts": 1},
+            ),
+        )
+
+    key, secret = job["key"], job["secret"]
+    out["right"] = error(lambda: client(key, secret).head_object(Bucket=bucket, Key=job["objkey"]))
+    out["wrongSecret"] = error(lambda: client(key, secret[:-4] + "AAAA").list_objects_v2(Bucket=bucket))
+    out["unknownKey"] = error(lambda: client("AKIAUNKNOWNKEY000000", secret).list_objects_v2(Bucket=bucket))
+    skew = _dt.timedelta(minutes=job["skewMinutes"])
+
+    class Skewed(_dt.datetime):
+        @classmethod
+        def utcnow(cls):
+            return _dt.datetime.utcnow() - skew
+
+        @classmethod
+        def now(cls, tz=None):
+            return _dt.datetime.now(tz) - skew
+
+    class SkewedModule:
+        datetime = Skewed
+        timedelta = _dt.timedelta
+        timezone = _dt.timezone
+
+    # botocore 1.29 reads the clock as datetime.datetime.utcnow() in botocore.auth, or in
+    # botocore.crt.auth when awscrt signs (Debian's does); later releases through
+    # get_current_datetime().
+    for name in ("botocore.auth", "botocore.crt.auth"):
+        module = sys.modules.get(name)
+        if module is None:
+            continue
+        module.datetime = SkewedModule
+        if hasattr(module, "get_current_datetime"):
+            module.get_current_datetime = Skewed.utcnow
+    out["skewed"] = error(lambda: client(key, secret).list_objects_v2(Bucket=bucket))
+
 elif op == "expect100":
     # One connection, reused: each put of a file-like body sends Expect: 100-continue, and
     # the empty ones (and the refused one) are answered without "100 Continue".
