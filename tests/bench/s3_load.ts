@@ -121,7 +121,10 @@ async function load(): Promise<void> {
   // x-amz-content-sha256 as an SDK does over http.
   const template = new Uint8Array(size);
   for (let i = 0; i < size; i += 4096) template[i] = (i >> 12) & 0xff;
-  const payloads: Uint8Array[] = [];
+  // Allocated before anything is timed (fresh large buffers are slow to fault in).
+  const payloads: Uint8Array[] = op === "put"
+    ? Array.from({ length: concurrency }, () => template.slice())
+    : [];
   const payloadFor = (worker: number, index: number): { body: Uint8Array; hash: string } => {
     const body = payloads[worker] ??= template.slice();
     const view = new DataView(body.buffer, body.byteOffset, body.byteLength);
