@@ -291,6 +291,7 @@ export interface EngineStackOptions {
     | "readAheadChunks"
     | "chunkCacheBytes"
     | "hashWorker"
+    | "hashWorkers"
   >;
 }
 

@@ -72,6 +72,8 @@ export const ENGINE_BUFFER_WAITERS_MAX = 4096;
  * delays the chunk the reader waits for behind the ones it does not need yet.
  */
 export const ENGINE_READ_AHEAD_CHUNKS = 4;
+/** Most hash workers an engine runs (MD5 and chunk ids; one saturates at ~500 MB/s). */
+export const ENGINE_HASH_WORKERS_MAX = 4;
 /** References given back concurrently after a commit released them. */
 export const ENGINE_RELEASES_IN_FLIGHT_MAX = 32;
 /** Overwrites whose releases may run behind their writers at once. */
@@ -159,6 +161,11 @@ export interface ObjectEngineOptions {
   chunkCacheBytes?: number;
   /** Hash (MD5, chunk ids) on a worker thread (default true; false: on the event loop). */
   hashWorker?: boolean;
+  /**
+   * Hash workers to run (default: one per core beyond the first, 1..ENGINE_HASH_WORKERS_MAX).
+   * A put's session stays on one worker (its MD5 runs in order); puts spread over them.
+   */
+  hashWorkers?: number;
   logger?: Logger;
 }
 
@@ -555,6 +562,93 @@ class HashWorker {
   }
 }
 
+/**
+ * Several hash workers behind HashWorker's interface: every envelope buffer is registered
+ * with all of them (same index everywhere), and each session is pinned to the worker with
+ * the fewest open sessions when it starts.
+ */
+class HashWorkers {
+  readonly #workers: HashWorker[];
+  readonly #open: number[];
+  readonly #sessions = new Map<number, { worker: number; session: number }>();
+  #next = 0;
+
+  private constructor(workers: HashWorker[]) {
+    this.#workers = workers;
+    this.#open = workers.map(() => 0);
+  }
+
+  /** `count` running workers (fewer if some cannot start), or null if none can. */
+  static start(count: number, logger: Logger): HashWorkers | null {
+    const workers: HashWorker[] = [];
+    for (let i = 0; i < count; i++) {
+      const worker = HashWorker.start(logger);
+      if (worker === null) break;
+      workers.push(worker);
+    }
+    return workers.length === 0 ? null : new HashWorkers(workers);
+  }
+
+  get size(): number {
+    return this.#workers.length;
+  }
+
+  get failed(): boolean {
+    return this.#workers.some((w) => w.failed);
+  }
+
+  register(buffer: SharedArrayBuffer): number {
+    const indexes = this.#workers.map((w) => w.register(buffer));
+    assert(indexes.every((i) => i === indexes[0]), "hash workers number buffers alike");
+    return indexes[0]!;
+  }
+
+  start(key: Uint8Array | null): number {
+    let worker = 0;
+    for (let i = 1; i < this.#workers.length; i++) {
+      if (this.#open[i]! < this.#open[worker]!) worker = i;
+    }
+    this.#open[worker]!++;
+    const id = ++this.#next;
+    this.#sessions.set(id, { worker, session: this.#workers[worker]!.start(key) });
+    return id;
+  }
+
+  chunk(
+    id: number,
+    buffer: EnvelopeBuffer,
+    offset: number,
+    length: number,
+    last = false,
+  ): Promise<Uint8Array> {
+    const s = this.#sessions.get(id)!;
+    return this.#workers[s.worker]!.chunk(s.session, buffer, offset, length, last);
+  }
+
+  finish(id: number): Promise<string> {
+    const s = this.#end(id);
+    return this.#workers[s.worker]!.finish(s.session);
+  }
+
+  abort(id: number): void {
+    const s = this.#sessions.get(id);
+    if (s === undefined) return;
+    this.#end(id);
+    this.#workers[s.worker]!.abort(s.session);
+  }
+
+  close(): void {
+    for (const w of this.#workers) w.close();
+  }
+
+  #end(id: number): { worker: number; session: number } {
+    const s = this.#sessions.get(id)!;
+    this.#sessions.delete(id);
+    this.#open[s.worker]!--;
+    return s;
+  }
+}
+
 const globalDedup: TenantDedup = {
   modeFor: () => "global",
   keyFor: () => Promise.reject(new Error("global dedup has no tenant key")),
@@ -577,7 +671,7 @@ export class ObjectEngine {
   readonly #log: Logger;
   readonly #envelopes: EnvelopeBuffers;
   readonly #assembly: BufferLender;
-  readonly #hasher: HashWorker | null;
+  readonly #hasher: HashWorkers | null;
   readonly #masterKeys = new Map<number, Uint8Array>();
   /** Releases running behind the writes that caused them (see #releaseBehind). */
   readonly #behind = new Set<Promise<void>>();
@@ -619,7 +713,13 @@ export class ObjectEngine {
       `readAheadChunks must be 1..${ENGINE_READ_AHEAD_CHUNKS}`,
     );
     assert(Number.isSafeInteger(this.partBytesMin) && this.partBytesMin >= 0, "partBytesMin");
-    this.#hasher = options.hashWorker === false ? null : HashWorker.start(this.#log);
+    const workers = options.hashWorkers ??
+      Math.max(1, Math.min(ENGINE_HASH_WORKERS_MAX, (navigator.hardwareConcurrency || 2) - 1));
+    assert(
+      Number.isInteger(workers) && workers >= 1 && workers <= ENGINE_HASH_WORKERS_MAX,
+      `hashWorkers must be 1..${ENGINE_HASH_WORKERS_MAX}`,
+    );
+    this.#hasher = options.hashWorker === false ? null : HashWorkers.start(workers, this.#log);
     this.#envelopes = new EnvelopeBuffers(
       envelopeBytes(this.cdc.maxBytes),
       ENGINE_CHUNK_BUFFERS_MAX,

@@ -904,6 +904,35 @@ Deno.test("ObjectEngine hashes alike on the worker and on the event loop, in bot
         : hmacChunkId(await stack.dedup.keyFor(tenant(t)), first);
       assert.deepEqual(chunkIds(stack, ns, "w")[0], expected);
     }
+    // Three workers: concurrent puts spread over them, each put's MD5 on one of them.
+    const pooled = new ObjectEngine({
+      service: stack.service,
+      chunkStore: stack.chunkStore,
+      aead: stack.aead,
+      systemKeys: stack.systemKeys,
+      tenantGate: stack.cipher,
+      dedup: stack.dedup,
+      hashWorkers: 3,
+      logger: quiet,
+    });
+    try {
+      for (const t of [1, 2]) {
+        const ns = stack.engine.namespace(tenant(t), `mode-${t}`);
+        const sizes = [3 * MiB + 1, 2 * MiB, 5 * MiB + 3, 700_000, 4 * MiB, 1];
+        const puts = await Promise.all(
+          sizes.map((size, i) => pooled.putObject(ns, `p${i}`, prngStream(160 + i, size))),
+        );
+        for (const [i, size] of sizes.entries()) {
+          assert.equal(puts[i]!.etag, md5(prngBytes(160 + i, size)), `put ${i} of tenant ${t}`);
+          const again = await inline.putObject(ns, `q${i}`, prngStream(160 + i, size));
+          assert.equal(again.etag, puts[i]!.etag);
+          assert.deepEqual(chunkIds(stack, ns, `q${i}`), chunkIds(stack, ns, `p${i}`));
+        }
+      }
+      assert.equal(inline.stats().chunksStored, 0, "the event loop's copies deduplicate entirely");
+    } finally {
+      await pooled.close();
+    }
     // With its worker stopped the engine hashes on the event loop.
     await stack.engine.close();
     const ns = stack.engine.namespace(tenant(1), "mode-1");
