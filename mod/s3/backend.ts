@@ -4,6 +4,10 @@
 // gateway turns into the S3 codes AWS sends.
 
 import type {
+  Body,
+  ByteRange,
+  GetObjectOptions,
+  GetObjectResult,
   ListObjectsOptions,
   ListObjectsResult,
   ListPartsOptions,
@@ -14,59 +18,19 @@ import type {
   Namespace,
   NamespaceKind,
   NamespaceRef,
+  ObjectInfo,
+  PutObjectOptions,
+  PutObjectResult,
 } from "../composition/mod.ts";
 
-export type BackendBody = ReadableStream<Uint8Array> | Uint8Array;
-
-export interface BackendObjectInfo {
-  key: string;
-  size: number;
-  /** Unquoted: MD5 hex, or "<md5 of part md5s>-N". */
-  etag: string;
-  version: number;
-  contentType: string;
-  metadata: Metadata;
-  createdMs: number;
-  modifiedMs: number;
-  /**
-   * A multipart object's part sizes, in part order; null for a single-part object (and for
-   * multipart objects stored before part sizes were kept, which read as one part).
-   */
-  partSizes: readonly number[] | null;
-}
-
-export type BackendByteRange = { start: number; end?: number } | { suffixBytes: number };
-
-export interface BackendGetOptions {
-  range?: BackendByteRange;
-  /**
-   * Only this part (not with `range`): a multipart object's part N, or part 1 of a
-   * single-part object (the whole object, range null). A part past the last fails with
-   * ObjectPartError (S3 InvalidPartNumber).
-   */
-  partNumber?: number;
-}
-
-export interface BackendGetResult extends BackendObjectInfo {
-  /** Inclusive; null: the whole object. An empty part: end = start - 1. */
-  range: { start: number; end: number } | null;
-  contentLength: number;
-  body: ReadableStream<Uint8Array>;
-}
-
-export interface BackendPutResult {
-  etag: string;
-  version: number;
-  size: number;
-}
-
-export interface BackendPutOptions {
-  contentType?: string;
-  metadata?: Metadata;
-  sizeHint?: number;
-  ifAbsent?: boolean;
-  ifVersion?: number;
-}
+// The engine's own object types: the gateway sees the same shapes, only fewer methods.
+export type BackendBody = Body;
+export type BackendObjectInfo = ObjectInfo;
+export type BackendByteRange = ByteRange;
+export type BackendGetOptions = GetObjectOptions;
+export type BackendGetResult = GetObjectResult;
+export type BackendPutResult = PutObjectResult;
+export type BackendPutOptions = PutObjectOptions;
 
 /** The narrow object interface of the gateway (ObjectEngine satisfies it). */
 export interface S3Backend {

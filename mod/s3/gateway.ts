@@ -216,6 +216,20 @@ export function s3ErrorOf(
   return new S3Error("InternalError", undefined, { cause: e });
 }
 
+/** Listing entries of objects, with `owner` when the listing shows owners. */
+function objectEntries(
+  objects: readonly { key: string; modifiedMs: number; etag: string; size: number }[],
+  owner: ObjectEntry["owner"],
+): ObjectEntry[] {
+  return objects.map((o) => ({
+    key: o.key,
+    lastModifiedMs: o.modifiedMs,
+    etag: o.etag,
+    sizeBytes: o.size,
+    owner,
+  }));
+}
+
 /**
  * Whether `request` asked for "100 Continue" and gets its final answer without one: the HTTP
  * server sends 100 only once the body is read, and never for an empty body. botocore (seen
@@ -700,13 +714,25 @@ export class S3Gateway {
     });
   }
 
-  async #listObjects(ctx: OperationContext, version: 1 | 2): Promise<Response> {
+  /** The parameters every listing shares, checked before the bucket is looked up. */
+  async #listing(ctx: OperationContext, pageParam: "max-keys" | "max-uploads"): Promise<{
+    q: Map<string, string>;
+    encodingUrl: boolean;
+    maxKeys: number;
+    prefix: string;
+    delimiter: string | undefined;
+  }> {
     const q = ctx.s3.query;
     const encodingUrl = this.#encodingUrl(q);
-    const maxKeys = this.#maxKeys(q, "max-keys");
+    const maxKeys = this.#maxKeys(q, pageParam);
     const prefix = q.get("prefix") ?? "";
     const delimiter = q.get("delimiter") || undefined;
     await this.#bucket(ctx);
+    return { q, encodingUrl, maxKeys, prefix, delimiter };
+  }
+
+  async #listObjects(ctx: OperationContext, version: 1 | 2): Promise<Response> {
+    const { q, encodingUrl, maxKeys, prefix, delimiter } = await this.#listing(ctx, "max-keys");
     const ns = this.#ns(ctx);
     if (version === 1) {
       const marker = q.get("marker") ?? "";
@@ -726,13 +752,7 @@ export class S3Gateway {
           ? result.nextMarker
           : undefined,
         isTruncated: result.isTruncated,
-        contents: result.objects.map((o): ObjectEntry => ({
-          key: o.key,
-          lastModifiedMs: o.modifiedMs,
-          etag: o.etag,
-          sizeBytes: o.size,
-          owner: ctx.owner,
-        })),
+        contents: objectEntries(result.objects, ctx.owner),
         commonPrefixes: result.commonPrefixes,
         encodingUrl,
       }));
@@ -766,26 +786,15 @@ export class S3Gateway {
       nextContinuationToken: result.nextContinuationToken ?? undefined,
       startAfter,
       isTruncated: result.isTruncated,
-      contents: result.objects.map((o): ObjectEntry => ({
-        key: o.key,
-        lastModifiedMs: o.modifiedMs,
-        etag: o.etag,
-        sizeBytes: o.size,
-        owner: fetchOwner ? ctx.owner : undefined,
-      })),
+      contents: objectEntries(result.objects, fetchOwner ? ctx.owner : undefined),
       commonPrefixes: result.commonPrefixes,
       encodingUrl,
     }));
   }
 
   async #listObjectVersions(ctx: OperationContext): Promise<Response> {
-    const q = ctx.s3.query;
-    const encodingUrl = this.#encodingUrl(q);
-    const maxKeys = this.#maxKeys(q, "max-keys");
-    const prefix = q.get("prefix") ?? "";
-    const delimiter = q.get("delimiter") || undefined;
+    const { q, encodingUrl, maxKeys, prefix, delimiter } = await this.#listing(ctx, "max-keys");
     const keyMarker = q.get("key-marker") ?? "";
-    await this.#bucket(ctx);
     const result = await this.backend.listObjects(this.#ns(ctx), {
       prefix,
       delimiter,
@@ -804,26 +813,19 @@ export class S3Gateway {
       nextKeyMarker: truncated ? result.nextMarker! : undefined,
       nextVersionIdMarker: truncated ? "null" : undefined,
       isTruncated: result.isTruncated,
-      contents: result.objects.map((o) => ({
-        key: o.key,
-        lastModifiedMs: o.modifiedMs,
-        etag: o.etag,
-        sizeBytes: o.size,
-      })),
+      contents: objectEntries(result.objects, undefined),
       commonPrefixes: result.commonPrefixes,
       encodingUrl,
     }));
   }
 
   async #listMultipartUploads(ctx: OperationContext): Promise<Response> {
-    const q = ctx.s3.query;
-    const encodingUrl = this.#encodingUrl(q);
-    const maxUploads = this.#maxKeys(q, "max-uploads");
-    const prefix = q.get("prefix") ?? "";
-    const delimiter = q.get("delimiter") || undefined;
+    const { q, encodingUrl, maxKeys: maxUploads, prefix, delimiter } = await this.#listing(
+      ctx,
+      "max-uploads",
+    );
     const keyMarker = q.get("key-marker") ?? "";
     const uploadIdMarker = q.get("upload-id-marker") ?? "";
-    await this.#bucket(ctx);
     const result = await this.backend.listMultipartUploads(this.#ns(ctx), {
       prefix,
       delimiter,
