@@ -67,6 +67,23 @@ interface KeyMaterial {
   address: number;
 }
 
+/** One item of a batch call: its key material and the buffers the shim reads and writes. */
+interface BatchEntry {
+  key: KeyMaterial;
+  nonce: Uint8Array;
+  input: Uint8Array;
+  aad: Uint8Array;
+  out: Uint8Array;
+}
+
+const entry = (
+  key: KeyMaterial,
+  nonce: Uint8Array,
+  input: Uint8Array,
+  aad: Uint8Array,
+  out: Uint8Array,
+): BatchEntry => ({ key, nonce, input, aad, out });
+
 // Frees a native context cache once its OpensslAead is unreachable (no call can be using it
 // then: blocking calls run inside methods of the live instance, nonblocking ones never
 // touch the cache).
@@ -231,65 +248,35 @@ export class OpensslAead implements Aead {
 
   async sealBatch(items: readonly AeadSealItem[]): Promise<number[]> {
     checkBatchSize(items.length);
-    const keys: KeyMaterial[] = [];
+    const entries: BatchEntry[] = [];
     const results: number[] = [];
     let totalBytes = 0;
     for (let i = 0; i < items.length; i++) {
       const item = items[i];
       checkSealArgs(item.nonce, item.plaintext, item.aad, item.out, i);
-      keys.push(this.#material(item.key));
+      entries.push(entry(this.#material(item.key), item.nonce, item.plaintext, item.aad, item.out));
       results.push(item.plaintext.length + AEAD_TAG_BYTES);
       totalBytes += item.plaintext.length;
     }
-    const failed = await this.#runBatch(
-      false,
-      items.length,
-      totalBytes,
-      items,
-      (desc, i) => {
-        const item = items[i];
-        putWord(desc, i, AEAD_DESC_KEY, this.#keyAddress(keys[i]));
-        putWord(desc, i, AEAD_DESC_NONCE, addressOf(item.nonce));
-        putWord(desc, i, AEAD_DESC_IN, addressOf(item.plaintext));
-        putWord(desc, i, AEAD_DESC_IN_LEN, item.plaintext.length);
-        putWord(desc, i, AEAD_DESC_AAD, addressOf(item.aad));
-        putWord(desc, i, AEAD_DESC_AAD_LEN, item.aad.length);
-        putWord(desc, i, AEAD_DESC_OUT, addressOf(item.out));
-      },
-    );
+    const failed = await this.#runBatch(false, entries, totalBytes, items);
     assert(failed.length === 0, "sealing cannot fail authentication");
     return results;
   }
 
   async openBatch(items: readonly AeadOpenItem[]): Promise<number[]> {
     checkBatchSize(items.length);
-    const keys: KeyMaterial[] = [];
+    const entries: BatchEntry[] = [];
     const results: number[] = [];
     let totalBytes = 0;
     for (let i = 0; i < items.length; i++) {
       const item = items[i];
       const length = checkOpenArgs(item.nonce, item.sealed, item.aad, item.out, i);
-      keys.push(this.#material(item.key));
+      // Input shorter than a tag goes through too: the shim fails it without reading.
+      entries.push(entry(this.#material(item.key), item.nonce, item.sealed, item.aad, item.out));
       results.push(length);
       totalBytes += Math.max(length, 0);
     }
-    const failed = await this.#runBatch(
-      true,
-      items.length,
-      totalBytes,
-      items,
-      (desc, i) => {
-        const item = items[i];
-        putWord(desc, i, AEAD_DESC_KEY, this.#keyAddress(keys[i]));
-        putWord(desc, i, AEAD_DESC_NONCE, addressOf(item.nonce));
-        // Input shorter than a tag goes through too: the shim fails it without reading.
-        putWord(desc, i, AEAD_DESC_IN, addressOf(item.sealed));
-        putWord(desc, i, AEAD_DESC_IN_LEN, item.sealed.length);
-        putWord(desc, i, AEAD_DESC_AAD, addressOf(item.aad));
-        putWord(desc, i, AEAD_DESC_AAD_LEN, item.aad.length);
-        putWord(desc, i, AEAD_DESC_OUT, addressOf(item.out));
-      },
-    );
+    const failed = await this.#runBatch(true, entries, totalBytes, items);
     if (failed.length > 0) throw batchError(failed, items.length);
     return results;
   }
@@ -297,29 +284,36 @@ export class OpensslAead implements Aead {
   /** Packs, runs in one FFI call, and returns the indexes that failed authentication. */
   async #runBatch(
     open: boolean,
-    count: number,
+    entries: readonly BatchEntry[],
     totalBytes: number,
     pinnedItems: readonly unknown[],
-    pack: (descriptor: Uint32Array, index: number) => void,
   ): Promise<number[]> {
+    const count = entries.length;
     if (count === 0) return [];
     const nonblocking = totalBytes >= this.nonblockingMinBytes;
-    const descriptor = nonblocking
-      ? new Uint32Array(count * AEAD_DESC_WORDS * 2)
-      : this.#descriptor;
+    const desc = nonblocking ? new Uint32Array(count * AEAD_DESC_WORDS * 2) : this.#descriptor;
     const statuses = nonblocking ? new Int32Array(count) : this.#statuses;
-    for (let i = 0; i < count; i++) pack(descriptor, i);
+    for (let i = 0; i < count; i++) {
+      const e = entries[i]!;
+      putWord(desc, i, AEAD_DESC_KEY, this.#keyAddress(e.key));
+      putWord(desc, i, AEAD_DESC_NONCE, addressOf(e.nonce));
+      putWord(desc, i, AEAD_DESC_IN, addressOf(e.input));
+      putWord(desc, i, AEAD_DESC_IN_LEN, e.input.length);
+      putWord(desc, i, AEAD_DESC_AAD, addressOf(e.aad));
+      putWord(desc, i, AEAD_DESC_AAD_LEN, e.aad.length);
+      putWord(desc, i, AEAD_DESC_OUT, addressOf(e.out));
+    }
     let result: number;
     if (nonblocking) {
-      const pin = [pinnedItems, descriptor, statuses];
+      const pin = [pinnedItems, desc, statuses];
       this.#pinned.add(pin);
       try {
-        result = await this.#shim.batchAsync(open, descriptor, count, statuses);
+        result = await this.#shim.batchAsync(open, desc, count, statuses);
       } finally {
         this.#pinned.delete(pin);
       }
     } else {
-      result = this.#shim.batch(this.#cache, open, descriptor, count, statuses);
+      result = this.#shim.batch(this.#cache, open, desc, count, statuses);
     }
     if (result < 0) throw shimFailure(open ? "openBatch" : "sealBatch", result);
     const failed: number[] = [];
