@@ -5,7 +5,7 @@
 import { openShim, type ShimLoad, type ShimOptions } from "../loader.ts";
 
 /** Must equal KISEKI_URING_ABI_VERSION in kiseki_uring.c; a stale build is refused. */
-export const URING_SHIM_ABI_VERSION = 2;
+export const URING_SHIM_ABI_VERSION = 3;
 
 /** u64 words per op in a submit descriptor, and the word of each field. */
 export const URING_OP_WORDS = 4;
@@ -44,7 +44,7 @@ export const URING_STAGE_TEXT: Record<number, string> = {
   5: "test buffer allocation",
 };
 
-/** kiseki_uring_submit() returns 0, -errno for a refused batch, or one of these. */
+/** A batch's status in kiseki_uring_run(): 0, -errno for a refused batch, or one of these. */
 export const URING_EBROKEN = -1000;
 export const URING_EWEDGED = -1001;
 /** kiseki_uring_run(): the sync of an entry whose batch left its ring unusable was not run. */
@@ -78,24 +78,17 @@ export const URING_SYMBOLS = {
     result: "pointer",
     nonblocking: true,
   },
-  /** (ring, descriptor, count, results[count]) -> 0 | -EINVAL | EBROKEN | EWEDGED. */
-  kiseki_uring_submit: {
-    parameters: ["pointer", "buffer", "u32", "buffer"],
-    result: "i32",
-    nonblocking: true,
-  },
   /**
    * (plan, entries, status[2 * entries]) -> 0 | -EINVAL | -ENOMEM: the batches (and syncs)
    * of several rings in one call, all rings working at once. status per entry: the batch's
-   * return as kiseki_uring_submit()'s, then the sync's as kiseki_uring_fsync()'s.
+   * (0 | -EINVAL | EBROKEN | EWEDGED; results per op hold bytes or -errno), then the
+   * fdatasync's (0 | -errno | EBROKEN | ENOTRUN).
    */
   kiseki_uring_run: {
     parameters: ["buffer", "u32", "buffer"],
     result: "i32",
     nonblocking: true,
   },
-  /** (ring) -> 0 or -errno: fdatasync through the ring. */
-  kiseki_uring_fsync: { parameters: ["pointer"], result: "i32", nonblocking: true },
   /** (ring) -> 0 or -errno from close(2); frees the ring. */
   kiseki_uring_close: { parameters: ["pointer"], result: "i32" },
 } as const satisfies Deno.ForeignLibraryInterface;

@@ -1,7 +1,8 @@
 // Kiseki disk I/O shim: one io_uring per device file, driven through liburing. TypeScript
-// owns validation, buffers and ordering; this file turns one call carrying a packed batch
-// descriptor into a sliding window of reads and writes on the ring, waits for all of them,
-// and reports bytes or -errno per op, so a batch costs a single FFI crossing.
+// owns validation, buffers and ordering; this file turns one call carrying a plan of packed
+// batch descriptors (one per ring) into sliding windows of reads and writes on all those
+// rings at once, each optionally followed by fdatasync, waits for all of them, and reports
+// bytes or -errno per op, so a round over every device costs a single FFI crossing.
 //
 // Every entry point re-checks its arguments and every liburing return: a bad pointer here
 // is a crash of the whole process, and a request left in flight is the kernel writing into
@@ -18,7 +19,7 @@
 #include <unistd.h>
 
 // Bumped whenever a signature or the descriptor layout changes; bindings.ts checks it.
-#define KISEKI_URING_ABI_VERSION 2
+#define KISEKI_URING_ABI_VERSION 3
 
 // Descriptor: KISEKI_URING_OP_WORDS uint64 words per op.
 #define KISEKI_URING_OP_WORDS 4
@@ -54,7 +55,7 @@
 #define KISEKI_URING_STAGE_TEST_WRITE 4  // O_DIRECT test write of block 0 (same bytes back)
 #define KISEKI_URING_STAGE_ALLOC 5       // test buffer allocation
 
-// kiseki_uring_submit() results besides 0 and -EINVAL.
+// Batch results (kiseki_uring_run() status) besides 0 and -EINVAL.
 // The ring failed; no request is in flight; unfinished ops hold -errno or -ECANCELED.
 #define KISEKI_URING_EBROKEN (-1000)
 // The ring failed with requests in flight: the kernel may still write their buffers.
@@ -124,7 +125,7 @@ static int submit_wait(struct io_uring *ring) {
 // user_data of single requests; batch ops carry their index, which is always smaller.
 #define KISEKI_URING_SINGLE UINT64_MAX
 
-// One request through the ring and its result: for open-time tests and fsync. Sets
+// One read or write through the ring and its result: for the open-time O_DIRECT test. Sets
 // *ring_failed when the ring itself (not the request) failed.
 static int run_one(struct io_uring *ring, int opcode, int fd, void *buf, unsigned len,
                    uint64_t offset, int *ring_failed) {
@@ -133,10 +134,8 @@ static int run_one(struct io_uring *ring, int opcode, int fd, void *buf, unsigne
   if (sqe == NULL) return -EBUSY;
   if (opcode == IORING_OP_READ) {
     io_uring_prep_read(sqe, fd, buf, len, offset);
-  } else if (opcode == IORING_OP_WRITE) {
-    io_uring_prep_write(sqe, fd, buf, len, offset);
   } else {
-    io_uring_prep_fsync(sqe, fd, IORING_FSYNC_DATASYNC);
+    io_uring_prep_write(sqe, fd, buf, len, offset);
   }
   sqe->user_data = KISEKI_URING_SINGLE;
   int ret = submit_wait(ring);
@@ -442,19 +441,6 @@ static int batch_run(struct batch *b) {
   return 0;
 }
 
-// Runs `count` ops (descriptor layout above) and waits for all of them; see batch_run().
-// -EINVAL for a bad batch (nothing done). Never called concurrently on one ring:
-// TypeScript queues calls per disk.
-int kiseki_uring_submit(struct kiseki_ring *kr, const uint64_t *desc, uint32_t count,
-                        int32_t *results) {
-  if (desc == NULL || results == NULL) return -EINVAL;
-  uint32_t pending[KISEKI_URING_DEPTH_MAX];
-  struct batch b;
-  int rc = batch_init(&b, kr, desc, count, results, pending);
-  if (rc != 0) return rc;
-  return batch_run(&b);
-}
-
 // Queues an fdatasync (IORING_OP_FSYNC with IORING_FSYNC_DATASYNC) and submits it without
 // waiting. 0, or -errno from the submit (the ring is then marked broken).
 static int fsync_start(struct kiseki_ring *kr) {
@@ -498,8 +484,9 @@ static int fsync_finish(struct kiseki_ring *kr) {
 // results) is submitted as soon as its ops are done, while the other rings are still being
 // waited on. The plan holds KISEKI_URING_PLAN_WORDS uint64 words per entry (ring, descriptor
 // address, op count, results address, flags); status receives two int32 per entry: the
-// batch's return as kiseki_uring_submit() gives it, and the sync's as kiseki_uring_fsync()
-// gives it (0 when not asked for, KISEKI_URING_ENOTRUN when the batch left the ring broken).
+// batch's return (batch_run(), or -EINVAL / KISEKI_URING_EBROKEN from batch_init()), and the
+// sync's: 0 or -errno of the fdatasync, KISEKI_URING_EBROKEN when the ring failed under it,
+// 0 when not asked for, KISEKI_URING_ENOTRUN when the batch left the ring broken.
 // Returns 0, or -EINVAL for a malformed plan (nothing done). A ring appears at most once.
 int kiseki_uring_run(const uint64_t *plan, uint32_t entries, int32_t *status) {
   if (plan == NULL || status == NULL || entries == 0 || entries > KISEKI_URING_PLAN_ENTRIES_MAX) {
@@ -589,22 +576,8 @@ int kiseki_uring_run(const uint64_t *plan, uint32_t entries, int32_t *status) {
   return 0;
 }
 
-// fdatasync through the ring (IORING_OP_FSYNC with IORING_FSYNC_DATASYNC). 0 or -errno;
-// KISEKI_URING_EBROKEN when the ring had already failed.
-int kiseki_uring_fsync(struct kiseki_ring *kr) {
-  if (kr == NULL) return -EINVAL;
-  if (kr->broken) return KISEKI_URING_EBROKEN;
-  int ring_failed = 0;
-  int ret = run_one(&kr->ring, IORING_OP_FSYNC, kr->fd, NULL, 0, 0, &ring_failed);
-  if (ring_failed) {
-    kr->broken = 1;
-    return KISEKI_URING_EBROKEN;
-  }
-  return ret < 0 ? ret : 0;
-}
-
 // Tears down the ring and closes the file. 0 or -errno from close(2) (the ring is gone
-// either way). Only called once no submit or fsync is running.
+// either way). Only called once no kiseki_uring_run() holds the ring.
 int kiseki_uring_close(struct kiseki_ring *kr) {
   if (kr == NULL) return -EINVAL;
   io_uring_queue_exit(&kr->ring);
