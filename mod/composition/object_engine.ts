@@ -416,12 +416,18 @@ const HASH_REQUESTS_MAX = ENGINE_CHUNK_BUFFERS_MAX + ENGINE_ASSEMBLY_BUFFERS_MAX
  * and storing on the event loop (on two cores this is most of a put's CPU time). Messages
  * are handled in the order posted, which keeps each put's MD5 in stream order.
  */
+/** A hash worker's answer: a chunk's id, the session's MD5 (hex) at its end, or both. */
+interface HashAnswer {
+  id?: Uint8Array;
+  md5?: string;
+}
+
 class HashWorker {
   readonly #worker: Worker;
   readonly #url: string;
   readonly #pending = new Map<
     number,
-    { resolve: (v: Uint8Array | string | object) => void; reject: (e: Error) => void }
+    { resolve: (v: HashAnswer) => void; reject: (e: Error) => void }
   >();
   #requests = 0;
   #sessions = 0;
@@ -436,18 +442,12 @@ class HashWorker {
     this.#worker = worker;
     this.#url = url;
     worker.onmessage = (event: MessageEvent) => {
-      const m = event.data as {
-        request: number;
-        id?: Uint8Array;
-        md5?: string;
-        session?: number;
-        error?: string;
-      };
+      const m = event.data as HashAnswer & { request: number; error?: string };
       const waiter = this.#pending.get(m.request);
       if (waiter === undefined) return;
       this.#pending.delete(m.request);
       if (m.error !== undefined) waiter.reject(new Error(`hash worker: ${m.error}`));
-      else waiter.resolve(m.id !== undefined && m.md5 !== undefined ? m : (m.id ?? m.md5!));
+      else waiter.resolve(m);
     };
     worker.onerror = (event: ErrorEvent) => {
       event.preventDefault();
@@ -513,10 +513,8 @@ class HashWorker {
       start,
       key: key ?? null,
     });
-    if (answer instanceof Uint8Array) return answer;
-    const both = answer as unknown as { id: Uint8Array; md5: string };
-    this.#finished.set(session, both.md5);
-    return both.id;
+    if (answer.md5 !== undefined) this.#finished.set(session, answer.md5);
+    return answer.id!;
   }
 
   /** The session's MD5 (hex): from its last chunk's answer, or asked for now. */
@@ -529,7 +527,7 @@ class HashWorker {
     const key = this.#unstarted.get(session);
     const start = key !== undefined;
     if (start) this.#unstarted.delete(session);
-    return this.#ask({ op: "finish", session, start, key: key ?? null }) as Promise<string>;
+    return this.#ask({ op: "finish", session, start, key: key ?? null }).then((a) => a.md5!);
   }
 
   abort(session: number): void {
@@ -542,7 +540,7 @@ class HashWorker {
     this.#fail(new Error("the engine is closed"));
   }
 
-  #ask(message: Record<string, unknown>): Promise<Uint8Array | string | object> {
+  #ask(message: Record<string, unknown>): Promise<HashAnswer> {
     if (this.#failure !== null) return Promise.reject(this.#failure);
     assert(this.#pending.size < HASH_REQUESTS_MAX, "hash worker requests within their bound");
     const request = ++this.#requests;
@@ -587,10 +585,6 @@ class HashWorkers {
       workers.push(worker);
     }
     return workers.length === 0 ? null : new HashWorkers(workers);
-  }
-
-  get size(): number {
-    return this.#workers.length;
   }
 
   get failed(): boolean {
