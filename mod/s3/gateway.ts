@@ -19,7 +19,7 @@ import {
 import { type RandomSource, systemRandom } from "../crypto/mod.ts";
 import { counter, histogram, log as rootLog, type Logger } from "../obs/mod.ts";
 import { AwsChunkedDecoder } from "./aws_chunked.ts";
-import type { BackendByteRange, BackendObjectInfo, S3Backend } from "./backend.ts";
+import type { BackendBody, BackendByteRange, BackendObjectInfo, S3Backend } from "./backend.ts";
 import {
   BodyDigester,
   type BodyDigestOptions,
@@ -292,13 +292,16 @@ async function mapLimited<T, R>(
  */
 export const WHOLE_BODY_BYTES_MAX = 1 << 20;
 
-/** The decoded, verified body of an upload and what it promised. */
-interface RequestBody {
-  stream: ReadableStream<Uint8Array>;
+/**
+ * The decoded, verified body of an upload and what it promised: `source` is the whole body
+ * (already verified) or a stream that fails unless it verifies.
+ */
+interface RequestBody<Source = BackendBody> {
+  source: Source;
   /** Decoded length announced by the client; null when it announced none. */
   sizeBytes: number | null;
   /** Resolves with the body's digests once it ended and verified. */
-  digests: { digests: Promise<BodyDigests> };
+  digests: Promise<BodyDigests>;
   /**
    * Checksums the client sent in x-amz-checksum-* headers (base64): known before the body
    * streams, and the body fails unless it matches them, so they may be stored with it.
@@ -487,34 +490,26 @@ export class S3Gateway {
    * The body of an upload for the backend: a small plain body whole and already verified
    * (WHOLE_BODY_BYTES_MAX), anything else as a verifying stream (see #requestBody).
    */
-  async #uploadBody(
-    ctx: OperationContext,
-  ): Promise<{ source: Uint8Array | ReadableStream<Uint8Array>; body: RequestBody }> {
+  async #uploadBody(ctx: OperationContext): Promise<RequestBody> {
     const sizeBytes = parseContentLength(ctx.http.headers);
     if (
       ctx.auth.payload.startsWith("streaming-") || sizeBytes === null ||
       sizeBytes > WHOLE_BODY_BYTES_MAX
     ) {
-      const body = this.#requestBody(ctx, true);
-      return { source: body.stream, body };
+      return this.#requestBody(ctx, true);
     }
     const { options, declaredChecksums } = this.#digestOptions(ctx, sizeBytes);
     const digester = new BodyDigester(options);
     const bytes = ctx.http.body === null ? new Uint8Array(0) : await ctx.http.bytes();
     digester.update(bytes);
     const digests = digester.finish();
-    return {
-      source: bytes,
-      body: {
-        stream: emptyStream(),
-        sizeBytes,
-        digests: { digests: Promise.resolve(digests) },
-        declaredChecksums,
-      },
-    };
+    return { source: bytes, sizeBytes, digests: Promise.resolve(digests), declaredChecksums };
   }
 
-  #requestBody(ctx: OperationContext, required: boolean): RequestBody {
+  #requestBody(
+    ctx: OperationContext,
+    required: boolean,
+  ): RequestBody<ReadableStream<Uint8Array>> {
     const headers = ctx.http.headers;
     const contentLength = parseContentLength(headers);
     let stream = ctx.http.body ?? emptyStream();
@@ -550,7 +545,12 @@ export class S3Gateway {
     }
     const { options, declaredChecksums } = this.#digestOptions(ctx, sizeBytes);
     const digests = new BodyDigestStream(options);
-    return { stream: stream.pipeThrough(digests), sizeBytes, digests, declaredChecksums };
+    return {
+      source: stream.pipeThrough(digests),
+      sizeBytes,
+      digests: digests.digests,
+      declaredChecksums,
+    };
   }
 
   /** What a body must verify against: length, signed SHA-256, Content-MD5, checksums. */
@@ -594,14 +594,14 @@ export class S3Gateway {
     if (body.sizeBytes !== null && body.sizeBytes > XML_BODY_BYTES_MAX) {
       throw new S3Error("MaxMessageLengthExceeded");
     }
-    const bytes = await readAll(body.stream, XML_BODY_BYTES_MAX);
-    await body.digests.digests;
+    const bytes = await readAll(body.source, XML_BODY_BYTES_MAX);
+    await body.digests;
     return bytes;
   }
 
   /** Response headers of a stored checksum the client asked for. */
   async #checksumHeaders(body: RequestBody): Promise<Record<string, string>> {
-    const { checksums } = await body.digests.digests;
+    const { checksums } = await body.digests;
     const out: Record<string, string> = {};
     for (const [algorithm, value] of Object.entries(checksums)) {
       out[`x-amz-checksum-${algorithm.toLowerCase()}`] = value!;
@@ -878,8 +878,8 @@ export class S3Gateway {
       if (conditions.ifNoneMatch !== undefined) ifAbsent = true;
       if (conditions.ifMatch !== undefined) ifVersion = current!.version;
     }
-    const { source, body } = await this.#uploadBody(ctx);
-    const result = await this.backend.putObject(ns, key, source, {
+    const body = await this.#uploadBody(ctx);
+    const result = await this.backend.putObject(ns, key, body.source, {
       contentType,
       metadata: objectMetadata(headers, body.declaredChecksums),
       sizeHint: body.sizeBytes ?? undefined,
@@ -1119,13 +1119,13 @@ export class S3Gateway {
 
   async #uploadPart(ctx: OperationContext): Promise<Response> {
     const partNumber = this.#partNumber(ctx);
-    const { source, body } = await this.#uploadBody(ctx);
+    const body = await this.#uploadBody(ctx);
     const result = await this.backend.uploadPart(
       this.#ns(ctx),
       ctx.s3.key!,
       this.#uploadId(ctx),
       partNumber,
-      source,
+      body.source,
       { sizeHint: body.sizeBytes ?? undefined },
     );
     return new Response(null, {
