@@ -28,7 +28,13 @@
 // Bench only: the AWS SDK's SigV4 signer (bucket creation).
 // deno-lint-ignore no-import-prefix
 import { SignatureV4 } from "npm:@smithy/signature-v4@5.7.5";
-import { type RunningRole, startRole, testAddrs, waitForHttp } from "../e2e/_role.ts";
+import {
+  readS3Credentials,
+  type RunningRole,
+  startRole,
+  testAddrs,
+  waitForHttp,
+} from "../e2e/_role.ts";
 import { NodeSha256 } from "./s3_load.ts";
 import { table } from "./_table.ts";
 
@@ -223,14 +229,6 @@ async function engineCeiling(): Promise<EngineCeiling | null> {
 
 // ---- the node ------------------------------------------------------------------------------
 
-function readCredentials(text: string): { accessKeyId: string; secretAccessKey: string } {
-  const get = (name: string) => text.match(new RegExp(`^\\s*${name}\\s*=\\s*(\\S+)`, "m"))?.[1];
-  const accessKeyId = get("aws_access_key_id");
-  const secretAccessKey = get("aws_secret_access_key");
-  if (!accessKeyId || !secretAccessKey) throw new Error("s3-credentials: no key in the file");
-  return { accessKeyId, secretAccessKey };
-}
-
 async function createBucket(
   endpoint: string,
   credentials: { accessKeyId: string; secretAccessKey: string },
@@ -291,9 +289,7 @@ async function withServer(
         throw new Error(`kiseki server exited ${code}: ${server!.stderr()}`);
       }),
     ]);
-    const credentials = readCredentials(
-      await Deno.readTextFile(`${dataDir}/config/s3-credentials`),
-    );
+    const credentials = await readS3Credentials(`${dataDir}/config/s3-credentials`);
     const endpoint = `http://${addrs.KISEKI_S3_ADDR}`;
     await createBucket(endpoint, credentials);
     const common = [

@@ -143,3 +143,15 @@ export async function run(
   const d = new TextDecoder();
   return { code: out.code, stdout: d.decode(out.stdout), stderr: d.decode(out.stderr) };
 }
+
+/** The default tenant's S3 key a server wrote on first start (`<dataDir>/config/s3-credentials`). */
+export async function readS3Credentials(
+  path: string,
+): Promise<{ accessKeyId: string; secretAccessKey: string }> {
+  const text = await Deno.readTextFile(path);
+  const get = (name: string) => text.match(new RegExp(`^\\s*${name}\\s*=\\s*(\\S+)`, "m"))?.[1];
+  const accessKeyId = get("aws_access_key_id");
+  const secretAccessKey = get("aws_secret_access_key");
+  if (!accessKeyId || !secretAccessKey) throw new Error(`${path}: no S3 key in the file`);
+  return { accessKeyId, secretAccessKey };
+}

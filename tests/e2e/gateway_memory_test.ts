@@ -8,7 +8,7 @@ import http from "node:http";
 // deno-lint-ignore no-import-prefix
 import { SignatureV4 } from "npm:@smithy/signature-v4@5.7.5";
 import { NodeSha256 } from "../bench/s3_load.ts";
-import { startRole, testAddrs, waitForHttp } from "./_role.ts";
+import { readS3Credentials, startRole, testAddrs, waitForHttp } from "./_role.ts";
 
 const MIB = 1024 * 1024;
 const OBJECT_BYTES = 1024 * MIB;
@@ -21,11 +21,6 @@ const CHUNK_CACHE_BYTES = 32 * MIB;
  */
 const RSS_GROWTH_MAX_BYTES = 352 * MIB + CHUNK_CACHE_BYTES;
 const EMPTY_SHA256 = "e3b0c44298fc1c149afbf4c8996fb92427ae41e4649b934ca495991b7852b855";
-
-function readCredentials(text: string): { accessKeyId: string; secretAccessKey: string } {
-  const get = (name: string) => text.match(new RegExp(`^\\s*${name}\\s*=\\s*(\\S+)`, "m"))?.[1];
-  return { accessKeyId: get("aws_access_key_id")!, secretAccessKey: get("aws_secret_access_key")! };
-}
 
 /** Peak and current resident set of `pid` in bytes (VmHWM, VmRSS). */
 async function memoryOf(pid: number): Promise<{ peak: number; now: number }> {
@@ -51,9 +46,7 @@ Deno.test("a 1 GiB object streams through one PUT and one GET with bounded serve
   });
   try {
     await waitForHttp(`http://${addrs.KISEKI_METRICS_ADDR}/health`, "OK", 60_000);
-    const credentials = readCredentials(
-      await Deno.readTextFile(`${dataDir}/config/s3-credentials`),
-    );
+    const credentials = await readS3Credentials(`${dataDir}/config/s3-credentials`);
     const [hostname, port] = addrs.KISEKI_S3_ADDR.split(":");
     const signer = new SignatureV4({
       service: "s3",

@@ -14,7 +14,15 @@ import {
   // deno-lint-ignore no-import-prefix
 } from "npm:@aws-sdk/client-s3@3.1175.0";
 import { ROLE_TABLE } from "../../mod/role/mod.ts";
-import { flagsFor, ROOT, run, startRole, testAddrs, waitForHttp } from "./_role.ts";
+import {
+  flagsFor,
+  readS3Credentials,
+  ROOT,
+  run,
+  startRole,
+  testAddrs,
+  waitForHttp,
+} from "./_role.ts";
 
 const AWS = "/usr/bin/aws";
 const PY = "/usr/bin/python3";
@@ -205,15 +213,6 @@ function crc64nvmeOf(bytes: Uint8Array): Uint8Array {
   const out = new Uint8Array(8);
   new DataView(out.buffer).setBigUint64(0, c ^ ones);
   return out;
-}
-
-/** The access key of the server's default tenant, from its shared-credentials file. */
-async function defaultKey(path: string): Promise<{ accessKeyId: string; secretAccessKey: string }> {
-  const ini = await Deno.readTextFile(path);
-  return {
-    accessKeyId: /aws_access_key_id\s*=\s*(\S+)/.exec(ini)![1]!,
-    secretAccessKey: /aws_secret_access_key\s*=\s*(\S+)/.exec(ini)![1]!,
-  };
 }
 
 /** An S3 error as boto3 saw it ("OK" when the call succeeded). */
@@ -492,7 +491,7 @@ Deno.test("aws-cli, boto3, s3cmd and the JS SDK against a real kiseki server", a
     await t.step(
       "s3cmd put, ls, get, del, with a 12 MiB put in 5 MiB multipart chunks",
       async () => {
-        const { accessKeyId, secretAccessKey } = await defaultKey(credentials);
+        const { accessKeyId, secretAccessKey } = await readS3Credentials(credentials);
         const host = env.KISEKI_S3_ADDR;
         const config = `${work}/s3cfg`;
         await Deno.writeTextFile(
@@ -688,7 +687,7 @@ Deno.test("aws-cli, boto3, s3cmd and the JS SDK against a real kiseki server", a
           endpoint,
           region: "us-east-1",
           forcePathStyle: true,
-          credentials: await defaultKey(credentials),
+          credentials: await readS3Credentials(credentials),
         });
         try {
           const target = { Bucket: "checksums", Key: "ck-crc64nvme-js" };
@@ -847,7 +846,7 @@ Deno.test("aws-cli, boto3, s3cmd and the JS SDK against a real kiseki server", a
     await t.step(
       "boto3 signing with a wrong secret, an unknown key or a clock 20 minutes slow is refused",
       async () => {
-        const { accessKeyId, secretAccessKey } = await defaultKey(credentials);
+        const { accessKeyId, secretAccessKey } = await readS3Credentials(credentials);
         const r = await boto3<Record<string, SeenError>>({
           op: "auth",
           bucket: "cpb",
