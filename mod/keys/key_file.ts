@@ -2,6 +2,9 @@
 // owner, written atomically and durably. Callers turn failures into their own error type.
 
 import { assert } from "../base/mod.ts";
+import { type Aead, AEAD_KEY_BYTES, type AeadKey, type RandomSource } from "../crypto/mod.ts";
+import { type KvEnv, type KvTable, openKvEnv } from "../disk/mod.ts";
+import type { Logger } from "../obs/mod.ts";
 
 /** The file's bytes; null when it does not exist. Throws `makeError(message)` otherwise. */
 export async function readKeyFile(
@@ -58,5 +61,70 @@ export async function writeKeyFile(
     }
   } catch (e) {
     throw makeError(`cannot write ${path}: ${(e as Error).message}`);
+  }
+}
+
+export interface KeyedEnvOptions {
+  /** Directory of the environment and its key file (created 0700). */
+  dir: string;
+  /** Name of the key file in `dir`. */
+  keyFile: string;
+  mapSizeBytes: number;
+  /** Key, in table "meta", of the record sealed under the key that proves it is the right one. */
+  checkKey: Uint8Array;
+  aead: Aead;
+  random: RandomSource;
+  logger: Logger;
+  makeError: (message: string) => Error;
+  /** Logged when a new key is written, e.g. "node key-encryption key created". */
+  createdMessage: string;
+  /** What the environment seals under the key, for messages ("keys", "secrets"). */
+  holds: string;
+}
+
+/**
+ * Opens (creating) the lmdb environment in `dir` whose records are sealed under the key in
+ * `dir/<keyFile>`. A missing key file is created on first start, and refused when the
+ * environment already holds a sealed check record (only the lost key could open it). The
+ * caller verifies `kek` against `check` (or seals one when it is undefined) and closes
+ * `env` if that or anything after it fails.
+ */
+export async function openKeyedEnv(options: KeyedEnvOptions): Promise<{
+  env: KvEnv;
+  meta: KvTable;
+  check: Uint8Array | undefined;
+  kek: AeadKey;
+  keyPath: string;
+}> {
+  const { dir, makeError } = options;
+  try {
+    await Deno.mkdir(dir, { recursive: true, mode: 0o700 });
+  } catch (e) {
+    throw makeError(`cannot create ${dir}: ${(e as Error).message}`);
+  }
+  const env = await openKvEnv({ path: dir, mapSizeBytes: options.mapSizeBytes });
+  try {
+    const meta = env.table("meta");
+    const check = meta.getSync(options.checkKey);
+    const keyPath = `${dir}/${options.keyFile}`;
+    let raw = await readKeyFile(keyPath, AEAD_KEY_BYTES, makeError);
+    if (raw === null) {
+      if (check !== undefined) {
+        throw makeError(
+          `${keyPath} is missing but ${dir} holds ${options.holds} sealed under it; restore ` +
+            `the file from the node's backup (a new key cannot open them)`,
+        );
+      }
+      raw = new Uint8Array(AEAD_KEY_BYTES);
+      options.random(raw);
+      await writeKeyFile(dir, keyPath, raw, makeError);
+      options.logger.info(options.createdMessage, { path: keyPath });
+    }
+    const kek = await options.aead.importKey(raw);
+    raw.fill(0);
+    return { env, meta, check, kek, keyPath };
+  } catch (e) {
+    await env.close();
+    throw e;
   }
 }

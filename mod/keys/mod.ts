@@ -41,3 +41,5 @@ export {
   TenantUnwrapError,
 } from "./tenant_kms.ts";
 export type { InternalTenantKmsOptions, TenantDataKeysOptions, TenantKms } from "./tenant_kms.ts";
+export { openKeyedEnv, readKeyFile, writeKeyFile } from "./key_file.ts";
+export type { KeyedEnvOptions } from "./key_file.ts";

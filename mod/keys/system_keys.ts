@@ -11,7 +11,7 @@
 // (kiseki-keyserver, Raft-replicated, served over mTLS) replaces it as the source of system
 // keys, and a tenant's own KMS replaces the built-in tenant provider.
 
-import { readKeyFile, writeKeyFile } from "./key_file.ts";
+import { openKeyedEnv } from "./key_file.ts";
 import { assert, type Clock, concatBytes, SystemClock } from "../base/mod.ts";
 import {
   type Aead,
@@ -23,7 +23,7 @@ import {
   type RandomSource,
   systemRandom,
 } from "../crypto/mod.ts";
-import { type KvEnv, type KvTable, openKvEnv } from "../disk/mod.ts";
+import type { KvEnv, KvTable } from "../disk/mod.ts";
 import { gauge, log, type Logger } from "../obs/mod.ts";
 
 export const SYSTEM_MASTER_KEY_BYTES = AEAD_KEY_BYTES;
@@ -117,34 +117,19 @@ export class LocalKeyStore {
     const dir = options.dir.replace(/\/+$/, "");
     const random = options.random ?? systemRandom;
     const logger = options.logger ?? log;
-    try {
-      await Deno.mkdir(dir, { recursive: true, mode: 0o700 });
-    } catch (e) {
-      throw new KeyStoreError(`cannot create key directory ${dir}: ${(e as Error).message}`);
-    }
-    const env = await openKvEnv({
-      path: dir,
+    const { env, meta, check, kek, keyPath: kekPath } = await openKeyedEnv({
+      dir,
+      keyFile: NODE_KEK_FILE,
       mapSizeBytes: options.mapSizeBytes ?? KEY_STORE_MAP_SIZE_BYTES_DEFAULT,
+      checkKey: KEK_CHECK_KEY,
+      aead: options.aead,
+      random,
+      logger,
+      makeError: (m) => new KeyStoreError(m),
+      createdMessage: "node key-encryption key created",
+      holds: "keys",
     });
     try {
-      const meta = env.table("meta");
-      const check = meta.getSync(KEK_CHECK_KEY);
-      const kekPath = `${dir}/${NODE_KEK_FILE}`;
-      let raw = await readKeyFile(kekPath, AEAD_KEY_BYTES, (m) => new KeyStoreError(m));
-      if (raw === null) {
-        if (check !== undefined) {
-          throw new KeyStoreError(
-            `${kekPath} is missing but ${dir} holds keys sealed under it; restore the file ` +
-              `from the node's backup (a new KEK cannot open them)`,
-          );
-        }
-        raw = new Uint8Array(AEAD_KEY_BYTES);
-        random(raw);
-        await writeKeyFile(dir, kekPath, raw, (m) => new KeyStoreError(m));
-        logger.info("node key-encryption key created", { path: kekPath });
-      }
-      const kek = await options.aead.importKey(raw);
-      raw.fill(0);
       const store = new LocalKeyStore(dir, env, options.aead, random, kek);
       if (check === undefined) {
         // First start, or a crash between writing node.kek and this commit.

@@ -4,18 +4,17 @@
 // file protects offline copies of the store (a backup, a copied data.mdb); whoever can read
 // it on the node can unseal the secrets, as with the node KEK of mod/keys.
 
-import { readKeyFile, writeKeyFile } from "../keys/key_file.ts";
+import { openKeyedEnv } from "../keys/mod.ts";
 import { assert, type Clock, concatBytes, SystemClock } from "../base/mod.ts";
 import {
   type Aead,
-  AEAD_KEY_BYTES,
   AEAD_NONCE_BYTES,
   AEAD_TAG_BYTES,
   type AeadKey,
   type RandomSource,
   systemRandom,
 } from "../crypto/mod.ts";
-import { type KvEnv, type KvTable, openKvEnv } from "../disk/mod.ts";
+import type { KvEnv, KvTable } from "../disk/mod.ts";
 import { log, type Logger } from "../obs/mod.ts";
 
 /** What a lookup yields: the tenant a key belongs to and the secret it signs with. */
@@ -178,34 +177,19 @@ export class LocalCredentialStore implements CredentialStore {
     const dir = options.dir.replace(/\/+$/, "");
     const random = options.random ?? systemRandom;
     const logger = options.logger ?? log;
-    try {
-      await Deno.mkdir(dir, { recursive: true, mode: 0o700 });
-    } catch (e) {
-      throw new CredentialStoreError(`cannot create ${dir}: ${(e as Error).message}`);
-    }
-    const env = await openKvEnv({
-      path: dir,
+    const { env, meta, check, kek, keyPath } = await openKeyedEnv({
+      dir,
+      keyFile: CREDENTIALS_KEY_FILE,
       mapSizeBytes: options.mapSizeBytes ?? CREDENTIAL_STORE_MAP_SIZE_BYTES_DEFAULT,
+      checkKey: CHECK_KEY,
+      aead: options.aead,
+      random,
+      logger,
+      makeError: (m) => new CredentialStoreError(m),
+      createdMessage: "s3 credential key created",
+      holds: "secrets",
     });
     try {
-      const meta = env.table("meta");
-      const check = meta.getSync(CHECK_KEY);
-      const keyPath = `${dir}/${CREDENTIALS_KEY_FILE}`;
-      let raw = await readKeyFile(keyPath, AEAD_KEY_BYTES, (m) => new CredentialStoreError(m));
-      if (raw === null) {
-        if (check !== undefined) {
-          throw new CredentialStoreError(
-            `${keyPath} is missing but ${dir} holds secrets sealed under it; restore the ` +
-              `file from the node's backup (a new key cannot open them)`,
-          );
-        }
-        raw = new Uint8Array(AEAD_KEY_BYTES);
-        random(raw);
-        await writeKeyFile(dir, keyPath, raw, (m) => new CredentialStoreError(m));
-        logger.info("s3 credential key created", { path: keyPath });
-      }
-      const kek = await options.aead.importKey(raw);
-      raw.fill(0);
       const store = new LocalCredentialStore(
         dir,
         env,
