@@ -1,14 +1,21 @@
-// The benches' human tables: the first column left-aligned, the others right-aligned.
+// The benches' human tables: the first `leftColumns` columns left-aligned, the others
+// right-aligned; plain (two spaces between columns) or as a markdown table.
 
 export function table(
   print: (line: string) => void,
   headers: string[],
   rows: (string | number)[][],
+  options: { leftColumns?: number; markdown?: boolean } = {},
 ): void {
-  const widths = headers.map((h, i) => Math.max(h.length, ...rows.map((r) => String(r[i]).length)));
-  const line = (cells: (string | number)[]) =>
-    cells.map((c, i) => (i === 0 ? String(c).padEnd(widths[i]!) : String(c).padStart(widths[i]!)))
-      .join("  ");
+  const left = options.leftColumns ?? 1;
+  const cells = rows.map((r) => r.map(String));
+  const widths = headers.map((h, i) => Math.max(h.length, ...cells.map((r) => r[i]!.length)));
+  const padded = (row: string[]) =>
+    row.map((c, i) => (i < left ? c.padEnd(widths[i]!) : c.padStart(widths[i]!)));
+  const line = options.markdown
+    ? (row: string[]) => `| ${padded(row).join(" | ")} |`
+    : (row: string[]) => padded(row).join("  ");
   print(line(headers));
-  for (const r of rows) print(line(r));
+  if (options.markdown) print("|" + widths.map((w) => "-".repeat(w + 2)).join("|") + "|");
+  for (const row of cells) print(line(row));
 }

@@ -16,6 +16,7 @@ import { Prng } from "../../mod/base/mod.ts";
 import { cdcParams, ContentDefinedChunker, cutPoints } from "../../mod/chunk/mod.ts";
 import { sha256ChunkId } from "../../mod/chunk/mod.ts";
 import { chooseAead, envelopeBytes, sealChunk, WebCryptoAead } from "../../mod/crypto/mod.ts";
+import { table } from "./_table.ts";
 
 const KIB = 1024;
 const MIB = 1024 * KIB;
@@ -52,10 +53,6 @@ function median(values: number[]): number {
 
 function mbps(bytes: number, ms: number): number {
   return bytes / 1e6 / (ms / 1000);
-}
-
-function pad(value: string | number, width: number): string {
-  return String(value).padStart(width);
 }
 
 function size(bytes: number): string {
@@ -316,13 +313,6 @@ for (const sizeBytes of [4 * KIB, 64 * KIB, 1 * MIB]) {
 
 // --- report ---------------------------------------------------------------------------
 
-/** Prints right-aligned columns under their headers. */
-function table(headers: string[], rows: (string | number)[][]): void {
-  const cells = [headers, ...rows.map((r) => r.map(String))];
-  const widths = headers.map((_, c) => Math.max(...cells.map((r) => r[c]!.length)));
-  for (const r of cells) print(r.map((v, c) => pad(v, widths[c]!)).join("  "));
-}
-
 const kib = (bytes: number) => `${Math.round(bytes / KIB)} KiB`;
 
 print(
@@ -333,6 +323,7 @@ print(
   `chunker: ${SCAN_BYTES / MIB} MiB pushed in ${PIECE_BYTES / MIB} MiB pieces, median of ${ROUNDS}`,
 );
 table(
+  print,
   ["avg", "min", "max", "mean chunk", "MB/s", "ceiling MB/s", "ratio"],
   chunkerRows.map((r) => [
     size(r.avgBytes),
@@ -343,6 +334,7 @@ table(
     r.ceilingMbPerSecond,
     r.ratio.toFixed(3),
   ]),
+  { leftColumns: 0 },
 );
 print();
 print(
@@ -350,6 +342,7 @@ print(
     `${DEDUP_FILE_BYTES / MIB} MiB file; refs = chunk list of a composition per GiB`,
 );
 table(
+  print,
   [
     "avg",
     "chunks",
@@ -370,6 +363,7 @@ table(
     r.singleInsertRestoredChunks,
     kib(r.chunkListBytesPerGib),
   ]),
+  { leftColumns: 0 },
 );
 print();
 print(
@@ -377,12 +371,15 @@ print(
     `${PIPELINE_BYTES / MIB} MiB, median of ${ROUNDS}`,
 );
 table(
+  print,
   ["avg", "aead", "chunks", "MB/s", "µs/chunk"],
   pipelineRows.map((r) => [size(r.avgBytes), r.aead, r.chunks, r.mbPerSecond, r.perChunkMicros]),
+  { leftColumns: 0 },
 );
 print();
 print("chunk id SHA-256: node:crypto against WebCrypto");
 table(
+  print,
   ["size", "node MB/s", "webcrypto MB/s", "ratio"],
   chunkIdRows.map((r) => [
     size(r.sizeBytes),
@@ -390,6 +387,7 @@ table(
     r.webCryptoMbPerSecond,
     r.ratio.toFixed(2),
   ]),
+  { leftColumns: 0 },
 );
 
 await Deno.mkdir(RESULTS_DIR, { recursive: true });

@@ -16,6 +16,7 @@ import { defaultShimOptions, SOURCE_FFI_DIR } from "../../ffi/loader.ts";
 import { openUringShim } from "../../ffi/uring/bindings.ts";
 import { Prng } from "../../mod/base/mod.ts";
 import { type Disk, type DiskOp, FileDisk, probeUring, UringDisk } from "../../mod/disk/mod.ts";
+import { table as printTable } from "./_table.ts";
 
 const QUICK = Deno.args.includes("--quick");
 const MIB = 1 << 20;
@@ -206,14 +207,7 @@ async function main(): Promise<void> {
     r.ceilingMbPerS === null ? "-" : String(r.ceilingMbPerS),
     r.ratio === null ? "-" : r.ratio.toFixed(2),
   ]);
-  const widths = header.map((h, i) => Math.max(h.length, ...table.map((row) => row[i]!.length)));
-  const line = (cells: string[]) =>
-    "| " +
-    cells.map((c, i) => (i < 2 ? c.padEnd(widths[i]!) : c.padStart(widths[i]!))).join(" | ") +
-    " |";
-  print(line(header));
-  print("|" + widths.map((w) => "-".repeat(w + 2)).join("|") + "|");
-  for (const row of table) print(line(row));
+  printTable(print, header, table, { leftColumns: 2, markdown: true });
   const seconds = (performance.now() - started) / 1000;
   const ceilingText = tool === "fio"
     ? `${fio} (ioengine=io_uring, bs=1M, iodepth=qd, direct as the disk, end_fsync on writes)`

@@ -18,6 +18,7 @@ import {
   IsalCodecFactory,
   TypeScriptCodecFactory,
 } from "../../mod/ec/mod.ts";
+import { table as printTable } from "./_table.ts";
 
 const QUICK = Deno.args.includes("--quick");
 /** Wall time one measurement round runs for. */
@@ -223,14 +224,7 @@ async function main(): Promise<void> {
     r.ceilingMbPerS === null ? "-" : String(r.ceilingMbPerS),
     r.ratio === null ? "-" : r.ratio.toFixed(2),
   ]);
-  const widths = header.map((h, i) => Math.max(h.length, ...table.map((row) => row[i]!.length)));
-  const line = (cells: string[]) =>
-    "| " +
-    cells.map((c, i) => (i < 4 ? c.padEnd(widths[i]!) : c.padStart(widths[i]!))).join(" | ") +
-    " |";
-  print(line(header));
-  print("|" + widths.map((w) => "-".repeat(w + 2)).join("|") + "|");
-  for (const row of table) print(line(row));
+  printTable(print, header, table, { leftColumns: 4, markdown: true });
   const seconds = (performance.now() - started) / 1000;
   print();
   print(
