@@ -82,14 +82,7 @@ export class ChunkGc {
 
   /** Examines up to chunksPerStep unreferenced chunks and erases the ones no hold covers. */
   async step(): Promise<GcStepReport> {
-    const report: GcStepReport = {
-      examined: 0,
-      erased: 0,
-      bytesErased: 0,
-      held: 0,
-      revived: 0,
-      passComplete: false,
-    };
+    const report: GcStepReport = emptyGcReport();
     const ids = this.#store.index.unreferenced(this.#cursor, this.#chunksPerStep);
     const holding = (id: Uint8Array, subject: HoldSubject) =>
       this.#holds === null ? null : this.#holds.holding(id, subject);
@@ -131,24 +124,11 @@ export class ChunkGc {
    * (or GC_COMPACT_STEPS_MAX steps). For tests and the admin "gc now" action.
    */
   async run(): Promise<GcRunReport> {
-    const total: GcRunReport = {
-      examined: 0,
-      erased: 0,
-      bytesErased: 0,
-      held: 0,
-      revived: 0,
-      passComplete: false,
-      segmentsFreed: 0,
-      bytesMoved: 0,
-    };
+    const total: GcRunReport = { ...emptyGcReport(), segmentsFreed: 0, bytesMoved: 0 };
     this.#cursor = null;
     for (;;) {
       const step = await this.step();
-      total.examined += step.examined;
-      total.erased += step.erased;
-      total.bytesErased += step.bytesErased;
-      total.held += step.held;
-      total.revived += step.revived;
+      for (const key of GC_STEP_COUNTS) total[key] += step[key];
       if (step.passComplete) break;
     }
     total.passComplete = true;
@@ -161,4 +141,11 @@ export class ChunkGc {
     }
     return total;
   }
+}
+
+/** The counters of a GC step, summed over a run. */
+const GC_STEP_COUNTS = ["examined", "erased", "bytesErased", "held", "revived"] as const;
+
+function emptyGcReport(): GcStepReport {
+  return { examined: 0, erased: 0, bytesErased: 0, held: 0, revived: 0, passComplete: false };
 }

@@ -85,16 +85,7 @@ export class ChunkScrubber {
 
   /** Checks (and repairs) the next chunks of the pass, then persists the cursor. */
   async step(): Promise<ScrubReport> {
-    const report: ScrubReport = {
-      chunksChecked: 0,
-      fragmentsChecked: 0,
-      fragmentsDamaged: 0,
-      fragmentsRepaired: 0,
-      chunksUnrecoverable: 0,
-      bytesChecked: 0,
-      devicesReattached: 0,
-      passComplete: false,
-    };
+    const report = emptyScrubReport();
     const store = this.#store;
     const pool = store.pool.name;
     let cursor = this.cursor();
@@ -127,16 +118,7 @@ export class ChunkScrubber {
 
   /** Steps until the current pass completes; returns the pass's totals. */
   async runPass(): Promise<ScrubReport> {
-    const total: ScrubReport = {
-      chunksChecked: 0,
-      fragmentsChecked: 0,
-      fragmentsDamaged: 0,
-      fragmentsRepaired: 0,
-      chunksUnrecoverable: 0,
-      bytesChecked: 0,
-      devicesReattached: 0,
-      passComplete: false,
-    };
+    const total = emptyScrubReport();
     for (let i = 0; i < SCRUB_PASS_STEPS_MAX && !total.passComplete; i++) {
       const step = await this.step();
       for (const key of Object.keys(total) as (keyof ScrubReport)[]) {
@@ -146,4 +128,17 @@ export class ChunkScrubber {
     }
     return total;
   }
+}
+
+function emptyScrubReport(): ScrubReport {
+  return {
+    chunksChecked: 0,
+    fragmentsChecked: 0,
+    fragmentsDamaged: 0,
+    fragmentsRepaired: 0,
+    chunksUnrecoverable: 0,
+    bytesChecked: 0,
+    devicesReattached: 0,
+    passComplete: false,
+  };
 }
