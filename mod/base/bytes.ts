@@ -1,5 +1,7 @@
 // Byte-array helpers shared by every context.
 
+import { assert } from "./assert.ts";
+
 /** True when `a` and `b` hold the same bytes. Not constant-time: never for secrets. */
 export function bytesEqual(a: Uint8Array, b: Uint8Array): boolean {
   if (a.length !== b.length) return false;
@@ -18,4 +20,16 @@ export function concatBytes(...parts: Uint8Array[]): Uint8Array {
     at += p.length;
   }
   return out;
+}
+
+/** Writes `value` (a non-negative safe integer) as a little-endian u64 at `offset`. */
+export function setU64LE(view: DataView, offset: number, value: number): void {
+  assert(Number.isSafeInteger(value) && value >= 0, "u64 field out of range");
+  view.setUint32(offset, value % 0x1_0000_0000, true);
+  view.setUint32(offset + 4, Math.floor(value / 0x1_0000_0000), true);
+}
+
+/** The little-endian u64 at `offset` (callers store only safe integers there). */
+export function getU64LE(view: DataView, offset: number): number {
+  return view.getUint32(offset, true) + view.getUint32(offset + 4, true) * 0x1_0000_0000;
 }

@@ -3,7 +3,7 @@
 // updates both. Also the queue of unreferenced chunks GC works through, and small cursors.
 
 import { createHash } from "node:crypto";
-import { assert, crc32c } from "../base/mod.ts";
+import { assert, crc32c, getU64LE, setU64LE } from "../base/mod.ts";
 import type { KvEnv, KvTable, KvTxn } from "../disk/mod.ts";
 import type { Durability } from "./pool.ts";
 
@@ -109,13 +109,13 @@ export function encodeChunkEntry(entry: ChunkEntry): Uint8Array {
   view.setUint8(6, t);
   view.setUint32(8, entry.refcount, true);
   view.setUint32(12, entry.fragmentBytes, true);
-  setU64(view, 16, entry.lengthBytes);
+  setU64LE(view, 16, entry.lengthBytes);
   let at = CHUNK_INDEX_HEADER_BYTES;
   for (const f of entry.fragments) {
     view.setUint16(at, f.device, true);
     view.setUint8(at + 2, f.lost ? FRAGMENT_LOST : 0);
     view.setUint32(at + 4, f.payloadCrc, true);
-    setU64(view, at + 8, f.offsetBytes);
+    setU64LE(view, at + 8, f.offsetBytes);
     at += CHUNK_INDEX_FRAGMENT_BYTES;
   }
   for (const tag of entry.tenants) {
@@ -154,7 +154,7 @@ export function decodeChunkEntry(bytes: Uint8Array): ChunkEntry {
       device: view.getUint16(at, true),
       lost: (view.getUint8(at + 2) & FRAGMENT_LOST) !== 0,
       payloadCrc: view.getUint32(at + 4, true),
-      offsetBytes: getU64(view, at + 8),
+      offsetBytes: getU64LE(view, at + 8),
     });
     at += CHUNK_INDEX_FRAGMENT_BYTES;
   }
@@ -173,22 +173,12 @@ export function decodeChunkEntry(bytes: Uint8Array): ChunkEntry {
   return {
     durability,
     refcount,
-    lengthBytes: getU64(view, 16),
+    lengthBytes: getU64LE(view, 16),
     fragmentBytes: view.getUint32(12, true),
     fragments,
     tenants,
     tenantOverflow: (view.getUint8(5) & FLAG_TENANT_OVERFLOW) !== 0,
   };
-}
-
-function setU64(view: DataView, offset: number, value: number): void {
-  assert(Number.isSafeInteger(value) && value >= 0, "u64 field out of range");
-  view.setUint32(offset, value % 0x1_0000_0000, true);
-  view.setUint32(offset + 4, Math.floor(value / 0x1_0000_0000), true);
-}
-
-function getU64(view: DataView, offset: number): number {
-  return view.getUint32(offset, true) + view.getUint32(offset + 4, true) * 0x1_0000_0000;
 }
 
 /** An index entry with its chunk id. */

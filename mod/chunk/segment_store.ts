@@ -15,7 +15,7 @@
 // reused, bounded per step, and skipped entirely for segments whose records are all dead
 // (the common case after GC).
 
-import { assert, crc32c } from "../base/mod.ts";
+import { assert, crc32c, getU64LE, setU64LE } from "../base/mod.ts";
 import {
   type Disk,
   DISK_BATCH_OPS_MAX,
@@ -161,8 +161,8 @@ export function encodeLabel(out: Uint8Array, label: DeviceLabel): void {
   view.setUint32(8, LABEL_FORMAT_VERSION, true);
   view.setUint32(12, LABEL_BYTES, true);
   out.set(label.uuid, 16);
-  setU64(view, 32, label.sizeBytes);
-  setU64(view, 40, label.segmentSizeBytes);
+  setU64LE(view, 32, label.sizeBytes);
+  setU64LE(view, 40, label.segmentSizeBytes);
   view.setUint16(48, label.device, true);
   view.setUint16(50, pool.length, true);
   view.setUint16(52, id.length, true);
@@ -187,22 +187,12 @@ export function decodeLabel(bytes: Uint8Array): DeviceLabel | null {
   const text = new TextDecoder();
   return {
     uuid: bytes.slice(16, 32),
-    sizeBytes: getU64(view, 32),
-    segmentSizeBytes: getU64(view, 40),
+    sizeBytes: getU64LE(view, 32),
+    segmentSizeBytes: getU64LE(view, 40),
     device: view.getUint16(48, true),
     pool: text.decode(bytes.subarray(64, 64 + poolLength)),
     id: text.decode(bytes.subarray(96, 96 + idLength)),
   };
-}
-
-function setU64(view: DataView, offset: number, value: number): void {
-  assert(Number.isSafeInteger(value) && value >= 0, "u64 field out of range");
-  view.setUint32(offset, value % 0x1_0000_0000, true);
-  view.setUint32(offset + 4, Math.floor(value / 0x1_0000_0000), true);
-}
-
-function getU64(view: DataView, offset: number): number {
-  return view.getUint32(offset, true) + view.getUint32(offset + 4, true) * 0x1_0000_0000;
 }
 
 // ---- lmdb keys and values --------------------------------------------------------------
@@ -286,8 +276,8 @@ function encodeSegment(s: SegmentState): Uint8Array {
   const value = new Uint8Array(32);
   const view = new DataView(value.buffer);
   view.setUint8(0, s.state);
-  setU64(view, 8, s.appendBytes);
-  setU64(view, 16, s.liveBytes);
+  setU64LE(view, 8, s.appendBytes);
+  setU64LE(view, 16, s.liveBytes);
   view.setUint32(24, s.liveRecords, true);
   return value;
 }
@@ -297,8 +287,8 @@ function decodeSegment(value: Uint8Array): SegmentState {
   const view = new DataView(value.buffer, value.byteOffset, 32);
   return {
     state: view.getUint8(0),
-    appendBytes: getU64(view, 8),
-    liveBytes: getU64(view, 16),
+    appendBytes: getU64LE(view, 8),
+    liveBytes: getU64LE(view, 16),
     liveRecords: view.getUint32(24, true),
   };
 }
@@ -315,8 +305,8 @@ function encodeDeviceRecord(
   const value = new Uint8Array(36 + id.length + path.length);
   const view = new DataView(value.buffer);
   value.set(d.uuid, 0);
-  setU64(view, 16, d.sizeBytes);
-  setU64(view, 24, d.segmentSizeBytes);
+  setU64LE(view, 16, d.sizeBytes);
+  setU64LE(view, 24, d.segmentSizeBytes);
   view.setUint16(32, id.length, true);
   view.setUint16(34, path.length, true);
   value.set(id, 36);
@@ -337,8 +327,8 @@ function decodeDeviceRecord(value: Uint8Array): {
   const text = new TextDecoder();
   return {
     uuid: value.slice(0, 16),
-    sizeBytes: getU64(view, 16),
-    segmentSizeBytes: getU64(view, 24),
+    sizeBytes: getU64LE(view, 16),
+    segmentSizeBytes: getU64LE(view, 24),
     id: text.decode(value.subarray(36, 36 + idLength)),
     path: text.decode(value.subarray(36 + idLength, 36 + idLength + pathLength)),
   };
