@@ -233,12 +233,8 @@ export class RaftHost {
    */
   propose(shardId: number, command: Uint8Array): Promise<ProposalResult> {
     const g = this.#group(shardId);
-    if (this.#stopped) return Promise.reject(new RaftUnavailableError("node is stopping"));
-    if (g.proposals.size + g.reads.size >= this.#options.waitersPerGroupMax) {
-      return Promise.reject(
-        new RaftUnavailableError(`shard ${shardId}: too many requests in flight`),
-      );
-    }
+    const refused = this.#refusal(g, shardId);
+    if (refused !== null) return Promise.reject(refused);
     const id = this.#nextProposal++;
     return new Promise<ProposalResult>((resolve, reject) => {
       const waiter = this.#waiter(g.proposals, id, resolve, reject, `shard ${shardId}: proposal`);
@@ -260,15 +256,20 @@ export class RaftHost {
     });
   }
 
+  /** Why a new proposal or read cannot wait on `g` now, or null when it can. */
+  #refusal(g: Group, shardId: number): RaftUnavailableError | null {
+    if (this.#stopped) return new RaftUnavailableError("node is stopping");
+    if (g.proposals.size + g.reads.size >= this.#options.waitersPerGroupMax) {
+      return new RaftUnavailableError(`shard ${shardId}: too many requests in flight`);
+    }
+    return null;
+  }
+
   /** A linearizable read point: resolves with an index this node has applied, once it is safe to read. */
   readIndex(shardId: number): Promise<number> {
     const g = this.#group(shardId);
-    if (this.#stopped) return Promise.reject(new RaftUnavailableError("node is stopping"));
-    if (g.proposals.size + g.reads.size >= this.#options.waitersPerGroupMax) {
-      return Promise.reject(
-        new RaftUnavailableError(`shard ${shardId}: too many requests in flight`),
-      );
-    }
+    const refused = this.#refusal(g, shardId);
+    if (refused !== null) return Promise.reject(refused);
     const id = this.#nextProposal++;
     return new Promise<number>((resolve, reject) => {
       this.#waiter(g.reads, id, resolve, reject, `shard ${shardId}: read`);
