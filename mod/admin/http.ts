@@ -1,7 +1,7 @@
 // The node's operator HTTP endpoint (KISEKI_METRICS_ADDR, 9090): /health answers `OK` once
 // the node is ready and 503 before, /metrics serves the Prometheus exposition.
 
-import { formatHostPort, type HostPort } from "../base/mod.ts";
+import { assert, concatBytes, formatHostPort, type HostPort } from "../base/mod.ts";
 import { log, METRICS_CONTENT_TYPE, renderMetrics } from "../obs/mod.ts";
 
 /** What the endpoint asks of the node: is it ready, and if not, why. */
@@ -35,20 +35,71 @@ export interface AdminServerOptions {
   signal?: AbortSignal;
 }
 
-/** A late-bound handler for /api/ requests (the node registers it when its services are up). */
-export class AdminApi {
-  #handler: ((req: Request) => Promise<Response>) | null = null;
+/** One operator API route: a handler for every path under its prefix. */
+export type AdminRoute = (req: Request, url: URL) => Promise<Response>;
 
-  set(handler: (req: Request) => Promise<Response>): void {
-    this.#handler = handler;
+/** Routes the operator API may hold (one per service; a bound on a client-fed lookup). */
+export const ADMIN_ROUTES_MAX = 64;
+
+/**
+ * The operator JSON API under /api/: services mount their routes by path prefix as they
+ * come up, and every request must carry the node's admin token (config/admin-token) as a
+ * bearer token, checked once here. Before the token is set the API answers 503.
+ */
+export class AdminApi {
+  readonly #routes = new Map<string, AdminRoute>();
+  #token: Uint8Array | null = null;
+
+  /** Sets the bearer token requests must carry (the API answers 503 until then). */
+  setToken(token: string): void {
+    assert(token.length >= 32, "the admin token must be at least 32 characters");
+    this.#token = new TextEncoder().encode(token);
   }
 
-  handle(req: Request): Promise<Response> {
-    return this.#handler === null
-      ? Promise.resolve(new Response("node is starting\n", { status: 503, headers: TEXT }))
-      : this.#handler(req);
+  /** Serves every path equal to `prefix` or under `prefix/` with `route`. */
+  mount(prefix: string, route: AdminRoute): void {
+    assert(/^\/api\/v1\/[a-z0-9-]+$/.test(prefix), `admin route prefix ${prefix} is invalid`);
+    assert(!this.#routes.has(prefix), `admin route ${prefix} is mounted twice`);
+    assert(this.#routes.size < ADMIN_ROUTES_MAX, "too many admin routes");
+    this.#routes.set(prefix, route);
+  }
+
+  async handle(req: Request): Promise<Response> {
+    if (this.#token === null) {
+      return adminJson(503, { error: "unavailable", message: "node is starting" });
+    }
+    const auth = new TextEncoder().encode(req.headers.get("authorization") ?? "");
+    if (!sameBytes(auth, concatBytes(BEARER, this.#token))) {
+      return adminJson(401, { error: "unauthorized", message: "a valid admin token is required" });
+    }
+    const url = new URL(req.url);
+    const prefix = url.pathname.split("/").slice(0, 4).join("/");
+    const route = this.#routes.get(prefix);
+    if (route === undefined) return adminJson(404, { error: "not_found", message: url.pathname });
+    try {
+      return await route(req, url);
+    } catch (e) {
+      log.error("operator API request failed", { path: url.pathname, error: e });
+      return adminJson(500, { error: "internal", message: (e as Error).message });
+    }
   }
 }
+
+const BEARER = new TextEncoder().encode("Bearer ");
+
+/** Constant-time equality: the token check must not leak how much of a guess was right. */
+function sameBytes(a: Uint8Array, b: Uint8Array): boolean {
+  let diff = a.length ^ b.length;
+  for (let i = 0; i < Math.max(a.length, b.length); i++) diff |= (a[i] ?? 0) ^ (b[i] ?? 0);
+  return diff === 0;
+}
+
+/** A JSON answer of the operator API. */
+export function adminJson(status: number, body: unknown): Response {
+  return new Response(JSON.stringify(body) + "\n", { status, headers: JSON_HEADERS });
+}
+
+const JSON_HEADERS = { "content-type": "application/json" };
 
 export interface AdminServer {
   /** The bound address (port resolved when 0 was asked for). */

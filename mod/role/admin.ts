@@ -105,36 +105,16 @@ async function s3Credentials(args: string[]): Promise<number> {
     console.error("kiseki-admin: s3-credentials revoke needs --key ACCESS_KEY_ID");
     return 2;
   }
-  const tokenPath = `${config.dataDir}/config/admin-token`;
-  let token: string;
-  try {
-    token = (await Deno.readTextFile(tokenPath)).trim();
-  } catch (e) {
-    console.error(
-      `kiseki-admin: cannot read the admin token ${tokenPath}: ${(e as Error).message}`,
-    );
-    return 1;
-  }
-  const base = `http://${node}/api/v1/s3-credentials`;
-  const url = action === "revoke"
+  const base = "/api/v1/s3-credentials";
+  const path = action === "revoke"
     ? `${base}/${encodeURIComponent(key)}`
     : `${base}?tenant=${encodeURIComponent(tenant)}`;
-  let response: Response;
-  try {
-    response = await fetch(url, {
-      method: action === "create" ? "POST" : action === "revoke" ? "DELETE" : "GET",
-      headers: { authorization: `Bearer ${token}` },
-      signal: AbortSignal.timeout(REQUEST_TIMEOUT_MS),
-    });
-  } catch (e) {
-    console.error(`kiseki-admin: cannot reach ${node}: ${(e as Error).message}`);
-    return 1;
-  }
-  const body = await response.json() as Record<string, unknown>;
-  if (!response.ok) {
-    console.error(`kiseki-admin: ${body.error ?? response.status}: ${body.message ?? ""}`);
-    return 1;
-  }
+  const answer = await callApi(config.dataDir, node, {
+    method: action === "create" ? "POST" : action === "revoke" ? "DELETE" : "GET",
+    path,
+  });
+  if (answer === null) return 1;
+  const body = answer;
   if (json) console.log(JSON.stringify(body, null, 2));
   else if (action === "create") {
     console.log(`tenant             ${body.tenantId}`);
@@ -147,6 +127,54 @@ async function s3Credentials(args: string[]): Promise<number> {
     if (keys.length === 0) console.log(`no access keys for tenant ${body.tenant}`);
   } else console.log(`revoked ${key}`);
   return 0;
+}
+
+/**
+ * One call to a node's operator API with the admin token of `dataDir`: the JSON body of a
+ * 2xx answer, or null after printing one line on what failed.
+ */
+export async function callApi(
+  dataDir: string,
+  node: string,
+  request: { method: "GET" | "POST" | "PUT" | "DELETE"; path: string; body?: unknown },
+): Promise<Record<string, unknown> | null> {
+  const tokenPath = `${dataDir}/config/admin-token`;
+  let token: string;
+  try {
+    token = (await Deno.readTextFile(tokenPath)).trim();
+  } catch (e) {
+    console.error(
+      `kiseki-admin: cannot read the admin token ${tokenPath}: ${(e as Error).message}`,
+    );
+    return null;
+  }
+  let response: Response;
+  try {
+    response = await fetch(`http://${node}${request.path}`, {
+      method: request.method,
+      headers: {
+        authorization: `Bearer ${token}`,
+        ...(request.body === undefined ? {} : { "content-type": "application/json" }),
+      },
+      body: request.body === undefined ? undefined : JSON.stringify(request.body),
+      signal: AbortSignal.timeout(REQUEST_TIMEOUT_MS),
+    });
+  } catch (e) {
+    console.error(`kiseki-admin: cannot reach ${node}: ${(e as Error).message}`);
+    return null;
+  }
+  let body: Record<string, unknown>;
+  try {
+    body = await response.json() as Record<string, unknown>;
+  } catch {
+    console.error(`kiseki-admin: ${node} answered ${response.status} without a JSON body`);
+    return null;
+  }
+  if (!response.ok) {
+    console.error(`kiseki-admin: ${body.error ?? response.status}: ${body.message ?? ""}`);
+    return null;
+  }
+  return body;
 }
 
 export async function fetchStatus(node: string): Promise<NodeStatus> {

@@ -5,14 +5,15 @@
 import { type Config, formatHostPort } from "../base/mod.ts";
 import type { Aead } from "../crypto/mod.ts";
 import type { Logger } from "../obs/mod.ts";
+import { adminJson as json, type AdminRoute } from "../admin/mod.ts";
 import type { ObjectEngine } from "../composition/mod.ts";
 import { LocalCredentialStore, S3Gateway } from "../s3/mod.ts";
 
 export interface S3Endpoint {
   /** Where the default tenant's first key was written (null when it existed before). */
   credentialsFile: string | null;
-  /** The operator API for access keys (/api/v1/s3-credentials), behind the admin token. */
-  api: (req: Request) => Promise<Response>;
+  /** The operator API for access keys, to mount at /api/v1/s3-credentials. */
+  api: AdminRoute;
   close(): Promise<void>;
 }
 
@@ -45,11 +46,10 @@ export async function startS3Gateway(options: StartS3Options): Promise<S3Endpoin
     onListen: () => {},
   }, (request) => gateway.handle(request));
   log.info("S3 gateway listening", { addr: formatHostPort(config.s3Addr) });
-  const token = await adminToken(config);
   const defaultTenant = (await Deno.readTextFile(`${config.dataDir}/config/default-tenant`)).trim();
   return {
     credentialsFile,
-    api: (req) => credentialsApi(req, credentials, token, defaultTenant),
+    api: (req, url) => credentialsApi(req, url, credentials, defaultTenant),
     async close() {
       await server.shutdown().catch(() => {});
       await credentials.close();
@@ -96,34 +96,6 @@ async function bootstrapDefaultTenant(
   }
 }
 
-/** The bearer token of the operator API: config/admin-token, created 0600 on first start. */
-async function adminToken(config: Config): Promise<string> {
-  const path = `${config.dataDir}/config/admin-token`;
-  try {
-    return (await Deno.readTextFile(path)).trim();
-  } catch (e) {
-    if (!(e instanceof Deno.errors.NotFound)) throw e;
-  }
-  const token = [...crypto.getRandomValues(new Uint8Array(32))]
-    .map((b) => b.toString(16).padStart(2, "0")).join("");
-  await Deno.writeTextFile(path, token + "\n", { mode: 0o600, createNew: true });
-  return token;
-}
-
-const JSON_HEADERS = { "content-type": "application/json" };
-
-function json(status: number, body: unknown): Response {
-  return new Response(JSON.stringify(body) + "\n", { status, headers: JSON_HEADERS });
-}
-
-function sameText(a: string, b: string): boolean {
-  const x = new TextEncoder().encode(a);
-  const y = new TextEncoder().encode(b);
-  let diff = x.length ^ y.length;
-  for (let i = 0; i < Math.max(x.length, y.length); i++) diff |= (x[i] ?? 0) ^ (y[i] ?? 0);
-  return diff === 0;
-}
-
 /**
  * GET  /api/v1/s3-credentials?tenant=T      keys of a tenant (no secrets)
  * POST /api/v1/s3-credentials?tenant=T      a new key (the only time its secret is shown)
@@ -132,19 +104,11 @@ function sameText(a: string, b: string): boolean {
  */
 async function credentialsApi(
   req: Request,
+  url: URL,
   credentials: LocalCredentialStore,
-  token: string,
   defaultTenant: string,
 ): Promise<Response> {
-  const auth = req.headers.get("authorization") ?? "";
-  if (!sameText(auth, `Bearer ${token}`)) {
-    return json(401, { error: "unauthorized", message: "a valid admin token is required" });
-  }
-  const url = new URL(req.url);
   const base = "/api/v1/s3-credentials";
-  if (!url.pathname.startsWith(base)) {
-    return json(404, { error: "not_found", message: url.pathname });
-  }
   const tenantParam = url.searchParams.get("tenant") ?? "";
   const tenant = tenantParam === "default" ? defaultTenant : tenantParam.toLowerCase();
   try {

@@ -168,7 +168,8 @@ async function runServer(config: Config): Promise<number> {
       signal: stop.signal,
     });
     s3 = s3Endpoint;
-    api.set(s3Endpoint.api);
+    api.mount("/api/v1/s3-credentials", s3Endpoint.api);
+    api.setToken(await adminToken(config.dataDir));
     grpcServer = await startGrpcServer({
       addr: config.dataAddrs[0]!,
       services: [logServiceBinding(cluster!.deltaLog, config.nodeId)],
@@ -204,6 +205,20 @@ async function runServer(config: Config): Promise<number> {
   await stack.close();
   logger.info("stopped");
   return 0;
+}
+
+/** The bearer token of the operator API: config/admin-token, created 0600 on first start. */
+async function adminToken(dataDir: string): Promise<string> {
+  const path = `${dataDir}/config/admin-token`;
+  try {
+    return (await Deno.readTextFile(path)).trim();
+  } catch (e) {
+    if (!(e instanceof Deno.errors.NotFound)) throw e;
+  }
+  const token = [...crypto.getRandomValues(new Uint8Array(32))]
+    .map((b) => b.toString(16).padStart(2, "0")).join("");
+  await Deno.writeTextFile(path, token + "\n", { mode: 0o600, createNew: true });
+  return token;
 }
 
 /** Between two GC passes: erase unreferenced chunks (bounded steps), then compact segments. */
