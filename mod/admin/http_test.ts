@@ -27,7 +27,7 @@ Deno.test("AdminApi.handle() answers 503 before its token, 401 without it, 404 o
   const api = new AdminApi();
   api.mount(
     "/api/v1/things",
-    (req, url) => Promise.resolve(adminJson(200, { path: url.pathname })),
+    (_req, url) => Promise.resolve(adminJson(200, { path: url.pathname })),
   );
   const token = "t".repeat(40);
   const call = (path: string, auth?: string) =>
