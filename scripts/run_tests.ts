@@ -1,6 +1,8 @@
 // `scripts/kiseki test [deno test args]`: runs the whole suite and ends with the one line
-// CI reads, `N passed, N failed` (`, N skipped` when tests were ignored). Exits non-zero
-// when any test failed or the runner itself failed.
+// CI reads, `N passed, N failed, N skipped`, after the name of every skipped test (each
+// says why in its name). Exits non-zero when any test failed or the runner itself failed.
+// Under CI=true a test that needs a missing shim or tool fails rather than skips (see
+// missingPart() in mod/base/testing.ts); what remains skipped is skipped by design.
 
 const root = new URL("..", import.meta.url).pathname;
 
@@ -31,13 +33,25 @@ const child = new Deno.Command(Deno.execPath(), {
   stderr: "inherit",
 }).spawn();
 
-// Pass output through as it comes, keeping the tail for the summary.
+// Pass output through as it comes, keeping the tail for the summary and the names of the
+// skipped tests (deno test reports each as "<name> ... ignored (0ms)").
 const TAIL_BYTES_MAX = 64 * 1024;
+/** Skipped tests named at the end; past this many, only counted. */
+const SKIPPED_NAMED_MAX = 500;
 const decoder = new TextDecoder();
 let tail = "";
+let pending = "";
+const skippedNames: string[] = [];
 for await (const chunk of child.stdout) {
   await Deno.stdout.write(chunk);
-  tail = (tail + decoder.decode(chunk, { stream: true })).slice(-TAIL_BYTES_MAX);
+  const text = decoder.decode(chunk, { stream: true });
+  tail = (tail + text).slice(-TAIL_BYTES_MAX);
+  const lines = (pending + text).split("\n");
+  pending = lines.pop()!.slice(-TAIL_BYTES_MAX);
+  for (const line of lines) {
+    const m = /^(.*) \.\.\. ignored \(\d+m?s\)$/.exec(line.trim());
+    if (m !== null && skippedNames.length < SKIPPED_NAMED_MAX) skippedNames.push(m[1]!);
+  }
 }
 const { code } = await child.status;
 
@@ -54,5 +68,9 @@ if (summary) {
   console.error("kiseki test: the test runner ended without a summary");
 }
 if (code !== 0 && failed === 0) failed = 1;
-console.log(`${passed} passed, ${failed} failed${skipped > 0 ? `, ${skipped} skipped` : ""}`);
+if (skippedNames.length > 0) {
+  console.log(`\nskipped (${skipped}):`);
+  for (const name of skippedNames) console.log(`  ${name}`);
+}
+console.log(`${passed} passed, ${failed} failed, ${skipped} skipped`);
 Deno.exit(code !== 0 || failed > 0 || !summary ? 1 : 0);

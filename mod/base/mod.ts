@@ -27,6 +27,7 @@ export type {
   TlsPaths,
 } from "./config.ts";
 export { Prng } from "./prng.ts";
+export { inCi, missingPart } from "./testing.ts";
 export {
   crc32c,
   type Crc32cFunction,

@@ -1,6 +1,6 @@
 import assert from "node:assert/strict";
 import { createHash } from "node:crypto";
-import { Prng } from "../base/mod.ts";
+import { inCi, Prng } from "../base/mod.ts";
 import {
   AWS_CHUNK_HEADER_BYTES_MAX,
   AwsChunkedDecoder,
@@ -449,6 +449,11 @@ Deno.test({
       )
     );
     if (chunked.length === 0) {
+      // No boto3 at all is a missing client (a failure under CI=true); a boto3 too old to
+      // send aws-chunked bodies is not.
+      if (samples.length === 0 && inCi()) {
+        throw new Error("boto3 (Debian python3-boto3) is missing: no python3 that imports boto3");
+      }
       t.step({ name: "no boto3 here sends aws-chunked bodies", ignore: true, fn() {} });
       return;
     }

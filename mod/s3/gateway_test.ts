@@ -26,6 +26,7 @@ import {
   type EngineStackOptions,
   startEngineStack,
 } from "../composition/engine_stack.ts";
+import { missingPart } from "../base/mod.ts";
 import { createLogger } from "../obs/mod.ts";
 import type { S3Backend } from "./backend.ts";
 import { LocalCredentialStore, type NewAccessKey } from "./credentials.ts";
@@ -936,7 +937,10 @@ const boto3Pythons = (() => {
 
 Deno.test({
   name: "S3Gateway serves every operation to boto3",
-  ignore: boto3Pythons.length === 0,
+  ignore: missingPart(
+    "boto3 (Debian python3-boto3)",
+    boto3Pythons.length === 0 && "no python3 that imports boto3",
+  ),
   async fn() {
     const script = new URL("./testdata/boto3_scenario.py", import.meta.url).pathname;
     await withGateway(async (h) => {
@@ -973,7 +977,7 @@ const awsClis = (() => {
 
 Deno.test({
   name: "S3Gateway works with aws-cli: mb, cp, sync, ls, s3api, presign, rm, rb",
-  ignore: awsClis.length === 0,
+  ignore: missingPart("aws-cli (Debian awscli)", awsClis.length === 0 && "no aws command on PATH"),
   async fn() {
     await withGateway(async (h) => {
       for (const [version, aws] of awsClis) {
@@ -1093,7 +1097,7 @@ const s3cmdInstalled = installed("s3cmd", ["--version"]);
 
 Deno.test({
   name: "S3Gateway works with s3cmd: mb, put (multipart), ls, get, del, rb",
-  ignore: !s3cmdInstalled,
+  ignore: missingPart("s3cmd (Debian s3cmd)", !s3cmdInstalled && "no s3cmd command on PATH"),
   async fn() {
     await withGateway(async (h) => {
       const dir = await Deno.makeTempDir({ dir: h.dataDir });

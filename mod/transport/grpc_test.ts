@@ -3,7 +3,7 @@
 // mutual TLS with certificates from scripts/gen_certs.sh.
 
 import assert from "node:assert/strict";
-import { AssertionError } from "../base/mod.ts";
+import { AssertionError, missingPart } from "../base/mod.ts";
 import { createLogger } from "../obs/mod.ts";
 import { CodecError } from "../raft/codec.ts";
 import { ProposalDroppedError } from "../raft/mod.ts";
@@ -339,7 +339,7 @@ Deno.test({
   name:
     "startGrpcServer() with mTLS admits a client certificate of the cluster CA and refuses none or another CA's" +
     (OPENSSL ? "" : " (IGNORED: openssl missing, Debian package openssl)"),
-  ignore: !OPENSSL,
+  ignore: missingPart("openssl (Debian openssl)", !OPENSSL && "no openssl command on PATH"),
   fn: async () => {
     const dir = await Deno.makeTempDir({ prefix: "kiseki-grpc-tls-" });
     const calls: { context: GrpcCallContext }[] = [];

@@ -1,5 +1,5 @@
 import assert from "node:assert/strict";
-import { Prng } from "../base/mod.ts";
+import { missingPart, Prng } from "../base/mod.ts";
 import { createLogger, type Logger } from "../obs/mod.ts";
 import { emptyMessage, type Message } from "../raft/mod.ts";
 import {
@@ -462,7 +462,7 @@ Deno.test({
   name:
     "TcpRaftTransport over mutual TLS delivers between cluster nodes and refuses plain TCP, another CA and tenant certificates" +
     (OPENSSL ? "" : " (IGNORED: openssl missing, Debian package openssl)"),
-  ignore: !OPENSSL,
+  ignore: missingPart("openssl (Debian openssl)", !OPENSSL && "no openssl command on PATH"),
   fn: async () => {
     const dir = await Deno.makeTempDir({ prefix: "kiseki-raft-tls-" });
     const nodes: Node[] = [];

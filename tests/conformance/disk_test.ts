@@ -6,7 +6,7 @@
 import assert from "node:assert/strict";
 import { defaultShimOptions } from "../../ffi/loader.ts";
 import { openUringShim, type UringShim } from "../../ffi/uring/bindings.ts";
-import { Prng } from "../../mod/base/mod.ts";
+import { missingPart, Prng } from "../../mod/base/mod.ts";
 import {
   chooseDiskMechanism,
   type Disk,
@@ -116,7 +116,7 @@ registerDiskConformance({
 Deno.test({
   name: "UringDisk uses O_DIRECT on this file system or says why not" +
     (uring === null ? ` [ignored: ${uringIgnore}]` : ""),
-  ignore: uring === null,
+  ignore: missingPart("Disk[io_uring]", uringIgnore),
   fn: async () => {
     const directory = await Deno.makeTempDir({ prefix: "kiseki-disk-test-" });
     try {
@@ -146,7 +146,7 @@ Deno.test({
 Deno.test({
   name: "UringDisk: the submits and syncs of several disks in one turn share one FFI call" +
     (uring === null ? ` [ignored: ${uringIgnore}]` : ""),
-  ignore: uring === null,
+  ignore: missingPart("Disk[io_uring]", uringIgnore),
   fn: async () => {
     const directory = await Deno.makeTempDir({ prefix: "kiseki-disk-test-" });
     const disks: UringDisk[] = [];
@@ -435,7 +435,7 @@ Deno.test("selectDisk() names the missing shim and does not hide device errors",
 Deno.test({
   name: "selectDisk() prefers UringDisk and logs whether O_DIRECT held" +
     (uring === null ? ` [ignored: ${uringIgnore}]` : ""),
-  ignore: uring === null,
+  ignore: missingPart("Disk[io_uring]", uringIgnore),
   fn: async () => {
     const directory = await Deno.makeTempDir({ prefix: "kiseki-disk-test-" });
     const { lines, logger } = capture();

@@ -6,6 +6,7 @@
 
 import assert from "node:assert/strict";
 import * as tls from "node:tls";
+import { missingPart } from "../../mod/base/mod.ts";
 import { roleConfig, type RoleName } from "../../mod/role/mod.ts";
 
 const ROOT = new URL("../../", import.meta.url).pathname;
@@ -365,7 +366,7 @@ if (SYSTEMD_ANALYZE === null) {
   Deno.test({
     name:
       "systemd-analyze verify on every unit (IGNORED: systemd-analyze missing, Debian package systemd)",
-    ignore: true,
+    ignore: missingPart("systemd-analyze (Debian systemd)", "not found on PATH"),
     fn() {},
   });
 } else {
@@ -487,7 +488,7 @@ const PEERS = "1=kiseki-node1:9300,2=kiseki-node2:9300,3=kiseki-node3:9300";
 if (DOCKER_COMPOSE === null) {
   Deno.test({
     name: "compose files validate (IGNORED: docker-compose missing, Debian package docker-compose)",
-    ignore: true,
+    ignore: missingPart("docker-compose (Debian docker-compose)", "not found on PATH"),
     fn() {},
   });
 } else {
@@ -737,7 +738,7 @@ const ISSUED: Issued[] = [
 if (OPENSSL === null) {
   Deno.test({
     name: "scripts/gen_certs.sh (IGNORED: openssl missing, Debian package openssl)",
-    ignore: true,
+    ignore: missingPart("openssl (Debian openssl)", "not found on PATH"),
     fn() {},
   });
 } else {

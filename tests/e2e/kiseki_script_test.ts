@@ -73,6 +73,23 @@ Deno.test("scripts/kiseki test ends with 'N passed, N failed, N skipped' and fai
   const last = r.stdout.trim().split("\n").at(-1);
   assert.equal(last, "2 passed, 1 failed, 1 skipped");
   assert.notEqual(r.code, 0);
+  assert.match(r.stdout, /^skipped \(1\):\n {2}.*runner_fixture\.ts => fixture is ignored$/m);
+});
+
+Deno.test("scripts/kiseki test skips a test whose tool is missing, but fails it under CI=true", async () => {
+  const fixture = "tests/e2e/testdata/runner_missing_fixture.ts";
+  const local = await run(`${ROOT}scripts/kiseki`, ["test", fixture], { env: { CI: "false" } });
+  assert.equal(local.stdout.trim().split("\n").at(-1), "1 passed, 0 failed, 2 skipped");
+  assert.match(local.stdout, /^ {2}.* => fixture needs kiseki-fixture-tool$/m);
+  assert.match(local.stdout, /^ {2}.* => fixture case does not apply here$/m);
+  assert.equal(local.code, 0);
+
+  const ci = await run(`${ROOT}scripts/kiseki`, ["test", fixture], { env: { CI: "true" } });
+  assert.equal(ci.stdout.trim().split("\n").at(-1), "1 passed, 1 failed, 2 skipped");
+  assert.match(ci.stdout, /requires kiseki-fixture-tool \(CI=true\) \.\.\. FAILED/);
+  assert.match(ci.stdout, /kiseki-fixture-tool is missing: no machine has it/);
+  assert.match(ci.stdout, /^ {2}.* => fixture case does not apply here$/m);
+  assert.notEqual(ci.code, 0);
 });
 
 Deno.test("scripts/kiseki rejects a bad variable before the role starts", async () => {
