@@ -44,7 +44,7 @@ export type {
 export { ChunkGc } from "./gc.ts";
 export type { ChunkGcOptions, GcRunReport, GcStepReport } from "./gc.ts";
 export { ChunkScrubber } from "./scrub.ts";
-export type { ChunkScrubberOptions, ScrubReport } from "./scrub.ts";
+export type { ChunkScrubberOptions, ScrubPass, ScrubProgress, ScrubReport } from "./scrub.ts";
 export { HoldError, LmdbHoldStore } from "./holds.ts";
 export type { HoldSpec, HoldSummary } from "./holds.ts";
 export { Placement, PlacementError } from "./placement.ts";
@@ -60,3 +60,9 @@ export {
   PoolSpecError,
 } from "./pool.ts";
 export type { DeviceSpec, Durability, PoolContext, PoolSpec } from "./pool.ts";
+export {
+  SCRUB_PASS_INTERVAL_MS_DEFAULT,
+  SCRUB_RATE_BYTES_PER_SECOND_DEFAULT,
+  ScrubRunner,
+} from "./scrub_runner.ts";
+export type { ScrubRunnerOptions, ScrubState, ScrubStatus } from "./scrub_runner.ts";

@@ -1,10 +1,12 @@
 // Scrub and repair: walks every chunk of a store in id order, a bounded number per step,
 // reading and verifying each fragment (record header and CRC-32C), rebuilding damaged or
 // missing fragments from the others and writing them back (LocalChunkStore.scrubChunk()).
-// The cursor is persisted after each step, so a restart resumes the pass where it stopped.
+// The cursor and the pass's running totals are persisted after each step (in the chunk
+// index's meta table, with the step's repairs' commits), so a restart resumes the pass where
+// it stopped and still reports the whole pass. ScrubRunner (scrub_runner.ts) paces it.
 
 import { assert } from "../base/mod.ts";
-import { counter } from "../obs/mod.ts";
+import { counter, gauge } from "../obs/mod.ts";
 import type { LocalChunkStore } from "./chunk_store.ts";
 
 /** Chunks one scrub step visits by default. */
@@ -16,6 +18,8 @@ export const SCRUB_STEP_BYTES_DEFAULT = 64 << 20;
 export const SCRUB_PASS_STEPS_MAX = 10_000_000;
 /** The index meta key of the persisted cursor. */
 export const SCRUB_CURSOR_KEY = "scrub_cursor";
+/** The index meta key of the persisted pass totals (JSON of ScrubProgress). */
+export const SCRUB_PROGRESS_KEY = "scrub_progress";
 
 const checkedTotal = counter<"pool">({
   name: "kiseki_scrub_fragments_checked_total",
@@ -37,6 +41,53 @@ const unrecoverableTotal = counter<"pool">({
   help: "Chunks scrub found with fewer good fragments than needed to rebuild them",
   labelNames: ["pool"],
 });
+const chunksCheckedTotal = counter<"pool">({
+  name: "kiseki_scrub_chunks_checked_total",
+  help: "Chunks scrub visited",
+  labelNames: ["pool"],
+});
+const bytesCheckedTotal = counter<"pool">({
+  name: "kiseki_scrub_bytes_checked_total",
+  help: "Fragment bytes scrub read and verified",
+  labelNames: ["pool"],
+});
+// Gauges from the persisted progress: right after a restart they show the pass underway
+// and the findings of the last complete pass, not zeros.
+const passChunks = gauge<"pool">({
+  name: "kiseki_scrub_pass_chunks_checked",
+  help: "Chunks checked so far in the scrub pass underway (0 between passes)",
+  labelNames: ["pool"],
+});
+const passDamaged = gauge<"pool">({
+  name: "kiseki_scrub_pass_fragments_damaged",
+  help: "Damaged fragments found so far in the scrub pass underway",
+  labelNames: ["pool"],
+});
+const passesCompleted = gauge<"pool">({
+  name: "kiseki_scrub_passes_completed",
+  help: "Scrub passes this store has completed (persisted)",
+  labelNames: ["pool"],
+});
+const lastPassEnd = gauge<"pool">({
+  name: "kiseki_scrub_last_pass_end_timestamp_seconds",
+  help: "When the last complete scrub pass ended (Unix seconds; 0 before the first)",
+  labelNames: ["pool"],
+});
+const lastPassDamaged = gauge<"pool">({
+  name: "kiseki_scrub_last_pass_fragments_damaged",
+  help: "Damaged fragments the last complete scrub pass found",
+  labelNames: ["pool"],
+});
+const lastPassRepaired = gauge<"pool">({
+  name: "kiseki_scrub_last_pass_fragments_repaired",
+  help: "Fragments the last complete scrub pass rebuilt",
+  labelNames: ["pool"],
+});
+const lastPassUnrecoverable = gauge<"pool">({
+  name: "kiseki_scrub_last_pass_chunks_unrecoverable",
+  help: "Chunks the last complete scrub pass could not rebuild",
+  labelNames: ["pool"],
+});
 
 export interface ScrubReport {
   chunksChecked: number;
@@ -51,11 +102,28 @@ export interface ScrubReport {
   passComplete: boolean;
 }
 
+/** One pass's totals so far (or in the end), with when it started and ended. */
+export interface ScrubPass extends Omit<ScrubReport, "passComplete"> {
+  startedAtMs: number;
+  /** Set once the pass is complete. */
+  finishedAtMs: number | null;
+}
+
+/** What the index remembers of scrub: the pass underway, the last complete one. */
+export interface ScrubProgress {
+  /** The pass underway (its cursor is persisted beside it); null between passes. */
+  pass: ScrubPass | null;
+  lastPass: ScrubPass | null;
+  passesCompleted: number;
+}
+
 export interface ChunkScrubberOptions {
   chunksPerStep?: number;
   bytesPerStep?: number;
   /** Rebuild what is damaged (default true); false only reports. */
   repair?: boolean;
+  /** Wall clock for the pass timestamps (default Date.now). */
+  now?: () => number;
 }
 
 export class ChunkScrubber {
@@ -63,9 +131,11 @@ export class ChunkScrubber {
   readonly #chunksPerStep: number;
   readonly #bytesPerStep: number;
   readonly #repair: boolean;
+  readonly #now: () => number;
 
   constructor(store: LocalChunkStore, options: ChunkScrubberOptions = {}) {
     this.#store = store;
+    this.#now = options.now ?? Date.now;
     this.#chunksPerStep = options.chunksPerStep ?? SCRUB_STEP_CHUNKS_DEFAULT;
     this.#bytesPerStep = options.bytesPerStep ?? SCRUB_STEP_BYTES_DEFAULT;
     this.#repair = options.repair ?? true;
@@ -75,6 +145,22 @@ export class ChunkScrubber {
       `chunksPerStep must be 1..${SCRUB_STEP_CHUNKS_MAX}`,
     );
     assert(this.#bytesPerStep >= 1, "bytesPerStep must be positive");
+    publish(store.pool.name, this.progress());
+  }
+
+  /** The pass underway and the last complete pass, as persisted. */
+  progress(): ScrubProgress {
+    const empty: ScrubProgress = { pass: null, lastPass: null, passesCompleted: 0 };
+    const value = this.#store.index.getMeta(SCRUB_PROGRESS_KEY);
+    if (value === undefined) return empty;
+    try {
+      const parsed = JSON.parse(new TextDecoder().decode(value)) as ScrubProgress;
+      if (typeof parsed.passesCompleted !== "number") return empty;
+      // A pass is underway exactly when a cursor is persisted; a record without one is stale.
+      return { ...parsed, pass: this.cursor() === null ? null : parsed.pass };
+    } catch {
+      return empty; // A record this release cannot read: start the accounting afresh.
+    }
   }
 
   /** Where the pass stands: the last chunk id checked, or null at the start of a pass. */
@@ -89,6 +175,8 @@ export class ChunkScrubber {
     const store = this.#store;
     const pool = store.pool.name;
     let cursor = this.cursor();
+    const progress = this.progress();
+    const pass = progress.pass ?? emptyPass(this.#now());
     if (cursor === null) report.devicesReattached = (await store.checkDevices()).length;
     const batch = store.index.scan(cursor, this.#chunksPerStep);
     for (const { id } of batch) {
@@ -108,11 +196,27 @@ export class ChunkScrubber {
     if (report.chunksUnrecoverable > 0) {
       unrecoverableTotal.inc({ pool }, report.chunksUnrecoverable);
     }
+    if (report.chunksChecked > 0) chunksCheckedTotal.inc({ pool }, report.chunksChecked);
+    if (report.bytesChecked > 0) bytesCheckedTotal.inc({ pool }, report.bytesChecked);
     report.passComplete = batch.length < this.#chunksPerStep &&
       report.chunksChecked === batch.length;
+    addCounts(pass, report);
+    const next: ScrubProgress = report.passComplete
+      ? {
+        pass: null,
+        lastPass: { ...pass, finishedAtMs: this.#now() },
+        passesCompleted: progress.passesCompleted + 1,
+      }
+      : { ...progress, pass };
     await store.env.transaction((txn) => {
       store.index.stageMeta(txn, SCRUB_CURSOR_KEY, report.passComplete ? null : cursor);
+      store.index.stageMeta(
+        txn,
+        SCRUB_PROGRESS_KEY,
+        new TextEncoder().encode(JSON.stringify(next)),
+      );
     });
+    publish(pool, next);
     return report;
   }
 
@@ -121,13 +225,43 @@ export class ChunkScrubber {
     const total = emptyScrubReport();
     for (let i = 0; i < SCRUB_PASS_STEPS_MAX && !total.passComplete; i++) {
       const step = await this.step();
-      for (const key of Object.keys(total) as (keyof ScrubReport)[]) {
-        if (key === "passComplete") total.passComplete = step.passComplete;
-        else total[key] += step[key];
-      }
+      addCounts(total, step);
+      total.passComplete = step.passComplete;
     }
     return total;
   }
+}
+
+type ScrubCounts = Omit<ScrubReport, "passComplete">;
+
+function addCounts(into: ScrubCounts, step: ScrubCounts): void {
+  for (const key of COUNT_KEYS) into[key] += step[key];
+}
+
+const COUNT_KEYS = [
+  "chunksChecked",
+  "fragmentsChecked",
+  "fragmentsDamaged",
+  "fragmentsRepaired",
+  "chunksUnrecoverable",
+  "bytesChecked",
+  "devicesReattached",
+] as const satisfies readonly (keyof ScrubCounts)[];
+
+function emptyPass(startedAtMs: number): ScrubPass {
+  const { passComplete: _, ...counts } = emptyScrubReport();
+  return { ...counts, startedAtMs, finishedAtMs: null };
+}
+
+function publish(pool: string, progress: ScrubProgress): void {
+  passChunks.set({ pool }, progress.pass?.chunksChecked ?? 0);
+  passDamaged.set({ pool }, progress.pass?.fragmentsDamaged ?? 0);
+  passesCompleted.set({ pool }, progress.passesCompleted);
+  const last = progress.lastPass;
+  lastPassEnd.set({ pool }, last === null ? 0 : (last.finishedAtMs ?? 0) / 1000);
+  lastPassDamaged.set({ pool }, last?.fragmentsDamaged ?? 0);
+  lastPassRepaired.set({ pool }, last?.fragmentsRepaired ?? 0);
+  lastPassUnrecoverable.set({ pool }, last?.chunksUnrecoverable ?? 0);
 }
 
 function emptyScrubReport(): ScrubReport {

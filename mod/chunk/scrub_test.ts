@@ -117,18 +117,30 @@ Deno.test("ChunkScrubber persists its cursor: a pass resumes after a restart", a
   const h = await SimHarness.create(ecPool());
   try {
     const chunks = await fill(h.store, 5, 20);
-    let scrubber = new ChunkScrubber(h.store, { chunksPerStep: 6 });
+    let scrubber = new ChunkScrubber(h.store, { chunksPerStep: 6, now: () => 500 });
     const first = await scrubber.step();
     assert.equal(first.chunksChecked, 6);
     assert.equal(first.passComplete, false);
     const cursor = scrubber.cursor();
     assert.ok(cursor !== null);
     await h.reopen();
-    scrubber = new ChunkScrubber(h.store, { chunksPerStep: 6 });
+    let now = 1_000;
+    scrubber = new ChunkScrubber(h.store, { chunksPerStep: 6, now: () => now });
     assert.deepEqual(scrubber.cursor(), cursor);
+    const underway = scrubber.progress();
+    assert.equal(underway.pass?.chunksChecked, 6, "the pass's totals survive the restart");
+    assert.equal(underway.passesCompleted, 0);
+    now = 9_000;
     const rest = await scrubber.runPass();
     assert.equal(first.chunksChecked + rest.chunksChecked, chunks.length);
     assert.equal(scrubber.cursor(), null, "a finished pass clears the cursor");
+    const done = scrubber.progress();
+    assert.equal(done.pass, null);
+    assert.equal(done.passesCompleted, 1);
+    assert.equal(done.lastPass?.chunksChecked, chunks.length, "resumed, not restarted");
+    assert.equal(done.lastPass?.fragmentsChecked, chunks.length * 6);
+    assert.equal(done.lastPass?.startedAtMs, 500, "started before the restart");
+    assert.equal(done.lastPass?.finishedAtMs, 9_000);
   } finally {
     await h.close();
   }
