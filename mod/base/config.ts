@@ -42,6 +42,10 @@ export interface Config {
   cacheL1MaxBytes: number;
   /** Server: bound of the memory cache of chunks read (0 = off). */
   chunkCacheMaxBytes: number;
+  /** Server: read rate of background scrub in bytes per second (0 = no background passes). */
+  scrubRateBytesPerSecond: number;
+  /** Server: from the start of one scrub pass to the start of the next. */
+  scrubIntervalMs: number;
   cacheL2MaxBytes: number;
   otlpEndpoint: string | null;
   serviceName: string;
@@ -165,6 +169,18 @@ export const CONFIG_VARIABLES: readonly ConfigVariable[] = [
     default: "268435456",
     expects: "a byte count (e.g. 256MiB; 0 turns the cache off)",
     description: "server memory cache of read chunks",
+  },
+  {
+    name: "KISEKI_SCRUB_RATE",
+    default: "16MiB",
+    expects: "a byte count per second (e.g. 16MiB; 0 turns background scrub off)",
+    description: "read rate of background scrub (verify and repair every fragment)",
+  },
+  {
+    name: "KISEKI_SCRUB_INTERVAL_S",
+    default: "86400",
+    expects: "an integer 60..31536000",
+    description: "seconds from the start of one scrub pass to the start of the next",
   },
   {
     name: "OTEL_EXPORTER_OTLP_ENDPOINT",
@@ -393,6 +409,17 @@ export function parseConfig(env: ConfigEnv, options: ParseConfigOptions = {}): C
     else bad("KISEKI_RAFT_TICK_MS", tickRaw);
   }
 
+  let scrubIntervalMs = 86_400_000;
+  const scrubIntervalRaw = raw("KISEKI_SCRUB_INTERVAL_S");
+  if (scrubIntervalRaw !== undefined) {
+    if (
+      /^[0-9]+$/.test(scrubIntervalRaw) && +scrubIntervalRaw >= 60 &&
+      +scrubIntervalRaw <= 31_536_000
+    ) {
+      scrubIntervalMs = +scrubIntervalRaw * 1000;
+    } else bad("KISEKI_SCRUB_INTERVAL_S", scrubIntervalRaw);
+  }
+
   const dataDir = raw("KISEKI_DATA_DIR") ?? "kiseki-data";
   const config: Config = {
     dataAddrs,
@@ -411,6 +438,8 @@ export function parseConfig(env: ConfigEnv, options: ParseConfigOptions = {}): C
     cacheL1MaxBytes: bytes("KISEKI_CACHE_L1_MAX", 1 << 30),
     cacheL2MaxBytes: bytes("KISEKI_CACHE_L2_MAX", 100 * 2 ** 30),
     chunkCacheMaxBytes: bytes("KISEKI_CHUNK_CACHE_MAX", 256 * 2 ** 20),
+    scrubRateBytesPerSecond: bytes("KISEKI_SCRUB_RATE", 16 * 2 ** 20),
+    scrubIntervalMs,
     otlpEndpoint,
     serviceName: raw("OTEL_SERVICE_NAME") ?? `kiseki-${options.role ?? "server"}`,
     logLevel,

@@ -144,3 +144,16 @@ Deno.test("parseByteSize() understands binary suffixes", () => {
   assert.throws(() => parseByteSize("-1"));
   assert.throws(() => parseByteSize("1 parsec"));
 });
+
+Deno.test("parseConfig() reads the scrub rate and interval, and refuses bad ones", () => {
+  const defaults = parseConfig({});
+  assert.equal(defaults.scrubRateBytesPerSecond, 16 << 20);
+  assert.equal(defaults.scrubIntervalMs, 86_400_000);
+  const set = parseConfig({ KISEKI_SCRUB_RATE: "0", KISEKI_SCRUB_INTERVAL_S: "3600" });
+  assert.equal(set.scrubRateBytesPerSecond, 0);
+  assert.equal(set.scrubIntervalMs, 3_600_000);
+  assert.deepEqual(problems({ KISEKI_SCRUB_RATE: "fast", KISEKI_SCRUB_INTERVAL_S: "5" }).sort(), [
+    'KISEKI_SCRUB_INTERVAL_S="5" is invalid: expected an integer 60..31536000',
+    'KISEKI_SCRUB_RATE="fast" is invalid: expected a byte count per second (e.g. 16MiB; 0 turns background scrub off) (not a byte count)',
+  ]);
+});

@@ -9,10 +9,13 @@ const USAGE = `kiseki-admin ${VERSION}: operator CLI
 Usage: kiseki-admin status [--node host:port] [--json]
        kiseki-admin s3-credentials create|list [--tenant T] [--node host:port] [--json]
        kiseki-admin s3-credentials revoke --key ACCESS_KEY_ID [--node host:port]
+       kiseki-admin scrub [status|start] [--node host:port] [--json]
 
   status          health and identity of a node (its KISEKI_METRICS_ADDR endpoint)
   s3-credentials  S3 access keys of a tenant (32 hex digits, or 'default'), through the
                   node's operator API with the token in $KISEKI_DATA_DIR/config/admin-token
+  scrub           background scrub of the node's chunks: the pass underway, the last
+                  complete pass and its findings (status, the default), or start a pass now
   --node          the node's operator endpoint (default: KISEKI_METRICS_ADDR, 127.0.0.1:9090)
   --json          machine-readable output
 `;
@@ -33,6 +36,7 @@ export async function main(args: string[]): Promise<number> {
   }
   const [command, ...rest] = args;
   if (command === "s3-credentials") return await s3Credentials(rest);
+  if (command === "scrub") return await scrub(rest);
   if (command !== "status") {
     console.error(`kiseki-admin: unknown command '${command}' (see --help)`);
     return 2;
@@ -127,6 +131,98 @@ async function s3Credentials(args: string[]): Promise<number> {
     if (keys.length === 0) console.log(`no access keys for tenant ${body.tenant}`);
   } else console.log(`revoked ${key}`);
   return 0;
+}
+
+async function scrub(args: string[]): Promise<number> {
+  const config = loadRoleConfig("admin");
+  if (config === null) return 2;
+  let node = formatHostPort(config.metricsAddr);
+  let json = false;
+  let action = "status";
+  for (let i = 0; i < args.length; i++) {
+    const arg = args[i]!;
+    if (arg === "--json") json = true;
+    else if (arg === "--node" && i + 1 < args.length) node = args[++i]!;
+    else if (i === 0 && (arg === "status" || arg === "start")) action = arg;
+    else {
+      console.error(`kiseki-admin: unknown argument '${arg}' (see --help)`);
+      return 2;
+    }
+  }
+  const answer = await callApi(config.dataDir, node, {
+    method: action === "start" ? "POST" : "GET",
+    path: action === "start" ? "/api/v1/scrub/start" : "/api/v1/scrub",
+  });
+  if (answer === null) return 1;
+  if (json) console.log(JSON.stringify(answer, null, 2));
+  else if (action === "start") {
+    console.log("scrub pass started");
+    printScrubStatus(answer.status as ScrubStatusView);
+  } else printScrubStatus(answer as unknown as ScrubStatusView);
+  return 0;
+}
+
+/** The fields of GET /api/v1/scrub this CLI prints (see ScrubStatus in mod/chunk). */
+interface ScrubPassView {
+  chunksChecked: number;
+  fragmentsChecked: number;
+  fragmentsDamaged: number;
+  fragmentsRepaired: number;
+  chunksUnrecoverable: number;
+  bytesChecked: number;
+  startedAtMs: number;
+  finishedAtMs: number | null;
+}
+interface ScrubStatusView {
+  pool: string;
+  state: string;
+  background: boolean;
+  rateBytesPerSecond: number;
+  passIntervalMs: number;
+  chunksIndexed: number;
+  pass: ScrubPassView | null;
+  lastPass: ScrubPassView | null;
+  passesCompleted: number;
+  nextPassAtMs: number | null;
+  lastError: string | null;
+}
+
+function printScrubStatus(s: ScrubStatusView): void {
+  const when = (ms: number) => new Date(ms).toISOString();
+  const findings = (p: ScrubPassView) =>
+    `${p.fragmentsDamaged} damaged, ${p.fragmentsRepaired} repaired, ` +
+    `${p.chunksUnrecoverable} unrecoverable`;
+  const pace = s.background
+    ? `${(s.rateBytesPerSecond / 2 ** 20).toFixed(1)} MiB/s, a pass every ${
+      s.passIntervalMs / 1000
+    } s`
+    : "background passes off (KISEKI_SCRUB_RATE=0)";
+  const rows: [string, string][] = [
+    ["pool", s.pool],
+    ["state", `${s.state} (${pace})`],
+    ["chunks", String(s.chunksIndexed)],
+    [
+      "pass underway",
+      s.pass === null
+        ? "none"
+        : `${s.pass.chunksChecked} chunks checked, ${findings(s.pass)}; started ${
+          when(s.pass.startedAtMs)
+        }`,
+    ],
+    [
+      "last pass",
+      s.lastPass === null
+        ? "none yet"
+        : `${s.lastPass.chunksChecked} chunks, ${s.lastPass.fragmentsChecked} fragments, ${
+          findings(s.lastPass)
+        }; ${when(s.lastPass.startedAtMs)} to ${when(s.lastPass.finishedAtMs ?? 0)}`,
+    ],
+    ["passes", String(s.passesCompleted)],
+    ["next pass", s.nextPassAtMs === null ? "-" : when(s.nextPassAtMs)],
+  ];
+  if (s.lastError !== null) rows.push(["last error", s.lastError]);
+  const width = Math.max(...rows.map(([k]) => k.length));
+  for (const [k, v] of rows) console.log(`${k.padEnd(width)}  ${v}`);
 }
 
 /**

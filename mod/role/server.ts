@@ -21,6 +21,7 @@ import { type Cluster, startCluster } from "./cluster.ts";
 import { type EngineStack, evenShardMap, startEngineStack } from "../composition/engine_stack.ts";
 import { loadPoolSpecs } from "../chunk/mod.ts";
 import { startS3Gateway } from "./s3.ts";
+import { SCRUB_API_PREFIX, type ScrubService, startScrub } from "./scrub.ts";
 import { logErrorMapper, logServiceBinding } from "../log/log_grpc.ts";
 import { type GrpcServer, readTlsMaterial, startGrpcServer } from "../transport/mod.ts";
 
@@ -85,6 +86,7 @@ async function runServer(config: Config): Promise<number> {
   let stack: EngineStack | undefined;
   let s3: { close(): Promise<void> } | undefined;
   let gcTimer: ReturnType<typeof setInterval> | undefined;
+  let scrub: ScrubService | undefined;
   try {
     admin = startAdminServer({ addr: config.metricsAddr, readiness, api, signal: stop.signal });
   } catch (e) {
@@ -178,6 +180,10 @@ async function runServer(config: Config): Promise<number> {
       logger,
     });
 
+    // Background scrub: verifies and repairs every fragment at KISEKI_SCRUB_RATE.
+    scrub = startScrub({ config, store: stack.chunkStore, logger });
+    api.mount(SCRUB_API_PREFIX, scrub.api);
+
     gcTimer = startGcTicker(stack, logger);
     readiness.set(true, "ready");
     ready.set({}, 1);
@@ -189,6 +195,7 @@ async function runServer(config: Config): Promise<number> {
   } catch (e) {
     if (e instanceof DataDirError) logger.error(e.message);
     else logger.error("start-up failed", { error: e });
+    await scrub?.stop();
     await s3?.close();
     await grpcServer?.close(0);
     if (stack !== undefined) await stack.close();
@@ -201,6 +208,7 @@ async function runServer(config: Config): Promise<number> {
   clearInterval(gcTimer);
   await s3.close();
   await grpcServer.close();
+  await scrub?.stop();
   // The engine stack closes the metadata plane it was given.
   await stack.close();
   logger.info("stopped");
