@@ -34,6 +34,11 @@ const rateLimit = gauge<"pool">({
   help: "Read rate background scrub keeps below (0: background scrub off)",
   labelNames: ["pool"],
 });
+const progressRatio = gauge<"pool">({
+  name: "kiseki_scrub_pass_progress_ratio",
+  help: "Share of the chunk id space the scrub pass underway has covered (0 between passes)",
+  labelNames: ["pool"],
+});
 const errorsTotal = counter<"pool">({
   name: "kiseki_scrub_errors_total",
   help: "Scrub steps that failed (retried after a pause)",
@@ -65,7 +70,11 @@ export interface ScrubStatus {
   background: boolean;
   rateBytesPerSecond: number;
   passIntervalMs: number;
-  chunksIndexed: number;
+  /**
+   * How far the pass underway has come, 0..1, estimated from its cursor: chunk ids are
+   * uniform hashes, so the cursor's leading bytes are the share of the id space behind it.
+   */
+  passProgress: number | null;
   pass: ScrubPass | null;
   lastPass: ScrubPass | null;
   passesCompleted: number;
@@ -140,7 +149,7 @@ export class ScrubRunner {
       background: this.#background,
       rateBytesPerSecond: this.#background ? this.#rate : 0,
       passIntervalMs: this.#intervalMs,
-      chunksIndexed: this.#store.index.count(),
+      passProgress: idSpaceShare(this.#scrubber.cursor()),
       pass: progress.pass,
       lastPass: last,
       passesCompleted: progress.passesCompleted,
@@ -181,7 +190,7 @@ export class ScrubRunner {
           }
         }
         if (progress.pass === null) {
-          this.#logger.info("scrub pass starting", { pool, chunks: this.#store.index.count() });
+          this.#logger.info("scrub pass starting", { pool });
         }
         this.#requested = false;
         this.#state = "scanning";
@@ -189,6 +198,7 @@ export class ScrubRunner {
         const started = performance.now();
         const report = await this.#scrubber.step();
         this.#lastError = null;
+        progressRatio.set({ pool }, idSpaceShare(this.#scrubber.cursor()) ?? 0);
         if (report.passComplete) {
           const last = this.#scrubber.progress().lastPass!;
           const fields = {
@@ -200,6 +210,8 @@ export class ScrubRunner {
           };
           if (last.fragmentsDamaged > 0) this.#logger.warn("scrub pass found damage", fields);
           else this.#logger.info("scrub pass complete", fields);
+          // Set in the same turn the pass's end was persisted, so no status sees them differ.
+          this.#state = this.#background ? "waiting" : "off";
           running.set({ pool }, 0);
         }
         // Pace: the step's bytes at the configured rate, less the time the step took.
@@ -214,6 +226,13 @@ export class ScrubRunner {
       }
     }
   }
+}
+
+/** The share of the id space at or below `cursor` (null: no pass underway). */
+function idSpaceShare(cursor: Uint8Array | null): number | null {
+  if (cursor === null || cursor.length < 4) return null;
+  const view = new DataView(cursor.buffer, cursor.byteOffset, 4);
+  return (view.getUint32(0) + 1) / 2 ** 32;
 }
 
 function sleep(ms: number, signal: AbortSignal): Promise<void> {

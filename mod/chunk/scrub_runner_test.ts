@@ -87,6 +87,8 @@ Deno.test("ScrubRunner resumes a pass after a restart and starts one when asked"
     await stopping;
     assert.equal(first.status().state, "stopped");
     assert.equal(first.status().pass?.chunksChecked, 7);
+    const share = first.status().passProgress!;
+    assert.ok(share > 0 && share < 1, `7 of 20 chunks: about a third of the id space (${share})`);
     await h.reopen();
 
     const second = runner(h.store, { rateBytesPerSecond: 64 << 20, sleep: fakeSleep([]) });
@@ -95,6 +97,7 @@ Deno.test("ScrubRunner resumes a pass after a restart and starts one when asked"
     await until(() => second.status().passesCompleted === 1, "the pass completes");
     assert.equal(second.status().lastPass?.chunksChecked, 20, "resumed, not restarted");
     assert.equal(second.status().state, "waiting");
+    assert.equal(second.status().passProgress, null, "no pass underway");
     assert.equal(second.requestPass(), true);
     await until(() => second.status().passesCompleted === 2, "a requested pass runs now");
     assert.equal(second.status().lastPass?.chunksChecked, 20);

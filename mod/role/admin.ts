@@ -179,7 +179,7 @@ interface ScrubStatusView {
   background: boolean;
   rateBytesPerSecond: number;
   passIntervalMs: number;
-  chunksIndexed: number;
+  passProgress: number | null;
   pass: ScrubPassView | null;
   lastPass: ScrubPassView | null;
   passesCompleted: number;
@@ -200,14 +200,13 @@ function printScrubStatus(s: ScrubStatusView): void {
   const rows: [string, string][] = [
     ["pool", s.pool],
     ["state", `${s.state} (${pace})`],
-    ["chunks", String(s.chunksIndexed)],
     [
       "pass underway",
       s.pass === null
         ? "none"
-        : `${s.pass.chunksChecked} chunks checked, ${findings(s.pass)}; started ${
-          when(s.pass.startedAtMs)
-        }`,
+        : `${s.pass.chunksChecked} chunks checked (about ${
+          Math.round((s.passProgress ?? 0) * 100)
+        }%), ${findings(s.pass)}; started ${when(s.pass.startedAtMs)}`,
     ],
     [
       "last pass",
