@@ -1,7 +1,16 @@
 // The node's operator HTTP endpoint (KISEKI_METRICS_ADDR, 9090): /health answers `OK` once
-// the node is ready and 503 before, /metrics serves the Prometheus exposition.
+// the node is ready and 503 before, /metrics serves the Prometheus exposition. The operator
+// API under /api/ hands out S3 secrets and this endpoint has no TLS, so it answers loopback
+// callers only (an operator elsewhere runs `kiseki admin` on the node, or tunnels to it:
+// `ssh -L 9090:127.0.0.1:9090 <node>`); /health and /metrics stay open to scrapers.
 
-import { assert, concatBytes, formatHostPort, type HostPort } from "../base/mod.ts";
+import {
+  assert,
+  concatBytes,
+  formatHostPort,
+  type HostPort,
+  isLoopbackAddress,
+} from "../base/mod.ts";
 import { log, METRICS_CONTENT_TYPE, renderMetrics } from "../obs/mod.ts";
 
 /** What the endpoint asks of the node: is it ready, and if not, why. */
@@ -110,13 +119,35 @@ export interface AdminServer {
 
 const TEXT = { "content-type": "text/plain; charset=utf-8" };
 
+/** Where a request came from, as Deno.serve tells its handler. */
+export interface AdminRequestInfo {
+  remoteAddr: { hostname: string };
+}
+
+/**
+ * The operator API's answer to a caller that is not on this host (or unknown: a handler
+ * called without connection info), before its token is even looked at; null for loopback.
+ */
+export function adminApiRemoteRefusal(info: AdminRequestInfo | undefined): Response | null {
+  const host = info?.remoteAddr.hostname;
+  if (host !== undefined && isLoopbackAddress(host)) return null;
+  return adminJson(403, {
+    error: "forbidden",
+    message: `the operator API answers loopback callers only (it hands out S3 secrets, and ` +
+      `this endpoint has no TLS); ${host ?? "an unknown address"} is not loopback: run ` +
+      "kiseki admin on the node, or tunnel: ssh -L 9090:127.0.0.1:9090 <node>",
+  });
+}
+
 export function adminHandler(
   readiness: Readiness,
   api?: AdminApi,
-): (req: Request) => Promise<Response> {
-  return async (req: Request): Promise<Response> => {
+): (req: Request, info?: AdminRequestInfo) => Promise<Response> {
+  return async (req: Request, info?: AdminRequestInfo): Promise<Response> => {
     const url = new URL(req.url);
-    if (api !== undefined && url.pathname.startsWith("/api/")) return await api.handle(req);
+    if (api !== undefined && url.pathname.startsWith("/api/")) {
+      return adminApiRemoteRefusal(info) ?? await api.handle(req);
+    }
     if (req.method !== "GET" && req.method !== "HEAD") {
       return new Response("method not allowed\n", {
         status: 405,

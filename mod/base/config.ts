@@ -37,6 +37,8 @@ export interface Config {
   nodeId: number;
   raftPeers: RaftPeer[];
   tls: TlsPaths | null;
+  /** Without mTLS, serve callers from any address, and allow a multi-node cluster. */
+  allowInsecure: boolean;
   cacheMode: CacheMode;
   cacheDir: string;
   cacheL1MaxBytes: number;
@@ -140,6 +142,12 @@ export const CONFIG_VARIABLES: readonly ConfigVariable[] = [
     description: "this node's cert",
   },
   { name: "KISEKI_KEY_PATH", default: "", expects: "a file path", description: "this node's key" },
+  {
+    name: "KISEKI_ALLOW_INSECURE",
+    default: "false",
+    expects: "true or false",
+    description: "without mTLS: serve non-loopback gRPC callers and run multi-node (unsafe)",
+  },
   {
     name: "KISEKI_CACHE_MODE",
     default: "organic",
@@ -366,6 +374,14 @@ export function parseConfig(env: ConfigEnv, options: ParseConfigOptions = {}): C
     );
   }
 
+  let allowInsecure = false;
+  const insecureRaw = raw("KISEKI_ALLOW_INSECURE");
+  if (insecureRaw !== undefined) {
+    const b = parseBool(insecureRaw);
+    if (b === null) bad("KISEKI_ALLOW_INSECURE", insecureRaw);
+    else allowInsecure = b;
+  }
+
   let otlpEndpoint: string | null = null;
   const otlpRaw = raw("OTEL_EXPORTER_OTLP_ENDPOINT");
   if (otlpRaw !== undefined) {
@@ -433,6 +449,7 @@ export function parseConfig(env: ConfigEnv, options: ParseConfigOptions = {}): C
     nodeId,
     raftPeers,
     tls,
+    allowInsecure,
     cacheMode: oneOf<CacheMode>("KISEKI_CACHE_MODE", ["pinned", "organic", "bypass"], "organic"),
     cacheDir: raw("KISEKI_CACHE_DIR") ?? "/var/cache/kiseki",
     cacheL1MaxBytes: bytes("KISEKI_CACHE_L1_MAX", 1 << 30),

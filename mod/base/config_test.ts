@@ -98,6 +98,15 @@ Deno.test("parseConfig() rejects partial TLS settings", () => {
   assert.match(p[0]!, /KISEKI_CERT_PATH, KISEKI_KEY_PATH must be set too/);
 });
 
+Deno.test("parseConfig() reads KISEKI_ALLOW_INSECURE as a boolean, false by default", () => {
+  assert.equal(parseConfig({}).allowInsecure, false);
+  assert.equal(parseConfig({ KISEKI_ALLOW_INSECURE: "true" }).allowInsecure, true);
+  assert.equal(parseConfig({ KISEKI_ALLOW_INSECURE: "false" }).allowInsecure, false);
+  assert.deepEqual(problems({ KISEKI_ALLOW_INSECURE: "please" }), [
+    'KISEKI_ALLOW_INSECURE="please" is invalid: expected true or false',
+  ]);
+});
+
 Deno.test("parseConfig() rejects two listeners on one address", () => {
   const p = problems({ KISEKI_S3_ADDR: "0.0.0.0:9090" });
   assert.match(

@@ -26,6 +26,7 @@ export type {
   RaftPeer,
   TlsPaths,
 } from "./config.ts";
+export { addressOfPeer, isLoopbackAddress } from "./loopback.ts";
 export { Prng } from "./prng.ts";
 export { inCi, missingPart } from "./testing.ts";
 export {

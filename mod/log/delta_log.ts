@@ -6,7 +6,7 @@
 import type { HybridLogicalClock } from "../base/mod.ts";
 import type { Entry, NodeId, RaftLogStore, Snapshot } from "../raft/mod.ts";
 import type { RaftHost, RaftStateMachine } from "../raft/host.ts";
-import { decodeCommand, RaftUnavailableError } from "../raft/host.ts";
+import { decodeCommand, proposalNodeId, RaftUnavailableError } from "../raft/host.ts";
 import { decodeDelta, type Delta, DeltaFormatError, encodeDelta } from "./delta.ts";
 import type { ShardId } from "./shard.ts";
 
@@ -39,8 +39,16 @@ export interface AppendResult {
   timestamp: Delta["timestamp"];
 }
 
+/** A delta as the log holds it: with the term that appended it and the node that took it. */
+export interface LoggedDelta extends Delta {
+  /** The Raft term of the leader that appended it. */
+  term: number;
+  /** The node that accepted the append (its clock stamped the delta's timestamp). */
+  nodeId: number;
+}
+
 export interface ReadDeltasResult {
-  deltas: Delta[];
+  deltas: LoggedDelta[];
   /** Where the next page starts. */
   nextSequence: number;
   /** The last applied sequence of the shard on this node (the tip readers may see). */
@@ -202,7 +210,7 @@ export class DeltaLog {
       }
     }
     const tip = shard.stateMachine.lastApplied;
-    const deltas: Delta[] = [];
+    const deltas: LoggedDelta[] = [];
     // Index 1 holds the bootstrap membership, never a delta: the log starts there. Below a
     // later snapshot, deltas were compacted away.
     const first = shard.store.firstIndex();
@@ -267,11 +275,16 @@ export class DeltaLog {
   }
 }
 
-/** The delta a committed entry carries, with its sequence; null for other entries. */
-function deltaOf(entry: Entry): Delta | null {
+/** The delta a committed entry carries, with its sequence and term; null for other entries. */
+function deltaOf(entry: Entry): LoggedDelta | null {
   if (entry.type !== "normal" || entry.data.length === 0) return null;
-  const command = decodeCommand(entry.data)?.command;
-  if (command === undefined || command[0] !== COMMAND_APPEND) return null;
-  const delta = decodeDelta(command.subarray(1));
-  return { ...delta, sequence: entry.index };
+  const decoded = decodeCommand(entry.data);
+  if (decoded === null || decoded.command[0] !== COMMAND_APPEND) return null;
+  const delta = decodeDelta(decoded.command.subarray(1));
+  return {
+    ...delta,
+    sequence: entry.index,
+    term: entry.term,
+    nodeId: proposalNodeId(decoded.proposalId),
+  };
 }

@@ -1,15 +1,21 @@
-// kiseki.v1.LogService on the data-path port: the wire face of DeltaLog. Requests are
-// checked here (ids, sizes, enums) and every failure leaves as a gRPC status with a
-// message that says what was wrong.
+// kiseki.v1.LogService on the data-path port: the wire face of DeltaLog. Callers are
+// authorised here by the identity the transport authenticated (the table in log.proto:
+// nodes for node work, a tenant's client for its own tenant's deltas only, operators for
+// maintenance), requests are checked (ids, sizes, enums), and every failure leaves as a
+// gRPC status with a message that says what was wrong.
 
 import {
+  type AppendDeltaRequest,
   bindGrpcService,
+  type GrpcCallContext,
   type GrpcErrorMapper,
   type GrpcServiceBinding,
   GrpcStatus,
   GrpcStatusError,
   LOG_SERVICE,
   type LogServiceMethods,
+  type PeerIdentity,
+  permissionDenied,
 } from "../transport/mod.ts";
 import type { DeltaOperation } from "../transport/mod.ts";
 import { HASHED_KEY_BYTES, isShardId } from "./shard.ts";
@@ -41,11 +47,78 @@ function shardOf(shardId: number): number {
 
 /** Tenant ids are UUIDs (16 bytes), written with or without hyphens. */
 export function parseTenantId(text: string): Uint8Array {
+  const bytes = tenantIdBytes(text);
+  if (bytes === null) invalid(`tenant_id '${text}' is not a UUID`);
+  return bytes;
+}
+
+function tenantIdBytes(text: string): Uint8Array | null {
   const hex = text.replaceAll("-", "").toLowerCase();
-  if (!/^[0-9a-f]{32}$/.test(hex)) invalid(`tenant_id '${text}' is not a UUID`);
+  if (!/^[0-9a-f]{32}$/.test(hex)) return null;
   const out = new Uint8Array(DELTA_TENANT_ID_BYTES);
   for (let i = 0; i < out.length; i++) out[i] = parseInt(hex.slice(2 * i, 2 * i + 2), 16);
   return out;
+}
+
+function sameTenant(a: Uint8Array, b: Uint8Array): boolean {
+  return a.length === b.length && a.every((x, i) => x === b[i]);
+}
+
+// ---- authorisation ---------------------------------------------------------------------
+
+/** Callers trusted with every call: nodes' work, and the host itself in development. */
+function isNodeOrLocal(caller: PeerIdentity): boolean {
+  return caller.kind === "node" || caller.kind === "loopback" || caller.kind === "insecure";
+}
+
+/**
+ * The tenant a tenant client's certificate names, as tenant id bytes. A tenant certificate
+ * whose id is not a UUID can match no delta, and says so rather than seeing nothing.
+ */
+function certificateTenant(caller: PeerIdentity & { kind: "tenant" }): Uint8Array {
+  const bytes = tenantIdBytes(caller.tenant);
+  if (bytes === null) {
+    throw permissionDenied(
+      caller,
+      `reach the log: its id '${caller.tenant}' is not a tenant id (a UUID); issue the ` +
+        "tenant's certificate with scripts/gen_certs.sh --tenant <the tenant's UUID>",
+    );
+  }
+  return bytes;
+}
+
+/**
+ * Who may append a delta of `tenantId`: nodes (and the host in development) for any tenant;
+ * a tenant's client for its own tenant only, and without chunk references, which the node
+ * that stores chunks takes (a tenant-supplied reference would hold nothing against GC).
+ */
+function authoriseAppend(caller: PeerIdentity, req: AppendDeltaRequest): Uint8Array {
+  if (isNodeOrLocal(caller)) return parseTenantId(req.tenantId);
+  if (caller.kind !== "tenant") throw permissionDenied(caller, "append deltas");
+  const own = certificateTenant(caller);
+  const tenantId = parseTenantId(req.tenantId);
+  if (!sameTenant(own, tenantId)) {
+    throw permissionDenied(caller, `append deltas of tenant ${req.tenantId}`);
+  }
+  if (req.chunkRefs.length > 0) {
+    throw permissionDenied(
+      caller,
+      "append chunk_refs: chunk references are taken by the node that stores the chunks",
+    );
+  }
+  return tenantId;
+}
+
+/** Whose deltas a caller may read: every tenant's (null), or one tenant's. */
+function authoriseRead(caller: PeerIdentity): Uint8Array | null {
+  if (isNodeOrLocal(caller)) return null;
+  if (caller.kind === "tenant") return certificateTenant(caller);
+  throw permissionDenied(caller, "read deltas");
+}
+
+function authoriseMaintenance(caller: PeerIdentity): void {
+  if (caller.kind === "admin" || caller.kind === "loopback" || caller.kind === "insecure") return;
+  throw permissionDenied(caller, "set maintenance mode (an operator certificate may)");
 }
 
 export function formatTenantId(bytes: Uint8Array): string {
@@ -67,7 +140,8 @@ function operationOf(op: DeltaOp): DeltaOperation {
 
 export function logServiceBinding(deltaLog: DeltaLog, nodeId: number): GrpcServiceBinding {
   return bindGrpcService<LogServiceMethods>(LOG_SERVICE, {
-    async AppendDelta(req) {
+    async AppendDelta(req, context: GrpcCallContext) {
+      const tenantId = authoriseAppend(context.caller, req);
       const hashedKey = new Uint8Array(req.hashedKey);
       if (hashedKey.length !== HASHED_KEY_BYTES) {
         invalid(`hashed_key has ${hashedKey.length} bytes; ${HASHED_KEY_BYTES} expected`);
@@ -79,7 +153,7 @@ export function logServiceBinding(deltaLog: DeltaLog, nodeId: number): GrpcServi
       }
       const result = await deltaLog.append({
         shardId: shardOf(req.shardId),
-        tenantId: parseTenantId(req.tenantId),
+        tenantId,
         op: opOf(req.operation),
         hashedKey,
         chunkRefs: req.chunkRefs.map((r) => new Uint8Array(r)),
@@ -95,16 +169,22 @@ export function logServiceBinding(deltaLog: DeltaLog, nodeId: number): GrpcServi
         },
       };
     },
-    async ReadDeltas(req) {
+    async ReadDeltas(req, context: GrpcCallContext) {
+      const onlyTenant = authoriseRead(context.caller);
       const page = await deltaLog.read(shardOf(req.shardId), req.fromSequence, req.maxCount);
+      // A tenant's client sees its own deltas; the others are skipped like the log's own
+      // entries, and next_sequence still moves past them.
+      const visible = onlyTenant === null
+        ? page.deltas
+        : page.deltas.filter((d) => sameTenant(d.tenantId, onlyTenant));
       return {
-        deltas: page.deltas.map((d) => ({
+        deltas: visible.map((d) => ({
           sequence: d.sequence,
-          term: 0,
+          term: d.term,
           timestamp: {
             physicalMs: d.timestamp.physicalMs,
             logical: d.timestamp.logical,
-            nodeId: 0,
+            nodeId: d.nodeId,
           },
           tenantId: formatTenantId(d.tenantId),
           operation: operationOf(d.op),
@@ -116,6 +196,7 @@ export function logServiceBinding(deltaLog: DeltaLog, nodeId: number): GrpcServi
         tip: page.tip,
       };
     },
+    // Any authenticated caller: health names members and tips, nothing of a tenant.
     ShardHealth(req) {
       const h = deltaLog.health(shardOf(req.shardId));
       return {
@@ -143,7 +224,8 @@ export function logServiceBinding(deltaLog: DeltaLog, nodeId: number): GrpcServi
         maintenance: h.maintenance,
       };
     },
-    async SetMaintenance(req) {
+    async SetMaintenance(req, context: GrpcCallContext) {
+      authoriseMaintenance(context.caller);
       const shardId = shardOf(req.shardId);
       const result = await deltaLog.setMaintenance(shardId, req.enabled);
       return { shardId, maintenance: req.enabled, sequence: result.sequence };

@@ -54,6 +54,7 @@ export type {
   DeltaListener,
   DeltaLogOptions,
   LogErrorCode,
+  LoggedDelta,
   ReadDeltasResult,
   ShardHealth,
 } from "./delta_log.ts";

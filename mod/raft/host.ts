@@ -84,6 +84,13 @@ export class RaftUnavailableError extends Error {
 // its own waiter, including proposals a follower forwarded to the leader.
 const COMMAND_VERSION = 1;
 const COMMAND_HEADER_BYTES = 9;
+/** Bits of a proposal id below the proposing node's id (the per-node counter). */
+const PROPOSAL_COUNTER_BITS = 40n;
+
+/** The node that proposed a command entry (the one its proposal id names). */
+export function proposalNodeId(proposalId: bigint): number {
+  return Number(proposalId >> PROPOSAL_COUNTER_BITS);
+}
 
 export function encodeCommand(proposalId: bigint, command: Uint8Array): Uint8Array {
   const out = new Uint8Array(COMMAND_HEADER_BYTES + command.length);
@@ -147,7 +154,7 @@ export class RaftHost {
     assert(options.raft.heartbeatTick < options.raft.electionTick, "heartbeatTick < electionTick");
     this.nodeId = options.nodeId;
     this.#options = options;
-    this.#nextProposal = BigInt(options.nodeId) << 40n;
+    this.#nextProposal = BigInt(options.nodeId) << PROPOSAL_COUNTER_BITS;
   }
 
   addGroup(options: RaftGroupOptions): void {

@@ -59,7 +59,24 @@ export async function main(args: string[]): Promise<number> {
   }
   const config = loadRoleConfig("server");
   if (config === null) return 2;
+  const insecure = insecureClusterProblem(config);
+  if (insecure !== null) {
+    console.error(`kiseki-server: ${insecure}`);
+    return 2;
+  }
   return await runServer(config);
+}
+
+/**
+ * Why the node must not start: several nodes without mTLS (their Raft and data-path traffic
+ * would be open to anyone on the network) unless KISEKI_ALLOW_INSECURE=true says so. A lone
+ * node without TLS serves loopback callers only, so it may start.
+ */
+export function insecureClusterProblem(config: Config): string | null {
+  if (config.tls !== null || config.allowInsecure || config.raftPeers.length <= 1) return null;
+  return `KISEKI_RAFT_PEERS names ${config.raftPeers.length} nodes but mTLS is not configured: ` +
+    "set KISEKI_CA_PATH, KISEKI_CERT_PATH and KISEKI_KEY_PATH (scripts/gen_certs.sh issues " +
+    "them), or KISEKI_ALLOW_INSECURE=true to run the cluster unauthenticated";
 }
 
 async function runServer(config: Config): Promise<number> {
@@ -176,6 +193,7 @@ async function runServer(config: Config): Promise<number> {
       addr: config.dataAddrs[0]!,
       services: [logServiceBinding(cluster!.deltaLog, config.nodeId)],
       tls: config.tls ? await readTlsMaterial(config.tls) : null,
+      plaintextCallers: config.allowInsecure ? "any" : "loopback",
       errorMappers: [logErrorMapper],
       logger,
     });

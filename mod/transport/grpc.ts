@@ -1,7 +1,10 @@
 // gRPC plumbing: the only importer of @grpc/grpc-js and @grpc/proto-loader. Services are
 // defined by the .proto files under proto/ and described here by a typed definition;
 // servers register typed handlers, clients get typed promise methods, and errors cross the
-// wire as gRPC status codes (GrpcStatusError on both sides).
+// wire as gRPC status codes (GrpcStatusError on both sides). Every call is authenticated
+// here before any handler runs: under TLS by a client certificate of the cluster CA (its
+// identity per scripts/gen_certs.sh, see peer_identity.ts), without TLS by being a loopback
+// caller (unless the server is told to serve any caller); handlers authorise by identity.
 //
 // Proto files are read at start-up from proto/ beside the code (resolved from this module's
 // import.meta.url), not embedded as strings: proto/ stays the one source of truth, readable
@@ -16,11 +19,24 @@ import * as protoLoader from "@grpc/proto-loader";
 import { Buffer } from "node:buffer";
 import { isIP } from "node:net";
 import { checkServerIdentity } from "node:tls";
-import { assert, formatHostPort, type HlcTimestamp, type HostPort } from "../base/mod.ts";
-import { log as rootLog, type Logger } from "../obs/mod.ts";
+import {
+  addressOfPeer,
+  assert,
+  formatHostPort,
+  type HlcTimestamp,
+  type HostPort,
+  isLoopbackAddress,
+} from "../base/mod.ts";
+import { counter, log as rootLog, type Logger } from "../obs/mod.ts";
 import { CodecError } from "../raft/codec.ts";
 import { CompactedError, ProposalDroppedError, UnavailableError } from "../raft/mod.ts";
 import type { TlsMaterial } from "./raft_transport.ts";
+import {
+  certificateIdentity,
+  describeIdentity,
+  type PeerCertificateNames,
+  type PeerIdentity,
+} from "./peer_identity.ts";
 
 // ---- status codes and errors -----------------------------------------------------------
 
@@ -212,7 +228,9 @@ export interface GrpcCallContext {
   /** Request metadata (text values only). */
   metadata: Readonly<Record<string, string>>;
   /** The client's TLS certificate subject and SANs, under mTLS. */
-  peerCertificate: { subject: Record<string, string | string[]>; subjectAltName: string } | null;
+  peerCertificate: PeerCertificateNames | null;
+  /** Who the caller is (authenticated before the handler runs); handlers authorise by it. */
+  caller: PeerIdentity;
   /** Aborted when the client cancels or its deadline passes. */
   signal: AbortSignal;
 }
@@ -254,8 +272,17 @@ export const GRPC_DEADLINE_MS_DEFAULT = 10_000;
 export interface GrpcServerOptions {
   addr: HostPort;
   services: readonly GrpcServiceBinding[];
-  /** Mutual TLS: the server presents `cert` and requires a client certificate signed by `ca`. */
+  /**
+   * Mutual TLS: the server presents `cert`, and every call must come with a client
+   * certificate signed by `ca` that names a Kiseki identity (UNAUTHENTICATED otherwise).
+   */
   tls?: TlsMaterial | null;
+  /**
+   * Without TLS, whom to serve: `loopback` (the default) answers any other caller
+   * UNAUTHENTICATED; `any` serves every caller, unauthenticated (an explicit insecure
+   * setting). Ignored under TLS.
+   */
+  plaintextCallers?: PlaintextCallers;
   /** Tried before the defaults (see toGrpcStatusError). */
   errorMappers?: readonly GrpcErrorMapper[];
   logger?: Logger;
@@ -273,6 +300,10 @@ export async function startGrpcServer(options: GrpcServerOptions): Promise<GrpcS
   const logger = (options.logger ?? rootLog).child({ component: "grpc" });
   const protoRoot = options.protoRoot ?? PROTO_ROOT_DEFAULT;
   const mappers = options.errorMappers ?? [];
+  const gate: CallerGate = {
+    tls: Boolean(options.tls),
+    plaintextCallers: options.plaintextCallers ?? "loopback",
+  };
   const server = new grpc.Server({
     "grpc.max_receive_message_length": GRPC_MESSAGE_SIZE_BYTES_MAX,
     "grpc.max_send_message_length": GRPC_MESSAGE_SIZE_BYTES_MAX,
@@ -288,17 +319,14 @@ export async function startGrpcServer(options: GrpcServerOptions): Promise<GrpcS
         `${binding.definition.name}/${method}`,
         handler,
         mappers,
+        gate,
         logger,
       );
     }
     server.addService(ctor.service, implementation);
   }
   const credentials = options.tls
-    ? grpc.ServerCredentials.createSsl(
-      Buffer.from(options.tls.ca),
-      [{ private_key: Buffer.from(options.tls.key), cert_chain: Buffer.from(options.tls.cert) }],
-      true,
-    )
+    ? mutualTlsCredentials(options.tls)
     : grpc.ServerCredentials.createInsecure();
   const port = await new Promise<number>((resolve, reject) => {
     server.bindAsync(formatHostPort(options.addr), credentials, (error, bound) => {
@@ -310,8 +338,14 @@ export async function startGrpcServer(options: GrpcServerOptions): Promise<GrpcS
   logger.info("gRPC server listening", {
     addr: formatHostPort(addr),
     tls: Boolean(options.tls),
+    callers: options.tls ? "client certificates" : gate.plaintextCallers,
     services: options.services.map((s) => s.definition.name).join(","),
   });
+  if (!options.tls && gate.plaintextCallers === "any") {
+    logger.warn("gRPC without TLS serves callers from any address, unauthenticated", {
+      addr: formatHostPort(addr),
+    });
+  }
   let closing: Promise<void> | null = null;
   return {
     addr,
@@ -331,10 +365,90 @@ export async function startGrpcServer(options: GrpcServerOptions): Promise<GrpcS
   };
 }
 
+/**
+ * Server credentials for mutual TLS that ask every client for a certificate but let the
+ * handshake finish without one (or with one TLS could not verify): grpc-js then hands such
+ * a call no certificate, and the caller gate answers it UNAUTHENTICATED with a message,
+ * where a refused handshake would leave the client with a bare UNAVAILABLE. TLS still
+ * verifies every certificate it reports against `ca` (grpc-js reports a certificate only
+ * for an authorised socket); grpc_test.ts proves a foreign CA's certificate is refused.
+ */
+function mutualTlsCredentials(tls: TlsMaterial): grpc.ServerCredentials {
+  const credentials = grpc.ServerCredentials.createSsl(
+    Buffer.from(tls.ca),
+    [{ private_key: Buffer.from(tls.key), cert_chain: Buffer.from(tls.cert) }],
+    true,
+  );
+  const options = credentials._getConstructorOptions();
+  assert(options !== null && options.requestCert === true, "mTLS credentials do not ask for certs");
+  options.rejectUnauthorized = false;
+  return credentials;
+}
+
+export type PlaintextCallers = "loopback" | "any";
+
+/** Calls refused for who made them, by method and status (created on first use). */
+const refusedCalls = () =>
+  counter<"method" | "code">({
+    name: "kiseki_grpc_calls_refused_total",
+    help: "gRPC calls refused UNAUTHENTICATED or PERMISSION_DENIED, by method and status",
+    labelNames: ["method", "code"],
+  });
+
+/** What the caller gate of a server knows: its own transport and whom it serves. */
+export interface CallerGate {
+  tls: boolean;
+  plaintextCallers: PlaintextCallers;
+}
+
+/**
+ * The identity of a call's caller, or the status that refuses it: under TLS, the identity
+ * of its verified client certificate (UNAUTHENTICATED without one, PERMISSION_DENIED for a
+ * certificate that names no Kiseki identity); without TLS, a loopback caller, or any caller
+ * when the server serves any. Runs before every handler.
+ */
+export function authenticateCaller(
+  gate: CallerGate,
+  call: { peer: string; certificate: PeerCertificateNames | null },
+): PeerIdentity {
+  if (gate.tls) {
+    if (call.certificate === null) {
+      throw new GrpcStatusError(
+        GrpcStatus.UNAUTHENTICATED,
+        "this port requires a client certificate signed by the cluster CA (mutual TLS); " +
+          "none was presented, or it did not verify (scripts/gen_certs.sh issues them)",
+      );
+    }
+    const identity = certificateIdentity(call.certificate);
+    if (typeof identity === "string") {
+      throw new GrpcStatusError(GrpcStatus.PERMISSION_DENIED, `${identity}; no call is allowed`);
+    }
+    return identity;
+  }
+  if (gate.plaintextCallers === "any") return { kind: "insecure" };
+  const address = addressOfPeer(call.peer);
+  if (isLoopbackAddress(address)) return { kind: "loopback" };
+  throw new GrpcStatusError(
+    GrpcStatus.UNAUTHENTICATED,
+    `this node serves gRPC without TLS to loopback callers only, and ${address} is not ` +
+      "loopback: give the node mTLS material (KISEKI_CA_PATH, KISEKI_CERT_PATH, " +
+      "KISEKI_KEY_PATH) and call with a client certificate, or set KISEKI_ALLOW_INSECURE=true",
+  );
+}
+
+/** A handler's refusal of an authenticated caller: PERMISSION_DENIED naming who and what. */
+export function permissionDenied(caller: PeerIdentity, what: string): GrpcStatusError {
+  return new GrpcStatusError(
+    GrpcStatus.PERMISSION_DENIED,
+    `${describeIdentity(caller)} may not ${what}`,
+  );
+}
+
 function unaryAdapter(
   path: string,
   handler: GrpcUnaryHandler<unknown, unknown>,
   mappers: readonly GrpcErrorMapper[],
+  gate: CallerGate,
   logger: Logger,
 ): grpc.handleUnaryCall<unknown, unknown> {
   return (call, callback) => {
@@ -342,21 +456,22 @@ function unaryAdapter(
     call.on("cancelled", () => controller.abort());
     const auth = call.getAuthContext?.();
     const cert = auth?.sslPeerCertificate;
-    const context: GrpcCallContext = {
-      peer: call.getPeer(),
-      metadata: textMetadata(call.metadata),
-      peerCertificate: cert && cert.subject
-        ? {
-          subject: cert.subject as unknown as Record<string, string | string[]>,
-          subjectAltName: cert.subjectaltname ?? "",
-        }
-        : null,
-      signal: controller.signal,
-    };
+    const peer = call.getPeer();
+    const peerCertificate: PeerCertificateNames | null = cert && cert.subject
+      ? {
+        subject: cert.subject as unknown as Record<string, string | string[]>,
+        subjectAltName: cert.subjectaltname ?? "",
+      }
+      : null;
     const fail = (error: unknown): void => {
       const status = toGrpcStatusError(error, mappers);
       if (status.code === GrpcStatus.INTERNAL && !(error instanceof GrpcStatusError)) {
         logger.error("gRPC handler failed", { method: path, error });
+      }
+      if (
+        status.code === GrpcStatus.UNAUTHENTICATED || status.code === GrpcStatus.PERMISSION_DENIED
+      ) {
+        refusedCalls().inc({ method: path, code: status.codeName });
       }
       const metadata = new grpc.Metadata();
       for (const [k, v] of Object.entries(status.metadata)) metadata.set(k, v);
@@ -364,6 +479,14 @@ function unaryAdapter(
     };
     let result: unknown;
     try {
+      const caller = authenticateCaller(gate, { peer, certificate: peerCertificate });
+      const context: GrpcCallContext = {
+        peer,
+        metadata: textMetadata(call.metadata),
+        peerCertificate,
+        caller,
+        signal: controller.signal,
+      };
       result = handler(call.request, context);
     } catch (error) {
       fail(error);
@@ -505,6 +628,11 @@ export type ShardState =
   | "SHARD_STATE_DEGRADED"
   | "SHARD_STATE_NO_QUORUM";
 
+/** proto HlcTimestamp: a clock reading and the node whose clock took it (0: not known). */
+export interface StampedHlcTimestamp extends HlcTimestamp {
+  nodeId: number;
+}
+
 export interface AppendDeltaRequest {
   shardId: number;
   tenantId: string;
@@ -517,7 +645,7 @@ export interface AppendDeltaRequest {
 export interface AppendDeltaResponse {
   sequence: number;
   term: number;
-  timestamp: HlcTimestamp | null;
+  timestamp: StampedHlcTimestamp | null;
 }
 
 export interface ReadDeltasRequest {
@@ -529,7 +657,7 @@ export interface ReadDeltasRequest {
 export interface Delta {
   sequence: number;
   term: number;
-  timestamp: HlcTimestamp | null;
+  timestamp: StampedHlcTimestamp | null;
   tenantId: string;
   operation: DeltaOperation;
   hashedKey: Uint8Array;

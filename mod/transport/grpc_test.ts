@@ -9,6 +9,7 @@ import { CodecError } from "../raft/codec.ts";
 import { ProposalDroppedError } from "../raft/mod.ts";
 import {
   type AppendDeltaRequest,
+  authenticateCaller,
   bindGrpcService,
   createGrpcClient,
   defineGrpcService,
@@ -61,7 +62,7 @@ function fakeLogService(calls: { context: GrpcCallContext }[]): GrpcHandlers<Log
       calls.push({ context });
       check(request.shardId);
       const sequence = log.length + 1;
-      const timestamp = { physicalMs: 1_700_000_000_000 + sequence, logical: 2 };
+      const timestamp = { physicalMs: 1_700_000_000_000 + sequence, logical: 2, nodeId: 1 };
       log.push({ ...request, sequence, term: 7, timestamp });
       return { sequence, term: 7, timestamp };
     },
@@ -133,11 +134,12 @@ Deno.test("startGrpcServer() serves every LogService RPC to createGrpcClient()",
     assert.deepEqual(first, {
       sequence: 1,
       term: 7,
-      timestamp: { physicalMs: 1_700_000_000_001, logical: 2 },
+      timestamp: { physicalMs: 1_700_000_000_001, logical: 2, nodeId: 1 },
     });
     assert.equal(calls[0]!.context.metadata["x-request-id"], "r1");
     assert.match(calls[0]!.context.peer, /127\.0\.0\.1:\d+/);
     assert.equal(calls[0]!.context.peerCertificate, null);
+    assert.deepEqual(calls[0]!.context.caller, { kind: "loopback" });
     const second = await client.AppendDelta({
       shardId: 1,
       tenantId: "acme",
@@ -337,7 +339,7 @@ async function material(dir: string, name: string, kind: string): Promise<TlsMat
 
 Deno.test({
   name:
-    "startGrpcServer() with mTLS admits a client certificate of the cluster CA and refuses none or another CA's" +
+    "startGrpcServer() with mTLS admits a client certificate of the cluster CA and answers none or another CA's UNAUTHENTICATED" +
     (OPENSSL ? "" : " (IGNORED: openssl missing, Debian package openssl)"),
   ignore: missingPart("openssl (Debian openssl)", !OPENSSL && "no openssl command on PATH"),
   fn: async () => {
@@ -362,6 +364,7 @@ Deno.test({
         assert.ok(cert !== null, "the handler sees the client certificate");
         assert.equal(cert.subject["CN"], "acme");
         assert.match(cert.subjectAltName, /URI:kiseki:\/\/tenant\/acme/);
+        assert.deepEqual(calls[0]!.context.caller, { kind: "tenant", tenant: "acme" });
       } finally {
         admitted.close();
       }
@@ -374,13 +377,16 @@ Deno.test({
           client.close();
         }
       };
+      // Both reach the server (TLS asks for a certificate without requiring one) and are
+      // answered with a status that says why, before any handler runs.
       const anonymous = await refusedWith({ ca: tenant.ca });
       assert.ok(anonymous instanceof GrpcStatusError, "a client without a certificate is refused");
-      assert.equal(anonymous.code, GrpcStatus.UNAVAILABLE, anonymous.message);
+      assert.equal(anonymous.codeName, "UNAUTHENTICATED", anonymous.message);
+      assert.match(anonymous.message, /requires a client certificate signed by the cluster CA/);
       const mallory = await material(`${dir}/theirs`, "tenant-mallory", "client");
       const stranger = await refusedWith({ ca: tenant.ca, cert: mallory.cert, key: mallory.key });
       assert.ok(stranger instanceof GrpcStatusError, "another CA's certificate is refused");
-      assert.equal(stranger.code, GrpcStatus.UNAVAILABLE, stranger.message);
+      assert.equal(stranger.codeName, "UNAUTHENTICATED", stranger.message);
       assert.equal(calls.length, 1, "no refused call reached a handler");
 
       // The client checks the server's certificate against the address it dials: node1's
@@ -410,4 +416,55 @@ Deno.test({
       await Deno.remove(dir, { recursive: true });
     }
   },
+});
+
+Deno.test("authenticateCaller() without TLS serves loopback callers only, unless told to serve any", () => {
+  const loopbackOnly = { tls: false, plaintextCallers: "loopback" } as const;
+  for (const peer of ["127.0.0.1:5000", "127.9.8.7:1", "::1:5000", "::ffff:127.0.0.1:5000"]) {
+    assert.deepEqual(authenticateCaller(loopbackOnly, { peer, certificate: null }), {
+      kind: "loopback",
+    });
+  }
+  for (const peer of ["10.0.0.2:5000", "192.168.1.5:443", "fe80::1:5000", "unknown"]) {
+    assert.throws(
+      () => authenticateCaller(loopbackOnly, { peer, certificate: null }),
+      (e: unknown) =>
+        e instanceof GrpcStatusError && e.codeName === "UNAUTHENTICATED" &&
+        /loopback callers only/.test(e.message) && /KISEKI_ALLOW_INSECURE=true/.test(e.message),
+      peer,
+    );
+  }
+  assert.deepEqual(
+    authenticateCaller({ tls: false, plaintextCallers: "any" }, {
+      peer: "10.0.0.2:5000",
+      certificate: null,
+    }),
+    { kind: "insecure" },
+  );
+});
+
+Deno.test("authenticateCaller() under TLS wants a certificate naming a Kiseki identity, wherever the caller is", () => {
+  const gate = { tls: true, plaintextCallers: "any" } as const;
+  assert.throws(
+    () => authenticateCaller(gate, { peer: "127.0.0.1:5000", certificate: null }),
+    (e: unknown) => e instanceof GrpcStatusError && e.codeName === "UNAUTHENTICATED",
+    "loopback is no identity under TLS, and plaintextCallers does not apply",
+  );
+  assert.deepEqual(
+    authenticateCaller(gate, {
+      peer: "10.0.0.2:5000",
+      certificate: { subject: { O: "Kiseki", OU: "node", CN: "node2" }, subjectAltName: "" },
+    }),
+    { kind: "node", name: "node2" },
+  );
+  assert.throws(
+    () =>
+      authenticateCaller(gate, {
+        peer: "10.0.0.2:5000",
+        certificate: { subject: { OU: "cluster CA", CN: "x" }, subjectAltName: "" },
+      }),
+    (e: unknown) =>
+      e instanceof GrpcStatusError && e.codeName === "PERMISSION_DENIED" &&
+      /OU=cluster CA is not one scripts\/gen_certs\.sh issues/.test(e.message),
+  );
 });

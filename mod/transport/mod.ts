@@ -19,6 +19,7 @@ export type {
   UnreachableHandler,
 } from "./raft_transport.ts";
 export {
+  authenticateCaller,
   bindGrpcService,
   createGrpcClient,
   defineGrpcService,
@@ -31,6 +32,7 @@ export {
   GrpcStatusError,
   LEADER_ID_METADATA_KEY,
   LOG_SERVICE,
+  permissionDenied,
   PROTO_ROOT_DEFAULT,
   startGrpcServer,
   toGrpcStatusError,
@@ -38,6 +40,7 @@ export {
 export type {
   AppendDeltaRequest,
   AppendDeltaResponse,
+  CallerGate,
   Delta,
   DeltaOperation,
   GrpcCallContext,
@@ -56,6 +59,7 @@ export type {
   GrpcUnaryHandler,
   LogServiceMethods,
   MemberRole,
+  PlaintextCallers,
   ReadDeltasRequest,
   ReadDeltasResponse,
   SetMaintenanceRequest,
@@ -64,4 +68,11 @@ export type {
   ShardHealthResponse,
   ShardMember,
   ShardState,
+  StampedHlcTimestamp,
 } from "./grpc.ts";
+export {
+  certificateIdentity,
+  describeIdentity,
+  SERVER_CERTIFICATE_KINDS,
+} from "./peer_identity.ts";
+export type { PeerCertificateNames, PeerIdentity, ServerCertificateKind } from "./peer_identity.ts";

@@ -174,6 +174,8 @@ async function startCluster(dir: string): Promise<BenchNode[]> {
     const role = startRole("server", {
       KISEKI_NODE_ID: String(id),
       KISEKI_RAFT_PEERS: peers,
+      // Measures Raft over plain TCP (no TLS in the numbers), which a cluster must ask for.
+      KISEKI_ALLOW_INSECURE: "true",
       KISEKI_BOOTSTRAP: id === 1 ? "true" : "false",
       KISEKI_RAFT_ADDR: on(PORTS.raft),
       KISEKI_DATA_ADDR: on(PORTS.data),

@@ -114,6 +114,10 @@ class TestCluster {
         new TestNode(spec, {
           KISEKI_NODE_ID: String(spec.id),
           KISEKI_RAFT_PEERS: peers,
+          // Raft behaviour under crashes and partitions, not authentication (that is
+          // data_path_auth_test.ts): plain TCP, said explicitly, and the test's client
+          // reaches the namespaced nodes from a non-loopback address.
+          KISEKI_ALLOW_INSECURE: "true",
           KISEKI_BOOTSTRAP: spec.id === specs[0]!.id ? "true" : "false",
           KISEKI_RAFT_ADDR: `${spec.raftHost}:${PORTS.raft}`,
           KISEKI_DATA_ADDR: on(PORTS.data),

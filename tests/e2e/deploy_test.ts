@@ -8,6 +8,7 @@ import assert from "node:assert/strict";
 import * as tls from "node:tls";
 import { missingPart } from "../../mod/base/mod.ts";
 import { roleConfig, type RoleName } from "../../mod/role/mod.ts";
+import { insecureClusterProblem } from "../../mod/role/server.ts";
 
 const ROOT = new URL("../../", import.meta.url).pathname;
 const decoder = new TextDecoder();
@@ -260,6 +261,8 @@ for (const [name, want] of Object.entries(UNITS)) {
     const config = roleConfig(want.role, env);
     assert.equal(config.logLevel, "info");
     if (env.KISEKI_CA_PATH !== undefined) assert.notEqual(config.tls, null);
+    // A multi-node server unit starts only with mTLS (or an explicit insecure setting).
+    if (want.role === "server") assert.equal(insecureClusterProblem(config), null);
   });
 
   Deno.test(`systemd/${name} keeps the guide's service settings and hardening`, async () => {
@@ -566,6 +569,13 @@ if (DOCKER_COMPOSE === null) {
         PEERS,
       );
       assert.equal(config.bootstrap, n === 1);
+      // Three nodes without mTLS start only because the stack says so explicitly.
+      assert.equal(env.KISEKI_ALLOW_INSECURE, "true");
+      assert.equal(insecureClusterProblem(config), null);
+      assert.match(
+        insecureClusterProblem({ ...config, allowInsecure: false }) ?? "",
+        /KISEKI_RAFT_PEERS names 3 nodes but mTLS is not configured/,
+      );
       // Container ports the host ports map to are the ones the node listens on.
       assert.deepEqual(
         [
