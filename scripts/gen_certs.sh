@@ -2,6 +2,12 @@
 # Generates Kiseki's TLS material with the openssl CLI: one cluster CA, and certificates
 # signed by it for storage nodes, key servers, the control plane, the admin and tenants.
 # Every key is ECDSA P-256. Re-running keeps what is still valid (idempotent).
+#
+# This script is the single source of Kiseki's certificate identities: the subject OU names
+# the kind of holder (node, keyserver, control, admin, tenant) and CN the holder; a tenant's
+# certificate also carries the URI SAN kiseki://tenant/<ID>. mod/transport/peer_identity.ts
+# reads them back (its test issues certificates with this script), and the services
+# authorise each call by them. Change the scheme here and there together.
 set -euo pipefail
 
 PROG=$(basename "$0")
@@ -25,12 +31,18 @@ Writes a cluster CA and certificates signed by it (ECDSA P-256, SHA-256) into DI
 Each folder holds what one host needs, under the names the systemd units use
 (/etc/kiseki/tls/...).
 
+What each identity may do on a node's data-path gRPC (9100): a node (OU=node) appends and
+reads every tenant's deltas; a tenant's client appends and reads its own tenant's deltas
+only; the admin (OU=admin) sets maintenance mode; all of them may ask for shard health.
+
   --node NAME:SANS       a storage node; NAME is its certificate CN and a DNS SAN; SANS is a
                          comma-separated list of further DNS names and IP addresses
   --keyserver NAME:SANS  a system key server (same form)
   --control NAME:SANS    a control plane server (same form)
   --tenant ID            a tenant client certificate: subject OU=tenant, CN=ID and the URI
-                         SAN kiseki://tenant/ID (ID: letters, digits, '.', '_', '-')
+                         SAN kiseki://tenant/ID (ID: letters, digits, '.', '_', '-'); for
+                         the data path, ID is the tenant's id: 32 hex digits, with or
+                         without the UUID's hyphens
   --admin                the operator's client certificate (OU=admin, URI kiseki://admin)
   --days N               leaf certificate lifetime in days (default 825)
   --ca-days N            CA lifetime in days (default 3650)

@@ -42,3 +42,36 @@ Deno.test("AdminApi.handle() answers 503 before its token, 401 without it, 404 o
   assert.equal((await call("/api/v1/thingsx", `Bearer ${token}`)).status, 404);
   assert.equal((await call("/api/v1/other", `Bearer ${token}`)).status, 404);
 });
+
+Deno.test("adminHandler() serves the operator API to loopback callers only, before the token; /health and /metrics to anyone", async () => {
+  const api = new AdminApi();
+  api.mount("/api/v1/things", () => Promise.resolve(adminJson(200, { secret: "s3-secret" })));
+  const token = "t".repeat(40);
+  api.setToken(token);
+  const readiness = new ReadinessFlag();
+  readiness.set(true, "ready");
+  const handle = adminHandler(readiness, api);
+  const from = (hostname: string) => ({ remoteAddr: { hostname } });
+  const call = (path: string, info?: { remoteAddr: { hostname: string } }) =>
+    handle(new Request(`http://x${path}`, { headers: { authorization: `Bearer ${token}` } }), info);
+
+  for (const local of ["127.0.0.1", "127.3.4.5", "::1", "::ffff:127.0.0.1"]) {
+    const r = await call("/api/v1/things", from(local));
+    assert.equal(r.status, 200, local);
+    assert.deepEqual(await r.json(), { secret: "s3-secret" });
+  }
+  // The right token from elsewhere still gets nothing: the secret would cross the network
+  // in clear, and so would the token.
+  for (const remote of ["10.0.0.7", "192.168.1.2", "fe80::1", "::ffff:10.0.0.7"]) {
+    const r = await call("/api/v1/things", from(remote));
+    assert.equal(r.status, 403, remote);
+    const body = await r.json();
+    assert.equal(body.error, "forbidden");
+    assert.match(body.message, new RegExp(`${remote.replaceAll(".", "\\.")} is not loopback`));
+    assert.match(body.message, /ssh -L 9090:127\.0\.0\.1:9090/);
+    assert.equal((await call("/health", from(remote))).status, 200);
+    assert.equal((await call("/metrics", from(remote))).status, 200);
+  }
+  // A caller whose address is unknown is not trusted either.
+  assert.equal((await call("/api/v1/things")).status, 403);
+});

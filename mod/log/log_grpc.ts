@@ -81,7 +81,7 @@ function certificateTenant(caller: PeerIdentity & { kind: "tenant" }): Uint8Arra
     throw permissionDenied(
       caller,
       `reach the log: its id '${caller.tenant}' is not a tenant id (a UUID); issue the ` +
-        "tenant's certificate with scripts/gen_certs.sh --tenant <the tenant's UUID>",
+        "tenant's certificate with scripts/gen_certs.sh --tenant <the tenant's id in hex>",
     );
   }
   return bytes;
