@@ -456,3 +456,119 @@ Deno.test("kiseki server refuses to start three nodes without mTLS, unless KISEK
     await Deno.remove(dir, { recursive: true }).catch(() => {});
   }
 });
+
+// ---- a cluster on gen_certs.sh material --------------------------------------------------
+
+Deno.test({
+  name: "three nodes on gen_certs.sh mTLS (the README's recipe): Raft over TLS elects, a " +
+    "follower forwards a node's append, and every node serves a tenant its own deltas only" +
+    (OPENSSL ? "" : " (IGNORED: openssl missing, Debian package openssl)"),
+  ignore: !OPENSSL,
+  sanitizeOps: false,
+  sanitizeResources: false,
+  async fn() {
+    const dir = await Deno.makeTempDir({ prefix: "kiseki-data-mtls3-" });
+    const hosts = [1, 2, 3].map((n) => `127.0.95.${n}`);
+    const tls = `${dir}/tls`;
+    const roles: RunningRole[] = [];
+    const clients: LogClient[] = [];
+    try {
+      await genCerts(tls, [
+        ...hosts.flatMap((h, i) => ["--node", `node${i + 1}:${h}`]),
+        "--admin",
+        "--tenant",
+        TENANT_A,
+        "--tenant",
+        TENANT_B,
+      ]);
+      const peers = hosts.map((h, i) => `${i + 1}=${h}:29300`).join(",");
+      const envs = hosts.map((h, i) => ({
+        KISEKI_NODE_ID: String(i + 1),
+        KISEKI_RAFT_PEERS: peers,
+        KISEKI_BOOTSTRAP: i === 0 ? "true" : "false",
+        KISEKI_CA_PATH: `${tls}/node${i + 1}/ca.crt`,
+        KISEKI_CERT_PATH: `${tls}/node${i + 1}/server.crt`,
+        KISEKI_KEY_PATH: `${tls}/node${i + 1}/server.key`,
+        KISEKI_DATA_DIR: `${dir}/node${i + 1}`,
+        KISEKI_RAFT_ADDR: `${h}:29300`,
+        KISEKI_DATA_ADDR: `${h}:29100`,
+        KISEKI_ADVISORY_ADDR: `${h}:29101`,
+        KISEKI_S3_ADDR: `${h}:29000`,
+        KISEKI_NFS_ADDR: `${h}:22049`,
+        KISEKI_METRICS_ADDR: `${h}:29090`,
+        KISEKI_SHARDS: "1",
+        KISEKI_RAFT_TICK_MS: "50",
+      }));
+      for (const env of envs) roles.push(startRole("server", env));
+      await Promise.all(
+        envs.map((env) => waitForHttp(`http://${env.KISEKI_METRICS_ADDR}/health`, "OK", 90_000)),
+      );
+      const connect = async (host: string, folder: string, base: string) => {
+        const c = createGrpcClient(LOG_SERVICE, { host, port: 29100 }, {
+          tls: await clientTls(tls, folder, base),
+          deadlineMs: 20_000,
+        });
+        clients.push(c);
+        return c;
+      };
+      const admins = await Promise.all(hosts.map((h) => connect(h, "admin", "admin")));
+      // Raft over TLS: one leader, which all three nodes name.
+      let leader = 0;
+      for (let i = 0; i < 200 && leader === 0; i++) {
+        const seen = await Promise.all(
+          admins.map((a) => a.ShardHealth({ shardId: SHARD }).then((h) => h.leaderId, () => 0)),
+        );
+        if (seen.every((l) => l !== 0 && l === seen[0])) leader = seen[0]!;
+        else await new Promise((r) => setTimeout(r, 100));
+      }
+      assert.ok(leader > 0, "a leader elected over TLS that every node names");
+      const follower = hosts[leader % 3]!;
+      const third = hosts[(leader + 1) % 3]!;
+
+      const nodeAtFollower = await connect(follower, `node${leader}`, "server");
+      const b = await nodeAtFollower.AppendDelta(append(TENANT_B, 21, [key(3)]));
+      const tenantAtLeader = await connect(hosts[leader - 1]!, `tenant-${TENANT_A}`, "client");
+      const a = await tenantAtLeader.AppendDelta(append(TENANT_A, 22));
+      assert.equal(a.timestamp?.nodeId, leader);
+      assert.equal(b.timestamp?.nodeId, leader % 3 + 1, "stamped by the follower that took it");
+
+      const tenantAtThird = await connect(third, `tenant-${TENANT_A}`, "client");
+      let mine: number[] = [];
+      for (let i = 0; i < 100; i++) {
+        const page = await tenantAtThird.ReadDeltas({
+          shardId: SHARD,
+          fromSequence: 0,
+          maxCount: 0,
+        });
+        mine = page.deltas.map((d) => d.sequence);
+        if (page.tip >= Math.max(a.sequence, b.sequence)) break;
+        await new Promise((r) => setTimeout(r, 100));
+      }
+      assert.deepEqual(mine, [a.sequence], "tenant A sees its delta and not tenant B's");
+      await expectRefused(
+        tenantAtThird.AppendDelta(append(TENANT_B, 23)),
+        "PERMISSION_DENIED",
+        /may not append deltas of tenant/,
+      );
+      const anonymous = createGrpcClient(LOG_SERVICE, { host: third, port: 29100 }, {
+        tls: { ca: await Deno.readTextFile(`${tls}/ca.crt`) },
+        deadlineMs: 10_000,
+      });
+      clients.push(anonymous);
+      await expectRefused(
+        anonymous.ShardHealth({ shardId: SHARD }),
+        "UNAUTHENTICATED",
+        /client certificate/,
+      );
+    } catch (e) {
+      for (const [i, r] of roles.entries()) {
+        console.error(`--- node ${i + 1}\n${r.stderr().slice(-3000)}`);
+      }
+      throw e;
+    } finally {
+      for (const c of clients) c.close();
+      await Promise.all(roles.map((r) => r.stop("SIGKILL")));
+      await Deno.remove(dir, { recursive: true }).catch(() => {});
+    }
+  },
+});
