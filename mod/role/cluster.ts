@@ -54,6 +54,7 @@ export async function startCluster(options: ClusterOptions): Promise<Cluster> {
     listen: config.raftAddr,
     peers,
     tls: config.tls ? await readTlsMaterial(config.tls) : null,
+    plaintextPeers: config.allowInsecure ? "any" : "loopback",
     logger: log.child({ component: "raft-transport" }),
   });
 

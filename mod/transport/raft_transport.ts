@@ -35,6 +35,8 @@
 //   With TLS material, both ends run TLS 1.2+ first and present certificates of the cluster
 //   CA; the dialer checks the certificate names the address it dials, and both check its
 //   subject OU is a cluster server's (node, keyserver, control), not a tenant's or admin's.
+//   Without TLS, the acceptor takes loopback connections only, unless told to take any
+//   (a cluster run without mTLS on purpose, KISEKI_ALLOW_INSECURE).
 
 import * as net from "node:net";
 import * as tls from "node:tls";
@@ -42,6 +44,7 @@ import {
   assert,
   formatHostPort,
   type HostPort,
+  isLoopbackAddress,
   type RaftPeer,
   type TlsPaths,
 } from "../base/mod.ts";
@@ -175,6 +178,11 @@ export interface TcpRaftTransportOptions {
    * keyserver and control server certificates; tenant and admin certificates are refused).
    */
   peerOrganizationalUnits?: readonly string[];
+  /**
+   * Without TLS, which inbound connections to take: `loopback` (the default; a lone
+   * development node) or `any` (a cluster run without mTLS on purpose). Ignored with TLS.
+   */
+  plaintextPeers?: "loopback" | "any";
   limits?: Partial<RaftTransportLimits>;
   logger?: Logger;
   /** Jitter source for reconnect delays, in [0, 1). */
@@ -489,6 +497,7 @@ export class TcpRaftTransport implements RaftTransport {
   readonly #limits: RaftTransportLimits;
   readonly #tls: TlsMaterial | null;
   readonly #peerOus: readonly string[];
+  readonly #plaintextPeers: "loopback" | "any";
   readonly #log: Logger;
   readonly #random: () => number;
   readonly #server: net.Server;
@@ -521,6 +530,7 @@ export class TcpRaftTransport implements RaftTransport {
     this.#limits = { ...RAFT_TRANSPORT_LIMITS_DEFAULT, ...options.limits };
     this.#tls = options.tls ?? null;
     this.#peerOus = options.peerOrganizationalUnits ?? ["node", "keyserver", "control"];
+    this.#plaintextPeers = options.plaintextPeers ?? "loopback";
     this.#log = (options.logger ?? rootLog).child({
       component: "raft_transport",
       node: options.nodeId,
@@ -990,6 +1000,17 @@ export class TcpRaftTransport implements RaftTransport {
         socket.destroy();
         return;
       }
+    } else if (
+      this.#plaintextPeers === "loopback" && !isLoopbackAddress(socket.remoteAddress ?? "")
+    ) {
+      this.#protocolError(
+        "not_loopback",
+        `refused an inbound connection from ${socket.remoteAddress ?? "?"}: without TLS this ` +
+          "node takes Raft connections from loopback only (KISEKI_ALLOW_INSECURE=true takes any)",
+        null,
+      );
+      socket.destroy();
+      return;
     }
     socket.setNoDelay(true);
     socket.setKeepAlive(true, this.#limits.keepAliveMs);

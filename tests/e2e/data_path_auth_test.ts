@@ -333,7 +333,7 @@ const CAN_NETNS = IP !== undefined && Deno.uid?.() === 0;
 
 Deno.test({
   name: "data path without TLS: a caller that is not loopback is refused UNAUTHENTICATED, " +
-    "and the operator API answers it 403 while /health stays open" +
+    "the operator API answers it 403 while /health stays open, and the Raft port drops it" +
     (CAN_NETNS ? "" : " (IGNORED: needs root and iproute2 for a network namespace)"),
   ignore: !CAN_NETNS,
   sanitizeOps: false,
@@ -392,6 +392,16 @@ Deno.test({
         new RegExp(`loopback callers only.*${CALLER_SIDE.replaceAll(".", "\\.")} is not loopback`),
       );
       assert.match(api.body, /ssh -L 9090:127\.0\.0\.1:9090/);
+
+      // The Raft port of a lone node without TLS takes no connection from elsewhere either:
+      // closed before its handshake is read (counted as not_loopback, not a bad handshake).
+      await inCallerNetwork("curl", ["-s", "--max-time", "5", `http://${on(29300)}/`]);
+      const metrics = await (await fetch(`http://${on(29090)}/metrics`)).text();
+      assert.match(
+        metrics,
+        /^kiseki_raft_transport_protocol_errors_total\{reason="not_loopback"\} [1-9]/m,
+      );
+      assert.doesNotMatch(metrics, /protocol_errors_total\{reason="bad_handshake"\}/);
     } catch (e) {
       if (role !== null) console.error(role.stderr().slice(-4000));
       throw e;
