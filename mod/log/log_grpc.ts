@@ -18,6 +18,7 @@ import {
   permissionDenied,
 } from "../transport/mod.ts";
 import type { DeltaOperation } from "../transport/mod.ts";
+import { bytesEqual } from "../base/mod.ts";
 import { HASHED_KEY_BYTES, isShardId } from "./shard.ts";
 import { DELTA_CHUNK_REF_BYTES, DELTA_OPS, DELTA_TENANT_ID_BYTES, type DeltaOp } from "./delta.ts";
 import { type DeltaLog, LogError } from "./delta_log.ts";
@@ -60,8 +61,21 @@ function tenantIdBytes(text: string): Uint8Array | null {
   return out;
 }
 
-function sameTenant(a: Uint8Array, b: Uint8Array): boolean {
-  return a.length === b.length && a.every((x, i) => x === b[i]);
+export function formatTenantId(bytes: Uint8Array): string {
+  const hex = [...bytes].map((b) => b.toString(16).padStart(2, "0")).join("");
+  return `${hex.slice(0, 8)}-${hex.slice(8, 12)}-${hex.slice(12, 16)}-${hex.slice(16, 20)}-${
+    hex.slice(20)
+  }`;
+}
+
+function opOf(operation: DeltaOperation): DeltaOp {
+  const name = operation.replace(/^DELTA_OPERATION_/, "").toLowerCase();
+  if (!Object.hasOwn(DELTA_OPS, name)) invalid(`operation ${operation} is not a delta operation`);
+  return name as DeltaOp;
+}
+
+function operationOf(op: DeltaOp): DeltaOperation {
+  return `DELTA_OPERATION_${op.toUpperCase()}` as DeltaOperation;
 }
 
 // ---- authorisation ---------------------------------------------------------------------
@@ -97,7 +111,7 @@ function authoriseAppend(caller: PeerIdentity, req: AppendDeltaRequest): Uint8Ar
   if (caller.kind !== "tenant") throw permissionDenied(caller, "append deltas");
   const own = certificateTenant(caller);
   const tenantId = parseTenantId(req.tenantId);
-  if (!sameTenant(own, tenantId)) {
+  if (!bytesEqual(own, tenantId)) {
     throw permissionDenied(caller, `append deltas of tenant ${req.tenantId}`);
   }
   if (req.chunkRefs.length > 0) {
@@ -119,23 +133,6 @@ function authoriseRead(caller: PeerIdentity): Uint8Array | null {
 function authoriseMaintenance(caller: PeerIdentity): void {
   if (caller.kind === "admin" || caller.kind === "loopback" || caller.kind === "insecure") return;
   throw permissionDenied(caller, "set maintenance mode (an operator certificate may)");
-}
-
-export function formatTenantId(bytes: Uint8Array): string {
-  const hex = [...bytes].map((b) => b.toString(16).padStart(2, "0")).join("");
-  return `${hex.slice(0, 8)}-${hex.slice(8, 12)}-${hex.slice(12, 16)}-${hex.slice(16, 20)}-${
-    hex.slice(20)
-  }`;
-}
-
-function opOf(operation: DeltaOperation): DeltaOp {
-  const name = operation.replace(/^DELTA_OPERATION_/, "").toLowerCase();
-  if (!Object.hasOwn(DELTA_OPS, name)) invalid(`operation ${operation} is not a delta operation`);
-  return name as DeltaOp;
-}
-
-function operationOf(op: DeltaOp): DeltaOperation {
-  return `DELTA_OPERATION_${op.toUpperCase()}` as DeltaOperation;
 }
 
 export function logServiceBinding(deltaLog: DeltaLog, nodeId: number): GrpcServiceBinding {
@@ -176,7 +173,7 @@ export function logServiceBinding(deltaLog: DeltaLog, nodeId: number): GrpcServi
       // entries, and next_sequence still moves past them.
       const visible = onlyTenant === null
         ? page.deltas
-        : page.deltas.filter((d) => sameTenant(d.tenantId, onlyTenant));
+        : page.deltas.filter((d) => bytesEqual(d.tenantId, onlyTenant));
       return {
         deltas: visible.map((d) => ({
           sequence: d.sequence,

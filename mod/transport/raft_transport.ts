@@ -57,6 +57,7 @@ import {
   writeMessage,
 } from "../raft/codec.ts";
 import type { Message, NodeId } from "../raft/mod.ts";
+import { SERVER_CERTIFICATE_KINDS } from "./peer_identity.ts";
 
 export const RAFT_PROTOCOL_VERSION = 1;
 const MAGIC = 0x4b52_4654; // "KRFT"
@@ -529,7 +530,7 @@ export class TcpRaftTransport implements RaftTransport {
     this.#clusterId = new TextEncoder().encode(options.clusterId);
     this.#limits = { ...RAFT_TRANSPORT_LIMITS_DEFAULT, ...options.limits };
     this.#tls = options.tls ?? null;
-    this.#peerOus = options.peerOrganizationalUnits ?? ["node", "keyserver", "control"];
+    this.#peerOus = options.peerOrganizationalUnits ?? SERVER_CERTIFICATE_KINDS;
     this.#plaintextPeers = options.plaintextPeers ?? "loopback";
     this.#log = (options.logger ?? rootLog).child({
       component: "raft_transport",
