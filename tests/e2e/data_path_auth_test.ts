@@ -555,6 +555,15 @@ Deno.test({
         await new Promise((r) => setTimeout(r, 100));
       }
       assert.deepEqual(mine, [a.sequence], "tenant A sees its delta and not tenant B's");
+      // A node reading anywhere sees both, each with the term and the node that took it.
+      const nodeAtThird = await connect(third, `node${leader}`, "server");
+      const both = await nodeAtThird.ReadDeltas({ shardId: SHARD, fromSequence: 0, maxCount: 0 });
+      for (const acked of [a, b]) {
+        const d = both.deltas.find((x) => x.sequence === acked.sequence);
+        assert.ok(d !== undefined, `delta ${acked.sequence} on node at ${third}`);
+        assert.equal(d.term, acked.term);
+        assert.deepEqual(d.timestamp, acked.timestamp);
+      }
       await expectRefused(
         tenantAtThird.AppendDelta(append(TENANT_B, 23)),
         "PERMISSION_DENIED",
