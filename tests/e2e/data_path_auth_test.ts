@@ -4,6 +4,7 @@
 // without TLS, called from a network namespace (a caller that is not loopback), and a
 // three-node peer list without mTLS that must refuse to start.
 
+import { missingPart } from "../../mod/base/testing.ts";
 import assert from "node:assert/strict";
 import {
   createGrpcClient,
@@ -92,7 +93,7 @@ async function startServer(env: Record<string, string>): Promise<RunningRole> {
 Deno.test({
   name: "data path under mTLS: each call answers only the identity allowed to make it" +
     (OPENSSL ? "" : " (IGNORED: openssl missing, Debian package openssl)"),
-  ignore: !OPENSSL,
+  ignore: missingPart("openssl", !OPENSSL && "the openssl command is not installed"),
   sanitizeOps: false,
   sanitizeResources: false,
   async fn() {
@@ -335,7 +336,10 @@ Deno.test({
   name: "data path without TLS: a caller that is not loopback is refused UNAUTHENTICATED, " +
     "the operator API answers it 403 while /health stays open, and the Raft port drops it" +
     (CAN_NETNS ? "" : " (IGNORED: needs root and iproute2 for a network namespace)"),
-  ignore: !CAN_NETNS,
+  ignore: missingPart(
+    "network namespaces",
+    !CAN_NETNS && "creating network namespaces needs root and iproute2's ip",
+  ),
   sanitizeOps: false,
   sanitizeResources: false,
   async fn() {
@@ -473,7 +477,7 @@ Deno.test({
   name: "three nodes on gen_certs.sh mTLS (the README's recipe): Raft over TLS elects, a " +
     "follower forwards a node's append, and every node serves a tenant its own deltas only" +
     (OPENSSL ? "" : " (IGNORED: openssl missing, Debian package openssl)"),
-  ignore: !OPENSSL,
+  ignore: missingPart("openssl", !OPENSSL && "the openssl command is not installed"),
   sanitizeOps: false,
   sanitizeResources: false,
   async fn() {
