@@ -2,6 +2,7 @@
 // script itself and read each back the way TLS hands it to the server.
 
 import assert from "node:assert/strict";
+import { missingPart } from "../base/testing.ts";
 import { X509Certificate } from "node:crypto";
 import {
   certificateIdentity,
@@ -35,7 +36,7 @@ async function namesOf(path: string): Promise<PeerCertificateNames> {
 Deno.test({
   name: "certificateIdentity() reads every kind of certificate scripts/gen_certs.sh issues" +
     (OPENSSL ? "" : " (IGNORED: openssl missing, Debian package openssl)"),
-  ignore: !OPENSSL,
+  ignore: missingPart("openssl", !OPENSSL && "the openssl command is not installed"),
   fn: async () => {
     const dir = await Deno.makeTempDir({ prefix: "kiseki-identity-" });
     try {
