@@ -11,10 +11,16 @@ import { utf8 } from "./bytes.ts";
 export const COMPOSITION_KEY_BYTES_MAX = 1024;
 export const CONTENT_TYPE_BYTES_MAX = 256;
 export const ETAG_BYTES_MAX = 128;
-/** User metadata: entries and total bytes of names and values (S3 allows 2 KB). */
-export const METADATA_ENTRIES_MAX = 64;
-export const METADATA_BYTES_MAX = 2048;
-export const METADATA_NAME_BYTES_MAX = 128;
+/**
+ * An object's metadata map: entries and total bytes of names and values. It holds more than
+ * S3's user metadata (2 KiB, the gateway's own limit): the headers S3 stores with an object
+ * and its checksums ride in it too, and those have their own limits (all request headers
+ * together: 8 KiB), so the engine's bound is the sum, not S3's user-metadata limit.
+ */
+export const METADATA_ENTRIES_MAX = 1024;
+export const METADATA_BYTES_MAX = 16 * 1024;
+/** One name: a user metadata name may take all of S3's 2 KiB. */
+export const METADATA_NAME_BYTES_MAX = 2048;
 /** Inline threshold the service uses unless configured otherwise. */
 export const INLINE_THRESHOLD_BYTES_DEFAULT = 4096;
 /** Largest inline content any configuration may allow (must ride in one delta). */

@@ -2,10 +2,11 @@
 // object backend stores: user metadata (x-amz-meta-*), the headers S3 sends back as they
 // were written (Cache-Control, Content-Disposition, ...), and the checksums a client declared.
 
-import { METADATA_BYTES_MAX } from "../composition/mod.ts";
+import { assert } from "../base/mod.ts";
+import { METADATA_BYTES_MAX, METADATA_ENTRIES_MAX } from "../composition/mod.ts";
 import { CHECKSUM_ALGORITHMS, type ChecksumAlgorithm, checksumHeaderName } from "./checksums.ts";
 import { S3Error } from "./errors.ts";
-import { parseUserMetadata, USER_METADATA_PREFIX } from "./request.ts";
+import { parseUserMetadata, REQUEST_HEADERS_BYTES_MAX, USER_METADATA_PREFIX } from "./request.ts";
 
 /** Headers S3 stores with an object and answers with it (Content-Type is kept apart). */
 export const STORED_HEADERS: readonly string[] = Object.freeze([
@@ -23,19 +24,46 @@ export const STORED_HEADERS: readonly string[] = Object.freeze([
 export const GATEWAY_METADATA_PREFIX = ":";
 const CHECKSUM_ENTRY_PREFIX = `${GATEWAY_METADATA_PREFIX}checksum-`;
 
-/** A Content-Encoding without `aws-chunked`, which only framed the upload (AWS drops it). */
+/**
+ * Bytes the checksum entries of one object take at most: every algorithm once, its entry
+ * name and a base64 value of at most 64 bytes (a composite value adds "-<parts>").
+ */
+const CHECKSUM_ENTRIES_BYTES_MAX = CHECKSUM_ALGORITHMS.length *
+  (CHECKSUM_ENTRY_PREFIX.length + 32 + 64);
+
+// User metadata (2 KiB) and the stored headers each have S3's own limit, both inside the
+// request's header section (REQUEST_HEADERS_BYTES_MAX); with the checksums (which may come
+// from a trailer) they must always fit what the engine keeps per object, so the engine's
+// limit never answers MetadataTooLarge before S3's would.
+assert(
+  REQUEST_HEADERS_BYTES_MAX + CHECKSUM_ENTRIES_BYTES_MAX <= METADATA_BYTES_MAX,
+  "the engine's metadata limit holds a full header section and every checksum",
+);
+assert(
+  REQUEST_HEADERS_BYTES_MAX / (USER_METADATA_PREFIX.length + 4) + STORED_HEADERS.length +
+      CHECKSUM_ALGORITHMS.length <= METADATA_ENTRIES_MAX,
+  "the engine's metadata entry limit holds every header a request can carry",
+);
+
+/**
+ * Content-Encoding as stored: as sent, byte for byte, unless it names `aws-chunked`, which
+ * only framed the upload and which AWS drops (then the other codings, as listed).
+ */
 function storedContentEncoding(value: string): string {
-  return value.split(",")
+  const codings = value.split(",");
+  if (!codings.some((v) => v.trim().toLowerCase() === "aws-chunked")) return value;
+  return codings
+    .filter((v) => v.trim().toLowerCase() !== "aws-chunked")
     .map((v) => v.trim())
-    .filter((v) => v !== "" && v.toLowerCase() !== "aws-chunked")
+    .filter((v) => v !== "")
     .join(",");
 }
 
 /**
- * The metadata an object is written with: x-amz-meta-* (MetadataTooLarge past 2 KiB, as AWS),
- * the stored headers present in `headers`, and `checksums` (base64 values, verified against
- * the body before anything commits). MetadataTooLarge too when all of it exceeds what the
- * backend keeps per object.
+ * The metadata an object is written with: x-amz-meta-* (MetadataTooLarge past 2 KiB, as AWS
+ * measures it: names without the prefix, and values, in UTF-8), the stored headers present in
+ * `headers` (as sent; bounded by the request's header section, as at AWS), and `checksums`
+ * (base64 values, verified against the body before anything commits).
  */
 export function objectMetadata(
   headers: Headers,
@@ -48,24 +76,22 @@ export function objectMetadata(
     const value = name === "content-encoding" ? storedContentEncoding(raw) : raw;
     if (value !== "") metadata[`${GATEWAY_METADATA_PREFIX}${name}`] = value;
   }
-  for (const [algorithm, value] of Object.entries(checksums)) {
-    metadata[`${CHECKSUM_ENTRY_PREFIX}${algorithm.toLowerCase()}`] = value!;
-  }
-  const encoder = new TextEncoder();
-  let bytes = 0;
+  return withChecksums(metadata, checksums);
+}
+
+/** `metadata` with `checksums` (base64 values by algorithm) as its checksum entries. */
+export function withChecksums(
+  metadata: Readonly<Record<string, string>>,
+  checksums: Partial<Record<ChecksumAlgorithm, string>>,
+): Record<string, string> {
+  const out: Record<string, string> = {};
   for (const [name, value] of Object.entries(metadata)) {
-    bytes += encoder.encode(name).length + encoder.encode(value).length;
+    if (!name.startsWith(CHECKSUM_ENTRY_PREFIX)) out[name] = value;
   }
-  if (bytes > METADATA_BYTES_MAX) {
-    throw new S3Error(
-      "MetadataTooLarge",
-      `User metadata and the headers stored with the object (Cache-Control, ` +
-        `Content-Disposition, Content-Encoding, Content-Language, Expires) exceed ` +
-        `${METADATA_BYTES_MAX} bytes together`,
-      { details: { Size: String(bytes), MaxSizeAllowed: String(METADATA_BYTES_MAX) } },
-    );
+  for (const [algorithm, value] of Object.entries(checksums)) {
+    out[`${CHECKSUM_ENTRY_PREFIX}${algorithm.toLowerCase()}`] = value!;
   }
-  return metadata;
+  return out;
 }
 
 /** The checksums stored with an object, by algorithm (base64 values). */
@@ -106,7 +132,11 @@ export function metadataHeaders(
     for (const [algorithm, value] of checksums) {
       out.push([checksumHeaderName(algorithm as ChecksumAlgorithm), value]);
     }
-    if (checksums.length > 0) out.push(["x-amz-checksum-type", "FULL_OBJECT"]);
+    // A multipart object's checksum of its parts' checksums ends "-<parts>" (AWS's form).
+    const composite = checksums.some(([, value]) => value!.includes("-"));
+    if (checksums.length > 0) {
+      out.push(["x-amz-checksum-type", composite ? "COMPOSITE" : "FULL_OBJECT"]);
+    }
   }
   return out;
 }

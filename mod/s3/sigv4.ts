@@ -12,6 +12,8 @@ export const SIGV4_SERVICE = "s3";
 export const SIGV4_TERMINATOR = "aws4_request";
 /** How far a header-signed request's time may be from the server's (AWS: 15 minutes). */
 export const SIGV4_CLOCK_SKEW_MS_MAX = 15 * 60 * 1000;
+/** The shortest X-Amz-Expires AWS accepts: one second. */
+export const SIGV4_PRESIGNED_EXPIRES_SECONDS_MIN = 1;
 /** The longest X-Amz-Expires AWS accepts: seven days. */
 export const SIGV4_PRESIGNED_EXPIRES_SECONDS_MAX = 7 * 24 * 60 * 60;
 /** Signing keys kept; one per (secret, day, region, service) in use. */
@@ -593,7 +595,12 @@ function parsePresigned(params: Map<string, string>): ParsedSigV4 {
     throw malformed("X-Amz-Expires should be a number");
   }
   const expiresSeconds = Number(expiresText);
-  if (expiresSeconds < 0) throw malformed("X-Amz-Expires must be non-negative");
+  // AWS refuses 0 as well as negative values: a URL that is never valid is a mistake.
+  if (expiresSeconds < SIGV4_PRESIGNED_EXPIRES_SECONDS_MIN) {
+    throw malformed(
+      `X-Amz-Expires must be at least ${SIGV4_PRESIGNED_EXPIRES_SECONDS_MIN} second and not negative`,
+    );
+  }
   if (expiresSeconds > SIGV4_PRESIGNED_EXPIRES_SECONDS_MAX) {
     throw malformed(
       `X-Amz-Expires must be less than a week (in seconds) that is ` +

@@ -498,7 +498,8 @@ Deno.test("SigV4Verifier refuses presigned URLs valid for more than seven days",
   for (
     const [expires, message] of [
       ["604801", "less than a week"],
-      ["-1", "non-negative"],
+      ["-1", "not negative"],
+      ["0", "at least 1 second"],
       ["soon", "number"],
     ]
   ) {

@@ -111,18 +111,18 @@ Deno.test("encoding-type=url encodes keys, prefixes, delimiter and markers only"
   const v2 = parseXmlDocument(
     buildListObjectsV2Result({ ...enc, startAfter: "ü~", continuationToken: "a b" }),
   );
-  assert.equal(child(v2, "Prefix").text, "p+q/");
+  assert.equal(child(v2, "Prefix").text, "p%20q/");
   assert.equal(child(v2, "Delimiter").text, "%2B");
-  assert.equal(child(v2, "StartAfter").text, "%C3%BC%7E");
+  assert.equal(child(v2, "StartAfter").text, "%C3%BC~");
   assert.equal(child(v2, "ContinuationToken").text, "a b");
-  assert.equal(child(all(v2, "Contents")[0]!, "Key").text, "photos/a%26b+%3C1%3E.jpg");
+  assert.equal(child(all(v2, "Contents")[0]!, "Key").text, "photos/a%26b%20%3C1%3E.jpg");
   assert.equal(child(child(v2, "CommonPrefixes"), "Prefix").text, "photos/2026/");
   assert.equal(child(v2, "EncodingType").text, "url");
   const v1 = parseXmlDocument(
     buildListObjectsResult({ ...enc, marker: "m n", nextMarker: "x/y z" }),
   );
-  assert.equal(child(v1, "Marker").text, "m+n");
-  assert.equal(child(v1, "NextMarker").text, "x/y+z");
+  assert.equal(child(v1, "Marker").text, "m%20n");
+  assert.equal(child(v1, "NextMarker").text, "x/y%20z");
   assert.equal(child(v1, "EncodingType").text, "url");
   // Without encoding-type nothing is encoded and no EncodingType is sent.
   const plain = parseXmlDocument(buildListObjectsResult({ ...listing, marker: "m n" }));
@@ -131,8 +131,10 @@ Deno.test("encoding-type=url encodes keys, prefixes, delimiter and markers only"
   assert.ok(!plain.children.some((c) => c.name === "NextMarker"));
 });
 
-Deno.test("s3UrlEncode() follows S3: space as +, / and * kept, ~ escaped", () => {
-  assert.equal(s3UrlEncode("a b/c*d~e+f%g"), "a+b/c*d%7Ee%2Bf%25g");
+Deno.test("s3UrlEncode() follows S3: space as %20, + as %2B, / and unreserved kept", () => {
+  assert.equal(s3UrlEncode("a b/c*d~e+f%g"), "a%20b/c%2Ad~e%2Bf%25g");
+  assert.equal(s3UrlEncode("quux ab/"), "quux%20ab/");
+  assert.equal(s3UrlEncode("test_file(3).png"), "test_file%283%29.png");
   assert.equal(s3UrlEncode("日"), "%E6%97%A5");
   assert.equal(s3UrlEncode("\u0001\n"), "%01%0A");
 });
@@ -326,7 +328,8 @@ Deno.test("parseCompleteMultipartUpload() refuses anything but a list of parts",
       ),
     "InvalidArgument",
   );
-  rejectsXml(() => parseCompleteMultipartUpload(""), "MissingRequestBodyError");
+  rejectsXml(() => parseCompleteMultipartUpload(""), "MalformedXML");
+  rejectsXml(() => parseCompleteMultipartUpload(new Uint8Array(0)), "MalformedXML");
   rejectsXml(
     () => parseCompleteMultipartUpload(new Uint8Array([0x3c, 0xff, 0x3e])),
     "MalformedXML",
