@@ -15,6 +15,11 @@
 //   without a layout is always written as v1 (so its bytes are what they were before v2,
 //   and decode everywhere v1 does); a v2 payload without one is refused, as is v2 for any
 //   other type: every payload has exactly one encoding. A v1 payload has no layout.
+// v3 layout: an upload_complete v2 payload followed by a precondition (u8 1 none | 2 absent |
+//   3 version + u64, as object_put's) and metadata entries added to the upload's (the
+//   checksums of the whole object, known only at completion). Written only when one of the
+//   two is there (so every other completion keeps its v1/v2 bytes), only for upload_complete,
+//   and only with a part layout; a v3 payload with neither is refused.
 
 import { DELTA_PAYLOAD_BYTES_MAX, type DeltaOp } from "../log/mod.ts";
 import { ByteReader, ByteWriter, fromUtf8, utf8 } from "./bytes.ts";
@@ -60,11 +65,13 @@ import {
 } from "./namespace.ts";
 
 /** The newest payload format; encodePayload() writes the oldest that can say the payload. */
-export const PAYLOAD_FORMAT_VERSION = 2;
+export const PAYLOAD_FORMAT_VERSION = 3;
 /** The oldest payload format still decoded (v1: no part layouts). */
 export const PAYLOAD_FORMAT_VERSION_MIN = 1;
 /** The format that adds part layouts (see the top of this file). */
 const VERSION_PART_LAYOUTS = 2;
+/** The format that adds a completion's precondition and metadata (see the top of this file). */
+const VERSION_COMPLETE_CONDITIONS = 3;
 /** A random per-request token: how the writer finds its mutation's outcome in the view. */
 export const PAYLOAD_TOKEN_BYTES = 16;
 export const PARTS_DIGEST_BYTES = 32;
@@ -196,6 +203,10 @@ export interface UploadCompletePayload extends Base {
    * completion).
    */
   partSizes?: "listed" | number[];
+  /** The key's precondition (If-None-Match / If-Match); absent: none. Needs partSizes. */
+  condition?: PutCondition;
+  /** Entries added to (or replacing) the upload's metadata in the object; needs partSizes. */
+  metadata?: Metadata;
 }
 export interface UploadAbortPayload extends Base {
   type: "upload_abort";
@@ -405,8 +416,18 @@ export function encodePayload(payload: Payload): Uint8Array {
   const layout = payload.type === "object_put" || payload.type === "upload_complete"
     ? payload.partSizes
     : undefined;
+  const completeExtras = payload.type === "upload_complete" &&
+    ((payload.condition !== undefined && payload.condition.kind !== "none") ||
+      (payload.metadata !== undefined && Object.keys(payload.metadata).length > 0));
+  if (completeExtras && layout === undefined) fail("a conditional completion needs a part layout");
   const w = new ByteWriter(512);
-  w.u8(layout === undefined ? PAYLOAD_FORMAT_VERSION_MIN : VERSION_PART_LAYOUTS);
+  w.u8(
+    completeExtras
+      ? VERSION_COMPLETE_CONDITIONS
+      : layout === undefined
+      ? PAYLOAD_FORMAT_VERSION_MIN
+      : VERSION_PART_LAYOUTS,
+  );
   w.u8(code).raw(payload.token).raw(payload.namespaceId);
   switch (payload.type) {
     case "namespace_create": {
@@ -429,13 +450,7 @@ export function encodePayload(payload: Payload): Uint8Array {
       writeMetadata(w, payload.metadata);
       writeText(w, "etag", payload.etag, ETAG_BYTES_MAX);
       writeContent(w, payload.content, payload.size, "contiguous");
-      const c = payload.condition;
-      if (c.kind === "none") w.u8(CONDITION_NONE);
-      else if (c.kind === "absent") w.u8(CONDITION_ABSENT);
-      else if (c.kind === "version") {
-        if (!Number.isSafeInteger(c.version) || c.version < 1) fail("condition version invalid");
-        w.u8(CONDITION_VERSION).u64(c.version);
-      } else fail("unknown put condition");
+      writeCondition(w, payload.condition);
       if (payload.partSizes !== undefined) {
         writePartSizes(w, payload.partSizes, payload.size, PUT_PART_SIZES_MAX);
       }
@@ -482,6 +497,10 @@ export function encodePayload(payload: Payload): Uint8Array {
         w.u8(LAYOUT_SIZES);
         writePartSizes(w, payload.partSizes, null, PART_NUMBER_MAX);
       } else if (payload.partSizes !== undefined) fail("unknown part layout");
+      if (completeExtras) {
+        writeCondition(w, payload.condition ?? { kind: "none" });
+        writeMetadata(w, payload.metadata ?? {});
+      }
       break;
     }
     case "upload_abort":
@@ -559,6 +578,27 @@ export function encodePayload(payload: Payload): Uint8Array {
     fail(`payload is ${w.length} bytes (max ${PAYLOAD_PLAINTEXT_BYTES_MAX})`);
   }
   return w.finish();
+}
+
+function writeCondition(w: ByteWriter, c: PutCondition): void {
+  if (c.kind === "none") w.u8(CONDITION_NONE);
+  else if (c.kind === "absent") w.u8(CONDITION_ABSENT);
+  else if (c.kind === "version") {
+    if (!Number.isSafeInteger(c.version) || c.version < 1) fail("condition version invalid");
+    w.u8(CONDITION_VERSION).u64(c.version);
+  } else fail("unknown put condition");
+}
+
+function readCondition(r: ByteReader): PutCondition {
+  const code = r.u8("condition");
+  if (code === CONDITION_NONE) return { kind: "none" };
+  if (code === CONDITION_ABSENT) return { kind: "absent" };
+  if (code === CONDITION_VERSION) {
+    const v = r.u64("condition version");
+    if (v < 1) fail("condition version must be at least 1");
+    return { kind: "version", version: v };
+  }
+  fail(`unknown put condition ${code}`);
 }
 
 function writePartSizes(
@@ -715,6 +755,9 @@ export function decodePayload(bytes: Uint8Array, chunkIds: Uint8Array[]): Payloa
   if (version === VERSION_PART_LAYOUTS && type !== "object_put" && type !== "upload_complete") {
     fail(`a ${type} payload has no version 2 form`);
   }
+  if (version === VERSION_COMPLETE_CONDITIONS && type !== "upload_complete") {
+    fail(`a ${type} payload has no version 3 form`);
+  }
   const token = r.raw(PAYLOAD_TOKEN_BYTES, "token");
   const namespaceId = r.raw(NAMESPACE_ID_BYTES, "namespace id");
   const used = { count: 0 };
@@ -742,15 +785,7 @@ export function decodePayload(bytes: Uint8Array, chunkIds: Uint8Array[]): Payloa
       const metadata = readMetadata(r);
       const etag = readText(r, "etag", ETAG_BYTES_MAX);
       const content = readContent(r, size, "contiguous", chunkIds, used);
-      const conditionCode = r.u8("condition");
-      let condition: PutCondition;
-      if (conditionCode === CONDITION_NONE) condition = { kind: "none" };
-      else if (conditionCode === CONDITION_ABSENT) condition = { kind: "absent" };
-      else if (conditionCode === CONDITION_VERSION) {
-        const v = r.u64("condition version");
-        if (v < 1) fail("condition version must be at least 1");
-        condition = { kind: "version", version: v };
-      } else fail(`unknown put condition ${conditionCode}`);
+      const condition = readCondition(r);
       payload = {
         type,
         token,
@@ -821,12 +856,22 @@ export function decodePayload(bytes: Uint8Array, chunkIds: Uint8Array[]): Payloa
         partBytesMin,
         etag,
       };
-      if (version === VERSION_PART_LAYOUTS) {
+      if (version >= VERSION_PART_LAYOUTS) {
         const layout = r.u8("part layout");
         if (layout === LAYOUT_LISTED) payload.partSizes = "listed";
         else if (layout === LAYOUT_SIZES) {
           payload.partSizes = readPartSizes(r, null, PART_NUMBER_MAX);
         } else fail(`unknown part layout ${layout}`);
+      }
+      if (version === VERSION_COMPLETE_CONDITIONS) {
+        const condition = readCondition(r);
+        const metadata = readMetadata(r);
+        // One encoding per payload: v3 only when it says more than v2 could.
+        if (condition.kind === "none" && Object.keys(metadata).length === 0) {
+          fail("a version 3 completion carries a condition or metadata");
+        }
+        if (condition.kind !== "none") payload.condition = condition;
+        if (Object.keys(metadata).length > 0) payload.metadata = metadata;
       }
       break;
     }

@@ -86,6 +86,11 @@ export interface Composition {
    * were recorded (those read as one part).
    */
   partSizes?: number[];
+  /**
+   * The multipart upload this version was completed from (with partSizes): a repeated
+   * completion of the same upload answers with this version instead of NoSuchUpload.
+   */
+  completedUploadId?: Uint8Array;
 }
 
 /** One entry of a listing. */

@@ -141,6 +141,8 @@ export type {
   Body,
   ByteRange,
   CompletedPart,
+  CompleteOptions,
+  CopyOptions,
   EngineStats,
   GetObjectOptions,
   GetObjectResult,

@@ -180,6 +180,11 @@ export interface PutObjectOptions {
   ifAbsent?: boolean;
   /** Refuse unless the key is at this version. */
   ifVersion?: number;
+  /**
+   * The metadata, known only once the body has ended (checksums a client sends after the
+   * body): asked for after the last byte is read, before the commit, instead of `metadata`.
+   */
+  metadataAfterBody?: () => Promise<Metadata>;
 }
 
 export interface PutObjectResult {
@@ -205,6 +210,8 @@ export interface ObjectInfo {
    * (which read as one part).
    */
   partSizes: readonly number[] | null;
+  /** The multipart upload (hex id) this version was completed from; absent otherwise. */
+  completedUploadId?: string;
 }
 
 /** Bytes `start`..`end` inclusive (end omitted: to the last byte), or the last `suffixBytes`. */
@@ -233,6 +240,22 @@ export interface CompletedPart {
   partNumber: number;
   /** As the client lists it; surrounding quotes are ignored. */
   etag: string;
+}
+
+export interface CopyOptions {
+  metadata?: Metadata;
+  /** The copy's metadata from the source's (of the version copied); wins over `metadata`. */
+  metadataOf?: (source: Metadata) => Metadata;
+  contentType?: string;
+}
+
+export interface CompleteOptions {
+  /** Refuse unless the key does not exist (If-None-Match: *). */
+  ifAbsent?: boolean;
+  /** Refuse unless the key is at this version. */
+  ifVersion?: number;
+  /** Entries added to the upload's metadata (what is known only at completion). */
+  metadata?: Metadata;
 }
 
 export interface EngineStats {
@@ -812,12 +835,13 @@ export class ObjectEngine {
       checkSize(bytes.length, sizeHint);
       bytesIn.inc({ op: "put" }, bytes.length);
       const etag = md5Hex(bytes);
+      const metadata = await metadataOf(options);
       const { version, released } = await this.#commit(null, () =>
         this.service.put(ns, key, {
           inline: bytes,
           size: bytes.length,
           contentType: options.contentType,
-          metadata: options.metadata,
+          metadata,
           etag,
           ifAbsent: options.ifAbsent,
           ifVersion: options.ifVersion,
@@ -837,11 +861,12 @@ export class ObjectEngine {
     try {
       const stored = await this.#storeStream(ctx, source, "put", COMPOSITION_CHUNK_REFS_MAX);
       checkSize(stored.size, options.sizeHint);
+      const metadata = await metadataOf(options);
       const { version } = await this.#commitRefs(ns, key, ctx, stored.refs, {
         size: stored.size,
         etag: stored.etag,
         contentType: options.contentType,
-        metadata: options.metadata,
+        metadata,
         ifAbsent: options.ifAbsent,
         ifVersion: options.ifVersion,
       });
@@ -1004,21 +1029,22 @@ export class ObjectEngine {
 
   /**
    * A new object referencing the source's chunks (each gains a reference first, so the
-   * source may change or go meanwhile). `metadata`/`contentType` replace the source's.
+   * source may change or go meanwhile). `metadata`/`contentType` replace the source's;
+   * `metadataOf` makes the copy's metadata from the source's (of the version copied).
    */
   copyObject(
     source: NamespaceRef,
     sourceKey: string,
     target: NamespaceRef,
     targetKey: string,
-    options: { metadata?: Metadata; contentType?: string } = {},
+    options: CopyOptions = {},
   ): Promise<PutObjectResult> {
     return this.#op("copy", async () => {
       await this.#checkTenant(source.tenantId);
       if (!bytesEqual(target.tenantId, source.tenantId)) await this.#checkTenant(target.tenantId);
       const from = this.service.get(source, sourceKey);
       const contentType = options.contentType ?? from.contentType;
-      const metadata = options.metadata ?? from.metadata;
+      const metadata = options.metadataOf?.(from.metadata) ?? options.metadata ?? from.metadata;
       if (from.content.kind === "inline") {
         const bytes = from.content.bytes;
         const { version, released } = await this.#commit(
@@ -1139,13 +1165,16 @@ export class ObjectEngine {
 
   /**
    * Makes the listed parts, in order, the object; parts not listed are given back. The etag
-   * is S3's: MD5 of the parts' binary MD5s, then "-N".
+   * is S3's: MD5 of the parts' binary MD5s, then "-N". Completing an upload again with the
+   * same parts, while the key still holds what it made, answers that again (as S3 does: a
+   * client retries a completion whose answer it lost); with other parts, no_such_upload.
    */
   completeMultipartUpload(
     ns: NamespaceRef,
     key: string,
     uploadId: string,
     parts: CompletedPart[],
+    options: CompleteOptions = {},
   ): Promise<PutObjectResult> {
     return this.#op("complete_upload", async () => {
       await this.#checkTenant(ns.tenantId);
@@ -1159,15 +1188,60 @@ export class ObjectEngine {
         hash.update(digest);
       }
       const etag = `${hash.digest("hex")}-${listed.length}`;
-      const done = await this.#commit(null, () =>
-        this.service.completeUpload(ns, key, uploadId, {
-          parts: listed,
-          etag,
-          partBytesMin: this.partBytesMin,
-        }));
+      // Upload ids are never reused: one the key names was completed and is gone for good.
+      const before = this.#completedFrom(ns, key, uploadId, etag);
+      if (before !== null) return before;
+      let done;
+      try {
+        done = await this.#commit(null, () =>
+          this.service.completeUpload(ns, key, uploadId, {
+            parts: listed,
+            etag,
+            partBytesMin: this.partBytesMin,
+            ifAbsent: options.ifAbsent,
+            ifVersion: options.ifVersion,
+            metadata: options.metadata,
+          }));
+      } catch (e) {
+        // A concurrent completion of the same upload won the race.
+        const raced = e instanceof CompositionError && e.code === "no_such_upload"
+          ? this.#completedFrom(ns, key, uploadId, etag)
+          : null;
+        if (raced !== null) return raced;
+        throw e;
+      }
       await this.#release(done.released);
       return { etag, version: done.version, size: done.size };
     });
+  }
+
+  /**
+   * What completing `uploadId` made, when the key still holds it: null when the key holds
+   * something else; no_such_upload when it holds that upload's object but `etag` (other
+   * parts) is not its etag.
+   */
+  #completedFrom(
+    ns: NamespaceRef,
+    key: string,
+    uploadId: string,
+    etag: string,
+  ): PutObjectResult | null {
+    let current: Composition;
+    try {
+      current = this.service.get(ns, key);
+    } catch (e) {
+      if (e instanceof CompositionError && e.code === "not_found") return null;
+      throw e;
+    }
+    const id = current.completedUploadId;
+    if (id === undefined || toHex(id) !== uploadId.toLowerCase()) return null;
+    if (current.etag !== etag) {
+      throw new CompositionError(
+        "no_such_upload",
+        `upload ${uploadId} was completed with other parts`,
+      );
+    }
+    return { etag, version: current.version, size: current.size };
   }
 
   /** Abandons an upload and gives back every chunk its parts referenced. */
@@ -1667,7 +1741,15 @@ function info(c: Composition): ObjectInfo {
     createdMs: c.createdMs,
     modifiedMs: c.modifiedMs,
     partSizes: c.partSizes ?? null,
+    ...(c.completedUploadId !== undefined && { completedUploadId: toHex(c.completedUploadId) }),
   };
+}
+
+/** A put's metadata: given, or asked for once the body has ended. */
+async function metadataOf(options: PutObjectOptions): Promise<Metadata | undefined> {
+  return options.metadataAfterBody === undefined
+    ? options.metadata
+    : await options.metadataAfterBody();
 }
 
 function md5Hex(bytes: Uint8Array): string {

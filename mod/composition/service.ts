@@ -195,6 +195,12 @@ export interface CompleteInput {
    * parts).
    */
   partSizes?: "listed" | number[] | null;
+  /** Refuse unless the key does not exist (If-None-Match: *). Needs a part layout. */
+  ifAbsent?: boolean;
+  /** Refuse unless the key is at this version. Needs a part layout. */
+  ifVersion?: number;
+  /** Entries added to the upload's metadata (checksums known at completion). */
+  metadata?: Metadata;
 }
 
 export interface CopyInput {
@@ -282,17 +288,7 @@ export class CompositionService {
   async put(ref: NamespaceRef, key: string, input: PutInput): Promise<PutResult> {
     invalidIf(keyProblem(key));
     const content = this.#content(input, "contiguous");
-    let condition: PutCondition = { kind: "none" };
-    if (input.ifAbsent && input.ifVersion !== undefined) {
-      invalid("ifAbsent and ifVersion exclude each other");
-    }
-    if (input.ifAbsent) condition = { kind: "absent" };
-    if (input.ifVersion !== undefined) {
-      if (!Number.isSafeInteger(input.ifVersion) || input.ifVersion < 1) {
-        invalid(`ifVersion ${input.ifVersion} is not a version`);
-      }
-      condition = { kind: "version", version: input.ifVersion };
-    }
+    const condition = putCondition(input);
     const metadata = input.metadata ?? {};
     const contentType = input.contentType ?? "";
     invalidIf(
@@ -453,6 +449,12 @@ export class CompositionService {
     }
     const partSizes = input.partSizes === undefined ? "listed" : input.partSizes;
     if (Array.isArray(partSizes)) invalidIf(partSizesProblem(partSizes, null));
+    const condition = putCondition(input);
+    const metadata = input.metadata ?? {};
+    invalidIf(metadataProblem(metadata));
+    if (partSizes === null && (condition.kind !== "none" || Object.keys(metadata).length > 0)) {
+      invalid("a conditional completion keeps its parts' layout");
+    }
     const outcome = await this.#mutate(ref, {
       type: "upload_complete",
       key,
@@ -462,6 +464,8 @@ export class CompositionService {
       partBytesMin,
       etag: input.etag,
       ...(partSizes !== null && { partSizes }),
+      ...(condition.kind !== "none" && { condition }),
+      ...(Object.keys(metadata).length > 0 && { metadata }),
     });
     return { version: outcome.version!, released: outcome.released, size: outcome.size! };
   }
@@ -758,4 +762,19 @@ function mapCommitError(e: unknown): unknown {
     default:
       return e;
   }
+}
+
+/** The precondition of a put or completion: none, absent (ifAbsent) or a version (ifVersion). */
+function putCondition(input: { ifAbsent?: boolean; ifVersion?: number }): PutCondition {
+  if (input.ifAbsent && input.ifVersion !== undefined) {
+    invalid("ifAbsent and ifVersion exclude each other");
+  }
+  if (input.ifAbsent) return { kind: "absent" };
+  if (input.ifVersion !== undefined) {
+    if (!Number.isSafeInteger(input.ifVersion) || input.ifVersion < 1) {
+      invalid(`ifVersion ${input.ifVersion} is not a version`);
+    }
+    return { kind: "version", version: input.ifVersion };
+  }
+  return { kind: "none" };
 }

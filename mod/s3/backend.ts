@@ -6,6 +6,8 @@
 import type {
   Body,
   ByteRange,
+  CompleteOptions,
+  CopyOptions,
   GetObjectOptions,
   GetObjectResult,
   ListObjectsOptions,
@@ -58,7 +60,7 @@ export interface S3Backend {
     sourceKey: string,
     target: NamespaceRef,
     targetKey: string,
-    options?: { metadata?: Metadata; contentType?: string },
+    options?: CopyOptions,
   ): Promise<BackendPutResult>;
   listObjects(ns: NamespaceRef, options?: ListObjectsOptions): Promise<ListObjectsResult>;
 
@@ -80,6 +82,7 @@ export interface S3Backend {
     key: string,
     uploadId: string,
     parts: Array<{ partNumber: number; etag: string }>,
+    options?: CompleteOptions,
   ): Promise<BackendPutResult>;
   abortMultipartUpload(ns: NamespaceRef, key: string, uploadId: string): Promise<void>;
   listParts(

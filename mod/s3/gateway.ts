@@ -27,6 +27,7 @@ import {
   BodyDigestStream,
   type ChecksumAlgorithm,
   checksumAlgorithmOfHeader,
+  fromBase64,
   parseChecksumAlgorithm,
   parseChecksumValue,
   parseContentMd5,
@@ -34,7 +35,12 @@ import {
 } from "./checksums.ts";
 import type { Credential, CredentialStore } from "./credentials.ts";
 import { renderS3Error, S3Error, type S3ErrorCode } from "./errors.ts";
-import { metadataHeaders, objectMetadata } from "./object_metadata.ts";
+import {
+  metadataHeaders,
+  objectMetadata,
+  storedChecksums,
+  withChecksums,
+} from "./object_metadata.ts";
 import {
   evaluateCopySourceConditions,
   evaluateReadConditions,
@@ -49,6 +55,7 @@ import {
   resolveRange,
   type S3OperationName,
   type S3Request,
+  type WriteGuard,
 } from "./request.ts";
 import { type SigV4Request, SigV4Verifier, uriEncode, type VerifiedSigV4 } from "./sigv4.ts";
 import {
@@ -65,6 +72,7 @@ import {
   buildListVersionsResult,
   buildLocationConstraint,
   buildVersioningConfiguration,
+  type CompletedPart,
   type DeleteOutcome,
   MULTIPART_PARTS_MAX,
   type ObjectEntry,
@@ -82,6 +90,13 @@ export const S3_REGION_DEFAULT = "us-east-1";
 export const S3_LIST_PAGE_MAX = 1000;
 /** Deletes of one DeleteObjects request run this many at a time. */
 export const S3_DELETE_OBJECTS_CONCURRENCY = 16;
+/** Buckets one ListBuckets page returns at most (AWS: 10,000 with max-buckets). */
+export const S3_LIST_BUCKETS_PAGE_MAX = 10000;
+/**
+ * Open uploads DeleteBucket aborts at most before it gives up with BucketNotEmpty: the
+ * views' own bound on uploads per namespace (100,000).
+ */
+export const S3_DELETE_BUCKET_UPLOADS_MAX = 100_000;
 /** What AWS answers objects stored without a Content-Type. */
 export const S3_CONTENT_TYPE_DEFAULT = "binary/octet-stream";
 
@@ -307,6 +322,31 @@ interface RequestBody<Source = BackendBody> {
    * streams, and the body fails unless it matches them, so they may be stored with it.
    */
   declaredChecksums: Partial<Record<ChecksumAlgorithm, string>>;
+  /**
+   * A checksum an aws-chunked trailer carries (x-amz-trailer names it): known, and verified,
+   * only once the body has ended; null when the upload announced none.
+   */
+  trailerChecksums: Promise<Partial<Record<ChecksumAlgorithm, string>>> | null;
+}
+
+/**
+ * A completion's part list as AWS takes it: ascending part numbers, where a number may be
+ * listed more than once (a client that uploaded a part twice lists both answers; ceph's
+ * s3-tests test_multipart_resend_first_finishes_last, which AWS passes, completes so) and
+ * the last entry of a number is the one that counts; a number below the previous one is
+ * InvalidPartOrder.
+ */
+export function completionParts(listed: readonly CompletedPart[]): CompletedPart[] {
+  const out: CompletedPart[] = [];
+  for (const part of listed) {
+    const last = out[out.length - 1];
+    if (last !== undefined && part.partNumber < last.partNumber) {
+      throw new S3Error("InvalidPartOrder");
+    }
+    if (last !== undefined && part.partNumber === last.partNumber) out[out.length - 1] = part;
+    else out.push(part);
+  }
+  return out;
 }
 
 export class S3Gateway {
@@ -503,7 +543,13 @@ export class S3Gateway {
     const bytes = ctx.http.body === null ? new Uint8Array(0) : await ctx.http.bytes();
     digester.update(bytes);
     const digests = digester.finish();
-    return { source: bytes, sizeBytes, digests: Promise.resolve(digests), declaredChecksums };
+    return {
+      source: bytes,
+      sizeBytes,
+      digests: Promise.resolve(digests),
+      declaredChecksums,
+      trailerChecksums: null,
+    };
   }
 
   #requestBody(
@@ -515,6 +561,7 @@ export class S3Gateway {
     let stream = ctx.http.body ?? emptyStream();
     let sizeBytes: number | null = contentLength;
     const payload = ctx.auth.payload;
+    let trailerChecksums: RequestBody["trailerChecksums"] = null;
     if (payload.startsWith("streaming-")) {
       const decoded = headers.get("x-amz-decoded-content-length");
       if (decoded === null || !/^\d{1,16}$/.test(decoded.trim())) {
@@ -525,31 +572,43 @@ export class S3Gateway {
       }
       sizeBytes = Number(decoded.trim());
       const signed = payload !== "streaming-unsigned-trailer";
-      stream = stream.pipeThrough(
-        new AwsChunkedDecoder({
-          signing: signed
-            ? {
-              signingKey: ctx.auth.signingKey,
-              amzDate: ctx.auth.amzDate,
-              scope: ctx.auth.scope,
-              seedSignature: ctx.auth.signature,
-            }
-            : null,
-          trailer: payload.endsWith("trailer"),
-          announcedTrailers: headers.get("x-amz-trailer"),
-          decodedLengthBytes: sizeBytes,
-        }),
-      );
+      const decoder = new AwsChunkedDecoder({
+        signing: signed
+          ? {
+            signingKey: ctx.auth.signingKey,
+            amzDate: ctx.auth.amzDate,
+            scope: ctx.auth.scope,
+            seedSignature: ctx.auth.signature,
+          }
+          : null,
+        trailer: payload.endsWith("trailer"),
+        announcedTrailers: headers.get("x-amz-trailer"),
+        decodedLengthBytes: sizeBytes,
+      });
+      stream = stream.pipeThrough(decoder);
+      const announced = headers.get("x-amz-trailer") ?? "";
+      if (announced.split(",").some((n) => checksumAlgorithmOfHeader(n.trim()) !== null)) {
+        trailerChecksums = decoder.result.then((r) =>
+          r.checksum === undefined ? {} : { [r.checksum.algorithm]: r.checksum.value }
+        );
+        // The body's own error reports a failure; nobody need be waiting for this one.
+        trailerChecksums.catch(() => {});
+      }
     } else if (sizeBytes === null && required) {
       throw new S3Error("MissingContentLength");
     }
     const { options, declaredChecksums } = this.#digestOptions(ctx, sizeBytes);
     const digests = new BodyDigestStream(options);
+    const trailed = trailerChecksums;
+    const all = trailed === null ? digests.digests : Promise.all([digests.digests, trailed])
+      .then(([d, t]) => ({ ...d, checksums: { ...d.checksums, ...t } }));
+    all.catch(() => {});
     return {
       source: stream.pipeThrough(digests),
       sizeBytes,
-      digests: digests.digests,
+      digests: all,
       declaredChecksums,
+      trailerChecksums,
     };
   }
 
@@ -653,12 +712,39 @@ export class S3Gateway {
   // ---- buckets -------------------------------------------------------------------------------
 
   async #listBuckets(ctx: OperationContext): Promise<Response> {
+    const q = ctx.s3.query;
+    const maxBuckets = parseIntegerParam(q, "max-buckets", {
+      fallback: S3_LIST_BUCKETS_PAGE_MAX,
+      min: 1,
+      max: S3_LIST_BUCKETS_PAGE_MAX,
+    });
+    const prefix = q.get("prefix") ?? "";
+    // The token is the last name of the page before, base64url: opaque to clients, as AWS's.
+    const token = q.get("continuation-token") || undefined;
+    let after = "";
+    if (token !== undefined) {
+      const decoded = /^[A-Za-z0-9_-]{1,128}$/.test(token) ? base64UrlDecode(token) : null;
+      if (decoded === null) {
+        throw new S3Error("InvalidArgument", "The continuation token provided is incorrect", {
+          details: { ArgumentName: "continuation-token", ArgumentValue: token },
+        });
+      }
+      after = decoded;
+    }
     const namespaces = await this.backend.listNamespaces(ctx.tenant);
-    const buckets = namespaces
-      .filter((n) => n.kind === "bucket")
-      .sort((a, b) => a.name < b.name ? -1 : a.name > b.name ? 1 : 0)
-      .map((n) => ({ name: n.name, creationDateMs: n.createdMs }));
-    return this.#xml(buildListAllMyBucketsResult({ owner: ctx.owner, buckets }));
+    const matching = namespaces
+      .filter((n) => n.kind === "bucket" && n.name.startsWith(prefix) && n.name > after)
+      .sort((a, b) => a.name < b.name ? -1 : a.name > b.name ? 1 : 0);
+    const page = matching.slice(0, maxBuckets);
+    const last = page[page.length - 1];
+    return this.#xml(buildListAllMyBucketsResult({
+      owner: ctx.owner,
+      buckets: page.map((n) => ({ name: n.name, creationDateMs: n.createdMs })),
+      continuationToken: matching.length > page.length && last !== undefined
+        ? base64UrlEncode(last.name)
+        : undefined,
+      prefix: q.has("prefix") ? prefix : undefined,
+    }));
   }
 
   async #createBucket(ctx: OperationContext): Promise<Response> {
@@ -678,7 +764,34 @@ export class S3Gateway {
 
   async #deleteBucket(ctx: OperationContext): Promise<Response> {
     await this.#bucket(ctx);
-    await this.backend.deleteNamespace(this.#ns(ctx));
+    const ns = this.#ns(ctx);
+    try {
+      await this.backend.deleteNamespace(ns);
+    } catch (e) {
+      if (!(e instanceof CompositionError && e.code === "namespace_not_empty")) throw e;
+      // AWS deletes a bucket that holds only multipart uploads, aborting them. An object
+      // (or an upload) arriving meanwhile leaves it BucketNotEmpty, as a race at AWS would.
+      const objects = await this.backend.listObjects(ns, { maxKeys: 1 });
+      if (objects.objects.length > 0) throw e;
+      for (let aborted = 0; aborted < S3_DELETE_BUCKET_UPLOADS_MAX;) {
+        const { uploads } = await this.backend.listMultipartUploads(ns, {
+          maxUploads: S3_LIST_PAGE_MAX,
+        });
+        if (uploads.length === 0) break;
+        await mapLimited(uploads, S3_DELETE_OBJECTS_CONCURRENCY, async (u) => {
+          try {
+            await this.backend.abortMultipartUpload(ns, u.key, u.uploadId);
+          } catch (abortError) {
+            // Completed or aborted by someone else meanwhile: gone either way.
+            const gone = abortError instanceof CompositionError &&
+              abortError.code === "no_such_upload";
+            if (!gone) throw abortError;
+          }
+        });
+        aborted += uploads.length;
+      }
+      await this.backend.deleteNamespace(ns);
+    }
     return new Response(null, { status: 204 });
   }
 
@@ -757,7 +870,8 @@ export class S3Gateway {
         encodingUrl,
       }));
     }
-    const continuationToken = q.get("continuation-token");
+    // An empty token is no token (AWS: the first page), and is not echoed.
+    const continuationToken = q.get("continuation-token") || undefined;
     const startAfter = q.get("start-after");
     const fetchOwner = q.get("fetch-owner") === "true";
     let result;
@@ -862,34 +976,47 @@ export class S3Gateway {
     // Early, so that bad metadata is refused before anything is read.
     objectMetadata(headers);
     const contentType = headers.get("content-type") ?? S3_CONTENT_TYPE_DEFAULT;
-    const conditions = parseConditions(headers);
     const ns = this.#ns(ctx);
     const key = ctx.s3.key!;
-    let ifAbsent: boolean | undefined;
-    let ifVersion: number | undefined;
-    if (conditions.ifMatch !== undefined || conditions.ifNoneMatch !== undefined) {
-      let current: BackendObjectInfo | null = null;
-      try {
-        current = await this.backend.headObject(ns, key);
-      } catch (e) {
-        if (!(e instanceof CompositionError && e.code === "not_found")) throw e;
-      }
-      evaluateWriteConditions(conditions, current);
-      if (conditions.ifNoneMatch !== undefined) ifAbsent = true;
-      if (conditions.ifMatch !== undefined) ifVersion = current!.version;
-    }
+    const guard = await this.#writeGuard(ns, key, parseConditions(headers));
     const body = await this.#uploadBody(ctx);
+    const trailed = body.trailerChecksums;
     const result = await this.backend.putObject(ns, key, body.source, {
       contentType,
-      metadata: objectMetadata(headers, body.declaredChecksums),
+      // A trailer's checksum is stored like a header's, once the body verified it.
+      ...(trailed === null ? { metadata: objectMetadata(headers, body.declaredChecksums) } : {
+        metadataAfterBody: async () =>
+          objectMetadata(headers, { ...body.declaredChecksums, ...(await trailed) }),
+      }),
       sizeHint: body.sizeBytes ?? undefined,
-      ifAbsent,
-      ifVersion,
+      ...guard,
     });
     return new Response(null, {
       status: 200,
       headers: { etag: quoteETag(result.etag), ...(await this.#checksumHeaders(body)) },
     });
+  }
+
+  /**
+   * What a conditional write (If-None-Match, If-Match) needs its commit to find, judged
+   * against the object now under the key; nothing without conditions.
+   */
+  async #writeGuard(
+    ns: NamespaceRef,
+    key: string,
+    conditions: ReturnType<typeof parseConditions>,
+  ): Promise<WriteGuard> {
+    if (conditions.ifMatch === undefined && conditions.ifNoneMatch === undefined) return {};
+    return evaluateWriteConditions(conditions, await this.#currentObject(ns, key));
+  }
+
+  async #currentObject(ns: NamespaceRef, key: string): Promise<BackendObjectInfo | null> {
+    try {
+      return await this.backend.headObject(ns, key);
+    } catch (e) {
+      if (e instanceof CompositionError && e.code === "not_found") return null;
+      throw e;
+    }
   }
 
   async #getObject(ctx: OperationContext, head: boolean): Promise<Response> {
@@ -1062,10 +1189,12 @@ export class S3Gateway {
         lastModifiedMs: info.modifiedMs,
       });
     }
-    const options = directive === "REPLACE"
+    const replaced = directive === "REPLACE" ? objectMetadata(headers) : null;
+    const options = replaced !== null
       ? {
-        // The copy's checksums are not declared by the client: none are kept.
-        metadata: objectMetadata(headers),
+        // The bytes are the source's, so are their checksums: kept under new metadata.
+        metadataOf: (source: Readonly<Record<string, string>>) =>
+          withChecksums(replaced, storedChecksums(source)),
         contentType: headers.get("content-type") ?? S3_CONTENT_TYPE_DEFAULT,
       }
       : {};
@@ -1106,15 +1235,25 @@ export class S3Gateway {
 
   async #createMultipartUpload(ctx: OperationContext): Promise<Response> {
     const headers = ctx.http.headers;
+    const named = headers.get("x-amz-checksum-algorithm");
+    const algorithm = named === null ? null : parseChecksumAlgorithm(named);
+    const type = headers.get("x-amz-checksum-type")?.trim().toUpperCase();
+    if (type !== undefined && type !== "COMPOSITE" && type !== "FULL_OBJECT") {
+      throw new S3Error("InvalidRequest", `Value for x-amz-checksum-type header is invalid.`);
+    }
     const { uploadId } = await this.backend.createMultipartUpload(this.#ns(ctx), ctx.s3.key!, {
       contentType: headers.get("content-type") ?? S3_CONTENT_TYPE_DEFAULT,
       metadata: objectMetadata(headers),
     });
-    return this.#xml(buildInitiateMultipartUploadResult({
-      bucket: ctx.s3.bucket!,
-      key: ctx.s3.key!,
-      uploadId,
-    }));
+    // The algorithm (and type) the client named come back, as AWS answers them.
+    const answer: Record<string, string> = {};
+    if (algorithm !== null) answer["x-amz-checksum-algorithm"] = algorithm;
+    if (type !== undefined) answer["x-amz-checksum-type"] = type;
+    return this.#xml(
+      buildInitiateMultipartUploadResult({ bucket: ctx.s3.bucket!, key: ctx.s3.key!, uploadId }),
+      200,
+      answer,
+    );
   }
 
   async #uploadPart(ctx: OperationContext): Promise<Response> {
@@ -1151,11 +1290,10 @@ export class S3Gateway {
         lastModifiedMs: got.modifiedMs,
       });
       if (range !== null && range.last >= got.size) {
-        throw new S3Error(
-          "InvalidArgument",
-          `Range specified is not valid for source object of size: ${got.size}`,
-          { details: { ArgumentName: "x-amz-copy-source-range", ArgumentValue: rangeHeader! } },
-        );
+        // AWS: a copy range that reaches past the source's end is not satisfiable.
+        throw new S3Error("InvalidRange", undefined, {
+          details: { RangeRequested: rangeHeader!, ActualObjectSize: String(got.size) },
+        });
       }
     } catch (e) {
       await got.body.cancel().catch(() => {});
@@ -1206,15 +1344,26 @@ export class S3Gateway {
   }
 
   async #completeMultipartUpload(ctx: OperationContext): Promise<Response> {
-    const parts = parseCompleteMultipartUpload(await this.#xmlBody(ctx));
-    for (let i = 1; i < parts.length; i++) {
-      if (parts[i]!.partNumber <= parts[i - 1]!.partNumber) throw new S3Error("InvalidPartOrder");
+    const parts = completionParts(parseCompleteMultipartUpload(await this.#xmlBody(ctx)));
+    const ns = this.#ns(ctx);
+    const key = ctx.s3.key!;
+    const uploadId = this.#uploadId(ctx);
+    const conditions = parseConditions(ctx.http.headers);
+    let guard: WriteGuard = {};
+    if (conditions.ifMatch !== undefined || conditions.ifNoneMatch !== undefined) {
+      const current = await this.#currentObject(ns, key);
+      // A repeat of the completion that made the current object answers as it did (the
+      // backend checks the parts); its conditions were judged the first time.
+      if (current?.completedUploadId !== uploadId.toLowerCase()) {
+        guard = evaluateWriteConditions(conditions, current);
+      }
     }
     const result = await this.backend.completeMultipartUpload(
-      this.#ns(ctx),
-      ctx.s3.key!,
-      this.#uploadId(ctx),
+      ns,
+      key,
+      uploadId,
       parts.map((p) => ({ partNumber: p.partNumber, etag: p.etag })),
+      guard,
     );
     const url = new URL(ctx.http.url);
     const path = ctx.s3.addressing === "path"
@@ -1231,5 +1380,22 @@ export class S3Gateway {
   async #abortMultipartUpload(ctx: OperationContext): Promise<Response> {
     await this.backend.abortMultipartUpload(this.#ns(ctx), ctx.s3.key!, this.#uploadId(ctx));
     return new Response(null, { status: 204 });
+  }
+}
+
+function base64UrlEncode(text: string): string {
+  return toBase64(new TextEncoder().encode(text))
+    .replaceAll("+", "-").replaceAll("/", "_").replace(/=+$/, "");
+}
+
+/** The text of a base64url token, or null when it is not one of ours. */
+function base64UrlDecode(token: string): string | null {
+  const b64 = token.replaceAll("-", "+").replaceAll("_", "/");
+  const bytes = fromBase64(b64 + "=".repeat((4 - (b64.length % 4)) % 4));
+  if (bytes === null) return null;
+  try {
+    return new TextDecoder("utf-8", { fatal: true }).decode(bytes);
+  } catch {
+    return null;
   }
 }

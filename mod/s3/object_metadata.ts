@@ -5,7 +5,6 @@
 import { assert } from "../base/mod.ts";
 import { METADATA_BYTES_MAX, METADATA_ENTRIES_MAX } from "../composition/mod.ts";
 import { CHECKSUM_ALGORITHMS, type ChecksumAlgorithm, checksumHeaderName } from "./checksums.ts";
-import { S3Error } from "./errors.ts";
 import { parseUserMetadata, REQUEST_HEADERS_BYTES_MAX, USER_METADATA_PREFIX } from "./request.ts";
 
 /** Headers S3 stores with an object and answers with it (Content-Type is kept apart). */

@@ -641,25 +641,35 @@ export function evaluateCopySourceConditions(
   if (failed !== null) throw preconditionFailed(`x-amz-copy-source-${failed.header}`);
 }
 
+/** What a conditional write's commit must still find: the key absent, or at a version. */
+export interface WriteGuard {
+  ifAbsent?: boolean;
+  ifVersion?: number;
+}
+
 /**
  * Conditional writes (PutObject, CompleteMultipartUpload): If-None-Match `*` refuses to
- * overwrite an existing key (412), If-Match requires the current ETag (412, or NoSuchKey
- * when there is no object). `current` is the object now under the key, or null.
+ * overwrite an existing key, If-None-Match with ETags refuses to overwrite an object that
+ * has one of them, If-Match requires one of its ETags (412 PreconditionFailed; If-Match on a
+ * missing key is NoSuchKey). `current` is the object now under the key, or null. Returns what
+ * the commit must find so that the decision still holds when it is ordered (the key still
+ * absent, or still at the version judged), none when no condition was given.
  */
 export function evaluateWriteConditions(
   conditions: Conditions,
-  current: { etag: string } | null,
-): void {
-  if (conditions.ifNoneMatch !== undefined) {
-    if (!conditions.ifNoneMatch.every((t) => t === "*")) {
-      throw new S3Error("NotImplemented", "Conditional writes support only If-None-Match: *");
+  current: { etag: string; version: number } | null,
+): WriteGuard {
+  if (conditions.ifNoneMatch === undefined && conditions.ifMatch === undefined) return {};
+  if (conditions.ifNoneMatch !== undefined && current !== null) {
+    if (etagMatches(conditions.ifNoneMatch, current.etag)) {
+      throw preconditionFailed("If-None-Match");
     }
-    if (current !== null) throw preconditionFailed("If-None-Match");
   }
   if (conditions.ifMatch !== undefined) {
     if (current === null) throw new S3Error("NoSuchKey");
     if (!etagMatches(conditions.ifMatch, current.etag)) throw preconditionFailed("If-Match");
   }
+  return current === null ? { ifAbsent: true } : { ifVersion: current.version };
 }
 
 function preconditionFailed(condition: string): S3Error {

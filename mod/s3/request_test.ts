@@ -362,22 +362,35 @@ Deno.test("evaluateCopySourceConditions() answers every failure 412", () => {
   );
 });
 
-Deno.test("evaluateWriteConditions() implements If-None-Match: * and If-Match on writes", () => {
-  evaluateWriteConditions(conditions({ "if-none-match": "*" }), null);
+Deno.test("evaluateWriteConditions() implements If-None-Match and If-Match on writes", () => {
+  const a = { etag: "a", version: 7 };
+  assert.deepEqual(evaluateWriteConditions(conditions({}), a), {});
+  assert.deepEqual(evaluateWriteConditions(conditions({ "if-none-match": "*" }), null), {
+    ifAbsent: true,
+  });
   throwsCode(
-    () => evaluateWriteConditions(conditions({ "if-none-match": "*" }), { etag: "a" }),
+    () => evaluateWriteConditions(conditions({ "if-none-match": "*" }), a),
     "PreconditionFailed",
   );
-  evaluateWriteConditions(conditions({ "if-match": '"a"' }), { etag: "a" });
+  assert.deepEqual(evaluateWriteConditions(conditions({ "if-match": '"a"' }), a), {
+    ifVersion: 7,
+  });
   throwsCode(
-    () => evaluateWriteConditions(conditions({ "if-match": "b" }), { etag: "a" }),
+    () => evaluateWriteConditions(conditions({ "if-match": "b" }), a),
     "PreconditionFailed",
   );
   throwsCode(() => evaluateWriteConditions(conditions({ "if-match": "a" }), null), "NoSuchKey");
+  // If-None-Match with ETags: refused only when the current object has one of them.
   throwsCode(
-    () => evaluateWriteConditions(conditions({ "if-none-match": '"a"' }), null),
-    "NotImplemented",
+    () => evaluateWriteConditions(conditions({ "if-none-match": '"x", "a"' }), a),
+    "PreconditionFailed",
   );
+  assert.deepEqual(evaluateWriteConditions(conditions({ "if-none-match": '"b"' }), a), {
+    ifVersion: 7,
+  });
+  assert.deepEqual(evaluateWriteConditions(conditions({ "if-none-match": '"a"' }), null), {
+    ifAbsent: true,
+  });
   assert.deepEqual(parseETagList('W/"a", "b",c'), ["a", "b", "c"]);
 });
 

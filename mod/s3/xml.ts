@@ -89,9 +89,15 @@ export interface BucketEntry {
   creationDateMs: number;
 }
 
+/**
+ * ListBuckets. ContinuationToken (the next page's token) is sent when more buckets follow,
+ * Prefix when the request gave one, as AWS does.
+ */
 export function buildListAllMyBucketsResult(result: {
   owner: S3Owner;
   buckets: readonly BucketEntry[];
+  continuationToken?: string;
+  prefix?: string;
 }): string {
   return root(
     "ListAllMyBucketsResult",
@@ -102,6 +108,8 @@ export function buildListAllMyBucketsResult(result: {
         el("Bucket", text("Name", b.name), text("CreationDate", formatS3Date(b.creationDateMs)))
       ),
     ),
+    text("ContinuationToken", result.continuationToken),
+    text("Prefix", result.prefix),
   );
 }
 

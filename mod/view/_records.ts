@@ -17,6 +17,9 @@
 // Object records have two versions: v1, and v2 = v1 followed by a multipart object's part
 // sizes (u16 count, 1.., + u64 per part). An object without part sizes is written as v1,
 // so stores written before v2 read unchanged (their multipart objects have no part sizes).
+// v3 = v2 followed by the id of the multipart upload the object was completed from [16]
+// (written only for such objects; stores written before v3 read unchanged, and their
+// objects name no upload, so a repeated completion of one answers NoSuchUpload as before).
 
 import { assert } from "../base/mod.ts";
 import {
@@ -61,6 +64,8 @@ export const VIEW_FORMAT_VERSION = 1;
 const RECORD_VERSION = 1;
 /** Object records with part sizes (see above). */
 const OBJECT_RECORD_VERSION_PARTS = 2;
+/** Object records naming the upload they were completed from (see above). */
+const OBJECT_RECORD_VERSION_UPLOAD = 3;
 
 /** A stored view record that does not decode: the view store is damaged. */
 export class ViewCorruptError extends Error {
@@ -87,7 +92,7 @@ function versionedReader(
 }
 
 function objectReader(bytes: Uint8Array): { r: ByteReader; version: number } {
-  return versionedReader(bytes, "object", OBJECT_RECORD_VERSION_PARTS);
+  return versionedReader(bytes, "object", OBJECT_RECORD_VERSION_UPLOAD);
 }
 
 export function u64Bytes(value: number): Uint8Array {
@@ -226,8 +231,18 @@ export function publicNamespace(ns: NamespaceRecord): Namespace {
 // ---- objects -------------------------------------------------------------------------------
 
 export function encodeObject(o: Composition): Uint8Array {
+  assert(
+    o.completedUploadId === undefined || o.partSizes !== undefined,
+    "only a multipart object names the upload it was completed from",
+  );
   const w = new ByteWriter(256 + (o.partSizes?.length ?? 0) * 8)
-    .u8(o.partSizes === undefined ? RECORD_VERSION : OBJECT_RECORD_VERSION_PARTS)
+    .u8(
+      o.completedUploadId !== undefined
+        ? OBJECT_RECORD_VERSION_UPLOAD
+        : o.partSizes === undefined
+        ? RECORD_VERSION
+        : OBJECT_RECORD_VERSION_PARTS,
+    )
     .string16(o.key)
     .u64(o.version)
     .u64(o.size)
@@ -242,6 +257,10 @@ export function encodeObject(o: Composition): Uint8Array {
     assert(partSizesProblem(o.partSizes, o.size) === null, "an object's part sizes are valid");
     w.u16(o.partSizes.length);
     for (const n of o.partSizes) w.u64(n);
+  }
+  if (o.completedUploadId !== undefined) {
+    assert(o.completedUploadId.length === UPLOAD_ID_BYTES, "an upload id's length");
+    w.raw(o.completedUploadId);
   }
   return w.finish();
 }
@@ -281,13 +300,16 @@ export function decodeObject(namespaceId: Uint8Array, bytes: Uint8Array): Compos
     modifiedMs,
     content,
   };
-  if (version === OBJECT_RECORD_VERSION_PARTS) {
+  if (version >= OBJECT_RECORD_VERSION_PARTS) {
     const count = r.u16("part size count");
     const partSizes: number[] = [];
     for (let i = 0; i < count; i++) partSizes.push(r.u64("part size"));
     const problem = partSizesProblem(partSizes, size, PART_NUMBER_MAX);
     if (problem !== null) corrupt(`object ${key}: ${problem}`);
     object.partSizes = partSizes;
+  }
+  if (version === OBJECT_RECORD_VERSION_UPLOAD) {
+    object.completedUploadId = r.raw(UPLOAD_ID_BYTES, "completed upload id");
   }
   r.end("object");
   return object;

@@ -26,11 +26,13 @@ import {
   type ListPosition,
   type ListUploadsOptions,
   type ListUploadsResult,
+  metadataProblem,
   type ObjectSummary,
   type Part,
   PART_NUMBER_MAX,
   partsDigest,
   type Payload,
+  type PutCondition,
   toHex,
   type Upload,
   UPLOAD_ID_BYTES,
@@ -113,15 +115,7 @@ export function foldBucket(fold: Fold, p: BucketPayload, ns: NamespaceRecord): v
   switch (p.type) {
     case "object_put": {
       const existing = loadObject(fold, ns.id, p.key);
-      if (p.condition.kind === "absent" && existing !== undefined) {
-        refuse("precondition_failed", `key ${JSON.stringify(p.key)} exists`);
-      }
-      if (p.condition.kind === "version" && existing?.version !== p.condition.version) {
-        refuse(
-          "precondition_failed",
-          `key ${JSON.stringify(p.key)} is not at version ${p.condition.version}`,
-        );
-      }
+      checkCondition(p.key, p.condition, existing);
       storeObject(fold, ns, existing, {
         namespaceId: ns.id,
         key: p.key,
@@ -196,6 +190,13 @@ export function foldBucket(fold: Fold, p: BucketPayload, ns: NamespaceRecord): v
     }
     case "upload_complete": {
       const { upload } = loadUpload(fold, ns.id, p.uploadId, p.key);
+      const existing = loadObject(fold, ns.id, p.key);
+      if (p.condition !== undefined) checkCondition(p.key, p.condition, existing);
+      const metadata = p.metadata === undefined
+        ? upload.metadata
+        : { ...upload.metadata, ...p.metadata };
+      const metadataTrouble = metadataProblem(metadata);
+      if (metadataTrouble !== null) refuse("invalid_argument", metadataTrouble);
       for (let i = 1; i < p.partNumbers.length; i++) {
         if (p.partNumbers[i]! <= p.partNumbers[i - 1]!) {
           refuse("invalid_part_order", "part numbers must be listed in strictly ascending order");
@@ -254,19 +255,20 @@ export function foldBucket(fold: Fold, p: BucketPayload, ns: NamespaceRecord): v
         if (!listedNumbers.has(n)) release(fold, { kind: "chunks", chunkRefs: part.chunkRefs });
       }
       dropUpload(fold, ns, upload, all.keys());
-      const existing = loadObject(fold, ns.id, p.key);
       storeObject(fold, ns, existing, {
         namespaceId: ns.id,
         key: p.key,
         version: fold.delta.sequence,
         size,
         contentType: upload.contentType,
-        metadata: upload.metadata,
+        metadata,
         etag: p.etag,
         createdMs: existing?.createdMs ?? fold.nowMs,
         modifiedMs: fold.nowMs,
         content: { kind: "chunks", chunkRefs: refs },
         ...(partSizes !== undefined && { partSizes }),
+        // An S3 completion (its own parts' layout) names its upload, for a repeat of it.
+        ...(p.partSizes === "listed" && { completedUploadId: upload.uploadId }),
       });
       fold.outcome.size = size;
       return;
@@ -280,6 +282,19 @@ export function foldBucket(fold: Fold, p: BucketPayload, ns: NamespaceRecord): v
       dropUpload(fold, ns, upload, all.keys());
       return;
     }
+  }
+}
+
+/** Refuses a write whose precondition on the key's current version does not hold. */
+function checkCondition(key: string, condition: PutCondition, existing: Composition | undefined) {
+  if (condition.kind === "absent" && existing !== undefined) {
+    refuse("precondition_failed", `key ${JSON.stringify(key)} exists`);
+  }
+  if (condition.kind === "version" && existing?.version !== condition.version) {
+    refuse(
+      "precondition_failed",
+      `key ${JSON.stringify(key)} is not at version ${condition.version}`,
+    );
   }
 }
 
