@@ -15,8 +15,8 @@
 //   without a layout is always written as v1 (so its bytes are what they were before v2,
 //   and decode everywhere v1 does); a v2 payload without one is refused, as is v2 for any
 //   other type: every payload has exactly one encoding. A v1 payload has no layout.
-// v3 layout: an upload_complete v2 payload followed by a precondition (u8 1 none | 2 absent |
-//   3 version + u64, as object_put's) and metadata entries added to the upload's (the
+// v3 layout: an upload_complete v2 payload followed by a precondition (u8 0 none | 1 absent |
+//   2 version + u64, as object_put's) and metadata entries added to the upload's (the
 //   checksums of the whole object, known only at completion). Written only when one of the
 //   two is there (so every other completion keeps its v1/v2 bytes), only for upload_complete,
 //   and only with a part layout; a v3 payload with neither is refused.

@@ -281,7 +281,11 @@ Deno.test("decodePayload() rejects a wrong version, an unknown type and unsorted
   const bytes = encodePayload(p);
   assert.equal(bytes[0], 1);
   assert.throws(() => decodePayload(Uint8Array.of(0, ...bytes.subarray(1)), []), /version 0/);
-  assert.throws(() => decodePayload(Uint8Array.of(3, ...bytes.subarray(1)), []), /version 3/);
+  assert.throws(() => decodePayload(Uint8Array.of(4, ...bytes.subarray(1)), []), /version 4/);
+  assert.throws(
+    () => decodePayload(Uint8Array.of(3, ...bytes.subarray(1)), []),
+    /object_delete payload has no version 3 form/,
+  );
   // Version 2 adds part layouts to two types; the others have only their version 1 form.
   assert.throws(
     () => decodePayload(Uint8Array.of(2, ...bytes.subarray(1)), []),
@@ -451,6 +455,35 @@ Deno.test("encodePayload() writes a part layout as version 2: the version 1 byte
   assert.deepEqual(withParts, Uint8Array.of(2, ...plain.subarray(1), ...putTail));
   assert.deepEqual(decodePayload(withParts, ids), { ...put, partSizes: layout });
   assert.ok(!("partSizes" in decodePayload(plain, ids)));
+});
+
+Deno.test("encodePayload() writes a completion's condition and metadata as version 3: version 2, then both", () => {
+  const v1 = uploadCompleteV1("e-3");
+  const listed = { ...v1.decoded, partSizes: "listed" } as Extract<
+    Payload,
+    { type: "upload_complete" }
+  >;
+  const v2 = encodePayload(listed);
+  // Neither: the version 2 bytes, unchanged.
+  assert.deepEqual(encodePayload({ ...listed, condition: { kind: "none" }, metadata: {} }), v2);
+  const absent = encodePayload({ ...listed, condition: { kind: "absent" } });
+  assert.deepEqual(absent, Uint8Array.of(3, ...v2.subarray(1), 1, 0, 0));
+  assert.deepEqual(decodePayload(absent, []), { ...listed, condition: { kind: "absent" } });
+  const both = { ...listed, condition: { kind: "version", version: 9 }, metadata: { c: "x" } };
+  const bytes = encodePayload(both as Payload);
+  const tail = new ByteWriter().u8(2).u64(9).u16(1).string16("c").string16("x").finish();
+  assert.deepEqual(bytes, Uint8Array.of(3, ...v2.subarray(1), ...tail));
+  assert.deepEqual(decodePayload(bytes, []), both);
+  // One encoding: a version 3 payload that says nothing more than version 2 is refused, and
+  // a condition needs a part layout.
+  assert.throws(
+    () => decodePayload(Uint8Array.of(3, ...v2.subarray(1), 0, 0, 0), []),
+    /carries a condition or metadata/,
+  );
+  assert.throws(
+    () => encodePayload({ ...v1.decoded, condition: { kind: "absent" } } as Payload),
+    /needs a part layout/,
+  );
 });
 
 Deno.test("part layouts have one encoding and must describe the object", () => {

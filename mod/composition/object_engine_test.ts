@@ -423,6 +423,64 @@ Deno.test("ObjectEngine multipart: parts out of order, an unlisted part released
   });
 });
 
+Deno.test("ObjectEngine completion: preconditions hold at the commit, a repeat answers the same, metadata is added", async () => {
+  await withStack(async (stack) => {
+    const { engine } = stack;
+    const ns = await engine.createNamespace(tenant(1), "cond");
+    const upload = async (key: string, seed: number) => {
+      const { uploadId } = await engine.createMultipartUpload(ns, key, { metadata: { a: "1" } });
+      const { etag } = await engine.uploadPart(ns, key, uploadId, 1, prngBytes(seed, 1000));
+      return { uploadId, parts: [{ partNumber: 1, etag }] };
+    };
+    // ifAbsent on an existing key: refused, the upload stays open, nothing is overwritten.
+    const old = await engine.putObject(ns, "k", prngBytes(60, 10));
+    const first = await upload("k", 61);
+    await assert.rejects(
+      engine.completeMultipartUpload(ns, "k", first.uploadId, first.parts, { ifAbsent: true }),
+      isCode("precondition_failed"),
+    );
+    assert.equal((await engine.headObject(ns, "k")).etag, old.etag);
+    assert.equal((await engine.listParts(ns, "k", first.uploadId)).parts.length, 1);
+    await assert.rejects(
+      engine.completeMultipartUpload(ns, "k", first.uploadId, first.parts, {
+        ifVersion: old.version + 1,
+      }),
+      isCode("precondition_failed"),
+    );
+    const done = await engine.completeMultipartUpload(ns, "k", first.uploadId, first.parts, {
+      ifVersion: old.version,
+      metadata: { ":checksum-crc32": "AAAAAA==-1" },
+    });
+    const info = await engine.headObject(ns, "k");
+    assert.equal(info.version, done.version);
+    assert.equal(info.completedUploadId, first.uploadId);
+    assert.deepEqual(info.metadata, { a: "1", ":checksum-crc32": "AAAAAA==-1" });
+    // The same completion again: the same answer, nothing committed.
+    const again = await engine.completeMultipartUpload(ns, "k", first.uploadId, first.parts);
+    assert.deepEqual(again, done);
+    assert.equal((await engine.headObject(ns, "k")).version, done.version);
+    // With other parts, or once the key holds something else: the upload is gone.
+    await assert.rejects(
+      engine.completeMultipartUpload(ns, "k", first.uploadId, [{
+        partNumber: 1,
+        etag: md5(prngBytes(1, 1)),
+      }]),
+      isCode("no_such_upload"),
+    );
+    await engine.putObject(ns, "k", prngBytes(62, 10));
+    await assert.rejects(
+      engine.completeMultipartUpload(ns, "k", first.uploadId, first.parts),
+      isCode("no_such_upload"),
+    );
+    // ifAbsent on a free key completes.
+    const second = await upload("fresh", 63);
+    await engine.completeMultipartUpload(ns, "fresh", second.uploadId, second.parts, {
+      ifAbsent: true,
+    });
+    assert.equal((await engine.headObject(ns, "fresh")).completedUploadId, second.uploadId);
+  });
+});
+
 /** Uploads `parts` as a multipart upload of `key`, completed with all of them in order. */
 async function putMultipart(
   engine: ObjectEngine,

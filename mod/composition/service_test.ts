@@ -3,7 +3,7 @@ import { Prng } from "../base/mod.ts";
 import { shardForKey } from "../log/mod.ts";
 import { namespaceRoutingKey } from "./namespace.ts";
 import { tenant, withSingleNode } from "../view/test_stack.ts";
-import type { ChunkRef } from "./composition.ts";
+import { type ChunkRef, METADATA_BYTES_MAX } from "./composition.ts";
 import { CompositionError, type CompositionErrorCode } from "./errors.ts";
 
 function refs(prng: Prng, lengths: number[]): ChunkRef[] {
@@ -130,7 +130,7 @@ Deno.test("CompositionService.put() checks conditions, shapes and the inline thr
       "invalid_argument",
     );
     await rejectsWith(
-      service.put(ns, "k", { ...small, metadata: { big: "x".repeat(3000) } }),
+      service.put(ns, "k", { ...small, metadata: { big: "x".repeat(METADATA_BYTES_MAX + 1) } }),
       "invalid_argument",
     );
     await rejectsWith(() => service.list(ns, { maxKeys: -1 }), "invalid_argument");

@@ -66,6 +66,21 @@ Deno.test("decodeObject() reads a record stored before part sizes were kept, wit
   assert.deepEqual(encodeObject(multipart()), old);
 });
 
+Deno.test("encodeObject() names a completed upload in a version 3 record: version 2, then the id", () => {
+  const uploadId = Uint8Array.from({ length: 16 }, (_, i) => i + 1);
+  const object = { ...multipart([5, 5, 2]), completedUploadId: uploadId };
+  const bytes = encodeObject(object);
+  const v2 = encodeObject(multipart([5, 5, 2]));
+  assert.deepEqual(bytes, Uint8Array.of(3, ...v2.subarray(1), ...uploadId));
+  assert.deepEqual(decodeObject(NS, bytes), object);
+  assert.equal(decodeObjectSummary(bytes).etag, "0123456789abcdef0123456789abcdef-3");
+  assert.throws(() => decodeObject(NS, bytes.subarray(0, bytes.length - 1)), ViewCorruptError);
+  assert.throws(
+    () => encodeObject({ ...multipart(), completedUploadId: uploadId }),
+    /only a multipart object/,
+  );
+});
+
 Deno.test("encodeObject() keeps part sizes as a version 2 record: the version 1 bytes, then the sizes", () => {
   const bytes = encodeObject(multipart([5, 5, 2]));
   const old = objectRecordV1();
@@ -86,7 +101,7 @@ Deno.test("decodeObject() refuses part sizes that do not describe the object, an
     [withTail(new ByteWriter().u16(2).u64(12).finish()), /part size: needs 8 bytes, 0 left/],
     [withTail(new Uint8Array(0)), /part size count: needs 2 bytes/],
     [Uint8Array.of(1, ...old.subarray(1), 0, 1), /object: 2 trailing bytes/],
-    [Uint8Array.of(3, ...old.subarray(1)), /object record version 3/],
+    [Uint8Array.of(4, ...old.subarray(1)), /object record version 4/],
     [Uint8Array.of(0, ...old.subarray(1)), /object record version 0/],
   ];
   for (const [bytes, message] of cases) {
