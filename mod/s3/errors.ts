@@ -158,6 +158,11 @@ export interface S3ErrorOptions {
   details?: Record<string, string>;
   /** Response headers the error needs (Content-Range on 416, Allow on 405, ...). */
   headers?: Record<string, string>;
+  /**
+   * The HTTP status, where AWS answers a code with another than its usual one: an
+   * X-Amz-Expires out of range is AuthorizationQueryParametersError with 403, not 400.
+   */
+  status?: 400 | 403;
   cause?: unknown;
 }
 
@@ -175,7 +180,7 @@ export class S3Error extends Error {
   constructor(code: S3ErrorCode, message?: string, options: S3ErrorOptions = {}) {
     super(message ?? S3_ERRORS[code].message, { cause: options.cause });
     this.code = code;
-    this.status = S3_ERRORS[code].status;
+    this.status = options.status ?? S3_ERRORS[code].status;
     this.resource = options.resource;
     this.bucketName = options.bucketName;
     this.key = options.key;

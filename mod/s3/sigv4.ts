@@ -595,14 +595,17 @@ function parsePresigned(params: Map<string, string>): ParsedSigV4 {
     throw malformed("X-Amz-Expires should be a number");
   }
   const expiresSeconds = Number(expiresText);
-  // AWS refuses 0 as well as negative values: a URL that is never valid is a mistake.
+  // AWS refuses 0 as well as negative values, and more than a week, with 403 (ceph's
+  // s3-tests test_object_raw_get_x_amz_expires_out_range_zero and _out_max_range).
+  const outOfRange = (message: string) =>
+    new S3Error("AuthorizationQueryParametersError", message, { status: 403 });
   if (expiresSeconds < SIGV4_PRESIGNED_EXPIRES_SECONDS_MIN) {
-    throw malformed(
+    throw outOfRange(
       `X-Amz-Expires must be at least ${SIGV4_PRESIGNED_EXPIRES_SECONDS_MIN} second and not negative`,
     );
   }
   if (expiresSeconds > SIGV4_PRESIGNED_EXPIRES_SECONDS_MAX) {
-    throw malformed(
+    throw outOfRange(
       `X-Amz-Expires must be less than a week (in seconds) that is ` +
         `${SIGV4_PRESIGNED_EXPIRES_SECONDS_MAX}`,
     );
