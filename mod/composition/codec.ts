@@ -15,7 +15,9 @@
 //   without a layout is always written as v1 (so its bytes are what they were before v2,
 //   and decode everywhere v1 does); a v2 payload without one is refused, as is v2 for any
 //   other type: every payload has exactly one encoding. A v1 payload has no layout.
-// v3 layout: an upload_complete v2 payload followed by a precondition (u8 0 none | 1 absent |
+// v3 layout, upload_part: a v1 payload followed by the part's metadata (non-empty; S3 keeps
+//   a part's checksums so), written only when there is some.
+// v3 layout, upload_complete: a v2 payload followed by a precondition (u8 0 none | 1 absent |
 //   2 version + u64, as object_put's) and metadata entries added to the upload's (the
 //   checksums of the whole object, known only at completion). Written only when one of the
 //   two is there (so every other completion keeps its v1/v2 bytes), only for upload_complete,
@@ -184,6 +186,8 @@ export interface UploadPartPayload extends Base {
   size: number;
   etag: string;
   chunkRefs: ChunkRef[];
+  /** What the writer keeps with the part (see v3 above); absent or empty: nothing. */
+  metadata?: Metadata;
 }
 export interface UploadCompletePayload extends Base {
   type: "upload_complete";
@@ -420,9 +424,11 @@ export function encodePayload(payload: Payload): Uint8Array {
     ((payload.condition !== undefined && payload.condition.kind !== "none") ||
       (payload.metadata !== undefined && Object.keys(payload.metadata).length > 0));
   if (completeExtras && layout === undefined) fail("a conditional completion needs a part layout");
+  const partExtras = payload.type === "upload_part" && payload.metadata !== undefined &&
+    Object.keys(payload.metadata).length > 0;
   const w = new ByteWriter(512);
   w.u8(
-    completeExtras
+    completeExtras || partExtras
       ? VERSION_COMPLETE_CONDITIONS
       : layout === undefined
       ? PAYLOAD_FORMAT_VERSION_MIN
@@ -474,6 +480,7 @@ export function encodePayload(payload: Payload): Uint8Array {
       w.u16(payload.partNumber).u64(payload.size);
       writeText(w, "etag", payload.etag, ETAG_BYTES_MAX);
       writeContent(w, { kind: "chunks", chunkRefs: payload.chunkRefs }, payload.size, "contiguous");
+      if (partExtras) writeMetadata(w, payload.metadata!);
       break;
     }
     case "upload_complete": {
@@ -755,7 +762,9 @@ export function decodePayload(bytes: Uint8Array, chunkIds: Uint8Array[]): Payloa
   if (version === VERSION_PART_LAYOUTS && type !== "object_put" && type !== "upload_complete") {
     fail(`a ${type} payload has no version 2 form`);
   }
-  if (version === VERSION_COMPLETE_CONDITIONS && type !== "upload_complete") {
+  if (
+    version === VERSION_COMPLETE_CONDITIONS && type !== "upload_complete" && type !== "upload_part"
+  ) {
     fail(`a ${type} payload has no version 3 form`);
   }
   const token = r.raw(PAYLOAD_TOKEN_BYTES, "token");
@@ -833,6 +842,11 @@ export function decodePayload(bytes: Uint8Array, chunkIds: Uint8Array[]): Payloa
         etag,
         chunkRefs: content.chunkRefs,
       };
+      if (version === VERSION_COMPLETE_CONDITIONS) {
+        const metadata = readMetadata(r);
+        if (Object.keys(metadata).length === 0) fail("a version 3 part carries metadata");
+        payload.metadata = metadata;
+      }
       break;
     }
     case "upload_complete": {

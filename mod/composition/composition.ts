@@ -120,6 +120,8 @@ export interface Part {
   etag: string;
   modifiedMs: number;
   chunkRefs: ChunkRef[];
+  /** What the writer keeps with the part (S3: its checksums); absent when nothing. */
+  metadata?: Metadata;
 }
 
 export type InodeType = "file" | "directory" | "symlink";

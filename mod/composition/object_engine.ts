@@ -1122,7 +1122,11 @@ export class ObjectEngine {
     uploadId: string,
     partNumber: number,
     body: Body,
-    options: { sizeHint?: number } = {},
+    options: {
+      sizeHint?: number;
+      /** Kept with the part, known once its body has ended (S3: its checksums). */
+      metadataAfterBody?: () => Promise<Metadata>;
+    } = {},
   ): Promise<{ etag: string; size: number }> {
     return this.#op("upload_part", async () => {
       await this.#checkTenant(ns.tenantId);
@@ -1144,6 +1148,7 @@ export class ObjectEngine {
           this.putChunkRefsMax,
         );
         checkSize(stored.size, sizeHint);
+        const metadata = await options.metadataAfterBody?.();
         const { released } = await this.#commit(
           ctx,
           () =>
@@ -1151,6 +1156,7 @@ export class ObjectEngine {
               chunkRefs: stored.refs,
               size: stored.size,
               etag: stored.etag,
+              metadata,
             }),
         );
         ctx.taken.length = 0;

@@ -177,6 +177,8 @@ export interface PartInput {
   chunkRefs: ChunkRef[];
   size: number;
   etag: string;
+  /** Kept with the part and listed with it (S3: its checksums). */
+  metadata?: Metadata;
 }
 
 export interface CompleteInput {
@@ -409,7 +411,8 @@ export class CompositionService {
     const content: Content = { kind: "chunks", chunkRefs: input.chunkRefs };
     invalidIf(
       contentProblem(content, input.size, "contiguous") ??
-        shortTextProblem("etag", input.etag, ETAG_BYTES_MAX),
+        shortTextProblem("etag", input.etag, ETAG_BYTES_MAX) ??
+        metadataProblem(input.metadata ?? {}),
     );
     const outcome = await this.#mutate(ref, {
       type: "upload_part",
@@ -419,6 +422,8 @@ export class CompositionService {
       size: input.size,
       etag: input.etag,
       chunkRefs: input.chunkRefs,
+      ...(input.metadata !== undefined && Object.keys(input.metadata).length > 0 &&
+        { metadata: input.metadata }),
     });
     return { released: outcome.released };
   }

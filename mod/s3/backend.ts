@@ -75,7 +75,7 @@ export interface S3Backend {
     uploadId: string,
     partNumber: number,
     body: BackendBody,
-    options?: { sizeHint?: number },
+    options?: { sizeHint?: number; metadataAfterBody?: () => Promise<Metadata> },
   ): Promise<{ etag: string; size: number }>;
   completeMultipartUpload(
     ns: NamespaceRef,

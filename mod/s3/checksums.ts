@@ -166,6 +166,68 @@ export function createChecksum(algorithm: ChecksumAlgorithm): IncrementalHash {
   }
 }
 
+/** The reflected polynomials and widths of the CRCs S3 can combine (all init = xorout = ~0). */
+const CRC_SHAPES: Partial<Record<ChecksumAlgorithm, { poly: bigint; width: number }>> = {
+  CRC32: { poly: 0xedb88320n, width: 32 },
+  CRC32C: { poly: 0x82f63b78n, width: 32 },
+  CRC64NVME: { poly: 0x9a6c9329ac4bc9b5n, width: 64 },
+};
+
+/** Whether `algorithm`'s value of a whole can be made from its parts' (a CRC). */
+export function isCombinable(algorithm: ChecksumAlgorithm): boolean {
+  return CRC_SHAPES[algorithm] !== undefined;
+}
+
+/** a * b modulo the polynomial, both in reflected form (zlib's multmodp, any width). */
+function multModP(a: bigint, b: bigint, poly: bigint, width: number): bigint {
+  let p = 0n;
+  for (let m = 1n << BigInt(width - 1); m !== 0n; m >>= 1n) {
+    if (a & m) p ^= b;
+    b = b & 1n ? (b >> 1n) ^ poly : b >> 1n;
+  }
+  return p;
+}
+
+/** x^e modulo the polynomial, reflected, by squaring. */
+function xPowModP(e: bigint, poly: bigint, width: number): bigint {
+  let result = 1n << BigInt(width - 1); // x^0
+  let base = 1n << BigInt(width - 2); // x^1
+  for (; e > 0n; e >>= 1n) {
+    if (e & 1n) result = multModP(result, base, poly, width);
+    base = multModP(base, base, poly, width);
+  }
+  return result;
+}
+
+/**
+ * The CRC of parts laid end to end, from each part's CRC (big-endian bytes, as S3 sends
+ * them) and size: crc(A || B) = crc(A) * x^(8 |B|) + crc(B) modulo the polynomial, which holds
+ * for CRCs whose init and xorout are both all ones (zlib's crc32_combine). So a multipart
+ * object's FULL_OBJECT checksum is checked without reading it back.
+ */
+export function combineCrcs(
+  algorithm: ChecksumAlgorithm,
+  parts: ReadonlyArray<{ crc: Uint8Array; sizeBytes: number }>,
+): Uint8Array {
+  const shape = CRC_SHAPES[algorithm];
+  if (shape === undefined) throw new RangeError(`${algorithm} is not a CRC`);
+  const bytes = shape.width / 8;
+  let crc = 0n; // the CRC of nothing
+  for (const part of parts) {
+    if (part.crc.length !== bytes) throw new RangeError(`a ${algorithm} is ${bytes} bytes`);
+    let value = 0n;
+    for (const b of part.crc) value = (value << 8n) | BigInt(b);
+    const shift = xPowModP(8n * BigInt(part.sizeBytes), shape.poly, shape.width);
+    crc = multModP(shift, crc, shape.poly, shape.width) ^ value;
+  }
+  const out = new Uint8Array(bytes);
+  for (let i = bytes - 1; i >= 0; i--) {
+    out[i] = Number(crc & 0xffn);
+    crc >>= 8n;
+  }
+  return out;
+}
+
 /** A fresh incremental MD5 (ETags, Content-MD5). */
 export function createMd5(): IncrementalHash {
   return new NodeHash("md5");

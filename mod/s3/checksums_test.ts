@@ -6,10 +6,12 @@ import {
   CHECKSUM_BYTES,
   checksumAlgorithmOfHeader,
   checksumHeaderName,
+  combineCrcs,
   crc64nvme,
   createChecksum,
   createMd5,
   fromBase64,
+  isCombinable,
   parseChecksumAlgorithm,
   parseChecksumValue,
   parseContentMd5,
@@ -197,4 +199,25 @@ Deno.test("BodyDigestStream refuses a body that differs from what was claimed", 
   });
   await rejectsCode(pump(wrongCrc, [body]), "BadDigest");
   await rejectsCode(wrongCrc.digests, "BadDigest");
+});
+
+Deno.test("combineCrcs() gives the CRC of the parts laid end to end", () => {
+  let seed = 7;
+  const bytes = (n: number) =>
+    Uint8Array.from({ length: n }, () => (seed = (seed * 1103515245 + 12345) >>> 0) >>> 24);
+  for (const algorithm of ["CRC32", "CRC32C", "CRC64NVME"] as const) {
+    assert.ok(isCombinable(algorithm));
+    const parts = [bytes(1000), bytes(0), bytes(1), bytes(70_000)];
+    const whole = createChecksum(algorithm);
+    const each = parts.map((p) => {
+      whole.update(p);
+      const h = createChecksum(algorithm);
+      h.update(p);
+      return { crc: h.digest(), sizeBytes: p.length };
+    });
+    assert.deepEqual(combineCrcs(algorithm, each), whole.digest(), algorithm);
+    assert.deepEqual(combineCrcs(algorithm, each.slice(0, 1)), each[0]!.crc, algorithm);
+  }
+  assert.ok(!isCombinable("SHA256"));
+  assert.throws(() => combineCrcs("SHA1", []), RangeError);
 });

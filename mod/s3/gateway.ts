@@ -27,7 +27,10 @@ import {
   BodyDigestStream,
   type ChecksumAlgorithm,
   checksumAlgorithmOfHeader,
+  checksumHeaderName,
+  combineCrcs,
   fromBase64,
+  isCombinable,
   parseChecksumAlgorithm,
   parseChecksumValue,
   parseContentMd5,
@@ -36,9 +39,13 @@ import {
 import type { Credential, CredentialStore } from "./credentials.ts";
 import { renderS3Error, S3Error, type S3ErrorCode } from "./errors.ts";
 import {
+  type ChecksumType,
   metadataHeaders,
   objectMetadata,
   storedChecksums,
+  type UploadChecksum,
+  uploadChecksum,
+  uploadChecksumEntries,
   withChecksums,
 } from "./object_metadata.ts";
 import {
@@ -72,6 +79,7 @@ import {
   buildListVersionsResult,
   buildLocationConstraint,
   buildVersioningConfiguration,
+  type ChecksumElements,
   type CompletedPart,
   type DeleteOutcome,
   MULTIPART_PARTS_MAX,
@@ -555,6 +563,7 @@ export class S3Gateway {
   #requestBody(
     ctx: OperationContext,
     required: boolean,
+    checksumsOfBody = true,
   ): RequestBody<ReadableStream<Uint8Array>> {
     const headers = ctx.http.headers;
     const contentLength = parseContentLength(headers);
@@ -597,7 +606,7 @@ export class S3Gateway {
     } else if (sizeBytes === null && required) {
       throw new S3Error("MissingContentLength");
     }
-    const { options, declaredChecksums } = this.#digestOptions(ctx, sizeBytes);
+    const { options, declaredChecksums } = this.#digestOptions(ctx, sizeBytes, checksumsOfBody);
     const digests = new BodyDigestStream(options);
     const trailed = trailerChecksums;
     const all = trailed === null ? digests.digests : Promise.all([digests.digests, trailed])
@@ -612,8 +621,11 @@ export class S3Gateway {
     };
   }
 
-  /** What a body must verify against: length, signed SHA-256, Content-MD5, checksums. */
-  #digestOptions(ctx: OperationContext, sizeBytes: number | null): {
+  /**
+   * What a body must verify against: length, signed SHA-256, Content-MD5, checksums (unless
+   * `checksumsOfBody` is false: CompleteMultipartUpload's x-amz-checksum-* is the object's).
+   */
+  #digestOptions(ctx: OperationContext, sizeBytes: number | null, checksumsOfBody = true): {
     options: BodyDigestOptions;
     declaredChecksums: Partial<Record<ChecksumAlgorithm, string>>;
   } {
@@ -621,7 +633,7 @@ export class S3Gateway {
     const payload = ctx.auth.payload;
     const checksums: Array<{ algorithm: ChecksumAlgorithm; expected?: Uint8Array }> = [];
     const declaredChecksums: Partial<Record<ChecksumAlgorithm, string>> = {};
-    for (const [name, value] of headers) {
+    for (const [name, value] of checksumsOfBody ? headers : []) {
       const algorithm = checksumAlgorithmOfHeader(name);
       if (algorithm !== null) {
         const expected = parseChecksumValue(algorithm, value);
@@ -631,7 +643,7 @@ export class S3Gateway {
     }
     const named = headers.get("x-amz-checksum-algorithm") ??
       headers.get("x-amz-sdk-checksum-algorithm");
-    if (named !== null && !payload.endsWith("trailer")) {
+    if (named !== null && !payload.endsWith("trailer") && checksumsOfBody) {
       const algorithm = parseChecksumAlgorithm(named);
       if (!checksums.some((c) => c.algorithm === algorithm)) checksums.push({ algorithm });
     }
@@ -648,14 +660,25 @@ export class S3Gateway {
   }
 
   /** A small XML request body, whole and verified. */
-  async #xmlBody(ctx: OperationContext): Promise<Uint8Array> {
-    const body = this.#requestBody(ctx, false);
+  async #xmlBody(ctx: OperationContext, checksumsOfBody = true): Promise<Uint8Array> {
+    const body = this.#requestBody(ctx, false, checksumsOfBody);
     if (body.sizeBytes !== null && body.sizeBytes > XML_BODY_BYTES_MAX) {
       throw new S3Error("MaxMessageLengthExceeded");
     }
     const bytes = await readAll(body.source, XML_BODY_BYTES_MAX);
     await body.digests;
     return bytes;
+  }
+
+  /**
+   * The checksums the client sent with a body, in x-amz-checksum-* headers or an aws-chunked
+   * trailer, once the body has ended and matched them (a checksum only named, for the gateway
+   * to compute, is answered but not stored).
+   */
+  async #sentChecksums(body: RequestBody): Promise<Partial<Record<ChecksumAlgorithm, string>>> {
+    await body.digests;
+    const trailed = body.trailerChecksums === null ? {} : await body.trailerChecksums;
+    return { ...body.declaredChecksums, ...trailed };
   }
 
   /** Response headers of a stored checksum the client asked for. */
@@ -980,14 +1003,10 @@ export class S3Gateway {
     const key = ctx.s3.key!;
     const guard = await this.#writeGuard(ns, key, parseConditions(headers));
     const body = await this.#uploadBody(ctx);
-    const trailed = body.trailerChecksums;
     const result = await this.backend.putObject(ns, key, body.source, {
       contentType,
-      // A trailer's checksum is stored like a header's, once the body verified it.
-      ...(trailed === null ? { metadata: objectMetadata(headers, body.declaredChecksums) } : {
-        metadataAfterBody: async () =>
-          objectMetadata(headers, { ...body.declaredChecksums, ...(await trailed) }),
-      }),
+      // The checksums the client sent (in headers or a trailer), once the body verified them.
+      metadataAfterBody: async () => objectMetadata(headers, await this.#sentChecksums(body)),
       sizeHint: body.sizeBytes ?? undefined,
       ...guard,
     });
@@ -1241,14 +1260,40 @@ export class S3Gateway {
     if (type !== undefined && type !== "COMPOSITE" && type !== "FULL_OBJECT") {
       throw new S3Error("InvalidRequest", `Value for x-amz-checksum-type header is invalid.`);
     }
+    if (type !== undefined && algorithm === null) {
+      throw new S3Error(
+        "InvalidRequest",
+        "x-amz-checksum-type requires x-amz-checksum-algorithm.",
+      );
+    }
+    // AWS's defaults and combinations: CRC64NVME is of the whole object only, SHA-1 and
+    // SHA-256 of the parts only, CRC32 and CRC32C either (of the parts unless asked).
+    const checksum: UploadChecksum | null = algorithm === null ? null : {
+      algorithm,
+      type: (type ?? (algorithm === "CRC64NVME" ? "FULL_OBJECT" : "COMPOSITE")) as ChecksumType,
+    };
+    if (
+      checksum !== null &&
+      ((checksum.type === "FULL_OBJECT" && !isCombinable(checksum.algorithm)) ||
+        (checksum.type === "COMPOSITE" && checksum.algorithm === "CRC64NVME"))
+    ) {
+      throw new S3Error(
+        "InvalidRequest",
+        `The ${checksum.type} checksum type cannot be used with the ${checksum.algorithm} ` +
+          `algorithm.`,
+      );
+    }
+    const metadata = objectMetadata(headers);
     const { uploadId } = await this.backend.createMultipartUpload(this.#ns(ctx), ctx.s3.key!, {
       contentType: headers.get("content-type") ?? S3_CONTENT_TYPE_DEFAULT,
-      metadata: objectMetadata(headers),
+      metadata: checksum === null ? metadata : { ...metadata, ...uploadChecksumEntries(checksum) },
     });
     // The algorithm (and type) the client named come back, as AWS answers them.
     const answer: Record<string, string> = {};
-    if (algorithm !== null) answer["x-amz-checksum-algorithm"] = algorithm;
-    if (type !== undefined) answer["x-amz-checksum-type"] = type;
+    if (checksum !== null) {
+      answer["x-amz-checksum-algorithm"] = checksum.algorithm;
+      answer["x-amz-checksum-type"] = checksum.type;
+    }
     return this.#xml(
       buildInitiateMultipartUploadResult({ bucket: ctx.s3.bucket!, key: ctx.s3.key!, uploadId }),
       200,
@@ -1265,7 +1310,11 @@ export class S3Gateway {
       this.#uploadId(ctx),
       partNumber,
       body.source,
-      { sizeHint: body.sizeBytes ?? undefined },
+      {
+        sizeHint: body.sizeBytes ?? undefined,
+        // Kept with the part: the upload's checksum is made from its parts'.
+        metadataAfterBody: async () => withChecksums({}, await this.#sentChecksums(body)),
+      },
     );
     return new Response(null, {
       status: 200,
@@ -1339,12 +1388,16 @@ export class S3Gateway {
         lastModifiedMs: p.modifiedMs,
         etag: p.etag,
         sizeBytes: p.size,
+        checksums: Object.fromEntries(
+          Object.entries(storedChecksums(p.metadata ?? {})).map(([a, v]) => [`Checksum${a}`, v]),
+        ),
       })),
     }));
   }
 
   async #completeMultipartUpload(ctx: OperationContext): Promise<Response> {
-    const parts = completionParts(parseCompleteMultipartUpload(await this.#xmlBody(ctx)));
+    // x-amz-checksum-* of a completion is the whole object's, not its body's.
+    const parts = completionParts(parseCompleteMultipartUpload(await this.#xmlBody(ctx, false)));
     const ns = this.#ns(ctx);
     const key = ctx.s3.key!;
     const uploadId = this.#uploadId(ctx);
@@ -1358,23 +1411,105 @@ export class S3Gateway {
         guard = evaluateWriteConditions(conditions, current);
       }
     }
+    const checksum = await this.#completionChecksum(ctx, ns, key, uploadId, parts);
     const result = await this.backend.completeMultipartUpload(
       ns,
       key,
       uploadId,
       parts.map((p) => ({ partNumber: p.partNumber, etag: p.etag })),
-      guard,
+      { ...guard, ...(checksum !== null && { metadata: withChecksums({}, checksum) }) },
     );
     const url = new URL(ctx.http.url);
     const path = ctx.s3.addressing === "path"
       ? `/${ctx.s3.bucket}/${uriEncode(ctx.s3.key!, true)}`
       : `/${uriEncode(ctx.s3.key!, true)}`;
+    const elements: ChecksumElements = {};
+    for (const [algorithm, value] of Object.entries(checksum ?? {})) {
+      elements[`Checksum${algorithm as ChecksumAlgorithm}`] = value!;
+    }
     return this.#xml(buildCompleteMultipartUploadResult({
       location: `${url.protocol}//${ctx.http.headers.get("host") ?? url.host}${path}`,
       bucket: ctx.s3.bucket!,
       key: ctx.s3.key!,
       etag: result.etag,
+      checksums: elements,
     }));
+  }
+
+  /**
+   * The checksum of the object a completion makes, when its upload was created with one:
+   * COMPOSITE, the checksum of the listed parts' checksums then "-<parts>" (AWS's form);
+   * FULL_OBJECT, the CRC of the whole object, combined from the parts' CRCs and checked
+   * against one the client sent (BadDigest). A part checksum listed in the request must be the
+   * stored part's (InvalidPart). Null when the upload has no checksum, or is gone (a repeated
+   * completion, answered by the backend).
+   */
+  async #completionChecksum(
+    ctx: OperationContext,
+    ns: NamespaceRef,
+    key: string,
+    uploadId: string,
+    parts: readonly CompletedPart[],
+  ): Promise<Partial<Record<ChecksumAlgorithm, string>> | null> {
+    const stored = new Map<number, { size: number; metadata?: Readonly<Record<string, string>> }>();
+    let spec: UploadChecksum | null = null;
+    let marker = 0;
+    for (let page = 0; page <= MULTIPART_PARTS_MAX / S3_LIST_PAGE_MAX; page++) {
+      let listed;
+      try {
+        listed = await this.backend.listParts(ns, key, uploadId, {
+          partNumberMarker: marker,
+          maxParts: S3_LIST_PAGE_MAX,
+        });
+      } catch (e) {
+        if (e instanceof CompositionError && e.code === "no_such_upload") return null;
+        throw e;
+      }
+      spec = uploadChecksum(listed.upload.metadata);
+      if (spec === null) return null;
+      for (const p of listed.parts) stored.set(p.partNumber, p);
+      if (!listed.isTruncated || listed.nextPartNumberMarker === null) break;
+      marker = listed.nextPartNumberMarker;
+    }
+    if (spec === null) return null;
+    const { algorithm, type } = spec;
+    const element = `Checksum${algorithm}` as const;
+    const values: Array<{ crc: Uint8Array; sizeBytes: number }> = [];
+    for (const p of parts) {
+      const part = stored.get(p.partNumber);
+      // A part not uploaded: the backend answers InvalidPart.
+      if (part === undefined) return null;
+      const value = storedChecksums(part.metadata ?? {})[algorithm];
+      if (value === undefined) {
+        throw new S3Error(
+          "InvalidRequest",
+          `The upload was created using a ${algorithm} checksum; part ${p.partNumber} was ` +
+            `uploaded without one.`,
+        );
+      }
+      const listedValue = p.checksums[element];
+      if (listedValue !== undefined && listedValue !== value) {
+        throw new S3Error(
+          "InvalidPart",
+          `The ${algorithm} checksum listed for part ${p.partNumber} is not the part's.`,
+        );
+      }
+      values.push({ crc: fromBase64(value)!, sizeBytes: part.size });
+    }
+    if (type === "COMPOSITE") {
+      const digester = new BodyDigester({ checksums: [{ algorithm }] });
+      for (const v of values) digester.update(v.crc);
+      return { [algorithm]: `${digester.finish().checksums[algorithm]!}-${values.length}` };
+    }
+    const whole = toBase64(combineCrcs(algorithm, values));
+    const claimed = ctx.http.headers.get(checksumHeaderName(algorithm));
+    if (claimed !== null && claimed.trim() !== whole) {
+      throw new S3Error(
+        "BadDigest",
+        `The ${algorithm} you specified did not match the calculated checksum.`,
+      );
+    }
+    return { [algorithm]: whole };
   }
 
   async #abortMultipartUpload(ctx: OperationContext): Promise<Response> {

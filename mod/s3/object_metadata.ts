@@ -93,6 +93,34 @@ export function withChecksums(
   return out;
 }
 
+/** How a multipart object's checksum is made: of its parts' checksums, or of its bytes. */
+export type ChecksumType = "COMPOSITE" | "FULL_OBJECT";
+
+/** The checksum an upload was created with (x-amz-checksum-algorithm and -type). */
+export interface UploadChecksum {
+  algorithm: ChecksumAlgorithm;
+  type: ChecksumType;
+}
+
+const UPLOAD_ALGORITHM_ENTRY = `${CHECKSUM_ENTRY_PREFIX}algorithm`;
+const UPLOAD_TYPE_ENTRY = `${CHECKSUM_ENTRY_PREFIX}type`;
+
+/**
+ * An upload's checksum as entries of its metadata. They start like the checksum entries but
+ * name no algorithm, so they are never answered as a checksum, and a copy drops them.
+ */
+export function uploadChecksumEntries(checksum: UploadChecksum): Record<string, string> {
+  return { [UPLOAD_ALGORITHM_ENTRY]: checksum.algorithm, [UPLOAD_TYPE_ENTRY]: checksum.type };
+}
+
+/** The checksum an upload was created with, from its metadata; null for none. */
+export function uploadChecksum(metadata: Readonly<Record<string, string>>): UploadChecksum | null {
+  const algorithm = CHECKSUM_ALGORITHMS.find((a) => a === metadata[UPLOAD_ALGORITHM_ENTRY]);
+  const type = metadata[UPLOAD_TYPE_ENTRY];
+  if (algorithm === undefined || (type !== "COMPOSITE" && type !== "FULL_OBJECT")) return null;
+  return { algorithm, type };
+}
+
 /** The checksums stored with an object, by algorithm (base64 values). */
 export function storedChecksums(
   metadata: Readonly<Record<string, string>>,

@@ -17,7 +17,9 @@
 // Object records have two versions: v1, and v2 = v1 followed by a multipart object's part
 // sizes (u16 count, 1.., + u64 per part). An object without part sizes is written as v1,
 // so stores written before v2 read unchanged (their multipart objects have no part sizes).
-// v3 = v2 followed by the id of the multipart upload the object was completed from [16]
+// Part records: v1, and v2 = v1 followed by the part's metadata (its checksums), written only
+// for a part that has some.
+// Object v3 = v2 followed by the id of the multipart upload the object was completed from [16]
 // (written only for such objects; stores written before v3 read unchanged, and their
 // objects name no upload, so a repeated completion of one answers NoSuchUpload as before).
 
@@ -377,19 +379,24 @@ export function publicUpload(namespaceId: Uint8Array, u: UploadRecord): Upload {
   };
 }
 
+/** Part records with metadata (see above). */
+const PART_RECORD_VERSION_METADATA = 2;
+
 export function encodePart(p: Part): Uint8Array {
+  const withMetadata = p.metadata !== undefined && Object.keys(p.metadata).length > 0;
   const w = new ByteWriter(64 + p.chunkRefs.length * 44)
-    .u8(RECORD_VERSION)
+    .u8(withMetadata ? PART_RECORD_VERSION_METADATA : RECORD_VERSION)
     .u16(p.partNumber)
     .u64(p.size)
     .string16(p.etag)
     .u64(p.modifiedMs);
   writeRefs(w, p.chunkRefs);
+  if (withMetadata) writeMetadata(w, p.metadata!);
   return w.finish();
 }
 
 export function decodePart(bytes: Uint8Array): Part {
-  const r = reader(bytes, "part");
+  const { r, version } = versionedReader(bytes, "part", PART_RECORD_VERSION_METADATA);
   const p: Part = {
     partNumber: r.u16("part number"),
     size: r.u64("size"),
@@ -397,6 +404,10 @@ export function decodePart(bytes: Uint8Array): Part {
     modifiedMs: r.u64("modified"),
     chunkRefs: readRefs(r),
   };
+  if (version === PART_RECORD_VERSION_METADATA) {
+    p.metadata = readMetadata(r);
+    if (Object.keys(p.metadata).length === 0) corrupt("a version 2 part record without metadata");
+  }
   r.end("part");
   return p;
 }

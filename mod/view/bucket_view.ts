@@ -184,6 +184,7 @@ export function foldBucket(fold: Fold, p: BucketPayload, ns: NamespaceRecord): v
           etag: p.etag,
           modifiedMs: fold.nowMs,
           chunkRefs: p.chunkRefs,
+          ...(p.metadata !== undefined && { metadata: p.metadata }),
         }),
       );
       return;

@@ -19,6 +19,7 @@ import {
   PutObjectCommand,
   S3Client,
   UploadPartCommand,
+  type UploadPartCommandOutput,
   // deno-lint-ignore no-import-prefix
 } from "npm:@aws-sdk/client-s3@3.1175.0";
 import { readS3Credentials, ROOT, run, startRole, testAddrs, waitForHttp } from "./_role.ts";
@@ -457,6 +458,118 @@ Deno.test("S3 behaviours AWS clients rely on, against a real kiseki server", asy
       } finally {
         js.destroy();
       }
+    });
+
+    await t.step("multipart completion stores a COMPOSITE or FULL_OBJECT checksum", async () => {
+      const Bucket = "mpu-checksums";
+      await js.send(new CreateBucketCommand({ Bucket }));
+      const MiB = 1 << 20;
+      let seed = 11;
+      const bytes = (n: number) =>
+        Uint8Array.from({ length: n }, () => (seed = (seed * 1103515245 + 12345) >>> 0) >>> 24);
+      const parts = [bytes(5 * MiB), bytes(4321)];
+      const whole = Buffer.concat(parts);
+      const sha256 = (b: Uint8Array) => createHash("sha256").update(b).digest();
+      const upload = async (
+        Key: string,
+        algorithm: "SHA256" | "CRC32",
+        type: "COMPOSITE" | "FULL_OBJECT",
+      ) => {
+        const created = await js.send(
+          new CreateMultipartUploadCommand({
+            Bucket,
+            Key,
+            ChecksumAlgorithm: algorithm,
+            ChecksumType: type,
+          }),
+        );
+        assert.deepEqual([created.ChecksumAlgorithm, created.ChecksumType], [algorithm, type]);
+        const UploadId = created.UploadId!;
+        const answers: UploadPartCommandOutput[] = [];
+        for (const [i, Body] of parts.entries()) {
+          answers.push(
+            await js.send(
+              new UploadPartCommand({
+                Bucket,
+                Key,
+                UploadId,
+                PartNumber: i + 1,
+                Body,
+                ChecksumAlgorithm: algorithm,
+              }),
+            ),
+          );
+        }
+        return { UploadId, answers };
+      };
+
+      // COMPOSITE SHA-256: the SHA-256 of the parts' SHA-256s, then "-<parts>".
+      const composite = await upload("composite", "SHA256", "COMPOSITE");
+      const partSums = parts.map((p) => sha256(p).toString("base64"));
+      assert.deepEqual(composite.answers.map((a) => a.ChecksumSHA256), partSums);
+      const listed = (wrongFirst: boolean) =>
+        partSums.map((sum, i) => ({
+          PartNumber: i + 1,
+          ETag: composite.answers[i]!.ETag,
+          ChecksumSHA256: wrongFirst && i === 0 ? partSums[1] : sum,
+        }));
+      const completeComposite = (wrongFirst: boolean) =>
+        js.send(
+          new CompleteMultipartUploadCommand({
+            Bucket,
+            Key: "composite",
+            UploadId: composite.UploadId,
+            MultipartUpload: { Parts: listed(wrongFirst) },
+          }),
+        );
+      assertError(
+        await jsError(completeComposite(true)),
+        "InvalidPart",
+        400,
+        "a part listed with another part's checksum",
+      );
+      const expectedComposite = `${
+        sha256(Buffer.concat(parts.map((p) => sha256(p)))).toString("base64")
+      }-${parts.length}`;
+      assert.equal((await completeComposite(false)).ChecksumSHA256, expectedComposite);
+      const headComposite = await js.send(
+        new HeadObjectCommand({ Bucket, Key: "composite", ChecksumMode: "ENABLED" }),
+      );
+      assert.deepEqual(
+        [headComposite.ChecksumSHA256, headComposite.ChecksumType],
+        [expectedComposite, "COMPOSITE"],
+      );
+
+      // FULL_OBJECT CRC32: the CRC32 of the whole object, which the client sends and the
+      // server checks against the one it makes from the parts'.
+      const full = await upload("full", "CRC32", "FULL_OBJECT");
+      const expectedFull = Buffer.from(u32be(crc32(whole))).toString("base64");
+      const completeFull = (ChecksumCRC32: string) =>
+        js.send(
+          new CompleteMultipartUploadCommand({
+            Bucket,
+            Key: "full",
+            UploadId: full.UploadId,
+            ChecksumCRC32,
+            ChecksumType: "FULL_OBJECT",
+            MultipartUpload: {
+              Parts: full.answers.map((a, i) => ({
+                PartNumber: i + 1,
+                ETag: a.ETag,
+                ChecksumCRC32: a.ChecksumCRC32,
+              })),
+            },
+          }),
+        );
+      const wrongFull = Buffer.from(u32be(crc32(whole) ^ 1)).toString("base64");
+      assertError(await jsError(completeFull(wrongFull)), "BadDigest", 400, "a wrong whole CRC");
+      assert.equal((await completeFull(expectedFull)).ChecksumCRC32, expectedFull);
+      const got = await js.send(
+        new GetObjectCommand({ Bucket, Key: "full", ChecksumMode: "ENABLED" }),
+      );
+      // The SDK checks the body it reads against the whole-object checksum.
+      assert.equal(Buffer.compare(await got.Body!.transformToByteArray(), whole), 0);
+      assert.deepEqual([got.ChecksumCRC32, got.ChecksumType], [expectedFull, "FULL_OBJECT"]);
     });
 
     await t.step(
