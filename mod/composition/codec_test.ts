@@ -486,6 +486,30 @@ Deno.test("encodePayload() writes a completion's condition and metadata as versi
   );
 });
 
+Deno.test("encodePayload() writes a part's metadata as version 3: version 1, then the metadata", () => {
+  const prng = new Prng(47);
+  const r = refs(prng, 2, false);
+  const part = {
+    ...randomPayload(prng, "upload_part"),
+    chunkRefs: r.refs,
+    size: r.size,
+  } as Extract<Payload, { type: "upload_part" }>;
+  delete part.metadata;
+  const ids = payloadChunkIds(part);
+  const v1 = encodePayload(part);
+  assert.equal(v1[0], 1);
+  assert.deepEqual(encodePayload({ ...part, metadata: {} }), v1);
+  const withSums = { ...part, metadata: { ":checksum-sha1": "x" } };
+  const v3 = encodePayload(withSums);
+  const tail = new ByteWriter().u16(1).string16(":checksum-sha1").string16("x").finish();
+  assert.deepEqual(v3, Uint8Array.of(3, ...v1.subarray(1), ...tail));
+  assert.deepEqual(decodePayload(v3, ids), withSums);
+  assert.throws(
+    () => decodePayload(Uint8Array.of(3, ...v1.subarray(1), 0, 0), ids),
+    /version 3 part carries metadata/,
+  );
+});
+
 Deno.test("part layouts have one encoding and must describe the object", () => {
   const v1 = uploadCompleteV1("e-3");
   const complete = v1.decoded as Extract<Payload, { type: "upload_complete" }>;

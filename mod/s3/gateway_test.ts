@@ -30,7 +30,13 @@ import { missingPart } from "../base/mod.ts";
 import { createLogger } from "../obs/mod.ts";
 import type { S3Backend } from "./backend.ts";
 import { LocalCredentialStore, type NewAccessKey } from "./credentials.ts";
-import { answeredWithoutContinue, s3ErrorOf, S3Gateway, WHOLE_BODY_BYTES_MAX } from "./gateway.ts";
+import {
+  answeredWithoutContinue,
+  completionParts,
+  s3ErrorOf,
+  S3Gateway,
+  WHOLE_BODY_BYTES_MAX,
+} from "./gateway.ts";
 import { CompositionError } from "../composition/mod.ts";
 import { ObjectPartError, ObjectRangeError } from "../composition/object_engine.ts";
 import { S3Error } from "./errors.ts";
@@ -234,6 +240,19 @@ Deno.test("s3ErrorOf() maps composition failures to the codes AWS sends", () => 
   assert.ok(!internal.message.includes("fire"));
   const s3 = new S3Error("AccessDenied");
   assert.equal(s3ErrorOf(s3), s3);
+});
+
+Deno.test("completionParts() takes a part number listed twice once, its last entry; a descent is InvalidPartOrder", () => {
+  const p = (partNumber: number, etag: string) => ({ partNumber, etag, checksums: {} });
+  assert.deepEqual(
+    completionParts([p(1, "a"), p(1, "b"), p(2, "c"), p(5, "d"), p(5, "e"), p(5, "f")]),
+    [p(1, "b"), p(2, "c"), p(5, "f")],
+  );
+  assert.deepEqual(completionParts([p(3, "a")]), [p(3, "a")]);
+  assert.throws(
+    () => completionParts([p(1, "a"), p(2, "b"), p(1, "c")]),
+    (e: unknown) => e instanceof S3Error && e.code === "InvalidPartOrder",
+  );
 });
 
 Deno.test("answeredWithoutContinue() is true for Expect: 100-continue with an empty or unread body", async () => {

@@ -3,7 +3,9 @@ import { ByteWriter, type Composition } from "../composition/mod.ts";
 import {
   decodeObject,
   decodeObjectSummary,
+  decodePart,
   encodeObject,
+  encodePart,
   objectKeyBytes,
   utf8,
   ViewCorruptError,
@@ -111,4 +113,27 @@ Deno.test("decodeObject() refuses part sizes that do not describe the object, an
       return true;
     });
   }
+});
+
+Deno.test("encodePart() keeps a part's metadata as a version 2 record; version 1 parts read unchanged", () => {
+  const part = {
+    partNumber: 3,
+    size: 12,
+    etag: "0123456789abcdef0123456789abcdef",
+    modifiedMs: 1_700_000_000_500,
+    chunkRefs: [{ chunkId: CHUNK, offsetBytes: 0, lengthBytes: 12 }],
+  };
+  const v1 = encodePart(part);
+  assert.equal(v1[0], 1);
+  assert.deepEqual(decodePart(v1), part);
+  // Empty metadata is no metadata: the version 1 bytes.
+  assert.deepEqual(encodePart({ ...part, metadata: {} }), v1);
+  const withSums = { ...part, metadata: { ":checksum-crc32": "NhCmhg==" } };
+  const v2 = encodePart(withSums);
+  const tail = new ByteWriter().u16(1).string16(":checksum-crc32").string16("NhCmhg==").finish();
+  assert.deepEqual(v2, Uint8Array.of(2, ...v1.subarray(1), ...tail));
+  assert.deepEqual(decodePart(v2), withSums);
+  const empty = Uint8Array.of(2, ...v1.subarray(1), 0, 0);
+  assert.throws(() => decodePart(empty), /without metadata/);
+  assert.throws(() => decodePart(Uint8Array.of(3, ...v1.subarray(1))), /part record version 3/);
 });
