@@ -1303,23 +1303,57 @@ export class S3Gateway {
 
   async #uploadPart(ctx: OperationContext): Promise<Response> {
     const partNumber = this.#partNumber(ctx);
+    const ns = this.#ns(ctx);
+    const key = ctx.s3.key!;
+    const uploadId = this.#uploadId(ctx);
+    const checksum = await this.#uploadChecksumOf(ns, key, uploadId);
     const body = await this.#uploadBody(ctx);
+    // The upload's algorithm is computed over the part when the client sent none of it.
+    const sent = checksum !== null && (checksum.algorithm in body.declaredChecksums ||
+      (ctx.http.headers.get("x-amz-trailer") ?? "").toLowerCase().includes(
+        checksumHeaderName(checksum.algorithm),
+      ));
+    const computed = checksum === null || sent ? null : digestOf(body.source, checksum.algorithm);
     const result = await this.backend.uploadPart(
-      this.#ns(ctx),
-      ctx.s3.key!,
-      this.#uploadId(ctx),
+      ns,
+      key,
+      uploadId,
       partNumber,
-      body.source,
+      computed?.source ?? body.source,
       {
         sizeHint: body.sizeBytes ?? undefined,
         // Kept with the part: the upload's checksum is made from its parts'.
-        metadataAfterBody: async () => withChecksums({}, await this.#sentChecksums(body)),
+        metadataAfterBody: async () =>
+          withChecksums({}, {
+            ...(computed === null ? {} : await computed.checksums),
+            ...(await this.#sentChecksums(body)),
+          }),
       },
     );
+    const answer = await this.#checksumHeaders(body);
+    for (const [algorithm, value] of Object.entries(computed ? await computed.checksums : {})) {
+      answer[checksumHeaderName(algorithm as ChecksumAlgorithm)] ??= value!;
+    }
     return new Response(null, {
       status: 200,
-      headers: { etag: quoteETag(result.etag), ...(await this.#checksumHeaders(body)) },
+      headers: { etag: quoteETag(result.etag), ...answer },
     });
+  }
+
+  /** The checksum `uploadId` was created with; null for none, or when it is not there. */
+  async #uploadChecksumOf(
+    ns: NamespaceRef,
+    key: string,
+    uploadId: string,
+  ): Promise<UploadChecksum | null> {
+    try {
+      const { upload } = await this.backend.listParts(ns, key, uploadId, { maxParts: 1 });
+      return uploadChecksum(upload.metadata);
+    } catch (e) {
+      // The part's own write answers NoSuchUpload.
+      if (e instanceof CompositionError && e.code === "no_such_upload") return null;
+      throw e;
+    }
   }
 
   async #uploadPartCopy(ctx: OperationContext): Promise<Response> {
@@ -1348,16 +1382,41 @@ export class S3Gateway {
       await got.body.cancel().catch(() => {});
       throw e;
     }
+    const ns = this.#ns(ctx);
+    const key = ctx.s3.key!;
+    const uploadId = this.#uploadId(ctx);
+    let checksum: UploadChecksum | null;
+    try {
+      checksum = await this.#uploadChecksumOf(ns, key, uploadId);
+    } catch (e) {
+      await got.body.cancel().catch(() => {});
+      throw e;
+    }
+    // A copied part gets the upload's checksum too, computed over the bytes copied.
+    const computed = checksum === null ? null : digestOf(got.body, checksum.algorithm);
     const result = await this.backend.uploadPart(
-      this.#ns(ctx),
-      ctx.s3.key!,
-      this.#uploadId(ctx),
+      ns,
+      key,
+      uploadId,
       partNumber,
-      got.body,
-      { sizeHint: got.contentLength },
+      computed?.source ?? got.body,
+      {
+        sizeHint: got.contentLength,
+        ...(computed !== null && {
+          metadataAfterBody: async () => withChecksums({}, await computed.checksums),
+        }),
+      },
     );
+    const elements: ChecksumElements = {};
+    for (const [algorithm, value] of Object.entries(computed ? await computed.checksums : {})) {
+      elements[`Checksum${algorithm as ChecksumAlgorithm}`] = value!;
+    }
     return this.#xml(
-      buildCopyPartResult({ lastModifiedMs: this.#clock.nowMs(), etag: result.etag }),
+      buildCopyPartResult({
+        lastModifiedMs: this.#clock.nowMs(),
+        etag: result.etag,
+        checksums: elements,
+      }),
     );
   }
 
@@ -1423,8 +1482,19 @@ export class S3Gateway {
     const path = ctx.s3.addressing === "path"
       ? `/${ctx.s3.bucket}/${uriEncode(ctx.s3.key!, true)}`
       : `/${uriEncode(ctx.s3.key!, true)}`;
+    // A repeat (the upload is gone) answers the checksum the first completion stored.
+    let answered: Partial<Record<ChecksumAlgorithm, string>> = checksum ?? {};
+    if (checksum === null) {
+      const current = await this.#currentObject(ns, key);
+      if (
+        current !== null && current.completedUploadId === uploadId.toLowerCase() &&
+        current.etag === result.etag
+      ) {
+        answered = storedChecksums(current.metadata);
+      }
+    }
     const elements: ChecksumElements = {};
-    for (const [algorithm, value] of Object.entries(checksum ?? {})) {
+    for (const [algorithm, value] of Object.entries(answered)) {
       elements[`Checksum${algorithm as ChecksumAlgorithm}`] = value!;
     }
     return this.#xml(buildCompleteMultipartUploadResult({
@@ -1480,13 +1550,9 @@ export class S3Gateway {
       // A part not uploaded: the backend answers InvalidPart.
       if (part === undefined) return null;
       const value = storedChecksums(part.metadata ?? {})[algorithm];
-      if (value === undefined) {
-        throw new S3Error(
-          "InvalidRequest",
-          `The upload was created using a ${algorithm} checksum; part ${p.partNumber} was ` +
-            `uploaded without one.`,
-        );
-      }
+      // Every part gets the upload's checksum (sent or computed); one stored before parts
+      // kept checksums has none, and the object then has none either.
+      if (value === undefined) return null;
       const listedValue = p.checksums[element];
       if (listedValue !== undefined && listedValue !== value) {
         throw new S3Error(
@@ -1516,6 +1582,22 @@ export class S3Gateway {
     await this.backend.abortMultipartUpload(this.#ns(ctx), ctx.s3.key!, this.#uploadId(ctx));
     return new Response(null, { status: 204 });
   }
+}
+
+/** `source` passed through a digest of `algorithm`, whose value is known once it has ended. */
+function digestOf(
+  source: BackendBody,
+  algorithm: ChecksumAlgorithm,
+): { source: BackendBody; checksums: Promise<Partial<Record<ChecksumAlgorithm, string>>> } {
+  if (source instanceof Uint8Array) {
+    const digester = new BodyDigester({ checksums: [{ algorithm }] });
+    digester.update(source);
+    return { source, checksums: Promise.resolve(digester.finish().checksums) };
+  }
+  const stream = new BodyDigestStream({ checksums: [{ algorithm }] });
+  const checksums = stream.digests.then((d) => d.checksums);
+  checksums.catch(() => {});
+  return { source: source.pipeThrough(stream), checksums };
 }
 
 function base64UrlEncode(text: string): string {

@@ -20,6 +20,7 @@ import {
   S3Client,
   UploadPartCommand,
   type UploadPartCommandOutput,
+  UploadPartCopyCommand,
   // deno-lint-ignore no-import-prefix
 } from "npm:@aws-sdk/client-s3@3.1175.0";
 import { readS3Credentials, ROOT, run, startRole, testAddrs, waitForHttp } from "./_role.ts";
@@ -532,6 +533,8 @@ Deno.test("S3 behaviours AWS clients rely on, against a real kiseki server", asy
         sha256(Buffer.concat(parts.map((p) => sha256(p)))).toString("base64")
       }-${parts.length}`;
       assert.equal((await completeComposite(false)).ChecksumSHA256, expectedComposite);
+      // A repeated completion answers the same checksum.
+      assert.equal((await completeComposite(false)).ChecksumSHA256, expectedComposite);
       const headComposite = await js.send(
         new HeadObjectCommand({ Bucket, Key: "composite", ChecksumMode: "ENABLED" }),
       );
@@ -570,6 +573,40 @@ Deno.test("S3 behaviours AWS clients rely on, against a real kiseki server", asy
       // The SDK checks the body it reads against the whole-object checksum.
       assert.equal(Buffer.compare(await got.Body!.transformToByteArray(), whole), 0);
       assert.deepEqual([got.ChecksumCRC32, got.ChecksumType], [expectedFull, "FULL_OBJECT"]);
+
+      // Parts copied with UploadPartCopy get the upload's checksum of the bytes copied.
+      const { UploadId } = await js.send(
+        new CreateMultipartUploadCommand({ Bucket, Key: "copied", ChecksumAlgorithm: "SHA256" }),
+      );
+      const ranges = [[0, 5 * MiB - 1], [5 * MiB, whole.length - 1]];
+      const copied = [];
+      for (const [i, [first, last]] of ranges.entries()) {
+        const r = await js.send(
+          new UploadPartCopyCommand({
+            Bucket,
+            Key: "copied",
+            UploadId,
+            PartNumber: i + 1,
+            CopySource: `${Bucket}/full`,
+            CopySourceRange: `bytes=${first}-${last}`,
+          }),
+        );
+        copied.push({
+          PartNumber: i + 1,
+          ETag: r.CopyPartResult!.ETag,
+          ChecksumSHA256: r.CopyPartResult!.ChecksumSHA256,
+        });
+      }
+      assert.deepEqual(copied.map((c) => c.ChecksumSHA256), partSums);
+      const done = await js.send(
+        new CompleteMultipartUploadCommand({
+          Bucket,
+          Key: "copied",
+          UploadId,
+          MultipartUpload: { Parts: copied },
+        }),
+      );
+      assert.equal(done.ChecksumSHA256, expectedComposite);
     });
 
     await t.step(
