@@ -1194,9 +1194,6 @@ export class ObjectEngine {
         hash.update(digest);
       }
       const etag = `${hash.digest("hex")}-${listed.length}`;
-      // Upload ids are never reused: one the key names was completed and is gone for good.
-      const before = this.#completedFrom(ns, key, uploadId, etag);
-      if (before !== null) return before;
       let done;
       try {
         done = await this.#commit(null, () =>
@@ -1209,11 +1206,12 @@ export class ObjectEngine {
             metadata: options.metadata,
           }));
       } catch (e) {
-        // A concurrent completion of the same upload won the race.
-        const raced = e instanceof CompositionError && e.code === "no_such_upload"
+        // The upload is gone: completed before (a retry, or a concurrent completion that won)
+        // if the key holds what it made. Upload ids are never reused, so that is conclusive.
+        const before = e instanceof CompositionError && e.code === "no_such_upload"
           ? this.#completedFrom(ns, key, uploadId, etag)
           : null;
-        if (raced !== null) return raced;
+        if (before !== null) return before;
         throw e;
       }
       await this.#release(done.released);
