@@ -109,6 +109,17 @@ Deno.test("S3 behaviours AWS clients rely on, against a real kiseki server", asy
     await (await js.send(new GetObjectCommand({ Bucket, Key }))).Body!.transformToString("latin1");
   try {
     await waitForHttp(`http://${env.KISEKI_METRICS_ADDR}/health`, "OK", 60_000);
+    // The server writes its first S3 key shortly after it answers health: wait for it
+    // (bounded), so no client starts without credentials.
+    for (let attempt = 0;; attempt++) {
+      try {
+        await readS3Credentials(credentials);
+        break;
+      } catch (e) {
+        if (attempt >= 100) throw e;
+        await new Promise((r) => setTimeout(r, 100));
+      }
+    }
 
     await t.step(
       "DeleteBucket aborts the open uploads of a bucket holding only uploads",
