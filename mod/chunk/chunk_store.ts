@@ -35,6 +35,7 @@ import {
   recordBytesFor,
   SEGMENT_COMPACT_STEP_BYTES_DEFAULT,
   SEGMENT_COMPACT_STEP_RECORDS_MAX,
+  SEGMENT_FREE_BATCH_MAX,
   type SegmentBatch,
   SegmentStore,
   type Slot,
@@ -42,6 +43,8 @@ import {
 
 /** Largest chunk accepted by default (the chunker's maximum is 4 MiB by default). */
 export const CHUNK_BYTES_MAX_DEFAULT = 16 << 20;
+/** Chunks one GC erase commits at once (each stages its entry and its fragments' extents). */
+export const CHUNK_ERASE_BATCH_MAX = 4096;
 /** Chunks one group commit writes at most. */
 export const CHUNK_BATCH_CHUNKS_MAX = 256;
 /** Puts accepted and not yet durable; further puts wait for room. */
@@ -172,6 +175,14 @@ export interface ScrubChunkReport {
 
 export type EraseOutcome = "erased" | "held" | "referenced" | "gone";
 
+export interface EraseResult {
+  outcome: EraseOutcome;
+  /** Chunk bytes erased (0 unless erased). */
+  bytes: number;
+  /** The hold that kept the chunk (outcome "held"). */
+  hold?: string;
+}
+
 export interface CompactReport {
   /** No segment needed compaction. */
   idle: boolean;
@@ -298,6 +309,7 @@ export class LocalChunkStore implements ChunkStore {
   readonly #roomWaiters: (() => void)[] = [];
   #closed = false;
   #failed: Error | null = null;
+  #unreferencedTotal = 0;
 
   private constructor(
     options: LocalChunkStoreOptions,
@@ -369,6 +381,11 @@ export class LocalChunkStore implements ChunkStore {
 
   devices(): DeviceReport[] {
     return this.segments.devices();
+  }
+
+  /** Times a refcount fell to zero since the store opened: background GC polls it. */
+  get unreferencedTotal(): number {
+    return this.#unreferencedTotal;
   }
 
   /** The lmdb environment of the index (scrub persists its cursor there). */
@@ -508,6 +525,7 @@ export class LocalChunkStore implements ChunkStore {
       }
       const next = { ...entry, refcount: entry.refcount - 1 };
       await this.#commit((txn) => this.index.stagePut(txn, id, next, entry));
+      if (next.refcount === 0) this.#unreferencedTotal++;
       return next.refcount;
     });
   }
@@ -1058,45 +1076,86 @@ export class LocalChunkStore implements ChunkStore {
   }
 
   /** Erases `id` when it is unreferenced and no hold covers it (GC). */
-  eraseUnreferenced(
+  async eraseUnreferenced(
     id: Uint8Array,
     holding: (id: Uint8Array, subject: HoldSubject) => string | null,
-  ): Promise<{ outcome: EraseOutcome; bytes: number; hold?: string }> {
+  ): Promise<EraseResult> {
+    return (await this.eraseUnreferencedMany([id], holding))[0]!;
+  }
+
+  /**
+   * Erases every one of `ids` that is unreferenced and not held, in one durable commit: GC
+   * pays one lmdb commit (two syncs) per batch, not per chunk. Results are in `ids` order.
+   */
+  eraseUnreferencedMany(
+    ids: readonly Uint8Array[],
+    holding: (id: Uint8Array, subject: HoldSubject) => string | null,
+  ): Promise<EraseResult[]> {
     this.#checkOpen();
-    checkId(id);
-    return this.#withLock(id, async () => {
-      const entry = this.index.get(id);
-      if (entry === undefined) return { outcome: "gone" as const, bytes: 0 };
-      if (entry.refcount > 0) return { outcome: "referenced" as const, bytes: 0 };
-      const hold = holding(id, entry);
-      if (hold !== null) return { outcome: "held" as const, bytes: 0, hold };
-      await this.#commit((txn) => {
-        this.index.stageDelete(txn, id);
-        entry.fragments.forEach((f, i) => this.segments.stageDead(txn, f, id, i));
-      });
-      return { outcome: "erased" as const, bytes: entry.lengthBytes };
+    for (const id of ids) checkId(id);
+    assert(ids.length <= CHUNK_ERASE_BATCH_MAX, `erase at most ${CHUNK_ERASE_BATCH_MAX} at once`);
+    return this.#withLocks([...ids], async () => {
+      const results: EraseResult[] = [];
+      const doomed: { id: Uint8Array; entry: ChunkEntry }[] = [];
+      const seen = new Set<string>();
+      for (const id of ids) {
+        const key = hex(id);
+        const entry = seen.has(key) ? undefined : this.index.get(id);
+        seen.add(key);
+        if (entry === undefined) {
+          results.push({ outcome: "gone", bytes: 0 });
+        } else if (entry.refcount > 0) {
+          results.push({ outcome: "referenced", bytes: 0 });
+        } else {
+          const hold = holding(id, entry);
+          if (hold !== null) {
+            results.push({ outcome: "held", bytes: 0, hold });
+          } else {
+            results.push({ outcome: "erased", bytes: entry.lengthBytes });
+            doomed.push({ id, entry });
+          }
+        }
+      }
+      if (doomed.length > 0) {
+        await this.#commit((txn) => {
+          for (const { id, entry } of doomed) {
+            this.index.stageDelete(txn, id);
+            entry.fragments.forEach((f, i) => this.segments.stageDead(txn, f, id, i));
+          }
+        });
+      }
+      return results;
     });
   }
 
   /**
-   * One bounded step of compaction: frees the emptiest sealed segment, first copying its
-   * live records (at most `bytesMax` of them) to the device's head segment.
+   * One bounded step of compaction. Segments whose records have all died are freed first,
+   * all of them in one commit (no bytes move). Otherwise the segment compactionCandidate()
+   * picks has its live records (at most `bytesMax` of them) read, copied to the device's
+   * head segment and re-indexed in one commit, which frees the segment once it is empty.
+   * The copies are durable before the index points at them, so a crash at any point leaves
+   * every fragment readable at the place the index names.
    */
   async compactStep(options: { bytesMax?: number } = {}): Promise<CompactReport> {
     this.#checkOpen();
     const bytesMax = options.bytesMax ?? SEGMENT_COMPACT_STEP_BYTES_DEFAULT;
     const report: CompactReport = { idle: false, segmentsFreed: 0, recordsMoved: 0, bytesMoved: 0 };
-    const candidate = this.segments.compactionCandidate();
-    if (candidate === null) return { ...report, idle: true };
-    const { device, segment } = candidate;
-    if (candidate.liveRecords === 0) {
+    const empty = this.segments.emptySegments(SEGMENT_FREE_BATCH_MAX);
+    if (empty.length > 0) {
       await this.segments.batch(async () => {
-        let freed = false;
-        await this.#commit((txn) => (freed = this.segments.stageFreeIfEmpty(txn, device, segment)));
-        if (freed) report.segmentsFreed++;
+        let freed = 0;
+        await this.#commit((txn) => {
+          for (const { device, segment } of empty) {
+            if (this.segments.stageFreeIfEmpty(txn, device, segment)) freed++;
+          }
+        });
+        report.segmentsFreed += freed;
       });
       return report;
     }
+    const candidate = this.segments.compactionCandidate();
+    if (candidate === null) return { ...report, idle: true };
+    const { device, segment } = candidate;
     const extents: Extent[] = [];
     let bytes = 0;
     for (
@@ -1112,37 +1171,48 @@ export class LocalChunkStore implements ChunkStore {
       bytes += e.recordBytes;
     }
     await this.#withLocks(extents.map((e) => e.chunkId), async () => {
-      const moves: { id: Uint8Array; index: number; from: FragmentLocation; slot: Slot | null }[] =
-        [];
+      // Under the chunk locks nothing else moves these fragments (erase, repair and other
+      // compaction steps take them too), so they are read before the batch lock is taken:
+      // foreground writes wait only for the copy's write and commit, not for its reads.
+      const entries = new Map<string, ChunkEntry>();
+      const wanted: { e: Extent; entry: ChunkEntry }[] = [];
+      for (const e of extents) {
+        const entry = entries.get(hex(e.chunkId)) ?? this.index.get(e.chunkId);
+        const f = entry?.fragments[e.fragmentIndex];
+        if (
+          entry === undefined || f === undefined || f.device !== e.device ||
+          f.offsetBytes !== e.offsetBytes
+        ) {
+          continue; // The index moved on; the extent dies with its own change.
+        }
+        entries.set(hex(e.chunkId), entry);
+        wanted.push({ e, entry });
+      }
+      const outcomes = await this.segments.read(wanted.map(({ e, entry }) => ({
+        device: e.device,
+        offsetBytes: e.offsetBytes,
+        chunkId: e.chunkId,
+        fragmentIndex: e.fragmentIndex,
+        payloadBytes: entry.fragmentBytes,
+        payloadCrc: entry.fragments[e.fragmentIndex]!.payloadCrc,
+      })));
       await this.segments.batch(async (batch) => {
-        const entries = new Map<string, ChunkEntry>();
-        for (const e of extents) {
-          const key = hex(e.chunkId);
-          const entry = entries.get(key) ?? this.index.get(e.chunkId);
-          const f = entry?.fragments[e.fragmentIndex];
-          if (
-            entry === undefined || f === undefined || f.device !== e.device ||
-            f.offsetBytes !== e.offsetBytes
-          ) {
-            continue; // The index moved on; the extent dies with its own change.
-          }
-          entries.set(key, entry);
-          const [outcome] = await this.segments.read([{
-            device: e.device,
-            offsetBytes: e.offsetBytes,
-            chunkId: e.chunkId,
-            fragmentIndex: e.fragmentIndex,
-            payloadBytes: entry.fragmentBytes,
-            payloadCrc: f.payloadCrc,
-          }]);
-          if (!outcome!.ok) {
+        const moves: {
+          id: Uint8Array;
+          index: number;
+          from: FragmentLocation;
+          slot: Slot | null;
+        }[] = [];
+        for (const [i, { e, entry }] of wanted.entries()) {
+          const outcome = outcomes[i]!;
+          if (!outcome.ok) {
             // Never copy a damaged record forward: mark it lost and let scrub rebuild it.
             moves.push({ id: e.chunkId, index: e.fragmentIndex, from: e, slot: null });
             continue;
           }
           const r = batch.reserve(e.device, e.chunkId, e.fragmentIndex, entry.fragmentBytes);
           if (!r.ok) break;
-          r.slot.payload.set(outcome!.payload);
+          r.slot.payload.set(outcome.payload);
           moves.push({ id: e.chunkId, index: e.fragmentIndex, from: e, slot: r.slot });
         }
         await batch.flush();

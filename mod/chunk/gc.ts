@@ -1,11 +1,14 @@
 // Garbage collection of chunks: erases chunks whose refcount fell to zero unless a
-// retention hold covers them (index entry and extents removed in one durable commit), then
-// compaction returns their segment space. Each step does bounded work, so a role can run it
-// between other work; run() drives steps until nothing is left.
+// retention hold covers them (a batch of index entries and their extents removed in one
+// durable commit), then compaction returns their segment space. Each step does bounded
+// work; run() drives steps until nothing is left, and start() runs them in the background
+// for as long as there is work, so freed space follows deletes at the write rate: erasing
+// and freeing dead segments move no bytes and run back to back, copying live records out of
+// partly dead segments is held to a byte rate below foreground I/O.
 
 import { assert } from "../base/mod.ts";
-import { counter } from "../obs/mod.ts";
-import type { LocalChunkStore } from "./chunk_store.ts";
+import { counter, log, type Logger } from "../obs/mod.ts";
+import { CHUNK_ERASE_BATCH_MAX, type LocalChunkStore } from "./chunk_store.ts";
 import type { HoldSubject, LmdbHoldStore } from "./holds.ts";
 
 /** Unreferenced chunks one GC step examines by default. */
@@ -13,6 +16,16 @@ export const GC_STEP_CHUNKS_DEFAULT = 256;
 export const GC_STEP_CHUNKS_MAX = 65_536;
 /** Compaction steps run() takes at most, so a store being written to still finishes. */
 export const GC_COMPACT_STEPS_MAX = 100_000;
+/** How often an idle background GC looks for new work (a cheap counter check). */
+export const GC_IDLE_POLL_MS_DEFAULT = 250;
+/** An idle background GC looks at the whole store at least this often, work seen or not. */
+export const GC_RECHECK_MS_DEFAULT = 10_000;
+/**
+ * Bytes per second background compaction copies at most (live records moved out of partly
+ * dead segments; a read and a write each). Erasing and freeing all-dead segments are not
+ * counted: they move no bytes.
+ */
+export const GC_COMPACT_BYTES_PER_SECOND_DEFAULT = 64 << 20;
 
 const erasedTotal = counter<"pool">({
   name: "kiseki_gc_chunks_erased_total",
@@ -27,6 +40,11 @@ const heldTotal = counter<"pool">({
 const segmentsFreedTotal = counter<"pool">({
   name: "kiseki_gc_segments_freed_total",
   help: "Segments returned to free space by compaction",
+  labelNames: ["pool"],
+});
+const bytesReclaimedTotal = counter<"pool">({
+  name: "kiseki_gc_bytes_reclaimed_total",
+  help: "Segment bytes compaction returned to free space",
   labelNames: ["pool"],
 });
 const bytesMovedTotal = counter<"pool">({
@@ -60,6 +78,31 @@ export interface ChunkGcOptions {
   compactBytesPerStep?: number;
 }
 
+export interface GcBackgroundOptions {
+  idlePollMs?: number;
+  recheckMs?: number;
+  compactBytesPerSecond?: number;
+  logger?: Logger;
+}
+
+/** Totals of a background GC since it started. */
+export interface GcBackgroundStats {
+  erased: number;
+  bytesErased: number;
+  segmentsFreed: number;
+  bytesMoved: number;
+  /** Rounds that found work and drained it. */
+  rounds: number;
+  failures: number;
+}
+
+/** A running background GC; see ChunkGc.start(). */
+export interface GcBackground {
+  readonly stats: GcBackgroundStats;
+  /** Finishes the step in progress and stops. */
+  stop(): Promise<void>;
+}
+
 export class ChunkGc {
   readonly #store: LocalChunkStore;
   readonly #holds: LmdbHoldStore | null;
@@ -80,27 +123,33 @@ export class ChunkGc {
     this.#compactBytesPerStep = options.compactBytesPerStep;
   }
 
-  /** Examines up to chunksPerStep unreferenced chunks and erases the ones no hold covers. */
+  /**
+   * Examines up to chunksPerStep unreferenced chunks and erases the ones no hold covers, in
+   * one commit per CHUNK_ERASE_BATCH_MAX chunks.
+   */
   async step(): Promise<GcStepReport> {
     const report: GcStepReport = emptyGcReport();
     const ids = this.#store.index.unreferenced(this.#cursor, this.#chunksPerStep);
     const holding = (id: Uint8Array, subject: HoldSubject) =>
       this.#holds === null ? null : this.#holds.holding(id, subject);
     const pool = this.#store.pool.name;
-    for (const id of ids) {
-      report.examined++;
-      const result = await this.#store.eraseUnreferenced(id, holding);
-      if (result.outcome === "erased") {
-        report.erased++;
-        report.bytesErased += result.bytes;
-        erasedTotal.inc({ pool });
-      } else if (result.outcome === "held") {
-        report.held++;
-        heldTotal.inc({ pool });
-      } else if (result.outcome === "referenced") {
-        report.revived++;
+    for (let at = 0; at < ids.length; at += CHUNK_ERASE_BATCH_MAX) {
+      const batch = ids.slice(at, at + CHUNK_ERASE_BATCH_MAX);
+      const results = await this.#store.eraseUnreferencedMany(batch, holding);
+      for (const result of results) {
+        report.examined++;
+        if (result.outcome === "erased") {
+          report.erased++;
+          report.bytesErased += result.bytes;
+        } else if (result.outcome === "held") {
+          report.held++;
+        } else if (result.outcome === "referenced") {
+          report.revived++;
+        }
       }
     }
+    if (report.erased > 0) erasedTotal.inc({ pool }, report.erased);
+    if (report.held > 0) heldTotal.inc({ pool }, report.held);
     if (ids.length < this.#chunksPerStep) {
       this.#cursor = null;
       report.passComplete = true;
@@ -114,7 +163,10 @@ export class ChunkGc {
   async compactStep(): Promise<{ idle: boolean; segmentsFreed: number; bytesMoved: number }> {
     const report = await this.#store.compactStep({ bytesMax: this.#compactBytesPerStep });
     const pool = this.#store.pool.name;
-    if (report.segmentsFreed > 0) segmentsFreedTotal.inc({ pool }, report.segmentsFreed);
+    if (report.segmentsFreed > 0) {
+      segmentsFreedTotal.inc({ pool }, report.segmentsFreed);
+      bytesReclaimedTotal.inc({ pool }, report.segmentsFreed * this.#store.pool.segmentSizeBytes);
+    }
     if (report.bytesMoved > 0) bytesMovedTotal.inc({ pool }, report.bytesMoved);
     return report;
   }
@@ -140,6 +192,86 @@ export class ChunkGc {
       if (step.segmentsFreed === 0 && step.bytesMoved === 0) break;
     }
     return total;
+  }
+  /**
+   * Runs GC in the background until stop(): whenever chunks were released (the store's
+   * unreferenced counter moved) or GC_RECHECK_MS_DEFAULT passed, steps run back to back
+   * until a whole round erases, frees and moves nothing. Only copying live records is
+   * paced (compactBytesPerSecond); between steps the event loop gets its turn. A failed
+   * step is logged and retried at the next poll.
+   */
+  start(options: GcBackgroundOptions = {}): GcBackground {
+    const idlePollMs = options.idlePollMs ?? GC_IDLE_POLL_MS_DEFAULT;
+    const recheckMs = options.recheckMs ?? GC_RECHECK_MS_DEFAULT;
+    const rate = options.compactBytesPerSecond ?? GC_COMPACT_BYTES_PER_SECOND_DEFAULT;
+    assert(idlePollMs > 0 && recheckMs >= idlePollMs && rate > 0, "background GC pacing");
+    const logger = options.logger ?? log;
+    const stats: GcBackgroundStats = {
+      erased: 0,
+      bytesErased: 0,
+      segmentsFreed: 0,
+      bytesMoved: 0,
+      rounds: 0,
+      failures: 0,
+    };
+    let stopping = false;
+    let wake: (() => void) | null = null;
+    let timer: ReturnType<typeof setTimeout> | undefined;
+    const sleep = (ms: number) =>
+      new Promise<void>((resolve) => {
+        if (stopping) return resolve();
+        wake = resolve;
+        timer = setTimeout(resolve, ms);
+      }).finally(() => {
+        clearTimeout(timer);
+        wake = null;
+      });
+    const round = async (): Promise<void> => {
+      for (let steps = 0; !stopping; steps++) {
+        const erase = await this.step();
+        stats.erased += erase.erased;
+        stats.bytesErased += erase.bytesErased;
+        const compact = await this.compactStep();
+        stats.segmentsFreed += compact.segmentsFreed;
+        stats.bytesMoved += compact.bytesMoved;
+        const compactDone = compact.idle ||
+          (compact.segmentsFreed === 0 && compact.bytesMoved === 0);
+        if (erase.passComplete && erase.erased === 0 && compactDone) return;
+        // Copies are paced; erasing and freeing only yield to the event loop.
+        await sleep(compact.bytesMoved > 0 ? (compact.bytesMoved / rate) * 1000 : 0);
+      }
+    };
+    const loop = (async () => {
+      let seen = -1;
+      let lastRound = -Infinity;
+      while (!stopping) {
+        const released = this.#store.unreferencedTotal;
+        if (released !== seen || performance.now() - lastRound >= recheckMs) {
+          seen = released;
+          lastRound = performance.now();
+          try {
+            await round();
+            stats.rounds++;
+          } catch (e) {
+            stats.failures++;
+            seen = -1; // Try again at the next poll.
+            logger.warn("chunk GC step failed; retrying", {
+              pool: this.#store.pool.name,
+              error: e,
+            });
+          }
+        }
+        await sleep(idlePollMs);
+      }
+    })();
+    return {
+      stats,
+      stop: async () => {
+        stopping = true;
+        (wake as (() => void) | null)?.();
+        await loop;
+      },
+    };
   }
 }
 

@@ -41,8 +41,15 @@ export type {
   PutOptions,
   PutResult,
 } from "./chunk_store.ts";
-export { ChunkGc } from "./gc.ts";
-export type { ChunkGcOptions, GcRunReport, GcStepReport } from "./gc.ts";
+export { ChunkGc, GC_COMPACT_BYTES_PER_SECOND_DEFAULT, GC_IDLE_POLL_MS_DEFAULT } from "./gc.ts";
+export type {
+  ChunkGcOptions,
+  GcBackground,
+  GcBackgroundOptions,
+  GcBackgroundStats,
+  GcRunReport,
+  GcStepReport,
+} from "./gc.ts";
 export { ChunkScrubber } from "./scrub.ts";
 export type { ChunkScrubberOptions, ScrubPass, ScrubProgress, ScrubReport } from "./scrub.ts";
 export { HoldError, LmdbHoldStore } from "./holds.ts";

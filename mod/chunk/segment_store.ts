@@ -51,6 +51,14 @@ export const SEGMENT_DEVICE_NUMBER_MAX = 0xffff;
 export const SEGMENT_STAGING_BYTES_DEFAULT = 8 << 20;
 /** A sealed segment with less than this share of live bytes is worth compacting. */
 export const SEGMENT_COMPACT_LIVE_PERCENT_MAX = 50;
+/**
+ * Share of a segment that must be dead for compaction to copy its live records when its
+ * device holds more than one segment of dead bytes: below it a copy could cost as much
+ * space (the head's slack) as it frees.
+ */
+export const SEGMENT_COMPACT_DEAD_FRACTION_MIN = 1 / 8;
+/** Empty segments one compaction commit frees at most. */
+export const SEGMENT_FREE_BATCH_MAX = 4096;
 /** Bytes of live records one compaction step copies by default. */
 export const SEGMENT_COMPACT_STEP_BYTES_DEFAULT = 16 << 20;
 /** Records one compaction step moves at most (each takes a chunk lock). */
@@ -1219,8 +1227,31 @@ export class SegmentStore {
   }
 
   /**
-   * The sealed segment most worth compacting: the lowest share of live bytes, below
-   * SEGMENT_COMPACT_LIVE_PERCENT_MAX, on a healthy device. Null when none qualifies.
+   * Segments whose records have all died, at most `limit`: sealed ones, and a head that
+   * can restart empty. Freeing them moves no bytes.
+   */
+  emptySegments(limit: number): { device: number; segment: number }[] {
+    const out: { device: number; segment: number }[] = [];
+    for (const d of this.#devices.values()) {
+      if (d.status !== "ok" || d.disk === null) continue;
+      const count = segmentCountOf(d);
+      for (let i = 0; i < count && out.length < limit; i++) {
+        const s = d.segments[i]!;
+        const used = s.state === SEGMENT_SEALED || s.appendBytes > 0;
+        if (s.state !== SEGMENT_FREE && s.liveRecords === 0 && used) {
+          out.push({ device: d.number, segment: i });
+        }
+      }
+    }
+    return out;
+  }
+
+  /**
+   * The sealed segment most worth compacting on a healthy device: the lowest share of live
+   * bytes, either below SEGMENT_COMPACT_LIVE_PERCENT_MAX, or on a device whose sealed
+   * segments (its open head included) hold more than one segment of dead bytes (so used bytes follow live
+   * bytes within one segment per device) with at least SEGMENT_COMPACT_DEAD_FRACTION_MIN
+   * of it dead (so a copy always frees more than it costs). Null when none qualifies.
    */
   compactionCandidate(): {
     device: number;
@@ -1240,13 +1271,20 @@ export class SegmentStore {
     for (const d of this.#devices.values()) {
       if (d.status !== "ok" || d.disk === null) continue;
       const count = segmentCountOf(d);
+      let deadBytes = 0;
       for (let i = 0; i < count; i++) {
         const s = d.segments[i]!;
-        // Sealed segments, and a head whose records have all died (it can restart empty).
-        const emptyHead = s.state === SEGMENT_OPEN && s.liveRecords === 0;
-        if ((s.state !== SEGMENT_SEALED && !emptyHead) || s.appendBytes === 0) continue;
-        const ratio = s.liveBytes / s.appendBytes;
-        if (ratio * 100 >= SEGMENT_COMPACT_LIVE_PERCENT_MAX || ratio >= bestRatio) continue;
+        if (s.state === SEGMENT_SEALED) deadBytes += d.segmentSizeBytes - s.liveBytes;
+        else if (s.state === SEGMENT_OPEN) deadBytes += s.appendBytes - s.liveBytes;
+      }
+      const ratioMax = deadBytes > d.segmentSizeBytes
+        ? 1 - SEGMENT_COMPACT_DEAD_FRACTION_MIN
+        : SEGMENT_COMPACT_LIVE_PERCENT_MAX / 100;
+      for (let i = 0; i < count; i++) {
+        const s = d.segments[i]!;
+        if (s.state !== SEGMENT_SEALED) continue;
+        const ratio = s.liveBytes / d.segmentSizeBytes;
+        if (ratio >= ratioMax || ratio >= bestRatio) continue;
         bestRatio = ratio;
         best = {
           device: d.number,

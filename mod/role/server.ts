@@ -19,7 +19,7 @@ import { loadRoleConfig, VERSION } from "./_run.ts";
 import { DataDirError, prepareDataDir } from "./data_dir.ts";
 import { type Cluster, startCluster } from "./cluster.ts";
 import { type EngineStack, evenShardMap, startEngineStack } from "../composition/engine_stack.ts";
-import { loadPoolSpecs } from "../chunk/mod.ts";
+import { type GcBackground, loadPoolSpecs } from "../chunk/mod.ts";
 import { startS3Gateway } from "./s3.ts";
 import { SCRUB_API_PREFIX, type ScrubService, startScrub } from "./scrub.ts";
 import { logErrorMapper, logServiceBinding } from "../log/log_grpc.ts";
@@ -102,7 +102,7 @@ async function runServer(config: Config): Promise<number> {
   let grpcServer: GrpcServer | undefined;
   let stack: EngineStack | undefined;
   let s3: { close(): Promise<void> } | undefined;
-  let gcTimer: ReturnType<typeof setInterval> | undefined;
+  let gc: GcBackground | undefined;
   let scrub: ScrubService | undefined;
   try {
     admin = startAdminServer({ addr: config.metricsAddr, readiness, api, signal: stop.signal });
@@ -202,7 +202,7 @@ async function runServer(config: Config): Promise<number> {
     scrub = startScrub({ config, store: stack.chunkStore, logger });
     api.mount(SCRUB_API_PREFIX, scrub.api);
 
-    gcTimer = startGcTicker(stack, logger);
+    gc = stack.gc.start({ logger });
     readiness.set(true, "ready");
     ready.set({}, 1);
     logger.info("node ready", {
@@ -215,6 +215,7 @@ async function runServer(config: Config): Promise<number> {
     else logger.error("start-up failed", { error: e });
     await scrub?.stop();
     await s3?.close();
+    await gc?.stop();
     await grpcServer?.close(0);
     if (stack !== undefined) await stack.close();
     else await cluster?.close();
@@ -223,8 +224,8 @@ async function runServer(config: Config): Promise<number> {
   }
 
   await admin.finished;
-  clearInterval(gcTimer);
   await s3.close();
+  await gc.stop();
   await grpcServer.close();
   await scrub?.stop();
   // The engine stack closes the metadata plane it was given.
@@ -245,25 +246,6 @@ async function adminToken(dataDir: string): Promise<string> {
     .map((b) => b.toString(16).padStart(2, "0")).join("");
   await Deno.writeTextFile(path, token + "\n", { mode: 0o600, createNew: true });
   return token;
-}
-
-/** Between two GC passes: erase unreferenced chunks (bounded steps), then compact segments. */
-export const GC_INTERVAL_MS = 30_000;
-
-function startGcTicker(stack: EngineStack, logger: typeof log): ReturnType<typeof setInterval> {
-  let running = false;
-  return setInterval(async () => {
-    if (running) return;
-    running = true;
-    try {
-      await stack.gc.step();
-      await stack.gc.compactStep();
-    } catch (e) {
-      logger.warn("chunk GC pass failed; retrying at the next interval", { error: e });
-    } finally {
-      running = false;
-    }
-  }, GC_INTERVAL_MS);
 }
 
 /** Proves the selected implementations on this machine before the node says it is ready. */
