@@ -36,6 +36,11 @@ export type CompositionErrorCode =
   | "too_large"
   /** The shard is in maintenance (read-only) mode: NFS3ERR_ROFS, S3 503. */
   | "read_only"
+  /**
+   * The storage pool has no room for new data (it returns as deleted data is reclaimed):
+   * S3 507 InsufficientStorage, NFS3ERR_NOSPC / NFS4ERR_NOSPC, FUSE ENOSPC.
+   */
+  | "no_space"
   /** No quorum, timeout, or the view has not caught up: S3 503 SlowDown, NFS3ERR_JUKEBOX. */
   | "unavailable";
 

@@ -20,6 +20,7 @@ import {
   cdcParams,
   ChunkCache,
   type ChunkStore,
+  ChunkStoreError,
   chunkStream,
   computeChunkId,
   type DedupMode,
@@ -1764,8 +1765,14 @@ function unquote(etag: string): string {
   return etag.length >= 2 && etag.startsWith('"') && etag.endsWith('"') ? etag.slice(1, -1) : etag;
 }
 
-/** A shredded tenant's key refusing to seal or open looks like a namespace that is gone. */
+/**
+ * A shredded tenant's key refusing to seal or open looks like a namespace that is gone; a
+ * pool with no room is "no_space" (S3 507, NFS NOSPC, FUSE ENOSPC), never an internal error.
+ */
 function mapTenantError(e: unknown): unknown {
+  if (e instanceof ChunkStoreError && e.code === "pool_full") {
+    return new CompositionError("no_space", e.message);
+  }
   if (e instanceof PayloadUnreadableError) {
     return new CompositionError(
       "namespace_not_found",

@@ -48,6 +48,12 @@ export const S3_ERRORS = {
     status: 400,
     message: "You did not provide the number of bytes specified by the Content-Length HTTP header.",
   },
+  // Not an AWS code (AWS never runs out of space); MinIO answers 507 XMinioStorageFull.
+  InsufficientStorage: {
+    status: 507,
+    message: "The storage pool has no free space for this write. Space returns as deleted " +
+      "data is reclaimed; retry later, delete data or add capacity.",
+  },
   InternalError: { status: 500, message: "We encountered an internal error. Please try again." },
   InvalidAccessKeyId: {
     status: 403,

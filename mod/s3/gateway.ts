@@ -190,6 +190,7 @@ const COMPOSITION_CODES: Record<CompositionErrorCode, S3ErrorCode> = {
   entity_too_small: "EntityTooSmall",
   too_large: "EntityTooLarge",
   read_only: "ServiceUnavailable",
+  no_space: "InsufficientStorage",
   unavailable: "SlowDown",
 };
 
