@@ -252,6 +252,13 @@ export class LmdbChunkIndex {
     return [...table.range({ start, limit })];
   }
 
+  /** Unreferenced chunks waiting for GC, counted up to `limit` (a lazy walk of the queue). */
+  countUnreferenced(limit: number): number {
+    let n = 0;
+    for (const _ of this.#unreferenced.range({ limit })) n++;
+    return n;
+  }
+
   /** Number of entries (walks the table: for tests and reports, not hot paths). */
   count(): number {
     let n = 0;

@@ -45,6 +45,8 @@ import {
 export const CHUNK_BYTES_MAX_DEFAULT = 16 << 20;
 /** Chunks one GC erase commits at once (each stages its entry and its fragments' extents). */
 export const CHUNK_ERASE_BATCH_MAX = 4096;
+/** The unreferenced chunks a metric scrape counts at most (the gauge saturates there). */
+export const CHUNK_UNREFERENCED_COUNTED_MAX = 10_000;
 /** Chunks one group commit writes at most. */
 export const CHUNK_BATCH_CHUNKS_MAX = 256;
 /** Puts accepted and not yet durable; further puts wait for room. */
@@ -229,10 +231,11 @@ const openStores = new Set<LocalChunkStore>();
 
 gauge<"pool">({
   name: "kiseki_pool_capacity_bytes",
-  help: "Segment capacity of the pool's devices",
+  help: "Bytes the pool's devices can hold in segments (a pool that grows with its " +
+    "filesystem: what it holds now plus the filesystem's room above its reserve)",
   labelNames: ["pool"],
   collect: (set) => {
-    for (const s of openStores) set({ pool: s.pool.name }, sum(s.devices(), "capacityBytes"));
+    for (const s of openStores) set({ pool: s.pool.name }, s.poolReport().capacityBytes);
   },
 });
 gauge<"pool">({
@@ -240,7 +243,7 @@ gauge<"pool">({
   help: "Bytes of the pool's segments in use (live and not yet compacted)",
   labelNames: ["pool"],
   collect: (set) => {
-    for (const s of openStores) set({ pool: s.pool.name }, sum(s.devices(), "usedBytes"));
+    for (const s of openStores) set({ pool: s.pool.name }, s.poolReport().usedBytes);
   },
 });
 gauge<"pool">({
@@ -248,7 +251,15 @@ gauge<"pool">({
   help: "Bytes of live fragment records in the pool",
   labelNames: ["pool"],
   collect: (set) => {
-    for (const s of openStores) set({ pool: s.pool.name }, sum(s.devices(), "liveBytes"));
+    for (const s of openStores) set({ pool: s.pool.name }, s.poolReport().liveBytes);
+  },
+});
+gauge<"pool">({
+  name: "kiseki_pool_unreferenced_chunks",
+  help: "Chunks whose last reference is gone and that GC has not erased yet",
+  labelNames: ["pool"],
+  collect: (set) => {
+    for (const s of openStores) set({ pool: s.pool.name }, s.unreferencedPending());
   },
 });
 gauge<"pool" | "status">({
@@ -264,10 +275,21 @@ gauge<"pool" | "status">({
   },
 });
 
-function sum(devices: DeviceReport[], field: "capacityBytes" | "usedBytes" | "liveBytes"): number {
-  let total = 0;
-  for (const d of devices) total += d[field];
-  return total;
+/** What a pool holds and can hold, for metrics and the operator API. */
+export interface PoolReport {
+  name: string;
+  durability: string;
+  segmentSizeBytes: number;
+  fullPercent: number;
+  /** Bytes of segments the pool can hold (see kiseki_pool_capacity_bytes). */
+  capacityBytes: number;
+  /** Bytes of segments in use: what new writes cannot have until compaction frees them. */
+  usedBytes: number;
+  /** Bytes of live fragment records. */
+  liveBytes: number;
+  /** Devices that take new chunks now (healthy, below the fill threshold, room left). */
+  writableDevices: number;
+  devices: DeviceReport[];
 }
 
 // ---- the store -----------------------------------------------------------------------------
@@ -381,6 +403,34 @@ export class LocalChunkStore implements ChunkStore {
 
   devices(): DeviceReport[] {
     return this.segments.devices();
+  }
+
+  poolReport(): PoolReport {
+    const devices = this.segments.devices();
+    let capacityBytes = 0;
+    let usedBytes = 0;
+    let liveBytes = 0;
+    for (const d of devices) {
+      capacityBytes += d.capacityBytes;
+      usedBytes += d.usedBytes;
+      liveBytes += d.liveBytes;
+    }
+    return {
+      name: this.pool.name,
+      durability: formatDurability(this.durability),
+      segmentSizeBytes: this.pool.segmentSizeBytes,
+      fullPercent: this.pool.fullPercent,
+      capacityBytes,
+      usedBytes,
+      liveBytes,
+      writableDevices: devices.filter((d) => d.writable).length,
+      devices,
+    };
+  }
+
+  /** Chunks waiting for GC (a count of the unreferenced queue, bounded walk). */
+  unreferencedPending(): number {
+    return this.index.countUnreferenced(CHUNK_UNREFERENCED_COUNTED_MAX);
   }
 
   /** Times a refcount fell to zero since the store opened: background GC polls it. */

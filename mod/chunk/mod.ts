@@ -38,6 +38,7 @@ export type {
   ChunkStore,
   ChunkStoreErrorCode,
   LocalChunkStoreOptions,
+  PoolReport,
   PutOptions,
   PutResult,
 } from "./chunk_store.ts";

@@ -10,12 +10,14 @@ Usage: kiseki-admin status [--node host:port] [--json]
        kiseki-admin s3-credentials create|list [--tenant T] [--node host:port] [--json]
        kiseki-admin s3-credentials revoke --key ACCESS_KEY_ID [--node host:port]
        kiseki-admin scrub [status|start] [--node host:port] [--json]
+       kiseki-admin pools [--node host:port] [--json]
 
   status          health and identity of a node (its KISEKI_METRICS_ADDR endpoint)
   s3-credentials  S3 access keys of a tenant (32 hex digits, or 'default'), through the
                   node's operator API with the token in $KISEKI_DATA_DIR/config/admin-token
   scrub           background scrub of the node's chunks: the pass underway, the last
                   complete pass and its findings (status, the default), or start a pass now
+  pools           storage pools: capacity, used and live bytes, devices, what GC reclaimed
   --node          the node's operator endpoint (default: KISEKI_METRICS_ADDR, 127.0.0.1:9090)
   --json          machine-readable output
 `;
@@ -37,6 +39,7 @@ export async function main(args: string[]): Promise<number> {
   const [command, ...rest] = args;
   if (command === "s3-credentials") return await s3Credentials(rest);
   if (command === "scrub") return await scrub(rest);
+  if (command === "pools") return await pools(rest);
   if (command !== "status") {
     console.error(`kiseki-admin: unknown command '${command}' (see --help)`);
     return 2;
@@ -222,6 +225,99 @@ function printScrubStatus(s: ScrubStatusView): void {
   if (s.lastError !== null) rows.push(["last error", s.lastError]);
   const width = Math.max(...rows.map(([k]) => k.length));
   for (const [k, v] of rows) console.log(`${k.padEnd(width)}  ${v}`);
+}
+
+interface PoolAnswer {
+  name: string;
+  durability: string;
+  capacityBytes: number;
+  usedBytes: number;
+  liveBytes: number;
+  writableDevices: number;
+  devices: {
+    id: string;
+    status: string;
+    reason: string;
+    capacityBytes: number;
+    usedBytes: number;
+    liveBytes: number;
+    segments: number;
+    segmentsFree: number;
+  }[];
+  gc: { erased: number; bytesErased: number; segmentsFreed: number; bytesMoved: number } | null;
+}
+
+async function pools(args: string[]): Promise<number> {
+  const config = loadRoleConfig("admin");
+  if (config === null) return 2;
+  let node = formatHostPort(config.metricsAddr);
+  let json = false;
+  for (let i = 0; i < args.length; i++) {
+    const arg = args[i]!;
+    if (arg === "--json") json = true;
+    else if (arg === "--node" && i + 1 < args.length) node = args[++i]!;
+    else {
+      console.error(`kiseki-admin: unknown argument '${arg}' (see --help)`);
+      return 2;
+    }
+  }
+  const answer = await callApi(config.dataDir, node, { method: "GET", path: "/api/v1/pools" });
+  if (answer === null) return 1;
+  if (json) {
+    console.log(JSON.stringify(answer, null, 2));
+    return 0;
+  }
+  const list = answer.pools as PoolAnswer[];
+  printTable(
+    ["pool", "durability", "capacity", "used", "live", "free", "writable", "gc erased", "gc moved"],
+    list.map((p) => [
+      p.name,
+      p.durability,
+      formatBytes(p.capacityBytes),
+      formatBytes(p.usedBytes),
+      formatBytes(p.liveBytes),
+      formatBytes(Math.max(0, p.capacityBytes - p.usedBytes)),
+      `${p.writableDevices}/${p.devices.length}`,
+      p.gc === null ? "-" : formatBytes(p.gc.bytesErased),
+      p.gc === null ? "-" : formatBytes(p.gc.bytesMoved),
+    ]),
+  );
+  console.log("");
+  printTable(
+    ["device", "pool", "status", "capacity", "used", "live", "segments free"],
+    list.flatMap((p) =>
+      p.devices.map((d) => [
+        d.id,
+        p.name,
+        d.reason === "" ? d.status : `${d.status} (${d.reason})`,
+        formatBytes(d.capacityBytes),
+        formatBytes(d.usedBytes),
+        formatBytes(d.liveBytes),
+        `${d.segmentsFree}/${d.segments}`,
+      ])
+    ),
+  );
+  return 0;
+}
+
+function printTable(headers: string[], rows: string[][]): void {
+  const widths = headers.map((h, i) => Math.max(h.length, ...rows.map((r) => r[i]!.length)));
+  const line = (cells: string[]) =>
+    cells.map((c, i) => (i === cells.length - 1 ? c : c.padEnd(widths[i]!))).join("  ");
+  console.log(line(headers));
+  for (const row of rows) console.log(line(row));
+}
+
+/** Bytes in binary units, as `ls -h` and the pool specification write them. */
+export function formatBytes(bytes: number): string {
+  const units = ["B", "KiB", "MiB", "GiB", "TiB", "PiB"];
+  let value = bytes;
+  let unit = 0;
+  while (value >= 1024 && unit < units.length - 1) {
+    value /= 1024;
+    unit++;
+  }
+  return unit === 0 ? `${bytes} B` : `${value.toFixed(1)} ${units[unit]}`;
 }
 
 /**

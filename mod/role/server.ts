@@ -12,7 +12,7 @@ import {
 } from "../base/mod.ts";
 import { selectCrc32c } from "../../ffi/ec/crc32c.ts";
 import { collectProcessMetrics, gauge, log } from "../obs/mod.ts";
-import { AdminApi, ReadinessFlag, startAdminServer } from "../admin/mod.ts";
+import { AdminApi, poolsRoute, ReadinessFlag, startAdminServer } from "../admin/mod.ts";
 import { type Aead, selectAead } from "../crypto/mod.ts";
 import { type ErasureCodecFactory, selectErasureCodec } from "../ec/mod.ts";
 import { loadRoleConfig, VERSION } from "./_run.ts";
@@ -203,6 +203,12 @@ async function runServer(config: Config): Promise<number> {
     api.mount(SCRUB_API_PREFIX, scrub.api);
 
     gc = stack.gc.start({ logger });
+    const chunkStore = stack.chunkStore;
+    const gcStats = gc.stats;
+    api.mount(
+      "/api/v1/pools",
+      poolsRoute(() => [{ report: () => chunkStore.poolReport(), gc: () => gcStats }]),
+    );
     readiness.set(true, "ready");
     ready.set({}, 1);
     logger.info("node ready", {
