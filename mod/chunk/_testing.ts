@@ -67,6 +67,7 @@ export class SimPool {
       durabilitySource: "configured",
       fullPercent: options.fullPercent ?? 90,
       segmentSizeBytes: options.segmentSizeBytes ?? 256 << 10,
+      growth: null,
     };
   }
 

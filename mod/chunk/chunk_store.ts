@@ -22,6 +22,7 @@ import {
 } from "./chunk_index.ts";
 import type { HoldSubject } from "./holds.ts";
 import { Placement, PlacementError } from "./placement.ts";
+import { FilesystemSpace, type SpaceGuard } from "./space.ts";
 import { type Durability, formatDurability, fragmentCount, type PoolSpec } from "./pool.ts";
 import {
   bytesEqual,
@@ -162,6 +163,8 @@ export interface LocalChunkStoreOptions {
   probeDevice?: DeviceProbe;
   chunkBytesMax?: number;
   stagingBytes?: number;
+  /** Filesystem room of a growing pool (default: statfs of `pool.growth.path`). */
+  space?: SpaceGuard;
   logger?: Logger;
   randomBytes?: (length: number) => Uint8Array;
 }
@@ -380,9 +383,12 @@ export class LocalChunkStore implements ChunkStore {
         devices: pool.devices,
         segmentSizeBytes: pool.segmentSizeBytes,
         fullPercent: pool.fullPercent,
-        openDevice: options.openDevice ?? ((spec) => openFileDevice(spec, options.shim)),
+        openDevice: options.openDevice ??
+          ((spec) => openFileDevice(spec, options.shim, pool.growth !== null)),
         probeDevice: options.probeDevice ?? (useDefaultOpener ? probeFileDevice : undefined),
         stagingBytes: options.stagingBytes,
+        space: options.space ??
+          (pool.growth === null ? undefined : new FilesystemSpace(pool.growth)),
         logger: options.logger,
         randomBytes: options.randomBytes,
       });
@@ -407,11 +413,10 @@ export class LocalChunkStore implements ChunkStore {
 
   poolReport(): PoolReport {
     const devices = this.segments.devices();
-    let capacityBytes = 0;
+    const capacityBytes = this.segments.capacityBytes();
     let usedBytes = 0;
     let liveBytes = 0;
     for (const d of devices) {
-      capacityBytes += d.capacityBytes;
       usedBytes += d.usedBytes;
       liveBytes += d.liveBytes;
     }
@@ -1380,14 +1385,27 @@ export function hex(bytes: Uint8Array): string {
   return out;
 }
 
-/** The default device opener: a file-backed (or block) device through selectDisk(). */
+/**
+ * The default device opener: a file-backed (or block) device through selectDisk(). A device
+ * file of a pool that grows with its filesystem never shrinks: one made larger before (a
+ * bigger filesystem then) keeps its size.
+ */
 async function openFileDevice(
   spec: { path: string; sizeBytes: number },
   shim: ShimOptions | undefined,
+  growing: boolean,
 ): Promise<Disk> {
   const dir = spec.path.slice(0, spec.path.lastIndexOf("/"));
   if (dir.length > 0) await Deno.mkdir(dir, { recursive: true });
-  return await selectDisk({ path: spec.path, sizeBytes: spec.sizeBytes, shim });
+  let sizeBytes = spec.sizeBytes;
+  if (growing) {
+    try {
+      sizeBytes = Math.max(sizeBytes, (await Deno.stat(spec.path)).size);
+    } catch (e) {
+      if (!(e instanceof Deno.errors.NotFound)) throw e;
+    }
+  }
+  return await selectDisk({ path: spec.path, sizeBytes, shim });
 }
 
 /** dev:inode of the file at `path`, or null when it is gone. */

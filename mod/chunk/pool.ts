@@ -1,6 +1,7 @@
 // Pools: named sets of data devices with one durability rule (EC k+m or N copies) and a
 // capacity threshold. Parses the pool specification (KISEKI_POOLS) and supplies the
-// default for a node with no configuration. Pure apart from loadPoolSpecs() reading a file.
+// default for a node with no configuration. Pure apart from loadPoolSpecs() reading a file
+// and asking the filesystem its size (for "auto" device sizes).
 //
 // KISEKI_POOLS is JSON, inline or in a file (`@/etc/kiseki/pools.json`, or any value not
 // starting with `[` or `{`):
@@ -13,8 +14,14 @@
 //
 // A single object is taken as a one-pool list. `devices` is a count (that many sparse files
 // `$KISEKI_DATA_DIR/chunks/devices/<pool>-<i>.dev`) or a list of paths or objects.
+//
+// `"deviceSize": "auto"` (the default pool's) makes each device file as large as the
+// filesystem it lives on: the files are sparse, so the pool grows with the filesystem, and a
+// segment never written before is opened only while the filesystem keeps `reserve` bytes
+// free (default POOL_RESERVE_PERCENT_DEFAULT of it, within the MIN/MAX bounds).
 
 import { assert } from "../base/mod.ts";
+import { statFilesystem } from "./space.ts";
 
 export const POOLS_ENV = "KISEKI_POOLS";
 export const POOL_NAME_DEFAULT = "default";
@@ -30,8 +37,17 @@ export const POOLS_MAX = 16;
 export const POOL_DEVICES_MAX = 1024;
 /** Device files the default pool gets: six, so one node starts with EC 4+2. */
 export const POOL_DEVICES_DEFAULT = 6;
-/** Size of each default device file (sparse: costs nothing until written). */
+/** Size of a device file when none is given and the filesystem cannot be asked. */
 export const POOL_DEVICE_SIZE_BYTES_DEFAULT = 4 * 1024 ** 3;
+/**
+ * Largest "auto" device file: bounds the per-segment state a store keeps in memory (64 Ki
+ * segments of 64 MiB per device).
+ */
+export const POOL_DEVICE_SIZE_BYTES_AUTO_MAX = 4 * 1024 ** 4;
+/** Share of the filesystem an "auto" pool leaves free for everything else on it. */
+export const POOL_RESERVE_PERCENT_DEFAULT = 5;
+export const POOL_RESERVE_BYTES_MIN = 1024 ** 3;
+export const POOL_RESERVE_BYTES_MAX = 64 * 1024 ** 3;
 /** New chunks are refused on a device above this fill level; the rest is room to repair. */
 export const POOL_FULL_PERCENT_DEFAULT = 90;
 export const POOL_SEGMENT_SIZE_BYTES_DEFAULT = 64 << 20;
@@ -67,6 +83,11 @@ export interface PoolSpec {
   durabilitySource: "configured" | "default";
   fullPercent: number;
   segmentSizeBytes: number;
+  /**
+   * Set for "auto" device sizes: the device files are sparse and as large as their
+   * filesystem, which must keep `reserveBytes` free (checked at `path`).
+   */
+  growth: { path: string; reserveBytes: number } | null;
 }
 
 export interface PoolContext {
@@ -76,6 +97,11 @@ export interface PoolContext {
   nodeId?: string;
   /** Nodes in the cluster; picks the default durability (default 1). */
   nodes?: number;
+  /**
+   * Size of the filesystem holding `path` (statfs), or null when it cannot be asked; sizes
+   * "auto" devices. Without it they get POOL_DEVICE_SIZE_BYTES_DEFAULT.
+   */
+  filesystemBytes?: (path: string) => number | null;
 }
 
 export class PoolSpecError extends Error {
@@ -142,10 +168,17 @@ export function defaultDurability(devices: number, nodes = 1): Durability {
   return { kind: "copies", copies: Math.min(devices, wanted) };
 }
 
-/** The pool a node runs with no KISEKI_POOLS: POOL_DEVICES_DEFAULT files in the data dir. */
+/**
+ * The pool a node runs with no KISEKI_POOLS: POOL_DEVICES_DEFAULT sparse files in the data
+ * dir, each as large as its filesystem ("auto"), so the pool grows with the filesystem.
+ */
 export function defaultPoolSpecs(context: PoolContext): PoolSpec[] {
   return parsePoolSpecs(
-    JSON.stringify([{ name: POOL_NAME_DEFAULT, devices: POOL_DEVICES_DEFAULT }]),
+    JSON.stringify([{
+      name: POOL_NAME_DEFAULT,
+      devices: POOL_DEVICES_DEFAULT,
+      deviceSize: "auto",
+    }]),
     context,
   );
 }
@@ -159,6 +192,11 @@ export async function loadPoolSpecs(
   context: PoolContext,
   readTextFile: (path: string) => Promise<string> = (path) => Deno.readTextFile(path),
 ): Promise<PoolSpec[]> {
+  context = {
+    ...context,
+    filesystemBytes: context.filesystemBytes ??
+      ((path) => statFilesystem(path)?.totalBytes ?? null),
+  };
   const trimmed = value?.trim() ?? "";
   if (trimmed === "") return defaultPoolSpecs(context);
   if (trimmed.startsWith("[") || trimmed.startsWith("{")) return parsePoolSpecs(trimmed, context);
@@ -217,6 +255,7 @@ const POOL_FIELDS = new Set([
   "deviceSize",
   "fullPercent",
   "segmentSize",
+  "reserve",
 ]);
 const DEVICE_FIELDS = new Set(["path", "id", "node", "weight", "size"]);
 
@@ -239,12 +278,37 @@ function parsePool(item: Json, where: string, context: PoolContext): PoolSpec {
     );
   }
   const at = `${where} (${name})`;
-  const deviceSize = item.deviceSize === undefined
-    ? POOL_DEVICE_SIZE_BYTES_DEFAULT
-    : byteSize(item.deviceSize, `${at}.deviceSize`);
   const segmentSizeBytes = item.segmentSize === undefined
     ? POOL_SEGMENT_SIZE_BYTES_DEFAULT
     : byteSize(item.segmentSize, `${at}.segmentSize`);
+  const auto = item.deviceSize === "auto";
+  const deviceDir = `${context.dataDir.replace(/\/+$/, "")}/chunks/devices`;
+  let deviceSize = POOL_DEVICE_SIZE_BYTES_DEFAULT;
+  let growth: PoolSpec["growth"] = null;
+  if (auto) {
+    if (Array.isArray(item.devices)) {
+      throw new PoolSpecError(
+        `${at}.deviceSize: "auto" is for device files the pool creates (a device count)`,
+      );
+    }
+    const fsBytes = context.filesystemBytes?.(deviceDir) ?? null;
+    const reserveBytes = item.reserve === undefined
+      ? reserveFor(fsBytes)
+      : byteSize(item.reserve, `${at}.reserve`);
+    if (fsBytes !== null) {
+      const fitted = Math.floor(
+            Math.min(fsBytes, POOL_DEVICE_SIZE_BYTES_AUTO_MAX) /
+              segmentSizeBytes,
+          ) * segmentSizeBytes + POOL_ALIGNMENT_BYTES;
+      deviceSize = Math.max(fitted, 2 * segmentSizeBytes + POOL_ALIGNMENT_BYTES);
+    }
+    growth = { path: deviceDir, reserveBytes };
+  } else {
+    if (item.reserve !== undefined) {
+      throw new PoolSpecError(`${at}.reserve: only for "deviceSize": "auto" pools`);
+    }
+    if (item.deviceSize !== undefined) deviceSize = byteSize(item.deviceSize, `${at}.deviceSize`);
+  }
   if (segmentSizeBytes < POOL_SEGMENT_SIZE_BYTES_MIN) {
     throw new PoolSpecError(
       `${at}.segmentSize: ${segmentSizeBytes} bytes is below ${POOL_SEGMENT_SIZE_BYTES_MIN}`,
@@ -290,7 +354,15 @@ function parsePool(item: Json, where: string, context: PoolContext): PoolSpec {
         `the pool has ${devices.length}`,
     );
   }
-  return { name, devices, durability, durabilitySource, fullPercent, segmentSizeBytes };
+  return { name, devices, durability, durabilitySource, fullPercent, segmentSizeBytes, growth };
+}
+
+/** The reserve an "auto" pool keeps free on a filesystem of `fsBytes` (unknown: the minimum). */
+function reserveFor(fsBytes: number | null): number {
+  if (fsBytes === null) return POOL_RESERVE_BYTES_MIN;
+  const share = Math.floor((fsBytes * POOL_RESERVE_PERCENT_DEFAULT) / 100);
+  const bounded = Math.min(POOL_RESERVE_BYTES_MAX, Math.max(POOL_RESERVE_BYTES_MIN, share));
+  return Math.floor(bounded / POOL_ALIGNMENT_BYTES) * POOL_ALIGNMENT_BYTES;
 }
 
 function parseDevices(

@@ -29,6 +29,7 @@ import {
 import { log, type Logger } from "../obs/mod.ts";
 import { CHUNK_ID_BYTES } from "./chunk_id.ts";
 import type { DeviceSpec } from "./pool.ts";
+import type { SpaceGuard } from "./space.ts";
 
 // ---- formats ---------------------------------------------------------------------------
 
@@ -387,6 +388,12 @@ export interface SegmentStoreOptions {
   openDevice: DeviceOpener;
   probeDevice?: DeviceProbe;
   stagingBytes?: number;
+  /**
+   * Room on the filesystem of sparse device files (a pool that grows with its filesystem):
+   * a segment never written before is opened only while the filesystem has that much room
+   * above its reserve. Absent for fixed devices.
+   */
+  space?: SpaceGuard;
   logger?: Logger;
   /** Random bytes for device uuids (tests pass a seeded source). */
   randomBytes?: (length: number) => Uint8Array;
@@ -409,6 +416,13 @@ interface DeviceState {
   staging: Uint8Array | null;
   /** usedBytesOf() cached (a walk of every segment); -1 after any segment changes. */
   usedCache: number;
+  /** Free segments below highWater, cached with usedCache. */
+  freeWrittenCache: number;
+  /**
+   * Segments ever opened (one past the highest): below it a sparse device file has its
+   * blocks already, above it a new segment costs filesystem space.
+   */
+  highWater: number;
 }
 
 export type FragmentFault = "offline" | "io" | "header" | "mismatch" | "checksum";
@@ -537,6 +551,8 @@ export class SegmentStore {
         head: -1,
         staging: null,
         usedCache: -1,
+        freeWrittenCache: 0,
+        highWater: 0,
       });
     }
     for (const { key, value } of this.#segmentsTable.range()) {
@@ -547,6 +563,7 @@ export class SegmentStore {
       const state = decodeSegment(value);
       ensureSegments(device, index + 1);
       device.segments[index] = state;
+      device.highWater = Math.max(device.highWater, index + 1);
       if (state.state === SEGMENT_OPEN) device.head = index;
     }
     for (const spec of this.#options.devices) await this.#attach(spec);
@@ -613,8 +630,21 @@ export class SegmentStore {
         );
       }
       const moved = owner.path !== spec.path || owner.id !== spec.id;
+      // A device file made larger (a pool that grows with its filesystem, or a bigger
+      // deviceSize) gains segments past the old ones; offsets already used do not move.
+      const grown = disk.sizeBytes > owner.sizeBytes;
       Object.assign(owner, attached);
-      if (moved) await this.#persistDevice(owner);
+      if (grown) {
+        try {
+          await this.#grow(owner, disk, label, buffer!);
+        } catch (e) {
+          this.#logger.warn("chunk device could not grow; it keeps its recorded size", {
+            pool: this.pool,
+            path: spec.path,
+            error: (e as Error).message,
+          });
+        }
+      } else if (moved) await this.#persistDevice(owner);
       return;
     }
     // Blank (or a damaged label): a new device, or a replacement for one the index knew here.
@@ -644,6 +674,8 @@ export class SegmentStore {
         head: -1,
         staging: null,
         usedCache: -1,
+        freeWrittenCache: 0,
+        highWater: 0,
       };
       this.#devices.set(state.number, state);
     }
@@ -678,6 +710,26 @@ export class SegmentStore {
       return;
     }
     Object.assign(state, attached);
+  }
+
+  /**
+   * Records a device's larger size: the index first, then the label, so that a crash in
+   * between leaves a label with the old size, which nothing but the uuid is read from.
+   */
+  async #grow(d: DeviceState, disk: Disk, label: DeviceLabel, buffer: Uint8Array): Promise<void> {
+    const from = d.sizeBytes;
+    d.sizeBytes = disk.sizeBytes;
+    d.usedCache = -1;
+    await this.#persistDevice(d);
+    encodeLabel(buffer, { ...label, sizeBytes: d.sizeBytes });
+    await disk.submit([{ kind: "write", offsetBytes: 0, buffer }]);
+    await disk.sync();
+    this.#logger.info("chunk device grown", {
+      pool: this.pool,
+      path: d.path,
+      fromBytes: from,
+      toBytes: d.sizeBytes,
+    });
   }
 
   async #persistDevice(d: DeviceState): Promise<void> {
@@ -748,7 +800,32 @@ export class SegmentStore {
     const d = this.#devices.get(device);
     if (d === undefined || d.status !== "ok" || d.disk === null) return false;
     const capacity = segmentCountOf(d) * d.segmentSizeBytes;
-    return usedBytesOf(d) * 100 < capacity * this.fullPercent;
+    if (usedBytesOf(d) * 100 >= capacity * this.fullPercent) return false;
+    const space = this.#options.space;
+    if (space === undefined) return true;
+    // Room without new filesystem blocks: the head's tail, or a segment written before.
+    const head = d.head >= 0 ? d.segments[d.head] : undefined;
+    if (head !== undefined && head.appendBytes < d.segmentSizeBytes) return true;
+    if (d.freeWrittenCache > 0) return true;
+    return space.headroomBytes() >= d.segmentSizeBytes;
+  }
+
+  /**
+   * Bytes of segments the pool can hold: its devices' segments, or for sparse devices on a
+   * guarded filesystem, the segments written so far plus the room above the reserve (never
+   * more than the devices' size).
+   */
+  capacityBytes(): number {
+    const space = this.#options.space;
+    let nominal = 0;
+    let written = 0;
+    for (const d of this.#devices.values()) {
+      const count = segmentCountOf(d);
+      nominal += count * d.segmentSizeBytes;
+      written += Math.min(count, d.highWater) * d.segmentSizeBytes;
+    }
+    if (space === undefined) return nominal;
+    return Math.min(nominal, written + space.headroomBytes());
   }
 
   /** True when `device` can take repair writes (healthy; the fill threshold is ignored). */
@@ -869,6 +946,13 @@ export class SegmentStore {
           i < segmentCountOf(d) && s.state === SEGMENT_FREE
         );
         if (free < 0) return { ok: false, why: "device" };
+        const space = this.#options.space;
+        if (free >= d.highWater && space !== undefined) {
+          // A segment never written costs filesystem blocks: only above the reserve.
+          if (space.headroomBytes() < d.segmentSizeBytes) return { ok: false, why: "device" };
+          space.noteAllocated(d.segmentSizeBytes);
+        }
+        d.highWater = Math.max(d.highWater, free + 1);
         if (segment >= 0) {
           d.segments[segment]!.state = SEGMENT_SEALED;
           d.usedCache = -1;
@@ -1468,14 +1552,18 @@ function ensureSegments(d: DeviceState, count: number): void {
 function usedBytesOf(d: DeviceState): number {
   if (d.usedCache >= 0) return d.usedCache;
   let used = 0;
+  let freeWritten = 0;
   const count = segmentCountOf(d);
   for (let i = 0; i < count; i++) {
     const s = d.segments[i]!;
     if (s.state !== SEGMENT_FREE) {
       used += s.state === SEGMENT_SEALED ? d.segmentSizeBytes : s.appendBytes;
+    } else if (i < d.highWater) {
+      freeWritten++;
     }
   }
   d.usedCache = used;
+  d.freeWrittenCache = freeWritten;
   return used;
 }
 

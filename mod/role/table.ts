@@ -184,6 +184,8 @@ export function roleFlags(role: RoleName, config: Config, options: RoleFlagsOpti
       read.add(abs(config.dataDir));
       write.add(abs(config.dataDir));
       useLmdb();
+      // A pool that grows with its filesystem asks statfs(2) for the room left.
+      sys.add("statfs");
       // Devices of pools given inline may live outside the data dir (raw disks, other mounts);
       // a pools file is read at start, and its devices must be under the data dir.
       if (config.pools !== null) {

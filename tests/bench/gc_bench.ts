@@ -72,7 +72,11 @@ async function runSize(dir: string, mode: Mode, bytes: number, count: number): P
     codecs: selectErasureCodec(),
     indexDir: `${dir}/chunks/index`,
     shim: { ffiDir: SOURCE_FFI_DIR, ffiMode: "auto" },
-    logger: createLogger({ level: "error" }),
+    logger: createLogger({
+      level: "error",
+      format: "text",
+      sink: { write: (line) => Deno.stderr.writeSync(encoder.encode(line + "\n")) },
+    }),
   });
   try {
     const prng = new Prng(bytes);
