@@ -10,7 +10,14 @@
 
 import { assert } from "../base/mod.ts";
 import type { ShimOptions } from "../../ffi/loader.ts";
-import { type Disk, DISK_OP_BYTES_MAX, type KvEnv, openKvEnv, selectDisk } from "../disk/mod.ts";
+import {
+  type Disk,
+  DISK_OP_BYTES_MAX,
+  type KvEnv,
+  type KvTxn,
+  openKvEnv,
+  selectDisk,
+} from "../disk/mod.ts";
 import { type ErasureCodec, type ErasureCodecFactory, fragmentLengthFor } from "../ec/mod.ts";
 import { counter, gauge, histogram, log, type Logger } from "../obs/mod.ts";
 import {
@@ -1027,13 +1034,8 @@ export class LocalChunkStore implements ChunkStore {
         const source = present.find((p) => p !== null)!;
         for (const buffer of rebuilt.values()) buffer.set(source);
       }
-      const written = await this.#writeRepairs(id, entry, rebuilt);
-      if (written.size === 0) {
-        await this.#markLost(id, entry, bad);
-        return report;
-      }
       const next: ChunkEntry = { ...entry, fragments: entry.fragments.map((f) => ({ ...f })) };
-      await this.#commit((txn) => {
+      const written = await this.#writeRepairs(id, entry, rebuilt, (txn, written) => {
         for (const [i, slot] of written) {
           this.segments.stageDead(txn, entry.fragments[i]!, id, i);
           this.segments.stageLive(txn, slot);
@@ -1047,6 +1049,10 @@ export class LocalChunkStore implements ChunkStore {
         for (const i of bad) if (!written.has(i)) next.fragments[i]!.lost = true;
         this.index.stagePut(txn, id, next, entry);
       });
+      if (written.size === 0) {
+        await this.#markLost(id, entry, bad);
+        return report;
+      }
       bytesWritten.inc({ pool: this.pool.name }, written.size * fl);
       report.fragmentsRepaired = written.size;
       return report;
@@ -1076,11 +1082,16 @@ export class LocalChunkStore implements ChunkStore {
     await this.#commit((txn) => this.index.stagePut(txn, id, next, entry));
   }
 
-  /** Writes rebuilt fragments; returns the durable slots by fragment index. */
+  /**
+   * Writes rebuilt fragments and commits them with `stage` before the batch lock is let go
+   * (until then their records count nowhere as live, and compaction could free the segment
+   * they are in); returns the durable slots by fragment index.
+   */
   async #writeRepairs(
     id: Uint8Array,
     entry: ChunkEntry,
     rebuilt: Map<number, Uint8Array>,
+    stage: (txn: KvTxn, written: Map<number, Slot>) => void,
   ): Promise<Map<number, Slot>> {
     return await this.segments.batch(async (batch) => {
       const written = new Map<number, Slot>();
@@ -1125,6 +1136,12 @@ export class LocalChunkStore implements ChunkStore {
           if (slot.state === "durable") written.set(i, slot);
           else refused.add(slot.device);
         }
+      }
+      if (written.size > 0) {
+        await this.#commit((txn) => {
+          batch.stageSegments(txn);
+          stage(txn, written);
+        });
       }
       return written;
     });
