@@ -496,6 +496,8 @@ export class SegmentStore {
   readonly #bounces = new BouncePool();
   #batchTail: Promise<void> = Promise.resolve();
   #closed = false;
+  /** The largest record reserved since the store opened (bounds a seal's slack). */
+  #recordBytesMax = 0;
 
   private constructor(options: SegmentStoreOptions) {
     this.#options = options;
@@ -923,6 +925,7 @@ export class SegmentStore {
     assert(d !== undefined && d.disk !== null && d.status === "ok", "reserve on a usable device");
     const recordBytes = recordBytesFor(fields.payloadBytes);
     assert(recordBytes <= d.segmentSizeBytes, "record larger than a segment");
+    this.#recordBytesMax = Math.max(this.#recordBytesMax, recordBytes);
     const alignment = Math.max(d.disk.alignmentBytes, RECORD_ALIGN_BYTES);
     let run = batch.openRun(device);
     if (run !== null) {
@@ -1333,9 +1336,10 @@ export class SegmentStore {
   /**
    * The sealed segment most worth compacting on a healthy device: the lowest share of live
    * bytes, either below SEGMENT_COMPACT_LIVE_PERCENT_MAX, or on a device whose sealed
-   * segments (its open head included) hold more than one segment of dead bytes (so used bytes follow live
-   * bytes within one segment per device) with at least SEGMENT_COMPACT_DEAD_FRACTION_MIN
-   * of it dead (so a copy always frees more than it costs). Null when none qualifies.
+   * segments (its open head included) hold more than one segment of dead bytes (so used
+   * bytes follow live bytes within one segment per device) with at least
+   * SEGMENT_COMPACT_DEAD_FRACTION_MIN of it dead, and more than twice the largest record,
+   * so that a copy always frees more than it costs. Null when none qualifies.
    */
   compactionCandidate(): {
     device: number;
@@ -1361,9 +1365,17 @@ export class SegmentStore {
         if (s.state === SEGMENT_SEALED) deadBytes += d.segmentSizeBytes - s.liveBytes;
         else if (s.state === SEGMENT_OPEN) deadBytes += s.appendBytes - s.liveBytes;
       }
-      const ratioMax = deadBytes > d.segmentSizeBytes
-        ? 1 - SEGMENT_COMPACT_DEAD_FRACTION_MIN
-        : SEGMENT_COMPACT_LIVE_PERCENT_MAX / 100;
+      // Copying a segment forward can cost up to one record of slack when the head seals
+      // on a record that does not fit: only segments with more dead bytes than twice that
+      // are worth it (or the compaction would chase its own slack).
+      const deadFractionMin = Math.max(
+        SEGMENT_COMPACT_DEAD_FRACTION_MIN,
+        (2 * this.#recordBytesMax) / d.segmentSizeBytes,
+      );
+      const ratioMax = Math.max(
+        SEGMENT_COMPACT_LIVE_PERCENT_MAX / 100,
+        deadBytes > d.segmentSizeBytes ? 1 - deadFractionMin : 0,
+      );
       for (let i = 0; i < count; i++) {
         const s = d.segments[i]!;
         if (s.state !== SEGMENT_SEALED) continue;
