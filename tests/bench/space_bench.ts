@@ -4,8 +4,8 @@
 // own process) as fast as it can, each one overwriting one of a few keys, so every PUT
 // releases the previous version's chunks. /metrics is sampled while it runs. Reports the
 // write rate, how many times the pool's capacity that moved, refused PUTs, the peak of used
-// bytes against capacity, and how long used bytes took to come back to live bytes (within a
-// segment per device) after the load stopped. Writes tests/bench/results/space.json.
+// bytes against capacity, and how long after the load stopped every released chunk was
+// erased and used bytes were back to live bytes (within a segment per device). Writes tests/bench/results/space.json.
 
 // deno-lint-ignore no-import-prefix
 import { CreateBucketCommand, S3Client } from "npm:@aws-sdk/client-s3@3.1175.0";
@@ -38,6 +38,8 @@ interface Gauges {
   capacity: number;
   used: number;
   live: number;
+  /** Chunks released and not yet erased (their bytes still count as live). */
+  unreferenced: number;
 }
 
 interface Row {
@@ -82,6 +84,7 @@ async function gauges(metricsAddr: string): Promise<Gauges> {
     capacity: value("kiseki_pool_capacity_bytes"),
     used: value("kiseki_pool_used_bytes"),
     live: value("kiseki_pool_live_bytes"),
+    unreferenced: value("kiseki_pool_unreferenced_chunks"),
   };
 }
 
@@ -137,7 +140,8 @@ async function runCase(
   let settleSeconds: number | null = null;
   while (performance.now() - started < SETTLE_MS_MAX) {
     const g = await gauges(metricsAddr);
-    if (g.used - g.live <= DEVICES * SEGMENT_BYTES) {
+    // Settled: every released chunk erased, and used within a segment per device of live.
+    if (g.unreferenced === 0 && g.used - g.live <= DEVICES * SEGMENT_BYTES) {
       settleSeconds = (performance.now() - started) / 1000;
       break;
     }
