@@ -857,9 +857,10 @@ export class SegmentStore {
   #numbered(): DeviceReport[] {
     return [...this.#devices.values()].map((d) => {
       const count = segmentCountOf(d);
+      const span = spanOf(d);
       let live = 0;
-      let free = 0;
-      for (let i = 0; i < count; i++) {
+      let free = count - span;
+      for (let i = 0; i < span; i++) {
         const s = d.segments[i]!;
         live += s.liveBytes;
         if (s.state === SEGMENT_FREE) free++;
@@ -1321,8 +1322,8 @@ export class SegmentStore {
     const out: { device: number; segment: number }[] = [];
     for (const d of this.#devices.values()) {
       if (d.status !== "ok" || d.disk === null) continue;
-      const count = segmentCountOf(d);
-      for (let i = 0; i < count && out.length < limit; i++) {
+      const span = spanOf(d);
+      for (let i = 0; i < span && out.length < limit; i++) {
         const s = d.segments[i]!;
         const used = s.state === SEGMENT_SEALED || s.appendBytes > 0;
         if (s.state !== SEGMENT_FREE && s.liveRecords === 0 && used) {
@@ -1358,9 +1359,9 @@ export class SegmentStore {
     let bestRatio = Infinity;
     for (const d of this.#devices.values()) {
       if (d.status !== "ok" || d.disk === null) continue;
-      const count = segmentCountOf(d);
+      const span = spanOf(d);
       let deadBytes = 0;
-      for (let i = 0; i < count; i++) {
+      for (let i = 0; i < span; i++) {
         const s = d.segments[i]!;
         if (s.state === SEGMENT_SEALED) deadBytes += d.segmentSizeBytes - s.liveBytes;
         else if (s.state === SEGMENT_OPEN) deadBytes += s.appendBytes - s.liveBytes;
@@ -1376,7 +1377,7 @@ export class SegmentStore {
         SEGMENT_COMPACT_LIVE_PERCENT_MAX / 100,
         deadBytes > d.segmentSizeBytes ? 1 - deadFractionMin : 0,
       );
-      for (let i = 0; i < count; i++) {
+      for (let i = 0; i < span; i++) {
         const s = d.segments[i]!;
         if (s.state !== SEGMENT_SEALED) continue;
         const ratio = s.liveBytes / d.segmentSizeBytes;
@@ -1546,6 +1547,15 @@ function segmentCountOf(d: { sizeBytes: number; segmentSizeBytes: number }): num
   return Math.max(0, Math.floor((d.sizeBytes - LABEL_BYTES) / d.segmentSizeBytes));
 }
 
+/**
+ * Segments that may be in use: those below the high-water mark (every segment above it has
+ * never been opened, so it is free). Walks stop here, so their cost follows the space used,
+ * not the size of a device file as large as its filesystem.
+ */
+function spanOf(d: DeviceState): number {
+  return Math.min(segmentCountOf(d), d.highWater);
+}
+
 function segmentStart(d: DeviceState, segment: number): number {
   return LABEL_BYTES + segment * d.segmentSizeBytes;
 }
@@ -1565,12 +1575,12 @@ function usedBytesOf(d: DeviceState): number {
   if (d.usedCache >= 0) return d.usedCache;
   let used = 0;
   let freeWritten = 0;
-  const count = segmentCountOf(d);
-  for (let i = 0; i < count; i++) {
+  const span = spanOf(d);
+  for (let i = 0; i < span; i++) {
     const s = d.segments[i]!;
     if (s.state !== SEGMENT_FREE) {
       used += s.state === SEGMENT_SEALED ? d.segmentSizeBytes : s.appendBytes;
-    } else if (i < d.highWater) {
+    } else {
       freeWritten++;
     }
   }
