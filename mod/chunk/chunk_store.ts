@@ -63,8 +63,23 @@ export const CHUNK_PUTS_IN_FLIGHT_MAX = 1024;
 export const CHUNK_READ_ATTEMPTS_MAX = 3;
 /** Rounds of re-placing fragments whose device failed during one batch. */
 export const CHUNK_PLACEMENT_ROUNDS_MAX = 3;
-/** Size of the lmdb map opened for a store's own index environment. */
+/** Smallest lmdb map opened for a store's own index environment. */
 export const CHUNK_INDEX_MAP_BYTES_DEFAULT = 256 << 20;
+/** Largest lmdb map a store opens by itself (address space only until written). */
+export const CHUNK_INDEX_MAP_BYTES_MAX = 256 * 1024 ** 3;
+/**
+ * Device bytes per byte of index map: an entry and its extents take about 1 KiB per chunk
+ * and chunks are at least 64 KiB (smaller objects ride inline), so 1/32 leaves room twice
+ * over; a map that fills would stop the store.
+ */
+export const CHUNK_INDEX_MAP_DEVICE_RATIO = 32;
+
+/** The index map for `pool`: it grows with the devices (a growing pool's are large). */
+export function indexMapBytesFor(pool: PoolSpec): number {
+  const deviceBytes = pool.devices.reduce((n, d) => n + d.sizeBytes, 0);
+  const wanted = Math.ceil(deviceBytes / CHUNK_INDEX_MAP_DEVICE_RATIO / (1 << 20)) * (1 << 20);
+  return Math.min(CHUNK_INDEX_MAP_BYTES_MAX, Math.max(CHUNK_INDEX_MAP_BYTES_DEFAULT, wanted));
+}
 
 // A whole chunk as one record (copies) must fit one disk op.
 assert(recordBytesFor(CHUNK_BYTES_MAX_DEFAULT) <= DISK_OP_BYTES_MAX, "chunk limit above op limit");
@@ -378,7 +393,7 @@ export class LocalChunkStore implements ChunkStore {
       await Deno.mkdir(options.indexDir, { recursive: true });
       env = await openKvEnv({
         path: options.indexDir,
-        mapSizeBytes: options.indexMapBytes ?? CHUNK_INDEX_MAP_BYTES_DEFAULT,
+        mapSizeBytes: options.indexMapBytes ?? indexMapBytesFor(pool),
       });
     }
     const useDefaultOpener = options.openDevice === undefined;

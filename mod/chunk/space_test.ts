@@ -1,6 +1,12 @@
 import assert from "node:assert/strict";
 import { codecs, Prng, quietLogger, randomChunk } from "./_testing.ts";
-import { ChunkStoreError, LocalChunkStore } from "./chunk_store.ts";
+import {
+  CHUNK_INDEX_MAP_BYTES_DEFAULT,
+  CHUNK_INDEX_MAP_BYTES_MAX,
+  ChunkStoreError,
+  indexMapBytesFor,
+  LocalChunkStore,
+} from "./chunk_store.ts";
 import { ChunkGc } from "./gc.ts";
 import {
   parsePoolSpecs,
@@ -187,4 +193,12 @@ Deno.test("a growing pool's device files grow with a larger filesystem; data sta
     await store.close();
     await Deno.remove(dir, { recursive: true });
   }
+});
+
+Deno.test("indexMapBytesFor() grows the index map with the pool's devices, within bounds", () => {
+  const pool = (deviceSize: string) =>
+    parsePoolSpecs(JSON.stringify({ devices: 6, deviceSize }), { dataDir: "/d" })[0]!;
+  assert.equal(indexMapBytesFor(pool("1GiB")), CHUNK_INDEX_MAP_BYTES_DEFAULT);
+  assert.equal(indexMapBytesFor(pool("256GiB")), 6 * 256 * GIB / 32);
+  assert.equal(indexMapBytesFor(pool("1024TiB")), CHUNK_INDEX_MAP_BYTES_MAX);
 });
