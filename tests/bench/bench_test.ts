@@ -122,3 +122,14 @@ Deno.test("bench:s3 --quick drives the S3 gateway with signed requests against a
     }));
   });
 });
+
+Deno.test("bench:gc --quick reclaims released chunks against the same store's write rate", async () => {
+  await runBench("gc", (json) => {
+    assert.equal(json.mode, "quick");
+    return (json.rows as Record<string, number>[]).map((r) => ({
+      mb: r.reclaimMbPerS!,
+      ceiling: r.writeMbPerS!,
+      ratio: r.ratio!,
+    }));
+  });
+});
