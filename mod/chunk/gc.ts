@@ -20,6 +20,8 @@ export const GC_COMPACT_STEPS_MAX = 100_000;
 export const GC_IDLE_POLL_MS_DEFAULT = 250;
 /** An idle background GC looks at the whole store at least this often, work seen or not. */
 export const GC_RECHECK_MS_DEFAULT = 10_000;
+/** Pause of a background GC after a failed step. */
+export const GC_RETRY_MS = 5_000;
 /**
  * Bytes per second background compaction copies at most (live records moved out of partly
  * dead segments; a read and a write each). Erasing and freeing all-dead segments are not
@@ -44,7 +46,7 @@ const segmentsFreedTotal = counter<"pool">({
 });
 const bytesReclaimedTotal = counter<"pool">({
   name: "kiseki_gc_bytes_reclaimed_total",
-  help: "Segment bytes compaction returned to free space",
+  help: "Bytes of whole segments compaction returned to free space",
   labelNames: ["pool"],
 });
 const bytesMovedTotal = counter<"pool">({
@@ -193,12 +195,13 @@ export class ChunkGc {
     }
     return total;
   }
+
   /**
    * Runs GC in the background until stop(): whenever chunks were released (the store's
    * unreferenced counter moved) or GC_RECHECK_MS_DEFAULT passed, steps run back to back
    * until a whole round erases, frees and moves nothing. Only copying live records is
    * paced (compactBytesPerSecond); between steps the event loop gets its turn. A failed
-   * step is logged and retried at the next poll.
+   * step is logged and retried after GC_RETRY_MS.
    */
   start(options: GcBackgroundOptions = {}): GcBackground {
     const idlePollMs = options.idlePollMs ?? GC_IDLE_POLL_MS_DEFAULT;
@@ -227,7 +230,7 @@ export class ChunkGc {
         wake = null;
       });
     const round = async (): Promise<void> => {
-      for (let steps = 0; !stopping; steps++) {
+      while (!stopping) {
         const erase = await this.step();
         stats.erased += erase.erased;
         stats.bytesErased += erase.bytesErased;
@@ -254,11 +257,13 @@ export class ChunkGc {
             stats.rounds++;
           } catch (e) {
             stats.failures++;
-            seen = -1; // Try again at the next poll.
+            seen = -1; // Try again after a pause (a failing store would log in a loop).
             logger.warn("chunk GC step failed; retrying", {
               pool: this.#store.pool.name,
+              retryMs: GC_RETRY_MS,
               error: e,
             });
+            await sleep(GC_RETRY_MS);
           }
         }
         await sleep(idlePollMs);
