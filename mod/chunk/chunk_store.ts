@@ -61,6 +61,11 @@ export const CHUNK_BATCH_CHUNKS_MAX = 256;
 export const CHUNK_PUTS_IN_FLIGHT_MAX = 1024;
 /** Times a read starts over when the index moved fragments under it (compaction, repair). */
 export const CHUNK_READ_ATTEMPTS_MAX = 3;
+/**
+ * How long a put that found the pool full waits for GC to reclaim released space before it
+ * is refused pool_full (a pool whose deletes are not yet reclaimed is not full).
+ */
+export const CHUNK_FULL_WAIT_MS = 30_000;
 /** Rounds of re-placing fragments whose device failed during one batch. */
 export const CHUNK_PLACEMENT_ROUNDS_MAX = 3;
 /** Smallest lmdb map opened for a store's own index environment. */
@@ -357,6 +362,8 @@ export class LocalChunkStore implements ChunkStore {
   #closed = false;
   #failed: Error | null = null;
   #unreferencedTotal = 0;
+  /** Set by a background GC: reclaims what it can now; true when space was freed. */
+  #reclaimer: (() => Promise<boolean>) | null = null;
 
   private constructor(
     options: LocalChunkStoreOptions,
@@ -461,6 +468,14 @@ export class LocalChunkStore implements ChunkStore {
   }
 
   /** Times a refcount fell to zero since the store opened: background GC polls it. */
+  /**
+   * Lets a put that finds the pool full ask for released space to be reclaimed now (a
+   * background GC registers itself; null unregisters) instead of failing while deletes wait.
+   */
+  setReclaimer(reclaimer: (() => Promise<boolean>) | null): void {
+    this.#reclaimer = reclaimer;
+  }
+
   get unreferencedTotal(): number {
     return this.#unreferencedTotal;
   }
@@ -504,11 +519,23 @@ export class LocalChunkStore implements ChunkStore {
           dedupHits.inc({ pool: this.pool.name });
           return { created: false };
         }
-        await new Promise<void>((resolve, reject) => {
-          this.#queue.push({ id: id.slice(), bytes, tenant, resolve, reject });
-          this.#kick();
-        });
-        return { created: true };
+        const deadline = performance.now() + CHUNK_FULL_WAIT_MS;
+        for (;;) {
+          try {
+            await new Promise<void>((resolve, reject) => {
+              this.#queue.push({ id: id.slice(), bytes, tenant, resolve, reject });
+              this.#kick();
+            });
+            return { created: true };
+          } catch (e) {
+            // Full, but deletes may wait for GC: refused only once nothing more comes back.
+            const reclaim = this.#reclaimer;
+            if (
+              !(e instanceof ChunkStoreError && e.code === "pool_full") || reclaim === null ||
+              performance.now() >= deadline || !(await reclaim())
+            ) throw e;
+          }
+        }
       });
     } finally {
       this.#inFlight--;

@@ -218,6 +218,11 @@ export class ChunkGc {
       failures: 0,
     };
     let stopping = false;
+    /** Puts that found the pool full, waiting for space to be freed (see setReclaimer()). */
+    const reclaimWaiters: ((freed: boolean) => void)[] = [];
+    const answerWaiters = (waiters: ((freed: boolean) => void)[], freed: boolean) => {
+      for (const resolve of waiters.splice(0)) resolve(freed);
+    };
     let wake: (() => void) | null = null;
     let timer: ReturnType<typeof setTimeout> | undefined;
     const sleep = (ms: number) =>
@@ -230,26 +235,50 @@ export class ChunkGc {
         wake = null;
       });
     const round = async (): Promise<void> => {
-      while (!stopping) {
-        const erase = await this.step();
-        stats.erased += erase.erased;
-        stats.bytesErased += erase.bytesErased;
-        const compact = await this.compactStep();
-        stats.segmentsFreed += compact.segmentsFreed;
-        stats.bytesMoved += compact.bytesMoved;
-        const compactDone = compact.idle ||
-          (compact.segmentsFreed === 0 && compact.bytesMoved === 0);
-        if (erase.passComplete && erase.erased === 0 && compactDone) return;
-        // Copies are paced; erasing and freeing only yield to the event loop.
-        await sleep(compact.bytesMoved > 0 ? (compact.bytesMoved / rate) * 1000 : 0);
+      // Waiters from before the round hear whether it freed anything; later ones, the next.
+      const served = reclaimWaiters.splice(0);
+      let freed = false;
+      try {
+        while (!stopping) {
+          const erase = await this.step();
+          stats.erased += erase.erased;
+          stats.bytesErased += erase.bytesErased;
+          const compact = await this.compactStep();
+          stats.segmentsFreed += compact.segmentsFreed;
+          stats.bytesMoved += compact.bytesMoved;
+          if (compact.segmentsFreed > 0) {
+            freed = true;
+            answerWaiters(served, true);
+            answerWaiters(reclaimWaiters, true);
+          }
+          const compactDone = compact.idle ||
+            (compact.segmentsFreed === 0 && compact.bytesMoved === 0);
+          if (erase.passComplete && erase.erased === 0 && compactDone) return;
+          // Copies are paced unless a put waits for room; erasing and freeing only yield.
+          const paced = compact.bytesMoved > 0 && reclaimWaiters.length === 0 &&
+            served.length === 0;
+          await sleep(paced ? (compact.bytesMoved / rate) * 1000 : 0);
+        }
+      } finally {
+        answerWaiters(served, freed);
       }
     };
+    this.#store.setReclaimer(() =>
+      new Promise<boolean>((resolve) => {
+        if (stopping) return resolve(false);
+        reclaimWaiters.push(resolve);
+        (wake as (() => void) | null)?.();
+      })
+    );
     const loop = (async () => {
       let seen = -1;
       let lastRound = -Infinity;
       while (!stopping) {
         const released = this.#store.unreferencedTotal;
-        if (released !== seen || performance.now() - lastRound >= recheckMs) {
+        if (
+          released !== seen || reclaimWaiters.length > 0 ||
+          performance.now() - lastRound >= recheckMs
+        ) {
           seen = released;
           lastRound = performance.now();
           try {
@@ -263,18 +292,21 @@ export class ChunkGc {
               retryMs: GC_RETRY_MS,
               error: e,
             });
+            answerWaiters(reclaimWaiters, false);
             await sleep(GC_RETRY_MS);
           }
         }
-        await sleep(idlePollMs);
+        if (reclaimWaiters.length === 0) await sleep(idlePollMs);
       }
     })();
     return {
       stats,
       stop: async () => {
         stopping = true;
+        this.#store.setReclaimer(null);
         (wake as (() => void) | null)?.();
         await loop;
+        answerWaiters(reclaimWaiters, false);
       },
     };
   }

@@ -287,6 +287,61 @@ Deno.test("ChunkGc.start() reclaims released chunks in the background, then stop
   }
 });
 
+Deno.test("a put that finds the pool full waits for a background GC to reclaim deleted space", async () => {
+  const h = await SimHarness.create(smallSegments());
+  const gc = new ChunkGc(h.store, { holds: null });
+  // A GC that would not look again for a minute: only the full put can wake it.
+  const background = gc.start({ idlePollMs: 60_000, recheckMs: 60_000, logger: h.log.logger });
+  try {
+    const prng = new Prng(41);
+    const written: TestChunk[] = [];
+    let refused: unknown = null;
+    for (let i = 0; i < 400 && refused === null; i++) {
+      const c = randomChunk(prng, 200_000);
+      try {
+        await h.store.put(c.id, c.bytes);
+        written.push(c);
+      } catch (e) {
+        refused = e;
+      }
+    }
+    assert.ok(refused !== null, "the pool filled");
+    assert.ok(String(refused).includes("full"), String(refused));
+    // Released but not reclaimed: the pool is still full until GC runs.
+    for (const c of written) await h.store.decRef(c.id);
+    assert.ok(used(h.store) > 0);
+    const next = randomChunk(prng, 200_000);
+    await h.store.put(next.id, next.bytes);
+    assert.deepEqual(await h.store.get(next.id), next.bytes);
+    assert.ok(background.stats.segmentsFreed > 0, "the put was taken once GC freed segments");
+  } finally {
+    await background.stop();
+    await h.close();
+  }
+});
+
+Deno.test("without a background GC a full pool refuses at once", async () => {
+  const h = await SimHarness.create(smallSegments());
+  try {
+    const prng = new Prng(42);
+    const written: TestChunk[] = [];
+    const put = async () => {
+      const c = randomChunk(prng, 200_000);
+      await h.store.put(c.id, c.bytes);
+      written.push(c);
+    };
+    let refused: unknown = null;
+    for (let i = 0; i < 400 && refused === null; i++) await put().catch((e) => (refused = e));
+    assert.ok(String(refused).includes("full"), String(refused));
+    for (const c of written.splice(0)) await h.store.decRef(c.id);
+    const started = performance.now();
+    await assert.rejects(put(), /full/, "nothing reclaims: refused");
+    assert.ok(performance.now() - started < 5_000, "refused without waiting");
+  } finally {
+    await h.close();
+  }
+});
+
 Deno.test("a power cut in the middle of GC and compaction loses no live chunk", async () => {
   for (const turns of [0, 1, 3, 8, 20, 50]) {
     const h = await SimHarness.create(smallSegments());
