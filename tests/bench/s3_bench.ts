@@ -11,6 +11,12 @@
 // served from memory after their first read. One more row measures 64 KiB c=16 GETs on a
 // second server with the cache off (every GET reads, verifies and decrypts its fragments).
 //
+// LIST rows: ListObjectsV2 over LIST_KEYS one-byte keys spread over LIST_DIRS directories
+// (`list/dNNN/<i>`), one page per request: a prefix listing (`prefix=list/`, the first 1000
+// keys) and a delimiter listing (`prefix=list/&delimiter=/`, the LIST_DIRS common prefixes),
+// at 1 and 16 concurrent clients. Their ceiling is the bare-HTTP 4 KiB GET at the same
+// concurrency, compared in requests per second (a listing answer is one small request).
+//
 // Same-run ceilings:
 //  - bare HTTP: a plain Deno.serve in another process (s3_load.ts serve) that streams the
 //    requested size from pooled 64 KiB / 1 MiB buffers on GET and reads and discards the body
@@ -72,9 +78,27 @@ const encoder = new TextEncoder();
 const print = (line = "") => Deno.stdout.writeSync(encoder.encode(line + "\n"));
 const progress = (line: string) => Deno.stderr.writeSync(encoder.encode(line + "\n"));
 const round = (v: number, digits: number) => Number(v.toFixed(digits));
-const sizeName = (b: number) => b >= MIB ? `${b / MIB} MiB` : `${b / KIB} KiB`;
+const sizeName = (b: number) =>
+  b >= MIB ? `${b / MIB} MiB` : b >= KIB ? `${b / KIB} KiB` : `${b} B`;
 
-type Op = "put" | "get";
+type Op = "put" | "get" | "list";
+
+/** Keys and directories of the listing rows. */
+const LIST_KEYS = 3000;
+const LIST_DIRS = 30;
+const LIST_PAGE_KEYS = 1000;
+const LIST_CASES = [
+  {
+    variant: `prefix, ${LIST_PAGE_KEYS} keys of ${LIST_KEYS}`,
+    args: ["--list-prefix=list/"],
+    expect: LIST_PAGE_KEYS,
+  },
+  {
+    variant: `delimiter, ${LIST_DIRS} prefixes over ${LIST_KEYS} keys`,
+    args: ["--list-prefix=list/", "--delimiter=/"],
+    expect: LIST_DIRS,
+  },
+];
 
 interface LoadResult {
   op: Op;
@@ -109,7 +133,7 @@ interface Row {
   variant?: string;
   ceilingMbPerSecond: number | null;
   ceilingOpsPerSecond: number | null;
-  ceilingSource: "bare-http" | "engine" | null;
+  ceilingSource: "bare-http" | "engine" | "bare-http 4 KiB GET op/s" | null;
   ratio: number | null;
   target?: string;
   met?: boolean;
@@ -308,7 +332,8 @@ async function withServer(
         const lookups = hits + after.miss - before.miss;
         const cacheHitRatio = r.op === "get" && lookups > 0 ? round(hits / lookups, 3) : null;
         progress(
-          `s3 ${r.op} ${sizeName(r.size)} c=${r.concurrency}: ${r.opsPerSecond} op/s, ` +
+          `s3 ${r.op} ${r.op === "list" ? "" : sizeName(r.size)} c=${r.concurrency}: ` +
+            `${r.opsPerSecond} op/s, ` +
             `${r.mbPerSecond} MB/s, p50 ${r.p50Ms} ms, p99 ${r.p99Ms} ms` +
             (cacheHitRatio === null ? "" : `, chunk cache hits ${cacheHitRatio}`) +
             (r.errors ? `, ${r.errors} errors (${r.firstError})` : ""),
@@ -344,7 +369,9 @@ function rowOf(
 ): Row {
   const large = r.size >= LARGE;
   const ceiling = large ? null : ceilings.get(`${r.op}/${r.size}/${r.concurrency}`);
-  const ceilingMb = large ? (engine?.[r.op] ?? null) : (ceiling?.mbPerSecond ?? null);
+  const ceilingMb = large && r.op !== "list"
+    ? (engine?.[r.op] ?? null)
+    : (ceiling?.mbPerSecond ?? null);
   return {
     op: r.op,
     size: r.size,
@@ -396,6 +423,43 @@ async function main(): Promise<void> {
         }
       }
     }
+    // Listings: populate once, then one page per request.
+    const put = await node.run([
+      "--op=put",
+      "--size=1",
+      "--concurrency=16",
+      "--seconds=120",
+      `--count=${LIST_KEYS}`,
+      `--keys=${LIST_KEYS}`,
+      "--prefix=list",
+      `--dirs=${LIST_DIRS}`,
+    ], 120);
+    if (put.ops !== LIST_KEYS || put.errors !== 0) {
+      throw new Error(`listing keys: ${put.ops} of ${LIST_KEYS} written (${put.firstError})`);
+    }
+    for (const listCase of LIST_CASES) {
+      for (const concurrency of CONCURRENCY) {
+        const r = await node.run([
+          "--op=list",
+          ...listCase.args,
+          `--max-keys=${LIST_PAGE_KEYS}`,
+          `--expect=${listCase.expect}`,
+          `--concurrency=${concurrency}`,
+          `--seconds=${CASE_SECONDS}`,
+          `--count=${CASE_OPS_MAX}`,
+          `--warmup-ms=${WARMUP_MS}`,
+        ], CASE_SECONDS + WARMUP_MS / 1000);
+        const ceiling = ceilings.get(`get/${4 * KIB}/${concurrency}`);
+        rows.push({
+          ...rowOf(r, engine, ceilings),
+          variant: listCase.variant,
+          ceilingMbPerSecond: null,
+          ceilingOpsPerSecond: ceiling?.opsPerSecond ?? null,
+          ceilingSource: ceiling ? "bare-http 4 KiB GET op/s" : null,
+          ratio: ceiling ? round(r.opsPerSecond / ceiling.opsPerSecond, 3) : null,
+        });
+      }
+    }
   });
   // The same 64 KiB c=16 GETs with the chunk cache off: every GET reads and verifies its
   // fragments from the devices (O_DIRECT) and decrypts them.
@@ -443,7 +507,7 @@ async function main(): Promise<void> {
     ],
     rows.map((r) => [
       r.op.toUpperCase() + (r.variant ? ` (${r.variant})` : ""),
-      sizeName(r.size),
+      r.op === "list" ? "-" : sizeName(r.size),
       r.concurrency,
       r.opsPerSecond,
       r.mbPerSecond,
@@ -451,7 +515,11 @@ async function main(): Promise<void> {
       r.p99Ms ?? "-",
       r.errors,
       r.cacheHitRatio ?? "-",
-      r.ceilingMbPerSecond === null ? "-" : `${r.ceilingMbPerSecond} (${r.ceilingSource})`,
+      r.ceilingMbPerSecond !== null
+        ? `${r.ceilingMbPerSecond} (${r.ceilingSource})`
+        : r.ceilingOpsPerSecond !== null
+        ? `${r.ceilingOpsPerSecond} op/s (${r.ceilingSource})`
+        : "-",
       r.ratio ?? "-",
       r.target === undefined ? "" : `${r.target}: ${r.met ? "MET" : "NOT MET"}`,
     ]),

@@ -9,6 +9,12 @@
 //   deno run -A tests/bench/s3_load.ts --endpoint=http://127.0.0.1:29000 --bucket=b \
 //     --access-key=AK --secret-key=SK --size=65536 --concurrency=16 --op=put \
 //     --seconds=2 --count=20000 [--keys=64] [--prefix=bench] [--warmup-ms=200] [--unsigned]
+//     [--dirs=N]
+//
+// `--dirs=N` spreads the PUT keys over N directories (`<prefix>/dNNN/<i>`), for listings.
+// `--op=list` sends ListObjectsV2 requests instead (one request, one page, is one op):
+// `--list-prefix=P [--delimiter=/] [--max-keys=1000] --expect=N` checks every answer's
+// KeyCount (keys plus common prefixes) is N.
 //
 // Prints one JSON line (MB = 10^6 bytes, as the other benches): {op, size, concurrency, ops, bytes, seconds, opsPerSecond,
 // mbPerSecond, p50Ms, p99Ms, errors, firstError, keysWritten}.
@@ -104,8 +110,10 @@ async function load(): Promise<void> {
   const endpoint = need("endpoint").replace(/\/$/, "");
   const bucket = need("bucket");
   const op = need("op");
-  if (op !== "put" && op !== "get") throw new Error(`s3_load: --op=${op}: put or get`);
-  const size = Number(need("size"));
+  if (op !== "put" && op !== "get" && op !== "list") {
+    throw new Error(`s3_load: --op=${op}: put, get or list`);
+  }
+  const size = op === "list" ? 0 : Number(need("size"));
   const concurrency = Number(need("concurrency"));
   const seconds = Number(need("seconds"));
   const count = Math.min(OPS_MAX, Number(need("count")));
@@ -113,6 +121,16 @@ async function load(): Promise<void> {
   const prefix = arg("prefix") ?? `bench-${size}`;
   const warmupMs = Number(arg("warmup-ms") ?? "0");
   const unsigned = Deno.args.includes("--unsigned");
+  const dirs = Math.max(0, Number(arg("dirs") ?? "0"));
+  const listQuery: Record<string, string> = op === "list"
+    ? {
+      "list-type": "2",
+      prefix: need("list-prefix"),
+      "max-keys": arg("max-keys") ?? "1000",
+      ...(arg("delimiter") === undefined ? {} : { delimiter: arg("delimiter")! }),
+    }
+    : {};
+  const listExpected = op === "list" ? Number(need("expect")) : 0;
   const url = new URL(endpoint);
 
   // Every PUT sends distinct content (no chunk deduplicates against another), as a real
@@ -146,7 +164,14 @@ async function load(): Promise<void> {
     worker: number,
     index: number,
   ): Promise<{ bytes: number; error: string | null }> {
-    const path = `/${bucket}/${prefix}/${index % keys}`;
+    const key = index % keys;
+    const path = op === "list"
+      ? `/${bucket}`
+      : dirs > 0
+      ? `/${bucket}/${prefix}/d${String(key % dirs).padStart(3, "0")}/${key}`
+      : `/${bucket}/${prefix}/${key}`;
+    const query = op === "list" ? listQuery : {};
+    const search = new URLSearchParams(query).toString().replaceAll("+", "%20");
     const payload = op === "put" ? payloadFor(worker, index) : null;
     const headers: Record<string, string> = {
       host: url.host,
@@ -164,17 +189,31 @@ async function load(): Promise<void> {
         hostname: url.hostname,
         port: Number(url.port),
         path,
-        query: {},
+        query,
         headers,
       });
       sent = { ...signed.headers } as Record<string, string>;
     }
     delete sent.host;
-    const response = await fetch(`${endpoint}${path}`, {
+    const response = await fetch(`${endpoint}${path}${search ? `?${search}` : ""}`, {
       method: op === "put" ? "PUT" : "GET",
       headers: sent,
       body: payload?.body as Uint8Array<ArrayBuffer> | undefined,
     });
+    if (op === "list") {
+      const text = await response.text();
+      if (response.status !== 200) {
+        return { bytes: 0, error: `LIST ${search}: ${response.status} ${text.slice(0, 200)}` };
+      }
+      const keyCount = Number(text.match(/<KeyCount>(\d+)<\/KeyCount>/)?.[1] ?? -1);
+      if (keyCount !== listExpected) {
+        return {
+          bytes: 0,
+          error: `LIST ${search}: KeyCount ${keyCount}, expected ${listExpected}`,
+        };
+      }
+      return { bytes: new TextEncoder().encode(text).length, error: null };
+    }
     let bytes = 0;
     if (response.body) {
       for await (const chunk of response.body) bytes += chunk.byteLength;
