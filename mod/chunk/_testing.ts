@@ -21,7 +21,7 @@ export function quietLogger(): { logger: Logger; lines: string[] } {
 }
 
 export async function openTestEnv(dir: string): Promise<KvEnv> {
-  return await openKvEnv({ path: `${dir}/index`, mapSizeBytes: TEST_MAP_BYTES });
+  return await openKvEnv({ path: `${dir}/index`, pageKeys: null, mapSizeBytes: TEST_MAP_BYTES });
 }
 
 export interface SimPoolOptions {
@@ -170,6 +170,7 @@ export class SimHarness {
       pool: this.pool.spec,
       codecs,
       indexDir: `${this.dir}/index`,
+      indexPageKeys: null,
       indexMapBytes: 64 << 20,
       openDevice: this.pool.open,
       logger: this.log.logger,

@@ -14,6 +14,7 @@ import {
   type Disk,
   DISK_OP_BYTES_MAX,
   type KvEnv,
+  type KvPageKeys,
   type KvTxn,
   openKvEnv,
   selectDisk,
@@ -181,6 +182,11 @@ export interface LocalChunkStoreOptions {
   /** The index environment; when omitted one is opened at `indexDir` and owned. */
   env?: KvEnv;
   indexDir?: string;
+  /**
+   * Page keys of the index environment opened at `indexDir` (required with it; null only in
+   * tests): the index names every chunk and where it lives.
+   */
+  indexPageKeys?: KvPageKeys | null;
   indexMapBytes?: number;
   /** Opens a device (default: selectDisk() on the spec's path, creating its directory). */
   openDevice?: DeviceOpener;
@@ -397,9 +403,11 @@ export class LocalChunkStore implements ChunkStore {
     const ownsEnv = env === undefined;
     if (env === undefined) {
       assert(options.indexDir !== undefined, "LocalChunkStore needs env or indexDir");
+      assert(options.indexPageKeys !== undefined, "LocalChunkStore: indexPageKeys with indexDir");
       await Deno.mkdir(options.indexDir, { recursive: true });
       env = await openKvEnv({
         path: options.indexDir,
+        pageKeys: options.indexPageKeys,
         mapSizeBytes: options.indexMapBytes ?? indexMapBytesFor(pool),
       });
     }

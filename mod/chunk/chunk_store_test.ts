@@ -52,6 +52,7 @@ defineChunkStoreConformance("LocalChunkStore (device files via selectDisk, EC 4+
       pool: pool!,
       codecs,
       indexDir: `${dir}/chunks/index`,
+      indexPageKeys: null,
       logger: log.logger,
     });
   const h: ChunkStoreHarness = {
@@ -80,6 +81,7 @@ defineChunkStoreConformance("LocalChunkStore (device files via FileDisk, 2 copie
       pool: pool!,
       codecs,
       indexDir: `${dir}/chunks/index`,
+      indexPageKeys: null,
       openDevice: async (spec) => {
         await Deno.mkdir(`${dir}/chunks/devices`, { recursive: true });
         return await FileDisk.open(spec.path, { sizeBytes: spec.sizeBytes });

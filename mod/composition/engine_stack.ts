@@ -15,7 +15,7 @@ import {
   TENANT_DEDUP_KEY_BYTES_MIN,
 } from "../chunk/mod.ts";
 import { type Aead, AEAD_KEY_BYTES, selectAead, systemRandom } from "../crypto/mod.ts";
-import type { KvEnv, KvTable } from "../disk/mod.ts";
+import type { KvEnv, KvPageKeys, KvTable } from "../disk/mod.ts";
 import { type ErasureCodecFactory, selectErasureCodec } from "../ec/mod.ts";
 import {
   InternalTenantKms,
@@ -150,9 +150,13 @@ export interface MetadataPlane {
   close(): Promise<void>;
 }
 
-/** Starts a metadata plane, calling `onShard` for each shard before it applies anything. */
+/**
+ * Starts a metadata plane, calling `onShard` for each shard before it applies anything;
+ * `pageKeys` encrypt its raft environment.
+ */
 export type MetadataPlaneFactory = (
   onShard: (shardId: number, stateMachine: ShardStateMachine) => void,
+  pageKeys: KvPageKeys,
 ) => Promise<MetadataPlane>;
 
 export interface LocalMetadataPlane extends MetadataPlane {
@@ -171,10 +175,13 @@ export async function startLocalMetadataPlane(options: {
   logger: Logger;
   onShard?: (shardId: number, stateMachine: ShardStateMachine) => void;
   raftMapBytes?: number;
+  /** Page keys of the raft environment (the key store's; null: unencrypted, tests only). */
+  pageKeys: KvPageKeys | null;
 }): Promise<LocalMetadataPlane> {
   const { logger } = options;
   const env = await openRaftLogEnv({
     dataDir: options.dataDir,
+    pageKeys: options.pageKeys,
     mapSizeBytes: options.raftMapBytes,
   });
   const prng = new Prng(0x656e67);
@@ -372,6 +379,7 @@ export async function startEngineStack(options: EngineStackOptions): Promise<Eng
       pool: poolSpecFor(options),
       codecs,
       indexDir: `${dataDir}/chunks/index`,
+      indexPageKeys: keyStore.pageKeys,
       openDevice: options.openDevice,
       shim,
       logger,
@@ -379,15 +387,20 @@ export async function startEngineStack(options: EngineStackOptions): Promise<Eng
     closers.push(() => chunkStore.close());
     const gc = new ChunkGc(chunkStore, { holds: null });
 
-    const viewEnv = await openViewEnv({ dataDir, mapSizeBytes: options.viewMapBytes });
+    const viewEnv = await openViewEnv({
+      dataDir,
+      pageKeys: keyStore.pageKeys,
+      mapSizeBytes: options.viewMapBytes,
+    });
     closers.push(() => viewEnv.close());
     const views = await ViewStore.open({ env: viewEnv, cipher, logger });
     const onShard = (shardId: number, stateMachine: ShardStateMachine) =>
       views.attach(shardId, stateMachine);
     const metadata = options.metadata !== undefined
-      ? await options.metadata(onShard)
+      ? await options.metadata(onShard, keyStore.pageKeys)
       : await startLocalMetadataPlane({
         dataDir,
+        pageKeys: keyStore.pageKeys,
         shardCount: options.shardCount ?? ENGINE_STACK_SHARDS_DEFAULT,
         logger,
         onShard,

@@ -1012,9 +1012,10 @@ Deno.test("startEngineStack() runs on a metadata plane it is given, attaching th
       assert.ok(same(await get(stack, ns, "k"), prngBytes(170, MiB)));
       assert.equal(shards, 6, "views attached to 3 shards, twice");
     }, {
-      metadata: (onShard) =>
+      metadata: (onShard, pageKeys) =>
         startLocalMetadataPlane({
           dataDir: raftDir,
+          pageKeys,
           shardCount: 3,
           logger: quiet,
           onShard: (id, sm) => {

@@ -4,6 +4,20 @@
 //
 // The package is loaded lazily, on the first openKvEnv(), because loading it loads a
 // Node-API addon: importing this module (or the disk door) needs no FFI permission.
+//
+// DESIGN: at-rest protection of every environment. Every environment a node keeps (raft/,
+// views/, keys/, keys/s3/, chunks/index/) is opened with a page key: lmdb encrypts every page
+// it writes (ChaCha8 keyed by the page key, nonce = page number and writing transaction id,
+// so a rewritten page never reuses a nonce) and decrypts pages into a cache on read. That
+// covers keys, values, the B-tree structure, the free list and every free page, since a page
+// is written to the file only in encrypted form; lock.mdb holds only the reader table. The
+// cipher is unauthenticated (confidentiality, not integrity): records that must not be
+// altered undetected are sealed with AEAD by their owners as well (the Raft payloads, the
+// key store, the credential store). The page key comes from a KvPageKeys source (the key
+// store's: a random key per environment, sealed under the node KEK in `<env>/page.key`).
+// rekey() copies the live records into a fresh environment under a fresh page key and
+// destroys the old file and key: after it, nothing deleted before it (a shredded tenant's
+// records, old page versions, free pages) can be read with any key that still exists.
 
 import type { Database, RootDatabase } from "lmdb";
 import { assert } from "../base/mod.ts";
@@ -63,9 +77,43 @@ export const KV_READERS_MAX_DEFAULT = 126;
 /** Operations one transaction may stage; a commit is one lmdb write transaction. */
 export const KV_TXN_OPERATIONS_MAX = 1 << 20;
 
+/**
+ * Bytes of a page key. lmdb-js takes its key as a 32-character string; 24 random bytes
+ * written as base64url fill it exactly (192 bits of key).
+ */
+export const KV_PAGE_KEY_BYTES = 24;
+/** Records copied per write transaction by rekey(). */
+export const KV_REKEY_BATCH_RECORDS = 4096;
+/** Suffixes of the directories a rekey() builds and retires beside the environment. */
+const REKEY_NEW_SUFFIX = ".rekey";
+const REKEY_OLD_SUFFIX = ".retired";
+
+/**
+ * Where environments' page keys live. The implementation seals each key (for instance under
+ * the node KEK) and stores it in the environment's directory, so the key moves with it.
+ */
+export interface KvPageKeys {
+  /**
+   * The page key of the environment in `dir` (KV_PAGE_KEY_BYTES). When `dir` holds no key
+   * yet it creates, stores (durably) and returns one, but refuses when `dir` already holds
+   * data.mdb: an environment without its key is either unencrypted or lost.
+   */
+  keyFor(dir: string): Promise<Uint8Array>;
+  /** Stores `key` durably as the page key of the environment being built in `dir`. */
+  store(dir: string, key: Uint8Array): Promise<void>;
+  /** Overwrites and removes the stored key of the environment in `dir` (if any). */
+  destroy(dir: string): Promise<void>;
+}
+
 export interface KvEnvOptions {
   /** Directory of the environment (created if missing); holds data.mdb and lock.mdb. */
   path: string;
+  /**
+   * The source of the environment's page key, or null for an unencrypted environment. Null
+   * is for tests and scratch data only: the node's environments hold tenant data and the
+   * at-rest canary test fails on any of them opened without a key.
+   */
+  pageKeys: KvPageKeys | null;
   /**
    * Initial size of the memory map. Not a cap: lmdb-js's patched LMDB doubles the map when
    * a write needs more pages, so limits on stored bytes belong to the caller.
@@ -130,6 +178,12 @@ export interface KvEnv {
    * one sync (group commit), each still atomic.
    */
   transaction(fn: (txn: KvTxn) => void): Promise<void>;
+  /**
+   * Copies every record into a fresh environment under a new page key and swaps it in,
+   * then destroys the old file and its key. Transactions wait while it runs; reads see the
+   * old environment until the swap, the new one after. Needs a page key source.
+   */
+  rekey(): Promise<void>;
   /** Waits for outstanding commits, then closes. */
   close(): Promise<void>;
 }
@@ -157,21 +211,56 @@ export async function openKvEnv(options: KvEnvOptions): Promise<KvEnv> {
   );
   assert(Number.isInteger(tablesMax) && tablesMax >= 1, "openKvEnv: tablesMax must be >= 1");
   assert(Number.isInteger(readersMax) && readersMax >= 1, "openKvEnv: readersMax must be >= 1");
+  assert(options.pageKeys !== undefined, "openKvEnv: pageKeys must be given (null: unencrypted)");
   const path = options.path.replace(/\/+$/, "");
   if (openPaths.has(path)) {
     // lmdb-js shares one handle per path inside a process; two owners would close it under each other.
     throw new KvError(`lmdb environment ${path} is already open in this process`);
   }
-  const lmdb = await loadLmdb();
-  let root: RootDatabase<Uint8Array, Uint8Array>;
+  openPaths.add(path);
   try {
-    root = lmdb.open<Uint8Array, Uint8Array>({
+    await finishRekey(path, options.pageKeys);
+    let pageKey: string | null = null;
+    if (options.pageKeys !== null) {
+      await Deno.mkdir(path, { recursive: true, mode: 0o700 });
+      pageKey = pageKeyString(await options.pageKeys.keyFor(path));
+    }
+    const lmdb = await loadLmdb();
+    const settings: RootSettings = {
+      mapSizeBytes: options.mapSizeBytes,
+      tablesMax,
+      readersMax,
+      durability: options.durability ?? "durable",
+    };
+    const root = openRoot(lmdb, path, settings, pageKey);
+    return new LmdbKvEnv(path, root, tablesMax, { lmdb, settings, pageKeys: options.pageKeys });
+  } catch (e) {
+    openPaths.delete(path);
+    throw e;
+  }
+}
+
+interface RootSettings {
+  mapSizeBytes: number;
+  tablesMax: number;
+  readersMax: number;
+  durability: "durable" | "replayable";
+}
+
+function openRoot(
+  lmdb: Lmdb,
+  path: string,
+  settings: RootSettings,
+  pageKey: string | null,
+): RootDatabase<Uint8Array, Uint8Array> {
+  try {
+    return lmdb.open<Uint8Array, Uint8Array>({
       path,
       // A path with a dot would otherwise be taken for a file name.
       noSubdir: false,
-      mapSize: options.mapSizeBytes,
-      maxDbs: tablesMax,
-      maxReaders: readersMax,
+      mapSize: settings.mapSizeBytes,
+      maxDbs: settings.tablesMax,
+      maxReaders: settings.readersMax,
       encoding: "binary",
       keyEncoding: "binary",
       // Durability: plain LMDB commits. Each commit writes its pages, fdatasync()s them, then
@@ -180,7 +269,7 @@ export async function openKvEnv(options: KvEnvOptions): Promise<KvEnv> {
       // now, sync later, and on reopen trust unsynced commits if the boot id is unchanged) is
       // off: it measured no faster here, and plain LMDB's crash semantics are the known ones.
       noSync: false,
-      noMetaSync: options.durability === "replayable",
+      noMetaSync: settings.durability === "replayable",
       useWritemap: false,
       overlappingSync: false,
       separateFlushed: true,
@@ -188,19 +277,78 @@ export async function openKvEnv(options: KvEnvOptions): Promise<KvEnv> {
       cache: false,
       compression: false,
       commitDelay: 0,
+      // Page encryption (see DESIGN above); lmdb-js turns on its remapped page cache with it.
+      ...(pageKey === null ? {} : { encryptionKey: pageKey }),
     });
   } catch (e) {
     throw new KvError(`cannot open lmdb environment ${path}: ${(e as Error).message}`);
   }
-  openPaths.add(path);
-  return new LmdbKvEnv(path, root, tablesMax);
+}
+
+/** lmdb-js wants the key as exactly 32 one-byte UTF-8 characters. */
+function pageKeyString(key: Uint8Array): string {
+  assert(key.length === KV_PAGE_KEY_BYTES, `a page key is ${KV_PAGE_KEY_BYTES} bytes`);
+  const text = btoa(String.fromCharCode(...key)).replaceAll("+", "-").replaceAll("/", "_");
+  assert(text.length === 32 && /^[A-Za-z0-9_-]+$/.test(text), "page key string is 32 chars");
+  return text;
+}
+
+/**
+ * Completes or undoes a rekey() that a crash interrupted. The new environment replaces the
+ * old one only once it is complete and synced, so: a `.rekey` beside a live environment is
+ * unfinished (dropped); a `.rekey` with no live environment was being swapped in (finished);
+ * a `.retired` one lost its key or was being removed (removed).
+ */
+async function finishRekey(path: string, pageKeys: KvPageKeys | null): Promise<void> {
+  const exists = async (p: string) => {
+    try {
+      await Deno.stat(p);
+      return true;
+    } catch (e) {
+      if (e instanceof Deno.errors.NotFound) return false;
+      throw e;
+    }
+  };
+  const fresh = path + REKEY_NEW_SUFFIX;
+  const retired = path + REKEY_OLD_SUFFIX;
+  if (await exists(fresh)) {
+    if (await exists(`${path}/data.mdb`)) await Deno.remove(fresh, { recursive: true });
+    else {
+      await Deno.remove(path, { recursive: true }).catch(() => {});
+      await Deno.rename(fresh, path);
+      syncDirSync(parentOf(path));
+    }
+  }
+  if (await exists(retired)) await removeRetired(retired, pageKeys);
+}
+
+/** Destroys the retired environment's page key (its pages are then noise), then removes it. */
+async function removeRetired(dir: string, pageKeys: KvPageKeys | null): Promise<void> {
+  await pageKeys?.destroy(dir);
+  await Deno.remove(dir, { recursive: true });
+  syncDirSync(parentOf(dir));
+}
+
+function parentOf(path: string): string {
+  const at = path.lastIndexOf("/");
+  return at <= 0 ? (at === 0 ? "/" : ".") : path.slice(0, at);
+}
+
+function syncDirSync(dir: string): void {
+  const handle = Deno.openSync(dir, { read: true });
+  try {
+    handle.syncSync();
+  } finally {
+    handle.close();
+  }
 }
 
 const openPaths = new Set<string>();
 
 class LmdbKvTable implements KvTable {
   readonly name: string;
-  readonly db: Database<Uint8Array, Uint8Array>;
+  /** Replaced when rekey() swaps the environment. */
+  db: Database<Uint8Array, Uint8Array>;
   readonly env: LmdbKvEnv;
 
   constructor(env: LmdbKvEnv, name: string, db: Database<Uint8Array, Uint8Array>) {
@@ -283,18 +431,33 @@ class StagedTxn implements KvTxn {
   }
 }
 
+interface EnvContext {
+  lmdb: Lmdb;
+  settings: RootSettings;
+  pageKeys: KvPageKeys | null;
+}
+
 class LmdbKvEnv implements KvEnv {
   readonly path: string;
-  readonly #root: RootDatabase<Uint8Array, Uint8Array>;
+  #root: RootDatabase<Uint8Array, Uint8Array>;
   readonly #tablesMax: number;
+  readonly #context: EnvContext;
   readonly #tables = new Map<string, LmdbKvTable>();
   #closed = false;
   #pending = new Set<Promise<unknown>>();
+  /** Set while rekey() runs: transactions wait for it. */
+  #rekeying: Promise<void> | null = null;
 
-  constructor(path: string, root: RootDatabase<Uint8Array, Uint8Array>, tablesMax: number) {
+  constructor(
+    path: string,
+    root: RootDatabase<Uint8Array, Uint8Array>,
+    tablesMax: number,
+    context: EnvContext,
+  ) {
     this.path = path;
     this.#root = root;
     this.#tablesMax = tablesMax;
+    this.#context = context;
   }
 
   assertOpen(): void {
@@ -310,14 +473,7 @@ class LmdbKvEnv implements KvEnv {
         this.#tables.size < this.#tablesMax,
         `lmdb environment holds at most ${this.#tablesMax} tables`,
       );
-      const db = this.#root.openDB<Uint8Array, Uint8Array>({
-        name,
-        encoding: "binary",
-        keyEncoding: "binary",
-        cache: false,
-        compression: false,
-      });
-      table = new LmdbKvTable(this, name, db);
+      table = new LmdbKvTable(this, name, openTable(this.#root, name));
       this.#tables.set(name, table);
     }
     return table;
@@ -325,6 +481,10 @@ class LmdbKvEnv implements KvEnv {
 
   async transaction(fn: (txn: KvTxn) => void): Promise<void> {
     this.assertOpen();
+    while (this.#rekeying !== null) {
+      await this.#rekeying.catch(() => {});
+      this.assertOpen();
+    }
     const txn = new StagedTxn(this);
     try {
       fn(txn);
@@ -357,9 +517,84 @@ class LmdbKvEnv implements KvEnv {
     }
   }
 
+  rekey(): Promise<void> {
+    this.assertOpen();
+    assert(this.#context.pageKeys !== null, `rekey of ${this.path}: it has no page key`);
+    const previous = this.#rekeying ?? Promise.resolve();
+    const run = previous.catch(() => {}).then(() => this.#rekey());
+    const gate = run.finally(() => {
+      if (this.#rekeying === gate) this.#rekeying = null;
+    });
+    this.#rekeying = gate;
+    return gate;
+  }
+
+  async #rekey(): Promise<void> {
+    this.assertOpen();
+    const pageKeys = this.#context.pageKeys!;
+    const { lmdb, settings } = this.#context;
+    // Commits already handed to lmdb finish first; new ones wait on #rekeying.
+    await Promise.allSettled([...this.#pending]);
+    const fresh = this.path + REKEY_NEW_SUFFIX;
+    const retired = this.path + REKEY_OLD_SUFFIX;
+    await Deno.remove(fresh, { recursive: true }).catch((e) => {
+      if (!(e instanceof Deno.errors.NotFound)) throw e;
+    });
+    await Deno.mkdir(fresh, { mode: 0o700 });
+    const key = new Uint8Array(KV_PAGE_KEY_BYTES);
+    crypto.getRandomValues(key);
+    const keyText = pageKeyString(key);
+    let target: RootDatabase<Uint8Array, Uint8Array> | null = null;
+    try {
+      await pageKeys.store(fresh, key);
+      key.fill(0);
+      target = openRoot(lmdb, fresh, settings, keyText);
+      for (const name of tableNames(this.#root)) {
+        const from = openTable(this.#root, name);
+        const to = openTable(target, name);
+        let start: Uint8Array | undefined = undefined;
+        for (;;) {
+          // Copied out before the await: an lmdb iterator must not span one.
+          const page: KvEntry[] = [];
+          for (const { key, value } of from.getRange({ start, limit: KV_REKEY_BATCH_RECORDS })) {
+            page.push({ key: (key as Uint8Array).slice(), value: value.slice() });
+          }
+          if (page.length === 0) break;
+          await target.batch(() => {
+            for (const entry of page) to.put(entry.key, entry.value);
+          });
+          if (page.length < KV_REKEY_BATCH_RECORDS) break;
+          // The next page starts just past the last key copied.
+          const last = page[page.length - 1]!.key;
+          start = new Uint8Array(last.length + 1);
+          start.set(last);
+        }
+      }
+      await target.close();
+      target = null;
+    } catch (e) {
+      key.fill(0);
+      await target?.close().catch(() => {});
+      await Deno.remove(fresh, { recursive: true }).catch(() => {});
+      throw new KvError(`rekey of ${this.path} failed: ${(e as Error).message}`);
+    }
+    // The swap, without an await: no read sees a closed environment (tables are rebound in
+    // the same turn). The fresh directory is complete and synced, so a crash from here on
+    // finishes the rekey at the next open (finishRekey).
+    syncDirSync(fresh);
+    void this.#root.close();
+    Deno.renameSync(this.path, retired);
+    Deno.renameSync(fresh, this.path);
+    syncDirSync(parentOf(this.path));
+    this.#root = openRoot(lmdb, this.path, settings, keyText);
+    for (const table of this.#tables.values()) table.db = openTable(this.#root, table.name);
+    await removeRetired(retired, pageKeys);
+  }
+
   async close(): Promise<void> {
     if (this.#closed) return;
     this.#closed = true;
+    await this.#rekeying?.catch(() => {});
     await Promise.allSettled([...this.#pending]);
     try {
       await this.#root.close();
@@ -367,6 +602,30 @@ class LmdbKvEnv implements KvEnv {
       openPaths.delete(this.path);
     }
   }
+}
+
+function openTable(
+  root: RootDatabase<Uint8Array, Uint8Array>,
+  name: string,
+): Database<Uint8Array, Uint8Array> {
+  return root.openDB<Uint8Array, Uint8Array>({
+    name,
+    encoding: "binary",
+    keyEncoding: "binary",
+    cache: false,
+    compression: false,
+  });
+}
+
+/** The named tables of an environment (the keys of its main database, NUL-terminated). */
+function tableNames(root: RootDatabase<Uint8Array, Uint8Array>): string[] {
+  const names: string[] = [];
+  for (const key of root.getKeys({})) {
+    const bytes = key as Uint8Array;
+    const end = bytes[bytes.length - 1] === 0 ? bytes.length - 1 : bytes.length;
+    names.push(new TextDecoder().decode(bytes.subarray(0, end)));
+  }
+  return names;
 }
 
 function checkKey(key: Uint8Array): Uint8Array {

@@ -1,8 +1,11 @@
 import assert from "node:assert/strict";
 import { AssertionError, Prng } from "../base/mod.ts";
 import {
+  KV_PAGE_KEY_BYTES,
+  KV_REKEY_BATCH_RECORDS,
   type KvEnv,
   KvError,
+  type KvPageKeys,
   LMDB_ENV_VARS,
   LMDB_SYS_PERMISSIONS,
   lmdbPermissionFlags,
@@ -20,7 +23,7 @@ async function withEnv(
   mapSizeBytes = 64 << 20,
 ): Promise<void> {
   const dir = await Deno.makeTempDir({ prefix: "kiseki-kv-" });
-  const env = await openKvEnv({ path: dir, mapSizeBytes });
+  const env = await openKvEnv({ path: dir, pageKeys: null, mapSizeBytes });
   try {
     await fn(env, dir);
   } finally {
@@ -165,12 +168,12 @@ Deno.test("KvTxn asserts on bad keys and on use after its function returned", as
 Deno.test("openKvEnv() keeps data across close and reopen, and refuses a second open", async () => {
   const dir = await Deno.makeTempDir({ prefix: "kiseki-kv.dotted-" });
   try {
-    const env = await openKvEnv({ path: dir, mapSizeBytes: 8 << 20 });
+    const env = await openKvEnv({ path: dir, pageKeys: null, mapSizeBytes: 8 << 20 });
     await env.transaction((txn) => txn.put(env.table("t"), Uint8Array.of(7), Uint8Array.of(8)));
-    await assert.rejects(openKvEnv({ path: dir, mapSizeBytes: 8 << 20 }), KvError);
+    await assert.rejects(openKvEnv({ path: dir, pageKeys: null, mapSizeBytes: 8 << 20 }), KvError);
     await env.close();
     assert.throws(() => env.table("t"), AssertionError);
-    const again = await openKvEnv({ path: dir, mapSizeBytes: 8 << 20 });
+    const again = await openKvEnv({ path: dir, pageKeys: null, mapSizeBytes: 8 << 20 });
     assert.deepEqual(again.table("t").getSync(Uint8Array.of(7)), Uint8Array.of(8));
     await again.close();
     // The directory holds the environment (a dotted name is not taken for a file).
@@ -242,10 +245,153 @@ Deno.test({
   },
 });
 
+/** Page keys kept raw in `<dir>/test.key` (the real source seals them: mod/keys). */
+class FilePageKeys implements KvPageKeys {
+  created = 0;
+  async keyFor(dir: string): Promise<Uint8Array> {
+    try {
+      return await Deno.readFile(`${dir}/test.key`);
+    } catch (e) {
+      if (!(e instanceof Deno.errors.NotFound)) throw e;
+    }
+    const key = crypto.getRandomValues(new Uint8Array(KV_PAGE_KEY_BYTES));
+    await this.store(dir, key);
+    this.created++;
+    return key;
+  }
+  async store(dir: string, key: Uint8Array): Promise<void> {
+    await Deno.writeFile(`${dir}/test.key`, key, { mode: 0o600 });
+  }
+  async destroy(dir: string): Promise<void> {
+    await Deno.remove(`${dir}/test.key`).catch(() => {});
+  }
+}
+
+const text = (s: string) => new TextEncoder().encode(s);
+
+function includes(haystack: Uint8Array, needle: Uint8Array): boolean {
+  outer: for (let i = 0; i + needle.length <= haystack.length; i++) {
+    for (let j = 0; j < needle.length; j++) if (haystack[i + j] !== needle[j]) continue outer;
+    return true;
+  }
+  return false;
+}
+
+async function filesUnder(dir: string): Promise<Uint8Array[]> {
+  const out: Uint8Array[] = [];
+  for await (const e of Deno.readDir(dir)) {
+    const path = `${dir}/${e.name}`;
+    if (e.isDirectory) out.push(...await filesUnder(path));
+    else if (e.isFile) out.push(await Deno.readFile(path));
+  }
+  return out;
+}
+
+Deno.test("openKvEnv() with a page key keeps keys and values out of data.mdb; without one they are there", async () => {
+  const root = await Deno.makeTempDir({ prefix: "kiseki-kv-page-" });
+  try {
+    const canaryKey = text("kv-canary-key-7f3a9c");
+    const canaryValue = text("kv-canary-value-19be44");
+    for (const encrypted of [true, false]) {
+      const dir = `${root}/${encrypted}`;
+      const env = await openKvEnv({
+        path: dir,
+        pageKeys: encrypted ? new FilePageKeys() : null,
+        mapSizeBytes: 8 << 20,
+      });
+      const t = env.table("t");
+      await env.transaction((txn) => txn.put(t, canaryKey, canaryValue));
+      assert.deepEqual(t.getSync(canaryKey), canaryValue);
+      await env.close();
+      const data = await Deno.readFile(`${dir}/data.mdb`);
+      assert.equal(includes(data, canaryKey), !encrypted, `key in clear, encrypted=${encrypted}`);
+      assert.equal(includes(data, canaryValue), !encrypted);
+    }
+  } finally {
+    await Deno.remove(root, { recursive: true });
+  }
+});
+
+Deno.test("KvEnv.rekey() keeps every record under a new page key and destroys the old one", async () => {
+  const dir = await Deno.makeTempDir({ prefix: "kiseki-kv-rekey-" });
+  const keys = new FilePageKeys();
+  try {
+    let env = await openKvEnv({ path: `${dir}/env`, pageKeys: keys, mapSizeBytes: 8 << 20 });
+    const a = env.table("a");
+    const b = env.table("b");
+    const count = KV_REKEY_BATCH_RECORDS + 17; // more than one copy batch
+    const keyOf = (i: number) => text(`k${String(i).padStart(6, "0")}`);
+    await env.transaction((txn) => {
+      for (let i = 0; i < count; i++) txn.put(a, keyOf(i), text(`v${i}`));
+      txn.put(b, text("gone"), text("deleted-record-canary"));
+    });
+    const oldKey = await Deno.readFile(`${dir}/env/test.key`);
+    await env.transaction((txn) => txn.delete(b, text("gone")));
+    // A write racing the rekey waits for it and lands in the new environment.
+    const racing = env.transaction((txn) => txn.put(b, text("late"), text("after")));
+    await env.rekey();
+    await racing;
+    assert.equal([...a.range()].length, count);
+    assert.deepEqual(a.getSync(keyOf(count - 1)), text(`v${count - 1}`));
+    assert.deepEqual(b.getSync(text("late")), text("after"));
+    assert.equal(b.getSync(text("gone")), undefined);
+    const newKey = await Deno.readFile(`${dir}/env/test.key`);
+    assert.notDeepEqual(newKey, oldKey);
+    await env.close();
+    const entries = [...Deno.readDirSync(dir)].map((e) => e.name).sort();
+    assert.deepEqual(entries, ["env"], "no .rekey or .retired directory left");
+    env = await openKvEnv({ path: `${dir}/env`, pageKeys: keys, mapSizeBytes: 8 << 20 });
+    assert.equal([...env.table("a").range()].length, count);
+    await env.close();
+    // The old page key (the only way to read the old pages, free ones included) is gone.
+    for (const bytes of await filesUnder(dir)) assert.ok(!includes(bytes, oldKey));
+  } finally {
+    await Deno.remove(dir, { recursive: true });
+  }
+});
+
+Deno.test("openKvEnv() finishes a rekey interrupted after its copy was complete", async () => {
+  const dir = await Deno.makeTempDir({ prefix: "kiseki-kv-rekey-crash-" });
+  const keys = new FilePageKeys();
+  try {
+    // A complete `.rekey` and no live environment: the crash fell between the two renames.
+    const fresh = await openKvEnv({
+      path: `${dir}/env.rekey`,
+      pageKeys: keys,
+      mapSizeBytes: 8 << 20,
+    });
+    await fresh.transaction((txn) => txn.put(fresh.table("t"), text("k"), text("new")));
+    await fresh.close();
+    const retired = await openKvEnv({
+      path: `${dir}/env.retired`,
+      pageKeys: keys,
+      mapSizeBytes: 8 << 20,
+    });
+    await retired.close();
+    const env = await openKvEnv({ path: `${dir}/env`, pageKeys: keys, mapSizeBytes: 8 << 20 });
+    assert.deepEqual(env.table("t").getSync(text("k")), text("new"));
+    await env.close();
+    assert.deepEqual([...Deno.readDirSync(dir)].map((e) => e.name), ["env"]);
+    // An unfinished `.rekey` beside a live environment is dropped.
+    const partial = await openKvEnv({
+      path: `${dir}/env.rekey`,
+      pageKeys: keys,
+      mapSizeBytes: 8 << 20,
+    });
+    await partial.close();
+    const again = await openKvEnv({ path: `${dir}/env`, pageKeys: keys, mapSizeBytes: 8 << 20 });
+    assert.deepEqual(again.table("t").getSync(text("k")), text("new"));
+    await again.close();
+    assert.deepEqual([...Deno.readDirSync(dir)].map((e) => e.name), ["env"]);
+  } finally {
+    await Deno.remove(dir, { recursive: true });
+  }
+});
+
 // The sandboxed child: `deno run <flags> lmdb_test.ts <dir>` (Deno.test is a no-op there).
 if (import.meta.main) {
   const dir = Deno.args[0]!;
-  const env = await openKvEnv({ path: `${dir}/env`, mapSizeBytes: 8 << 20 });
+  const env = await openKvEnv({ path: `${dir}/env`, pageKeys: null, mapSizeBytes: 8 << 20 });
   const t = env.table("t");
   await env.transaction((txn) => txn.put(t, Uint8Array.of(1, 2), Uint8Array.of(3, 4)));
   assert.deepEqual(t.getSync(Uint8Array.of(1, 2)), Uint8Array.of(3, 4));

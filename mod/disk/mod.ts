@@ -3,7 +3,9 @@
 export {
   compareBytes,
   KV_KEY_BYTES_MAX,
+  KV_PAGE_KEY_BYTES,
   KV_READERS_MAX_DEFAULT,
+  KV_REKEY_BATCH_RECORDS,
   KV_TABLES_MAX_DEFAULT,
   KV_TXN_OPERATIONS_MAX,
   KvError,
@@ -12,7 +14,15 @@ export {
   lmdbPermissionFlags,
   openKvEnv,
 } from "./lmdb.ts";
-export type { KvEntry, KvEnv, KvEnvOptions, KvRangeOptions, KvTable, KvTxn } from "./lmdb.ts";
+export type {
+  KvEntry,
+  KvEnv,
+  KvEnvOptions,
+  KvPageKeys,
+  KvRangeOptions,
+  KvTable,
+  KvTxn,
+} from "./lmdb.ts";
 export {
   checkBatch,
   DISK_ALLOCATE_BYTES_MAX,

@@ -5,6 +5,7 @@ import { assert } from "../base/mod.ts";
 import { type Aead, AEAD_KEY_BYTES, type AeadKey, type RandomSource } from "../crypto/mod.ts";
 import { type KvEnv, type KvTable, openKvEnv } from "../disk/mod.ts";
 import type { Logger } from "../obs/mod.ts";
+import { PageKeyError, SealedPageKeys } from "./page_keys.ts";
 
 /** The file's bytes; null when it does not exist. Throws `makeError(message)` otherwise. */
 export async function readKeyFile(
@@ -84,10 +85,11 @@ export interface KeyedEnvOptions {
 
 /**
  * Opens (creating) the lmdb environment in `dir` whose records are sealed under the key in
- * `dir/<keyFile>`. A missing key file is created on first start, and refused when the
- * environment already holds a sealed check record (only the lost key could open it). The
- * caller verifies `kek` against `check` (or seals one when it is undefined) and closes
- * `env` if that or anything after it fails.
+ * `dir/<keyFile>`, its pages encrypted under a page key sealed under the same key (see
+ * SealedPageKeys). A missing key file is created on first start, and refused when the
+ * environment already exists (only the lost key could open it). The caller verifies `kek`
+ * against `check` (or seals one when it is undefined) and closes `env` if that or anything
+ * after it fails. `pageKeys` opens further environments under the same key.
  */
 export async function openKeyedEnv(options: KeyedEnvOptions): Promise<{
   env: KvEnv;
@@ -95,6 +97,7 @@ export async function openKeyedEnv(options: KeyedEnvOptions): Promise<{
   check: Uint8Array | undefined;
   kek: AeadKey;
   keyPath: string;
+  pageKeys: SealedPageKeys;
 }> {
   const { dir, makeError } = options;
   try {
@@ -102,29 +105,50 @@ export async function openKeyedEnv(options: KeyedEnvOptions): Promise<{
   } catch (e) {
     throw makeError(`cannot create ${dir}: ${(e as Error).message}`);
   }
-  const env = await openKvEnv({ path: dir, mapSizeBytes: options.mapSizeBytes });
+  const keyPath = `${dir}/${options.keyFile}`;
+  let raw = await readKeyFile(keyPath, AEAD_KEY_BYTES, makeError);
+  if (raw === null) {
+    if (await exists(`${dir}/data.mdb`)) {
+      throw makeError(
+        `${keyPath} is missing but ${dir} holds ${options.holds} sealed under it; restore ` +
+          `the file from the node's backup (a new key cannot open them)`,
+      );
+    }
+    raw = new Uint8Array(AEAD_KEY_BYTES);
+    options.random(raw);
+    await writeKeyFile(dir, keyPath, raw, makeError);
+    options.logger.info(options.createdMessage, { path: keyPath });
+  }
+  const kek = await options.aead.importKey(raw);
+  raw.fill(0);
+  const pageKeys = new SealedPageKeys({ aead: options.aead, kek, random: options.random });
+  let env: KvEnv;
+  try {
+    env = await openKvEnv({ path: dir, mapSizeBytes: options.mapSizeBytes, pageKeys });
+  } catch (e) {
+    throw makeError(
+      e instanceof PageKeyError && /does not open/.test(e.message)
+        ? `${keyPath} does not open the ${options.holds} in ${dir}: the file was replaced, ` +
+          `or the store was copied from another node`
+        : (e as Error).message,
+    );
+  }
   try {
     const meta = env.table("meta");
     const check = meta.getSync(options.checkKey);
-    const keyPath = `${dir}/${options.keyFile}`;
-    let raw = await readKeyFile(keyPath, AEAD_KEY_BYTES, makeError);
-    if (raw === null) {
-      if (check !== undefined) {
-        throw makeError(
-          `${keyPath} is missing but ${dir} holds ${options.holds} sealed under it; restore ` +
-            `the file from the node's backup (a new key cannot open them)`,
-        );
-      }
-      raw = new Uint8Array(AEAD_KEY_BYTES);
-      options.random(raw);
-      await writeKeyFile(dir, keyPath, raw, makeError);
-      options.logger.info(options.createdMessage, { path: keyPath });
-    }
-    const kek = await options.aead.importKey(raw);
-    raw.fill(0);
-    return { env, meta, check, kek, keyPath };
+    return { env, meta, check, kek, keyPath, pageKeys };
   } catch (e) {
     await env.close();
+    throw e;
+  }
+}
+
+async function exists(path: string): Promise<boolean> {
+  try {
+    await Deno.stat(path);
+    return true;
+  } catch (e) {
+    if (e instanceof Deno.errors.NotFound) return false;
     throw e;
   }
 }

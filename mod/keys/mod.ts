@@ -43,3 +43,5 @@ export {
 export type { InternalTenantKmsOptions, TenantDataKeysOptions, TenantKms } from "./tenant_kms.ts";
 export { openKeyedEnv, readKeyFile, writeKeyFile } from "./key_file.ts";
 export type { KeyedEnvOptions } from "./key_file.ts";
+export { PAGE_KEY_FILE, PageKeyError, SealedPageKeys } from "./page_keys.ts";
+export type { SealedPageKeysOptions } from "./page_keys.ts";

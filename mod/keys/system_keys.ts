@@ -23,7 +23,7 @@ import {
   type RandomSource,
   systemRandom,
 } from "../crypto/mod.ts";
-import type { KvEnv, KvTable } from "../disk/mod.ts";
+import type { KvEnv, KvPageKeys, KvTable } from "../disk/mod.ts";
 import { gauge, log, type Logger } from "../obs/mod.ts";
 
 export const SYSTEM_MASTER_KEY_BYTES = AEAD_KEY_BYTES;
@@ -101,15 +101,28 @@ export class LocalKeyStore {
   readonly env: KvEnv;
   readonly aead: Aead;
   readonly random: RandomSource;
+  /**
+   * Page keys of the node's other lmdb environments (raft/, views/, chunks/index/), each
+   * sealed under the node KEK beside its environment.
+   */
+  readonly pageKeys: KvPageKeys;
   readonly #kek: AeadKey;
   #closed = false;
 
-  private constructor(dir: string, env: KvEnv, aead: Aead, random: RandomSource, kek: AeadKey) {
+  private constructor(
+    dir: string,
+    env: KvEnv,
+    aead: Aead,
+    random: RandomSource,
+    kek: AeadKey,
+    pageKeys: KvPageKeys,
+  ) {
     this.dir = dir;
     this.env = env;
     this.aead = aead;
     this.random = random;
     this.#kek = kek;
+    this.pageKeys = pageKeys;
   }
 
   /** Opens (creating on first start) the keys environment and the node KEK. */
@@ -117,7 +130,7 @@ export class LocalKeyStore {
     const dir = options.dir.replace(/\/+$/, "");
     const random = options.random ?? systemRandom;
     const logger = options.logger ?? log;
-    const { env, meta, check, kek, keyPath: kekPath } = await openKeyedEnv({
+    const { env, meta, check, kek, keyPath: kekPath, pageKeys } = await openKeyedEnv({
       dir,
       keyFile: NODE_KEK_FILE,
       mapSizeBytes: options.mapSizeBytes ?? KEY_STORE_MAP_SIZE_BYTES_DEFAULT,
@@ -130,7 +143,7 @@ export class LocalKeyStore {
       holds: "keys",
     });
     try {
-      const store = new LocalKeyStore(dir, env, options.aead, random, kek);
+      const store = new LocalKeyStore(dir, env, options.aead, random, kek, pageKeys);
       if (check === undefined) {
         // First start, or a crash between writing node.kek and this commit.
         const sealed = await store.seal(KEK_CHECK_PLAINTEXT, KEK_CHECK_KEY);

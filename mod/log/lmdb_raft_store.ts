@@ -20,7 +20,7 @@
 // fields, the CRC over the key and the fields.
 
 import { assert, crc32c } from "../base/mod.ts";
-import { type KvEnv, type KvTable, type KvTxn, openKvEnv } from "../disk/mod.ts";
+import { type KvEnv, type KvPageKeys, type KvTable, type KvTxn, openKvEnv } from "../disk/mod.ts";
 import { log as rootLog, type Logger } from "../obs/mod.ts";
 import {
   CompactedError,
@@ -69,10 +69,13 @@ export class RaftLogCorruptError extends Error {
 /** Opens (creating) the node's raft environment at `$KISEKI_DATA_DIR/raft`. */
 export function openRaftLogEnv(options: {
   dataDir: string;
+  /** The node key store's page keys (null: unencrypted, tests only). */
+  pageKeys: KvPageKeys | null;
   mapSizeBytes?: number;
 }): Promise<KvEnv> {
   return openKvEnv({
     path: `${options.dataDir.replace(/\/+$/, "")}/raft`,
+    pageKeys: options.pageKeys,
     mapSizeBytes: options.mapSizeBytes ?? RAFT_ENV_MAP_SIZE_BYTES_DEFAULT,
     tablesMax: 4,
   });

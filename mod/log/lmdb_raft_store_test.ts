@@ -51,7 +51,11 @@ class LmdbHarness implements RaftLogStoreHarness {
       logger: captureLogger().logger,
       ...options,
     });
-    h.env = await openRaftLogEnv({ dataDir: dir, mapSizeBytes: ENV_MAP_SIZE_BYTES });
+    h.env = await openRaftLogEnv({
+      dataDir: dir,
+      pageKeys: null,
+      mapSizeBytes: ENV_MAP_SIZE_BYTES,
+    });
     h.store = await LmdbRaftLogStore.open({ env: h.env, ...h.options });
     return h;
   }
@@ -63,7 +67,11 @@ class LmdbHarness implements RaftLogStoreHarness {
   }
 
   async reopenEnv(): Promise<KvEnv> {
-    this.env = await openRaftLogEnv({ dataDir: this.dir, mapSizeBytes: ENV_MAP_SIZE_BYTES });
+    this.env = await openRaftLogEnv({
+      dataDir: this.dir,
+      pageKeys: null,
+      mapSizeBytes: ENV_MAP_SIZE_BYTES,
+    });
     return this.env;
   }
 
@@ -222,6 +230,7 @@ Deno.test("LmdbRaftLogStore refuses further use after a failed persist", async (
       path: real.path,
       table: (name) => real.table(name),
       transaction: () => Promise.reject(new Error("injected: device gone")),
+      rekey: () => real.rekey(),
       close: () => real.close(),
     };
     const store = await LmdbRaftLogStore.open({
@@ -478,7 +487,11 @@ Deno.test("LmdbRaftLogStore keeps every acknowledged write when its process is k
         acked.set(Number(shard), Math.max(acked.get(Number(shard)) ?? 0, Number(last)));
       }
       assert.equal(acked.size, CRASH_SHARDS.length);
-      const env = await openRaftLogEnv({ dataDir: dir, mapSizeBytes: ENV_MAP_SIZE_BYTES });
+      const env = await openRaftLogEnv({
+        dataDir: dir,
+        pageKeys: null,
+        mapSizeBytes: ENV_MAP_SIZE_BYTES,
+      });
       try {
         for (const shardId of CRASH_SHARDS) {
           const store = await LmdbRaftLogStore.open({ env, shardId, tailVerifyEntries: 1 << 20 });
@@ -507,7 +520,11 @@ Deno.test("LmdbRaftLogStore loses writes staged but not persisted when its proce
     const child = spawnChild("staged", dir);
     const lines = await killWhen(child, (line) => line.startsWith("staged"));
     assert.deepEqual(lines, ["persisted 10", "staged 20"]);
-    const env = await openRaftLogEnv({ dataDir: dir, mapSizeBytes: ENV_MAP_SIZE_BYTES });
+    const env = await openRaftLogEnv({
+      dataDir: dir,
+      pageKeys: null,
+      mapSizeBytes: ENV_MAP_SIZE_BYTES,
+    });
     try {
       const store = await LmdbRaftLogStore.open({ env, shardId: 1 });
       assert.equal(store.lastIndex(), 10);
@@ -528,7 +545,11 @@ Deno.test("LmdbRaftLogStore loses writes staged but not persisted when its proce
 // The crash child: `deno run <lmdb flags> lmdb_raft_store_test.ts <mode> <dir>`.
 if (import.meta.main) {
   const [mode, dir, seed] = Deno.args;
-  const env = await openRaftLogEnv({ dataDir: dir!, mapSizeBytes: ENV_MAP_SIZE_BYTES });
+  const env = await openRaftLogEnv({
+    dataDir: dir!,
+    pageKeys: null,
+    mapSizeBytes: ENV_MAP_SIZE_BYTES,
+  });
   const quiet = captureLogger().logger;
   const encoder = new TextEncoder();
   const say = (line: string): void => void Deno.stdout.writeSync(encoder.encode(line + "\n"));

@@ -7,7 +7,7 @@ import { type Config, formatHostPort, HybridLogicalClock, SystemClock } from "..
 import { counter, gauge, histogram, type Logger } from "../obs/mod.ts";
 import { RaftHost, type RaftHostObserver } from "../raft/host.ts";
 import type { NodeId, RaftStatus } from "../raft/mod.ts";
-import type { KvEnv } from "../disk/mod.ts";
+import type { KvEnv, KvPageKeys } from "../disk/mod.ts";
 import { DeltaLog, LmdbRaftLogStore, openRaftLogEnv, ShardStateMachine } from "../log/mod.ts";
 import { readTlsMaterial, TcpRaftTransport } from "../transport/raft_transport.ts";
 
@@ -37,6 +37,8 @@ export interface ClusterOptions {
   tickMs?: number;
   /** Sees each shard's state machine before anything is applied to it (views attach here). */
   onShard?: (shardId: number, stateMachine: ShardStateMachine) => void;
+  /** Page keys of the raft environment (the node key store's). */
+  pageKeys: KvPageKeys;
 }
 
 export async function startCluster(options: ClusterOptions): Promise<Cluster> {
@@ -46,7 +48,10 @@ export async function startCluster(options: ClusterOptions): Promise<Cluster> {
     ? config.raftPeers
     : [{ id: config.nodeId, addr: config.raftAddr }];
   const voters = peers.map((p) => p.id).sort((a, b) => a - b);
-  const env: KvEnv = await openRaftLogEnv({ dataDir: config.dataDir });
+  const env: KvEnv = await openRaftLogEnv({
+    dataDir: config.dataDir,
+    pageKeys: options.pageKeys,
+  });
 
   const transport = await TcpRaftTransport.listen({
     nodeId: config.nodeId,

@@ -168,8 +168,14 @@ async function runServer(config: Config): Promise<number> {
       shardCount: config.shardCount,
       logger,
       engine: { chunkCacheBytes: config.chunkCacheMaxBytes },
-      metadata: async (onShard) => {
-        cluster = await startCluster({ config, log: logger, tickMs: config.raftTickMs, onShard });
+      metadata: async (onShard, pageKeys) => {
+        cluster = await startCluster({
+          config,
+          log: logger,
+          tickMs: config.raftTickMs,
+          onShard,
+          pageKeys,
+        });
         const c = cluster;
         return {
           deltaLog: c.deltaLog,

@@ -8,7 +8,7 @@ const hex = (b: Uint8Array) => [...b].map((x) => x.toString(16).padStart(2, "0")
 
 Deno.test("Overlay.range() merges nested uncommitted writes over committed entries in key order", async () => {
   const dir = await Deno.makeTempDir({ prefix: "kiseki-overlay-" });
-  const env = await openKvEnv({ path: dir, mapSizeBytes: 16 << 20 });
+  const env = await openKvEnv({ path: dir, pageKeys: null, mapSizeBytes: 16 << 20 });
   try {
     const t = env.table("t");
     const prng = new Prng(8);

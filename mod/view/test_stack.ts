@@ -82,7 +82,7 @@ export async function startSingleNode(options: SingleNodeOptions = {}): Promise<
   const shardCount = options.shardCount ?? 2;
   const keys = options.keys ?? new TenantKeys();
   const logger = options.logger ?? quietLogger;
-  const viewEnv = await openViewEnv({ dataDir: dir, mapSizeBytes: 64 << 20 });
+  const viewEnv = await openViewEnv({ dataDir: dir, pageKeys: null, mapSizeBytes: 64 << 20 });
   const aeadCipher = new AeadPayloadCipher({
     aead: chooseAead(defaultShimOptions()),
     keyFor: keys.keyFor,
@@ -96,6 +96,7 @@ export async function startSingleNode(options: SingleNodeOptions = {}): Promise<
   });
   const plane = await startLocalMetadataPlane({
     dataDir: dir,
+    pageKeys: null,
     shardCount,
     logger,
     raftMapBytes: 64 << 20,

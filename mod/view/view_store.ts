@@ -45,7 +45,7 @@ import {
   type Upload,
   utf8,
 } from "../composition/mod.ts";
-import { KV_TXN_OPERATIONS_MAX, type KvEnv, openKvEnv } from "../disk/mod.ts";
+import { KV_TXN_OPERATIONS_MAX, type KvEnv, type KvPageKeys, openKvEnv } from "../disk/mod.ts";
 import { type Delta, type DeltaListener, READ_DELTAS_PAGE_MAX, type ShardId } from "../log/mod.ts";
 import { log as rootLog, type Logger } from "../obs/mod.ts";
 import {
@@ -120,9 +120,15 @@ export interface DeltaFeed {
 }
 
 /** Opens (creating) the node's view environment at `$KISEKI_DATA_DIR/views`. */
-export function openViewEnv(options: { dataDir: string; mapSizeBytes?: number }): Promise<KvEnv> {
+export function openViewEnv(options: {
+  dataDir: string;
+  /** The node key store's page keys (null: unencrypted, tests only). */
+  pageKeys: KvPageKeys | null;
+  mapSizeBytes?: number;
+}): Promise<KvEnv> {
   return openKvEnv({
     path: `${options.dataDir.replace(/\/+$/, "")}/views`,
+    pageKeys: options.pageKeys,
     mapSizeBytes: options.mapSizeBytes ?? VIEW_ENV_MAP_SIZE_BYTES_DEFAULT,
     tablesMax: Object.keys(VIEW_TABLE_NAMES).length,
     // Views are folded from the log and carry their watermark in the same commits.

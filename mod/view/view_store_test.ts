@@ -41,6 +41,7 @@ function countingEnv(counter: { transactions: number }) {
       counter.transactions++;
       return env.transaction(fn);
     },
+    rekey: () => env.rekey(),
     close: () => env.close(),
   });
 }
@@ -61,7 +62,7 @@ async function freshStoreFromLog(
   node: SingleNode,
 ): Promise<{ bytes: Uint8Array; close(): Promise<void> }> {
   const dir = await Deno.makeTempDir({ prefix: "kiseki-view2-" });
-  const env = await openViewEnv({ dataDir: dir, mapSizeBytes: 64 << 20 });
+  const env = await openViewEnv({ dataDir: dir, pageKeys: null, mapSizeBytes: 64 << 20 });
   const store = await ViewStore.open({ env, cipher: node.cipher, logger: quietLogger });
   for (const [shardId, sm] of node.stateMachines) store.attach(shardId, sm);
   store.start(node.deltaLog);
@@ -412,7 +413,7 @@ Deno.test("an interrupted rebuild starts again when the views are opened", async
     );
     await node.close();
     // Simulate a crash in the middle of clearing: the mark is set, half the objects are gone.
-    const env = await openViewEnv({ dataDir: dir, mapSizeBytes: 64 << 20 });
+    const env = await openViewEnv({ dataDir: dir, pageKeys: null, mapSizeBytes: 64 << 20 });
     const objects = env.table("view_obj");
     const some = [...objects.range({ limit: 5 })].map((e) => e.key);
     await env.transaction((txn) => {

@@ -60,7 +60,7 @@ function entries(from: number, count: number): Entry[] {
 }
 
 async function persistLatency(dir: string, batch: number, shards: number): Promise<number[]> {
-  const env = await openRaftLogEnv({ dataDir: dir, mapSizeBytes: 256 << 20 });
+  const env = await openRaftLogEnv({ dataDir: dir, pageKeys: null, mapSizeBytes: 256 << 20 });
   const stores = await Promise.all(
     Array.from({ length: shards }, (_, s) => LmdbRaftLogStore.open({ env, shardId: 1000 + s })),
   );

@@ -33,6 +33,7 @@ function openStore(pool: PoolSpec, dir: string): Promise<LocalChunkStore> {
     pool,
     codecs: selectErasureCodec(),
     indexDir: `${dir}/chunks/index`,
+    indexPageKeys: null,
     logger,
   });
 }
