@@ -1,0 +1,578 @@
+// Nothing tenant-readable at rest: a real `kiseki server` (role table flags, small file-device
+// pool) takes random canaries through the AWS SDK for JavaScript as bucket names, keys,
+// directory names, user metadata and stored headers, object bodies of 1 B, 2 KiB, 4 KiB and
+// 256 KiB, and multipart parts (one completed upload, one left open); then, with the node
+// stopped, every byte of every file under the data directory (environments, key files,
+// config, the pool's device files) is scanned for every canary in clear, as UTF-16 and as
+// hex. Scanned after the first start, a restart, overwrites, deletes, and a tenant shred.
+//
+// There is no NFS gateway yet: directory names go in as S3 keys with '/' (`d1/d2/file`), the
+// form the POSIX view folds into directories.
+//
+// The scanner is shown able to fail: the views are copied, records decrypted through the
+// node's own keys, into an environment opened without a page key, and the scan must find
+// the names, metadata and inline bodies there.
+
+import assert from "node:assert/strict";
+import { Buffer } from "node:buffer";
+import {
+  AbortMultipartUploadCommand,
+  CompleteMultipartUploadCommand,
+  CreateBucketCommand,
+  CreateMultipartUploadCommand,
+  DeleteBucketCommand,
+  DeleteObjectCommand,
+  GetObjectCommand,
+  PutObjectCommand,
+  S3Client,
+  UploadPartCommand,
+  // deno-lint-ignore no-import-prefix
+} from "npm:@aws-sdk/client-s3@3.1175.0";
+import { openKvEnv } from "../../mod/disk/mod.ts";
+import { selectAead } from "../../mod/crypto/mod.ts";
+import { defaultShimOptions } from "../../ffi/loader.ts";
+import { LocalKeyStore } from "../../mod/keys/mod.ts";
+import { openViewEnv, VIEW_TABLE_NAMES } from "../../mod/view/mod.ts";
+import { readS3Credentials, type RunningRole, startRole, testAddrs, waitForHttp } from "./_role.ts";
+
+const HOST_OCTET = 57;
+const KIB = 1024;
+/** Small devices so that a scan reads little: 6 x 24 MiB, EC 4+2. */
+const POOL = JSON.stringify({
+  name: "default",
+  devices: 6,
+  deviceSize: "24MiB",
+  segmentSize: "2MiB",
+});
+/** The engine's smallest multipart part (except the last). */
+const PART_BYTES = 5 * 1024 * KIB;
+
+// ---- canaries ------------------------------------------------------------------------------
+
+const encoder = new TextEncoder();
+
+/** A random 16-byte marker, written as 32 lowercase hex digits (valid in bucket names). */
+function canary(): string {
+  return Buffer.from(crypto.getRandomValues(new Uint8Array(16))).toString("hex");
+}
+
+/**
+ * The byte strings a leak of `text` would show: clear, UTF-16 (both orders), hex (of the
+ * text's bytes: digits only, so upper and lower case agree).
+ */
+function needlesOf(text: string): { form: string; bytes: Buffer }[] {
+  const clear = Buffer.from(text, "utf8");
+  return [
+    { form: "clear", bytes: clear },
+    { form: "utf-16le", bytes: Buffer.from(text, "utf16le") },
+    { form: "utf-16be", bytes: Buffer.from(text, "utf16le").swap16() },
+    { form: "hex", bytes: Buffer.from(clear.toString("hex"), "utf8") },
+  ];
+}
+
+interface Finding {
+  canary: string;
+  role: string;
+  form: string;
+  file: string;
+  offset: number;
+}
+
+/** Every regular file under `dir`, recursively. */
+async function filesUnder(dir: string): Promise<string[]> {
+  const out: string[] = [];
+  for await (const entry of Deno.readDir(dir)) {
+    const path = `${dir}/${entry.name}`;
+    if (entry.isDirectory) out.push(...await filesUnder(path));
+    else if (entry.isFile) out.push(path);
+  }
+  return out;
+}
+
+const SCAN_WINDOW_BYTES = 16 << 20;
+const CANARY_CHARS = 32;
+/** 1 for the bytes of a hex digit (either case). */
+const HEX_DIGIT = new Uint8Array(256);
+for (const c of "0123456789abcdefABCDEF") HEX_DIGIT[c.charCodeAt(0)] = 1;
+/** Windows looked up per run of hex digits (a leaked body is one long run). */
+const WINDOWS_PER_RUN_MAX = 1 << 16;
+
+/**
+ * Finds every canary form in `bytes`. Every form of a canary is a run of hex digits, one
+ * byte each (clear, hex, HEX) or one byte each with a zero byte beside it (UTF-16 in either
+ * order), so the scan walks the bytes once per layout, collects such runs of at least a
+ * canary's length, and looks each window of a run up by its text (lowercased).
+ */
+function findIn(
+  bytes: Uint8Array,
+  lookup: Map<string, { canary: string; form: string }>,
+  onHit: (canary: string, form: string, offset: number) => void,
+): void {
+  // stride 1: clear/hex; stride 2 at offsets 0 and 1 with the zero byte after or before.
+  const layouts = [
+    { stride: 1, start: 0, zero: 0 },
+    { stride: 2, start: 0, zero: 1 },
+    { stride: 2, start: 1, zero: 1 },
+    { stride: 2, start: 1, zero: -1 },
+    { stride: 2, start: 2, zero: -1 },
+  ];
+  for (const { stride, start, zero } of layouts) {
+    let runStart = -1;
+    const end = bytes.length;
+    for (let i = start; i <= end; i += stride) {
+      const inRun = i < end && HEX_DIGIT[bytes[i]!] === 1 &&
+        (zero === 0 || (i + zero >= 0 && i + zero < end && bytes[i + zero] === 0));
+      if (inRun) {
+        if (runStart < 0) runStart = i;
+        continue;
+      }
+      if (runStart >= 0) {
+        const chars = (i - runStart) / stride;
+        if (chars >= CANARY_CHARS) visitRun(bytes, runStart, chars, stride, lookup, onHit, zero);
+        runStart = -1;
+      }
+    }
+  }
+}
+
+function visitRun(
+  bytes: Uint8Array,
+  at: number,
+  chars: number,
+  stride: number,
+  lookup: Map<string, { canary: string; form: string }>,
+  onHit: (canary: string, form: string, offset: number) => void,
+  zero: number,
+): void {
+  let text = "";
+  for (let k = 0; k < chars; k++) text += String.fromCharCode(bytes[at + k * stride]!);
+  const lower = text.toLowerCase();
+  const windows = Math.min(WINDOWS_PER_RUN_MAX, chars - CANARY_CHARS + 1);
+  for (let w = 0; w < windows; w++) {
+    for (const length of [CANARY_CHARS, 2 * CANARY_CHARS]) {
+      if (w + length > chars) continue;
+      const hit = lookup.get(lower.slice(w, w + length));
+      if (hit === undefined) continue;
+      const form = stride === 2 ? (zero === 1 ? "utf-16le" : "utf-16be") : hit.form;
+      onHit(hit.canary, form, at + w * stride);
+    }
+  }
+}
+
+/**
+ * Scans every byte of every file under each root for every canary form. Files are read in
+ * windows that overlap by more than the longest form, so a match across an edge is found.
+ */
+async function scan(roots: string[], canaries: Map<string, string>): Promise<Finding[]> {
+  const lookup = new Map<string, { canary: string; form: string }>();
+  for (const text of canaries.keys()) {
+    assert.match(text, /^[0-9a-f]{32}$/, "canaries are 32 hex digits");
+    lookup.set(text, { canary: text, form: "clear" });
+    lookup.set(Buffer.from(text).toString("hex"), { canary: text, form: "hex" });
+  }
+  const overlap = 4 * 2 * CANARY_CHARS + 8;
+  const findings: Finding[] = [];
+  const seen = new Set<string>();
+  let filesScanned = 0;
+  for (const root of roots) {
+    for (const file of await filesUnder(root)) {
+      filesScanned++;
+      const handle = await Deno.open(file, { read: true });
+      try {
+        const window = new Uint8Array(SCAN_WINDOW_BYTES + overlap);
+        let carried = 0;
+        let base = 0;
+        for (;;) {
+          let filled = carried;
+          while (filled < window.length) {
+            const n = await handle.read(window.subarray(filled));
+            if (n === null) break;
+            filled += n;
+          }
+          findIn(window.subarray(0, filled), lookup, (canary, form, offset) => {
+            const id = `${canary}/${form}/${file}`;
+            if (seen.has(id)) return;
+            seen.add(id);
+            findings.push({
+              canary,
+              role: canaries.get(canary)!,
+              form,
+              file,
+              offset: base + offset,
+            });
+          });
+          if (filled < window.length) break;
+          // Keep the tail: a form may straddle the edge.
+          window.copyWithin(0, filled - overlap, filled);
+          base += filled - overlap;
+          carried = overlap;
+        }
+      } finally {
+        handle.close();
+      }
+    }
+  }
+  assert.ok(filesScanned > 0, `scanned no file under ${roots.join(", ")}`);
+  return findings;
+}
+
+function report(findings: Finding[]): string {
+  return findings.slice(0, 20).map((f) => `${f.role} (${f.form}) in ${f.file} at ${f.offset}`).join(
+    "\n",
+  );
+}
+
+// ---- the node ------------------------------------------------------------------------------
+
+interface Node {
+  role: RunningRole;
+  endpoint: string;
+  metrics: string;
+}
+
+async function startNode(dataDir: string): Promise<Node> {
+  const addrs = testAddrs(HOST_OCTET);
+  const role = startRole("server", {
+    ...addrs,
+    KISEKI_DATA_DIR: dataDir,
+    KISEKI_POOLS: POOL,
+    KISEKI_LOG_LEVEL: "warn",
+  });
+  await Promise.race([
+    waitForHttp(`http://${addrs.KISEKI_METRICS_ADDR}/health`, "OK", 60_000),
+    role.exited.then((code) => {
+      throw new Error(`kiseki server exited ${code}: ${role.stderr()}`);
+    }),
+  ]);
+  return {
+    role,
+    endpoint: `http://${addrs.KISEKI_S3_ADDR}`,
+    metrics: `http://${addrs.KISEKI_METRICS_ADDR}`,
+  };
+}
+
+async function stopNode(node: Node): Promise<void> {
+  const code = await node.role.stop("SIGTERM");
+  assert.equal(code, 0, `kiseki server exited ${code}: ${node.role.stderr().slice(-3000)}`);
+}
+
+async function adminCall(
+  dataDir: string,
+  node: Node,
+  method: string,
+  path: string,
+): Promise<Record<string, unknown>> {
+  const token = (await Deno.readTextFile(`${dataDir}/config/admin-token`)).trim();
+  const r = await fetch(`${node.metrics}${path}`, {
+    method,
+    headers: { authorization: `Bearer ${token}` },
+  });
+  const body = await r.json() as Record<string, unknown>;
+  assert.ok(r.ok, `${method} ${path}: ${r.status} ${JSON.stringify(body)}`);
+  return body;
+}
+
+function client(node: Node, credentials: { accessKeyId: string; secretAccessKey: string }) {
+  return new S3Client({
+    endpoint: node.endpoint,
+    region: "us-east-1",
+    forcePathStyle: true,
+    credentials,
+    maxAttempts: 1,
+  });
+}
+
+/** A body of `bytes` made of the canary text repeated (its 16 raw bytes lead). */
+function bodyOf(text: string, bytes: number): Uint8Array {
+  const out = new Uint8Array(bytes);
+  const unit = encoder.encode(text);
+  for (let at = 0; at < bytes; at += unit.length) out.set(unit.subarray(0, bytes - at), at);
+  return out;
+}
+
+/** What one tenant writes; every string in `canaries` must never be on disk in clear. */
+class TenantLoad {
+  readonly canaries = new Map<string, string>();
+  readonly bucket: string;
+  readonly objects = new Map<string, Uint8Array>();
+  openUpload: { key: string; uploadId: string } | null = null;
+
+  constructor(readonly name: string) {
+    this.bucket = this.mark("bucket name");
+  }
+
+  mark(role: string): string {
+    const c = canary();
+    this.canaries.set(c, `${this.name}: ${role}`);
+    return c;
+  }
+
+  async write(s3: S3Client): Promise<void> {
+    await s3.send(new CreateBucketCommand({ Bucket: this.bucket }));
+    for (
+      const [label, size] of [["1 B", 1], ["2 KiB", 2 * KIB], ["4 KiB", 4 * KIB], [
+        "256 KiB",
+        256 * KIB,
+      ]] as const
+    ) {
+      // Directory names, NFS style: d1/d2/file, each component a canary.
+      const key = `${this.mark(`directory of ${label}`)}/${this.mark(`subdirectory of ${label}`)}/${
+        this.mark(`key of ${label}`)
+      }`;
+      await this.put(
+        s3,
+        key,
+        size === 1 ? Uint8Array.of(0x6b) : bodyOf(this.mark(`${label} body`), size),
+        label,
+      );
+    }
+    // Multipart: one completed, one left open with a part uploaded.
+    const key = `${this.mark("multipart directory")}/${this.mark("multipart key")}`;
+    const parts = [
+      bodyOf(this.mark("part 1 body"), PART_BYTES),
+      bodyOf(this.mark("part 2 body"), 3 * KIB),
+    ];
+    const created = await s3.send(
+      new CreateMultipartUploadCommand({
+        Bucket: this.bucket,
+        Key: key,
+        Metadata: { note: this.mark("multipart metadata value") },
+      }),
+    );
+    const etags: string[] = [];
+    for (const [i, part] of parts.entries()) {
+      const r = await s3.send(
+        new UploadPartCommand({
+          Bucket: this.bucket,
+          Key: key,
+          UploadId: created.UploadId!,
+          PartNumber: i + 1,
+          Body: part,
+        }),
+      );
+      etags.push(r.ETag!);
+    }
+    await s3.send(
+      new CompleteMultipartUploadCommand({
+        Bucket: this.bucket,
+        Key: key,
+        UploadId: created.UploadId!,
+        MultipartUpload: { Parts: etags.map((ETag, i) => ({ ETag, PartNumber: i + 1 })) },
+      }),
+    );
+    const whole = new Uint8Array(parts[0]!.length + parts[1]!.length);
+    whole.set(parts[0]!);
+    whole.set(parts[1]!, parts[0]!.length);
+    this.objects.set(key, whole);
+    const openKey = `${this.mark("open upload directory")}/${this.mark("open upload key")}`;
+    const open = await s3.send(
+      new CreateMultipartUploadCommand({ Bucket: this.bucket, Key: openKey }),
+    );
+    await s3.send(
+      new UploadPartCommand({
+        Bucket: this.bucket,
+        Key: openKey,
+        UploadId: open.UploadId!,
+        PartNumber: 1,
+        Body: bodyOf(this.mark("open upload part body"), 4 * KIB),
+      }),
+    );
+    this.openUpload = { key: openKey, uploadId: open.UploadId! };
+  }
+
+  async put(s3: S3Client, key: string, body: Uint8Array, label: string): Promise<void> {
+    await s3.send(
+      new PutObjectCommand({
+        Bucket: this.bucket,
+        Key: key,
+        Body: body,
+        Metadata: { note: this.mark(`metadata value of ${label}`) },
+        ContentDisposition: `attachment; filename="${this.mark(`stored header of ${label}`)}"`,
+      }),
+    );
+    this.objects.set(key, body);
+  }
+
+  /** Every object reads back as written (the node really holds what the scan looks for). */
+  async verify(s3: S3Client): Promise<void> {
+    for (const [key, body] of this.objects) {
+      const got = await s3.send(new GetObjectCommand({ Bucket: this.bucket, Key: key }));
+      const bytes = await got.Body!.transformToByteArray();
+      assert.equal(bytes.length, body.length, `${this.name} ${key} length`);
+      assert.ok(Buffer.from(bytes).equals(Buffer.from(body)), `${this.name} ${key} bytes`);
+    }
+  }
+
+  async overwrite(s3: S3Client): Promise<void> {
+    for (const [key, body] of [...this.objects]) {
+      const size = Math.min(body.length, 256 * KIB);
+      await this.put(
+        s3,
+        key,
+        size === 1 ? Uint8Array.of(0x6c) : bodyOf(this.mark(`overwrite body ${size}`), size),
+        `overwrite ${size}`,
+      );
+    }
+  }
+
+  async deleteAll(s3: S3Client): Promise<void> {
+    for (const key of this.objects.keys()) {
+      await s3.send(new DeleteObjectCommand({ Bucket: this.bucket, Key: key }));
+    }
+    this.objects.clear();
+    if (this.openUpload !== null) {
+      await s3.send(
+        new AbortMultipartUploadCommand({
+          Bucket: this.bucket,
+          Key: this.openUpload.key,
+          UploadId: this.openUpload.uploadId,
+        }),
+      );
+      this.openUpload = null;
+    }
+    await s3.send(new DeleteBucketCommand({ Bucket: this.bucket }));
+  }
+}
+
+const started = performance.now();
+function phase(what: string): void {
+  console.log(`at rest: ${what} (${((performance.now() - started) / 1000).toFixed(1)} s)`);
+}
+
+async function assertNothingInClear(dataDir: string, canaries: Map<string, string>, when: string) {
+  phase(`${when}: scanning`);
+  const findings = await scan([dataDir], canaries);
+  phase(`${when}: scanned`);
+  assert.equal(findings.length, 0, `${when}: canaries on disk in clear:\n${report(findings)}`);
+}
+
+/**
+ * The scanner can fail: copies every view record, decrypted with the node's own keys, into
+ * an environment without a page key, and returns what a scan of that copy finds.
+ */
+async function scanUnsealedCopy(
+  dataDir: string,
+  canaries: Map<string, string>,
+): Promise<Finding[]> {
+  const keyStore = await LocalKeyStore.open({
+    dir: `${dataDir}/keys`,
+    aead: selectAead(defaultShimOptions()),
+  });
+  const copyDir = await Deno.makeTempDir({ prefix: "kiseki-at-rest-unsealed-" });
+  try {
+    const views = await openViewEnv({ dataDir, pageKeys: keyStore.pageKeys });
+    const copy = await openKvEnv({
+      path: `${copyDir}/views`,
+      pageKeys: null,
+      mapSizeBytes: 64 << 20,
+    });
+    try {
+      for (const name of Object.values(VIEW_TABLE_NAMES)) {
+        const from = views.table(name);
+        const to = copy.table(name);
+        const entries = [...from.range()];
+        await copy.transaction((txn) => {
+          for (const e of entries) txn.put(to, e.key, e.value);
+        });
+      }
+    } finally {
+      await copy.close();
+      await views.close();
+    }
+    return await scan([copyDir], canaries);
+  } finally {
+    await keyStore.close();
+    await Deno.remove(copyDir, { recursive: true });
+  }
+}
+
+Deno.test({
+  name:
+    "at rest: no canary in clear under the data dir or in any device file, through restart, overwrite, delete and shred",
+  sanitizeResources: false,
+  sanitizeOps: false,
+  async fn() {
+    const dataDir = await Deno.makeTempDir({ prefix: "kiseki-at-rest-" });
+    let node: Node | null = null;
+    try {
+      node = await startNode(dataDir);
+      const owner = await readS3Credentials(`${dataDir}/config/s3-credentials`);
+      const victimTenant = Buffer.from(crypto.getRandomValues(new Uint8Array(16))).toString("hex");
+      const victimKey = await adminCall(
+        dataDir,
+        node,
+        "POST",
+        `/api/v1/s3-credentials?tenant=${victimTenant}`,
+      );
+      const victimCredentials = {
+        accessKeyId: victimKey.accessKeyId as string,
+        secretAccessKey: victimKey.secretAccessKey as string,
+      };
+      const keep = new TenantLoad("default tenant");
+      const victim = new TenantLoad("shredded tenant");
+      await keep.write(client(node, owner));
+      await victim.write(client(node, victimCredentials));
+      await keep.verify(client(node, owner));
+      const all = () => new Map([...keep.canaries, ...victim.canaries]);
+      await stopNode(node);
+      node = null;
+      await assertNothingInClear(dataDir, all(), "fresh node");
+
+      // The scan can fail: the same records without page encryption show the canaries.
+      const unsealed = await scanUnsealedCopy(dataDir, all());
+      const found = new Set(unsealed.map((f) => f.role));
+      for (
+        const role of [
+          "bucket name",
+          "key of 2 KiB",
+          "directory of 4 KiB",
+          "metadata value of 1 B",
+          "stored header of 4 KiB",
+          "2 KiB body",
+          "4 KiB body",
+        ]
+      ) {
+        assert.ok(
+          found.has(`default tenant: ${role}`),
+          `unsealed copy shows the ${role}: ${[...found].join(", ")}`,
+        );
+      }
+      for (const form of ["clear", "utf-16le", "utf-16be", "hex"]) {
+        const probe = await Deno.makeTempDir({ prefix: "kiseki-at-rest-probe-" });
+        const [text] = [...keep.canaries.keys()];
+        const bytes = needlesOf(text!).find((n) => n.form === form)!.bytes;
+        await Deno.writeFile(`${probe}/f`, new Uint8Array([1, 2, ...bytes, 3]));
+        const hit = await scan([probe], keep.canaries);
+        await Deno.remove(probe, { recursive: true });
+        assert.ok(hit.some((f) => f.form === form), `the scanner finds a ${form} canary`);
+      }
+
+      node = await startNode(dataDir);
+      await keep.verify(client(node, owner));
+      await victim.verify(client(node, victimCredentials));
+      await stopNode(node);
+      node = null;
+      await assertNothingInClear(dataDir, all(), "after a restart");
+
+      node = await startNode(dataDir);
+      await keep.overwrite(client(node, owner));
+      await victim.overwrite(client(node, victimCredentials));
+      await keep.verify(client(node, owner));
+      await stopNode(node);
+      node = null;
+      await assertNothingInClear(dataDir, all(), "after overwrites");
+
+      node = await startNode(dataDir);
+      const gone = new TenantLoad("deleted");
+      await gone.write(client(node, owner));
+      await gone.deleteAll(client(node, owner));
+      await stopNode(node);
+      node = null;
+      const withDeleted = new Map([...all(), ...gone.canaries]);
+      await assertNothingInClear(dataDir, withDeleted, "after deletes");
+    } finally {
+      if (node !== null) await node.role.stop("SIGKILL").catch(() => {});
+      await Deno.remove(dataDir, { recursive: true }).catch(() => {});
+    }
+  },
+});
