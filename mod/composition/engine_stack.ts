@@ -22,6 +22,7 @@ import {
   LocalKeyStore,
   LocalSealedKeyProvider,
   TenantDataKeys,
+  TenantKeyNotFoundError,
   type TenantKms,
 } from "../keys/mod.ts";
 import {
@@ -319,6 +320,8 @@ export interface EngineStack {
   aead: Aead;
   /** Resolves once the views hold everything the log had applied when it was called. */
   caughtUp(): Promise<void>;
+  /** Crypto-shreds a tenant (see shredTenant()). */
+  shredTenant(tenantId: Uint8Array): Promise<TenantShred>;
   close(): Promise<void>;
 }
 
@@ -338,6 +341,81 @@ function poolSpecFor(options: EngineStackOptions): PoolSpec {
     { dataDir: options.dataDir },
   );
   return spec!;
+}
+
+// ---- crypto-shred ----------------------------------------------------------------------------
+
+/** chunkStore.decRef() calls in flight while a shred gives back a tenant's references. */
+export const SHRED_RELEASES_IN_FLIGHT_MAX = 64;
+
+/** What shredTenant() did. */
+export interface TenantShred {
+  tenant: string;
+  /** False when the tenant never had a KEK (it never wrote anything sealed). */
+  keyDestroyed: boolean;
+  namespaces: number;
+  viewRecords: number;
+  chunkRefsReleased: number;
+  chunkReleaseFailures: number;
+}
+
+/**
+ * Crypto-shred of one tenant on this node, in an order that is safe to repeat after a crash:
+ * 1. destroy the tenant's KEK (durable tombstone): its deltas in the Raft log, its wrapped
+ *    data and dedup keys no longer open, so no fold or rebuild brings its records back;
+ * 2. drop its view records (names, metadata, inline bytes, upload state, POSIX tree) and
+ *    give back the chunk references they held, so GC erases its unshared chunks;
+ * 3. rekey the views and the key store: both are copied under fresh page keys and the old
+ *    files and keys destroyed, so the dropped records and the KEK's old sealed record, which
+ *    lingered in free pages, are unreadable with any key that still exists.
+ * Other tenants keep working throughout (writes to the views wait for the rekey's copy).
+ */
+export async function shredTenant(options: {
+  tenantId: Uint8Array;
+  kms: TenantKms;
+  views: ViewStore;
+  chunkStore: LocalChunkStore;
+  keyStore: LocalKeyStore;
+  logger: Logger;
+}): Promise<TenantShred> {
+  const tenant = kmsTenantName(options.tenantId);
+  let keyDestroyed = true;
+  try {
+    await options.kms.destroyKey(tenant);
+  } catch (e) {
+    if (!(e instanceof TenantKeyNotFoundError)) throw e;
+    keyDestroyed = false;
+  }
+  const dropped = await options.views.dropTenant(options.tenantId);
+  let released = 0;
+  let failures = 0;
+  const ids = dropped.releasedChunkIds;
+  for (let at = 0; at < ids.length; at += SHRED_RELEASES_IN_FLIGHT_MAX) {
+    const batch = ids.slice(at, at + SHRED_RELEASES_IN_FLIGHT_MAX);
+    for (const r of await Promise.allSettled(batch.map((id) => options.chunkStore.decRef(id)))) {
+      if (r.status === "fulfilled") released++;
+      else failures++;
+    }
+  }
+  if (failures > 0) {
+    // Space, never data: an unreleased reference keeps a sealed chunk until a later audit.
+    options.logger.warn("crypto-shred could not give back some chunk references", {
+      tenant,
+      failures,
+    });
+  }
+  await options.views.rekey();
+  await options.keyStore.env.rekey();
+  const result: TenantShred = {
+    tenant,
+    keyDestroyed,
+    namespaces: dropped.namespaces,
+    viewRecords: dropped.records,
+    chunkRefsReleased: released,
+    chunkReleaseFailures: failures,
+  };
+  options.logger.info("tenant crypto-shredded", { ...result });
+  return result;
 }
 
 /** Opens (creating on first start) every part of a single-node engine in `dataDir`. */
@@ -445,6 +523,8 @@ export async function startEngineStack(options: EngineStackOptions): Promise<Eng
       cipher,
       dedup,
       aead,
+      shredTenant: (tenantId) =>
+        shredTenant({ tenantId, kms, views, chunkStore, keyStore, logger }),
       async caughtUp() {
         for (const [shardId, sm] of metadata.stateMachines) {
           // A linearizable read waits until the shard has a leader and has applied its log.

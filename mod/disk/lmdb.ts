@@ -84,9 +84,14 @@ export const KV_TXN_OPERATIONS_MAX = 1 << 20;
 export const KV_PAGE_KEY_BYTES = 24;
 /** Records copied per write transaction by rekey(). */
 export const KV_REKEY_BATCH_RECORDS = 4096;
-/** Suffixes of the directories a rekey() builds and retires beside the environment. */
-const REKEY_NEW_SUFFIX = ".rekey";
-const REKEY_OLD_SUFFIX = ".retired";
+/** The directory beside the environment where rekey() builds the copy. */
+const REKEY_SUFFIX = ".rekey";
+/** In it: written once the copy is complete and synced (from then on the swap is redone). */
+const REKEY_COMPLETE = "complete";
+/** In it: where the old file and key go before they are destroyed. */
+const REKEY_OLD_DIR = "old";
+const DATA_FILE = "data.mdb";
+const LOCK_FILE = "lock.mdb";
 
 /**
  * Where environments' page keys live. The implementation seals each key (for instance under
@@ -103,6 +108,8 @@ export interface KvPageKeys {
   store(dir: string, key: Uint8Array): Promise<void>;
   /** Overwrites and removes the stored key of the environment in `dir` (if any). */
   destroy(dir: string): Promise<void>;
+  /** The name of the file in an environment's directory that holds its key. */
+  readonly keyFile: string;
 }
 
 export interface KvEnvOptions {
@@ -294,39 +301,72 @@ function pageKeyString(key: Uint8Array): string {
 }
 
 /**
- * Completes or undoes a rekey() that a crash interrupted. The new environment replaces the
- * old one only once it is complete and synced, so: a `.rekey` beside a live environment is
- * unfinished (dropped); a `.rekey` with no live environment was being swapped in (finished);
- * a `.retired` one lost its key or was being removed (removed).
+ * Completes or undoes a rekey() that a crash interrupted. The environment's directory may
+ * hold other files (keys/ holds node.kek), so a rekey swaps only the data file and the page
+ * key file, one rename at a time, once the copy is complete (`.rekey/complete`):
+ *   1. <env>/<key file>  -> .rekey/old/    (the live key, old)
+ *   2. <env>/data.mdb    -> .rekey/old/    (the live file, old; its lock.mdb with it)
+ *   3. .rekey/data.mdb   -> <env>/
+ *   4. .rekey/<key file> -> <env>/
+ *   5. the old key destroyed, .rekey removed.
+ * A step is due while its source is still there, so the swap is redone from any point; a
+ * copy without the marker is dropped (the old environment is intact).
  */
 async function finishRekey(path: string, pageKeys: KvPageKeys | null): Promise<void> {
-  const exists = async (p: string) => {
+  const fresh = path + REKEY_SUFFIX;
+  if (!(await exists(fresh))) return;
+  if (pageKeys === null || !(await exists(`${fresh}/${REKEY_COMPLETE}`))) {
+    await Deno.remove(fresh, { recursive: true });
+    syncDirSync(parentOf(fresh));
+    return;
+  }
+  swapIn(path, pageKeys.keyFile);
+  await pageKeys.destroy(`${fresh}/${REKEY_OLD_DIR}`);
+  await Deno.remove(fresh, { recursive: true });
+  syncDirSync(parentOf(fresh));
+}
+
+/** Steps 1-4 of finishRekey(), synchronous (rekey() runs them without yielding). */
+function swapIn(path: string, keyFile: string): void {
+  const fresh = path + REKEY_SUFFIX;
+  const old = `${fresh}/${REKEY_OLD_DIR}`;
+  try {
+    Deno.mkdirSync(old, { mode: 0o700 });
+  } catch (e) {
+    if (!(e instanceof Deno.errors.AlreadyExists)) throw e;
+  }
+  const has = (p: string) => {
     try {
-      await Deno.stat(p);
+      Deno.statSync(p);
       return true;
     } catch (e) {
       if (e instanceof Deno.errors.NotFound) return false;
       throw e;
     }
   };
-  const fresh = path + REKEY_NEW_SUFFIX;
-  const retired = path + REKEY_OLD_SUFFIX;
-  if (await exists(fresh)) {
-    if (await exists(`${path}/data.mdb`)) await Deno.remove(fresh, { recursive: true });
-    else {
-      await Deno.remove(path, { recursive: true }).catch(() => {});
-      await Deno.rename(fresh, path);
-      syncDirSync(parentOf(path));
-    }
+  if (has(`${fresh}/${keyFile}`) && has(`${path}/${keyFile}`)) {
+    Deno.renameSync(`${path}/${keyFile}`, `${old}/${keyFile}`);
   }
-  if (await exists(retired)) await removeRetired(retired, pageKeys);
+  if (has(`${fresh}/${DATA_FILE}`)) {
+    if (has(`${path}/${DATA_FILE}`)) Deno.renameSync(`${path}/${DATA_FILE}`, `${old}/${DATA_FILE}`);
+    // The old environment (still closing in this process) keeps its lock file; the new one
+    // starts its own reader table.
+    if (has(`${path}/${LOCK_FILE}`)) Deno.renameSync(`${path}/${LOCK_FILE}`, `${old}/${LOCK_FILE}`);
+    Deno.renameSync(`${fresh}/${DATA_FILE}`, `${path}/${DATA_FILE}`);
+  }
+  if (has(`${fresh}/${keyFile}`)) Deno.renameSync(`${fresh}/${keyFile}`, `${path}/${keyFile}`);
+  syncDirSync(old);
+  syncDirSync(path);
 }
 
-/** Destroys the retired environment's page key (its pages are then noise), then removes it. */
-async function removeRetired(dir: string, pageKeys: KvPageKeys | null): Promise<void> {
-  await pageKeys?.destroy(dir);
-  await Deno.remove(dir, { recursive: true });
-  syncDirSync(parentOf(dir));
+async function exists(path: string): Promise<boolean> {
+  try {
+    await Deno.stat(path);
+    return true;
+  } catch (e) {
+    if (e instanceof Deno.errors.NotFound) return false;
+    throw e;
+  }
 }
 
 function parentOf(path: string): string {
@@ -535,8 +575,7 @@ class LmdbKvEnv implements KvEnv {
     const { lmdb, settings } = this.#context;
     // Commits already handed to lmdb finish first; new ones wait on #rekeying.
     await Promise.allSettled([...this.#pending]);
-    const fresh = this.path + REKEY_NEW_SUFFIX;
-    const retired = this.path + REKEY_OLD_SUFFIX;
+    const fresh = this.path + REKEY_SUFFIX;
     await Deno.remove(fresh, { recursive: true }).catch((e) => {
       if (!(e instanceof Deno.errors.NotFound)) throw e;
     });
@@ -578,17 +617,21 @@ class LmdbKvEnv implements KvEnv {
       await Deno.remove(fresh, { recursive: true }).catch(() => {});
       throw new KvError(`rekey of ${this.path} failed: ${(e as Error).message}`);
     }
-    // The swap, without an await: no read sees a closed environment (tables are rebound in
-    // the same turn). The fresh directory is complete and synced, so a crash from here on
-    // finishes the rekey at the next open (finishRekey).
+    // The copy is complete and synced: from here a crash finishes the swap at the next open.
     syncDirSync(fresh);
+    const marker = Deno.openSync(`${fresh}/${REKEY_COMPLETE}`, { write: true, create: true });
+    marker.syncSync();
+    marker.close();
+    syncDirSync(fresh);
+    // The swap, without an await: no read sees a closed environment (tables are rebound in
+    // the same turn).
     void this.#root.close();
-    Deno.renameSync(this.path, retired);
-    Deno.renameSync(fresh, this.path);
-    syncDirSync(parentOf(this.path));
+    swapIn(this.path, pageKeys.keyFile);
     this.#root = openRoot(lmdb, this.path, settings, keyText);
     for (const table of this.#tables.values()) table.db = openTable(this.#root, table.name);
-    await removeRetired(retired, pageKeys);
+    await pageKeys.destroy(`${fresh}/${REKEY_OLD_DIR}`);
+    await Deno.remove(fresh, { recursive: true });
+    syncDirSync(parentOf(fresh));
   }
 
   async close(): Promise<void> {

@@ -247,6 +247,7 @@ Deno.test({
 
 /** Page keys kept raw in `<dir>/test.key` (the real source seals them: mod/keys). */
 class FilePageKeys implements KvPageKeys {
+  readonly keyFile = "test.key";
   created = 0;
   async keyFor(dir: string): Promise<Uint8Array> {
     try {
@@ -326,6 +327,8 @@ Deno.test("KvEnv.rekey() keeps every record under a new page key and destroys th
       txn.put(b, text("gone"), text("deleted-record-canary"));
     });
     const oldKey = await Deno.readFile(`${dir}/env/test.key`);
+    // Other files in the environment's directory (keys/ holds node.kek) are left alone.
+    await Deno.writeTextFile(`${dir}/env/node.kek`, "not lmdb's");
     await env.transaction((txn) => txn.delete(b, text("gone")));
     // A write racing the rekey waits for it and lands in the new environment.
     const racing = env.transaction((txn) => txn.put(b, text("late"), text("after")));
@@ -339,7 +342,8 @@ Deno.test("KvEnv.rekey() keeps every record under a new page key and destroys th
     assert.notDeepEqual(newKey, oldKey);
     await env.close();
     const entries = [...Deno.readDirSync(dir)].map((e) => e.name).sort();
-    assert.deepEqual(entries, ["env"], "no .rekey or .retired directory left");
+    assert.deepEqual(entries, ["env"], "no .rekey directory left");
+    assert.equal(await Deno.readTextFile(`${dir}/env/node.kek`), "not lmdb's");
     env = await openKvEnv({ path: `${dir}/env`, pageKeys: keys, mapSizeBytes: 8 << 20 });
     assert.equal([...env.table("a").range()].length, count);
     await env.close();
@@ -350,38 +354,46 @@ Deno.test("KvEnv.rekey() keeps every record under a new page key and destroys th
   }
 });
 
-Deno.test("openKvEnv() finishes a rekey interrupted after its copy was complete", async () => {
+Deno.test("openKvEnv() finishes a rekey interrupted mid-swap, and drops one interrupted mid-copy", async () => {
   const dir = await Deno.makeTempDir({ prefix: "kiseki-kv-rekey-crash-" });
   const keys = new FilePageKeys();
-  try {
-    // A complete `.rekey` and no live environment: the crash fell between the two renames.
-    const fresh = await openKvEnv({
-      path: `${dir}/env.rekey`,
-      pageKeys: keys,
-      mapSizeBytes: 8 << 20,
-    });
-    await fresh.transaction((txn) => txn.put(fresh.table("t"), text("k"), text("new")));
-    await fresh.close();
-    const retired = await openKvEnv({
-      path: `${dir}/env.retired`,
-      pageKeys: keys,
-      mapSizeBytes: 8 << 20,
-    });
-    await retired.close();
-    const env = await openKvEnv({ path: `${dir}/env`, pageKeys: keys, mapSizeBytes: 8 << 20 });
-    assert.deepEqual(env.table("t").getSync(text("k")), text("new"));
+  const options = { pageKeys: keys, mapSizeBytes: 8 << 20 };
+  const write = async (path: string, value: string) => {
+    const env = await openKvEnv({ path, ...options });
+    await env.transaction((txn) => txn.put(env.table("t"), text("k"), text(value)));
     await env.close();
+  };
+  const read = async () => {
+    const env = await openKvEnv({ path: `${dir}/env`, ...options });
+    const value = new TextDecoder().decode(env.table("t").getSync(text("k")));
+    await env.close();
+    return value;
+  };
+  try {
+    await write(`${dir}/env`, "old");
+    await Deno.writeTextFile(`${dir}/env/node.kek`, "kept");
+    // A copy without its completion marker: dropped, the old environment stays.
+    await write(`${dir}/env.rekey`, "new");
+    assert.equal(await read(), "old");
     assert.deepEqual([...Deno.readDirSync(dir)].map((e) => e.name), ["env"]);
-    // An unfinished `.rekey` beside a live environment is dropped.
-    const partial = await openKvEnv({
-      path: `${dir}/env.rekey`,
-      pageKeys: keys,
-      mapSizeBytes: 8 << 20,
-    });
-    await partial.close();
-    const again = await openKvEnv({ path: `${dir}/env`, pageKeys: keys, mapSizeBytes: 8 << 20 });
-    assert.deepEqual(again.table("t").getSync(text("k")), text("new"));
-    await again.close();
+    // A complete copy, and the crash after steps 1 and 2 (old key and file moved aside).
+    await write(`${dir}/env.rekey`, "new");
+    await Deno.writeFile(`${dir}/env.rekey/complete`, new Uint8Array(0));
+    await Deno.mkdir(`${dir}/env.rekey/old`);
+    for (const f of ["test.key", "data.mdb"]) {
+      await Deno.rename(`${dir}/env/${f}`, `${dir}/env.rekey/old/${f}`);
+    }
+    assert.equal(await read(), "new");
+    assert.deepEqual([...Deno.readDirSync(dir)].map((e) => e.name), ["env"]);
+    assert.equal(await Deno.readTextFile(`${dir}/env/node.kek`), "kept");
+    // The crash after step 3 only (new file in place, new key not yet).
+    await write(`${dir}/env.rekey`, "newer");
+    await Deno.writeFile(`${dir}/env.rekey/complete`, new Uint8Array(0));
+    await Deno.mkdir(`${dir}/env.rekey/old`);
+    await Deno.rename(`${dir}/env/test.key`, `${dir}/env.rekey/old/test.key`);
+    await Deno.rename(`${dir}/env/data.mdb`, `${dir}/env.rekey/old/data.mdb`);
+    await Deno.rename(`${dir}/env.rekey/data.mdb`, `${dir}/env/data.mdb`);
+    assert.equal(await read(), "newer");
     assert.deepEqual([...Deno.readDirSync(dir)].map((e) => e.name), ["env"]);
   } finally {
     await Deno.remove(dir, { recursive: true });

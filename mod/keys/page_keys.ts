@@ -41,6 +41,7 @@ export interface SealedPageKeysOptions {
 
 /** KvPageKeys that seal each environment's page key under a KEK, in `<env>/page.key`. */
 export class SealedPageKeys implements KvPageKeys {
+  readonly keyFile = PAGE_KEY_FILE;
   readonly #aead: Aead;
   readonly #kek: AeadKey;
   readonly #random: RandomSource;

@@ -11,6 +11,7 @@ Usage: kiseki-admin status [--node host:port] [--json]
        kiseki-admin s3-credentials revoke --key ACCESS_KEY_ID [--node host:port]
        kiseki-admin scrub [status|start] [--node host:port] [--json]
        kiseki-admin pools [--node host:port] [--json]
+       kiseki-admin tenants shred --tenant T --yes [--node host:port] [--json]
 
   status          health and identity of a node (its KISEKI_METRICS_ADDR endpoint)
   s3-credentials  S3 access keys of a tenant (32 hex digits, or 'default'), through the
@@ -18,11 +19,16 @@ Usage: kiseki-admin status [--node host:port] [--json]
   scrub           background scrub of the node's chunks: the pass underway, the last
                   complete pass and its findings (status, the default), or start a pass now
   pools           storage pools: capacity, used and live bytes, devices, what GC reclaimed
+  tenants shred   crypto-shred a tenant (32 hex digits, or 'default'): revokes its access
+                  keys, destroys its key, drops its names and inline data and gives back its
+                  chunks; irreversible, so it needs --yes
   --node          the node's operator endpoint (default: KISEKI_METRICS_ADDR, 127.0.0.1:9090)
   --json          machine-readable output
 `;
 
 const REQUEST_TIMEOUT_MS = 5_000;
+/** A shred rekeys the node's environments: it may take a while on a large node. */
+const SHRED_TIMEOUT_MS = 30 * 60_000;
 
 export interface NodeStatus {
   node: string;
@@ -40,6 +46,7 @@ export async function main(args: string[]): Promise<number> {
   if (command === "s3-credentials") return await s3Credentials(rest);
   if (command === "scrub") return await scrub(rest);
   if (command === "pools") return await pools(rest);
+  if (command === "tenants") return await tenants(rest);
   if (command !== "status") {
     console.error(`kiseki-admin: unknown command '${command}' (see --help)`);
     return 2;
@@ -320,6 +327,56 @@ export function formatBytes(bytes: number): string {
   return unit === 0 ? `${bytes} B` : `${value.toFixed(1)} ${units[unit]}`;
 }
 
+async function tenants(args: string[]): Promise<number> {
+  const config = loadRoleConfig("admin");
+  if (config === null) return 2;
+  const [action, ...rest] = args;
+  let node = formatHostPort(config.metricsAddr);
+  let tenant = "";
+  let yes = false;
+  let json = false;
+  for (let i = 0; i < rest.length; i++) {
+    const arg = rest[i]!;
+    if (arg === "--json") json = true;
+    else if (arg === "--yes") yes = true;
+    else if (arg === "--node" && i + 1 < rest.length) node = rest[++i]!;
+    else if (arg === "--tenant" && i + 1 < rest.length) tenant = rest[++i]!;
+    else {
+      console.error(`kiseki-admin: unknown argument '${arg}' (see --help)`);
+      return 2;
+    }
+  }
+  if (action !== "shred") {
+    console.error("kiseki-admin: tenants needs shred (see --help)");
+    return 2;
+  }
+  if (tenant === "") {
+    console.error("kiseki-admin: tenants shred needs --tenant T");
+    return 2;
+  }
+  if (!yes) {
+    console.error(
+      `kiseki-admin: shredding tenant ${tenant} destroys its data for good; add --yes to do it`,
+    );
+    return 2;
+  }
+  const body = await callApi(config.dataDir, node, {
+    method: "POST",
+    path: `/api/v1/tenants/${encodeURIComponent(tenant)}/shred`,
+    body: { confirm: tenant },
+    timeoutMs: SHRED_TIMEOUT_MS,
+  });
+  if (body === null) return 1;
+  if (json) console.log(JSON.stringify(body, null, 2));
+  else {
+    console.log(`tenant ${body.tenant} shredded`);
+    for (const k of Object.keys(body).filter((k) => k !== "tenant")) {
+      console.log(`  ${k.padEnd(22)} ${body[k]}`);
+    }
+  }
+  return 0;
+}
+
 /**
  * One call to a node's operator API with the admin token of `dataDir`: the JSON body of a
  * 2xx answer, or null after printing one line on what failed.
@@ -327,7 +384,12 @@ export function formatBytes(bytes: number): string {
 export async function callApi(
   dataDir: string,
   node: string,
-  request: { method: "GET" | "POST" | "PUT" | "DELETE"; path: string; body?: unknown },
+  request: {
+    method: "GET" | "POST" | "PUT" | "DELETE";
+    path: string;
+    body?: unknown;
+    timeoutMs?: number;
+  },
 ): Promise<Record<string, unknown> | null> {
   const tokenPath = `${dataDir}/config/admin-token`;
   let token: string;
@@ -348,7 +410,7 @@ export async function callApi(
         ...(request.body === undefined ? {} : { "content-type": "application/json" }),
       },
       body: request.body === undefined ? undefined : JSON.stringify(request.body),
-      signal: AbortSignal.timeout(REQUEST_TIMEOUT_MS),
+      signal: AbortSignal.timeout(request.timeoutMs ?? REQUEST_TIMEOUT_MS),
     });
   } catch (e) {
     console.error(`kiseki-admin: cannot reach ${node}: ${(e as Error).message}`);

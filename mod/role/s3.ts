@@ -14,6 +14,10 @@ export interface S3Endpoint {
   credentialsFile: string | null;
   /** The operator API for access keys, to mount at /api/v1/s3-credentials. */
   api: AdminRoute;
+  /** The default tenant's id (32 hex digits). */
+  defaultTenant: string;
+  /** Revokes every access key of `tenant` (a shred starts here); returns their ids. */
+  revokeTenant(tenant: string): Promise<string[]>;
   close(): Promise<void>;
 }
 
@@ -50,6 +54,12 @@ export async function startS3Gateway(options: StartS3Options): Promise<S3Endpoin
   return {
     credentialsFile,
     api: (req, url) => credentialsApi(req, url, credentials, defaultTenant),
+    defaultTenant,
+    async revokeTenant(tenant) {
+      const ids = (await credentials.list(tenant)).map((k) => k.accessKeyId);
+      for (const id of ids) await credentials.revoke(id);
+      return ids;
+    },
     async close() {
       await server.shutdown().catch(() => {});
       await credentials.close();

@@ -12,13 +12,14 @@ import {
 } from "../base/mod.ts";
 import { selectCrc32c } from "../../ffi/ec/crc32c.ts";
 import { collectProcessMetrics, gauge, log } from "../obs/mod.ts";
-import { AdminApi, poolsRoute, ReadinessFlag, startAdminServer } from "../admin/mod.ts";
+import { AdminApi, adminJson, poolsRoute, ReadinessFlag, startAdminServer } from "../admin/mod.ts";
 import { type Aead, selectAead } from "../crypto/mod.ts";
 import { type ErasureCodecFactory, selectErasureCodec } from "../ec/mod.ts";
 import { loadRoleConfig, VERSION } from "./_run.ts";
 import { DataDirError, prepareDataDir } from "./data_dir.ts";
 import { type Cluster, startCluster } from "./cluster.ts";
 import { type EngineStack, evenShardMap, startEngineStack } from "../composition/engine_stack.ts";
+import { fromHex, TENANT_ID_BYTES } from "../composition/mod.ts";
 import { type GcBackground, loadPoolSpecs } from "../chunk/mod.ts";
 import { startS3Gateway } from "./s3.ts";
 import { SCRUB_API_PREFIX, type ScrubService, startScrub } from "./scrub.ts";
@@ -194,6 +195,17 @@ async function runServer(config: Config): Promise<number> {
     });
     s3 = s3Endpoint;
     api.mount("/api/v1/s3-credentials", s3Endpoint.api);
+    const engineStack = stack;
+    api.mount("/api/v1/tenants", (req, url) =>
+      tenantsApi(req, url, {
+        defaultTenant: s3Endpoint.defaultTenant,
+        shred: async (tenant) => {
+          // No new request of the tenant gets in while its keys and records go.
+          const revoked = await s3Endpoint.revokeTenant(tenant);
+          const shred = await engineStack.shredTenant(fromHex(tenant, TENANT_ID_BYTES)!);
+          return { ...shred, accessKeysRevoked: revoked.length };
+        },
+      }));
     api.setToken(await adminToken(config.dataDir));
     grpcServer = await startGrpcServer({
       addr: config.dataAddrs[0]!,
@@ -244,6 +256,55 @@ async function runServer(config: Config): Promise<number> {
   await stack.close();
   logger.info("stopped");
   return 0;
+}
+
+/**
+ * POST /api/v1/tenants/<tenant>/shred   body {"confirm": "<tenant>"}
+ * Crypto-shreds a tenant (32 hex digits or `default`): revokes its access keys, destroys its
+ * KEK, drops its views, gives back its chunk references and rekeys the node's environments.
+ * Irreversible, so the body must repeat the tenant id.
+ */
+async function tenantsApi(
+  req: Request,
+  url: URL,
+  options: {
+    defaultTenant: string;
+    shred: (tenant: string) => Promise<Record<string, unknown>>;
+  },
+): Promise<Response> {
+  const match = /^\/api\/v1\/tenants\/([^/]+)\/shred$/.exec(url.pathname);
+  if (match === null || req.method !== "POST") {
+    return adminJson(405, {
+      error: "method_not_allowed",
+      message: `${req.method} ${url.pathname}`,
+    });
+  }
+  const given = decodeURIComponent(match[1]!);
+  const tenant = given === "default" ? options.defaultTenant : given.toLowerCase();
+  if (!/^[0-9a-f]{32}$/.test(tenant)) {
+    return adminJson(400, {
+      error: "invalid_argument",
+      message: `tenant '${given}' is not 32 hex digits or 'default'`,
+    });
+  }
+  let confirm: unknown;
+  try {
+    confirm = ((await req.json()) as { confirm?: unknown }).confirm;
+  } catch {
+    confirm = undefined;
+  }
+  if (confirm !== given && confirm !== tenant) {
+    return adminJson(400, {
+      error: "confirmation_required",
+      message: `shredding is irreversible: send {"confirm": "${given}"} to shred tenant ${tenant}`,
+    });
+  }
+  try {
+    return adminJson(200, await options.shred(tenant));
+  } catch (e) {
+    log.error("tenant shred failed", { tenant, error: e });
+    return adminJson(500, { error: "internal", message: (e as Error).message });
+  }
 }
 
 /** The bearer token of the operator API: config/admin-token, created 0600 on first start. */

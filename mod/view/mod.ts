@@ -14,12 +14,14 @@ export {
   VIEW_QUEUE_DELTAS_MAX,
   VIEW_RETRY_MS_MAX,
   VIEW_RETRY_MS_MIN,
+  VIEW_TASKS_MAX,
   ViewStore,
 } from "./view_store.ts";
 export type {
   DeltaFeed,
   DeltaSource,
   ShardViewStats,
+  TenantDrop,
   ViewStoreOptions,
   ViewStoreStats,
 } from "./view_store.ts";

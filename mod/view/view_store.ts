@@ -20,6 +20,7 @@ import {
   CompositionError,
   type CompositionViews,
   concatBytes,
+  type Content,
   decodePayload,
   type Inode,
   type ListObjectsOptions,
@@ -60,6 +61,8 @@ import { successor } from "./_ordered.ts";
 import { committed, Overlay } from "./_overlay.ts";
 import {
   decodeNamespace,
+  decodeObject,
+  decodePart,
   encodeNamespace,
   type NamespaceRecord,
   publicNamespace,
@@ -91,6 +94,8 @@ export const VIEW_QUEUE_BYTES_MAX = 64 << 20;
 export const VIEW_OUTCOME_WAITERS_MAX = 65_536;
 export const VIEW_FOLD_WAITERS_MAX = 65_536;
 /** Keys deleted per transaction while dropping the view. */
+/** Maintenance tasks (tenant drops) queued at once. */
+export const VIEW_TASKS_MAX = 64;
 export const VIEW_CLEAR_KEYS_PER_TXN = 50_000;
 /** Back-off while the PayloadCipher fails transiently. */
 export const VIEW_RETRY_MS_MIN = 50;
@@ -134,6 +139,18 @@ export function openViewEnv(options: {
     // Views are folded from the log and carry their watermark in the same commits.
     durability: "replayable",
   });
+}
+
+/** What dropTenant() removed. */
+export interface TenantDrop {
+  namespaces: number;
+  records: number;
+  /** One chunk id per reference the dropped objects and parts held (to decRef). */
+  releasedChunkIds: Uint8Array[];
+}
+
+function chunkRefsOf(content: Content): readonly { chunkId: Uint8Array }[] {
+  return content.kind === "chunks" ? content.chunkRefs : [];
 }
 
 export interface ViewStoreOptions {
@@ -219,6 +236,8 @@ export class ViewStore implements CompositionViews {
   #rebuildRequested = false;
   #rebuilding = false;
   #rebuildWaiters: { resolve: () => void; reject: (e: Error) => void }[] = [];
+  /** Work that must not interleave with a fold batch (dropTenant), run between batches. */
+  #tasks: { run: () => Promise<void>; resolve: () => void; reject: (e: Error) => void }[] = [];
   readonly #sleepers = new Set<() => void>();
   readonly #queueDeltasMax: number;
   readonly #batchDeltasMax: number;
@@ -316,6 +335,9 @@ export class ViewStore implements CompositionViews {
     this.#sleepers.clear();
     await this.#loop;
     this.#failAll(new CompositionError("unavailable", "the view store is closed"));
+    for (const task of this.#tasks.splice(0)) {
+      task.reject(new CompositionError("unavailable", "the view store is closed"));
+    }
   }
 
   watermark(shardId: ShardId): number {
@@ -402,6 +424,97 @@ export class ViewStore implements CompositionViews {
       this.#rebuildRequested = true;
       this.#wakeUp();
     });
+  }
+
+  /**
+   * Crypto-shred of a tenant's views: deletes every record of the tenant's namespaces
+   * (objects, uploads, parts, POSIX tree, the namespaces themselves), between fold batches so
+   * no batch in flight writes one back. Call after the tenant's KEK is destroyed: the log's
+   * deltas of the tenant no longer open, so no later fold or rebuild recreates them. The
+   * deleted records stay in free pages until rekey().
+   */
+  dropTenant(tenantId: Uint8Array): Promise<TenantDrop> {
+    assert(this.#loop !== null, "dropTenant() before start()");
+    if (this.#failure !== null) return Promise.reject(this.#failure);
+    let result: TenantDrop = { namespaces: 0, records: 0, releasedChunkIds: [] };
+    return new Promise<void>((resolve, reject) => {
+      if (this.#tasks.length >= VIEW_TASKS_MAX) {
+        reject(new CompositionError("unavailable", "too many view maintenance tasks queued"));
+        return;
+      }
+      this.#tasks.push({
+        run: async () => {
+          result = await this.#dropTenant(tenantId);
+        },
+        resolve,
+        reject,
+      });
+      this.#wakeUp();
+    }).then(() => result);
+  }
+
+  /**
+   * Copies the views into a fresh environment under a new page key and destroys the old
+   * file and key (KvEnv.rekey): records deleted before it, free pages included, are gone.
+   */
+  rekey(): Promise<void> {
+    return this.#env.rekey();
+  }
+
+  async #runTasks(): Promise<void> {
+    while (this.#tasks.length > 0 && !this.#closing) {
+      const task = this.#tasks.shift()!;
+      try {
+        await task.run();
+        task.resolve();
+      } catch (e) {
+        task.reject(e instanceof Error ? e : new Error(String(e)));
+      }
+    }
+  }
+
+  async #dropTenant(tenantId: Uint8Array): Promise<TenantDrop> {
+    const t = this.#tables;
+    const byTenant = [...t.nsTenant.range({ start: tenantId, end: successor(tenantId) })];
+    let records = 0;
+    const releasedChunkIds: Uint8Array[] = [];
+    const scoped = [t.obj, t.upload, t.uploadId, t.part, t.inode, t.dirent, t.cookie];
+    for (const { key: indexKey, value: nsId } of byTenant) {
+      const end = successor(nsId);
+      assert(end !== undefined, "a namespace id has a successor");
+      // One namespace's records, in transactions of bounded size.
+      for (const table of scoped) {
+        for (;;) {
+          const entries = [...table.range({ start: nsId, end, limit: VIEW_CLEAR_KEYS_PER_TXN })];
+          if (entries.length === 0) break;
+          // Each reference an object or part holds is one chunk refcount to give back.
+          for (const e of entries) {
+            const refs = table === t.obj
+              ? chunkRefsOf(decodeObject(nsId, e.value).content)
+              : table === t.part
+              ? decodePart(e.value).chunkRefs
+              : [];
+            for (const ref of refs) releasedChunkIds.push(ref.chunkId);
+          }
+          const keys = entries.map((e) => e.key);
+          await this.#env.transaction((txn) => {
+            for (const key of keys) txn.delete(table, key);
+          });
+          records += keys.length;
+        }
+      }
+      await this.#env.transaction((txn) => {
+        txn.delete(t.ns, nsId);
+        txn.delete(t.nsTenant, indexKey);
+      });
+      records += 2;
+    }
+    this.#log.info("tenant views dropped (crypto-shred)", {
+      namespaces: byTenant.length,
+      records,
+      chunkRefs: releasedChunkIds.length,
+    });
+    return { namespaces: byTenant.length, records, releasedChunkIds };
   }
 
   /**
@@ -511,6 +624,7 @@ export class ViewStore implements CompositionViews {
       while (!this.#closing) {
         this.#dirty = false;
         if (this.#rebuildRequested) await this.#drop();
+        await this.#runTasks();
         if (this.#closing) break;
         const batch = await this.#collect();
         if (batch.length > 0) await this.#foldBatch(batch);
@@ -522,11 +636,12 @@ export class ViewStore implements CompositionViews {
       this.#failure = error;
       this.#log.error("view folding stopped", { error });
       this.#failAll(error);
+      for (const task of this.#tasks.splice(0)) task.reject(error);
     }
   }
 
   #hasWork(): boolean {
-    if (this.#dirty || this.#rebuildRequested) return true;
+    if (this.#dirty || this.#rebuildRequested || this.#tasks.length > 0) return true;
     for (const s of this.#shards.values()) if (s.behind || s.head < s.queue.length) return true;
     return false;
   }

@@ -33,7 +33,17 @@ import { selectAead } from "../../mod/crypto/mod.ts";
 import { defaultShimOptions } from "../../ffi/loader.ts";
 import { LocalKeyStore } from "../../mod/keys/mod.ts";
 import { openViewEnv, VIEW_TABLE_NAMES } from "../../mod/view/mod.ts";
-import { readS3Credentials, type RunningRole, startRole, testAddrs, waitForHttp } from "./_role.ts";
+import {
+  flagsFor,
+  readS3Credentials,
+  ROOT,
+  run,
+  type RunningRole,
+  startRole,
+  testAddrs,
+  waitForHttp,
+} from "./_role.ts";
+import { ROLE_TABLE } from "../../mod/role/mod.ts";
 
 const HOST_OCTET = 57;
 const KIB = 1024;
@@ -486,6 +496,15 @@ async function scanUnsealedCopy(
   }
 }
 
+/** The sealed page key file of each environment, by directory. */
+async function pageKeyFiles(dataDir: string): Promise<Map<string, Uint8Array>> {
+  const out = new Map<string, Uint8Array>();
+  for (const env of ["views", "keys", "raft", "chunks/index"]) {
+    out.set(env, await Deno.readFile(`${dataDir}/${env}/page.key`));
+  }
+  return out;
+}
+
 Deno.test({
   name:
     "at rest: no canary in clear under the data dir or in any device file, through restart, overwrite, delete and shred",
@@ -570,8 +589,62 @@ Deno.test({
       node = null;
       const withDeleted = new Map([...all(), ...gone.canaries]);
       await assertNothingInClear(dataDir, withDeleted, "after deletes");
+
+      // Crypto-shred of one tenant, through the operator CLI.
+      node = await startNode(dataDir);
+      const pageKeysBefore = await pageKeyFiles(dataDir);
+      const cli = await run(Deno.execPath(), [
+        "run",
+        "--quiet",
+        ...flagsFor("admin", { KISEKI_DATA_DIR: dataDir }),
+        `${ROOT}${ROLE_TABLE.admin.entry}`,
+        "tenants",
+        "shred",
+        "--tenant",
+        victimTenant,
+        "--yes",
+        "--json",
+        "--node",
+        new URL(node.metrics).host,
+      ], { env: { KISEKI_DATA_DIR: dataDir } });
+      assert.equal(cli.code, 0, cli.stderr);
+      const shred = JSON.parse(cli.stdout) as Record<string, unknown>;
+      assert.equal(shred.tenant, victimTenant);
+      assert.equal(shred.keyDestroyed, true);
+      assert.equal(shred.accessKeysRevoked, 1);
+      assert.ok((shred.viewRecords as number) > 0, cli.stdout);
+      assert.ok((shred.chunkRefsReleased as number) > 0, "the 256 KiB and multipart chunks");
+      // The other tenant is unaffected; the shredded one is locked out.
+      await keep.verify(client(node, owner));
+      await assert.rejects(
+        client(node, victimCredentials).send(
+          new GetObjectCommand({
+            Bucket: victim.bucket,
+            Key: [...victim.objects.keys()][0]!,
+          }),
+        ),
+        (e: Error) => /InvalidAccessKeyId|Forbidden|403/.test(`${e.name} ${e.message}`),
+      );
+      await stopNode(node);
+      node = null;
+      // The views and the key store were copied under fresh page keys, the old ones destroyed.
+      const pageKeysAfter = await pageKeyFiles(dataDir);
+      for (const env of ["views", "keys"]) {
+        assert.ok(pageKeysBefore.has(env) && pageKeysAfter.has(env), env);
+        assert.notDeepEqual(pageKeysAfter.get(env), pageKeysBefore.get(env), `${env} rekeyed`);
+      }
+      await assertNothingInClear(dataDir, withDeleted, "after a shred");
+      // Even through the node's own keys, nothing of the shredded tenant is left in the
+      // views, and the other tenant's records still are.
+      const afterShred = await scanUnsealedCopy(dataDir, all());
+      const victimLeft = afterShred.filter((f) => f.role.startsWith("shredded tenant"));
+      assert.equal(victimLeft.length, 0, `shredded tenant in the views:\n${report(victimLeft)}`);
+      assert.ok(afterShred.some((f) => f.role.startsWith("default tenant")), "other tenant kept");
     } finally {
-      if (node !== null) await node.role.stop("SIGKILL").catch(() => {});
+      if (node !== null) {
+        console.log(`server log:\n${node.role.stderr().slice(-4000)}`);
+        await node.role.stop("SIGKILL").catch(() => {});
+      }
       await Deno.remove(dataDir, { recursive: true }).catch(() => {});
     }
   },
