@@ -16,6 +16,7 @@ import { createLogger, type Logger } from "../obs/mod.ts";
 import { evenShardMap, startLocalMetadataPlane } from "../composition/engine_stack.ts";
 import type { RaftHost } from "../raft/host.ts";
 import { defaultShimOptions } from "../../ffi/loader.ts";
+import { SealedPageKeys } from "../keys/mod.ts";
 import { openViewEnv, ViewStore, type ViewStoreOptions } from "./view_store.ts";
 
 /** Per-tenant random 32-byte keys that outlive a node restart; destroy() shreds one. */
@@ -51,6 +52,8 @@ export interface SingleNodeOptions {
   /** Wraps the view environment (counting transactions). */
   wrapViewEnv?: (env: KvEnv) => KvEnv;
   viewOptions?: Pick<ViewStoreOptions, "queueDeltasMax" | "batchDeltasMax">;
+  /** Page-encrypt the view and raft environments (keys sealed under a random test KEK). */
+  pageKeys?: boolean;
 }
 
 export interface SingleNode {
@@ -82,9 +85,17 @@ export async function startSingleNode(options: SingleNodeOptions = {}): Promise<
   const shardCount = options.shardCount ?? 2;
   const keys = options.keys ?? new TenantKeys();
   const logger = options.logger ?? quietLogger;
-  const viewEnv = await openViewEnv({ dataDir: dir, pageKeys: null, mapSizeBytes: 64 << 20 });
+  const aead = chooseAead(defaultShimOptions());
+  const pageKeys = options.pageKeys
+    ? new SealedPageKeys({
+      aead,
+      kek: await aead.importKey(crypto.getRandomValues(new Uint8Array(32))),
+      random: (b) => crypto.getRandomValues(b),
+    })
+    : null;
+  const viewEnv = await openViewEnv({ dataDir: dir, pageKeys, mapSizeBytes: 64 << 20 });
   const aeadCipher = new AeadPayloadCipher({
-    aead: chooseAead(defaultShimOptions()),
+    aead,
     keyFor: keys.keyFor,
   });
   const cipher = options.wrapCipher?.(aeadCipher) ?? aeadCipher;
@@ -96,7 +107,7 @@ export async function startSingleNode(options: SingleNodeOptions = {}): Promise<
   });
   const plane = await startLocalMetadataPlane({
     dataDir: dir,
-    pageKeys: null,
+    pageKeys,
     shardCount,
     logger,
     raftMapBytes: 64 << 20,

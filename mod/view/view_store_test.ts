@@ -6,6 +6,7 @@ import {
   type Namespace,
   type PayloadCipher,
   ROOT_INODE,
+  toHex,
   utf8,
 } from "../composition/mod.ts";
 import type { KvEnv } from "../disk/mod.ts";
@@ -399,6 +400,40 @@ Deno.test("a rebuild after a tenant's key is destroyed drops that tenant's views
       assert.equal(node.views.watermark(shardId), node.stateMachines.get(shardId)!.lastApplied);
     }
   });
+});
+
+Deno.test("dropTenant() removes a shredded tenant's records, returns their chunk refs, and keeps the others", async () => {
+  await withSingleNode(async (node) => {
+    const prng = new Prng(7);
+    const a = await node.service.createNamespace(tenant(1), "a", "bucket");
+    const b = await node.service.createNamespace(tenant(2), "b", "bucket");
+    await node.service.put(a, "x", { inline: utf8("secret"), size: 6, etag: "e" });
+    const c = chunks(prng, 3);
+    await node.service.put(a, "dir/big", { chunkRefs: c.refs, size: c.size, etag: "c" });
+    await node.service.put(b, "y", { inline: utf8("kept"), size: 4, etag: "e" });
+    const before = node.views.serialize().length;
+    node.keys.destroy(tenant(1));
+    node.aeadCipher.forget(tenant(1));
+    const dropped = await node.views.dropTenant(tenant(1));
+    assert.equal(dropped.namespaces, 1);
+    assert.ok(dropped.records >= 4, `records ${dropped.records}`);
+    assert.deepEqual(
+      dropped.releasedChunkIds.map(toHex).sort(),
+      c.refs.map((r) => toHex(r.chunkId)).sort(),
+    );
+    assert.deepEqual(node.service.listNamespaces(tenant(1)), []);
+    assert.equal(node.views.namespace(a.id), undefined);
+    assert.deepEqual(node.service.get(b, "y").content, { kind: "inline", bytes: utf8("kept") });
+    assert.ok(node.views.serialize().length < before);
+    // Rekeyed, the views still serve the other tenant, and a rebuild does not bring the
+    // shredded tenant back (its deltas no longer open).
+    await node.views.rekey();
+    assert.deepEqual(node.service.get(b, "y").content, { kind: "inline", bytes: utf8("kept") });
+    await node.service.put(b, "z", { inline: utf8("after"), size: 5, etag: "e" });
+    await node.views.dropAndRebuild();
+    assert.deepEqual(node.service.listNamespaces(tenant(1)), []);
+    assert.deepEqual(node.service.get(b, "z").content, { kind: "inline", bytes: utf8("after") });
+  }, { pageKeys: true });
 });
 
 Deno.test("an interrupted rebuild starts again when the views are opened", async () => {
