@@ -222,9 +222,11 @@ type CachedKek = { state: "active"; key: AeadKey } | { state: "destroyed" };
  * Destroying a KEK replaces its record with a tombstone, so it can never be recreated.
  *
  * Limits: the KEKs live on this node only (until the key server holds them), and LMDB is
- * copy-on-write, so a destroyed KEK's old sealed record can linger in free pages of
- * data.mdb until reused; recovering it also needs node.kek. A tenant who needs shredding
- * that survives disk forensics uses an external KMS.
+ * copy-on-write, so a destroyed KEK's old sealed record lingers in free pages of data.mdb
+ * until the key store is rekeyed (a tenant shred does it: the store is copied under a fresh
+ * page key and the old file's key destroyed). Blocks the file system itself freed are out
+ * of reach of both; a tenant who needs shredding that survives disk forensics below the file
+ * system uses an external KMS.
  */
 export class InternalTenantKms implements TenantKms {
   readonly provider = "internal";

@@ -1,5 +1,41 @@
 // The node's data directory: the layout of DESIGN.md created on first start, and a
 // node identity file that stops a data directory from being reused by another node id.
+//
+// DESIGN: what each part holds at rest, and how it is protected. Every lmdb environment is
+// page-encrypted (mod/disk/lmdb.ts: ChaCha8 per page, keys, values, free pages and all)
+// under its own random page key, sealed with AES-256-GCM beside it in `<env>/page.key`
+// (mod/keys/page_keys.ts). tests/e2e/at_rest_test.ts scans all of it for canaries.
+//
+//   keys/node.kek          the node KEK (0600, raw): seals the key store's records and the
+//                          page keys of keys/, raft/, views/, chunks/index/. Whoever reads
+//                          it on the node can unseal those (until the key server holds it).
+//   keys/                  system key epochs and tenant KEKs (each record also AES-GCM sealed
+//                          under node.kek), tenant dedup keys (wrapped by the tenant KEK).
+//   keys/s3/               S3 access keys: ids and tenants, secrets AES-GCM sealed under
+//                          keys/s3/s3_credentials.kek, which also seals this env's page key.
+//   raft/                  the Raft log and state per shard: delta headers (hashed keys,
+//                          chunk ids), payloads (names, metadata, inline bytes, upload state)
+//                          sealed per tenant under keys the tenant's KEK wraps.
+//   views/                 what the log folds into: bucket and object names, directory
+//                          entries, user metadata and stored headers, inline bytes, multipart
+//                          uploads and parts, chunk lists. In clear inside the pages (for
+//                          ordered listings), so protected by page encryption only; a shred
+//                          drops a tenant's records and rekeys the environment.
+//   chunks/index/          chunk ids (SHA-256 of plaintext, or HMAC under the tenant's dedup
+//                          key), refcounts, fragment locations.
+//   chunks/devices/*.dev   segments of chunk fragments: every chunk sealed with AES-256-GCM
+//                          under a per-chunk key (HKDF of the system epoch key and chunk id)
+//                          before erasure coding; segment headers hold ids and lengths.
+//   small/                 reserved: small objects ride inline in the delta (raft/, views/).
+//   config/                node.json (node id, creation), admin-token (0600, operator bearer
+//                          token), default-tenant (its id), s3-credentials (0600, the default
+//                          tenant's first S3 key for aws-cli: a credential in clear, written
+//                          for the operator on first start).
+//
+// A crypto-shred (POST /api/v1/tenants/<id>/shred) destroys the tenant's KEK (so its raft
+// payloads and wrapped keys never open again), drops its view records, gives back its chunk
+// references (GC then erases chunks no one else holds), and rekeys views/ and keys/ so that
+// nothing of it lingers in free pages under a key that still exists.
 
 import type { Config } from "../base/mod.ts";
 
