@@ -6,8 +6,9 @@
 // config, the pool's device files) is scanned for every canary in clear, as UTF-16 and as
 // hex. Scanned after the first start, a restart, overwrites, deletes, and a tenant shred.
 //
-// There is no NFS gateway yet: directory names go in as S3 keys with '/' (`d1/d2/file`), the
-// form the POSIX view folds into directories.
+// There is no NFS gateway yet: NFS-style directory names go in twice, as S3 keys with '/'
+// (`d1/d2/file`) through the server, and through the engine's own POSIX operations (mkdir,
+// create, write on a posix namespace: what the NFS and FUSE gateways will call) in-process.
 //
 // The scanner is shown able to fail: the views are copied, records decrypted through the
 // node's own keys, into an environment opened without a page key, and the scan must find
@@ -44,6 +45,9 @@ import {
   waitForHttp,
 } from "./_role.ts";
 import { ROLE_TABLE } from "../../mod/role/mod.ts";
+import { ROOT_INODE } from "../../mod/composition/mod.ts";
+import { startEngineStack } from "../../mod/composition/engine_stack.ts";
+import { createLogger } from "../../mod/obs/mod.ts";
 
 const HOST_OCTET = 57;
 const KIB = 1024;
@@ -645,6 +649,62 @@ Deno.test({
         console.log(`server log:\n${node.role.stderr().slice(-4000)}`);
         await node.role.stop("SIGKILL").catch(() => {});
       }
+      await Deno.remove(dataDir, { recursive: true }).catch(() => {});
+    }
+  },
+});
+
+Deno.test({
+  name:
+    "at rest: POSIX directory and file names and inline file bytes (the engine's POSIX operations) never reach disk in clear, and a shred removes them",
+  sanitizeResources: false,
+  sanitizeOps: false,
+  async fn() {
+    const dataDir = await Deno.makeTempDir({ prefix: "kiseki-at-rest-posix-" });
+    const canaries = new Map<string, string>();
+    const mark = (role: string) => {
+      const c = canary();
+      canaries.set(c, role);
+      return c;
+    };
+    const tenantId = crypto.getRandomValues(new Uint8Array(16));
+    const open = () =>
+      startEngineStack({
+        dataDir,
+        pool: { devices: 6, deviceSizeBytes: 24 << 20, segmentSizeBytes: 2 << 20 },
+        logger: createLogger({ level: "error", format: "text", sink: { write: () => {} } }),
+      });
+    try {
+      let stack = await open();
+      const owner = { mode: 0o755, uid: 1000, gid: 1000 };
+      const ns = await stack.service.createNamespace(tenantId, mark("export name"), "posix");
+      const dir = await stack.service.mkdir(ns, ROOT_INODE, mark("directory name"), owner);
+      const sub = await stack.service.mkdir(ns, dir.inode, mark("subdirectory name"), owner);
+      const file = await stack.service.createFile(ns, sub.inode, mark("file name"), {
+        ...owner,
+        mode: 0o644,
+      });
+      const body = bodyOf(mark("inline file bytes"), 2 * KIB);
+      await stack.service.writeContent(ns, file.inode, { inline: body, size: body.length });
+      await stack.caughtUp();
+      await stack.close();
+      await assertNothingInClear(dataDir, canaries, "posix namespace");
+      const found = new Set((await scanUnsealedCopy(dataDir, canaries)).map((f) => f.role));
+      for (
+        const role of ["directory name", "subdirectory name", "file name", "inline file bytes"]
+      ) {
+        assert.ok(found.has(role), `the unsealed copy shows the ${role}: ${[...found].join(", ")}`);
+      }
+
+      stack = await open();
+      const shred = await stack.shredTenant(tenantId);
+      assert.equal(shred.keyDestroyed, true);
+      assert.equal(shred.namespaces, 1);
+      await stack.close();
+      await assertNothingInClear(dataDir, canaries, "posix namespace shredded");
+      const left = await scanUnsealedCopy(dataDir, canaries);
+      assert.equal(left.length, 0, `after the shred, in the views:\n${report(left)}`);
+    } finally {
       await Deno.remove(dataDir, { recursive: true }).catch(() => {});
     }
   },
