@@ -38,7 +38,7 @@ import { log as rootLog, type Logger } from "../obs/mod.ts";
 import { RaftHost } from "../raft/host.ts";
 import { openViewEnv, ViewStore } from "../view/mod.ts";
 import { defaultShimOptions, type ShimOptions } from "../../ffi/loader.ts";
-import { utf8 } from "./bytes.ts";
+import { fromHex, utf8 } from "./bytes.ts";
 import { CompositionService } from "./service.ts";
 import { ObjectEngine, type ObjectEngineOptions, type TenantDedup } from "./object_engine.ts";
 import { KmsPayloadCipher, kmsTenantName } from "./tenant_payload_cipher.ts";
@@ -406,6 +406,7 @@ export async function shredTenant(options: {
   }
   await options.views.rekey();
   await options.keyStore.env.rekey();
+  await options.views.rekeyDone();
   const result: TenantShred = {
     tenant,
     keyDestroyed,
@@ -416,6 +417,35 @@ export async function shredTenant(options: {
   };
   options.logger.info("tenant crypto-shredded", { ...result });
   return result;
+}
+
+/** Destroyed tenants whose shred finishShreds() checks at start. */
+export const SHRED_TENANTS_CHECKED_MAX = 4096;
+
+/**
+ * Finishes shreds a crash interrupted: a tenant whose KEK is destroyed but whose namespaces
+ * are still in the views is shredded again (each step is safe to repeat), and views that
+ * dropped records without being rekeyed since are rekeyed, with the key store.
+ */
+async function finishShreds(options: {
+  kms: InternalTenantKms;
+  views: ViewStore;
+  chunkStore: LocalChunkStore;
+  keyStore: LocalKeyStore;
+  logger: Logger;
+}): Promise<void> {
+  for (const name of options.kms.destroyedTenants(SHRED_TENANTS_CHECKED_MAX)) {
+    const tenantId = /^([0-9a-f]{2})+$/.test(name) ? fromHex(name, name.length / 2) : null;
+    if (tenantId === null || options.views.namespaces(tenantId).length === 0) continue;
+    options.logger.warn("finishing an interrupted crypto-shred", { tenant: name });
+    await shredTenant({ ...options, tenantId });
+  }
+  if (options.views.rekeyDue()) {
+    options.logger.warn("finishing an interrupted crypto-shred: rekeying the views and keys");
+    await options.views.rekey();
+    await options.keyStore.env.rekey();
+    await options.views.rekeyDone();
+  }
 }
 
 /** Opens (creating on first start) every part of a single-node engine in `dataDir`. */
@@ -487,6 +517,7 @@ export async function startEngineStack(options: EngineStackOptions): Promise<Eng
     closers.push(() => metadata.close());
     views.start(metadata.deltaLog);
     closers.push(() => views.close());
+    await finishShreds({ kms, views, chunkStore, keyStore, logger });
 
     const service = new CompositionService({
       committer: metadata.deltaLog,

@@ -326,6 +326,19 @@ export class InternalTenantKms implements TenantKms {
     return out;
   }
 
+  /**
+   * Tenants whose KEK this node destroyed (tombstones), at most `max` of them: the engine
+   * checks at start that each one's shred finished.
+   */
+  destroyedTenants(max: number): string[] {
+    const out: string[] = [];
+    for (const { key, value } of this.#table.range()) {
+      if (out.length >= max) break;
+      if (value[0] === KEK_STATE_DESTROYED) out.push(new TextDecoder().decode(key));
+    }
+    return out;
+  }
+
   async destroyKey(tenantId: string): Promise<void> {
     const id = tenantIdBytes(tenantId);
     await this.#serialize(async () => {

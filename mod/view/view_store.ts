@@ -187,6 +187,8 @@ export interface ShardViewStats {
 
 const META_FORMAT = utf8("format");
 const META_REBUILDING = utf8("rebuilding");
+/** Set by dropTenant(), cleared by rekey(): dropped records may linger in free pages. */
+const META_REKEY_DUE = utf8("rekey_due");
 const META_WATERMARK = utf8("wm");
 
 function watermarkKey(shardId: ShardId): Uint8Array {
@@ -461,6 +463,19 @@ export class ViewStore implements CompositionViews {
     return this.#env.rekey();
   }
 
+  /**
+   * True from a dropTenant() until rekeyDone(): dropped records may linger in free pages.
+   * The caller clears it once everything the shred rekeys (views, key store) is rekeyed.
+   */
+  rekeyDue(): boolean {
+    return this.#tables.meta.getSync(META_REKEY_DUE) !== undefined;
+  }
+
+  async rekeyDone(): Promise<void> {
+    if (!this.rekeyDue()) return;
+    await this.#env.transaction((txn) => txn.delete(this.#tables.meta, META_REKEY_DUE));
+  }
+
   async #runTasks(): Promise<void> {
     while (this.#tasks.length > 0 && !this.#closing) {
       const task = this.#tasks.shift()!;
@@ -506,6 +521,8 @@ export class ViewStore implements CompositionViews {
       await this.#env.transaction((txn) => {
         txn.delete(t.ns, nsId);
         txn.delete(t.nsTenant, indexKey);
+        // The dropped records stay in free pages until rekey(): a restart finishes it.
+        txn.put(t.meta, META_REKEY_DUE, Uint8Array.of(1));
       });
       records += 2;
     }
@@ -527,6 +544,7 @@ export class ViewStore implements CompositionViews {
       w.string16(name);
       for (const e of this.#tables[field as keyof ViewTables].range()) {
         if (field === "meta" && bytesEqual(e.key, META_REBUILDING)) continue;
+        if (field === "meta" && bytesEqual(e.key, META_REKEY_DUE)) continue;
         w.u8(1).bytes16(e.key).bytes32(e.value);
       }
       w.u8(0);
