@@ -597,6 +597,21 @@ Deno.test({
       // Crypto-shred of one tenant, through the operator CLI.
       node = await startNode(dataDir);
       const pageKeysBefore = await pageKeyFiles(dataDir);
+      // Irreversible, so never by accident: no confirmation, no shred.
+      const token = (await Deno.readTextFile(`${dataDir}/config/admin-token`)).trim();
+      const unconfirmed = await fetch(`${node.metrics}/api/v1/tenants/${victimTenant}/shred`, {
+        method: "POST",
+        headers: { authorization: `Bearer ${token}` },
+      });
+      assert.equal(unconfirmed.status, 400);
+      assert.equal((await unconfirmed.json()).error, "confirmation_required");
+      const noToken = await fetch(`${node.metrics}/api/v1/tenants/${victimTenant}/shred`, {
+        method: "POST",
+        body: JSON.stringify({ confirm: victimTenant }),
+      });
+      assert.equal(noToken.status, 401);
+      await noToken.body?.cancel();
+      await victim.verify(client(node, victimCredentials));
       const cli = await run(Deno.execPath(), [
         "run",
         "--quiet",
