@@ -92,6 +92,8 @@ const REKEY_COMPLETE = "complete";
 const REKEY_OLD_DIR = "old";
 const DATA_FILE = "data.mdb";
 const LOCK_FILE = "lock.mdb";
+/** Zeros written per call when a plaintext file is overwritten before removal. */
+const ZERO_WRITE_BYTES = 1 << 20;
 
 /**
  * Where environments' page keys live. The implementation seals each key (for instance under
@@ -100,8 +102,8 @@ const LOCK_FILE = "lock.mdb";
 export interface KvPageKeys {
   /**
    * The page key of the environment in `dir` (KV_PAGE_KEY_BYTES). When `dir` holds no key
-   * yet it creates, stores (durably) and returns one, but refuses when `dir` already holds
-   * data.mdb: an environment without its key is either unencrypted or lost.
+   * yet it creates, stores (durably) and returns one (openKvEnv() asks only when the file is
+   * new; it upgrades an unencrypted file and refuses an encrypted one without its key).
    */
   keyFor(dir: string): Promise<Uint8Array>;
   /** Stores `key` durably as the page key of the environment being built in `dir`. */
@@ -227,11 +229,6 @@ export async function openKvEnv(options: KvEnvOptions): Promise<KvEnv> {
   openPaths.add(path);
   try {
     await finishRekey(path, options.pageKeys);
-    let pageKey: string | null = null;
-    if (options.pageKeys !== null) {
-      await Deno.mkdir(path, { recursive: true, mode: 0o700 });
-      pageKey = pageKeyString(await options.pageKeys.keyFor(path));
-    }
     const lmdb = await loadLmdb();
     const settings: RootSettings = {
       mapSizeBytes: options.mapSizeBytes,
@@ -239,8 +236,33 @@ export async function openKvEnv(options: KvEnvOptions): Promise<KvEnv> {
       readersMax,
       durability: options.durability ?? "durable",
     };
-    const root = openRoot(lmdb, path, settings, pageKey);
-    return new LmdbKvEnv(path, root, tablesMax, { lmdb, settings, pageKeys: options.pageKeys });
+    const context = { lmdb, settings, pageKeys: options.pageKeys };
+    // lmdb crashes the process on a page-encrypted file opened without its key: look first.
+    const encrypted = await fileIsEncrypted(`${path}/${DATA_FILE}`);
+    if (options.pageKeys === null) {
+      if (encrypted === true) {
+        throw new KvError(`${path} is page-encrypted: open it with its page keys`);
+      }
+      return new LmdbKvEnv(path, openRoot(lmdb, path, settings, null), tablesMax, context);
+    }
+    await Deno.mkdir(path, { recursive: true, mode: 0o700 });
+    if (!(await fileExists(`${path}/${options.pageKeys.keyFile}`))) {
+      if (encrypted === true) {
+        throw new KvError(
+          `${path} is page-encrypted but its ${options.pageKeys.keyFile} is missing: the page ` +
+            `key was lost; restore the key file from the node's backup`,
+        );
+      }
+      if (encrypted === false) {
+        // Written before page encryption: opened as it is, then rekeyed into an encrypted
+        // copy; the plaintext file is overwritten with zeros and removed.
+        const env = new LmdbKvEnv(path, openRoot(lmdb, path, settings, null), tablesMax, context);
+        await env.rekey();
+        return env;
+      }
+    }
+    const pageKey = pageKeyString(await options.pageKeys.keyFor(path));
+    return new LmdbKvEnv(path, openRoot(lmdb, path, settings, pageKey), tablesMax, context);
   } catch (e) {
     openPaths.delete(path);
     throw e;
@@ -314,16 +336,44 @@ function pageKeyString(key: Uint8Array): string {
  */
 async function finishRekey(path: string, pageKeys: KvPageKeys | null): Promise<void> {
   const fresh = path + REKEY_SUFFIX;
-  if (!(await exists(fresh))) return;
-  if (pageKeys === null || !(await exists(`${fresh}/${REKEY_COMPLETE}`))) {
+  if (!(await fileExists(fresh))) return;
+  if (pageKeys === null || !(await fileExists(`${fresh}/${REKEY_COMPLETE}`))) {
     await Deno.remove(fresh, { recursive: true });
     syncDirSync(parentOf(fresh));
     return;
   }
   swapIn(path, pageKeys.keyFile);
-  await pageKeys.destroy(`${fresh}/${REKEY_OLD_DIR}`);
+  await retireOld(fresh, pageKeys);
+}
+
+/**
+ * Destroys what a rekey moved aside: the old page key (its pages are then noise), or, for
+ * a file that had no key (written before page encryption), the plaintext file's bytes.
+ */
+async function retireOld(fresh: string, pageKeys: KvPageKeys): Promise<void> {
+  const old = `${fresh}/${REKEY_OLD_DIR}`;
+  if (
+    !(await fileExists(`${old}/${pageKeys.keyFile}`)) && await fileExists(`${old}/${DATA_FILE}`)
+  ) {
+    await zeroFile(`${old}/${DATA_FILE}`);
+  }
+  await pageKeys.destroy(old);
   await Deno.remove(fresh, { recursive: true });
   syncDirSync(parentOf(fresh));
+}
+
+async function zeroFile(path: string): Promise<void> {
+  const file = await Deno.open(path, { write: true });
+  try {
+    const size = (await file.stat()).size;
+    const zeros = new Uint8Array(Math.min(size, ZERO_WRITE_BYTES));
+    for (let at = 0; at < size;) {
+      at += await file.write(zeros.subarray(0, Math.min(zeros.length, size - at)));
+    }
+    await file.sync();
+  } finally {
+    file.close();
+  }
 }
 
 /** Steps 1-4 of finishRekey(), synchronous (rekey() runs them without yielding). */
@@ -359,7 +409,39 @@ function swapIn(path: string, keyFile: string): void {
   syncDirSync(path);
 }
 
-async function exists(path: string): Promise<boolean> {
+/** Offsets in an lmdb file's first meta page: its magic, and the flags it was created with. */
+const META_MAGIC_OFFSET = 24;
+const META_MAGIC = 0xbeefc0de;
+const META_FLAGS_OFFSET = 52;
+/** LMDB's MDB_ENCRYPT environment flag, recorded in the meta page. */
+const MDB_ENCRYPT = 0x2000;
+
+/** Whether an lmdb file is page-encrypted; null when there is no (valid) file. */
+async function fileIsEncrypted(path: string): Promise<boolean | null> {
+  let file: Deno.FsFile;
+  try {
+    file = await Deno.open(path, { read: true });
+  } catch (e) {
+    if (e instanceof Deno.errors.NotFound) return null;
+    throw e;
+  }
+  try {
+    const head = new Uint8Array(META_FLAGS_OFFSET + 2);
+    let filled = 0;
+    while (filled < head.length) {
+      const n = await file.read(head.subarray(filled));
+      if (n === null) return null;
+      filled += n;
+    }
+    const view = new DataView(head.buffer);
+    if (view.getUint32(META_MAGIC_OFFSET, true) !== META_MAGIC) return null;
+    return (view.getUint16(META_FLAGS_OFFSET, true) & MDB_ENCRYPT) !== 0;
+  } finally {
+    file.close();
+  }
+}
+
+async function fileExists(path: string): Promise<boolean> {
   try {
     await Deno.stat(path);
     return true;
@@ -625,13 +707,11 @@ class LmdbKvEnv implements KvEnv {
     syncDirSync(fresh);
     // The swap, without an await: no read sees a closed environment (tables are rebound in
     // the same turn).
-    void this.#root.close();
+    this.#root.close().catch(() => {});
     swapIn(this.path, pageKeys.keyFile);
     this.#root = openRoot(lmdb, this.path, settings, keyText);
     for (const table of this.#tables.values()) table.db = openTable(this.#root, table.name);
-    await pageKeys.destroy(`${fresh}/${REKEY_OLD_DIR}`);
-    await Deno.remove(fresh, { recursive: true });
-    syncDirSync(parentOf(fresh));
+    await retireOld(fresh, pageKeys);
   }
 
   async close(): Promise<void> {

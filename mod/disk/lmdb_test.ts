@@ -400,6 +400,38 @@ Deno.test("openKvEnv() finishes a rekey interrupted mid-swap, and drops one inte
   }
 });
 
+Deno.test("openKvEnv() with page keys encrypts an environment written without one, in place", async () => {
+  const dir = await Deno.makeTempDir({ prefix: "kiseki-kv-upgrade-" });
+  const canary = text("plaintext-era-canary-5e1f0a");
+  try {
+    const plain = await openKvEnv({ path: `${dir}/env`, pageKeys: null, mapSizeBytes: 8 << 20 });
+    await plain.transaction((txn) => txn.put(plain.table("t"), canary, canary));
+    await plain.close();
+    assert.ok(includes(await Deno.readFile(`${dir}/env/data.mdb`), canary));
+    const keys = new FilePageKeys();
+    const env = await openKvEnv({ path: `${dir}/env`, pageKeys: keys, mapSizeBytes: 8 << 20 });
+    assert.deepEqual(env.table("t").getSync(canary), canary);
+    await env.close();
+    for (const bytes of await filesUnder(dir)) assert.ok(!includes(bytes, canary));
+    assert.deepEqual([...Deno.readDirSync(dir)].map((e) => e.name), ["env"]);
+    const again = await openKvEnv({ path: `${dir}/env`, pageKeys: keys, mapSizeBytes: 8 << 20 });
+    assert.deepEqual(again.table("t").getSync(canary), canary);
+    await again.close();
+    // Without its key, an encrypted file is refused (lmdb itself would crash on it).
+    await Deno.rename(`${dir}/env/test.key`, `${dir}/lost.key`);
+    await assert.rejects(
+      openKvEnv({ path: `${dir}/env`, pageKeys: keys, mapSizeBytes: 8 << 20 }),
+      (e: unknown) => e instanceof KvError && /page key was lost/.test(e.message),
+    );
+    await assert.rejects(
+      openKvEnv({ path: `${dir}/env`, pageKeys: null, mapSizeBytes: 8 << 20 }),
+      (e: unknown) => e instanceof KvError && /page-encrypted/.test(e.message),
+    );
+  } finally {
+    await Deno.remove(dir, { recursive: true });
+  }
+});
+
 // The sandboxed child: `deno run <flags> lmdb_test.ts <dir>` (Deno.test is a no-op there).
 if (import.meta.main) {
   const dir = Deno.args[0]!;

@@ -56,13 +56,6 @@ export class SealedPageKeys implements KvPageKeys {
     const path = `${dir}/${PAGE_KEY_FILE}`;
     const sealed = await readKeyFile(path, SEALED_BYTES, (m) => new PageKeyError(m));
     if (sealed !== null) return await this.#unseal(sealed, path);
-    if (await exists(`${dir}/data.mdb`)) {
-      throw new PageKeyError(
-        `${dir} holds an lmdb environment but no ${PAGE_KEY_FILE}: it was written unencrypted ` +
-          `(by a release before page encryption) or its key was lost; move it away and let ` +
-          `the node rebuild it, or restore ${PAGE_KEY_FILE} from the node's backup`,
-      );
-    }
     const key = new Uint8Array(KV_PAGE_KEY_BYTES);
     this.#random(key);
     await this.store(dir, key);
@@ -125,15 +118,5 @@ export class SealedPageKeys implements KvPageKeys {
       throw e;
     }
     return key;
-  }
-}
-
-async function exists(path: string): Promise<boolean> {
-  try {
-    await Deno.stat(path);
-    return true;
-  } catch (e) {
-    if (e instanceof Deno.errors.NotFound) return false;
-    throw e;
   }
 }
