@@ -5,9 +5,13 @@
 //
 //   deno run -A tests/bench/raft_store_bench.ts [--quick] [--dir=/path/on/the/disk]
 //
-// Latencies are per call, in milliseconds, p50 and p90 over the samples.
+// Latencies are per call, in milliseconds, p50 and p90 over the samples. The environment is
+// page-encrypted as on a node (page key sealed under a random KEK).
 
 import { LmdbRaftLogStore, openRaftLogEnv } from "../../mod/log/mod.ts";
+import { selectAead } from "../../mod/crypto/mod.ts";
+import { SealedPageKeys } from "../../mod/keys/mod.ts";
+import { defaultShimOptions } from "../../ffi/loader.ts";
 import type { Entry } from "../../mod/raft/mod.ts";
 
 const QUICK = Deno.args.includes("--quick");
@@ -60,7 +64,13 @@ function entries(from: number, count: number): Entry[] {
 }
 
 async function persistLatency(dir: string, batch: number, shards: number): Promise<number[]> {
-  const env = await openRaftLogEnv({ dataDir: dir, pageKeys: null, mapSizeBytes: 256 << 20 });
+  const aead = selectAead(defaultShimOptions());
+  const pageKeys = new SealedPageKeys({
+    aead,
+    kek: await aead.importKey(crypto.getRandomValues(new Uint8Array(32))),
+    random: (b) => crypto.getRandomValues(b),
+  });
+  const env = await openRaftLogEnv({ dataDir: dir, pageKeys, mapSizeBytes: 256 << 20 });
   const stores = await Promise.all(
     Array.from({ length: shards }, (_, s) => LmdbRaftLogStore.open({ env, shardId: 1000 + s })),
   );
