@@ -400,8 +400,12 @@ class TenantLoad {
         Bucket: this.bucket,
         Key: key,
         Body: body,
-        Metadata: { note: this.mark(`metadata value of ${label}`) },
+        Metadata: {
+          note: this.mark(`metadata value of ${label}`),
+          [`k${this.mark(`metadata key of ${label}`)}`]: "v",
+        },
         ContentDisposition: `attachment; filename="${this.mark(`stored header of ${label}`)}"`,
+        ContentType: `application/x-${this.mark(`content type of ${label}`)}`,
       }),
     );
     this.objects.set(key, body);
@@ -551,6 +555,8 @@ Deno.test({
           "directory of 4 KiB",
           "metadata value of 1 B",
           "stored header of 4 KiB",
+          "metadata key of 2 KiB",
+          "content type of 1 B",
           "2 KiB body",
           "4 KiB body",
         ]
