@@ -114,6 +114,7 @@ async function growingStore(dir: string, fsBytes: number, space: SpaceGuard) {
     pool: pool!,
     codecs,
     indexDir: `${dir}/chunks/index`,
+    indexPageKeys: null,
     space,
     logger: quietLogger().logger,
   });

@@ -22,6 +22,7 @@ Deno.test("the scrub route answers status, starts a pass once, and refuses other
     pool: pool!,
     codecs: selectErasureCodec(),
     indexDir: `${dir}/index`,
+    indexPageKeys: null,
     logger,
   });
   const scrub = startScrub({

@@ -9,7 +9,9 @@
 // speed); "background" is ChunkGc.start() as the server runs it, timed from the last
 // release until used bytes are back to zero.
 
-import { SOURCE_FFI_DIR } from "../../ffi/loader.ts";
+import { defaultShimOptions, SOURCE_FFI_DIR } from "../../ffi/loader.ts";
+import { selectAead } from "../../mod/crypto/mod.ts";
+import { SealedPageKeys } from "../../mod/keys/mod.ts";
 import { selectCrc32c } from "../../ffi/ec/crc32c.ts";
 import { installCrc32c, Prng } from "../../mod/base/mod.ts";
 import { ChunkGc, LocalChunkStore, parsePoolSpecs } from "../../mod/chunk/mod.ts";
@@ -67,10 +69,18 @@ async function runSize(dir: string, mode: Mode, bytes: number, count: number): P
     JSON.stringify({ name: "bench", devices: 6, deviceSize: "4GiB", durability: "ec:4+2" }),
     { dataDir: dir },
   );
+  // The index is page-encrypted as on a node (page key sealed under a random KEK).
+  const aead = selectAead(defaultShimOptions());
+  const indexPageKeys = new SealedPageKeys({
+    aead,
+    kek: await aead.importKey(crypto.getRandomValues(new Uint8Array(32))),
+    random: (b) => crypto.getRandomValues(b),
+  });
   const store = await LocalChunkStore.open({
     pool: pool!,
     codecs: selectErasureCodec(),
     indexDir: `${dir}/chunks/index`,
+    indexPageKeys,
     shim: { ffiDir: SOURCE_FFI_DIR, ffiMode: "auto" },
     logger: createLogger({
       level: "error",

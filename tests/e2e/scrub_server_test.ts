@@ -8,6 +8,9 @@ import { missingPart, Prng } from "../../mod/base/mod.ts";
 import { loadPoolSpecs, LocalChunkStore } from "../../mod/chunk/mod.ts";
 import { RECORD_HEADER_BYTES } from "../../mod/chunk/segment_store.ts";
 import { selectErasureCodec } from "../../mod/ec/mod.ts";
+import { selectAead } from "../../mod/crypto/mod.ts";
+import { LocalKeyStore } from "../../mod/keys/mod.ts";
+import { defaultShimOptions } from "../../ffi/loader.ts";
 import { createLogger } from "../../mod/obs/mod.ts";
 import { ROLE_TABLE } from "../../mod/role/mod.ts";
 import { flagsFor, ROOT, run, startRole, testAddrs, waitForHttp } from "./_role.ts";
@@ -105,11 +108,17 @@ Deno.test({
       assert.equal(await server.stop(), 0);
 
       // 2. With the node stopped: flip a payload byte in one fragment of three chunks.
+      // The chunk index is page-encrypted under a key sealed by the node's key store.
       const [pool] = await loadPoolSpecs(undefined, { dataDir, nodes: 1 });
+      const keyStore = await LocalKeyStore.open({
+        dir: `${dataDir}/keys`,
+        aead: selectAead(defaultShimOptions()),
+      });
       const store = await LocalChunkStore.open({
         pool: pool!,
         codecs: selectErasureCodec(),
         indexDir: `${dataDir}/chunks/index`,
+        indexPageKeys: keyStore.pageKeys,
         logger,
       });
       const victims = store.index.scan(null, 1000).filter((_, i) => i % 7 === 3).slice(0, FLIPPED);
@@ -121,6 +130,7 @@ Deno.test({
         flips.push({ path, offset: f.offsetBytes + RECORD_HEADER_BYTES + 11 });
       }
       await store.close();
+      await keyStore.close();
       for (const { path, offset } of flips) {
         const file = await Deno.open(path, { read: true, write: true });
         const one = new Uint8Array(1);
