@@ -22,7 +22,9 @@
 //                          ordered listings), so protected by page encryption only; a shred
 //                          drops a tenant's records and rekeys the environment.
 //   chunks/index/          chunk ids (SHA-256 of plaintext, or HMAC under the tenant's dedup
-//                          key), refcounts, fragment locations.
+//                          key), refcounts, fragment locations, the scrub cursor and pass
+//                          totals. Its map is sized from the pool's devices; still one page
+//                          key, whatever the size.
 //   chunks/devices/*.dev   segments of chunk fragments: every chunk sealed with AES-256-GCM
 //                          under a per-chunk key (HKDF of the system epoch key and chunk id)
 //                          before erasure coding; segment headers hold ids and lengths.
