@@ -48,6 +48,10 @@ export interface Config {
   scrubRateBytesPerSecond: number;
   /** Server: from the start of one scrub pass to the start of the next. */
   scrubIntervalMs: number;
+  /** Server: bound of the chunk bytes all reads hold ahead of their readers. */
+  readAheadMaxBytes: number;
+  /** Server: open connections the S3 listener keeps at most. */
+  s3ConnectionsMax: number;
   cacheL2MaxBytes: number;
   otlpEndpoint: string | null;
   serviceName: string;
@@ -189,6 +193,18 @@ export const CONFIG_VARIABLES: readonly ConfigVariable[] = [
     default: "86400",
     expects: "an integer 60..31536000",
     description: "seconds from the start of one scrub pass to the start of the next",
+  },
+  {
+    name: "KISEKI_READ_AHEAD_MAX",
+    default: "268435456",
+    expects: "a byte count of at least 16MiB (e.g. 256MiB)",
+    description: "server memory for chunks fetched ahead of readers, shared by all reads",
+  },
+  {
+    name: "KISEKI_S3_CONNECTIONS_MAX",
+    default: "1024",
+    expects: "an integer 1..1000000",
+    description: "open S3 connections; past it new ones are answered 503 SlowDown",
   },
   {
     name: "OTEL_EXPORTER_OTLP_ENDPOINT",
@@ -435,6 +451,17 @@ export function parseConfig(env: ConfigEnv, options: ParseConfigOptions = {}): C
       scrubIntervalMs = +scrubIntervalRaw * 1000;
     } else bad("KISEKI_SCRUB_INTERVAL_S", scrubIntervalRaw);
   }
+  let s3ConnectionsMax = 1024;
+  const connectionsRaw = raw("KISEKI_S3_CONNECTIONS_MAX");
+  if (connectionsRaw !== undefined) {
+    if (/^[0-9]{1,7}$/.test(connectionsRaw) && +connectionsRaw >= 1 && +connectionsRaw <= 1e6) {
+      s3ConnectionsMax = +connectionsRaw;
+    } else bad("KISEKI_S3_CONNECTIONS_MAX", connectionsRaw);
+  }
+  const readAheadMaxBytes = bytes("KISEKI_READ_AHEAD_MAX", 256 * 2 ** 20);
+  if (readAheadMaxBytes < 16 * 2 ** 20) {
+    bad("KISEKI_READ_AHEAD_MAX", raw("KISEKI_READ_AHEAD_MAX")!, "below 16MiB");
+  }
 
   const dataDir = raw("KISEKI_DATA_DIR") ?? "kiseki-data";
   const config: Config = {
@@ -457,6 +484,8 @@ export function parseConfig(env: ConfigEnv, options: ParseConfigOptions = {}): C
     chunkCacheMaxBytes: bytes("KISEKI_CHUNK_CACHE_MAX", 256 * 2 ** 20),
     scrubRateBytesPerSecond: bytes("KISEKI_SCRUB_RATE", 16 * 2 ** 20),
     scrubIntervalMs,
+    readAheadMaxBytes,
+    s3ConnectionsMax,
     otlpEndpoint,
     serviceName: raw("OTEL_SERVICE_NAME") ?? `kiseki-${options.role ?? "server"}`,
     logLevel,

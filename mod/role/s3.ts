@@ -7,7 +7,7 @@ import type { Aead } from "../crypto/mod.ts";
 import type { Logger } from "../obs/mod.ts";
 import { adminJson as json, type AdminRoute } from "../admin/mod.ts";
 import type { ObjectEngine } from "../composition/mod.ts";
-import { LocalCredentialStore, S3Gateway } from "../s3/mod.ts";
+import { CredentialStoreError, listenS3, LocalCredentialStore, S3Gateway } from "../s3/mod.ts";
 
 export interface S3Endpoint {
   /** Where the default tenant's first key was written (null when it existed before). */
@@ -43,17 +43,24 @@ export async function startS3Gateway(options: StartS3Options): Promise<S3Endpoin
     hostId: `kiseki-node-${config.nodeId}`,
     logger: log,
   });
-  const server = Deno.serve({
+  const server = listenS3({
     hostname: config.s3Addr.host,
     port: config.s3Addr.port,
     signal: options.signal,
-    onListen: () => {},
-  }, (request) => gateway.handle(request));
-  log.info("S3 gateway listening", { addr: formatHostPort(config.s3Addr) });
+    handler: (request) => gateway.handle(request),
+    connectionsMax: config.s3ConnectionsMax,
+    hostId: `kiseki-node-${config.nodeId}`,
+    logger: log,
+  });
+  log.info("S3 gateway listening", {
+    addr: formatHostPort(config.s3Addr),
+    connectionsMax: server.limits.connectionsMax,
+    bodiesInFlightMax: server.limits.bodiesInFlightMax,
+  });
   const defaultTenant = (await Deno.readTextFile(`${config.dataDir}/config/default-tenant`)).trim();
   return {
     credentialsFile,
-    api: (req, url) => credentialsApi(req, url, credentials, defaultTenant),
+    api: (req, url) => credentialsApi(req, url, credentials, defaultTenant, log),
     defaultTenant,
     async revokeTenant(tenant) {
       const ids = (await credentials.list(tenant)).map((k) => k.accessKeyId);
@@ -117,6 +124,7 @@ async function credentialsApi(
   url: URL,
   credentials: LocalCredentialStore,
   defaultTenant: string,
+  log: Logger,
 ): Promise<Response> {
   const base = "/api/v1/s3-credentials";
   const tenantParam = url.searchParams.get("tenant") ?? "";
@@ -142,6 +150,20 @@ async function credentialsApi(
     }
     return json(405, { error: "method_not_allowed", message: `${req.method} ${url.pathname}` });
   } catch (e) {
-    return json(400, { error: "invalid_argument", message: (e as Error).message });
+    // The request was checked above: what fails here is the store, except a tenant at its
+    // key limit, which is the caller's to resolve.
+    const message = (e as Error).message;
+    if (e instanceof CredentialStoreError && message.includes("ACCESS_KEYS_PER_TENANT_MAX")) {
+      return json(409, { error: "limit_reached", message });
+    }
+    log.error("s3 credentials API failed", {
+      method: req.method,
+      path: url.pathname,
+      error: message,
+    });
+    return json(500, {
+      error: "internal",
+      message: "the access-key store failed; see the node log",
+    });
   }
 }

@@ -124,6 +124,11 @@ export const S3_ERRORS = {
     status: 400,
     message: "Your request header section exceeds the maximum allowed size.",
   },
+  RequestTimeout: {
+    status: 400,
+    message: "Your socket connection to the server was not read from or written to within " +
+      "the timeout period.",
+  },
   RequestTimeTooSkewed: {
     status: 403,
     message: "The difference between the request time and the current time is too large.",

@@ -37,7 +37,9 @@ import {
   toBase64,
 } from "./checksums.ts";
 import type { Credential, CredentialStore } from "./credentials.ts";
-import { renderS3Error, S3Error, type S3ErrorCode } from "./errors.ts";
+import { renderS3Error, S3_ERRORS, S3Error, type S3ErrorCode } from "./errors.ts";
+import { refuseUnsupportedHeaders } from "./header_policy.ts";
+import { S3_RETRY_AFTER_SECONDS } from "./listener.ts";
 import {
   type ChecksumType,
   metadataHeaders,
@@ -48,6 +50,7 @@ import {
   uploadChecksumEntries,
   withChecksums,
 } from "./object_metadata.ts";
+import { readRequestBytes, requestBodyStream } from "./request_body.ts";
 import {
   evaluateCopySourceConditions,
   evaluateReadConditions,
@@ -223,7 +226,13 @@ export function s3ErrorOf(
       });
     }
     const code = COMPOSITION_CODES[e.code] ?? "InternalError";
-    const options: { bucketName?: string; key?: string; cause: unknown } = { cause: e };
+    const options: {
+      bucketName?: string;
+      key?: string;
+      cause: unknown;
+      headers?: Record<string, string>;
+    } = { cause: e };
+    if (S3_ERRORS[code].status === 503) options.headers = { "Retry-After": S3_RETRY_AFTER_SECONDS };
     if (
       code === "NoSuchBucket" || code === "BucketNotEmpty" || code === "BucketAlreadyOwnedByYou"
     ) {
@@ -404,6 +413,7 @@ export class S3Gateway {
         nowMs: this.#clock.nowMs(),
         lookup: (id) => this.credentials.lookup(id),
       });
+      refuseUnsupportedHeaders(s3.operation, request.headers);
       const tenantHex = auth.credential.tenantId;
       const ctx: OperationContext = {
         http: request,
@@ -456,7 +466,8 @@ export class S3Gateway {
   #errorResponse(e: unknown, method: string, s3: S3Request | null, requestId: string): Response {
     const error = s3ErrorOf(e, s3 ?? undefined);
     if (error.resource === undefined && s3 !== null) error.resource = s3.resource;
-    if (error.status >= 500) {
+    // Server-side failures only: NotImplemented and SlowDown are answers, not faults.
+    if (error.status >= 500 && error.status !== 501 && error.status !== 503) {
       this.#log.error("s3 request failed", {
         op: s3?.operation ?? "unknown",
         code: error.code,
@@ -549,7 +560,7 @@ export class S3Gateway {
     }
     const { options, declaredChecksums } = this.#digestOptions(ctx, sizeBytes);
     const digester = new BodyDigester(options);
-    const bytes = ctx.http.body === null ? new Uint8Array(0) : await ctx.http.bytes();
+    const bytes = await readRequestBytes(ctx.http);
     digester.update(bytes);
     const digests = digester.finish();
     return {
@@ -568,7 +579,7 @@ export class S3Gateway {
   ): RequestBody<ReadableStream<Uint8Array>> {
     const headers = ctx.http.headers;
     const contentLength = parseContentLength(headers);
-    let stream = ctx.http.body ?? emptyStream();
+    let stream = requestBodyStream(ctx.http) ?? emptyStream();
     let sizeBytes: number | null = contentLength;
     const payload = ctx.auth.payload;
     let trailerChecksums: RequestBody["trailerChecksums"] = null;

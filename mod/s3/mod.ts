@@ -10,6 +10,24 @@ export {
   S3Gateway,
 } from "./gateway.ts";
 export type { S3GatewayOptions } from "./gateway.ts";
+export {
+  listenS3,
+  runtimeServeOnConnection,
+  S3_BODIES_IN_FLIGHT_MAX,
+  S3_CONNECTION_IDLE_MS,
+  S3_CONNECTIONS_MAX_DEFAULT,
+  S3_REFUSED_CONNECTIONS_MAX,
+  S3_RETRY_AFTER_SECONDS,
+  slowDownResponse,
+} from "./listener.ts";
+export type {
+  S3Listener,
+  S3ListenerLimits,
+  S3ListenerOptions,
+  S3ListenerStats,
+} from "./listener.ts";
+export { refuseUnsupportedHeaders, S3_NO_OP_CANNED_ACLS } from "./header_policy.ts";
+export { readRequestBytes, requestBodyStream, S3_BODY_STALL_MS } from "./request_body.ts";
 export type {
   BackendBody,
   BackendByteRange,

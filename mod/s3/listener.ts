@@ -1,0 +1,324 @@
+// The S3 listener: accepts TCP connections and serves HTTP on each, within named limits on
+// open connections, requests in flight and request bodies being received, and closes
+// connections left idle. Past a limit the answer is AWS's: 503 SlowDown with Retry-After.
+//
+// Why it accepts connections itself: Deno.serve has no cap on connections and no timeout at
+// all (measured on the pinned runtime: a connection that sends nothing, or half a request
+// head, stays open indefinitely), so a client could hold any number of sockets. The runtime
+// serves HTTP on one accepted connection through `serveHttpOnConnection` (what Deno.serve
+// runs on each connection itself); where a runtime lacks it, the listener falls back to
+// Deno.serve with the request limits only, and says so once.
+
+import { assert } from "../base/mod.ts";
+import { counter, gauge, log as rootLog, type Logger } from "../obs/mod.ts";
+import { renderS3Error, S3Error } from "./errors.ts";
+
+/** Open connections the S3 listener keeps at most (KISEKI_S3_CONNECTIONS_MAX). */
+export const S3_CONNECTIONS_MAX_DEFAULT = 1024;
+/**
+ * Connections past the cap that are still answered SlowDown (and then closed); beyond these
+ * a new connection is closed at once, so refusing costs no more than this many sockets.
+ */
+export const S3_REFUSED_CONNECTIONS_MAX = 64;
+/**
+ * Requests whose bodies are being received at once. Small bodies (up to 1 MiB) are read
+ * whole, so this bounds that memory at 256 MiB; larger ones stream through the engine's
+ * bounded buffers.
+ */
+export const S3_BODIES_IN_FLIGHT_MAX = 256;
+/** A connection with no request in progress for this long is closed. */
+export const S3_CONNECTION_IDLE_MS = 60_000;
+/** A refused connection gets this long to send its request and read the SlowDown. */
+export const S3_REFUSED_CONNECTION_MS = 5_000;
+/** Retry-After of SlowDown and ServiceUnavailable answers. */
+export const S3_RETRY_AFTER_SECONDS = "1";
+
+const connectionsOpen = gauge({
+  name: "kiseki_s3_connections_open",
+  help: "S3 connections open",
+});
+const requestsInFlight = gauge({
+  name: "kiseki_s3_requests_in_flight",
+  help: "S3 requests being answered (until the response is sent)",
+});
+const refusedTotal = counter<"reason">({
+  name: "kiseki_s3_refused_total",
+  help: "S3 connections and requests refused with SlowDown, by the limit they hit",
+  labelNames: ["reason"],
+});
+const idleClosedTotal = counter({
+  name: "kiseki_s3_idle_connections_closed_total",
+  help: "S3 connections closed after S3_CONNECTION_IDLE_MS with no request in progress",
+});
+
+export interface S3ListenerLimits {
+  connectionsMax: number;
+  requestsInFlightMax: number;
+  bodiesInFlightMax: number;
+  idleMs: number;
+}
+
+export interface S3ListenerOptions extends Partial<S3ListenerLimits> {
+  hostname: string;
+  port: number;
+  handler: (request: Request) => Promise<Response>;
+  signal?: AbortSignal;
+  logger?: Logger;
+  /** Sent as x-amz-id-2 and HostId on refusals. */
+  hostId?: string;
+}
+
+export interface S3ListenerStats {
+  connectionsOpen: number;
+  requestsInFlight: number;
+  bodiesInFlight: number;
+}
+
+export interface S3Listener {
+  readonly addr: Deno.NetAddr;
+  /** `connections`: each connection is accepted here (all limits); `shared`: Deno.serve. */
+  readonly mode: "connections" | "shared";
+  readonly limits: S3ListenerLimits;
+  stats(): S3ListenerStats;
+  /** Stops accepting, closes idle connections, waits for requests in progress. */
+  shutdown(): Promise<void>;
+}
+
+type ServeOnConnection = (
+  connection: Deno.Conn,
+  signal: AbortSignal,
+  handler: (request: Request, info: Deno.ServeHandlerInfo) => Response | Promise<Response>,
+  onError: (error: unknown) => Response | Promise<Response>,
+  onListen: (scheme: string) => void,
+) => { finished: Promise<void> };
+
+/** The runtime's per-connection HTTP server, if this runtime has it. */
+export function runtimeServeOnConnection(): ServeOnConnection | null {
+  const deno = Deno as unknown as { internal?: symbol } & Record<symbol, unknown>;
+  const internal = deno.internal === undefined ? undefined : deno[deno.internal];
+  const fn = (internal as { serveHttpOnConnection?: unknown } | undefined)
+    ?.serveHttpOnConnection;
+  return typeof fn === "function" ? fn as ServeOnConnection : null;
+}
+
+function requestId(): string {
+  const bytes = crypto.getRandomValues(new Uint8Array(8));
+  return [...bytes].map((b) => b.toString(16).padStart(2, "0")).join("").toUpperCase();
+}
+
+/** The SlowDown answer to a request refused by a limit; the connection closes after it. */
+export function slowDownResponse(limit: string, hostId: string, method = "GET"): Response {
+  const error = new S3Error("SlowDown", `Please reduce your request rate (${limit}).`);
+  const id = requestId();
+  const headers = {
+    "retry-after": S3_RETRY_AFTER_SECONDS,
+    "x-amz-request-id": id,
+    "x-amz-id-2": hostId,
+    server: "Kiseki",
+    connection: "close",
+  };
+  if (method === "HEAD") return new Response(null, { status: error.status, headers });
+  return new Response(renderS3Error(error, { requestId: id, hostId }), {
+    status: error.status,
+    headers: { ...headers, "content-type": "application/xml" },
+  });
+}
+
+function hasBody(request: Request): boolean {
+  const length = request.headers.get("content-length");
+  if (length !== null) return length.trim() !== "0";
+  return request.headers.has("transfer-encoding");
+}
+
+/** Starts the S3 listener on `hostname:port`. */
+export function listenS3(options: S3ListenerOptions): S3Listener {
+  const limits: S3ListenerLimits = {
+    connectionsMax: options.connectionsMax ?? S3_CONNECTIONS_MAX_DEFAULT,
+    requestsInFlightMax: options.requestsInFlightMax ??
+      options.connectionsMax ?? S3_CONNECTIONS_MAX_DEFAULT,
+    bodiesInFlightMax: options.bodiesInFlightMax ?? S3_BODIES_IN_FLIGHT_MAX,
+    idleMs: options.idleMs ?? S3_CONNECTION_IDLE_MS,
+  };
+  for (const [name, value] of Object.entries(limits)) {
+    assert(Number.isSafeInteger(value) && value >= 1, `S3 listener ${name} must be >= 1`);
+  }
+  const log = options.logger ?? rootLog;
+  const hostId = options.hostId ?? "kiseki";
+  let requests = 0;
+  let bodies = 0;
+
+  /** Admits a request within the limits, or answers SlowDown; releases when it is sent. */
+  const admit = async (request: Request, info: Deno.ServeHandlerInfo): Promise<Response> => {
+    const body = hasBody(request);
+    let limit: string | null = null;
+    if (requests >= limits.requestsInFlightMax) limit = "requests in flight";
+    else if (body && bodies >= limits.bodiesInFlightMax) limit = "request bodies in flight";
+    if (limit !== null) {
+      refusedTotal.inc({ reason: limit === "requests in flight" ? "requests" : "bodies" });
+      return slowDownResponse(limit, hostId, request.method);
+    }
+    requests++;
+    requestsInFlight.inc();
+    if (body) bodies++;
+    let released = false;
+    const release = () => {
+      if (released) return;
+      released = true;
+      requests--;
+      requestsInFlight.dec();
+      if (body) bodies--;
+    };
+    info.completed.then(release, release);
+    try {
+      return await options.handler(request);
+    } catch (e) {
+      release();
+      throw e;
+    }
+  };
+
+  const onError = (error: unknown): Response => {
+    log.error("s3 listener: handler failed", { error: String(error) });
+    return new Response(null, { status: 500, headers: { connection: "close" } });
+  };
+
+  const serveOn = runtimeServeOnConnection();
+  if (serveOn === null) {
+    log.warn(
+      "s3 listener: this runtime cannot serve HTTP on accepted connections; " +
+        "connections are neither capped nor closed when idle",
+      { runtime: Deno.version.deno },
+    );
+    const server = Deno.serve({
+      hostname: options.hostname,
+      port: options.port,
+      signal: options.signal,
+      onListen: () => {},
+      onError,
+    }, admit);
+    return {
+      addr: server.addr,
+      mode: "shared",
+      limits,
+      stats: () => ({ connectionsOpen: -1, requestsInFlight: requests, bodiesInFlight: bodies }),
+      shutdown: () => server.shutdown(),
+    };
+  }
+
+  const listener = Deno.listen({ hostname: options.hostname, port: options.port });
+  const open = new Set<Connection>();
+  let refusing = 0;
+  let closing = false;
+
+  /** One accepted connection: its HTTP server, requests in progress and idle timer. */
+  class Connection {
+    readonly stop = new AbortController();
+    active = 0;
+    timer: ReturnType<typeof setTimeout> | undefined;
+    finished: Promise<void> = Promise.resolve();
+
+    arm(ms: number): void {
+      clearTimeout(this.timer);
+      this.timer = setTimeout(() => {
+        if (this.active === 0) {
+          idleClosedTotal.inc();
+          this.stop.abort();
+        }
+      }, ms);
+    }
+
+    serve(
+      conn: Deno.Conn,
+      handler: (r: Request, info: Deno.ServeHandlerInfo) => Promise<Response>,
+      idleMs: number,
+    ): void {
+      this.arm(idleMs);
+      const served = serveOn!(
+        conn,
+        this.stop.signal,
+        (request, info) => {
+          this.active++;
+          clearTimeout(this.timer);
+          const done = () => {
+            if (--this.active > 0) return;
+            if (closing) this.stop.abort();
+            else this.arm(idleMs);
+          };
+          info.completed.then(done, done);
+          return handler(request, info);
+        },
+        onError,
+        () => {},
+      );
+      this.finished = served.finished.catch(() => {}).finally(() => clearTimeout(this.timer));
+    }
+  }
+
+  const refuseAll = (request: Request): Promise<Response> =>
+    Promise.resolve(slowDownResponse("connections", hostId, request.method));
+
+  const acceptLoop = (async () => {
+    while (true) {
+      let conn: Deno.Conn;
+      try {
+        conn = await listener.accept();
+      } catch (e) {
+        if (closing || e instanceof Deno.errors.BadResource) return;
+        // Out of file descriptors and the like: keep serving the connections we have.
+        log.warn("s3 listener: accept failed", { error: String(e) });
+        await new Promise((r) => setTimeout(r, 100));
+        continue;
+      }
+      if (closing) {
+        conn.close();
+        return;
+      }
+      if (open.size >= limits.connectionsMax) {
+        refusedTotal.inc({ reason: "connections" });
+        if (refusing >= S3_REFUSED_CONNECTIONS_MAX) {
+          try {
+            conn.close();
+          } catch { /* already gone */ }
+          continue;
+        }
+        refusing++;
+        const c = new Connection();
+        c.serve(conn, refuseAll, S3_REFUSED_CONNECTION_MS);
+        c.finished.finally(() => refusing--);
+        continue;
+      }
+      const c = new Connection();
+      open.add(c);
+      connectionsOpen.set({}, open.size);
+      c.serve(conn, admit, limits.idleMs);
+      c.finished.finally(() => {
+        open.delete(c);
+        connectionsOpen.set({}, open.size);
+      });
+    }
+  })();
+
+  const shutdown = async () => {
+    if (closing) return;
+    closing = true;
+    try {
+      listener.close();
+    } catch { /* closed */ }
+    await acceptLoop;
+    for (const c of open) if (c.active === 0) c.stop.abort();
+    await Promise.all([...open].map((c) => c.finished));
+  };
+  options.signal?.addEventListener("abort", () => void shutdown(), { once: true });
+
+  return {
+    addr: listener.addr as Deno.NetAddr,
+    mode: "connections",
+    limits,
+    stats: () => ({
+      connectionsOpen: open.size,
+      requestsInFlight: requests,
+      bodiesInFlight: bodies,
+    }),
+    shutdown,
+  };
+}
