@@ -297,6 +297,7 @@ export interface EngineStackOptions {
     | "partBytesMin"
     | "chunksInFlightMax"
     | "readAheadChunks"
+    | "readAheadBytesMax"
     | "chunkCacheBytes"
     | "hashWorker"
     | "hashWorkers"

@@ -2,6 +2,12 @@
 // POSIX mutations, the sealed payload format they travel in, and the service that commits
 // them through the shard log and answers from the views.
 export {
+  READ_AHEAD_BYTES_MAX_DEFAULT,
+  READ_BUDGET_WAIT_MS_MAX,
+  READ_BUDGET_WAITERS_MAX,
+  ReadBudget,
+} from "./read_budget.ts";
+export {
   ByteReader,
   bytesEqual,
   ByteWriter,

@@ -46,6 +46,7 @@ import {
   PUT_PART_SIZES_MAX,
 } from "./composition.ts";
 import { CompositionError } from "./errors.ts";
+import { READ_AHEAD_BYTES_MAX_DEFAULT, ReadBudget } from "./read_budget.ts";
 import type {
   ListObjectsOptions,
   ListObjectsResult,
@@ -155,6 +156,12 @@ export interface ObjectEngineOptions {
   partBytesMin?: number;
   chunksInFlightMax?: number;
   readAheadChunks?: number;
+  /**
+   * Bound in bytes of the chunks all gets hold ahead of their readers (default
+   * READ_AHEAD_BYTES_MAX_DEFAULT; the server passes KISEKI_READ_AHEAD_MAX). At least the
+   * largest chunk.
+   */
+  readAheadBytesMax?: number;
   /**
    * Bound in bytes of the memory cache of chunk plaintexts read (default 0: none; the
    * server passes KISEKI_CHUNK_CACHE_MAX).
@@ -685,6 +692,7 @@ export class ObjectEngine {
   readonly #dedup: TenantDedup;
   readonly #chunksInFlightMax: number;
   readonly #readAhead: number;
+  readonly #readBudget: ReadBudget;
   readonly #chunkCache: ChunkCache;
   readonly #log: Logger;
   readonly #envelopes: EnvelopeBuffers;
@@ -714,6 +722,13 @@ export class ObjectEngine {
     this.#chunksInFlightMax = options.chunksInFlightMax ?? ENGINE_PUT_CHUNKS_IN_FLIGHT_MAX;
     this.#readAhead = options.readAheadChunks ?? ENGINE_READ_AHEAD_CHUNKS;
     this.#chunkCache = new ChunkCache(options.chunkCacheBytes ?? 0);
+    const readAheadBytesMax = options.readAheadBytesMax ??
+      Math.max(READ_AHEAD_BYTES_MAX_DEFAULT, this.cdc.maxBytes);
+    assert(
+      readAheadBytesMax >= this.cdc.maxBytes,
+      `readAheadBytesMax (${readAheadBytesMax}) must hold the largest chunk (${this.cdc.maxBytes})`,
+    );
+    this.#readBudget = new ReadBudget(readAheadBytesMax);
     this.#log = options.logger ?? rootLog;
     assert(
       Number.isInteger(this.putChunkRefsMax) && this.putChunkRefsMax >= 1 &&
@@ -1514,19 +1529,35 @@ export class ObjectEngine {
     const last = firstStartingAt(refs, end);
     const first = start === end ? last : firstEndingAfter(refs, start);
     const readAhead = this.#readAhead;
-    const pending: Promise<Uint8Array>[] = [];
+    const budget = this.#readBudget;
+    // Each chunk fetched holds its length of the read budget until its reader takes it
+    // (or, after a cancel or failure, until its fetch settles).
+    const pending: { bytes: number; plain: Promise<Uint8Array> }[] = [];
     let next = first;
     let delivered = 0;
     let finished = false;
+    const cost = (ref: ChunkRef) => Math.min(ref.lengthBytes, budget.bytesMax);
+    const launch = () => {
+      const ref = refs[next++]!;
+      const from = Math.max(start - ref.offsetBytes, 0);
+      const to = Math.min(end - ref.offsetBytes, ref.lengthBytes);
+      const plain = this.#readChunk(key, ref).then((p) => p.subarray(from, to));
+      plain.catch(() => {}); // observed when its turn comes (or never, after a cancel)
+      pending.push({ bytes: cost(ref), plain });
+    };
+    /** Read-ahead: only with budget that is free now. */
     const fill = () => {
-      while (next < last && pending.length < readAhead) {
-        const ref = refs[next++]!;
-        const from = Math.max(start - ref.offsetBytes, 0);
-        const to = Math.min(end - ref.offsetBytes, ref.lengthBytes);
-        const p = this.#readChunk(key, ref).then((plain) => plain.subarray(from, to));
-        p.catch(() => {}); // observed when its turn comes (or never, after a cancel)
-        pending.push(p);
+      while (next < last && pending.length < readAhead && budget.tryTake(cost(refs[next]!))) {
+        launch();
       }
+    };
+    /** Gives back the budget of every chunk still pending, once each fetch settles. */
+    const drop = () => {
+      for (const { bytes, plain } of pending.splice(0)) {
+        const give = () => budget.give(bytes);
+        plain.then(give, give);
+      }
+      next = last;
     };
     const finish = (outcome: string) => {
       if (finished) return;
@@ -1534,11 +1565,39 @@ export class ObjectEngine {
       bytesOut.inc({ op: "get" }, delivered);
       observe("get", started, outcome);
     };
+    // The first chunk is read before answering, so an unreadable object fails the call,
+    // and a read that finds no budget is refused before it starts.
+    if (next < last) {
+      if (!budget.tryTake(cost(refs[next]!))) throw budget.exhausted();
+      launch();
+    }
     fill();
-    // The first chunk is read before answering, so an unreadable object fails the call.
-    if (pending.length > 0) await pending[0];
+    if (pending.length > 0) {
+      try {
+        await pending[0]!.plain;
+      } catch (e) {
+        drop();
+        throw e;
+      }
+    }
     return new ReadableStream<Uint8Array>({
       pull: async (controller) => {
+        if (pending.length === 0 && next < last) {
+          // Read-ahead found no free budget: wait in line for the chunk the reader needs.
+          const bytes = cost(refs[next]!);
+          try {
+            await budget.take(bytes);
+          } catch (e) {
+            finish("error");
+            controller.error(e);
+            return;
+          }
+          if (next >= last) {
+            budget.give(bytes); // cancelled while waiting
+            return;
+          }
+          launch();
+        }
         const head = pending.shift();
         if (head === undefined) {
           finish("ok");
@@ -1547,20 +1606,28 @@ export class ObjectEngine {
         }
         fill();
         try {
-          const bytes = await head;
+          const bytes = await head.plain;
           delivered += bytes.length;
           controller.enqueue(bytes);
         } catch (e) {
+          drop();
           finish("error");
           controller.error(e);
+        } finally {
+          budget.give(head.bytes);
         }
       },
       cancel: () => {
-        pending.length = 0;
-        next = last;
+        drop();
         finish("cancelled");
       },
     }, { highWaterMark: 0 });
+  }
+
+  /** Bytes of the read-ahead budget in use, and reads waiting for it. */
+  readBudgetStats(): { usedBytes: number; bytesMax: number; waiting: number } {
+    const b = this.#readBudget;
+    return { usedBytes: b.usedBytes, bytesMax: b.bytesMax, waiting: b.waiting };
   }
 
   /**

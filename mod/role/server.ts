@@ -168,7 +168,10 @@ async function runServer(config: Config): Promise<number> {
       pool: pools[0]!,
       shardCount: config.shardCount,
       logger,
-      engine: { chunkCacheBytes: config.chunkCacheMaxBytes },
+      engine: {
+        chunkCacheBytes: config.chunkCacheMaxBytes,
+        readAheadBytesMax: config.readAheadMaxBytes,
+      },
       metadata: async (onShard, pageKeys) => {
         cluster = await startCluster({
           config,
