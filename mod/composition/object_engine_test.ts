@@ -229,6 +229,39 @@ Deno.test("ObjectEngine serves repeated reads from its chunk cache, byte-exact, 
   }, { engine: { chunkCacheBytes: 8 * MiB } });
 });
 
+Deno.test("ObjectEngine bounds read-ahead by one budget: a get past it is refused, the others finish byte-exact", async () => {
+  await withStack(async (stack) => {
+    const { engine } = stack;
+    const ns = await engine.createNamespace(tenant(1), "budget");
+    const bytes = prngBytes(81, 12 * MiB + 5);
+    await engine.putObject(ns, "a", bytes);
+    const { bytesMax } = engine.readBudgetStats();
+    assert.equal(bytesMax, 4 * MiB);
+    const open: ReadableStream<Uint8Array>[] = [];
+    let refused: unknown = null;
+    for (let i = 0; i < 16 && refused === null; i++) {
+      try {
+        open.push((await engine.getObject(ns, "a")).body);
+      } catch (e) {
+        refused = e;
+      }
+      assert.ok(engine.readBudgetStats().usedBytes <= bytesMax, "never past the budget");
+    }
+    assert.ok(isCode("unavailable")(refused), `a get past the budget is refused: ${refused}`);
+    assert.ok(open.length >= 1);
+    // Every get that started finishes byte-exact, in turn for the budget.
+    const read = await Promise.all(open.map((body) => readAll(body)));
+    for (const r of read) assert.ok(same(r, bytes), "byte-exact under a tight budget");
+    assert.deepEqual(engine.readBudgetStats(), { usedBytes: 0, bytesMax, waiting: 0 });
+    // Given back on cancel too.
+    const cancelled = await engine.getObject(ns, "a");
+    await cancelled.body.cancel();
+    await new Promise((r) => setTimeout(r, 50));
+    assert.equal(engine.readBudgetStats().usedBytes, 0);
+    assert.ok(same(await get(stack, ns, "a"), bytes));
+  }, { engine: { readAheadBytesMax: 4 * MiB } });
+});
+
 Deno.test("ObjectEngine streams a 64 MiB object in and out, byte-exact", async () => {
   await withStack(async (stack) => {
     const { engine } = stack;

@@ -84,13 +84,16 @@ export interface S3Listener {
   shutdown(): Promise<void>;
 }
 
+/** The signal given to each connection's server: connections close through shutdown(). */
+const NEVER_ABORTED = new AbortController().signal;
+
 type ServeOnConnection = (
   connection: Deno.Conn,
   signal: AbortSignal,
   handler: (request: Request, info: Deno.ServeHandlerInfo) => Response | Promise<Response>,
   onError: (error: unknown) => Response | Promise<Response>,
   onListen: (scheme: string) => void,
-) => { finished: Promise<void> };
+) => { finished: Promise<void>; shutdown(): Promise<void> };
 
 /** The runtime's per-connection HTTP server, if this runtime has it. */
 export function runtimeServeOnConnection(): ServeOnConnection | null {
@@ -212,17 +215,28 @@ export function listenS3(options: S3ListenerOptions): S3Listener {
 
   /** One accepted connection: its HTTP server, requests in progress and idle timer. */
   class Connection {
-    readonly stop = new AbortController();
+    /** The runtime's server of this connection; its shutdown() closes it once idle. */
+    #served: { shutdown(): Promise<void> } | null = null;
     active = 0;
     timer: ReturnType<typeof setTimeout> | undefined;
     finished: Promise<void> = Promise.resolve();
+
+    /**
+     * Closes the connection once no request is in progress (at once when idle or halfway
+     * through a request head). Through shutdown(), not the abort signal: aborting after the
+     * client closed makes the runtime close a resource that is gone and throw where no
+     * caller can catch it (measured: the process dies).
+     */
+    close(): void {
+      this.#served?.shutdown().catch(() => {});
+    }
 
     arm(ms: number): void {
       clearTimeout(this.timer);
       this.timer = setTimeout(() => {
         if (this.active === 0) {
           idleClosedTotal.inc();
-          this.stop.abort();
+          this.close();
         }
       }, ms);
     }
@@ -235,13 +249,13 @@ export function listenS3(options: S3ListenerOptions): S3Listener {
       this.arm(idleMs);
       const served = serveOn!(
         conn,
-        this.stop.signal,
+        NEVER_ABORTED,
         (request, info) => {
           this.active++;
           clearTimeout(this.timer);
           const done = () => {
             if (--this.active > 0) return;
-            if (closing) this.stop.abort();
+            if (closing) this.close();
             else this.arm(idleMs);
           };
           info.completed.then(done, done);
@@ -250,6 +264,7 @@ export function listenS3(options: S3ListenerOptions): S3Listener {
         onError,
         () => {},
       );
+      this.#served = served;
       this.finished = served.finished.catch(() => {}).finally(() => clearTimeout(this.timer));
     }
   }
@@ -305,7 +320,8 @@ export function listenS3(options: S3ListenerOptions): S3Listener {
       listener.close();
     } catch { /* closed */ }
     await acceptLoop;
-    for (const c of open) if (c.active === 0) c.stop.abort();
+    // Graceful: each closes after the response in progress, if any.
+    for (const c of open) c.close();
     await Promise.all([...open].map((c) => c.finished));
   };
   options.signal?.addEventListener("abort", () => void shutdown(), { once: true });
