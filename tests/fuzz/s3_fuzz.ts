@@ -85,7 +85,7 @@ interface FuzzCase {
 
 // ---- signing (independent of the gateway's own code) ----------------------------------------
 
-function sha256Hex(data: Uint8Array | string): string {
+export function sha256Hex(data: Uint8Array | string): string {
   return createHash("sha256").update(data).digest("hex");
 }
 
@@ -115,7 +115,7 @@ interface Signed {
   scope: string;
 }
 
-class Signer {
+export class Signer {
   constructor(readonly target: FuzzTarget) {}
 
   get region(): string {

@@ -1,4 +1,5 @@
-// `deno task fuzz:s3 [--seed N] [--cases N] [--seconds N] [--concurrency N] [--only i,j]`:
+// `deno task fuzz:s3 [--seed N] [--cases N] [--seconds N] [--concurrency N] [--only i,j]
+// [--octet N]` (the server listens on 127.0.<octet>.1, default FUZZ_HOST_OCTET):
 // starts a real `kiseki server` on a loopback address and runs the bad-input campaign of
 // s3_fuzz.ts against its S3 port; exits 1 when any answer was wrong, the server died, or it
 // stopped serving normal requests. The seed is printed first: the same seed replays the
@@ -83,7 +84,9 @@ if (import.meta.main) {
   const args: Record<string, string> = {};
   for (let i = 0; i < Deno.args.length; i++) {
     const m = /^--([a-z]+)(?:=(.*))?$/.exec(Deno.args[i]!);
-    if (m === null || !["seed", "cases", "seconds", "concurrency", "only"].includes(m[1]!)) {
+    if (
+      m === null || !["seed", "cases", "seconds", "concurrency", "only", "octet"].includes(m[1]!)
+    ) {
       console.error(`fuzz:s3: unknown argument ${Deno.args[i]}`);
       Deno.exit(2);
     }
@@ -98,6 +101,7 @@ if (import.meta.main) {
     seconds: Number(args.seconds ?? 600),
     concurrency: Number(args.concurrency ?? 8),
     only: args.only?.split(",").map(Number),
+    hostOctet: args.octet === undefined ? undefined : Number(args.octet),
   });
   Deno.exit(result.ok ? 0 : 1);
 }
