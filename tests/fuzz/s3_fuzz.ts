@@ -63,8 +63,11 @@ export interface FuzzReport {
 export const FUZZ_OBJECT_KEY = "fuzz/object.bin";
 /** Failures a report keeps in full (the count goes on). */
 export const FUZZ_FAILURES_KEPT_MAX = 50;
-/** Bytes of a response the campaign reads at most. */
-const RESPONSE_BYTES_MAX = 256 * 1024;
+/**
+ * Bytes of a response the campaign reads at most: a listing of 1,000 uploads the campaign
+ * made is ~400 KB; nothing it stores or lists comes near this.
+ */
+const RESPONSE_BYTES_MAX = 8 * 1024 * 1024;
 
 const encoder = new TextEncoder();
 const decoder = new TextDecoder();
@@ -185,7 +188,13 @@ export class Signer {
   }
 
   /** Presigned query parameters for `method path`, signing only host. */
-  presign(method: string, path: string, query: [string, string][], expires: string, nowMs: number) {
+  presign(
+    method: string,
+    path: string,
+    query: [string, string][],
+    expires: string,
+    nowMs: number,
+  ): [string, string][] {
     const date = amzDate(nowMs);
     const scope = `${date.slice(0, 8)}/${this.region}/s3/aws4_request`;
     const params: [string, string][] = [
@@ -964,6 +973,8 @@ interface Outcome {
   timedOut: boolean;
   /** Bytes of the request body sent after an interim 100 (expect-continue cases). */
   continued: boolean;
+  /** The response ran past RESPONSE_BYTES_MAX. */
+  overflow?: boolean;
 }
 
 /** Parses complete responses at the start of `buf`; returns them and the bytes used. */
@@ -1050,7 +1061,10 @@ async function runCase(target: FuzzTarget, c: FuzzCase, timeoutMs: number): Prom
           outcome.closed = true;
           break;
         }
-        if (buf.length + n > RESPONSE_BYTES_MAX) break;
+        if (buf.length + n > RESPONSE_BYTES_MAX) {
+          outcome.overflow = true;
+          break;
+        }
         const next = new Uint8Array(buf.length + n);
         next.set(buf);
         next.set(chunk.subarray(0, n), buf.length);
@@ -1106,6 +1120,7 @@ function escape(bytes: Uint8Array, max = 400): string {
 /** Why an outcome is wrong, or null when it is a protocol-shaped answer. */
 export function judge(c: FuzzCase, o: Outcome): string | null {
   if (c.ending === "close") return null;
+  if (o.overflow) return `a response longer than ${RESPONSE_BYTES_MAX} bytes`;
   if (o.timedOut && o.answers.length === 0) {
     return o.closed ? null : "no answer and the connection still open (hang)";
   }
