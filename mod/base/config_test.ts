@@ -166,3 +166,16 @@ Deno.test("parseConfig() reads the scrub rate and interval, and refuses bad ones
     'KISEKI_SCRUB_RATE="fast" is invalid: expected a byte count per second (e.g. 16MiB; 0 turns background scrub off) (not a byte count)',
   ]);
 });
+
+Deno.test("parseConfig() reads the S3 connection cap and the read-ahead budget, and refuses bad ones", () => {
+  const c = parseConfig({});
+  assert.equal(c.s3ConnectionsMax, 1024);
+  assert.equal(c.readAheadMaxBytes, 256 * 2 ** 20);
+  const set = parseConfig({ KISEKI_S3_CONNECTIONS_MAX: "64", KISEKI_READ_AHEAD_MAX: "1GiB" });
+  assert.equal(set.s3ConnectionsMax, 64);
+  assert.equal(set.readAheadMaxBytes, 2 ** 30);
+  const bad = problems({ KISEKI_S3_CONNECTIONS_MAX: "0", KISEKI_READ_AHEAD_MAX: "1MiB" });
+  assert.equal(bad.length, 2);
+  assert.ok(bad.some((p) => /^KISEKI_READ_AHEAD_MAX="1MiB" is invalid: .*below 16MiB/.test(p)));
+  assert.ok(bad.some((p) => /^KISEKI_S3_CONNECTIONS_MAX="0" is invalid/.test(p)));
+});
