@@ -298,6 +298,7 @@ export interface EngineStackOptions {
     | "chunksInFlightMax"
     | "readAheadChunks"
     | "readAheadBytesMax"
+    | "readStallMs"
     | "chunkCacheBytes"
     | "hashWorker"
     | "hashWorkers"

@@ -74,6 +74,12 @@ export const ENGINE_BUFFER_WAITERS_MAX = 4096;
  * delays the chunk the reader waits for behind the ones it does not need yet.
  */
 export const ENGINE_READ_AHEAD_CHUNKS = 4;
+/**
+ * A get whose reader takes no bytes for this long gives up its fetched chunks and fails: a
+ * client that stops reading must not hold read-ahead memory (and its connection) forever.
+ * 120 s lets a 64 KB/s reader take a 4 MiB chunk (the CDC maximum) with room to spare.
+ */
+export const ENGINE_READ_STALL_MS = 120_000;
 /** Most hash workers an engine runs (MD5 and chunk ids; one saturates at ~500 MB/s). */
 export const ENGINE_HASH_WORKERS_MAX = 4;
 /** References given back concurrently after a commit released them. */
@@ -162,6 +168,8 @@ export interface ObjectEngineOptions {
    * largest chunk.
    */
   readAheadBytesMax?: number;
+  /** Default ENGINE_READ_STALL_MS. */
+  readStallMs?: number;
   /**
    * Bound in bytes of the memory cache of chunk plaintexts read (default 0: none; the
    * server passes KISEKI_CHUNK_CACHE_MAX).
@@ -693,6 +701,7 @@ export class ObjectEngine {
   readonly #chunksInFlightMax: number;
   readonly #readAhead: number;
   readonly #readBudget: ReadBudget;
+  readonly #readStallMs: number;
   readonly #chunkCache: ChunkCache;
   readonly #log: Logger;
   readonly #envelopes: EnvelopeBuffers;
@@ -729,6 +738,8 @@ export class ObjectEngine {
       `readAheadBytesMax (${readAheadBytesMax}) must hold the largest chunk (${this.cdc.maxBytes})`,
     );
     this.#readBudget = new ReadBudget(readAheadBytesMax);
+    this.#readStallMs = options.readStallMs ?? ENGINE_READ_STALL_MS;
+    assert(this.#readStallMs > 0, "readStallMs must be > 0");
     this.#log = options.logger ?? rootLog;
     assert(
       Number.isInteger(this.putChunkRefsMax) && this.putChunkRefsMax >= 1 &&
@@ -1580,8 +1591,26 @@ export class ObjectEngine {
         throw e;
       }
     }
+    // A reader that takes nothing for #readStallMs loses what was fetched for it.
+    let stallTimer: ReturnType<typeof setTimeout> | undefined;
+    const stallMs = this.#readStallMs;
+    const watch = (controller: ReadableStreamDefaultController<Uint8Array>) => {
+      clearTimeout(stallTimer);
+      stallTimer = setTimeout(() => {
+        if (finished) return;
+        drop();
+        finish("stalled");
+        controller.error(
+          new CompositionError("unavailable", `object ${JSON.stringify(key)}: reader stalled`),
+        );
+      }, stallMs);
+      Deno.unrefTimer(stallTimer as unknown as number);
+    };
     return new ReadableStream<Uint8Array>({
+      start: (controller) => watch(controller),
       pull: async (controller) => {
+        clearTimeout(stallTimer);
+        if (finished) return;
         if (pending.length === 0 && next < last) {
           // Read-ahead found no free budget: wait in line for the chunk the reader needs.
           const bytes = cost(refs[next]!);
@@ -1609,6 +1638,7 @@ export class ObjectEngine {
           const bytes = await head.plain;
           delivered += bytes.length;
           controller.enqueue(bytes);
+          watch(controller);
         } catch (e) {
           drop();
           finish("error");
@@ -1618,6 +1648,7 @@ export class ObjectEngine {
         }
       },
       cancel: () => {
+        clearTimeout(stallTimer);
         drop();
         finish("cancelled");
       },

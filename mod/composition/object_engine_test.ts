@@ -262,6 +262,23 @@ Deno.test("ObjectEngine bounds read-ahead by one budget: a get past it is refuse
   }, { engine: { readAheadBytesMax: 4 * MiB } });
 });
 
+Deno.test("ObjectEngine fails a get whose reader stalls and gives its read-ahead back", async () => {
+  await withStack(async (stack) => {
+    const { engine } = stack;
+    const ns = await engine.createNamespace(tenant(1), "stall");
+    await engine.putObject(ns, "a", prngBytes(82, 8 * MiB));
+    const got = await engine.getObject(ns, "a");
+    const reader = got.body.getReader();
+    assert.ok(!(await reader.read()).done);
+    assert.ok(engine.readBudgetStats().usedBytes > 0, "chunks fetched ahead");
+    await new Promise((r) => setTimeout(r, 600));
+    assert.equal(engine.readBudgetStats().usedBytes, 0, "given back after the stall");
+    await assert.rejects(reader.read(), isCode("unavailable"));
+    // A reader that keeps reading is not cut off, however long the object.
+    assert.equal((await get(stack, ns, "a")).length, 8 * MiB);
+  }, { engine: { readStallMs: 200 } });
+});
+
 Deno.test("ObjectEngine streams a 64 MiB object in and out, byte-exact", async () => {
   await withStack(async (stack) => {
     const { engine } = stack;

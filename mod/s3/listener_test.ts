@@ -1,5 +1,7 @@
 import assert from "node:assert/strict";
-import { listenS3, type S3Listener } from "./listener.ts";
+import { CompositionError } from "../composition/mod.ts";
+import { s3ErrorOf } from "./gateway.ts";
+import { listenS3, type S3Listener, slowDownResponse } from "./listener.ts";
 
 const HOST = "127.0.133.1";
 const encoder = new TextEncoder();
@@ -136,4 +138,16 @@ Deno.test("listenS3() refuses a request body past its bodies-in-flight cap, not 
     assert.match(done.text, /^HTTP\/1\.1 200 /);
     done.conn.close();
   });
+});
+
+Deno.test("slowDownResponse() and an engine refusal both answer SlowDown with Retry-After", async () => {
+  const r = slowDownResponse("connections", "node-1");
+  assert.equal(r.status, 503);
+  assert.equal(r.headers.get("retry-after"), "1");
+  assert.equal(r.headers.get("connection"), "close");
+  assert.match(await r.text(), /<Code>SlowDown<\/Code>[\s\S]*<HostId>node-1<\/HostId>/);
+  assert.equal(slowDownResponse("connections", "node-1", "HEAD").body, null);
+  const refused = s3ErrorOf(new CompositionError("unavailable", "read-ahead memory exhausted"));
+  assert.equal(refused.code, "SlowDown");
+  assert.equal(refused.headers["Retry-After"], "1");
 });
