@@ -264,8 +264,10 @@ function objectEntries(
 }
 
 /**
- * Whether `request` asked for "100 Continue" and gets its final answer without one: the HTTP
- * server sends 100 only once the body is read, and never for an empty body. botocore (seen
+ * Whether `request` asked for "100 Continue" and gets its final answer without one or with
+ * its body unread: the HTTP server never sends 100 for an empty body (and, measured on Deno
+ * 2.9.6, sends it for any other as soon as the head is read, before this gateway can
+ * refuse the request, so a refused upload's body may be on its way). botocore (seen
  * with 1.29, under aws-cli v2 and boto3) then parses the next response on that connection
  * with this one's status line, misreads it and waits out its read timeout (60 s): `aws s3
  * sync` of a tree holding an empty file stalls so. Closing the connection avoids it.
