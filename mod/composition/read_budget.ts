@@ -6,6 +6,7 @@
 // SlowDown) instead of joining an ever longer queue.
 
 import { assert } from "../base/mod.ts";
+import { gauge } from "../obs/mod.ts";
 import { CompositionError } from "./errors.ts";
 
 /** Default bound of read-ahead memory of one engine (KISEKI_READ_AHEAD_MAX). */
@@ -14,6 +15,45 @@ export const READ_AHEAD_BYTES_MAX_DEFAULT = 256 * 1024 * 1024;
 export const READ_BUDGET_WAITERS_MAX = 1024;
 /** A read waiting this long for budget fails (its reader stalls everyone else's memory). */
 export const READ_BUDGET_WAIT_MS_MAX = 30_000;
+
+/** Budgets the gauges report (one per engine; dropped once collected). */
+const budgets = new Set<WeakRef<ReadBudget>>();
+
+function eachBudget(fn: (b: ReadBudget) => void): void {
+  for (const ref of budgets) {
+    const b = ref.deref();
+    if (b === undefined) budgets.delete(ref);
+    else fn(b);
+  }
+}
+
+gauge({
+  name: "kiseki_engine_read_ahead_bytes",
+  help: "Chunk bytes reads hold ahead of their readers (KISEKI_READ_AHEAD_MAX bounds it)",
+  collect: (set) => {
+    let used = 0;
+    eachBudget((b) => (used += b.usedBytes));
+    set({}, used);
+  },
+});
+gauge({
+  name: "kiseki_engine_read_ahead_limit_bytes",
+  help: "Bound of the chunk bytes reads may hold ahead of their readers",
+  collect: (set) => {
+    let max = 0;
+    eachBudget((b) => (max += b.bytesMax));
+    set({}, max);
+  },
+});
+gauge({
+  name: "kiseki_engine_read_ahead_waiting_reads",
+  help: "Reads waiting for read-ahead memory for the chunk their reader needs",
+  collect: (set) => {
+    let waiting = 0;
+    eachBudget((b) => (waiting += b.waiting));
+    set({}, waiting);
+  },
+});
 
 interface Waiter {
   bytes: number;
@@ -30,6 +70,7 @@ export class ReadBudget {
   constructor(bytesMax: number = READ_AHEAD_BYTES_MAX_DEFAULT) {
     assert(Number.isSafeInteger(bytesMax) && bytesMax > 0, "read budget must be > 0 bytes");
     this.bytesMax = bytesMax;
+    budgets.add(new WeakRef(this));
   }
 
   /** Bytes taken and not yet given back. */
