@@ -359,8 +359,8 @@ Deno.test("the S3 gateway refuses what it does not implement, bodies cut short, 
         assert.match(served.text, /^HTTP\/1\.1 200 /);
         const metrics = await (await fetch(`http://${addrs.KISEKI_METRICS_ADDR}/metrics`)).text();
         assert.match(metrics, /kiseki_s3_refused_total\{reason="connections"\} [1-9]/);
-      assert.match(metrics, /kiseki_engine_read_ahead_limit_bytes 268435456/);
-      assert.match(metrics, /kiseki_s3_connections_open \d+/);
+        assert.match(metrics, /kiseki_engine_read_ahead_limit_bytes 268435456/);
+        assert.match(metrics, /kiseki_s3_connections_open \d+/);
       },
     );
   } finally {
