@@ -84,6 +84,12 @@ interface FuzzCase {
   method: string;
   /** Sent with Expect: 100-continue and its body held back until 100 arrives. */
   expectContinue?: Uint8Array;
+  /**
+   * Two requests on one connection: the first refused (its body unread), the second a
+   * valid GET of FUZZ_OBJECT_KEY that must be answered as such unless the first answer
+   * closed the connection.
+   */
+  followUp?: boolean;
 }
 
 // ---- signing (independent of the gateway's own code) ----------------------------------------
@@ -394,6 +400,7 @@ class Gen {
       ["half-closed", () => this.halfClosed()],
       ["expect-continue", () => this.expectContinue()],
       ["unsupported-headers", () => this.unsupported()],
+      ["keep-alive", () => this.keepAlive()],
     ];
     const [family, make] = this.pick(families);
     const c = make();
@@ -921,6 +928,36 @@ class Gen {
     };
   }
 
+  /**
+   * A refused upload whose body the gateway does not read (wrong signature, SSE-C, no
+   * such bucket), then a valid GET on the same connection: the leftover body must not be
+   * read as the next request.
+   */
+  keepAlive(): FuzzCase {
+    const body = this.bytes(this.int(this.chance(0.2) ? 300_000 : 5000));
+    const path = this.pick([`/${this.t.bucket}/fuzz/ka`, `/no-such-bucket-${this.int(9)}/k`]);
+    const extra: [string, string][] = [["content-length", String(body.length)]];
+    if (this.chance(0.3)) extra.push(["x-amz-server-side-encryption-customer-algorithm", "AES256"]);
+    const first = this.signer.sign("PUT", path, [], extra, "UNSIGNED-PAYLOAD", Date.now());
+    if (this.chance(0.5)) {
+      const auth = first.headers.find(([n]) => n === "authorization")!;
+      auth[1] = auth[1].replace(/Signature=[0-9a-f]{6}/, "Signature=000000");
+    }
+    const getPath = `/${this.t.bucket}/${FUZZ_OBJECT_KEY}`;
+    const second = this.signer.sign("GET", getPath, [], [], sha256Hex(""), Date.now());
+    return {
+      family: "",
+      pieces: [
+        this.wire("PUT", path, [], first.headers, body),
+        this.wire("GET", getPath, [], second.headers),
+      ],
+      ending: "keep",
+      mustAnswer: true,
+      method: "PUT",
+      followUp: true,
+    };
+  }
+
   /** Signed writes asking for SSE-C, ACLs, tags or Object Lock. */
   unsupported(): FuzzCase {
     const headers: [string, string][] = [this.pick<[string, string]>([
@@ -1080,7 +1117,8 @@ async function runCase(target: FuzzTarget, c: FuzzCase, timeoutMs: number): Prom
             continue;
           }
           outcome.answers.push(a);
-          final = true;
+          final = outcome.answers.length >= (c.followUp ? 2 : 1) ||
+            a.headers.get("connection")?.toLowerCase() === "close";
         }
         buf = buf.slice(parsed.used);
       }
@@ -1128,6 +1166,18 @@ export function judge(c: FuzzCase, o: Outcome): string | null {
     return c.mustAnswer ? "connection closed without an answer to a well-formed request" : null;
   }
   const a = o.answers[0]!;
+  if (c.followUp) {
+    // HTTP lets a server close after any answer (the HTTP server does when a body was left
+    // unread); what it must never do is read the leftover body as the next request.
+    const second = o.answers[1];
+    const getAnswer = second === undefined ||
+      // (other cases overwrite and delete the object: any version of it, or its absence)
+      (second.status === 200 && second.headers.has("etag")) ||
+      (second.status === 404 && second.body.includes(`<Key>${FUZZ_OBJECT_KEY}</Key>`));
+    if (!getAnswer) {
+      return `the request after a refused one got ${second!.status}: ${second!.body.slice(0, 200)}`;
+    }
+  }
   const fromGateway = a.headers.has("x-amz-request-id");
   if (a.status === 500) return `500 answered: ${a.body.slice(0, 300)}`;
   if (a.status >= 500 && a.status !== 501 && a.status !== 503) {
