@@ -56,6 +56,9 @@ export interface FuzzReport {
   /** Cases with Expect: 100-continue that were refused, and how many saw 100 first. */
   continueRefused: number;
   continueBeforeRefusal: number;
+  /** Milliseconds spent per family (summed over its cases), and the slowest case. */
+  msByFamily: Record<string, number>;
+  slowest: { index: number; family: string; ms: number } | null;
   failures: FuzzFailure[];
 }
 
@@ -72,9 +75,9 @@ const RESPONSE_BYTES_MAX = 8 * 1024 * 1024;
 const encoder = new TextEncoder();
 const decoder = new TextDecoder();
 
-type Ending = "keep" | "half-close" | "close";
+export type Ending = "keep" | "half-close" | "close";
 
-interface FuzzCase {
+export interface FuzzCase {
   family: string;
   /** Written in order. */
   pieces: Uint8Array[];
@@ -997,13 +1000,13 @@ class Gen {
 
 // ---- running a case ------------------------------------------------------------------------
 
-interface Answer {
+export interface Answer {
   status: number;
   headers: Map<string, string>;
   body: string;
 }
 
-interface Outcome {
+export interface Outcome {
   answers: Answer[];
   /** The server closed (or reset) the connection. */
   closed: boolean;
@@ -1095,7 +1098,7 @@ async function runCase(target: FuzzTarget, c: FuzzCase, timeoutMs: number): Prom
       while (!final) {
         const n = await conn.read(chunk);
         if (n === null) {
-          outcome.closed = true;
+          if (!outcome.timedOut) outcome.closed = true; // not by our own close after a timeout
           break;
         }
         if (buf.length + n > RESPONSE_BYTES_MAX) {
@@ -1106,24 +1109,28 @@ async function runCase(target: FuzzTarget, c: FuzzCase, timeoutMs: number): Prom
         next.set(buf);
         next.set(chunk.subarray(0, n), buf.length);
         buf = next;
-        const parsed = parseResponses(buf, c.method);
-        for (const a of parsed.answers) {
-          if (a.status === 100) {
-            if (!sawContinue && c.expectContinue !== undefined) {
-              sawContinue = true;
-              outcome.continued = true;
-              conn.write(c.expectContinue).catch(() => {});
+        // Every complete answer in the buffer (pipelined answers may arrive in one read).
+        while (!final) {
+          const parsed = parseResponses(buf, c.method);
+          if (parsed.answers.length === 0) break;
+          for (const a of parsed.answers) {
+            if (a.status === 100) {
+              if (!sawContinue && c.expectContinue !== undefined) {
+                sawContinue = true;
+                outcome.continued = true;
+                conn.write(c.expectContinue).catch(() => {});
+              }
+              continue;
             }
-            continue;
+            outcome.answers.push(a);
+            final = outcome.answers.length >= (c.followUp ? 2 : 1) ||
+              a.headers.get("connection")?.toLowerCase() === "close";
           }
-          outcome.answers.push(a);
-          final = outcome.answers.length >= (c.followUp ? 2 : 1) ||
-            a.headers.get("connection")?.toLowerCase() === "close";
+          buf = buf.slice(parsed.used);
         }
-        buf = buf.slice(parsed.used);
       }
     } catch {
-      outcome.closed = true;
+      if (!outcome.timedOut) outcome.closed = true; // not by our own close after a timeout
     } finally {
       settle();
     }
@@ -1170,6 +1177,10 @@ export function judge(c: FuzzCase, o: Outcome): string | null {
     // HTTP lets a server close after any answer (the HTTP server does when a body was left
     // unread); what it must never do is read the leftover body as the next request.
     const second = o.answers[1];
+    const closedFirst = a.headers.get("connection")?.toLowerCase() === "close";
+    if (second === undefined && !o.closed && !closedFirst) {
+      return "no answer to the request after a refused one, and the connection still open (hang)";
+    }
     const getAnswer = second === undefined ||
       // (other cases overwrite and delete the object: any version of it, or its absence)
       (second.status === 200 && second.headers.has("etag")) ||
@@ -1222,6 +1233,8 @@ export async function runFuzz(target: FuzzTarget, options: FuzzOptions): Promise
     byFamily: {},
     continueRefused: 0,
     continueBeforeRefusal: 0,
+    msByFamily: {},
+    slowest: null,
     failures: [],
   };
   const signer = new Signer(target);
@@ -1238,7 +1251,13 @@ export async function runFuzz(target: FuzzTarget, options: FuzzOptions): Promise
       const c = new Gen(r, target, signer).make();
       let outcome: Outcome;
       try {
+        const caseStarted = performance.now();
         outcome = await runCase(target, c, caseTimeoutMs);
+        const ms = performance.now() - caseStarted;
+        report.msByFamily[c.family] = (report.msByFamily[c.family] ?? 0) + ms;
+        if (report.slowest === null || ms > report.slowest.ms) {
+          report.slowest = { index, family: c.family, ms: Math.round(ms) };
+        }
       } catch (e) {
         outcome = { answers: [], closed: true, timedOut: false, continued: false };
         if (!(e instanceof Deno.errors.ConnectionRefused)) {
@@ -1377,6 +1396,10 @@ export function formatReport(report: FuzzReport): string {
     `  statuses: ${sorted(report.byStatus)}`,
     `  codes:    ${sorted(report.byCode)}`,
     `  expect 100-continue refused: ${report.continueRefused} (100 Continue sent first: ${report.continueBeforeRefusal})`,
+    `  time by family (s): ${
+      Object.entries(report.msByFamily).sort((a, b) => b[1] - a[1])
+        .map(([k, v]) => `${k}=${(v / 1000).toFixed(1)}`).join(" ")
+    }; slowest case #${report.slowest?.index} [${report.slowest?.family}] ${report.slowest?.ms} ms`,
   ];
   for (const f of report.failures) {
     lines.push(
