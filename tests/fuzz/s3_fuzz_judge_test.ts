@@ -23,8 +23,8 @@ function outcome(answers: Answer[], extra: Partial<Outcome> = {}): Outcome {
   return { answers, closed: false, timedOut: false, continued: false, ...extra };
 }
 
-const xml = (code: string) =>
-  `<?xml version="1.0" encoding="UTF-8"?>\n<Error><Code>${code}</Code><Message>m</Message></Error>`;
+const xml = (code: string, message = "m") =>
+  `<?xml version="1.0" encoding="UTF-8"?>\n<Error><Code>${code}</Code><Message>${message}</Message></Error>`;
 
 Deno.test("judge() passes S3 errors, successes and HTTP-layer refusals of unparsable requests", () => {
   assert.equal(judge(signed, outcome([answer(403, xml("SignatureDoesNotMatch"))])), null);
@@ -33,6 +33,10 @@ Deno.test("judge() passes S3 errors, successes and HTTP-layer refusals of unpars
     judge(signed, outcome([answer(503, xml("SlowDown"), { "retry-after": "1" })])),
     null,
   );
+  assert.equal(judge(signed, outcome([answer(507, xml("InsufficientStorage"))])), null);
+  // AWS answers an X-Amz-Expires out of range 403, not the code's usual 400.
+  const expires = xml("AuthorizationQueryParametersError", "X-Amz-Expires must be at least 1");
+  assert.equal(judge(signed, outcome([answer(403, expires)])), null);
   const garbage: FuzzCase = { ...signed, family: "request-line", mustAnswer: false };
   const http400: Answer = { status: 400, body: "", headers: new Map() };
   assert.equal(judge(garbage, outcome([http400])), null);
@@ -45,6 +49,12 @@ Deno.test("judge() fails 500s, bodies that are not S3 errors, unknown codes and 
   assert.match(judge(signed, outcome([answer(400, xml("NoSuchThing"))]))!, /unknown S3 error code/);
   assert.match(judge(signed, outcome([answer(400, xml("AccessDenied"))]))!, /not 403/);
   assert.match(judge(signed, outcome([answer(503, xml("SlowDown"))]))!, /Retry-After/);
+  assert.match(judge(signed, outcome([answer(507, xml("SlowDown"))]))!, /not 503/);
+  assert.match(judge(signed, outcome([answer(502, xml("InternalError"))]))!, /^502 answered/);
+  assert.match(
+    judge(signed, outcome([answer(403, xml("AuthorizationQueryParametersError"))]))!,
+    /not 400/,
+  );
   assert.match(judge(signed, outcome([], { closed: true }))!, /closed without an answer/);
 });
 
