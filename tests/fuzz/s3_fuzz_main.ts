@@ -10,6 +10,8 @@ import { formatReport, healthyRoundTrip, prepareTarget, runFuzz } from "./s3_fuz
 
 /** Loopback address block of the campaign's server (127.0.<octet>.1). */
 export const FUZZ_HOST_OCTET = 132;
+/** Lines of the server's log shown when it exits during a campaign (why it died). */
+const SERVER_LOG_TAIL_LINES = 40;
 
 export interface CampaignResult {
   ok: boolean;
@@ -55,7 +57,9 @@ export async function campaign(options: {
     const exited = await Promise.race([server.exited, new Promise((r) => setTimeout(r, 0, null))]);
     if (exited !== null) {
       ok = false;
-      lines.push(`  the server exited (code ${exited}) during the campaign`);
+      lines.push(`  the server exited (code ${exited}) during the campaign; its last log lines:`);
+      const tail = server.stderr().trimEnd().split("\n").slice(-SERVER_LOG_TAIL_LINES);
+      for (const line of tail) lines.push(`    ${line}`);
     } else {
       try {
         await healthyRoundTrip(target);
