@@ -39,7 +39,7 @@ import {
 import type { Credential, CredentialStore } from "./credentials.ts";
 import { renderS3Error, S3_ERRORS, S3Error, type S3ErrorCode } from "./errors.ts";
 import { refuseUnsupportedHeaders } from "./header_policy.ts";
-import { S3_RETRY_AFTER_SECONDS } from "./listener.ts";
+import { isSendableHeaderValue, S3_RETRY_AFTER_SECONDS } from "./listener.ts";
 import {
   type ChecksumType,
   metadataHeaders,
@@ -275,6 +275,30 @@ function objectEntries(
 export function answeredWithoutContinue(request: Request): boolean {
   if (request.headers.get("expect")?.trim().toLowerCase() !== "100-continue") return false;
   return request.headers.get("content-length")?.trim() === "0" || !request.bodyUsed;
+}
+
+/** Query parameters of GET and HEAD Object that set a response header, and the header. */
+const RESPONSE_HEADER_OVERRIDES: ReadonlyArray<readonly [string, string]> = [
+  ["response-content-disposition", "content-disposition"],
+  ["response-content-encoding", "content-encoding"],
+  ["response-content-language", "content-language"],
+  ["response-cache-control", "cache-control"],
+  ["response-expires", "expires"],
+];
+
+/**
+ * Refuses response-* parameters whose (percent-decoded) value no header can carry: a
+ * control character or one past U+00FF. Checked before the object is read.
+ */
+export function checkResponseOverrides(query: ReadonlyMap<string, string>): void {
+  for (const param of ["response-content-type", ...RESPONSE_HEADER_OVERRIDES.map(([p]) => p)]) {
+    const value = query.get(param);
+    if (value !== undefined && !isSendableHeaderValue(value)) {
+      throw new S3Error("InvalidArgument", `${param} holds a character no header can carry`, {
+        details: { ArgumentName: param, ArgumentValue: JSON.stringify(value).slice(1, -1) },
+      });
+    }
+  }
 }
 
 /** Reads a whole (small) body, refusing more than `maxBytes`. */
@@ -727,14 +751,7 @@ export class S3Gateway {
     for (const [name, value] of metadataHeaders(info.metadata, { checksums })) {
       headers.set(name, value);
     }
-    const overrides: Array<[string, string]> = [
-      ["response-content-disposition", "content-disposition"],
-      ["response-content-encoding", "content-encoding"],
-      ["response-content-language", "content-language"],
-      ["response-cache-control", "cache-control"],
-      ["response-expires", "expires"],
-    ];
-    for (const [param, header] of overrides) {
+    for (const [param, header] of RESPONSE_HEADER_OVERRIDES) {
       const value = query.get(param);
       if (value !== undefined) headers.set(header, value);
     }
@@ -1053,6 +1070,7 @@ export class S3Gateway {
   }
 
   async #getObject(ctx: OperationContext, head: boolean): Promise<Response> {
+    checkResponseOverrides(ctx.s3.query);
     const headers = ctx.http.headers;
     const ns = this.#ns(ctx);
     const key = ctx.s3.key!;

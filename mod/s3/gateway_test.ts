@@ -280,6 +280,40 @@ Deno.test("S3Gateway closes the connection after an Expect: 100-continue request
   });
 });
 
+Deno.test("S3Gateway refuses response-* parameters no header can carry, before reading the object", async () => {
+  await withGateway(async (h) => {
+    await send(h, "PUT", "/bkt");
+    await send(h, "PUT", "/bkt/k", { body: "body" });
+    // Percent-decoded, these reach a response header: a control character there makes the
+    // HTTP writer panic and the process exit.
+    const cases: Record<string, string> = {
+      "response-content-type": "text/\u0001plain",
+      "response-content-disposition": "attachment\u007f",
+      "response-content-encoding": "gzip\u001b",
+      "response-content-language": "en\u0000",
+      "response-cache-control": "no-store\u4e2d",
+      "response-expires": "\u0008",
+    };
+    for (const [param, value] of Object.entries(cases)) {
+      const got = await send(h, "GET", "/bkt/k", { query: { [param]: value } });
+      assert.equal(got.status, 400, `${param}: ${got.text}`);
+      assert.equal(errorCode(got.text), "InvalidArgument");
+      assert.ok(got.text.includes(`<ArgumentName>${param}</ArgumentName>`), got.text);
+      const head = await send(h, "HEAD", "/bkt/k", { query: { [param]: value } });
+      assert.equal(head.status, 400, param);
+    }
+    // Tabs, visible ASCII and Latin-1 letters pass as before.
+    const ok = await send(h, "GET", "/bkt/k", {
+      query: { "response-content-disposition": 'attachment;\tfilename="r\u00e9sum\u00e9.pdf"' },
+    });
+    assert.equal(ok.status, 200, ok.text);
+    assert.equal(
+      ok.headers.get("content-disposition"),
+      'attachment;\tfilename="r\u00e9sum\u00e9.pdf"',
+    );
+  });
+});
+
 Deno.test("S3Gateway answers errors with AWS's XML document and request id", async () => {
   await withGateway(async (h) => {
     const missing = await send(h, "GET", "/nobucket/k");

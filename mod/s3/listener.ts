@@ -127,6 +127,37 @@ export function slowDownResponse(limit: string, hostId: string, method = "GET"):
   });
 }
 
+/**
+ * Whether `value` can be sent as an HTTP header value: tab, visible ASCII, space and the
+ * bytes 0x80..0xff. A Headers object accepts other control characters (0x01..0x1f, 0x7f),
+ * but the pinned runtime's HTTP writer then panics and the whole process exits (measured on
+ * Deno 2.9.6: "invalid response header value"), so nothing client-given reaches a response
+ * header unchecked.
+ */
+export function isSendableHeaderValue(value: string): boolean {
+  return /^[\t\x20-\x7e\x80-\xff]*$/.test(value);
+}
+
+/** The first header of `response` that cannot be sent, or null. */
+function unsendableHeader(response: Response): string | null {
+  for (const [name, value] of response.headers) {
+    if (!isSendableHeaderValue(value)) return name;
+  }
+  return null;
+}
+
+/** The answer in place of a response whose headers cannot be sent. */
+function unsendableResponse(hostId: string, method: string): Response {
+  const error = new S3Error("InternalError");
+  const id = requestId();
+  const headers = { "x-amz-request-id": id, "x-amz-id-2": hostId, server: "Kiseki" };
+  if (method === "HEAD") return new Response(null, { status: error.status, headers });
+  return new Response(renderS3Error(error, { requestId: id, hostId }), {
+    status: error.status,
+    headers: { ...headers, "content-type": "application/xml" },
+  });
+}
+
 function hasBody(request: Request): boolean {
   const length = request.headers.get("content-length");
   if (length !== null) return length.trim() !== "0";
@@ -172,12 +203,24 @@ export function listenS3(options: S3ListenerOptions): S3Listener {
       if (body) bodies--;
     };
     info.completed.then(release, release);
+    let response: Response;
     try {
-      return await options.handler(request);
+      response = await options.handler(request);
     } catch (e) {
       release();
       throw e;
     }
+    const unsendable = unsendableHeader(response);
+    if (unsendable === null) return response;
+    // A gateway fault (client-given text reached a header unchecked), but never one that
+    // takes the process down.
+    log.error("s3 request failed", {
+      code: "InternalError",
+      error: `response header ${unsendable} holds a control character`,
+      method: request.method,
+    });
+    await response.body?.cancel().catch(() => {});
+    return unsendableResponse(hostId, request.method);
   };
 
   const onError = (error: unknown): Response => {

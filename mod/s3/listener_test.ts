@@ -1,7 +1,8 @@
 import assert from "node:assert/strict";
 import { CompositionError } from "../composition/mod.ts";
 import { s3ErrorOf } from "./gateway.ts";
-import { listenS3, type S3Listener, slowDownResponse } from "./listener.ts";
+import { createLogger } from "../obs/mod.ts";
+import { isSendableHeaderValue, listenS3, type S3Listener, slowDownResponse } from "./listener.ts";
 
 const HOST = "127.0.133.1";
 const encoder = new TextEncoder();
@@ -57,6 +58,52 @@ Deno.test("listenS3() accepts connections itself on the pinned runtime", async (
     assert.equal(l.mode, "connections", "the runtime serves HTTP on accepted connections");
     return Promise.resolve();
   });
+});
+
+Deno.test("isSendableHeaderValue() takes what HTTP can carry and nothing the writer panics on", () => {
+  assert.equal(isSendableHeaderValue(""), true);
+  assert.equal(isSendableHeaderValue("text/plain; charset=utf-8"), true);
+  assert.equal(isSendableHeaderValue("a\tb"), true);
+  assert.equal(isSendableHeaderValue("r\u00e9sum\u00e9 \u00ff"), true);
+  for (const bad of ["\u0000", "a\u0001", "\r", "\n", "\u001f", "\u007f", "\u0100", "\u4e2d"]) {
+    assert.equal(isSendableHeaderValue(bad), false, JSON.stringify(bad));
+  }
+});
+
+Deno.test("listenS3() answers InternalError in place of a response whose headers cannot be sent, and keeps serving", async () => {
+  // The pinned runtime's HTTP writer panics (the process exits) on such a header.
+  const handler = (request: Request) =>
+    Promise.resolve(
+      new URL(request.url).pathname === "/bad"
+        ? new Response("x", { headers: { "x-echo": "a\u0001b" } })
+        : new Response("ok"),
+    );
+  const logged: string[] = [];
+  const logger = createLogger({
+    level: "error",
+    format: "text",
+    sink: { write: (line: string) => void logged.push(line) },
+  });
+  await withListener({ handler, logger }, async (l) => {
+    for (const method of ["GET", "HEAD"]) {
+      const bad = await exchange(
+        l.addr.port,
+        `${method} /bad HTTP/1.1\r\nHost: x\r\nconnection: close\r\n\r\n`,
+      );
+      assert.match(bad.text, /^HTTP\/1\.1 500 /, bad.text);
+      assert.doesNotMatch(bad.text, /x-echo/i);
+      if (method === "GET") assert.match(bad.text, /<Error><Code>InternalError<\/Code>/);
+      bad.conn.close();
+    }
+    const good = await exchange(l.addr.port, "GET /good HTTP/1.1\r\nHost: x\r\n\r\n");
+    assert.match(good.text, /^HTTP\/1\.1 200 [\s\S]*ok$/);
+    good.conn.close();
+  });
+  assert.equal(
+    logged.filter((l) => /s3 request failed.*x-echo/.test(l)).length,
+    2,
+    logged.join(""),
+  );
 });
 
 Deno.test("listenS3() answers SlowDown with Retry-After past its connection cap", async () => {
