@@ -37,6 +37,10 @@
 //   subject OU is a cluster server's (node, keyserver, control), not a tenant's or admin's.
 //   Without TLS, the acceptor takes loopback connections only, unless told to take any
 //   (a cluster run without mTLS on purpose, KISEKI_ALLOW_INSECURE).
+//
+//   Other connection kinds share the port: a connection whose first four bytes are another
+//   registered magic (the chunk fabric's "KFAB", fabric_wire.ts) passes the same TLS or
+//   loopback checks and is then handed over whole to that kind's acceptor.
 
 import * as net from "node:net";
 import * as tls from "node:tls";
@@ -128,6 +132,13 @@ export const RAFT_TRANSPORT_LIMITS_DEFAULT: Readonly<RaftTransportLimits> = {
 };
 
 export type RaftMessageHandler = (shardId: number, msg: Message) => void;
+/**
+ * Takes over an inbound connection of another kind on the Raft port, already through the
+ * TLS or loopback checks; `head` holds the bytes read so far (its magic first).
+ */
+export type ConnectionAcceptor = (socket: net.Socket, head: Uint8Array) => void;
+/** Most connection kinds besides Raft one port dispatches. */
+export const CONNECTION_KINDS_MAX = 4;
 /** A message to `peerId` for `shardId` was dropped: tell that shard's Raft the peer is unreachable. */
 export type UnreachableHandler = (shardId: number, peerId: NodeId) => void;
 
@@ -505,6 +516,8 @@ export class TcpRaftTransport implements RaftTransport {
   readonly #links = new Map<NodeId, PeerLink>();
   readonly #inbound = new Set<net.Socket>();
   readonly #unknownPeersLogged = new Set<NodeId>();
+  /** Other connection kinds on this port, by their magic. */
+  readonly #kinds = new Map<number, ConnectionAcceptor>();
   #onMessage: RaftMessageHandler | null = null;
   #onUnreachable: UnreachableHandler | null = null;
   #closed = false;
@@ -614,6 +627,23 @@ export class TcpRaftTransport implements RaftTransport {
 
   onUnreachable(handler: UnreachableHandler): void {
     this.#onUnreachable = handler;
+  }
+
+  /**
+   * Hands inbound connections that open with `magic` (a u32, not Raft's) to `acceptor`,
+   * after the same TLS or loopback checks Raft connections pass. Later calls for one magic
+   * replace its acceptor.
+   */
+  acceptConnectionKind(magic: number, acceptor: ConnectionAcceptor): void {
+    assert(
+      magic !== MAGIC && Number.isInteger(magic) && magic >= 0 && magic <= 0xffff_ffff,
+      "magic",
+    );
+    assert(
+      this.#kinds.has(magic) || this.#kinds.size < CONNECTION_KINDS_MAX,
+      `over ${CONNECTION_KINDS_MAX} connection kinds`,
+    );
+    this.#kinds.set(magic, acceptor);
   }
 
   setPeer(id: NodeId, addr: HostPort): void {
@@ -756,7 +786,7 @@ export class TcpRaftTransport implements RaftTransport {
     socket.once(material === null ? "connect" : "secureConnect", () => {
       if (link.socket !== socket) return;
       if (material !== null) {
-        const problem = this.#checkPeerCertificate(socket as tls.TLSSocket);
+        const problem = checkPeerCertificate(socket as tls.TLSSocket, this.#peerOus);
         if (problem !== null) {
           this.#protocolError("tls", problem, null, false);
           this.#fail(link, problem);
@@ -995,7 +1025,7 @@ export class TcpRaftTransport implements RaftTransport {
       return;
     }
     if (this.#tls !== null) {
-      const problem = this.#checkPeerCertificate(socket as tls.TLSSocket);
+      const problem = checkPeerCertificate(socket as tls.TLSSocket, this.#peerOus);
       if (problem !== null) {
         this.#protocolError("tls", `inbound from ${socket.remoteAddress ?? "?"}: ${problem}`, null);
         socket.destroy();
@@ -1036,12 +1066,24 @@ export class TcpRaftTransport implements RaftTransport {
       if (timer !== null) clearTimeout(timer);
       this.#inbound.delete(socket);
     });
-    socket.on("data", (chunk: Uint8Array) => {
+    const onData = (chunk: Uint8Array): void => {
       if (socket.destroyed) return;
-      this.#stats.bytesReceived += chunk.length;
-      metrics.bytesReceived.inc(senderLabel, chunk.length);
       try {
         buffer.push(chunk);
+        if (sender === 0 && buffer.length >= 4) {
+          const acceptor = this.#kinds.get(buffer.view.getUint32(buffer.start));
+          if (acceptor !== undefined) {
+            // Another kind: it owns the socket, its limits and its accounting from here.
+            if (timer !== null) clearTimeout(timer);
+            timer = null;
+            socket.off("data", onData);
+            this.#inbound.delete(socket);
+            acceptor(socket, buffer.bytes.slice(buffer.start, buffer.end));
+            return;
+          }
+        }
+        this.#stats.bytesReceived += chunk.length;
+        metrics.bytesReceived.inc(senderLabel, chunk.length);
         if (sender === 0) {
           const hello = buffer.takeHandshake();
           if (hello === null) return;
@@ -1081,7 +1123,8 @@ export class TcpRaftTransport implements RaftTransport {
         if (e.reason === "refused") socket.end();
         else socket.destroy();
       }
-    });
+    };
+    socket.on("data", onData);
   }
 
   #checkHello(hello: Handshake): number {
@@ -1110,23 +1153,6 @@ export class TcpRaftTransport implements RaftTransport {
     }
   }
 
-  /** Checks the TLS peer's certificate subject OU (the CA check is done by TLS itself). */
-  #checkPeerCertificate(socket: tls.TLSSocket): string | null {
-    if (!socket.authorized) {
-      return `certificate not authorized: ${String(socket.authorizationError ?? "unknown")}`;
-    }
-    const subject = socket.getPeerCertificate()?.subject as { OU?: string | string[] } | undefined;
-    const ous = subject?.OU === undefined
-      ? []
-      : Array.isArray(subject.OU)
-      ? subject.OU
-      : [subject.OU];
-    if (!ous.some((ou) => this.#peerOus.includes(ou))) {
-      return `certificate OU ${JSON.stringify(ous)} is not one of ${JSON.stringify(this.#peerOus)}`;
-    }
-    return null;
-  }
-
   /**
    * Counts a bad connection and logs it: one line per connection, which is then closed. An
    * outgoing connection's problem is logged by its outage warning instead (`log` false).
@@ -1136,6 +1162,29 @@ export class TcpRaftTransport implements RaftTransport {
     metrics.protocolErrors.inc({ reason });
     if (log) this.#log.warn(message, error === null ? { reason } : { reason, error });
   }
+}
+
+/**
+ * Why a TLS peer's certificate is not a cluster server's, or null when it is: TLS has checked
+ * the chain against the cluster CA; this checks the subject OU is one of `ous`.
+ */
+export function checkPeerCertificate(
+  socket: tls.TLSSocket,
+  ous: readonly string[],
+): string | null {
+  if (!socket.authorized) {
+    return `certificate not authorized: ${String(socket.authorizationError ?? "unknown")}`;
+  }
+  const subject = socket.getPeerCertificate()?.subject as { OU?: string | string[] } | undefined;
+  const have = subject?.OU === undefined
+    ? []
+    : Array.isArray(subject.OU)
+    ? subject.OU
+    : [subject.OU];
+  if (!have.some((ou) => ous.includes(ou))) {
+    return `certificate OU ${JSON.stringify(have)} is not one of ${JSON.stringify(ous)}`;
+  }
+  return null;
 }
 
 function checkLimits(l: RaftTransportLimits): void {
