@@ -1,7 +1,10 @@
 // Transport: moving bytes between nodes and to clients. The Raft transport (one TCP or
-// mutual-TLS port per node, every shard multiplexed) and the gRPC plumbing of the data path.
+// mutual-TLS port per node, every shard multiplexed), the chunk fabric that moves fragments
+// between nodes on that same port, and the gRPC plumbing of the data path.
 export {
+  checkPeerCertificate,
   CLUSTER_ID_SIZE_BYTES_MAX,
+  CONNECTION_KINDS_MAX,
   FRAME_MESSAGE_COUNT_MAX,
   FRAME_PAYLOAD_SIZE_BYTES_MAX,
   RAFT_PROTOCOL_VERSION,
@@ -10,6 +13,7 @@ export {
   TcpRaftTransport,
 } from "./raft_transport.ts";
 export type {
+  ConnectionAcceptor,
   RaftMessageHandler,
   RaftTransport,
   RaftTransportLimits,
@@ -18,6 +22,50 @@ export type {
   TlsMaterial,
   UnreachableHandler,
 } from "./raft_transport.ts";
+export {
+  FABRIC_CHUNK_ID_SIZE_BYTES,
+  FABRIC_FRAGMENT_SIZE_BYTES_LIMIT,
+  FABRIC_FRAGMENT_SIZE_BYTES_MAX_DEFAULT,
+  FABRIC_MAGIC,
+  FABRIC_META_SIZE_BYTES_MAX,
+  FABRIC_PROTOCOL_VERSION,
+  FabricBadRequestError,
+  FabricCancelledError,
+  FabricError,
+  FabricInternalError,
+  FabricNoSpaceError,
+  FabricNotFoundError,
+  FabricTimeoutError,
+  FabricUnavailableError,
+} from "./fabric_wire.ts";
+export type { FabricErrorCode, FabricOp } from "./fabric_wire.ts";
+export { FABRIC_SERVER_LIMITS_DEFAULT, FabricServer } from "./fabric_server.ts";
+export type {
+  FabricServerLimits,
+  FabricServerOptions,
+  FabricServerStats,
+  FragmentData,
+  FragmentGet,
+  FragmentHandler,
+  FragmentPut,
+  FragmentRef,
+  FragmentStat,
+} from "./fabric_server.ts";
+export { FABRIC_CLIENT_LIMITS_DEFAULT, FabricClient, fetchFragments } from "./fabric_client.ts";
+export type {
+  FabricCallOptions,
+  FabricClientLimits,
+  FabricClientOptions,
+  FabricClientStats,
+  FetchedFragment,
+  FetchFragmentsOptions,
+  FragmentAddress,
+  FragmentGetRequest,
+  FragmentGetResult,
+  FragmentPutRequest,
+  FragmentSource,
+  FragmentStatResult,
+} from "./fabric_client.ts";
 export {
   authenticateCaller,
   bindGrpcService,
