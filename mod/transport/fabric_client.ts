@@ -6,7 +6,8 @@
 // dials again (after a backoff while the peer keeps refusing).
 //
 // Where bytes are copied: a PUT's fragment once, into a pooled frame buffer behind its
-// header (one write per frame, and the caller's buffer is free when put() returns); a GET's
+// header (one write per frame, and the caller's buffer is free when put() returns), unless
+// the caller produced it in a buffer lent by lendFragmentBuffer() (then not at all); a GET's
 // range once, from the socket's chunks into the caller's `into` buffer (or a fresh one).
 
 import * as net from "node:net";
@@ -25,6 +26,7 @@ import {
   FABRIC_ERROR_TEXT_BYTES_MAX,
   FABRIC_FRAGMENT_SIZE_BYTES_LIMIT,
   FABRIC_FRAGMENT_SIZE_BYTES_MAX_DEFAULT,
+  FABRIC_FRAME_OVERHEAD_BYTES_MAX,
   FABRIC_HANDSHAKE_OK,
   FABRIC_HANDSHAKE_STATUS_TEXT,
   FABRIC_META_SIZE_BYTES_MAX,
@@ -78,7 +80,9 @@ export interface FabricClientLimits {
 
 export const FABRIC_CLIENT_LIMITS_DEFAULT: Readonly<FabricClientLimits> = {
   fragmentSizeBytesMax: FABRIC_FRAGMENT_SIZE_BYTES_MAX_DEFAULT,
-  connectionsPerPeerMax: 4,
+  // Two: a large transfer does not hold every small request behind it, and on a loaded
+  // host more sockets cost more than they carry (bench:fabric).
+  connectionsPerPeerMax: 2,
   outstandingPerConnectionMax: 64,
   inflightBytesPerPeerMax: 64 * 1024 * 1024,
   waitingPerPeerMax: 4096,
@@ -204,6 +208,8 @@ class ClientConnection {
   /** Request frames the socket has not finished writing. */
   readonly writing = new Set<Uint8Array>();
   lastReceiveMs = performance.now();
+  /** Bytes received and not yet added to the metric. */
+  receivedUnreported = 0;
   peerFragmentSizeBytesMax = 0;
   timer: ReturnType<typeof setTimeout> | null = null;
 
@@ -248,6 +254,8 @@ export class FabricClient {
   readonly #random: () => number;
   readonly #pool: FramePool;
   readonly #channels = new Map<NodeId, PeerChannel>();
+  /** Buffers lent by lendFragmentBuffer(), to the frames they live in. */
+  readonly #lent = new WeakMap<Uint8Array, Uint8Array>();
   #closed = false;
   readonly #stats: FabricClientStats = {
     requests: 0,
@@ -329,26 +337,65 @@ export class FabricClient {
     request: FragmentPutRequest,
     options: FabricCallOptions = {},
   ): Promise<void> {
-    const meta = request.meta ?? new Uint8Array(0);
-    if (meta.length > FABRIC_META_SIZE_BYTES_MAX) {
-      throw new FabricBadRequestError(
-        `fragment metadata of ${meta.length} bytes exceeds ${FABRIC_META_SIZE_BYTES_MAX}`,
-        peer,
-      );
-    }
-    if (request.bytes.length > this.#limits.fragmentSizeBytesMax) {
-      throw new FabricBadRequestError(
-        `fragment of ${request.bytes.length} bytes exceeds ${this.#limits.fragmentSizeBytesMax}`,
-        peer,
-      );
-    }
-    await this.#call(peer, OP_PUT, request, meta.length + request.bytes.length, options, {
-      meta,
+    // A lent buffer is the put's from here on, whatever happens.
+    const lentFrame = this.#lent.get(request.bytes) ?? null;
+    this.#lent.delete(request.bytes);
+    const body: RequestBody = {
+      meta: request.meta ?? new Uint8Array(0),
       bytes: request.bytes,
       offset: 0,
       length: 0,
       into: null,
-    });
+      lentFrame,
+    };
+    try {
+      if (body.meta!.length > FABRIC_META_SIZE_BYTES_MAX) {
+        throw new FabricBadRequestError(
+          `fragment metadata of ${body.meta!.length} bytes exceeds ${FABRIC_META_SIZE_BYTES_MAX}`,
+          peer,
+        );
+      }
+      if (request.bytes.length > this.#limits.fragmentSizeBytesMax) {
+        throw new FabricBadRequestError(
+          `fragment of ${request.bytes.length} bytes exceeds ${this.#limits.fragmentSizeBytesMax}`,
+          peer,
+        );
+      }
+      const costBytes = body.meta!.length + request.bytes.length;
+      await this.#call(peer, OP_PUT, request, costBytes, options, body);
+    } finally {
+      // Not handed to a socket (refused before sending): back to the pool now.
+      if (body.lentFrame !== null) this.#pool.release(body.lentFrame);
+    }
+  }
+
+  /**
+   * A buffer of `sizeBytes` inside a pooled frame, for a caller that produces a fragment (an
+   * erasure coder, a disk read) straight into it: put() with exactly this array sends it
+   * without copying, and takes it back (do not touch it after calling put()). One never put
+   * goes back with returnFragmentBuffer().
+   */
+  lendFragmentBuffer(sizeBytes: number): Uint8Array {
+    assert(
+      Number.isInteger(sizeBytes) && sizeBytes >= 0 &&
+        sizeBytes <= this.#limits.fragmentSizeBytesMax,
+      `lent fragment of ${sizeBytes} bytes (at most ${this.#limits.fragmentSizeBytesMax})`,
+    );
+    const frame = this.#pool.acquire(FABRIC_FRAME_OVERHEAD_BYTES_MAX + sizeBytes);
+    const view = frame.subarray(
+      FABRIC_FRAME_OVERHEAD_BYTES_MAX,
+      FABRIC_FRAME_OVERHEAD_BYTES_MAX + sizeBytes,
+    );
+    this.#lent.set(view, frame);
+    return view;
+  }
+
+  /** Gives back a buffer from lendFragmentBuffer() that was not put. */
+  returnFragmentBuffer(view: Uint8Array): void {
+    const frame = this.#lent.get(view);
+    assert(frame !== undefined, "returnFragmentBuffer() of a buffer not lent (or already put)");
+    this.#lent.delete(view);
+    this.#pool.release(frame);
   }
 
   /** A fragment's range from `peer`; FabricNotFoundError when the peer does not hold it. */
@@ -374,6 +421,7 @@ export class FabricClient {
       offset,
       length,
       into: request.into ?? null,
+      lentFrame: null,
     });
     const empty = request.into?.subarray(0, 0) ?? new Uint8Array(0);
     return { bytes: answer.body ?? empty, sizeBytes: answer.fragmentSizeBytes };
@@ -691,7 +739,8 @@ export class FabricClient {
     const channel = conn.channel;
     conn.lastReceiveMs = performance.now();
     this.#stats.bytesReceived += chunk.length;
-    metrics.bytesReceived.inc(channel.label, chunk.length);
+    // Reported per answer, not per socket chunk (a labelled metric update is not free).
+    conn.receivedUnreported += chunk.length;
     let at = 0;
     if (conn.state === "connecting") {
       // The handshake answer is 20 to 84 bytes: gathered by copying.
@@ -817,6 +866,7 @@ export class FabricClient {
     conn.body = null;
     conn.bodyHave = 0;
     conn.pending.delete(h.requestId);
+    this.#reportReceived(conn);
     if (!p.abandoned) p.resolve({ ...h, body });
   }
 
@@ -838,8 +888,23 @@ export class FabricClient {
     const metaBytes = body.meta?.length ?? 0;
     const dataBytes = body.bytes?.length ?? 0;
     const frameBytes = FABRIC_REQUEST_HEADER_SIZE_BYTES + metaBytes + dataBytes;
-    const frame = this.#pool.acquire(frameBytes);
-    writeRequestHeader(new DataView(frame.buffer, frame.byteOffset, frame.byteLength), frame, {
+    let frame: Uint8Array;
+    let start = 0;
+    if (body.lentFrame !== null) {
+      // The fragment is already in a frame (lent): header and metadata go right before it.
+      frame = body.lentFrame;
+      body.lentFrame = null;
+      start = FABRIC_FRAME_OVERHEAD_BYTES_MAX - metaBytes - FABRIC_REQUEST_HEADER_SIZE_BYTES;
+    } else {
+      frame = this.#pool.acquire(frameBytes);
+      // The fragment is copied behind its header: one write per frame, and the caller's
+      // buffer is its own again as soon as this returns.
+      if (body.bytes !== null) {
+        frame.set(body.bytes, FABRIC_REQUEST_HEADER_SIZE_BYTES + metaBytes);
+      }
+    }
+    const head = frame.subarray(start, start + frameBytes);
+    writeRequestHeader(new DataView(head.buffer, head.byteOffset, head.byteLength), head, {
       bodySizeBytes: metaBytes + dataBytes,
       op,
       metaSizeBytes: metaBytes,
@@ -849,10 +914,7 @@ export class FabricClient {
       length: body.length,
       chunkId: address.chunkId,
     });
-    if (body.meta !== null) frame.set(body.meta, FABRIC_REQUEST_HEADER_SIZE_BYTES);
-    // The fragment is copied behind its header: one write per frame, and the caller's
-    // buffer is its own again as soon as this returns.
-    if (body.bytes !== null) frame.set(body.bytes, FABRIC_REQUEST_HEADER_SIZE_BYTES + metaBytes);
+    if (body.meta !== null) head.set(body.meta, FABRIC_REQUEST_HEADER_SIZE_BYTES);
     return new Promise((resolve, reject) => {
       const pending: Pending = {
         op,
@@ -882,10 +944,16 @@ export class FabricClient {
       conn.pending.set(id, pending);
       conn.writing.add(frame);
       this.#countSent(conn.channel, frameBytes);
-      conn.socket!.write(frame.subarray(0, frameBytes), () => {
+      conn.socket!.write(head, () => {
         if (conn.writing.delete(frame)) this.#pool.release(frame);
       });
     });
+  }
+
+  #reportReceived(conn: ClientConnection): void {
+    if (conn.receivedUnreported === 0) return;
+    metrics.bytesReceived.inc(conn.channel.label, conn.receivedUnreported);
+    conn.receivedUnreported = 0;
   }
 
   #countSent(channel: PeerChannel, n: number): void {
@@ -908,6 +976,7 @@ export class FabricClient {
     for (const frame of conn.writing) this.#pool.release(frame);
     conn.writing.clear();
     if (wasReady) metrics.connections.dec({ side: "client" });
+    this.#reportReceived(conn);
     channel.lastError = why;
     const error = new FabricUnavailableError(
       `node ${channel.id} at ${formatHostPort(channel.addr)}: ${why}`,
@@ -948,9 +1017,18 @@ interface RequestBody {
   offset: number;
   length: number;
   into: Uint8Array | null;
+  /** The pooled frame `bytes` lives in (lendFragmentBuffer()), until a socket takes it. */
+  lentFrame: Uint8Array | null;
 }
 
-const NO_BODY: RequestBody = { meta: null, bytes: null, offset: 0, length: 0, into: null };
+const NO_BODY: Readonly<RequestBody> = {
+  meta: null,
+  bytes: null,
+  offset: 0,
+  length: 0,
+  into: null,
+  lentFrame: null,
+};
 
 /** `promise`, or the request's end if its signal fires first. */
 function abortable<T>(

@@ -163,6 +163,8 @@ class ServerConnection {
   /** Request ids outstanding (client-fed; bounded by outstandingPerConnectionMax). */
   outstanding = new Set<number>();
   heldBytes = 0;
+  /** Bytes received and not yet added to the metric (labelled once the peer is known). */
+  receivedUnreported = 0;
   /** Response buffers the socket has not finished writing (released at close if never). */
   writing = new Set<Uint8Array>();
   paused = false;
@@ -256,6 +258,7 @@ export class FabricServer {
     socket.on("close", () => this.#close(conn));
     socket.on("data", (chunk: Uint8Array) => this.#onData(conn, chunk));
     this.#stats.bytesReceived += head.length;
+    conn.receivedUnreported += head.length;
     this.#onData(conn, new Uint8Array(0));
   }
 
@@ -271,7 +274,8 @@ export class FabricServer {
   #onData(conn: ServerConnection, chunk: Uint8Array): void {
     if (conn.state === "closed") return;
     this.#stats.bytesReceived += chunk.length;
-    if (conn.peer !== 0) metrics.bytesReceived.inc(conn.label, chunk.length);
+    // Reported per request, not per socket chunk (a labelled metric update is not free).
+    conn.receivedUnreported += chunk.length;
     try {
       let at = 0;
       if (conn.state === "handshake") {
@@ -404,6 +408,7 @@ export class FabricServer {
     conn.bodyHave = 0;
     conn.state = "header";
     this.#stats.requests++;
+    this.#reportReceived(conn);
     void this.#serve(conn, h, body);
   }
 
@@ -580,8 +585,15 @@ export class FabricServer {
     }
   }
 
+  #reportReceived(conn: ServerConnection): void {
+    if (conn.receivedUnreported === 0) return;
+    metrics.bytesReceived.inc(conn.label, conn.receivedUnreported);
+    conn.receivedUnreported = 0;
+  }
+
   #close(conn: ServerConnection): void {
     if (!this.#conns.delete(conn)) return;
+    this.#reportReceived(conn);
     if (conn.timer !== null) clearTimeout(conn.timer);
     conn.timer = null;
     if (conn.peer !== 0) metrics.connections.dec({ side: "server" });

@@ -285,6 +285,22 @@ Deno.test("FabricClient puts, gets (whole and ranges), stats and deletes fragmen
       (e) => e instanceof FabricUnavailableError && /no fabric address for node 7/.test(e.message),
     );
 
+    // A fragment produced straight into a lent frame buffer goes out without a copy.
+    const lent = a.client.lendFragmentBuffer(5000);
+    lent.set(bytes.subarray(0, 5000));
+    await a.client.put(2, { chunkId: chunkId(5), index: 0, bytes: lent, meta });
+    assert.deepEqual(
+      b.store.fragments.get(key({ chunkId: chunkId(5), index: 0 })),
+      { bytes: bytes.subarray(0, 5000), meta },
+    );
+    const unused = a.client.lendFragmentBuffer(10);
+    a.client.returnFragmentBuffer(unused);
+    assert.throws(() => a.client.returnFragmentBuffer(unused), /not lent/);
+    await assert.rejects(
+      a.client.put(9, { chunkId: chunkId(5), index: 1, bytes: a.client.lendFragmentBuffer(10) }),
+      FabricUnavailableError,
+    );
+
     assert.equal(await a.client.delete(2, { chunkId: chunkId(1), index: 3 }), true);
     assert.equal(await a.client.delete(2, { chunkId: chunkId(1), index: 3 }), false);
     assert.equal(await a.client.stat(2, { chunkId: chunkId(1), index: 3 }), null);

@@ -133,3 +133,14 @@ Deno.test("bench:gc --quick reclaims released chunks against the same store's wr
     }));
   });
 });
+
+Deno.test("bench:fabric --quick moves 1 MiB fragments between two processes against bare loopback TCP", async () => {
+  await runBench("fabric", (json) => {
+    assert.equal(json.mode, "quick");
+    return (json.rows as Record<string, number>[]).map((r) => ({
+      mb: r.mbPerSecond!,
+      ceiling: r.ceilingMbPerSecond!,
+      ratio: r.ratio!,
+    }));
+  });
+});
