@@ -315,11 +315,12 @@ export class FabricClient {
     const channel = this.#channels.get(id);
     if (channel === undefined) return;
     this.#channels.delete(id);
+    // Removed first, so that room freed by the dropped connections admits no one.
     channel.removed = true;
-    for (const conn of [...channel.conns]) this.#drop(conn, "the peer was removed");
     for (const w of channel.waiters.splice(0)) {
       w.reject(new FabricUnavailableError(`node ${id} was removed`, id));
     }
+    for (const conn of [...channel.conns]) this.#drop(conn, "the peer was removed");
   }
 
   async close(): Promise<void> {
@@ -611,7 +612,7 @@ export class FabricClient {
   #wake(channel: PeerChannel): void {
     const limits = this.#limits;
     const requestsMax = limits.connectionsPerPeerMax * limits.outstandingPerConnectionMax;
-    while (channel.waiters.length > 0) {
+    while (channel.waiters.length > 0 && !channel.removed) {
       const next = channel.waiters[0]!;
       if (
         channel.inflightRequests >= requestsMax ||
@@ -633,6 +634,9 @@ export class FabricClient {
   ): Promise<ClientConnection> {
     const limits = this.#limits;
     for (let attempt = 0; attempt <= limits.connectionsPerPeerMax; attempt++) {
+      if (channel.removed) {
+        throw new FabricUnavailableError(`node ${channel.id} was removed`, channel.id);
+      }
       let best: ClientConnection | null = null;
       let connecting: ClientConnection | null = null;
       for (const c of channel.conns) {

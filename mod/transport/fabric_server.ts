@@ -108,7 +108,10 @@ export interface FabricServerLimits {
   outstandingPerConnectionMax: number;
   /** A connection is not read while it holds this many request and response bytes. */
   connectionBytesMax: number;
-  /** No connection is read while the server holds this many bytes. */
+  /**
+   * No connection is read while the server holds this many bytes. A connection stops at
+   * the next socket chunk, so each may add one frame and one chunk past either bound.
+   */
   serverBytesMax: number;
   /** Most fabric connections at once; more are answered busy. */
   inboundConnectionsMax: number;

@@ -641,6 +641,46 @@ Deno.test("FabricClient is refused by a peer of another cluster or under another
   }
 });
 
+Deno.test("FabricServer answers busy past its connection limit, and FabricClient.removePeer() fails waiting callers", async () => {
+  const nodes = [
+    await startNode(1, { clientLimits: { connectionsPerPeerMax: 1 } }),
+    await startNode(2, { serverLimits: { inboundConnectionsMax: 1 } }),
+    await startNode(3),
+  ];
+  try {
+    introduce(nodes);
+    const [a, b, c] = nodes as [Node, Node, Node];
+    await a.client.put(2, { chunkId: chunkId(1), index: 0, bytes: new Uint8Array(4) });
+    await assert.rejects(
+      c.client.put(2, { chunkId: chunkId(1), index: 1, bytes: new Uint8Array(4) }),
+      (e) => e instanceof FabricUnavailableError && /too many fabric connections/.test(e.message),
+    );
+    assert.equal(b.server.stats().connections, 1);
+    // Node 1's connection is unaffected.
+    assert.equal((await a.client.get(2, { chunkId: chunkId(1), index: 0 })).bytes.length, 4);
+
+    // Callers in line for room to a peer that is then removed fail at once.
+    let release!: () => void;
+    b.store.gate = new Promise<void>((r) => release = r);
+    const big = new Uint8Array(8 * MIB);
+    const inFlight = Array.from(
+      { length: 12 },
+      (_, i) => a.client.put(2, { chunkId: chunkId(10 + i), index: 0, bytes: big }),
+    );
+    await waitFor("callers waiting", () => a.client.stats().waits >= 1);
+    a.client.removePeer(2);
+    const outcomes = await Promise.allSettled(inFlight);
+    assert.ok(
+      outcomes.every((o) => o.status === "rejected" && o.reason instanceof FabricUnavailableError),
+    );
+    assert.equal(a.client.inflightBytes(2), 0);
+    b.store.gate = null;
+    release();
+  } finally {
+    await closeAll(nodes);
+  }
+});
+
 // ---- malformed input -------------------------------------------------------------------
 
 Deno.test("readRequestHeader() and readResponseHeader() take any 60 bytes without throwing anything but protocol errors", () => {
