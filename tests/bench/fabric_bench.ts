@@ -9,13 +9,15 @@
 // processes: node:net sockets moving the same number of 1 MiB buffers one way, no framing,
 // no answers, measured right before and after each case; the ratio is fabric MB/s over the
 // better of the two. Target: >= 0.7x. Prints a table and writes
-// tests/bench/results/fabric.json. Plain TCP: mTLS costs are not in these numbers.
+// tests/bench/results/fabric.json. The same cases run again over mutual TLS (certificates
+// from scripts/gen_certs.sh) against a bare node:tls ceiling, for information.
 //
 //   deno run -A tests/bench/fabric_bench.ts [--quick]
 
 import * as net from "node:net";
+import * as tls from "node:tls";
 import { FabricClient, FabricServer, TcpRaftTransport } from "../../mod/transport/mod.ts";
-import type { FragmentHandler } from "../../mod/transport/mod.ts";
+import type { FragmentHandler, TlsMaterial } from "../../mod/transport/mod.ts";
 import { createLogger } from "../../mod/obs/mod.ts";
 import { table } from "./_table.ts";
 
@@ -59,9 +61,9 @@ function nullStore(): FragmentHandler {
  * The ceiling's peer: a connection opens with "P" + u32 count (it then sends count x 1 MiB,
  * answered by one byte at the end) or "G" + u32 count (the peer sends count x 1 MiB).
  */
-function ceilingServer(): net.Server {
+function ceilingServer(material: TlsMaterial | null): net.Server {
   const block = new Uint8Array(FRAGMENT_BYTES).fill(7);
-  return net.createServer({ noDelay: true }, (socket) => {
+  const serve = (socket: net.Socket) => {
     let head = new Uint8Array(0);
     let expect = -1;
     let got = 0;
@@ -97,7 +99,34 @@ function ceilingServer(): net.Server {
       got += chunk.length;
       if (expect > 0 && got >= expect) socket.write(new Uint8Array([1]));
     });
+  };
+  return material === null
+    ? net.createServer({ noDelay: true }, serve)
+    : tls.createServer({ ...tlsOptions(material), requestCert: true }, serve);
+}
+
+function tlsOptions(m: TlsMaterial) {
+  return { ca: [m.ca], cert: m.cert, key: m.key, minVersion: "TLSv1.2" as const };
+}
+
+function connectCeiling(port: number, material: TlsMaterial | null): Promise<net.Socket> {
+  const socket = material === null
+    ? net.connect({ host: HOST, port, noDelay: true })
+    : tls.connect({ host: HOST, port, ...tlsOptions(material) });
+  socket.setNoDelay(true);
+  return new Promise((resolve, reject) => {
+    socket.once(material === null ? "connect" : "secureConnect", () => resolve(socket));
+    socket.once("error", reject);
   });
+}
+
+/** The peer's TLS material (node2) and this process's (node1), from gen_certs.sh. */
+async function readMaterial(dir: string, name: string): Promise<TlsMaterial> {
+  return {
+    ca: await Deno.readTextFile(`${dir}/ca.crt`),
+    cert: await Deno.readTextFile(`${dir}/${name}/server.crt`),
+    key: await Deno.readTextFile(`${dir}/${name}/server.key`),
+  };
 }
 
 async function runPeer(): Promise<void> {
@@ -106,18 +135,30 @@ async function runPeer(): Promise<void> {
     format: "text",
     sink: { write: (l) => progress(l) },
   });
-  const transport = await TcpRaftTransport.listen({
-    nodeId: 2,
-    clusterId: CLUSTER,
-    listen: { host: HOST, port: 0 },
-    peers: [],
-    logger,
-  });
-  FabricServer.attach(transport, { nodeId: 2, clusterId: CLUSTER, handler: nullStore(), logger });
-  const ceiling = ceilingServer();
-  await new Promise<void>((r) => ceiling.listen(0, HOST, r));
-  const ceilingPort = (ceiling.address() as net.AddressInfo).port;
-  print(JSON.stringify({ fabricPort: transport.addr.port, ceilingPort }));
+  const tlsDir = Deno.args.find((a) => a.startsWith("--tls-dir="))?.slice("--tls-dir=".length);
+  const ports: Record<string, { fabricPort: number; ceilingPort: number }> = {};
+  for (const transportKind of tlsDir === undefined ? ["tcp"] : ["tcp", "mtls"]) {
+    const material = transportKind === "tcp" ? null : await readMaterial(tlsDir!, "node2");
+    const transport = await TcpRaftTransport.listen({
+      nodeId: 2,
+      clusterId: CLUSTER,
+      listen: { host: HOST, port: 0 },
+      peers: [],
+      tls: material,
+      logger,
+    });
+    FabricServer.attach(transport, {
+      nodeId: 2,
+      clusterId: CLUSTER,
+      handler: nullStore(),
+      logger,
+    });
+    const ceiling = ceilingServer(material);
+    await new Promise<void>((r) => ceiling.listen(0, HOST, r));
+    const ceilingPort = (ceiling.address() as net.AddressInfo).port;
+    ports[transportKind] = { fabricPort: transport.addr.port, ceilingPort };
+  }
+  print(JSON.stringify(ports));
   // Runs until the bench closes its stdin.
   for await (const _ of Deno.stdin.readable) { /* nothing comes */ }
   Deno.exit(0);
@@ -125,9 +166,12 @@ async function runPeer(): Promise<void> {
 
 // ---- the ceiling -----------------------------------------------------------------------
 
-async function ceilingPut(port: number, count: number): Promise<number> {
-  const socket = net.connect({ host: HOST, port, noDelay: true });
-  await new Promise((r) => socket.once("connect", r));
+async function ceilingPut(
+  port: number,
+  count: number,
+  material: TlsMaterial | null,
+): Promise<number> {
+  const socket = await connectCeiling(port, material);
   const head = new Uint8Array(5);
   head[0] = 0x50; // "P"
   new DataView(head.buffer).setUint32(1, count);
@@ -144,9 +188,12 @@ async function ceilingPut(port: number, count: number): Promise<number> {
   return (count * FRAGMENT_BYTES) / 1e6 / seconds;
 }
 
-async function ceilingGet(port: number, count: number): Promise<number> {
-  const socket = net.connect({ host: HOST, port, noDelay: true });
-  await new Promise((r) => socket.once("connect", r));
+async function ceilingGet(
+  port: number,
+  count: number,
+  material: TlsMaterial | null,
+): Promise<number> {
+  const socket = await connectCeiling(port, material);
   const head = new Uint8Array(5);
   head[0] = 0x47; // "G"
   new DataView(head.buffer).setUint32(1, count);
@@ -168,6 +215,8 @@ async function ceilingGet(port: number, count: number): Promise<number> {
 // ---- the fabric ------------------------------------------------------------------------
 
 interface Row {
+  /** tcp: plain TCP (the target's rows); mtls: mutual TLS on both the fabric and the ceiling. */
+  transport: "tcp" | "mtls";
   op: "put" | "get";
   concurrency: number;
   fragmentBytes: number;
@@ -220,11 +269,44 @@ async function fabricCase(
   return { seconds: (performance.now() - started) / 1000, done: latencies.length, latencies };
 }
 
+/** TLS material for the mtls rows, or null (with the reason printed) when openssl is missing. */
+async function makeCertificates(): Promise<string | null> {
+  const dir = await Deno.makeTempDir({ prefix: "kiseki-fabric-bench-tls-" });
+  try {
+    const out = await new Deno.Command("bash", {
+      args: [
+        new URL("../../scripts/gen_certs.sh", import.meta.url).pathname,
+        "--out",
+        dir,
+        "--node",
+        `node1:${HOST}`,
+        "--node",
+        `node2:${HOST}`,
+      ],
+      stdout: "piped",
+      stderr: "piped",
+    }).output();
+    if (out.success) return dir;
+    progress(`no mtls rows: gen_certs.sh failed: ${new TextDecoder().decode(out.stderr)}`);
+  } catch (e) {
+    progress(`no mtls rows: ${(e as Error).message}`);
+  }
+  await Deno.remove(dir, { recursive: true });
+  return null;
+}
+
 async function main(): Promise<void> {
   const startedAll = performance.now();
   const loadBefore = Deno.loadavg();
+  const tlsDir = await makeCertificates();
   const child = new Deno.Command(Deno.execPath(), {
-    args: ["run", "-A", new URL(import.meta.url).pathname, "--peer"],
+    args: [
+      "run",
+      "-A",
+      new URL(import.meta.url).pathname,
+      "--peer",
+      ...(tlsDir === null ? [] : [`--tls-dir=${tlsDir}`]),
+    ],
     env: { NO_COLOR: "1" },
     stdin: "piped",
     stdout: "piped",
@@ -239,67 +321,88 @@ async function main(): Promise<void> {
   }
   reader.releaseLock();
   void child.stdout.cancel();
-  const ports = JSON.parse(text.trim()) as { fabricPort: number; ceilingPort: number };
-  const client = new FabricClient({
-    nodeId: 1,
-    clusterId: CLUSTER,
-    peers: [{ id: 2, addr: { host: HOST, port: ports.fabricPort } }],
-    logger: createLogger({ level: "warn", format: "text", sink: { write: (l) => progress(l) } }),
+  const ports = JSON.parse(text.trim()) as Record<
+    string,
+    { fabricPort: number; ceilingPort: number }
+  >;
+  const logger = createLogger({
+    level: "warn",
+    format: "text",
+    sink: { write: (l) => progress(l) },
   });
   const rows: Row[] = [];
   try {
-    for (const op of ["put", "get"] as const) {
-      for (const concurrency of CONCURRENCY) {
-        // The ceiling is measured right before and right after each case, the better kept:
-        // a noisy moment on a shared machine then does not flatter the ratio.
-        const ceiling = op === "put" ? ceilingPut : ceilingGet;
-        progress(
-          `${op} c=${concurrency}: ceiling, fabric (${FRAGMENTS_PER_CASE} x 1 MiB), ceiling`,
-        );
-        const before = await ceiling(ports.ceilingPort, FRAGMENTS_PER_CASE);
-        await fabricCase(client, op, concurrency, WARMUP_FRAGMENTS);
-        const r = await fabricCase(client, op, concurrency, FRAGMENTS_PER_CASE);
-        const after = await ceiling(ports.ceilingPort, FRAGMENTS_PER_CASE);
-        const sorted = r.latencies.slice().sort((a, b) => a - b);
-        const mbPerSecond = (r.done * FRAGMENT_BYTES) / 1e6 / r.seconds;
-        const ceilingMbPerSecond = Math.max(before, after);
-        rows.push({
-          op,
-          concurrency,
-          fragmentBytes: FRAGMENT_BYTES,
-          fragments: r.done,
-          seconds: r.seconds,
-          mbPerSecond,
-          ceilingMbPerSecond,
-          ceilingRunsMbPerSecond: [before, after],
-          ratio: mbPerSecond / ceilingMbPerSecond,
-          p50Ms: percentile(sorted, 0.5),
-          p99Ms: percentile(sorted, 0.99),
-        });
+    for (const transport of ["tcp", "mtls"] as const) {
+      if (ports[transport] === undefined) continue;
+      const { fabricPort, ceilingPort } = ports[transport]!;
+      const material = transport === "tcp" ? null : await readMaterial(tlsDir!, "node1");
+      const client = new FabricClient({
+        nodeId: 1,
+        clusterId: CLUSTER,
+        peers: [{ id: 2, addr: { host: HOST, port: fabricPort } }],
+        tls: material,
+        logger,
+      });
+      try {
+        for (const op of ["put", "get"] as const) {
+          for (const concurrency of CONCURRENCY) {
+            // The ceiling is measured right before and right after each case, the better
+            // kept: a noisy moment on a shared machine then does not flatter the ratio.
+            const ceiling = op === "put" ? ceilingPut : ceilingGet;
+            progress(
+              `${transport} ${op} c=${concurrency}: ceiling, fabric (${FRAGMENTS_PER_CASE} x 1 MiB), ceiling`,
+            );
+            const before = await ceiling(ceilingPort, FRAGMENTS_PER_CASE, material);
+            await fabricCase(client, op, concurrency, WARMUP_FRAGMENTS);
+            const r = await fabricCase(client, op, concurrency, FRAGMENTS_PER_CASE);
+            const after = await ceiling(ceilingPort, FRAGMENTS_PER_CASE, material);
+            const sorted = r.latencies.slice().sort((a, b) => a - b);
+            const mbPerSecond = (r.done * FRAGMENT_BYTES) / 1e6 / r.seconds;
+            const ceilingMbPerSecond = Math.max(before, after);
+            rows.push({
+              transport,
+              op,
+              concurrency,
+              fragmentBytes: FRAGMENT_BYTES,
+              fragments: r.done,
+              seconds: r.seconds,
+              mbPerSecond,
+              ceilingMbPerSecond,
+              ceilingRunsMbPerSecond: [before, after],
+              ratio: mbPerSecond / ceilingMbPerSecond,
+              p50Ms: percentile(sorted, 0.5),
+              p99Ms: percentile(sorted, 0.99),
+            });
+          }
+        }
+      } finally {
+        await client.close();
       }
     }
   } finally {
-    await client.close();
     await child.stdin.close();
     await child.status;
+    if (tlsDir !== null) await Deno.remove(tlsDir, { recursive: true });
   }
   const best = Math.max(...rows.map((r) => r.ratio));
-  const atSixteen = rows.filter((r) => r.concurrency === 16);
+  const atSixteen = rows.filter((r) => r.concurrency === 16 && r.transport === "tcp");
   const met = atSixteen.every((r) => r.ratio >= TARGET_RATIO);
 
   const f = (v: number, d = 1) => v.toFixed(d);
   print(
     `bench:fabric ${QUICK ? "--quick" : "(full)"}: 1 MiB fragments over loopback, ` +
-      `client and server in two processes, plain TCP`,
+      `client and server in two processes, plain TCP and mutual TLS`,
   );
   print(
-    "ceiling: bare node:net loopback between the same processes, 1 MiB writes one way " +
-      "(put: this process sends; get: it receives), best of right before and right after the case",
+    "ceiling: bare node:net (tcp) or node:tls (mtls) loopback between the same processes, " +
+      "1 MiB writes one way (put: this process sends; get: it receives), best of right " +
+      "before and right after the case",
   );
   print();
   table(
     print,
     [
+      "transport",
       "op",
       "callers",
       "fragments",
@@ -311,6 +414,7 @@ async function main(): Promise<void> {
       "p99 ms",
     ],
     rows.map((r) => [
+      r.transport,
       r.op,
       r.concurrency,
       r.fragments,
@@ -321,10 +425,13 @@ async function main(): Promise<void> {
       f(r.p50Ms, 2),
       f(r.p99Ms, 2),
     ]),
+    { leftColumns: 2 },
   );
   print();
   print(
-    `target >= ${TARGET_RATIO}x of the ceiling at 16 callers: ${met ? "MET" : "NOT MET"} ` +
+    `target >= ${TARGET_RATIO}x of the ceiling at 16 callers over TCP: ${
+      met ? "MET" : "NOT MET"
+    } ` +
       `(${atSixteen.map((r) => `${r.op} ${r.ratio.toFixed(2)}x`).join(", ")}; best ${
         best.toFixed(2)
       }x)`,
