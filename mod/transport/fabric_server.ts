@@ -3,6 +3,11 @@
 // fragment store) concurrently, and answers each when its handler settles, in any order.
 // Wire format: fabric_wire.ts. Memory is bounded: a connection stops being read while it,
 // or the server as a whole, holds more request and response bytes than its limit.
+//
+// Where bytes are copied: a PUT's fragment once, from the socket's chunks into one pooled
+// buffer (the handler gets it whole); a GET's range once, into the pooled response frame
+// behind its header, unless the handler read it straight into the buffer allocate() lent
+// (then not at all). Each response leaves in one write.
 
 import type * as net from "node:net";
 import { assert } from "../base/mod.ts";
@@ -246,6 +251,9 @@ export class FabricServer {
       socket.end(
         encodeFabricHandshake(FABRIC_HANDSHAKE_BUSY, this.#clusterId, this.nodeId, 0, 0),
       );
+      // The answer has this long to leave; a peer that keeps its side open is cut off.
+      const timer = setTimeout(() => socket.destroy(), this.#limits.handshakeTimeoutMs);
+      socket.once("close", () => clearTimeout(timer));
       return;
     }
     this.#conns.add(conn);
