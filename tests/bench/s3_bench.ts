@@ -17,6 +17,9 @@
 // at 1 and 16 concurrent clients. Their ceiling is the bare-HTTP 4 KiB GET at the same
 // concurrency, compared in requests per second (a listing answer is one small request).
 //
+// Every row also reports the server's CPU time (user + system, from /proc/<pid>/stat) per
+// request the case sent, warm-up included: steadier than op/s on a shared, noisy machine.
+//
 // Same-run ceilings:
 //  - bare HTTP: a plain Deno.serve in another process (s3_load.ts serve) that streams the
 //    requested size from pooled 64 KiB / 1 MiB buffers on GET and reads and discards the body
@@ -114,6 +117,8 @@ interface LoadResult {
   errors: number;
   firstError: string | null;
   keysWritten: number | null;
+  /** Requests sent, warm-up included. */
+  requests: number;
 }
 
 interface Row {
@@ -129,6 +134,8 @@ interface Row {
   errors: number;
   /** GETs: share of chunk reads the server's chunk cache answered during the case. */
   cacheHitRatio: number | null;
+  /** Server CPU time (user + system) per request, warm-up included, in µs. */
+  serverCpuUsPerOp: number | null;
   /** A configuration other than the defaults (e.g. "chunk cache off"). */
   variant?: string;
   ceilingMbPerSecond: number | null;
@@ -289,7 +296,28 @@ async function createBucket(
 
 interface Node {
   /** Runs the load generator against this node's bucket. */
-  run(args: string[], bound: number): Promise<LoadResult & { cacheHitRatio: number | null }>;
+  run(args: string[], bound: number): Promise<LoadResult & ServerSide>;
+}
+
+/** What the server side measured during one case. */
+interface ServerSide {
+  cacheHitRatio: number | null;
+  serverCpuUsPerOp: number | null;
+}
+
+/** Clock ticks per second of /proc/<pid>/stat times (USER_HZ, 100 on Linux). */
+const USER_HZ = 100;
+
+/** User plus system CPU time of a process so far, in µs; null when /proc cannot say. */
+async function cpuMicros(pid: number): Promise<number | null> {
+  try {
+    const stat = await Deno.readTextFile(`/proc/${pid}/stat`);
+    // Fields after the command name (which may hold spaces) start after the last ')'.
+    const fields = stat.slice(stat.lastIndexOf(")") + 2).split(" ");
+    return ((Number(fields[11]) + Number(fields[12])) * 1e6) / USER_HZ;
+  } catch {
+    return null;
+  }
 }
 
 /** Starts a fresh `kiseki server` (role table flags, temp data dir), creates the bucket. */
@@ -326,8 +354,13 @@ async function withServer(
     await fn({
       run: async (args, bound) => {
         const before = await cacheLookups(metricsUrl);
+        const cpuBefore = await cpuMicros(server!.pid);
         const r = await runLoad([...common, ...args], bound);
+        const cpuAfter = await cpuMicros(server!.pid);
         const after = await cacheLookups(metricsUrl);
+        const serverCpuUsPerOp = cpuBefore === null || cpuAfter === null || r.requests === 0
+          ? null
+          : round((cpuAfter - cpuBefore) / r.requests, 1);
         const hits = after.hit - before.hit;
         const lookups = hits + after.miss - before.miss;
         const cacheHitRatio = r.op === "get" && lookups > 0 ? round(hits / lookups, 3) : null;
@@ -336,9 +369,10 @@ async function withServer(
             `${r.opsPerSecond} op/s, ` +
             `${r.mbPerSecond} MB/s, p50 ${r.p50Ms} ms, p99 ${r.p99Ms} ms` +
             (cacheHitRatio === null ? "" : `, chunk cache hits ${cacheHitRatio}`) +
+            (serverCpuUsPerOp === null ? "" : `, server CPU ${serverCpuUsPerOp} µs/op`) +
             (r.errors ? `, ${r.errors} errors (${r.firstError})` : ""),
         );
-        return { ...r, cacheHitRatio };
+        return { ...r, cacheHitRatio, serverCpuUsPerOp };
       },
     });
   } finally {
@@ -363,7 +397,7 @@ async function cacheLookups(url: string): Promise<{ hit: number; miss: number }>
 }
 
 function rowOf(
-  r: LoadResult & { cacheHitRatio: number | null },
+  r: LoadResult & ServerSide,
   engine: Awaited<ReturnType<typeof engineCeiling>>,
   ceilings: Awaited<ReturnType<typeof bareHttpCeilings>>,
 ): Row {
@@ -384,6 +418,7 @@ function rowOf(
     p99Ms: r.p99Ms,
     errors: r.errors,
     cacheHitRatio: r.cacheHitRatio,
+    serverCpuUsPerOp: r.serverCpuUsPerOp,
     ceilingMbPerSecond: ceilingMb,
     ceilingOpsPerSecond: ceiling?.opsPerSecond ?? null,
     ceilingSource: large ? (engine ? "engine" : null) : (ceiling ? "bare-http" : null),
@@ -501,6 +536,7 @@ async function main(): Promise<void> {
       "p99 ms",
       "err",
       "cache hits",
+      "srv CPU µs/op",
       "ceil MB/s",
       "ratio",
       "target",
@@ -515,6 +551,7 @@ async function main(): Promise<void> {
       r.p99Ms ?? "-",
       r.errors,
       r.cacheHitRatio ?? "-",
+      r.serverCpuUsPerOp ?? "-",
       r.ceilingMbPerSecond !== null
         ? `${r.ceilingMbPerSecond} (${r.ceilingSource})`
         : r.ceilingOpsPerSecond !== null

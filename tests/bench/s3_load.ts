@@ -280,6 +280,8 @@ async function load(): Promise<void> {
     errors,
     firstError,
     keysWritten: op === "put" ? Math.min(keys, next) : null,
+    // Every request sent, warm-up included: what the server's CPU time is divided by.
+    requests: next,
   }));
 }
 
