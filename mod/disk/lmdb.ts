@@ -19,7 +19,7 @@
 // destroys the old file and key: after it, nothing deleted before it (a shredded tenant's
 // records, old page versions, free pages) can be read with any key that still exists.
 
-import type { Database, RootDatabase, Transaction } from "lmdb";
+import type { Database, RootDatabase } from "lmdb";
 import { assert } from "../base/mod.ts";
 
 /**
@@ -84,14 +84,6 @@ export const KV_TXN_OPERATIONS_MAX = 1 << 20;
 export const KV_PAGE_KEY_BYTES = 24;
 /** Records copied per write transaction by rekey(). */
 export const KV_REKEY_BATCH_RECORDS = 4096;
-/**
- * How long reads share one held read snapshot at most. A read transaction is costly to start
- * on a page-encrypted environment (its pages are decrypted anew for each transaction: ~45 µs
- * against ~5 µs plain, measured here), and lmdb-js starts one per event turn; reads therefore
- * share one snapshot until the next commit of this environment (so every read after a commit
- * resolved sees it) or until this bound, whichever comes first.
- */
-export const KV_READ_SNAPSHOT_MS = 100;
 /** The directory beside the environment where rekey() builds the copy. */
 const REKEY_SUFFIX = ".rekey";
 /** In it: written once the copy is complete and synced (from then on the swap is redone). */
@@ -490,13 +482,7 @@ class LmdbKvTable implements KvTable {
   getSync(key: Uint8Array): Uint8Array | undefined {
     this.env.assertOpen();
     checkKey(key);
-    // lmdb-js takes read options (the snapshot) here; its typings do not say so.
-    const getBinary = this.db.getBinary as (
-      this: Database<Uint8Array, Uint8Array>,
-      key: Uint8Array,
-      options: { transaction: Transaction },
-    ) => Uint8Array | undefined;
-    const value = getBinary.call(this.db, key, this.env.readOptions());
+    const value = this.db.getBinary(key);
     return value === undefined ? undefined : plain(value);
   }
 
@@ -521,9 +507,7 @@ class LmdbKvTable implements KvTable {
         limit: options.limit,
       }
       : { start: options.start, end: options.end, limit: options.limit };
-    // getRange() holds its own reference on the snapshot until the iteration ends.
-    const ranged = { ...lmdbOptions, transaction: this.env.readOptions().transaction };
-    for (const { key, value } of this.db.getRange(ranged)) {
+    for (const { key, value } of this.db.getRange(lmdbOptions)) {
       yield { key: plain(key as Uint8Array), value: plain(value) };
     }
   }
@@ -585,10 +569,6 @@ class LmdbKvEnv implements KvEnv {
   #pending = new Set<Promise<unknown>>();
   /** Set while rekey() runs: transactions wait for it. */
   #rekeying: Promise<void> | null = null;
-  /** The read snapshot reads share (see KV_READ_SNAPSHOT_MS); null until the next read. */
-  #snapshot:
-    | { options: { transaction: Transaction }; timer: ReturnType<typeof setTimeout> }
-    | null = null;
 
   constructor(
     path: string,
@@ -606,26 +586,6 @@ class LmdbKvEnv implements KvEnv {
     assert(!this.#closed, `lmdb environment ${this.path} is closed`);
   }
 
-  /** Read options naming the shared read snapshot, started if there is none. */
-  readOptions(): { transaction: Transaction } {
-    if (this.#snapshot !== null) return this.#snapshot.options;
-    const transaction = this.#root.useReadTransaction();
-    const timer = setTimeout(() => this.#releaseSnapshot(), KV_READ_SNAPSHOT_MS);
-    Deno.unrefTimer(timer as unknown as number);
-    const options = { transaction };
-    this.#snapshot = { options, timer };
-    return options;
-  }
-
-  /** Lets go of the shared snapshot: the next read starts a new one (after a commit, current). */
-  #releaseSnapshot(): void {
-    const held = this.#snapshot;
-    if (held === null) return;
-    this.#snapshot = null;
-    clearTimeout(held.timer);
-    held.options.transaction.done();
-  }
-
   table(name: string): KvTable {
     this.assertOpen();
     assert(/^[a-z][a-z0-9_]{0,62}$/.test(name), `table name ${JSON.stringify(name)} is invalid`);
@@ -635,8 +595,6 @@ class LmdbKvEnv implements KvEnv {
         this.#tables.size < this.#tablesMax,
         `lmdb environment holds at most ${this.#tablesMax} tables`,
       );
-      // A table opened after a read snapshot began is not valid in it (EINVAL).
-      this.#releaseSnapshot();
       table = new LmdbKvTable(this, name, openTable(this.#root, name));
       this.#tables.set(name, table);
     }
@@ -670,7 +628,7 @@ class LmdbKvEnv implements KvEnv {
       assert(ok !== false, "lmdb batch without conditions reported a failed condition");
       assert(committed.flushed !== undefined, "lmdb-js did not give a flushed promise");
       await committed.flushed;
-    })().finally(() => this.#releaseSnapshot());
+    })();
     this.#pending.add(durable);
     try {
       await durable;
@@ -749,7 +707,6 @@ class LmdbKvEnv implements KvEnv {
     syncDirSync(fresh);
     // The swap, without an await: no read sees a closed environment (tables are rebound in
     // the same turn).
-    this.#releaseSnapshot();
     this.#root.close().catch(() => {});
     swapIn(this.path, pageKeys.keyFile);
     this.#root = openRoot(lmdb, this.path, settings, keyText);
@@ -762,7 +719,6 @@ class LmdbKvEnv implements KvEnv {
     this.#closed = true;
     await this.#rekeying?.catch(() => {});
     await Promise.allSettled([...this.#pending]);
-    this.#releaseSnapshot();
     try {
       await this.#root.close();
     } finally {
