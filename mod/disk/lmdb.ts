@@ -441,7 +441,8 @@ async function fileIsEncrypted(path: string): Promise<boolean | null> {
   }
 }
 
-async function fileExists(path: string): Promise<boolean> {
+/** Whether `path` exists (any other stat failure is thrown). */
+export async function fileExists(path: string): Promise<boolean> {
   try {
     await Deno.stat(path);
     return true;
@@ -618,9 +619,14 @@ class LmdbKvEnv implements KvEnv {
     // Without overlappingSync, `.flushed` is the commit promise itself (the commit synced);
     // awaiting it keeps this correct should overlappingSync ever be turned on.
     const committed = this.#root.batch(() => {
+      // Each put and remove returns a promise of its own, rejected too when the commit fails:
+      // the batch's promise is the one awaited, these must never go unhandled (an unhandled
+      // rejection ends the process).
       for (const op of txn.operations) {
-        if (op.kind === "put") op.table.db.put(op.key, op.value);
-        else op.table.db.remove(op.key);
+        const done = op.kind === "put"
+          ? op.table.db.put(op.key, op.value)
+          : op.table.db.remove(op.key);
+        ignoreRejection(done);
       }
     }) as Promise<boolean> & { flushed?: Promise<unknown> };
     const durable = (async () => {
@@ -682,7 +688,7 @@ class LmdbKvEnv implements KvEnv {
           }
           if (page.length === 0) break;
           await target.batch(() => {
-            for (const entry of page) to.put(entry.key, entry.value);
+            for (const entry of page) ignoreRejection(to.put(entry.key, entry.value));
           });
           if (page.length < KV_REKEY_BATCH_RECORDS) break;
           // The next page starts just past the last key copied.
@@ -749,6 +755,11 @@ function tableNames(root: RootDatabase<Uint8Array, Uint8Array>): string[] {
     names.push(new TextDecoder().decode(bytes.subarray(0, end)));
   }
   return names;
+}
+
+/** Marks a promise lmdb-js returns, whose outcome another promise reports, as handled. */
+function ignoreRejection(value: unknown): void {
+  if (value instanceof Promise) value.catch(() => {});
 }
 
 function checkKey(key: Uint8Array): Uint8Array {

@@ -2,6 +2,7 @@
 // that imports the `lmdb` package (loaded lazily, so importing this door needs no FFI).
 export {
   compareBytes,
+  fileExists,
   KV_KEY_BYTES_MAX,
   KV_PAGE_KEY_BYTES,
   KV_READERS_MAX_DEFAULT,

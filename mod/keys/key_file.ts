@@ -3,7 +3,7 @@
 
 import { assert } from "../base/mod.ts";
 import { type Aead, AEAD_KEY_BYTES, type AeadKey, type RandomSource } from "../crypto/mod.ts";
-import { type KvEnv, type KvTable, openKvEnv } from "../disk/mod.ts";
+import { fileExists, type KvEnv, type KvTable, openKvEnv } from "../disk/mod.ts";
 import type { Logger } from "../obs/mod.ts";
 import { PageKeyError, SealedPageKeys } from "./page_keys.ts";
 
@@ -108,7 +108,7 @@ export async function openKeyedEnv(options: KeyedEnvOptions): Promise<{
   const keyPath = `${dir}/${options.keyFile}`;
   let raw = await readKeyFile(keyPath, AEAD_KEY_BYTES, makeError);
   if (raw === null) {
-    if (await exists(`${dir}/data.mdb`)) {
+    if (await fileExists(`${dir}/data.mdb`)) {
       throw makeError(
         `${keyPath} is missing but ${dir} holds ${options.holds} sealed under it; restore ` +
           `the file from the node's backup (a new key cannot open them)`,
@@ -139,16 +139,6 @@ export async function openKeyedEnv(options: KeyedEnvOptions): Promise<{
     return { env, meta, check, kek, keyPath, pageKeys };
   } catch (e) {
     await env.close();
-    throw e;
-  }
-}
-
-async function exists(path: string): Promise<boolean> {
-  try {
-    await Deno.stat(path);
-    return true;
-  } catch (e) {
-    if (e instanceof Deno.errors.NotFound) return false;
     throw e;
   }
 }

@@ -34,6 +34,7 @@ import {
   writeRequestHeader,
 } from "./fabric_wire.ts";
 import { TcpRaftTransport, type TlsMaterial } from "./raft_transport.ts";
+import { genCerts, OPENSSL, tlsMaterial } from "./_testing.ts";
 
 const CLUSTER = "test-cluster";
 const MIB = 1024 * 1024;
@@ -853,33 +854,6 @@ Deno.test("FabricServer stops reading a connection that holds too many bytes, an
 
 // ---- mutual TLS ------------------------------------------------------------------------
 
-const GEN_CERTS = new URL("../../scripts/gen_certs.sh", import.meta.url).pathname;
-const OPENSSL = (() => {
-  try {
-    return new Deno.Command("openssl", { args: ["version"], stdout: "null", stderr: "null" })
-      .outputSync().success;
-  } catch {
-    return false;
-  }
-})();
-
-async function genCerts(dir: string, args: string[]): Promise<void> {
-  const out = await new Deno.Command("bash", {
-    args: [GEN_CERTS, "--out", dir, ...args],
-    stdout: "piped",
-    stderr: "piped",
-  }).output();
-  assert.ok(out.success, new TextDecoder().decode(out.stderr));
-}
-
-async function material(dir: string, name: string, kind = "server"): Promise<TlsMaterial> {
-  return {
-    ca: await Deno.readTextFile(`${dir}/ca.crt`),
-    cert: await Deno.readTextFile(`${dir}/${name}/${kind}.crt`),
-    key: await Deno.readTextFile(`${dir}/${name}/${kind}.key`),
-  };
-}
-
 Deno.test({
   name:
     "FabricClient over mutual TLS moves fragments between nodes and is refused with a tenant certificate or without TLS" +
@@ -897,8 +871,8 @@ Deno.test({
         "--tenant",
         "acme",
       ]);
-      const a = await startNode(1, { tls: await material(dir, "node1") });
-      const b = await startNode(2, { tls: await material(dir, "node2") });
+      const a = await startNode(1, { tls: await tlsMaterial(dir, "node1") });
+      const b = await startNode(2, { tls: await tlsMaterial(dir, "node2") });
       nodes.push(a, b);
       introduce([a, b]);
       const bytes = new Prng(41).bytes(MIB);
@@ -909,7 +883,7 @@ Deno.test({
       await waitFor("raft over TLS", () => b.raftReceived.length === 1);
 
       // A tenant's client certificate of the same CA: a valid chain, the wrong kind of holder.
-      const tenant = await startNode(5, { tls: await material(dir, "tenant-acme", "client") });
+      const tenant = await startNode(5, { tls: await tlsMaterial(dir, "tenant-acme", "client") });
       const plain = await startNode(6);
       nodes.push(tenant, plain);
       for (const n of [tenant, plain]) {

@@ -24,7 +24,7 @@ import {
   startGrpcServer,
   toGrpcStatusError,
 } from "./grpc.ts";
-import type { TlsMaterial } from "./raft_transport.ts";
+import { genCerts, OPENSSL, tlsMaterial } from "./_testing.ts";
 
 const HOST = "127.0.0.1";
 
@@ -310,33 +310,6 @@ Deno.test("startGrpcServer() refuses a definition that disagrees with its proto 
 
 // ---- mutual TLS ------------------------------------------------------------------------
 
-const GEN_CERTS = new URL("../../scripts/gen_certs.sh", import.meta.url).pathname;
-const OPENSSL = (() => {
-  try {
-    return new Deno.Command("openssl", { args: ["version"], stdout: "null", stderr: "null" })
-      .outputSync().success;
-  } catch {
-    return false;
-  }
-})();
-
-async function genCerts(dir: string, args: string[]): Promise<void> {
-  const out = await new Deno.Command("bash", {
-    args: [GEN_CERTS, "--out", dir, ...args],
-    stdout: "piped",
-    stderr: "piped",
-  }).output();
-  assert.ok(out.success, new TextDecoder().decode(out.stderr));
-}
-
-async function material(dir: string, name: string, kind: string): Promise<TlsMaterial> {
-  return {
-    ca: await Deno.readTextFile(`${dir}/ca.crt`),
-    cert: await Deno.readTextFile(`${dir}/${name}/${kind}.crt`),
-    key: await Deno.readTextFile(`${dir}/${name}/${kind}.key`),
-  };
-}
-
 Deno.test({
   name:
     "startGrpcServer() with mTLS admits a client certificate of the cluster CA and answers none or another CA's UNAUTHENTICATED" +
@@ -352,10 +325,10 @@ Deno.test({
       server = await startGrpcServer({
         addr: { host: HOST, port: 0 },
         services: [bindGrpcService(LOG_SERVICE, fakeLogService(calls))],
-        tls: await material(`${dir}/ours`, "node1", "server"),
+        tls: await tlsMaterial(`${dir}/ours`, "node1", "server"),
         logger: quietLogger(),
       });
-      const tenant = await material(`${dir}/ours`, "tenant-acme", "client");
+      const tenant = await tlsMaterial(`${dir}/ours`, "tenant-acme", "client");
       const admitted = createGrpcClient(LOG_SERVICE, server.addr, { tls: tenant });
       try {
         const health = await admitted.ShardHealth({ shardId: 1 });
@@ -383,7 +356,7 @@ Deno.test({
       assert.ok(anonymous instanceof GrpcStatusError, "a client without a certificate is refused");
       assert.equal(anonymous.codeName, "UNAUTHENTICATED", anonymous.message);
       assert.match(anonymous.message, /requires a client certificate signed by the cluster CA/);
-      const mallory = await material(`${dir}/theirs`, "tenant-mallory", "client");
+      const mallory = await tlsMaterial(`${dir}/theirs`, "tenant-mallory", "client");
       const stranger = await refusedWith({ ca: tenant.ca, cert: mallory.cert, key: mallory.key });
       assert.ok(stranger instanceof GrpcStatusError, "another CA's certificate is refused");
       assert.equal(stranger.codeName, "UNAUTHENTICATED", stranger.message);
@@ -394,7 +367,7 @@ Deno.test({
       const impostor = await startGrpcServer({
         addr: { host: "127.0.0.2", port: 0 },
         services: [bindGrpcService(LOG_SERVICE, fakeLogService(calls))],
-        tls: await material(`${dir}/ours`, "node1", "server"),
+        tls: await tlsMaterial(`${dir}/ours`, "node1", "server"),
         logger: quietLogger(),
       });
       const fooled = createGrpcClient(LOG_SERVICE, impostor.addr, {

@@ -3,22 +3,13 @@
 
 import assert from "node:assert/strict";
 import { missingPart } from "../base/testing.ts";
+import { GEN_CERTS, OPENSSL } from "./_testing.ts";
 import { X509Certificate } from "node:crypto";
 import {
   certificateIdentity,
   describeIdentity,
   type PeerCertificateNames,
 } from "./peer_identity.ts";
-
-const GEN_CERTS = new URL("../../scripts/gen_certs.sh", import.meta.url).pathname;
-const OPENSSL = (() => {
-  try {
-    return new Deno.Command("openssl", { args: ["version"], stdout: "null", stderr: "null" })
-      .outputSync().success;
-  } catch {
-    return false;
-  }
-})();
 
 /** A certificate file's names in the shape node:tls's getPeerCertificate() gives them. */
 async function namesOf(path: string): Promise<PeerCertificateNames> {

@@ -11,6 +11,7 @@ import {
   TcpRaftTransport,
   type TlsMaterial,
 } from "./raft_transport.ts";
+import { genCerts, OPENSSL, tlsMaterial } from "./_testing.ts";
 
 const CLUSTER = "test-cluster";
 
@@ -431,33 +432,6 @@ Deno.test("TcpRaftTransport fails a connection whose peer stops reading, and rep
 
 // ---- mutual TLS ------------------------------------------------------------------------
 
-const GEN_CERTS = new URL("../../scripts/gen_certs.sh", import.meta.url).pathname;
-const OPENSSL = (() => {
-  try {
-    return new Deno.Command("openssl", { args: ["version"], stdout: "null", stderr: "null" })
-      .outputSync().success;
-  } catch {
-    return false;
-  }
-})();
-
-async function genCerts(dir: string, args: string[]): Promise<void> {
-  const out = await new Deno.Command("bash", {
-    args: [GEN_CERTS, "--out", dir, ...args],
-    stdout: "piped",
-    stderr: "piped",
-  }).output();
-  assert.ok(out.success, new TextDecoder().decode(out.stderr));
-}
-
-async function material(dir: string, name: string, kind = "server"): Promise<TlsMaterial> {
-  return {
-    ca: await Deno.readTextFile(`${dir}/ca.crt`),
-    cert: await Deno.readTextFile(`${dir}/${name}/${kind}.crt`),
-    key: await Deno.readTextFile(`${dir}/${name}/${kind}.key`),
-  };
-}
-
 Deno.test({
   name:
     "TcpRaftTransport over mutual TLS delivers between cluster nodes and refuses plain TCP, another CA and tenant certificates" +
@@ -476,8 +450,8 @@ Deno.test({
         "acme",
       ]);
       await genCerts(`${dir}/theirs`, ["--node", "node3:127.0.0.3"]);
-      const a = await startNode(1, { tls: await material(`${dir}/ours`, "node1") });
-      const b = await startNode(2, { tls: await material(`${dir}/ours`, "node2") });
+      const a = await startNode(1, { tls: await tlsMaterial(`${dir}/ours`, "node1") });
+      const b = await startNode(2, { tls: await tlsMaterial(`${dir}/ours`, "node2") });
       nodes.push(a, b);
       introduce([a, b]);
       const prng = new Prng(9);
@@ -488,11 +462,11 @@ Deno.test({
       await waitFor("TLS delivery", () => a.received.length === 20 && b.received.length === 20);
 
       // Another CA's node: b refuses it (and it would refuse b's certificate too).
-      const stranger = await startNode(3, { tls: await material(`${dir}/theirs`, "node3") });
+      const stranger = await startNode(3, { tls: await tlsMaterial(`${dir}/theirs`, "node3") });
       // A node without TLS at all.
       const plain = await startNode(4);
       // A tenant's client certificate from our own CA: valid chain, wrong kind of identity.
-      const tenantMaterial = { ...await material(`${dir}/ours`, "tenant-acme", "client") };
+      const tenantMaterial = { ...await tlsMaterial(`${dir}/ours`, "tenant-acme", "client") };
       const tenant = await startNode(5, { tls: tenantMaterial });
       nodes.push(stranger, plain, tenant);
       for (const n of [stranger, plain, tenant]) {
@@ -515,7 +489,7 @@ Deno.test({
       }
       // The dialler checks the certificate against the address it dials: node 6 presents
       // node2's certificate (which names 127.0.0.2) from 127.0.0.6.
-      const impostor = await startNode(6, { tls: await material(`${dir}/ours`, "node2") });
+      const impostor = await startNode(6, { tls: await tlsMaterial(`${dir}/ours`, "node2") });
       nodes.push(impostor);
       a.transport.setPeer(6, impostor.transport.addr);
       a.transport.send(1, message(1, 6, 1, prng));

@@ -9,11 +9,11 @@
 // not applicable and skipped (the in-place encryption itself is unit-tested in mod/disk).
 
 import assert from "node:assert/strict";
-import { Buffer } from "node:buffer";
 import { missingPart } from "../../mod/base/mod.ts";
 import { SOURCE_FFI_DIR } from "../../ffi/loader.ts";
 import { SOURCE_NODE_MODULES_DIR } from "../../mod/role/mod.ts";
 import { ROOT, run, type RunningRole, startRole, testAddrs, waitForHttp } from "./_role.ts";
+import { bodyOf, canary, scan } from "./_canaries.ts";
 
 const AWS = "/usr/bin/aws";
 const HOST_OCTET = 58;
@@ -26,7 +26,6 @@ const POOL = JSON.stringify({
 });
 /** The file whose first commit brought page encryption in. */
 const PAGE_KEYS_SOURCE = "mod/keys/page_keys.ts";
-const SCAN_WINDOW_BYTES = 16 << 20;
 
 /** The commit before page encryption, or why it cannot be had. */
 async function preEncryptionCommit(): Promise<{ commit: string } | { missing: string }> {
@@ -79,57 +78,11 @@ async function unpack(commit: string, dir: string): Promise<void> {
   assert.equal(shims.code, 0, shims.stderr);
 }
 
-function canary(): string {
-  return Buffer.from(crypto.getRandomValues(new Uint8Array(16))).toString("hex");
-}
-
-/** A body of `bytes` made of the canary text repeated. */
-function bodyOf(text: string, bytes: number): Uint8Array {
-  return new TextEncoder().encode(text.repeat(Math.ceil(bytes / text.length)).slice(0, bytes));
-}
-
-/** Every regular file under `dir`, recursively. */
-async function filesUnder(dir: string): Promise<string[]> {
-  const out: string[] = [];
-  for await (const entry of Deno.readDir(dir)) {
-    const path = `${dir}/${entry.name}`;
-    if (entry.isDirectory) out.push(...await filesUnder(path));
-    else if (entry.isFile) out.push(path);
-  }
-  return out;
-}
-
-/** `role (form) in file` for every canary found under `dir` in clear, UTF-16LE or hex. */
-async function scan(dir: string, canaries: Map<string, string>): Promise<string[]> {
-  const needles = [...canaries].flatMap(([text, role]) => [
-    { role, form: "clear", bytes: Buffer.from(text, "utf8") },
-    { role, form: "utf-16le", bytes: Buffer.from(text, "utf16le") },
-    { role, form: "hex", bytes: Buffer.from(Buffer.from(text).toString("hex"), "utf8") },
-  ]);
-  const overlap = Math.max(...needles.map((n) => n.bytes.length));
-  const found = new Set<string>();
-  for (const path of await filesUnder(dir)) {
-    const file = await Deno.open(path, { read: true });
-    try {
-      const window = Buffer.alloc(SCAN_WINDOW_BYTES + overlap);
-      let kept = 0;
-      for (;;) {
-        const n = await file.read(window.subarray(kept, kept + SCAN_WINDOW_BYTES));
-        if (n === null) break;
-        const view = window.subarray(0, kept + n);
-        for (const needle of needles) {
-          if (view.indexOf(needle.bytes) >= 0) {
-            found.add(`${needle.role} (${needle.form}) in ${path.slice(dir.length)}`);
-          }
-        }
-        kept = Math.min(overlap, view.length);
-        window.copy(window, 0, view.length - kept, view.length);
-      }
-    } finally {
-      file.close();
-    }
-  }
-  return [...found].sort();
+/** `role (form) in file` for every canary found under `dir`. */
+async function found(dir: string, canaries: Map<string, string>): Promise<string[]> {
+  const findings = await scan([dir], canaries);
+  return [...new Set(findings.map((f) => `${f.role} (${f.form}) in ${f.file.slice(dir.length)}`))]
+    .sort();
 }
 
 Deno.test({
@@ -202,7 +155,7 @@ Deno.test({
       );
       await ok("put big", aws("s3", "cp", `${work}/big`, `s3://${bucket}/${bigKey}`));
       await stop("the node before page encryption");
-      const plain = await scan(dataDir, canaries);
+      const plain = await found(dataDir, canaries);
       assert.ok(
         plain.some((f) => f.startsWith("bucket name (clear)")),
         `the old node's data dir shows its names in clear: ${plain.join("; ")}`,
@@ -223,8 +176,7 @@ Deno.test({
         const list = await ok("ls", aws("s3", "ls", "--recursive", `s3://${bucket}/`));
         assert.ok(list.stdout.includes(key) && list.stdout.includes(bigKey), list.stdout);
         await stop(label);
-        const found = await scan(dataDir, canaries);
-        assert.deepEqual(found, [], `${label}: canaries on disk in clear`);
+        assert.deepEqual(await found(dataDir, canaries), [], `${label}: canaries on disk in clear`);
       }
     } finally {
       if (role !== null) await (role as RunningRole).stop("SIGKILL");

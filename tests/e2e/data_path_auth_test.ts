@@ -13,17 +13,9 @@ import {
   LOG_SERVICE,
   type LogServiceMethods,
 } from "../../mod/transport/mod.ts";
+import { genCerts, OPENSSL } from "../../mod/transport/_testing.ts";
 import { ROOT, run, type RunningRole, startRole, testAddrs, waitForHttp } from "./_role.ts";
 
-const GEN_CERTS = `${ROOT}scripts/gen_certs.sh`;
-const OPENSSL = (() => {
-  try {
-    return new Deno.Command("openssl", { args: ["version"], stdout: "null", stderr: "null" })
-      .outputSync().success;
-  } catch {
-    return false;
-  }
-})();
 const TENANT_A = "6b697365-6b69-4000-8000-0000000000a1";
 const TENANT_B = "6b697365-6b69-4000-8000-0000000000b2";
 const SHARD = 0;
@@ -33,11 +25,6 @@ interface Tls {
   ca: string;
   cert?: string;
   key?: string;
-}
-
-async function genCerts(dir: string, args: string[]): Promise<void> {
-  const r = await run("bash", [GEN_CERTS, "--out", dir, ...args]);
-  assert.equal(r.code, 0, r.stderr);
 }
 
 async function clientTls(dir: string, folder: string, base: string): Promise<Tls> {
