@@ -2,6 +2,7 @@ import assert from "node:assert/strict";
 import { AssertionError, Prng } from "../base/mod.ts";
 import {
   KV_PAGE_KEY_BYTES,
+  KV_READ_SNAPSHOT_MS,
   KV_REKEY_BATCH_RECORDS,
   type KvEnv,
   KvError,
@@ -310,6 +311,46 @@ Deno.test("openKvEnv() with a page key keeps keys and values out of data.mdb; wi
     }
   } finally {
     await Deno.remove(root, { recursive: true });
+  }
+});
+
+Deno.test("reads share a snapshot, yet every read after a commit resolved sees it (plain and page-encrypted)", async () => {
+  const dir = await Deno.makeTempDir({ prefix: "kiseki-kv-snapshot-" });
+  try {
+    for (const pageKeys of [null, new FilePageKeys()]) {
+      const env = await openKvEnv({
+        path: `${dir}/${pageKeys === null ? "plain" : "sealed"}`,
+        pageKeys,
+        mapSizeBytes: 8 << 20,
+      });
+      try {
+        const a = env.table("a");
+        for (let round = 0; round < 50; round++) {
+          await env.transaction((txn) => txn.put(a, text("k"), text(`v${round}`)));
+          // Read in the same turn as the commit resolved, and in later turns.
+          assert.deepEqual(a.getSync(text("k")), text(`v${round}`), `round ${round}`);
+          await new Promise((r) => setTimeout(r, 0));
+          assert.deepEqual([...a.range()].map((e) => e.value), [text(`v${round}`)]);
+        }
+        // A table opened while a snapshot is held is readable and writable at once.
+        assert.deepEqual(a.getSync(text("k")), text("v49"));
+        const b = env.table("b");
+        assert.deepEqual([...b.range()], []);
+        assert.equal(b.getSync(text("x")), undefined);
+        await env.transaction((txn) => txn.put(b, text("x"), text("y")));
+        assert.deepEqual(b.getSync(text("x")), text("y"));
+        // A deletion is seen as soon as its commit resolved, too.
+        await env.transaction((txn) => txn.delete(a, text("k")));
+        assert.equal(a.getSync(text("k")), undefined);
+        // Past the snapshot's time bound, reads still see the latest commit.
+        await new Promise((r) => setTimeout(r, KV_READ_SNAPSHOT_MS + 20));
+        assert.deepEqual(b.getSync(text("x")), text("y"));
+      } finally {
+        await env.close();
+      }
+    }
+  } finally {
+    await Deno.remove(dir, { recursive: true });
   }
 });
 
