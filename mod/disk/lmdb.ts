@@ -211,8 +211,65 @@ type Lmdb = typeof import("lmdb");
 let lmdbModule: Promise<Lmdb> | null = null;
 
 function loadLmdb(): Promise<Lmdb> {
-  lmdbModule ??= import("lmdb");
+  if (lmdbModule === null) {
+    globalThis.addEventListener("unhandledrejection", dropLmdbCommitEcho);
+    lmdbModule = import("lmdb");
+  }
   return lmdbModule;
+}
+
+/** The message lmdb-js gives every write promise of a failed commit. */
+const LMDB_COMMIT_FAILED = "Commit failed (see commitError for details)";
+
+/**
+ * A failed lmdb commit also rejects promises lmdb-js keeps to itself: the commit's own
+ * promise, and the `commitError` promise holding the real cause, which nothing inside
+ * lmdb-js awaits. Unhandled, either ends the process (measured: a full filesystem killed the
+ * node). The failure itself reaches the caller through the batch promise transaction()
+ * awaits, so these echoes are dropped here, and only these.
+ */
+function dropLmdbCommitEcho(event: PromiseRejectionEvent): void {
+  const reason = event.reason as { message?: unknown; commitError?: unknown } | null;
+  if (reason instanceof Error && reason.message === LMDB_COMMIT_FAILED) {
+    event.preventDefault();
+    handleCommitError(reason);
+    return;
+  }
+  if (commitErrors.has(event.promise)) event.preventDefault();
+}
+
+/** lmdb-js's `commitError` promises seen on failed commits (handled as they are seen). */
+const commitErrors = new WeakSet<Promise<unknown>>();
+
+/** How long a failed commit's error waits for lmdb-js to name its cause. */
+const COMMIT_CAUSE_WAIT_MS = 100;
+
+/** The cause lmdb-js gives a failed commit (e.g. "No space left on device"), if it does. */
+async function commitCause(error: unknown): Promise<string | null> {
+  handleCommitError(error);
+  const cause = (error as { commitError?: unknown } | null)?.commitError;
+  if (!(cause instanceof Promise)) return null;
+  let timer: ReturnType<typeof setTimeout> | undefined;
+  const late = new Promise<null>((resolve) => {
+    timer = setTimeout(() => resolve(null), COMMIT_CAUSE_WAIT_MS);
+  });
+  try {
+    return await Promise.race([
+      cause.then(() => null, (c: unknown) => (c instanceof Error ? c.message : String(c))),
+      late,
+    ]);
+  } finally {
+    clearTimeout(timer);
+  }
+}
+
+/** Marks a failed commit's `commitError` promise as handled (its cause is logged by callers). */
+function handleCommitError(error: unknown): void {
+  const cause = (error as { commitError?: unknown } | null)?.commitError;
+  if (cause instanceof Promise && !commitErrors.has(cause)) {
+    commitErrors.add(cause);
+    cause.catch(() => {});
+  }
 }
 
 export class KvError extends Error {
@@ -684,7 +741,10 @@ class LmdbKvEnv implements KvEnv {
     try {
       await durable;
     } catch (e) {
-      throw new KvError(`lmdb commit in ${this.path} failed: ${(e as Error).message}`);
+      const cause = await commitCause(e);
+      throw new KvError(
+        `lmdb commit in ${this.path} failed: ${cause ?? (e as Error).message}`,
+      );
     } finally {
       this.#pending.delete(durable);
     }

@@ -354,6 +354,60 @@ Deno.test("reads share a snapshot, yet every read after a commit resolved sees i
   }
 });
 
+/** A 3 MiB tmpfs mounted on a fresh directory, or why there cannot be one (not root). */
+async function smallFilesystem(): Promise<{ dir: string } | { missing: string }> {
+  // The sandboxed child (see the end of this file) runs this module too, with no such rights.
+  if (import.meta.main) return { missing: "sandboxed child" };
+  if (Deno.build.os !== "linux" || Deno.uid() !== 0) return { missing: "mounting needs root" };
+  const dir = await Deno.makeTempDir({ prefix: "kiseki-kv-full-" });
+  const out = await new Deno.Command("mount", {
+    args: ["-t", "tmpfs", "-o", "size=3m", "tmpfs", dir],
+    stdout: "null",
+    stderr: "piped",
+  }).output().catch((e) => ({ success: false, stderr: new TextEncoder().encode(String(e)) }));
+  if (!out.success) {
+    await Deno.remove(dir).catch(() => {});
+    return { missing: `mount tmpfs: ${new TextDecoder().decode(out.stderr).trim()}` };
+  }
+  return { dir };
+}
+
+const fullFs = await smallFilesystem();
+
+Deno.test({
+  name:
+    "a commit the filesystem has no room for fails its caller with the cause, and the process lives" +
+    ("missing" in fullFs ? ` [not applicable: ${fullFs.missing}]` : ""),
+  ignore: "missing" in fullFs,
+  async fn() {
+    assert.ok("dir" in fullFs);
+    try {
+      for (const pageKeys of [null, new FilePageKeys()]) {
+        const path = `${fullFs.dir}/${pageKeys === null ? "plain" : "sealed"}`;
+        const env = await openKvEnv({ path, pageKeys, mapSizeBytes: 1 << 20 });
+        const t = env.table("t");
+        let failure: unknown = null;
+        for (let i = 0; i < 400 && failure === null; i++) {
+          await env.transaction((txn) => {
+            for (let j = 0; j < 10; j++) txn.put(t, text(`k${i}-${j}`), new Uint8Array(4000));
+          }).catch((e) => (failure = e));
+        }
+        assert.ok(failure instanceof KvError, `the filesystem filled: ${failure}`);
+        assert.match(String(failure), /lmdb commit in .* failed: /);
+        assert.doesNotMatch(String(failure), /see commitError/, "the cause is named");
+        // Every echo of the failure settles within these turns; an unhandled one fails the test.
+        await new Promise((r) => setTimeout(r, 300));
+        assert.ok(t.getSync(text("k0-0")) !== undefined, "what was committed still reads");
+        await env.close().catch(() => {});
+        await Deno.remove(path, { recursive: true });
+      }
+    } finally {
+      await new Deno.Command("umount", { args: [fullFs.dir] }).output();
+      await Deno.remove(fullFs.dir).catch(() => {});
+    }
+  },
+});
+
 Deno.test("KvEnv.rekey() keeps every record under a new page key and destroys the old one", async () => {
   const dir = await Deno.makeTempDir({ prefix: "kiseki-kv-rekey-" });
   const keys = new FilePageKeys();
