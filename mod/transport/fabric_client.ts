@@ -10,8 +10,8 @@
 // the caller produced it in a buffer lent by lendFragmentBuffer() (then not at all); a GET's
 // range once, from the socket's chunks into the caller's `into` buffer (or a fresh one).
 
-import * as net from "node:net";
-import * as tls from "node:tls";
+import type * as net from "node:net";
+import type * as tls from "node:tls";
 import { assert, formatHostPort, type HostPort } from "../base/mod.ts";
 import { log as rootLog, type Logger } from "../obs/mod.ts";
 import type { NodeId } from "../raft/mod.ts";
@@ -51,7 +51,7 @@ import {
   STATUS_OK,
   writeRequestHeader,
 } from "./fabric_wire.ts";
-import { checkPeerCertificate, type TlsMaterial } from "./raft_transport.ts";
+import { checkPeerCertificate, dialNode, type TlsMaterial } from "./raft_transport.ts";
 import { SERVER_CERTIFICATE_KINDS } from "./peer_identity.ts";
 
 /** Bounds of one fabric client. Relationships are asserted at construction. */
@@ -683,23 +683,9 @@ export class FabricClient {
       this.#stats.reconnects++;
       metrics.reconnects.inc(channel.peerLabel);
     }
-    const { host, port } = channel.addr;
     const material = this.#tls;
-    const socket: net.Socket = material === null
-      ? net.connect({ host, port, noDelay: true })
-      : tls.connect({
-        host,
-        port,
-        ca: [material.ca],
-        cert: material.cert,
-        key: material.key,
-        minVersion: "TLSv1.2",
-        // The peer's certificate must name the address we dial (an IP SAN or DNS name).
-        servername: net.isIP(host) === 0 ? host : undefined,
-      });
+    const socket = dialNode(channel.addr, material, this.#limits.keepAliveMs);
     conn.socket = socket;
-    socket.setNoDelay(true);
-    socket.setKeepAlive(true, this.#limits.keepAliveMs);
     conn.timer = setTimeout(() => {
       conn.timer = null;
       this.#drop(conn, `not connected within ${this.#limits.connectTimeoutMs} ms`);

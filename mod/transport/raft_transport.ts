@@ -503,6 +503,33 @@ class PeerLink {
 }
 
 /** Raft transport over TCP, or mutual TLS when TLS material is given. */
+/**
+ * Dials a node's Raft port: plain TCP, or TLS 1.2+ presenting `material` when given, where the
+ * peer's certificate must name the address dialled (an IP SAN or DNS name). No Nagle delay,
+ * TCP keep-alive after `keepAliveMs`. The caller waits for "connect" or "secureConnect".
+ */
+export function dialNode(
+  addr: HostPort,
+  material: TlsMaterial | null,
+  keepAliveMs: number,
+): net.Socket {
+  const { host, port } = addr;
+  const socket: net.Socket = material === null
+    ? net.connect({ host, port, noDelay: true })
+    : tls.connect({
+      host,
+      port,
+      ca: [material.ca],
+      cert: material.cert,
+      key: material.key,
+      minVersion: "TLSv1.2",
+      servername: net.isIP(host) === 0 ? host : undefined,
+    });
+  socket.setNoDelay(true);
+  socket.setKeepAlive(true, keepAliveMs);
+  return socket;
+}
+
 export class TcpRaftTransport implements RaftTransport {
   readonly nodeId: NodeId;
   readonly #clusterId: Uint8Array;
@@ -755,23 +782,9 @@ export class TcpRaftTransport implements RaftTransport {
     }
     link.state = "connecting";
     link.answer = new ReceiveBuffer();
-    const { host, port } = link.addr;
     const material = this.#tls;
-    const socket: net.Socket = material === null
-      ? net.connect({ host, port, noDelay: true })
-      : tls.connect({
-        host,
-        port,
-        ca: [material.ca],
-        cert: material.cert,
-        key: material.key,
-        minVersion: "TLSv1.2",
-        // The server's certificate must name the address we dial (an IP SAN or DNS name).
-        servername: net.isIP(host) === 0 ? host : undefined,
-      });
+    const socket = dialNode(link.addr, material, this.#limits.keepAliveMs);
     link.socket = socket;
-    socket.setNoDelay(true);
-    socket.setKeepAlive(true, this.#limits.keepAliveMs);
     const setupMs = this.#limits.connectTimeoutMs + this.#limits.handshakeTimeoutMs;
     link.timer = setTimeout(() => {
       link.timer = null;
