@@ -14,6 +14,7 @@ import {
   type Disk,
   DISK_OP_BYTES_MAX,
   type KvEnv,
+  KvError,
   type KvPageKeys,
   type KvTxn,
   openKvEnv,
@@ -101,6 +102,7 @@ export type ChunkStoreErrorCode =
   | "refcount_overflow"
   | "refcount_underflow"
   | "closed"
+  | "unavailable"
   | "io";
 
 /** A chunk operation that could not be done; `code` says which way it failed. */
@@ -231,6 +233,13 @@ export interface CompactReport {
 
 // ---- metrics -----------------------------------------------------------------------------
 
+const recoveries = counter<"pool" | "kind">({
+  name: "kiseki_chunk_index_recoveries_total",
+  help: "Failed chunk index commits the store recovered from (kind: space, damaged, other)",
+  labelNames: ["pool", "kind"],
+});
+/** Times a put whose batch failed to commit is tried again after the store recovered. */
+export const CHUNK_PUT_RETRIES_AFTER_RECOVERY = 2;
 const bytesWritten = counter<"pool">({
   name: "kiseki_chunk_bytes_written_total",
   help: "Fragment payload bytes written to devices (parity and copies included)",
@@ -366,7 +375,10 @@ export class LocalChunkStore implements ChunkStore {
   #inFlight = 0;
   readonly #roomWaiters: (() => void)[] = [];
   #closed = false;
+  /** Set when recovery itself failed: the store then refuses everything until restarted. */
   #failed: Error | null = null;
+  /** Set while the store recovers from a failed commit: new batches and commits wait. */
+  #recovering: Promise<void> | null = null;
   #unreferencedTotal = 0;
   /** Set by a background GC: reclaims what it can now; true when space was freed. */
   #reclaimer: (() => Promise<boolean>) | null = null;
@@ -528,6 +540,7 @@ export class LocalChunkStore implements ChunkStore {
           return { created: false };
         }
         const deadline = performance.now() + CHUNK_FULL_WAIT_MS;
+        let retries = 0;
         for (;;) {
           try {
             await new Promise<void>((resolve, reject) => {
@@ -536,6 +549,14 @@ export class LocalChunkStore implements ChunkStore {
             });
             return { created: true };
           } catch (e) {
+            // Its batch failed to commit and the store recovered: nothing of it was kept.
+            if (
+              e instanceof ChunkStoreError && e.code === "unavailable" &&
+              retries++ < CHUNK_PUT_RETRIES_AFTER_RECOVERY
+            ) {
+              await this.#recovered();
+              continue;
+            }
             // Full, but deletes may wait for GC: refused only once nothing more comes back.
             const reclaim = this.#reclaimer;
             if (
@@ -690,6 +711,7 @@ export class LocalChunkStore implements ChunkStore {
   }
 
   async #writeBatch(): Promise<void> {
+    await this.#recovered();
     const taken: PreparedPut[] = [];
     let outcome: { ok: PreparedPut[]; durable: Promise<void> };
     try {
@@ -706,6 +728,11 @@ export class LocalChunkStore implements ChunkStore {
             for (const slot of p.slots) this.segments.stageLive(txn, slot);
           }
         });
+        // Counted before the section ends: a recovery's read-back (the next section) waits
+        // for it.
+        const pending = durable.catch(() => {});
+        this.#commits.add(pending);
+        pending.finally(() => this.#commits.delete(pending));
         return { ok, durable };
       });
     } catch (e) {
@@ -727,9 +754,7 @@ export class LocalChunkStore implements ChunkStore {
         }
       },
       (e) => {
-        this.#failed ??= e as Error;
-        this.#logger.error("chunk index commit failed", { pool: this.pool.name, error: String(e) });
-        const error = asStoreError(e, "committing the chunk index");
+        const error = this.#commitFailed(e);
         for (const p of ok) p.put.reject(error);
       },
     );
@@ -1188,7 +1213,7 @@ export class LocalChunkStore implements ChunkStore {
         }
       }
       if (written.size > 0) {
-        await this.#commit((txn) => {
+        await this.#commitInSection((txn) => {
           batch.stageSegments(txn);
           stage(txn, written);
         });
@@ -1266,7 +1291,7 @@ export class LocalChunkStore implements ChunkStore {
     if (empty.length > 0) {
       await this.segments.batch(async () => {
         let freed = 0;
-        await this.#commit((txn) => {
+        await this.#commitInSection((txn) => {
           for (const { device, segment } of empty) {
             if (this.segments.stageFreeIfEmpty(txn, device, segment)) freed++;
           }
@@ -1338,7 +1363,7 @@ export class LocalChunkStore implements ChunkStore {
           moves.push({ id: e.chunkId, index: e.fragmentIndex, from: e, slot: r.slot });
         }
         await batch.flush();
-        await this.#commit((txn) => {
+        await this.#commitInSection((txn) => {
           batch.stageSegments(txn);
           for (const move of moves) {
             if (move.slot !== null && move.slot.state !== "durable") continue;
@@ -1375,12 +1400,79 @@ export class LocalChunkStore implements ChunkStore {
   // ---- helpers -----------------------------------------------------------------------------------
 
   async #commit(fn: Parameters<KvEnv["transaction"]>[0]): Promise<void> {
+    await this.#recovered();
+    await this.#commitInSection(fn);
+  }
+
+  /**
+   * #commit() from inside the segment store's exclusive section (a batch() callback): it must
+   * not wait for a recovery, whose read-back queues behind this very section; the read-back
+   * waits for this commit instead.
+   */
+  async #commitInSection(fn: Parameters<KvEnv["transaction"]>[0]): Promise<void> {
+    this.#checkOpen();
+    const commit = this.#env.transaction(fn);
+    const tracked = commit.catch(() => {});
+    this.#commits.add(tracked);
     try {
-      await this.#env.transaction(fn);
+      await commit;
     } catch (e) {
-      this.#failed ??= e as Error;
-      throw asStoreError(e, "committing the chunk index");
+      throw this.#commitFailed(e);
+    } finally {
+      this.#commits.delete(tracked);
     }
+  }
+
+  /** Resolves once no recovery is running (at once, usually). */
+  async #recovered(): Promise<void> {
+    while (this.#recovering !== null) await this.#recovering;
+  }
+
+  /**
+   * A commit of the index failed, so nothing it staged happened; but the segment state in
+   * memory had already counted it. The store recovers instead of stopping: new batches and
+   * commits wait, those in flight end, the environment finishes rebuilding itself if lmdb
+   * found it damaged (KvError "damaged"), and the segment state is read back from the index.
+   * Returns the error for the failed commit's callers: "pool_full" when the filesystem or
+   * map is full (S3 507), else "unavailable" (puts are tried again once recovered).
+   */
+  #commitFailed(e: unknown): ChunkStoreError {
+    const kind = e instanceof KvError ? e.kind : "other";
+    const message = `committing the chunk index: ${(e as Error).message}`;
+    if (this.#recovering === null && this.#failed === null && !this.#closed) {
+      this.#logger.error("chunk index commit failed: recovering", {
+        pool: this.pool.name,
+        kind,
+        error: String(e),
+      });
+      recoveries.inc({ pool: this.pool.name, kind });
+      const recovery = this.#recover().then(
+        () => this.#logger.info("chunk store recovered", { pool: this.pool.name }),
+        (failure) => {
+          this.#failed = failure as Error;
+          this.#logger.error("chunk store could not recover: refusing chunk operations", {
+            pool: this.pool.name,
+            error: String(failure),
+          });
+        },
+      ).finally(() => {
+        this.#recovering = null;
+      });
+      this.#recovering = recovery;
+    }
+    return new ChunkStoreError(kind === "space" ? "pool_full" : "unavailable", message, {
+      cause: e,
+    });
+  }
+
+  async #recover(): Promise<void> {
+    await this.#env.settled();
+    await this.segments.resync(async () => {
+      // Inside the segment store's exclusive section: no batch stages anything now, and
+      // every commit already handed to the environment ends before the state is read back.
+      while (this.#commits.size > 0) await Promise.allSettled([...this.#commits]);
+      await this.#env.settled();
+    });
   }
 
   #checkOpen(): void {

@@ -12,7 +12,7 @@ import {
 } from "./_testing.ts";
 import { type ChunkStoreHarness, defineChunkStoreConformance } from "./chunk_store_conformance.ts";
 import { ChunkStoreError, type ChunkStoreErrorCode, LocalChunkStore } from "./chunk_store.ts";
-import { FileDisk } from "../disk/mod.ts";
+import { FileDisk, injectCommitFailure } from "../disk/mod.ts";
 import { renderMetrics } from "../obs/mod.ts";
 import { parsePoolSpecs } from "./pool.ts";
 import { RECORD_HEADER_BYTES } from "./segment_store.ts";
@@ -348,6 +348,54 @@ Deno.test("LocalChunkStore exports chunk, EC and per-pool capacity metrics", asy
     assert.ok(value("kiseki_ec_encode_seconds_count") >= 1);
     assert.equal(value("kiseki_ec_decode_seconds_count"), 1);
     assert.match(text, /kiseki_pool_devices\{pool="metrics",status="ok"\} 6/);
+  } finally {
+    await h.close();
+  }
+});
+
+Deno.test("LocalChunkStore recovers from failed index commits: a damaged environment is rebuilt, puts are tried again, full is pool_full", async () => {
+  const h = await SimHarness.create(ecPool());
+  try {
+    const prng = new Prng(41);
+    const before = Array.from({ length: 24 }, () => randomChunk(prng, 1 + prng.nextInt(40_000)));
+    await putAll(h.store, before);
+    // lmdb finds its free list inconsistent on the next commit: the batch fails, the
+    // environment rebuilds itself, the store reads its segment state back, and the puts of
+    // the failed batch go in again: their callers see success.
+    injectCommitFailure(
+      h.store.env,
+      "MDB_BAD_TXN: Transaction must abort: freelist entry 12 had bad/duplicate entries",
+    );
+    const during = Array.from({ length: 16 }, () => randomChunk(prng, 1 + prng.nextInt(40_000)));
+    await putAll(h.store, during);
+    assert.equal(h.store.env.rebuilds, 1);
+    // A full filesystem: the batch's callers hear pool_full (S3 507), and the store goes on.
+    injectCommitFailure(h.store.env, "No space left on device");
+    const refused = randomChunk(prng, 9_000);
+    await assert.rejects(h.store.put(refused.id, refused.bytes), isCode("pool_full"));
+    assert.equal(await h.store.has(refused.id), false);
+    // A reference count change that fails is refused, and the next one works.
+    injectCommitFailure(h.store.env, "MDB_CORRUPTED: Located page was wrong type");
+    await assert.rejects(h.store.incRef(before[0]!.id), isCode("unavailable"));
+    assert.equal(await h.store.incRef(before[0]!.id), 2);
+    const after = Array.from({ length: 16 }, () => randomChunk(prng, 1 + prng.nextInt(40_000)));
+    await putAll(h.store, after);
+    await h.store.put(refused.id, refused.bytes);
+    for (const c of [...before, ...during, ...after, refused]) {
+      assert.deepEqual(await h.store.get(c.id), c.bytes);
+    }
+    // Live counts match the index exactly: nothing the failed commits counted stayed live.
+    assert.deepEqual(h.store.segments.audit(), []);
+    // And all of it is what the next start finds.
+    await h.reopen();
+    for (const c of [...before, ...during, ...after, refused]) {
+      assert.deepEqual(await h.store.get(c.id), c.bytes);
+    }
+    assert.deepEqual(h.store.segments.audit(), []);
+    assert.match(
+      await renderMetrics(),
+      /kiseki_chunk_index_recoveries_total\{[^}]*kind="damaged"[^}]*\} 2/,
+    );
   } finally {
     await h.close();
   }

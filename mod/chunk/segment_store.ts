@@ -1412,6 +1412,52 @@ export class SegmentStore {
   }
 
   /**
+   * Drops the in-memory segment state and reads it back from the index, after a commit of
+   * the index failed: the batch that failed (and any that overlapped it) had already counted
+   * its records in memory. Append heads come back from the segments table; live counts are
+   * recounted from the extents, the records the index really holds, so nothing the failed
+   * commit counted stays live. Records written to a device by the failed batch are past the
+   * durable append head and are written over. Walks the whole extent table: for recovery.
+   * `quiesce` runs first, inside the exclusive section (the caller waits out its commits).
+   */
+  resync(quiesce: () => Promise<void> = () => Promise.resolve()): Promise<void> {
+    return this.#exclusive(async () => {
+      await quiesce();
+      for (const d of this.#devices.values()) {
+        d.segments = [];
+        d.head = -1;
+        d.highWater = 0;
+        d.usedCache = -1;
+        d.freeWrittenCache = 0;
+      }
+      for (const { key, value } of this.#segmentsTable.range()) {
+        const view = new DataView(key.buffer, key.byteOffset, 6);
+        const device = this.#devices.get(view.getUint16(0));
+        if (device === undefined) continue;
+        const index = view.getUint32(2);
+        const state = decodeSegment(value);
+        state.liveBytes = 0;
+        state.liveRecords = 0;
+        ensureSegments(device, index + 1);
+        device.segments[index] = state;
+        device.highWater = Math.max(device.highWater, index + 1);
+        if (state.state === SEGMENT_OPEN) device.head = index;
+      }
+      for (const d of this.#devices.values()) ensureSegments(d, segmentCountOf(d));
+      for (const { key, value } of this.#extentsTable.range()) {
+        const e = decodeExtent(key, value);
+        const d = this.#devices.get(e.device);
+        if (d === undefined) continue;
+        const segment = segmentOf(d, e.offsetBytes);
+        ensureSegments(d, segment + 1);
+        const s = d.segments[segment]!;
+        s.liveBytes += e.recordBytes;
+        s.liveRecords++;
+      }
+    });
+  }
+
+  /**
    * Compares every segment's live counts with the extents recorded in it; returns one line
    * per disagreement (empty when consistent). Walks the whole extent table: for tests and
    * offline checks, not hot paths.

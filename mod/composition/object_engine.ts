@@ -1871,6 +1871,10 @@ function mapTenantError(e: unknown): unknown {
   if (e instanceof ChunkStoreError && e.code === "pool_full") {
     return new CompositionError("no_space", e.message);
   }
+  if (e instanceof ChunkStoreError && e.code === "unavailable") {
+    // The store is recovering from a failed index commit: try again shortly (S3 503).
+    return new CompositionError("unavailable", e.message);
+  }
   if (e instanceof PayloadUnreadableError) {
     return new CompositionError(
       "namespace_not_found",

@@ -21,6 +21,9 @@
 
 import type { Database, RootDatabase, Transaction } from "lmdb";
 import { assert } from "../base/mod.ts";
+import { log } from "../obs/mod.ts";
+
+const kvLog = log.child({ component: "lmdb" });
 
 /**
  * Environment variables lmdb-js 3.5.6 (and the addon loader under it) must be allowed to
@@ -203,6 +206,16 @@ export interface KvEnv {
    * old environment until the swap, the new one after. Needs a page key source.
    */
   rekey(): Promise<void>;
+  /**
+   * Copies every record into a fresh file and swaps it in, as rekey() does (under a fresh
+   * page key when the environment has one). It rebuilds lmdb's free list and B-trees from
+   * the records alone: an environment runs it by itself after a commit fails as "damaged".
+   */
+  rebuild(): Promise<void>;
+  /** Resolves once no rebuild or rekey is running or due (new commits wait for them). */
+  settled(): Promise<void>;
+  /** Rebuilds run since the environment opened (after damage, or asked for). */
+  readonly rebuilds: number;
   /** Waits for outstanding commits, then closes. */
   close(): Promise<void>;
 }
@@ -272,8 +285,28 @@ function handleCommitError(error: unknown): void {
   }
 }
 
+/**
+ * How a failed commit failed: "space" (the filesystem or the map is full: retry once room is
+ * made), "damaged" (lmdb found its own structure inconsistent, e.g. a free-list entry it
+ * cannot account for: the environment rebuilds itself, see rebuild()), "other".
+ */
+export type KvFailureKind = "space" | "damaged" | "other";
+
 export class KvError extends Error {
   override name = "KvError";
+  constructor(message: string, readonly kind: KvFailureKind = "other", options?: ErrorOptions) {
+    super(message, options);
+  }
+}
+
+/** Classifies a failed commit by the cause lmdb gives. */
+export function kvFailureKind(cause: string): KvFailureKind {
+  if (/No space left|ENOSPC|MDB_MAP_FULL|Disk quota exceeded|EDQUOT/i.test(cause)) return "space";
+  if (
+    /MDB_BAD_TXN|MDB_CORRUPTED|MDB_PANIC|MDB_PAGE_NOTFOUND|MDB_BAD_VALSIZE|free-space record|freelist|free list|mop_len|-30782|-30796|-30795|-30797/
+      .test(cause)
+  ) return "damaged";
+  return "other";
 }
 
 /** Opens an lmdb environment. One process opens a given path at most once at a time. */
@@ -404,12 +437,16 @@ function pageKeyString(key: Uint8Array): string {
 async function finishRekey(path: string, pageKeys: KvPageKeys | null): Promise<void> {
   const fresh = path + REKEY_SUFFIX;
   if (!(await fileExists(fresh))) return;
-  if (pageKeys === null || !(await fileExists(`${fresh}/${REKEY_COMPLETE}`))) {
+  const complete = await fileExists(`${fresh}/${REKEY_COMPLETE}`);
+  // A plain environment's rebuild is swapped in only as a plain copy.
+  const usable = complete &&
+    (pageKeys !== null || (await fileIsEncrypted(`${fresh}/${DATA_FILE}`)) === false);
+  if (!usable) {
     await Deno.remove(fresh, { recursive: true });
     syncDirSync(parentOf(fresh));
     return;
   }
-  swapIn(path, pageKeys.keyFile);
+  swapIn(path, pageKeys?.keyFile ?? null);
   await retireOld(fresh, pageKeys);
 }
 
@@ -417,8 +454,14 @@ async function finishRekey(path: string, pageKeys: KvPageKeys | null): Promise<v
  * Destroys what a rekey moved aside: the old page key (its pages are then noise), or, for
  * a file that had no key (written before page encryption), the plaintext file's bytes.
  */
-async function retireOld(fresh: string, pageKeys: KvPageKeys): Promise<void> {
+async function retireOld(fresh: string, pageKeys: KvPageKeys | null): Promise<void> {
   const old = `${fresh}/${REKEY_OLD_DIR}`;
+  if (pageKeys === null) {
+    // A plain environment (tests, scratch data): its old file is dropped as it is.
+    await Deno.remove(fresh, { recursive: true });
+    syncDirSync(parentOf(fresh));
+    return;
+  }
   if (
     !(await fileExists(`${old}/${pageKeys.keyFile}`)) && await fileExists(`${old}/${DATA_FILE}`)
   ) {
@@ -444,7 +487,7 @@ async function zeroFile(path: string): Promise<void> {
 }
 
 /** Steps 1-4 of finishRekey(), synchronous (rekey() runs them without yielding). */
-function swapIn(path: string, keyFile: string): void {
+function swapIn(path: string, keyFile: string | null): void {
   const fresh = path + REKEY_SUFFIX;
   const old = `${fresh}/${REKEY_OLD_DIR}`;
   try {
@@ -461,7 +504,7 @@ function swapIn(path: string, keyFile: string): void {
       throw e;
     }
   };
-  if (has(`${fresh}/${keyFile}`) && has(`${path}/${keyFile}`)) {
+  if (keyFile !== null && has(`${fresh}/${keyFile}`) && has(`${path}/${keyFile}`)) {
     Deno.renameSync(`${path}/${keyFile}`, `${old}/${keyFile}`);
   }
   if (has(`${fresh}/${DATA_FILE}`)) {
@@ -471,7 +514,9 @@ function swapIn(path: string, keyFile: string): void {
     if (has(`${path}/${LOCK_FILE}`)) Deno.renameSync(`${path}/${LOCK_FILE}`, `${old}/${LOCK_FILE}`);
     Deno.renameSync(`${fresh}/${DATA_FILE}`, `${path}/${DATA_FILE}`);
   }
-  if (has(`${fresh}/${keyFile}`)) Deno.renameSync(`${fresh}/${keyFile}`, `${path}/${keyFile}`);
+  if (keyFile !== null && has(`${fresh}/${keyFile}`)) {
+    Deno.renameSync(`${fresh}/${keyFile}`, `${path}/${keyFile}`);
+  }
   syncDirSync(old);
   syncDirSync(path);
 }
@@ -644,8 +689,10 @@ class LmdbKvEnv implements KvEnv {
   readonly #tables = new Map<string, LmdbKvTable>();
   #closed = false;
   #pending = new Set<Promise<unknown>>();
-  /** Set while rekey() runs: transactions wait for it. */
+  /** Set while rekey() or rebuild() runs: transactions wait for it. */
   #rekeying: Promise<void> | null = null;
+  #rebuilds = 0;
+  #injectedFailure: string | null = null;
   /** The read snapshot reads share (see KV_READ_SNAPSHOT_MS); null until the next read. */
   #snapshot:
     | { options: { transaction: Transaction }; timer: ReturnType<typeof setTimeout> }
@@ -717,6 +764,11 @@ class LmdbKvEnv implements KvEnv {
       txn.closed = true;
     }
     if (txn.operations.length === 0) return;
+    if (this.#injectedFailure !== null) {
+      const cause = this.#injectedFailure;
+      this.#injectedFailure = null;
+      throw this.#commitFailed(cause);
+    }
     // batch() writes every operation into one lmdb transaction on lmdb-js's write thread.
     // Without overlappingSync, `.flushed` is the commit promise itself (the commit synced);
     // awaiting it keeps this correct should overlappingSync ever be turned on.
@@ -741,18 +793,65 @@ class LmdbKvEnv implements KvEnv {
     try {
       await durable;
     } catch (e) {
-      const cause = await commitCause(e);
-      throw new KvError(
-        `lmdb commit in ${this.path} failed: ${cause ?? (e as Error).message}`,
-      );
+      const cause = (await commitCause(e)) ?? (e as Error).message;
+      throw this.#commitFailed(cause, e);
     } finally {
       this.#pending.delete(durable);
     }
   }
 
+  /**
+   * The error of a failed commit. A "damaged" one (lmdb found its free list or pages
+   * inconsistent: seen under sustained write load, in lmdb-js's own users too) starts a
+   * rebuild, so that the next commits run on a fresh file built from the committed records;
+   * the failed commit changed nothing, and its caller hears why.
+   */
+  #commitFailed(cause: string, e?: unknown): KvError {
+    const kind = kvFailureKind(cause);
+    const error = new KvError(`lmdb commit in ${this.path} failed: ${cause}`, kind, { cause: e });
+    if (kind === "damaged" && !this.#closed) {
+      kvLog.warn("lmdb environment damaged: rebuilding it from its records", {
+        path: this.path,
+        cause,
+      });
+      this.rebuild().then(
+        () => kvLog.info("lmdb environment rebuilt", { path: this.path }),
+        (failure) =>
+          kvLog.error("lmdb environment rebuild failed", { path: this.path, error: failure }),
+      );
+    }
+    return error;
+  }
+
+  /**
+   * Makes the next transaction() fail as if lmdb had failed its commit with `cause`, through
+   * the same path (classification, rebuild). For fault-injection tests only.
+   */
+  failNextCommit(cause: string): void {
+    this.#injectedFailure = cause;
+  }
+
   rekey(): Promise<void> {
     this.assertOpen();
     assert(this.#context.pageKeys !== null, `rekey of ${this.path}: it has no page key`);
+    return this.#copyAndSwap();
+  }
+
+  rebuild(): Promise<void> {
+    this.assertOpen();
+    this.#rebuilds++;
+    return this.#copyAndSwap();
+  }
+
+  get rebuilds(): number {
+    return this.#rebuilds;
+  }
+
+  async settled(): Promise<void> {
+    while (this.#rekeying !== null) await this.#rekeying.catch(() => {});
+  }
+
+  #copyAndSwap(): Promise<void> {
     const previous = this.#rekeying ?? Promise.resolve();
     const run = previous.catch(() => {}).then(() => this.#rekey());
     const gate = run.finally(() => {
@@ -763,8 +862,8 @@ class LmdbKvEnv implements KvEnv {
   }
 
   async #rekey(): Promise<void> {
-    this.assertOpen();
-    const pageKeys = this.#context.pageKeys!;
+    if (this.#closed) return;
+    const pageKeys = this.#context.pageKeys;
     const { lmdb, settings } = this.#context;
     // Commits already handed to lmdb finish first; new ones wait on #rekeying.
     await Promise.allSettled([...this.#pending]);
@@ -775,10 +874,10 @@ class LmdbKvEnv implements KvEnv {
     await Deno.mkdir(fresh, { mode: 0o700 });
     const key = new Uint8Array(KV_PAGE_KEY_BYTES);
     crypto.getRandomValues(key);
-    const keyText = pageKeyString(key);
+    const keyText = pageKeys === null ? null : pageKeyString(key);
     let target: RootDatabase<Uint8Array, Uint8Array> | null = null;
     try {
-      await pageKeys.store(fresh, key);
+      if (pageKeys !== null) await pageKeys.store(fresh, key);
       key.fill(0);
       target = openRoot(lmdb, fresh, settings, keyText);
       for (const name of tableNames(this.#root)) {
@@ -808,7 +907,7 @@ class LmdbKvEnv implements KvEnv {
       key.fill(0);
       await target?.close().catch(() => {});
       await Deno.remove(fresh, { recursive: true }).catch(() => {});
-      throw new KvError(`rekey of ${this.path} failed: ${(e as Error).message}`);
+      throw new KvError(`rebuild of ${this.path} failed: ${(e as Error).message}`);
     }
     // The copy is complete and synced: from here a crash finishes the swap at the next open.
     syncDirSync(fresh);
@@ -820,7 +919,7 @@ class LmdbKvEnv implements KvEnv {
     // the same turn).
     this.#releaseSnapshot();
     this.#root.close().catch(() => {});
-    swapIn(this.path, pageKeys.keyFile);
+    swapIn(this.path, pageKeys?.keyFile ?? null);
     this.#root = openRoot(lmdb, this.path, settings, keyText);
     for (const table of this.#tables.values()) table.db = openTable(this.#root, table.name);
     await retireOld(fresh, pageKeys);
@@ -838,6 +937,15 @@ class LmdbKvEnv implements KvEnv {
       openPaths.delete(this.path);
     }
   }
+}
+
+/**
+ * Fault injection for tests: the next transaction() of `env` fails as if lmdb had failed its
+ * commit with `cause` (e.g. a free-list error: the environment then rebuilds itself).
+ */
+export function injectCommitFailure(env: KvEnv, cause: string): void {
+  assert(env instanceof LmdbKvEnv, "injectCommitFailure needs an environment from openKvEnv()");
+  env.failNextCommit(cause);
 }
 
 function openTable(

@@ -1,11 +1,13 @@
 import assert from "node:assert/strict";
 import { AssertionError, Prng } from "../base/mod.ts";
 import {
+  injectCommitFailure,
   KV_PAGE_KEY_BYTES,
   KV_READ_SNAPSHOT_MS,
   KV_REKEY_BATCH_RECORDS,
   type KvEnv,
   KvError,
+  kvFailureKind,
   type KvPageKeys,
   LMDB_ENV_VARS,
   LMDB_SYS_PERMISSIONS,
@@ -526,6 +528,96 @@ Deno.test("openKvEnv() with page keys encrypts an environment written without on
     );
   } finally {
     await Deno.remove(dir, { recursive: true });
+  }
+});
+
+Deno.test("kvFailureKind() tells a full filesystem and a damaged environment from the rest", () => {
+  assert.equal(kvFailureKind("No space left on device"), "space");
+  assert.equal(kvFailureKind("MDB_MAP_FULL: Environment mapsize limit reached"), "space");
+  assert.equal(
+    kvFailureKind(
+      "MDB_BAD_TXN: Transaction must abort, has a child, or is invalid: freelist " +
+        "entry 7 had bad/duplicate entries",
+    ),
+    "damaged",
+  );
+  assert.equal(
+    kvFailureKind(
+      "MDB_NOTFOUND: No matching key/data pair found: Attempting to delete free-space record",
+    ),
+    "damaged",
+  );
+  assert.equal(kvFailureKind("Input/output error"), "other");
+});
+
+Deno.test("a commit failed as damaged rebuilds the environment from its records, and writes go on (plain and page-encrypted)", async () => {
+  for (const encrypted of [false, true]) {
+    const dir = await Deno.makeTempDir({ prefix: "kiseki-kv-damaged-" });
+    try {
+      const env = await openKvEnv({
+        path: `${dir}/env`,
+        pageKeys: encrypted ? new FilePageKeys() : null,
+        mapSizeBytes: 8 << 20,
+      });
+      const t = env.table("t");
+      const u = env.table("u");
+      const prng = new Prng(encrypted ? 2 : 1);
+      const records = new Map<string, Uint8Array>();
+      for (let batch = 0; batch < 4; batch++) {
+        await env.transaction((txn) => {
+          for (let i = 0; i < 1500; i++) {
+            const key = prng.bytes(12);
+            const value = prng.bytes(1 + prng.nextInt(300));
+            txn.put(i % 2 === 0 ? t : u, key, value);
+            records.set(`${i % 2}:${[...key]}`, value);
+          }
+        });
+      }
+      assert.equal(env.rebuilds, 0);
+      injectCommitFailure(
+        env,
+        "MDB_BAD_TXN: Transaction must abort: freelist entry 3 had bad/duplicate entries",
+      );
+      const lost = Uint8Array.of(9, 9, 9);
+      const failed = await env.transaction((txn) => txn.put(t, lost, lost)).then(
+        () => null,
+        (e: unknown) => e,
+      );
+      assert.ok(failed instanceof KvError && failed.kind === "damaged", String(failed));
+      // The next commit waits for the rebuild, then lands in the fresh file.
+      const after = Uint8Array.of(7, 7);
+      await env.transaction((txn) => txn.put(u, after, after));
+      await env.settled();
+      assert.equal(env.rebuilds, 1);
+      assert.equal(t.getSync(lost), undefined, "the failed commit changed nothing");
+      assert.deepEqual(u.getSync(after), after);
+      for (const [name, table] of [["0", t], ["1", u]] as const) {
+        let seen = 0;
+        for (const { key, value } of table.range()) {
+          const want = records.get(`${name}:${[...key]}`);
+          if (want === undefined) continue;
+          assert.deepEqual(value, want);
+          seen++;
+        }
+        assert.equal(seen, [...records.keys()].filter((k) => k.startsWith(`${name}:`)).length);
+      }
+      await env.close();
+      // The rebuilt file is the one that opens next time.
+      assert.deepEqual([...Deno.readDirSync(dir)].map((e) => e.name), ["env"]);
+      const again = await openKvEnv({
+        path: `${dir}/env`,
+        pageKeys: encrypted ? new FilePageKeys() : null,
+        mapSizeBytes: 8 << 20,
+      });
+      assert.deepEqual(again.table("u").getSync(after), after);
+      assert.equal(
+        [...again.table("t").range()].length + [...again.table("u").range()].length,
+        records.size + 1,
+      );
+      await again.close();
+    } finally {
+      await Deno.remove(dir, { recursive: true });
+    }
   }
 });
 

@@ -3,6 +3,7 @@
 export {
   compareBytes,
   fileExists,
+  injectCommitFailure,
   KV_KEY_BYTES_MAX,
   KV_PAGE_KEY_BYTES,
   KV_READERS_MAX_DEFAULT,
@@ -10,6 +11,7 @@ export {
   KV_TABLES_MAX_DEFAULT,
   KV_TXN_OPERATIONS_MAX,
   KvError,
+  kvFailureKind,
   LMDB_ENV_VARS,
   LMDB_SYS_PERMISSIONS,
   lmdbPermissionFlags,
@@ -19,6 +21,7 @@ export type {
   KvEntry,
   KvEnv,
   KvEnvOptions,
+  KvFailureKind,
   KvPageKeys,
   KvRangeOptions,
   KvTable,

@@ -20,7 +20,14 @@
 // fields, the CRC over the key and the fields.
 
 import { assert, crc32c } from "../base/mod.ts";
-import { type KvEnv, type KvPageKeys, type KvTable, type KvTxn, openKvEnv } from "../disk/mod.ts";
+import {
+  type KvEnv,
+  KvError,
+  type KvPageKeys,
+  type KvTable,
+  type KvTxn,
+  openKvEnv,
+} from "../disk/mod.ts";
 import { log as rootLog, type Logger } from "../obs/mod.ts";
 import {
   CompactedError,
@@ -46,6 +53,11 @@ export const RAFT_ENTRY_CACHE_BYTES_MAX_DEFAULT: number = 4 << 20;
 export const RAFT_TAIL_VERIFY_ENTRIES_DEFAULT = 1024;
 /** Writes (entries, states, snapshots) staged between two persist() calls. */
 export const RAFT_STAGED_WRITES_MAX = 65_536;
+/** Times a persist lmdb failed as "damaged" is tried again after the environment rebuilt. */
+export const RAFT_PERSIST_DAMAGED_RETRIES = 2;
+/** How long a persist waits for room on a full filesystem before the shard stops. */
+export const RAFT_PERSIST_SPACE_WAIT_MS = 30_000;
+export const RAFT_PERSIST_SPACE_RETRY_MS = 1_000;
 /** Voters, and separately learners, in a stored membership. */
 export const RAFT_CONF_MEMBERS_MAX = 1024;
 /** Bookkeeping bytes charged per cached entry besides its data. */
@@ -329,6 +341,8 @@ export class LmdbRaftLogStore implements RaftLogStore {
   #lmdbLast = 0;
   #lastPersist: Promise<void> = Promise.resolve();
   #failed: Error | null = null;
+  /** Persists started; only the newest is tried again after a recoverable failure. */
+  #persistSeq = 0;
   #closed = false;
 
   private constructor(options: LmdbRaftLogStoreOptions) {
@@ -725,6 +739,36 @@ export class LmdbRaftLogStore implements RaftLogStore {
    * it is synced (and so is every earlier persist). A failed persist leaves the durable
    * state unknown: the store refuses further use and the shard must be reopened.
    */
+  /**
+   * One transaction, tried again when lmdb failed it in a way the environment recovers from:
+   * "damaged" (the environment rebuilds itself from its records; the same writes then go to
+   * the fresh file) or "space" (a full filesystem, for up to RAFT_PERSIST_SPACE_WAIT_MS).
+   * A failed commit changed nothing, so the same writes are the right retry.
+   */
+  async #commitRetrying(fn: (txn: KvTxn) => void, seq: number): Promise<void> {
+    const deadline = performance.now() + RAFT_PERSIST_SPACE_WAIT_MS;
+    for (let attempt = 0;; attempt++) {
+      try {
+        return await this.#env.transaction(fn);
+      } catch (e) {
+        const kind = e instanceof KvError ? e.kind : "other";
+        // Only the newest persist is tried again: a later one may already have replaced what
+        // this one writes (a rewritten tail, a newer hard state).
+        const again = seq === this.#persistSeq &&
+          ((kind === "damaged" && attempt < RAFT_PERSIST_DAMAGED_RETRIES) ||
+            (kind === "space" && performance.now() < deadline));
+        if (!again) throw e;
+        this.#log.warn("persisting the raft log failed; trying again", {
+          kind,
+          attempt: attempt + 1,
+          error: (e as Error).message,
+        });
+        if (kind === "space") await new Promise((r) => setTimeout(r, RAFT_PERSIST_SPACE_RETRY_MS));
+        await this.#env.settled();
+      }
+    }
+  }
+
   persist(): Promise<void> {
     try {
       this.#check();
@@ -761,7 +805,8 @@ export class LmdbRaftLogStore implements RaftLogStore {
 
     const table = this.#table;
     const keys = this.#keys;
-    const committed = this.#env.transaction((txn: KvTxn) => {
+    const seq = ++this.#persistSeq;
+    const committed = this.#commitRetrying((txn: KvTxn) => {
       if (snapshot) {
         const meta = sealRecord(keys.snapshotMeta, encodeSnapshotMeta(snapshot));
         txn.put(table, keys.snapshotMeta, meta);
@@ -775,7 +820,7 @@ export class LmdbRaftLogStore implements RaftLogStore {
       if (hardState) {
         txn.put(table, keys.hardState, sealRecord(keys.hardState, encodeHardState(hardState)));
       }
-    });
+    }, seq);
     const done = (async () => {
       let error: Error | null = null;
       try {

@@ -1,6 +1,6 @@
 import assert from "node:assert/strict";
 import { AssertionError, Prng } from "../base/mod.ts";
-import { type KvEnv, lmdbPermissionFlags } from "../disk/mod.ts";
+import { injectCommitFailure, type KvEnv, lmdbPermissionFlags } from "../disk/mod.ts";
 import { createLogger, type Logger } from "../obs/mod.ts";
 import { MemoryRaftLogStore } from "../raft/mod.ts";
 import type { Entry, RaftLogStore, Snapshot } from "../raft/mod.ts";
@@ -222,6 +222,30 @@ Deno.test("LmdbRaftLogStore keeps its entry cache within its limits", async () =
   }
 });
 
+Deno.test("LmdbRaftLogStore persists again after lmdb rebuilt a damaged environment", async () => {
+  const h = await LmdbHarness.create();
+  try {
+    h.store.append(makeEntries(1, 4, 1));
+    await h.store.persist();
+    // lmdb finds its free list inconsistent: the environment rebuilds itself and the same
+    // writes go to the fresh file; the caller sees one successful persist.
+    injectCommitFailure(h.env, "MDB_BAD_TXN: freelist entry 5 had bad/duplicate entries");
+    h.store.append(makeEntries(5, 9, 1));
+    await h.store.persist();
+    assert.equal(h.env.rebuilds, 1);
+    assert.deepEqual(h.store.entries(1, 10, 1 << 20), makeEntries(1, 9, 1));
+    const store = await h.restart();
+    assert.deepEqual(store.entries(1, 10, 1 << 20), makeEntries(1, 9, 1));
+    // Something else (an I/O error) still stops the shard.
+    injectCommitFailure(h.env, "Input/output error");
+    h.store.append(makeEntries(10, 10, 1));
+    await assert.rejects(h.store.persist(), /Input\/output error/);
+    assert.throws(() => h.store.lastIndex(), RaftLogCorruptError);
+  } finally {
+    await h.close();
+  }
+});
+
 Deno.test("LmdbRaftLogStore refuses further use after a failed persist", async () => {
   const h = await LmdbHarness.create();
   try {
@@ -231,6 +255,9 @@ Deno.test("LmdbRaftLogStore refuses further use after a failed persist", async (
       table: (name) => real.table(name),
       transaction: () => Promise.reject(new Error("injected: device gone")),
       rekey: () => real.rekey(),
+      rebuild: () => real.rebuild(),
+      settled: () => real.settled(),
+      rebuilds: 0,
       close: () => real.close(),
     };
     const store = await LmdbRaftLogStore.open({

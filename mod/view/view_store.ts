@@ -46,7 +46,14 @@ import {
   type Upload,
   utf8,
 } from "../composition/mod.ts";
-import { KV_TXN_OPERATIONS_MAX, type KvEnv, type KvPageKeys, openKvEnv } from "../disk/mod.ts";
+import {
+  KV_TXN_OPERATIONS_MAX,
+  type KvEnv,
+  KvError,
+  type KvPageKeys,
+  type KvTxn,
+  openKvEnv,
+} from "../disk/mod.ts";
 import { type Delta, type DeltaListener, READ_DELTAS_PAGE_MAX, type ShardId } from "../log/mod.ts";
 import { log as rootLog, type Logger } from "../obs/mod.ts";
 import {
@@ -100,6 +107,11 @@ export const VIEW_CLEAR_KEYS_PER_TXN = 50_000;
 /** Back-off while the PayloadCipher fails transiently. */
 export const VIEW_RETRY_MS_MIN = 50;
 export const VIEW_RETRY_MS_MAX = 5_000;
+/** Times a fold batch lmdb failed as "damaged" is tried again after the environment rebuilt. */
+export const VIEW_COMMIT_DAMAGED_RETRIES = 2;
+/** How long a fold batch waits for room on a full filesystem before folding stops. */
+export const VIEW_COMMIT_SPACE_WAIT_MS = 30_000;
+export const VIEW_COMMIT_SPACE_RETRY_MS = 1_000;
 export const VIEW_ENV_MAP_SIZE_BYTES_DEFAULT: number = 1 << 30;
 
 assert(
@@ -809,7 +821,7 @@ export class ViewStore implements CompositionViews {
     last: Map<ShardId, number>,
     done: { token: string; outcome: MutationOutcome }[],
   ): Promise<void> {
-    await this.#env.transaction((txn) => {
+    await this.#commitRetrying((txn) => {
       overlay.stage(txn);
       for (const [shardId, sequence] of last) {
         txn.put(this.#tables.meta, watermarkKey(shardId), u64Bytes(sequence));
@@ -837,6 +849,35 @@ export class ViewStore implements CompositionViews {
       waiter.resolve(outcome);
     }
     this.#checkRebuilt();
+  }
+
+  /**
+   * A fold batch's commit, tried again when lmdb failed it in a way the environment recovers
+   * from: "damaged" (it rebuilds itself from its records; the same writes then go to the
+   * fresh file) or "space" (a full filesystem, for up to VIEW_COMMIT_SPACE_WAIT_MS). A failed
+   * commit changed nothing and the fold loop is the only writer of these records, so the
+   * same writes are the right retry; anything else stops the folding, as before.
+   */
+  async #commitRetrying(fn: (txn: KvTxn) => void): Promise<void> {
+    const deadline = performance.now() + VIEW_COMMIT_SPACE_WAIT_MS;
+    for (let attempt = 0;; attempt++) {
+      try {
+        return await this.#env.transaction(fn);
+      } catch (e) {
+        const kind = e instanceof KvError ? e.kind : "other";
+        const again = !this.#closing &&
+          ((kind === "damaged" && attempt < VIEW_COMMIT_DAMAGED_RETRIES) ||
+            (kind === "space" && performance.now() < deadline));
+        if (!again) throw e;
+        this.#log.warn("committing folded views failed; trying again", {
+          kind,
+          attempt: attempt + 1,
+          error: (e as Error).message,
+        });
+        if (kind === "space") await this.#sleep(VIEW_COMMIT_SPACE_RETRY_MS);
+        await this.#env.settled();
+      }
+    }
   }
 
   /** A rebuild is done once every shard has read the log up to its tip and folded it. */

@@ -9,7 +9,7 @@ import {
   toHex,
   utf8,
 } from "../composition/mod.ts";
-import type { KvEnv } from "../disk/mod.ts";
+import { injectCommitFailure, type KvEnv } from "../disk/mod.ts";
 import {
   quietLogger,
   type SingleNode,
@@ -43,6 +43,11 @@ function countingEnv(counter: { transactions: number }) {
       return env.transaction(fn);
     },
     rekey: () => env.rekey(),
+    rebuild: () => env.rebuild(),
+    settled: () => env.settled(),
+    get rebuilds() {
+      return env.rebuilds;
+    },
     close: () => env.close(),
   });
 }
@@ -258,6 +263,27 @@ Deno.test("ViewStore folds only deltas after its persisted watermark when the no
   } finally {
     await node.close();
     await Deno.remove(dir, { recursive: true });
+  }
+});
+
+Deno.test("ViewStore folds on after lmdb rebuilt a damaged views environment", async () => {
+  const node = await startSingleNode({ keys: new TenantKeys() });
+  try {
+    const ns = await node.service.createNamespace(tenant(1), "b", "bucket");
+    for (let i = 0; i < 10; i++) {
+      await node.service.put(ns, `k${i}`, { inline: new Uint8Array([i]), size: 1, etag: "e" });
+    }
+    // The next fold batch's commit fails as lmdb failing its free list would: the views
+    // environment rebuilds itself, the batch is committed again, and the writer sees it.
+    injectCommitFailure(node.viewEnv, "MDB_BAD_TXN: freelist entry 2 had bad/duplicate entries");
+    await node.service.put(ns, "after", { inline: new Uint8Array([42]), size: 1, etag: "e" });
+    assert.equal(node.viewEnv.rebuilds, 1);
+    assert.equal(node.service.list(ns).keyCount, 11);
+    await node.service.put(ns, "later", { inline: new Uint8Array(0), size: 0, etag: "" });
+    assert.equal(node.service.list(ns).keyCount, 12);
+  } finally {
+    await node.close();
+    await Deno.remove(node.dir, { recursive: true });
   }
 });
 
