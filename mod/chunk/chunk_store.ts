@@ -185,8 +185,11 @@ export interface LocalChunkStoreOptions {
   env?: KvEnv;
   indexDir?: string;
   /**
-   * Page keys of the index environment opened at `indexDir` (required with it; null only in
-   * tests): the index names every chunk and where it lives.
+   * The node's page keys (required with `indexDir`; null only in tests). The index is not
+   * page-encrypted: it holds chunk ids (digests, in the devices' record headers too),
+   * fragment places, counts and hashed tenant tags, nothing tenant-readable, and lmdb-js's
+   * page encryption measured unstable under the index's write load. An index an earlier
+   * version encrypted under these keys is rewritten unencrypted once.
    */
   indexPageKeys?: KvPageKeys | null;
   indexMapBytes?: number;
@@ -419,7 +422,8 @@ export class LocalChunkStore implements ChunkStore {
       await Deno.mkdir(options.indexDir, { recursive: true });
       env = await openKvEnv({
         path: options.indexDir,
-        pageKeys: options.indexPageKeys,
+        pageKeys: null,
+        ...(options.indexPageKeys ? { legacyPageKeys: options.indexPageKeys } : {}),
         mapSizeBytes: options.indexMapBytes ?? indexMapBytesFor(pool),
       });
     }

@@ -5,8 +5,8 @@
 // The package is loaded lazily, on the first openKvEnv(), because loading it loads a
 // Node-API addon: importing this module (or the disk door) needs no FFI permission.
 //
-// DESIGN: at-rest protection of every environment. Every environment a node keeps (raft/,
-// views/, keys/, keys/s3/, chunks/index/) is opened with a page key: lmdb encrypts every page
+// DESIGN: at-rest protection of environments that hold tenant-readable records in clear
+// (views/: names in ordered keys; keys/, keys/s3/). They are opened with a page key: lmdb encrypts every page
 // it writes (ChaCha8 keyed by the page key, nonce = page number and writing transaction id,
 // so a rewritten page never reuses a nonce) and decrypts pages into a cache on read. That
 // covers keys, values, the B-tree structure, the free list and every free page, since a page
@@ -18,6 +18,15 @@
 // rekey() copies the live records into a fresh environment under a fresh page key and
 // destroys the old file and key: after it, nothing deleted before it (a shredded tenant's
 // records, old page versions, free pages) can be read with any key that still exists.
+//
+// Page encryption is used only where it is needed. lmdb-js 3.5.6 runs an encrypted
+// environment in its remapped-chunk mode, and under sustained overwrite load (deno task
+// stress:put) that mode failed chunk-index commits with "freelist entry had bad/duplicate
+// entries" and crashed the process in mdb_cursor_put (core dump, chunks/index): 3 of 4
+// campaigns with every environment encrypted, 0 of 3 with none. raft/ (delta payloads
+// sealed per tenant) and chunks/index/ (digests and places) are therefore plain
+// environments. A commit lmdb fails as "damaged" rebuilds the environment from its records
+// (rebuild()), so a free-list inconsistency costs a copy, not the node.
 
 import type { Database, RootDatabase, Transaction } from "lmdb";
 import { assert } from "../base/mod.ts";
@@ -136,6 +145,13 @@ export interface KvEnvOptions {
    * at-rest canary test fails on any of them opened without a key.
    */
   pageKeys: KvPageKeys | null;
+  /**
+   * With `pageKeys` null: the keys under which an earlier version page-encrypted this
+   * environment. Such a file is opened with its key once, rewritten unencrypted (rebuild())
+   * and its key destroyed; for environments whose records are sealed by their owners or hold
+   * nothing tenant-readable (see DESIGN in mod/role/data_dir.ts).
+   */
+  legacyPageKeys?: KvPageKeys;
   /**
    * Initial size of the memory map. Not a cap: lmdb-js's patched LMDB doubles the map when
    * a write needs more pages, so limits on stored bytes belong to the caller.
@@ -340,8 +356,32 @@ export async function openKvEnv(options: KvEnvOptions): Promise<KvEnv> {
     // lmdb crashes the process on a page-encrypted file opened without its key: look first.
     const encrypted = await fileIsEncrypted(`${path}/${DATA_FILE}`);
     if (options.pageKeys === null) {
+      const legacy = options.legacyPageKeys;
+      if (encrypted === true && legacy !== undefined) {
+        if (!(await fileExists(`${path}/${legacy.keyFile}`))) {
+          throw new KvError(
+            `${path} is page-encrypted but its ${legacy.keyFile} is missing: the page key was ` +
+              `lost; restore the key file from the node's backup`,
+          );
+        }
+        // Page-encrypted by an earlier version: rewritten unencrypted, then its key destroyed.
+        const key = pageKeyString(await legacy.keyFor(path));
+        const env = new LmdbKvEnv(path, openRoot(lmdb, path, settings, key), tablesMax, context);
+        try {
+          await env.rebuild();
+          await legacy.destroy(path);
+        } catch (e) {
+          await env.close().catch(() => {});
+          throw e;
+        }
+        return env;
+      }
       if (encrypted === true) {
         throw new KvError(`${path} is page-encrypted: open it with its page keys`);
+      }
+      // A rewrite that a crash interrupted after the swap leaves the old key behind.
+      if (legacy !== undefined && await fileExists(`${path}/${legacy.keyFile}`)) {
+        await legacy.destroy(path);
       }
       return new LmdbKvEnv(path, openRoot(lmdb, path, settings, null), tablesMax, context);
     }

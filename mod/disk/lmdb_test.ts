@@ -531,6 +531,50 @@ Deno.test("openKvEnv() with page keys encrypts an environment written without on
   }
 });
 
+Deno.test("openKvEnv() with legacyPageKeys rewrites an environment an earlier version page-encrypted, unencrypted", async () => {
+  const dir = await Deno.makeTempDir({ prefix: "kiseki-kv-legacy-" });
+  try {
+    const keys = new FilePageKeys();
+    const sealed = await openKvEnv({ path: `${dir}/env`, pageKeys: keys, mapSizeBytes: 8 << 20 });
+    const marker = text("legacy-record-0123456789");
+    await sealed.transaction((txn) => {
+      for (let i = 0; i < 3000; i++) txn.put(sealed.table("t"), text(`k${i}`), marker);
+    });
+    await sealed.close();
+    const plain = await openKvEnv({
+      path: `${dir}/env`,
+      pageKeys: null,
+      legacyPageKeys: keys,
+      mapSizeBytes: 8 << 20,
+    });
+    assert.equal([...plain.table("t").range()].length, 3000);
+    assert.deepEqual(plain.table("t").getSync(text("k7")), marker);
+    await plain.close();
+    assert.ok(includes(await Deno.readFile(`${dir}/env/data.mdb`), marker), "now unencrypted");
+    assert.equal(await fileExistsIn(`${dir}/env/test.key`), false, "the old key is destroyed");
+    // Opened again (with or without the legacy keys) it stays as it is.
+    const again = await openKvEnv({
+      path: `${dir}/env`,
+      pageKeys: null,
+      legacyPageKeys: keys,
+      mapSizeBytes: 8 << 20,
+    });
+    assert.equal([...again.table("t").range()].length, 3000);
+    await again.close();
+  } finally {
+    await Deno.remove(dir, { recursive: true });
+  }
+});
+
+async function fileExistsIn(path: string): Promise<boolean> {
+  try {
+    await Deno.stat(path);
+    return true;
+  } catch {
+    return false;
+  }
+}
+
 Deno.test("kvFailureKind() tells a full filesystem and a damaged environment from the rest", () => {
   assert.equal(kvFailureKind("No space left on device"), "space");
   assert.equal(kvFailureKind("MDB_MAP_FULL: Environment mapsize limit reached"), "space");

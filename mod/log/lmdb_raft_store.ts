@@ -78,16 +78,25 @@ export class RaftLogCorruptError extends Error {
   override name = "RaftLogCorruptError";
 }
 
-/** Opens (creating) the node's raft environment at `$KISEKI_DATA_DIR/raft`. */
+/**
+ * Opens (creating) the node's raft environment at `$KISEKI_DATA_DIR/raft`. Not page-encrypted:
+ * every record that carries tenant data is sealed by its writer (delta payloads under the
+ * tenant's keys; headers hold ids and digests), and lmdb-js's page encryption measured
+ * unstable under sustained writes (see DESIGN in mod/role/data_dir.ts).
+ */
 export function openRaftLogEnv(options: {
   dataDir: string;
-  /** The node key store's page keys (null: unencrypted, tests only). */
+  /**
+   * The node key store's page keys: a raft environment an earlier version page-encrypted
+   * under them is rewritten unencrypted once (null: tests).
+   */
   pageKeys: KvPageKeys | null;
   mapSizeBytes?: number;
 }): Promise<KvEnv> {
   return openKvEnv({
     path: `${options.dataDir.replace(/\/+$/, "")}/raft`,
-    pageKeys: options.pageKeys,
+    pageKeys: null,
+    ...(options.pageKeys === null ? {} : { legacyPageKeys: options.pageKeys }),
     mapSizeBytes: options.mapSizeBytes ?? RAFT_ENV_MAP_SIZE_BYTES_DEFAULT,
     tablesMax: 4,
   });

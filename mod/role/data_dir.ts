@@ -1,30 +1,37 @@
 // The node's data directory: the layout of DESIGN.md created on first start, and a
 // node identity file that stops a data directory from being reused by another node id.
 //
-// DESIGN: what each part holds at rest, and how it is protected. Every lmdb environment is
-// page-encrypted (mod/disk/lmdb.ts: ChaCha8 per page, keys, values, free pages and all)
-// under its own random page key, sealed with AES-256-GCM beside it in `<env>/page.key`
-// (mod/keys/page_keys.ts). tests/e2e/at_rest_test.ts scans all of it for canaries.
+// DESIGN: what each part holds at rest, and how it is protected. The lmdb environments that
+// hold tenant-readable records in clear (views/, keys/, keys/s3/) are page-encrypted
+// (mod/disk/lmdb.ts: ChaCha8 per page, keys, values, free pages and all) under their own
+// random page key, sealed with AES-256-GCM beside them in `<env>/page.key`
+// (mod/keys/page_keys.ts). raft/ and chunks/index/ are plain lmdb: what they hold of a
+// tenant is sealed record by record or is a digest (lmdb-js's page encryption failed and
+// crashed under their write load; see mod/disk/lmdb.ts). tests/e2e/at_rest_test.ts scans
+// every byte of all of it for canaries.
 //
 //   keys/node.kek          the node KEK (0600, raw): seals the key store's records and the
-//                          page keys of keys/, raft/, views/, chunks/index/. Whoever reads
-//                          it on the node can unseal those (until the key server holds it).
+//                          page keys of keys/ and views/. Whoever reads it on the node can
+//                          unseal those (until the key server holds it).
 //   keys/                  system key epochs and tenant KEKs (each record also AES-GCM sealed
 //                          under node.kek), tenant dedup keys (wrapped by the tenant KEK).
 //   keys/s3/               S3 access keys: ids and tenants, secrets AES-GCM sealed under
 //                          keys/s3/s3_credentials.kek, which also seals this env's page key.
-//   raft/                  the Raft log and state per shard: delta headers (hashed keys,
-//                          chunk ids), payloads (names, metadata, inline bytes, upload state)
-//                          sealed per tenant under keys the tenant's KEK wraps.
+//   raft/                  the Raft log and state per shard, plain lmdb: delta headers
+//                          (tenant ids, SHA-256 routing keys of namespace ids, chunk ids),
+//                          payloads (names, metadata, inline bytes, upload state) sealed per
+//                          tenant with AES-256-GCM under keys the tenant's KEK wraps. A
+//                          namespace id is a digest of (tenant, bucket name): a guessed name
+//                          can be confirmed, none can be read.
 //   views/                 what the log folds into: bucket and object names, directory
 //                          entries, user metadata and stored headers, inline bytes, multipart
 //                          uploads and parts, chunk lists. In clear inside the pages (for
 //                          ordered listings), so protected by page encryption only; a shred
 //                          drops a tenant's records and rekeys the environment.
-//   chunks/index/          chunk ids (SHA-256 of plaintext, or HMAC under the tenant's dedup
-//                          key), refcounts, fragment locations, the scrub cursor and pass
-//                          totals. Its map is sized from the pool's devices; still one page
-//                          key, whatever the size.
+//   chunks/index/          plain lmdb: chunk ids (SHA-256 of plaintext, or HMAC under the
+//                          tenant's dedup key; the same ids head each fragment record on the
+//                          devices), refcounts, fragment locations, 64-bit hashed tenant tags,
+//                          the scrub cursor and pass totals. Nothing tenant-readable.
 //   chunks/devices/*.dev   segments of chunk fragments: every chunk sealed with AES-256-GCM
 //                          under a per-chunk key (HKDF of the system epoch key and chunk id)
 //                          before erasure coding; segment headers hold ids and lengths.

@@ -9,7 +9,8 @@ import { readS3Credentials, startRole, testAddrs, waitForHttp } from "../e2e/_ro
 const tag = Deno.args[0] ?? "put-stress";
 const seconds = Number(Deno.args[1] ?? "150");
 const dataDir = await Deno.makeTempDir({ prefix: "kiseki-put-stress-" });
-const addrs = testAddrs(43);
+// A loopback block of its own (KISEKI_STRESS_OCTET), so campaigns can run side by side.
+const addrs = testAddrs(Number(Deno.env.get("KISEKI_STRESS_OCTET") ?? "43"));
 const server = startRole("server", {
   ...addrs,
   KISEKI_DATA_DIR: dataDir,
@@ -54,7 +55,8 @@ const alive = await fetch(`http://${addrs.KISEKI_METRICS_ADDR}/health`).then((r)
 console.log(tag, "server health after:", alive);
 const code = await server.stop("SIGTERM");
 const err = server.stderr();
-const commitFailures = (err.match(/Commit failed|BAD_TXN|-30782/g) ?? []).length;
+const commitFailures =
+  (err.match(/Commit failed|BAD_TXN|-30782|commit in .* failed|damaged|rebuild/g) ?? []).length;
 console.log(
   tag,
   "exit",
@@ -62,6 +64,11 @@ console.log(
   "commit failures:",
   commitFailures,
 );
-if (code !== 0) console.log(err.slice(-3000));
+if (code !== 0) {
+  const logFile = `${Deno.makeTempDirSync({ prefix: "kiseki-put-stress-log-" })}/server.log`;
+  Deno.writeTextFileSync(logFile, err);
+  console.log(err.slice(-3000));
+  console.log(tag, "server log:", logFile);
+}
 await Deno.remove(dataDir, { recursive: true });
 if (code !== 0 || alive !== 200 || commitFailures > 0) Deno.exit(1);

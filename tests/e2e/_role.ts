@@ -148,7 +148,17 @@ export async function run(
 export async function readS3Credentials(
   path: string,
 ): Promise<{ accessKeyId: string; secretAccessKey: string }> {
-  const text = await Deno.readTextFile(path);
+  // Written at first start, before the node reports ready; a moment's grace for the file.
+  let text = "";
+  for (let attempt = 0;; attempt++) {
+    try {
+      text = await Deno.readTextFile(path);
+      break;
+    } catch (e) {
+      if (!(e instanceof Deno.errors.NotFound) || attempt >= 50) throw e;
+      await new Promise((r) => setTimeout(r, 200));
+    }
+  }
   const get = (name: string) => text.match(new RegExp(`^\\s*${name}\\s*=\\s*(\\S+)`, "m"))?.[1];
   const accessKeyId = get("aws_access_key_id");
   const secretAccessKey = get("aws_secret_access_key");
