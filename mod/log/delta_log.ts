@@ -6,7 +6,12 @@
 import type { HybridLogicalClock } from "../base/mod.ts";
 import type { Entry, NodeId, RaftLogStore, Snapshot } from "../raft/mod.ts";
 import type { RaftHost, RaftStateMachine } from "../raft/host.ts";
-import { decodeCommand, proposalNodeId, RaftUnavailableError } from "../raft/host.ts";
+import {
+  decodeCommand,
+  proposalNodeId,
+  RaftProposalDroppedError,
+  RaftUnavailableError,
+} from "../raft/host.ts";
 import { decodeDelta, type Delta, DeltaFormatError, encodeDelta } from "./delta.ts";
 import type { ShardId } from "./shard.ts";
 
@@ -14,6 +19,14 @@ import type { ShardId } from "./shard.ts";
 export const READ_DELTAS_PAGE_MAX = 1000;
 /** Bytes of entries one ReadDeltas page scans at most. */
 export const READ_DELTAS_PAGE_BYTES_MAX = 4 << 20;
+/**
+ * How long an append or a read barrier waits out a shard without a leader (an election, a
+ * leadership transfer) before answering unavailable. Only proposals that never entered the
+ * log are retried, so a retry cannot apply a delta twice.
+ */
+export const LEADER_WAIT_MS = 5_000;
+/** Pause between those retries (a few Raft ticks). */
+const LEADER_RETRY_PAUSE_MS = 50;
 
 const COMMAND_APPEND = 1;
 const COMMAND_SET_MAINTENANCE = 2;
@@ -265,12 +278,41 @@ export class DeltaLog {
     };
   }
 
+  /**
+   * A read barrier: resolves with an index this node has applied once everything committed
+   * on the shard before the call is applied here (a Raft read index), waiting out elections.
+   */
+  async readBarrier(shardId: number): Promise<number> {
+    this.#shard(shardId);
+    const deadline = performance.now() + LEADER_WAIT_MS;
+    for (;;) {
+      if (this.#options.host.status(shardId).lead !== 0) {
+        try {
+          return await this.#options.host.readIndex(shardId);
+        } catch (e) {
+          if (!(e instanceof RaftUnavailableError)) throw e;
+          if (performance.now() >= deadline) throw new LogError("unavailable", e.message);
+        }
+      } else if (performance.now() >= deadline) {
+        throw new LogError("unavailable", `shard ${shardId} has no leader`);
+      }
+      await new Promise((r) => setTimeout(r, LEADER_RETRY_PAUSE_MS));
+    }
+  }
+
   async #propose(shardId: number, command: Uint8Array) {
-    try {
-      return await this.#options.host.propose(shardId, command);
-    } catch (e) {
-      if (e instanceof RaftUnavailableError) throw new LogError("unavailable", e.message);
-      throw e;
+    const deadline = performance.now() + LEADER_WAIT_MS;
+    for (;;) {
+      try {
+        return await this.#options.host.propose(shardId, command);
+      } catch (e) {
+        if (e instanceof RaftProposalDroppedError && performance.now() < deadline) {
+          await new Promise((r) => setTimeout(r, LEADER_RETRY_PAUSE_MS));
+          continue;
+        }
+        if (e instanceof RaftUnavailableError) throw new LogError("unavailable", e.message);
+        throw e;
+      }
     }
   }
 }

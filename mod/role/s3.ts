@@ -1,13 +1,14 @@
 // The server's S3 endpoint (KISEKI_S3_ADDR): the gateway over the object engine, with the
-// node's access keys. On a node's first start it creates the default tenant and its first
-// access key, and writes them, in the aws-cli credentials format, where the operator looks.
+// cluster's access keys (any node accepts every tenant's keys). On the cluster's first start
+// the bootstrap node issues the default tenant's first access key and writes it, in the
+// aws-cli credentials format, where the operator looks.
 
 import { type Config, formatHostPort } from "../base/mod.ts";
-import type { Aead } from "../crypto/mod.ts";
 import type { Logger } from "../obs/mod.ts";
 import { adminJson as json, type AdminRoute } from "../admin/mod.ts";
-import type { ObjectEngine } from "../composition/mod.ts";
-import { CredentialStoreError, listenS3, LocalCredentialStore, S3Gateway } from "../s3/mod.ts";
+import { CompositionError } from "../composition/mod.ts";
+import { type ClusterCredentials, ClusterStateUnavailableError } from "../control/mod.ts";
+import { type CredentialStore, listenS3, type S3Backend, S3Gateway } from "../s3/mod.ts";
 
 export interface S3Endpoint {
   /** Where the default tenant's first key was written (null when it existed before). */
@@ -23,23 +24,45 @@ export interface S3Endpoint {
 
 export interface StartS3Options {
   config: Config;
-  engine: ObjectEngine;
-  aead: Aead;
+  /** The engine, behind a read barrier when other nodes write too. */
+  backend: S3Backend;
+  credentials: ClusterCredentials;
+  defaultTenant: string;
+  /** Whether this node issues the default tenant's first key (the bootstrap node). */
+  issueFirstKey: boolean;
   log: Logger;
   signal: AbortSignal;
 }
 
+/** The gateway's view of the cluster's keys: a cluster state that cannot answer is a 503. */
+function gatewayCredentials(credentials: ClusterCredentials): CredentialStore {
+  return {
+    async lookup(accessKeyId) {
+      try {
+        return await credentials.lookup(accessKeyId);
+      } catch (e) {
+        if (e instanceof ClusterStateUnavailableError) {
+          throw new CompositionError("unavailable", e.message);
+        }
+        throw e;
+      }
+    },
+  };
+}
+
 export async function startS3Gateway(options: StartS3Options): Promise<S3Endpoint> {
-  const { config, log } = options;
-  const credentials = await LocalCredentialStore.open({
-    dir: `${config.dataDir}/keys/s3`,
-    aead: options.aead,
-    logger: log,
-  });
-  const credentialsFile = await bootstrapDefaultTenant(config, credentials, log);
-  const gateway = new S3Gateway({
-    backend: options.engine,
+  const { config, log, credentials } = options;
+  const defaultTenant = options.defaultTenant;
+  const credentialsFile = await bootstrapDefaultTenant(
+    config,
     credentials,
+    defaultTenant,
+    options.issueFirstKey,
+    log,
+  );
+  const gateway = new S3Gateway({
+    backend: options.backend,
+    credentials: gatewayCredentials(credentials),
     hostId: `kiseki-node-${config.nodeId}`,
     logger: log,
   });
@@ -57,7 +80,6 @@ export async function startS3Gateway(options: StartS3Options): Promise<S3Endpoin
     connectionsMax: server.limits.connectionsMax,
     bodiesInFlightMax: server.limits.bodiesInFlightMax,
   });
-  const defaultTenant = (await Deno.readTextFile(`${config.dataDir}/config/default-tenant`)).trim();
   return {
     credentialsFile,
     api: (req, url) => credentialsApi(req, url, credentials, defaultTenant, log),
@@ -69,32 +91,32 @@ export async function startS3Gateway(options: StartS3Options): Promise<S3Endpoin
     },
     async close() {
       await server.shutdown().catch(() => {});
-      await credentials.close();
     },
   };
 }
 
 /**
- * The first start of a node creates the default tenant (a random 128-bit id, kept in
- * config/default-tenant) and one access key for it, written 0600 to config/s3-credentials.
+ * The default tenant (created with the cluster) is named in config/default-tenant on every
+ * node; the bootstrap node issues its first access key, written 0600 to
+ * config/s3-credentials, when the tenant has none.
  */
 async function bootstrapDefaultTenant(
   config: Config,
-  credentials: LocalCredentialStore,
+  credentials: ClusterCredentials,
+  tenantId: string,
+  issueFirstKey: boolean,
   log: Logger,
 ): Promise<string | null> {
   const tenantFile = `${config.dataDir}/config/default-tenant`;
   const credentialsFile = `${config.dataDir}/config/s3-credentials`;
-  let tenantId: string;
+  let named = "";
   try {
-    tenantId = (await Deno.readTextFile(tenantFile)).trim();
-    return (await credentials.list(tenantId)).length > 0 ? null : await issue(tenantId);
+    named = (await Deno.readTextFile(tenantFile)).trim();
   } catch (e) {
     if (!(e instanceof Deno.errors.NotFound)) throw e;
   }
-  tenantId = [...crypto.getRandomValues(new Uint8Array(16))]
-    .map((b) => b.toString(16).padStart(2, "0")).join("");
-  await Deno.writeTextFile(tenantFile, tenantId + "\n", { mode: 0o640 });
+  if (named !== tenantId) await Deno.writeTextFile(tenantFile, tenantId + "\n", { mode: 0o640 });
+  if (!issueFirstKey || (await credentials.list(tenantId)).length > 0) return null;
   return await issue(tenantId);
 
   async function issue(tenant: string): Promise<string> {
@@ -122,7 +144,7 @@ async function bootstrapDefaultTenant(
 async function credentialsApi(
   req: Request,
   url: URL,
-  credentials: LocalCredentialStore,
+  credentials: ClusterCredentials,
   defaultTenant: string,
   log: Logger,
 ): Promise<Response> {
@@ -153,8 +175,11 @@ async function credentialsApi(
     // The request was checked above: what fails here is the store, except a tenant at its
     // key limit, which is the caller's to resolve.
     const message = (e as Error).message;
-    if (e instanceof CredentialStoreError && message.includes("ACCESS_KEYS_PER_TENANT_MAX")) {
+    if (message.includes("ACCESS_KEYS_PER_TENANT_MAX")) {
       return json(409, { error: "limit_reached", message });
+    }
+    if (e instanceof ClusterStateUnavailableError) {
+      return json(503, { error: "unavailable", message });
     }
     log.error("s3 credentials API failed", {
       method: req.method,

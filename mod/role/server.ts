@@ -22,6 +22,10 @@ import { type EngineStack, evenShardMap, startEngineStack } from "../composition
 import { fromHex, TENANT_ID_BYTES } from "../composition/mod.ts";
 import { type GcBackground, loadPoolSpecs } from "../chunk/mod.ts";
 import { startS3Gateway } from "./s3.ts";
+import { ClusterStateMachine, ClusterStateService } from "../control/mod.ts";
+import { joinClusterState, serveClusterKeyOnPort } from "./cluster_state.ts";
+import { clusterReadBarrier } from "./read_barrier.ts";
+import { ReadBarrierBackend } from "../s3/mod.ts";
 import { SCRUB_API_PREFIX, type ScrubService, startScrub } from "./scrub.ts";
 import { logErrorMapper, logServiceBinding } from "../log/log_grpc.ts";
 import { type GrpcServer, readTlsMaterial, startGrpcServer } from "../transport/mod.ts";
@@ -150,6 +154,15 @@ async function runServer(config: Config): Promise<number> {
     }, 1);
 
     readiness.set(false, "starting the metadata plane and the engine");
+    // Tenants, S3 keys, system key epochs and tenant KEKs are cluster state, the same on
+    // every node (see mod/control/cluster_state.ts).
+    const clusterStateMachine = new ClusterStateMachine();
+    const clusterState = new ClusterStateService({
+      stateMachine: clusterStateMachine,
+      aead,
+      nodeId: config.nodeId,
+      logger,
+    });
     const pools = await loadPoolSpecs(config.pools ?? undefined, {
       dataDir: config.dataDir,
       nodes: Math.max(1, config.raftPeers.length),
@@ -172,6 +185,7 @@ async function runServer(config: Config): Promise<number> {
         chunkCacheBytes: config.chunkCacheMaxBytes,
         readAheadBytesMax: config.readAheadMaxBytes,
       },
+      keys: () => Promise.resolve({ systemKeys: clusterState.systemKeys, kms: clusterState.kms }),
       metadata: async (onShard, pageKeys) => {
         cluster = await startCluster({
           config,
@@ -179,8 +193,11 @@ async function runServer(config: Config): Promise<number> {
           tickMs: config.raftTickMs,
           onShard,
           pageKeys,
+          clusterStateMachine,
         });
         const c = cluster;
+        clusterState.attach(c.clusterState);
+        serveClusterKeyOnPort({ config, state: clusterState, transport: c.transport, logger });
         return {
           deltaLog: c.deltaLog,
           stateMachines: c.stateMachines,
@@ -189,10 +206,33 @@ async function runServer(config: Config): Promise<number> {
         };
       },
     });
+    readiness.set(false, "joining the cluster state (cluster key, tenants, keys)");
+    const lone = config.raftPeers.length <= 1;
+    await joinClusterState({
+      config,
+      state: clusterState,
+      keyStore: stack.keyStore,
+      aead,
+      transport: cluster!.transport,
+      tls: config.tls ? await readTlsMaterial(config.tls) : null,
+      bootstrap: config.bootstrap || lone,
+      logger,
+      signal: stop.signal,
+    });
     const s3Endpoint = await startS3Gateway({
       config,
-      engine: stack.engine,
-      aead,
+      // A lone node's views already hold every acknowledged write; others pass a barrier.
+      backend: lone ? stack.engine : new ReadBarrierBackend(
+        stack.engine,
+        clusterReadBarrier({
+          deltaLog: cluster!.deltaLog,
+          views: stack.views,
+          shardMap: stack.metadata.shardMap,
+        }),
+      ),
+      credentials: clusterState.credentials,
+      defaultTenant: clusterState.defaultTenant(),
+      issueFirstKey: config.bootstrap || lone,
       log: logger,
       signal: stop.signal,
     });
