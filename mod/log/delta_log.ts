@@ -90,6 +90,8 @@ export class ShardStateMachine implements RaftStateMachine {
   maintenance = false;
   appliedDeltas = 0;
   lastApplied = 0;
+  /** Sequence of the last delta applied (handed to the listeners); no-ops and refusals skip it. */
+  lastDelta = 0;
   /** Appends that reached the log but were refused at apply (maintenance began first). */
   readonly refused = new Set<number>();
   readonly #listeners: DeltaListener[] = [];
@@ -106,6 +108,7 @@ export class ShardStateMachine implements RaftStateMachine {
           return { refused: `shard ${this.shardId} is in maintenance (read-only) mode` };
         }
         this.appliedDeltas++;
+        this.lastDelta = entry.index;
         if (this.#listeners.length > 0) {
           const delta = { ...decodeDelta(command.subarray(1)), sequence: entry.index };
           for (const listener of this.#listeners) listener(delta);
@@ -279,16 +282,18 @@ export class DeltaLog {
   }
 
   /**
-   * A read barrier: resolves with an index this node has applied once everything committed
-   * on the shard before the call is applied here (a Raft read index), waiting out elections.
+   * A read barrier: once everything committed on the shard before the call is applied here
+   * (a Raft read index, waiting out elections), resolves with the sequence of the last delta
+   * applied, which views must have folded to show every acknowledged write.
    */
   async readBarrier(shardId: number): Promise<number> {
-    this.#shard(shardId);
+    const shard = this.#shard(shardId);
     const deadline = performance.now() + LEADER_WAIT_MS;
     for (;;) {
       if (this.#options.host.status(shardId).lead !== 0) {
         try {
-          return await this.#options.host.readIndex(shardId);
+          await this.#options.host.readIndex(shardId);
+          return shard.stateMachine.lastDelta;
         } catch (e) {
           if (!(e instanceof RaftUnavailableError)) throw e;
           if (performance.now() >= deadline) throw new LogError("unavailable", e.message);
