@@ -25,7 +25,10 @@ import {
   CLUSTER_ACCESS_KEYS_PER_TENANT_MAX,
   CLUSTER_TENANT_KEKS_MAX,
   type ClusterStateService,
+  ClusterStateUnavailableError,
 } from "../control/mod.ts";
+import { CompositionError } from "../composition/mod.ts";
+import type { EngineKeys } from "../composition/engine_stack.ts";
 import { LocalCredentialStore } from "../s3/mod.ts";
 import type { TcpRaftTransport, TlsMaterial } from "../transport/mod.ts";
 
@@ -45,6 +48,43 @@ export interface JoinClusterStateOptions {
   signal: AbortSignal;
   /** Where a node without the key gets it (default: its peers, over the Raft port). */
   keySource?: ClusterKeySource;
+}
+
+/**
+ * The engine's keys from the cluster state. A cluster state that cannot answer now (an
+ * election in its group) is the engine's "unavailable": S3 answers 503 SlowDown, the views
+ * retry, never an internal error.
+ */
+export function engineKeysOf(state: ClusterStateService): EngineKeys {
+  const transient = async <T>(call: () => Promise<T>): Promise<T> => {
+    try {
+      return await call();
+    } catch (e) {
+      if (e instanceof ClusterStateUnavailableError) {
+        throw new CompositionError("unavailable", e.message);
+      }
+      throw e;
+    }
+  };
+  const keys = state.systemKeys;
+  const kms = state.kms;
+  return {
+    systemKeys: {
+      currentEpoch: () => transient(() => keys.currentEpoch()),
+      masterKey: (epoch) => transient(() => keys.masterKey(epoch)),
+      rotate: () => transient(() => keys.rotate()),
+      epochs: () => transient(() => keys.epochs()),
+    },
+    kms: {
+      provider: kms.provider,
+      createKey: (tenant) => transient(() => kms.createKey(tenant)),
+      wrap: (tenant, key) => transient(() => kms.wrap(tenant, key)),
+      unwrap: (tenant, wrapped) => transient(() => kms.unwrap(tenant, wrapped)),
+      destroyKey: (tenant) => transient(() => kms.destroyKey(tenant)),
+      onKeyDestroyed: (listener) => kms.onKeyDestroyed(listener),
+      destroyedTenants: (max) => kms.destroyedTenants(max),
+    },
+  };
 }
 
 /** Serves the cluster key to joining members on this node's Raft port. */

@@ -23,7 +23,7 @@ import { fromHex, TENANT_ID_BYTES } from "../composition/mod.ts";
 import { type GcBackground, loadPoolSpecs } from "../chunk/mod.ts";
 import { startS3Gateway } from "./s3.ts";
 import { ClusterStateMachine, ClusterStateService } from "../control/mod.ts";
-import { joinClusterState, serveClusterKeyOnPort } from "./cluster_state.ts";
+import { engineKeysOf, joinClusterState, serveClusterKeyOnPort } from "./cluster_state.ts";
 import { clusterReadBarrier } from "./read_barrier.ts";
 import { ReadBarrierBackend } from "../s3/mod.ts";
 import { SCRUB_API_PREFIX, type ScrubService, startScrub } from "./scrub.ts";
@@ -185,7 +185,7 @@ async function runServer(config: Config): Promise<number> {
         chunkCacheBytes: config.chunkCacheMaxBytes,
         readAheadBytesMax: config.readAheadMaxBytes,
       },
-      keys: () => Promise.resolve({ systemKeys: clusterState.systemKeys, kms: clusterState.kms }),
+      keys: () => Promise.resolve(engineKeysOf(clusterState)),
       metadata: async (onShard, pageKeys) => {
         cluster = await startCluster({
           config,
