@@ -130,14 +130,20 @@ Deno.test({
         n: Node,
         creds: { accessKeyId: string; secretAccessKey: string },
         args: string[],
+        extraEnv: Record<string, string> = {},
       ) => {
         const credFile = `${work}/creds-${creds.accessKeyId}`;
         await Deno.writeTextFile(
           credFile,
-          `[default]\naws_access_key_id = ${creds.accessKeyId}\naws_secret_access_key = ${creds.secretAccessKey}\n`,
+          `[default]\naws_access_key_id = ${creds.accessKeyId}\n` +
+            `aws_secret_access_key = ${creds.secretAccessKey}\n`,
         );
         return await run(AWS, ["--endpoint-url", `http://${n.host}:29000`, ...args], {
-          env: { AWS_SHARED_CREDENTIALS_FILE: credFile, AWS_DEFAULT_REGION: "us-east-1" },
+          env: {
+            AWS_SHARED_CREDENTIALS_FILE: credFile,
+            AWS_DEFAULT_REGION: "us-east-1",
+            ...extraEnv,
+          },
         });
       };
 
@@ -202,6 +208,54 @@ Deno.test({
         if (leaders.size < 3) await new Promise((r) => setTimeout(r, 200));
       }
       assert.equal(leaders.size, 3, `shard leaders on nodes ${[...leaders].join(",")}`);
+
+      // Without a quorum, node 1 serves no stale read and takes no write: after waiting out
+      // the election for a few seconds it answers 503 SlowDown, never 500.
+      for (const n of nodes.slice(1)) {
+        n.role?.child.kill("SIGKILL");
+        await n.role?.exited;
+        n.role = null;
+      }
+      const once = { AWS_MAX_ATTEMPTS: "1", AWS_RETRY_MODE: "standard" };
+      const started = performance.now();
+      const noQuorumGet = await awsWith(nodes[0]!, key, [
+        "s3api",
+        "get-object",
+        "--bucket",
+        "shared",
+        "--key",
+        "docs/small.txt",
+        `${work}/out`,
+      ], once);
+      assert.notEqual(noQuorumGet.code, 0);
+      assert.match(noQuorumGet.stderr, /SlowDown|\(503\)/, noQuorumGet.stderr);
+      const noQuorumPut = await awsWith(nodes[0]!, key, [
+        "s3api",
+        "put-object",
+        "--bucket",
+        "shared",
+        "--key",
+        "docs/lost.txt",
+        "--body",
+        body,
+      ], once);
+      assert.notEqual(noQuorumPut.code, 0);
+      assert.match(noQuorumPut.stderr, /SlowDown|\(503\)/, noQuorumPut.stderr);
+      assert.ok(performance.now() - started < 60_000, "answered within the retry bound");
+
+      // Nodes 2 and 3 come back with the cluster key they kept (sealed under their node
+      // KEK) and serve at once what node 3 wrote before.
+      for (const n of nodes.slice(1)) n.role = startRole("server", n.env);
+      await Promise.all(
+        nodes.slice(1).map((n) => waitForHttp(`http://${n.host}:29090/health`, "OK", 90_000)),
+      );
+      const back = await awsWith(nodes[1]!, key, ["s3", "cp", "s3://shared/docs/small.txt", "-"]);
+      assert.equal(back.stdout, "second version\n", back.stderr + logs());
+      assert.doesNotMatch(
+        nodes[1]!.role!.stderr(),
+        /cluster key received/,
+        "kept, not fetched again",
+      );
 
       // No secret in clear (or hex) in any data directory: the log, the views, the key
       // stores, the chunk index. Skipped: node 1's credentials file, which holds the first
