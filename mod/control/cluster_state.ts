@@ -51,6 +51,14 @@ export interface ClusterNode {
   sinceMs: number;
 }
 
+/**
+ * The narrow view of membership that placement, repair and status pages consume
+ * (ClusterStateService implements it): every node named so far, with its state.
+ */
+export interface NodeDirectory {
+  nodes(): ClusterNode[];
+}
+
 /** The cluster's birth certificate, written once by the bootstrap node. */
 export interface ClusterCreation {
   /** 32 hex digits, random. */

@@ -37,6 +37,7 @@ import {
   type ClusterRecord,
   type ClusterStateMachine,
   encodeClusterRecord,
+  type NodeDirectory,
   type NodeState,
 } from "./cluster_state.ts";
 
@@ -88,7 +89,7 @@ export interface ClusterStateServiceOptions {
   logger?: Logger;
 }
 
-export class ClusterStateService {
+export class ClusterStateService implements NodeDirectory {
   readonly stateMachine: ClusterStateMachine;
   readonly nodeId: number;
   readonly aead: Aead;

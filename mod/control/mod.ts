@@ -25,6 +25,7 @@ export type {
   ClusterRecord,
   ClusterStateListener,
   ClusterTenantKek,
+  NodeDirectory,
   NodeState,
 } from "./cluster_state.ts";
 export {

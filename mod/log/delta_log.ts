@@ -4,7 +4,13 @@
 // counters) and the service behind the LogService API: append, read, health, maintenance.
 
 import type { HybridLogicalClock } from "../base/mod.ts";
-import type { Entry, NodeId, RaftLogStore, Snapshot } from "../raft/mod.ts";
+import {
+  type Entry,
+  type NodeId,
+  ProposalDroppedError,
+  type RaftLogStore,
+  type Snapshot,
+} from "../raft/mod.ts";
 import type { RaftHost, RaftStateMachine } from "../raft/host.ts";
 import {
   decodeCommand,
@@ -295,7 +301,8 @@ export class DeltaLog {
           await this.#options.host.readIndex(shardId);
           return shard.stateMachine.lastDelta;
         } catch (e) {
-          if (!(e instanceof RaftUnavailableError)) throw e;
+          // A leader lost between the check and the call: the read never left this node.
+          if (!(e instanceof RaftUnavailableError) && !(e instanceof ProposalDroppedError)) throw e;
           if (performance.now() >= deadline) throw new LogError("unavailable", e.message);
         }
       } else if (performance.now() >= deadline) {

@@ -27,6 +27,12 @@ export const RAFT_INFLIGHT_MESSAGES_MAX = 256;
 export const RAFT_UNCOMMITTED_BYTES_MAX = 64 << 20;
 /** How often a leader checks whether a shard it leads belongs to another node. */
 export const LEADER_BALANCE_INTERVAL_MS = 3_000;
+/**
+ * Leadership won within this time of a start is spread over the voters; leadership won later
+ * (a failover, a healed partition) stays where the election put it, so a node that comes
+ * and goes does not drag leadership after it.
+ */
+export const LEADER_SPREAD_WINDOW_MS = 30_000;
 
 export interface Cluster {
   host: RaftHost;
@@ -134,11 +140,10 @@ export async function startCluster(options: ClusterOptions): Promise<Cluster> {
     for (const shardId of shards.keys()) host.campaign(shardId);
   }
   startShardGauges(host, [...shards.keys()]);
-  const balancer = voters.length > 1
-    ? setInterval(
-      () => balanceLeaders(host, config.nodeId, voters, [...shards.keys()]),
-      LEADER_BALANCE_INTERVAL_MS,
-    )
+  // The bootstrap node's start-up campaign wins every shard; it hands them out.
+  const spread = new LeaderSpread(host, config.nodeId, voters, [...shards.keys()]);
+  const balancer = voters.length > 1 && config.bootstrap
+    ? setInterval(() => spread.balance(), LEADER_BALANCE_INTERVAL_MS)
     : undefined;
 
   const addresses = new Map<NodeId, string>(peers.map((p) => [p.id, formatHostPort(p.addr)]));
@@ -182,21 +187,38 @@ export function preferredLeader(shardId: number, voters: readonly NodeId[]): Nod
 /**
  * Hands each shard this node leads but should not to its preferred leader, once that node
  * is active and has the whole log (a transfer to a lagging node would stall the shard).
+ * Only the leadership the bootstrap node won around its start (its start-up campaign) is
+ * spread: a term won later, by an election after a failure or a partition, stays where the
+ * election put it, so leadership does not chase a node that comes and goes.
  */
-function balanceLeaders(
-  host: RaftHost,
-  self: NodeId,
-  voters: readonly NodeId[],
-  shardIds: readonly number[],
-): void {
-  for (const shardId of shardIds) {
-    const status = host.status(shardId);
-    if (status.role !== "leader" || status.progress === null) continue;
-    const want = preferredLeader(shardId, voters);
-    if (want === self) continue;
-    const progress = status.progress.get(want);
-    if (progress?.recentActive && progress.match >= status.commit) {
-      host.transferLeadership(shardId, want);
+class LeaderSpread {
+  readonly #startedMs = performance.now();
+  /** Per shard, the term of this node's first leadership since start (if within the window). */
+  readonly #spreadTerm = new Map<number, number>();
+
+  constructor(
+    readonly host: RaftHost,
+    readonly self: NodeId,
+    readonly voters: readonly NodeId[],
+    readonly shardIds: readonly number[],
+  ) {}
+
+  balance(): void {
+    const early = performance.now() - this.#startedMs < LEADER_SPREAD_WINDOW_MS;
+    for (const shardId of this.shardIds) {
+      const status = this.host.status(shardId);
+      if (status.role !== "leader" || status.progress === null) continue;
+      if (!this.#spreadTerm.has(shardId)) {
+        if (!early) continue;
+        this.#spreadTerm.set(shardId, status.term);
+      }
+      if (this.#spreadTerm.get(shardId) !== status.term) continue;
+      const want = preferredLeader(shardId, this.voters);
+      if (want === this.self) continue;
+      const progress = status.progress.get(want);
+      if (progress?.recentActive && progress.match >= status.commit) {
+        this.host.transferLeadership(shardId, want);
+      }
     }
   }
 }

@@ -11,12 +11,8 @@ import { type ClusterCredentials, ClusterStateUnavailableError } from "../contro
 import { type CredentialStore, listenS3, type S3Backend, S3Gateway } from "../s3/mod.ts";
 
 export interface S3Endpoint {
-  /** Where the default tenant's first key was written (null when it existed before). */
-  credentialsFile: string | null;
   /** The operator API for access keys, to mount at /api/v1/s3-credentials. */
   api: AdminRoute;
-  /** The default tenant's id (32 hex digits). */
-  defaultTenant: string;
   /** Revokes every access key of `tenant` (a shred starts here); returns their ids. */
   revokeTenant(tenant: string): Promise<string[]>;
   close(): Promise<void>;
@@ -27,9 +23,8 @@ export interface StartS3Options {
   /** The engine, behind a read barrier when other nodes write too. */
   backend: S3Backend;
   credentials: ClusterCredentials;
-  defaultTenant: string;
-  /** Whether this node issues the default tenant's first key (the bootstrap node). */
-  issueFirstKey: boolean;
+  /** The default tenant's id, or null while the cluster state is not ready. */
+  defaultTenant: () => string | null;
   log: Logger;
   signal: AbortSignal;
 }
@@ -53,13 +48,6 @@ function gatewayCredentials(credentials: ClusterCredentials): CredentialStore {
 export async function startS3Gateway(options: StartS3Options): Promise<S3Endpoint> {
   const { config, log, credentials } = options;
   const defaultTenant = options.defaultTenant;
-  const credentialsFile = await bootstrapDefaultTenant(
-    config,
-    credentials,
-    defaultTenant,
-    options.issueFirstKey,
-    log,
-  );
   const gateway = new S3Gateway({
     backend: options.backend,
     credentials: gatewayCredentials(credentials),
@@ -81,9 +69,7 @@ export async function startS3Gateway(options: StartS3Options): Promise<S3Endpoin
     bodiesInFlightMax: server.limits.bodiesInFlightMax,
   });
   return {
-    credentialsFile,
     api: (req, url) => credentialsApi(req, url, credentials, defaultTenant, log),
-    defaultTenant,
     async revokeTenant(tenant) {
       const ids = (await credentials.list(tenant)).map((k) => k.accessKeyId);
       for (const id of ids) await credentials.revoke(id);
@@ -100,7 +86,7 @@ export async function startS3Gateway(options: StartS3Options): Promise<S3Endpoin
  * node; the bootstrap node issues its first access key, written 0600 to
  * config/s3-credentials, when the tenant has none.
  */
-async function bootstrapDefaultTenant(
+export async function announceDefaultTenant(
   config: Config,
   credentials: ClusterCredentials,
   tenantId: string,
@@ -145,12 +131,16 @@ async function credentialsApi(
   req: Request,
   url: URL,
   credentials: ClusterCredentials,
-  defaultTenant: string,
+  defaultTenant: () => string | null,
   log: Logger,
 ): Promise<Response> {
   const base = "/api/v1/s3-credentials";
   const tenantParam = url.searchParams.get("tenant") ?? "";
-  const tenant = tenantParam === "default" ? defaultTenant : tenantParam.toLowerCase();
+  const named = tenantParam === "default" ? defaultTenant() : tenantParam.toLowerCase();
+  if (named === null) {
+    return json(503, { error: "unavailable", message: "the cluster state is not ready yet" });
+  }
+  const tenant = named;
   try {
     if (url.pathname === base && (req.method === "GET" || req.method === "POST")) {
       if (!/^[0-9a-f]{32}$/.test(tenant)) {

@@ -21,7 +21,7 @@ import { type Cluster, startCluster } from "./cluster.ts";
 import { type EngineStack, evenShardMap, startEngineStack } from "../composition/engine_stack.ts";
 import { fromHex, TENANT_ID_BYTES } from "../composition/mod.ts";
 import { type GcBackground, loadPoolSpecs } from "../chunk/mod.ts";
-import { startS3Gateway } from "./s3.ts";
+import { announceDefaultTenant, startS3Gateway } from "./s3.ts";
 import { ClusterStateMachine, ClusterStateService } from "../control/mod.ts";
 import { engineKeysOf, joinClusterState, serveClusterKeyOnPort } from "./cluster_state.ts";
 import { clusterReadBarrier } from "./read_barrier.ts";
@@ -29,6 +29,9 @@ import { ReadBarrierBackend } from "../s3/mod.ts";
 import { SCRUB_API_PREFIX, type ScrubService, startScrub } from "./scrub.ts";
 import { logErrorMapper, logServiceBinding } from "../log/log_grpc.ts";
 import { type GrpcServer, readTlsMaterial, startGrpcServer } from "../transport/mod.ts";
+
+/** How long a member of a cluster waits to reach the cluster state before saying ready. */
+const CLUSTER_JOIN_READY_WAIT_MS = 15_000;
 
 const USAGE = `kiseki-server ${VERSION}: storage node (log, chunks, compositions, views, gateways)
 
@@ -208,17 +211,37 @@ async function runServer(config: Config): Promise<number> {
     });
     readiness.set(false, "joining the cluster state (cluster key, tenants, keys)");
     const lone = config.raftPeers.length <= 1;
-    await joinClusterState({
+    const bootstrap = config.bootstrap || lone;
+    const joined = joinClusterState({
       config,
       state: clusterState,
       keyStore: stack.keyStore,
       aead,
       transport: cluster!.transport,
       tls: config.tls ? await readTlsMaterial(config.tls) : null,
-      bootstrap: config.bootstrap || lone,
+      bootstrap,
       logger,
       signal: stop.signal,
+    }).then(() =>
+      announceDefaultTenant(
+        config,
+        clusterState.credentials,
+        clusterState.defaultTenant(),
+        bootstrap,
+        logger,
+      )
+    );
+    joined.catch((e) => {
+      if (!stop.signal.aborted) logger.error("joining the cluster state failed", { error: e });
     });
+    // A lone node joins at once. A member of a cluster waits a while for the others; past
+    // that it is ready for what needs no cluster state (the data path), and S3 answers 503
+    // SlowDown until the cluster state is reached.
+    if (lone) await joined;
+    else {await Promise.race([
+        joined,
+        new Promise((r) => setTimeout(r, CLUSTER_JOIN_READY_WAIT_MS)),
+      ]);}
     const s3Endpoint = await startS3Gateway({
       config,
       // A lone node's views already hold every acknowledged write; others pass a barrier.
@@ -231,8 +254,7 @@ async function runServer(config: Config): Promise<number> {
         }),
       ),
       credentials: clusterState.credentials,
-      defaultTenant: clusterState.defaultTenant(),
-      issueFirstKey: config.bootstrap || lone,
+      defaultTenant: () => clusterState.isReady() ? clusterState.defaultTenant() : null,
       log: logger,
       signal: stop.signal,
     });
@@ -241,7 +263,7 @@ async function runServer(config: Config): Promise<number> {
     const engineStack = stack;
     api.mount("/api/v1/tenants", (req, url) =>
       tenantsApi(req, url, {
-        defaultTenant: s3Endpoint.defaultTenant,
+        defaultTenant: () => clusterState.isReady() ? clusterState.defaultTenant() : null,
         shred: async (tenant) => {
           // No new request of the tenant gets in while its keys and records go.
           const revoked = await s3Endpoint.revokeTenant(tenant);
@@ -311,7 +333,7 @@ async function tenantsApi(
   req: Request,
   url: URL,
   options: {
-    defaultTenant: string;
+    defaultTenant: () => string | null;
     shred: (tenant: string) => Promise<Record<string, unknown>>;
   },
 ): Promise<Response> {
@@ -323,7 +345,7 @@ async function tenantsApi(
     });
   }
   const given = decodeURIComponent(match[1]!);
-  const tenant = given === "default" ? options.defaultTenant : given.toLowerCase();
+  const tenant = given === "default" ? options.defaultTenant() ?? "" : given.toLowerCase();
   if (!/^[0-9a-f]{32}$/.test(tenant)) {
     return adminJson(400, {
       error: "invalid_argument",

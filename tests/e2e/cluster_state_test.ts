@@ -107,6 +107,17 @@ Deno.test({
       }
 
       // One default tenant, created once; only the bootstrap node wrote a first key.
+      for (let i = 0; i < 150; i++) {
+        const have = await Promise.all(
+          nodes.map((n) => Deno.stat(`${n.dir}/config/default-tenant`).then(() => 1, () => 0)),
+        );
+        const file = await Deno.stat(`${nodes[0]!.dir}/config/s3-credentials`).then(
+          () => 1,
+          () => 0,
+        );
+        if (file + have.reduce((a: number, b: number) => a + b, 0) === 4) break;
+        await new Promise((r) => setTimeout(r, 200));
+      }
       const tenants = await Promise.all(
         nodes.map(async (n) => (await Deno.readTextFile(`${n.dir}/config/default-tenant`)).trim()),
       );
@@ -117,8 +128,13 @@ Deno.test({
         await assert.rejects(Deno.stat(`${n.dir}/config/s3-credentials`), Deno.errors.NotFound);
       }
       for (const n of nodes) {
-        const listed = await adminCall(n, "GET", "/api/v1/s3-credentials?tenant=default");
-        assert.equal(listed.status, 200);
+        // Health is OK once a node started; its cluster state may take a moment more.
+        let listed = await adminCall(n, "GET", "/api/v1/s3-credentials?tenant=default");
+        for (let i = 0; i < 100 && listed.status === 503; i++) {
+          await new Promise((r) => setTimeout(r, 200));
+          listed = await adminCall(n, "GET", "/api/v1/s3-credentials?tenant=default");
+        }
+        assert.equal(listed.status, 200, JSON.stringify(listed.body));
         assert.deepEqual(
           (listed.body.keys as { accessKeyId: string }[]).map((k) => k.accessKeyId),
           [key.accessKeyId],
@@ -249,7 +265,14 @@ Deno.test({
       await Promise.all(
         nodes.slice(1).map((n) => waitForHttp(`http://${n.host}:29090/health`, "OK", 90_000)),
       );
-      const back = await awsWith(nodes[1]!, key, ["s3", "cp", "s3://shared/docs/small.txt", "-"]);
+      // Started is not yet joined: a restarted node answers 503 until it reaches the cluster
+      // state (a quorum with node 1), then serves.
+      let back = await awsWith(nodes[1]!, key, ["s3", "cp", "s3://shared/docs/small.txt", "-"]);
+      for (let i = 0; i < 60 && back.code !== 0; i++) {
+        assert.match(back.stderr, /SlowDown|503/, back.stderr);
+        await new Promise((r) => setTimeout(r, 500));
+        back = await awsWith(nodes[1]!, key, ["s3", "cp", "s3://shared/docs/small.txt", "-"]);
+      }
       assert.equal(back.stdout, "second version\n", back.stderr + logs());
       assert.doesNotMatch(
         nodes[1]!.role!.stderr(),
