@@ -45,7 +45,7 @@ function gatewayCredentials(credentials: ClusterCredentials): CredentialStore {
   };
 }
 
-export async function startS3Gateway(options: StartS3Options): Promise<S3Endpoint> {
+export function startS3Gateway(options: StartS3Options): S3Endpoint {
   const { config, log, credentials } = options;
   const defaultTenant = options.defaultTenant;
   const gateway = new S3Gateway({

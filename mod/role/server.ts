@@ -242,7 +242,7 @@ async function runServer(config: Config): Promise<number> {
         joined,
         new Promise((r) => setTimeout(r, CLUSTER_JOIN_READY_WAIT_MS)),
       ]);}
-    const s3Endpoint = await startS3Gateway({
+    const s3Endpoint = startS3Gateway({
       config,
       // A lone node's views already hold every acknowledged write; others pass a barrier.
       backend: lone ? stack.engine : new ReadBarrierBackend(
