@@ -238,10 +238,7 @@ async function runServer(config: Config): Promise<number> {
     // that it is ready for what needs no cluster state (the data path), and S3 answers 503
     // SlowDown until the cluster state is reached.
     if (lone) await joined;
-    else {await Promise.race([
-        joined,
-        new Promise((r) => setTimeout(r, CLUSTER_JOIN_READY_WAIT_MS)),
-      ]);}
+    else await Promise.race([joined, delay(CLUSTER_JOIN_READY_WAIT_MS, stop.signal)]);
     const s3Endpoint = startS3Gateway({
       config,
       // A lone node's views already hold every acknowledged write; others pass a barrier.
@@ -261,14 +258,31 @@ async function runServer(config: Config): Promise<number> {
     s3 = s3Endpoint;
     api.mount("/api/v1/s3-credentials", s3Endpoint.api);
     const engineStack = stack;
+    // Shreds this node runs itself; a tenant KEK destroyed through another node makes this
+    // node drop the tenant's view records too (the KEK itself is gone cluster-wide).
+    const shredding = new Set<string>();
+    clusterState.kms.onKeyDestroyed((tenant) => {
+      if (shredding.has(tenant) || !/^[0-9a-f]{32}$/.test(tenant)) return;
+      shredding.add(tenant);
+      engineStack.shredTenant(fromHex(tenant, TENANT_ID_BYTES)!)
+        .catch((e) =>
+          logger.error("dropping a tenant shredded elsewhere failed", { tenant, error: e })
+        )
+        .finally(() => shredding.delete(tenant));
+    });
     api.mount("/api/v1/tenants", (req, url) =>
       tenantsApi(req, url, {
         defaultTenant: () => clusterState.isReady() ? clusterState.defaultTenant() : null,
         shred: async (tenant) => {
-          // No new request of the tenant gets in while its keys and records go.
-          const revoked = await s3Endpoint.revokeTenant(tenant);
-          const shred = await engineStack.shredTenant(fromHex(tenant, TENANT_ID_BYTES)!);
-          return { ...shred, accessKeysRevoked: revoked.length };
+          shredding.add(tenant);
+          try {
+            // No new request of the tenant gets in while its keys and records go.
+            const revoked = await s3Endpoint.revokeTenant(tenant);
+            const shred = await engineStack.shredTenant(fromHex(tenant, TENANT_ID_BYTES)!);
+            return { ...shred, accessKeysRevoked: revoked.length };
+          } finally {
+            shredding.delete(tenant);
+          }
         },
       }));
     api.setToken(await adminToken(config.dataDir));
@@ -370,6 +384,17 @@ async function tenantsApi(
     log.error("tenant shred failed", { tenant, error: e });
     return adminJson(500, { error: "internal", message: (e as Error).message });
   }
+}
+
+/** Resolves after `ms`, or at once when `signal` aborts. */
+function delay(ms: number, signal: AbortSignal): Promise<void> {
+  return new Promise((resolve) => {
+    const timer = setTimeout(resolve, ms);
+    signal.addEventListener("abort", () => {
+      clearTimeout(timer);
+      resolve();
+    }, { once: true });
+  });
 }
 
 /** The bearer token of the operator API: config/admin-token, created 0600 on first start. */
