@@ -213,6 +213,38 @@ Deno.test({
       assert.notEqual(refused.code, 0);
       assert.match(refused.stderr, /InvalidAccessKeyId/);
 
+      // Another tenant: its key, made through node 1, works on node 3; shredded through node
+      // 2, its keys stop working everywhere and every node drops its view records.
+      const other = [...crypto.getRandomValues(new Uint8Array(16))]
+        .map((b) => b.toString(16).padStart(2, "0")).join("");
+      const otherKey = await adminCall(nodes[0]!, "POST", `/api/v1/s3-credentials?tenant=${other}`);
+      assert.equal(otherKey.status, 201, JSON.stringify(otherKey.body));
+      const third = {
+        accessKeyId: otherKey.body.accessKeyId as string,
+        secretAccessKey: otherKey.body.secretAccessKey as string,
+      };
+      assert.equal((await awsWith(nodes[0]!, third, ["s3", "mb", "s3://other"])).code, 0);
+      assert.equal((await awsWith(nodes[0]!, third, ["s3", "cp", body, "s3://other/x"])).code, 0);
+      const otherGet = await awsWith(nodes[2]!, third, ["s3", "cp", "s3://other/x", "-"]);
+      assert.equal(otherGet.stdout, "second version\n", otherGet.stderr);
+      const ownBuckets = await awsWith(nodes[2]!, key, ["s3", "ls"]);
+      assert.doesNotMatch(ownBuckets.stdout, /other/, "tenants see only their own buckets");
+      const token2 = (await Deno.readTextFile(`${nodes[1]!.dir}/config/admin-token`)).trim();
+      const shred = await fetch(`http://${nodes[1]!.host}:29090/api/v1/tenants/${other}/shred`, {
+        method: "POST",
+        headers: { authorization: `Bearer ${token2}` },
+        body: JSON.stringify({ confirm: other }),
+      });
+      assert.equal(shred.status, 200, await shred.text());
+      const gone = await awsWith(nodes[2]!, third, ["s3", "ls"]);
+      assert.match(gone.stderr, /InvalidAccessKeyId/);
+      for (const n of [nodes[0]!, nodes[2]!]) {
+        for (let i = 0; i < 50 && !n.role!.stderr().includes(`tenant crypto-shredded`); i++) {
+          await new Promise((r) => setTimeout(r, 200));
+        }
+        assert.match(n.role!.stderr(), new RegExp(`tenant crypto-shredded.*${other}`));
+      }
+
       // Shard leadership is spread: every node leads at least one of the three shards.
       const leaders = new Set<number>();
       for (let i = 0; i < 100 && leaders.size < 3; i++) {
