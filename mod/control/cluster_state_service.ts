@@ -106,6 +106,7 @@ export class ClusterStateService implements NodeDirectory {
   readonly #ready: Promise<void>;
   #markReady!: () => void;
   #closed = false;
+  #isReady = false;
 
   constructor(options: ClusterStateServiceOptions) {
     this.stateMachine = options.stateMachine;
@@ -156,7 +157,9 @@ export class ClusterStateService implements NodeDirectory {
   }
 
   isReady(): boolean {
-    return this.#key !== null && this.stateMachine.creation() !== null;
+    // Once ready, always ready (the creation is never undone, the key never dropped).
+    if (!this.#isReady) this.#isReady = this.#key !== null && this.stateMachine.creation() !== null;
+    return this.#isReady;
   }
 
   creation(): ClusterCreation | null {
