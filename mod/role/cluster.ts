@@ -27,12 +27,6 @@ export const RAFT_INFLIGHT_MESSAGES_MAX = 256;
 export const RAFT_UNCOMMITTED_BYTES_MAX = 64 << 20;
 /** How often a leader checks whether a shard it leads belongs to another node. */
 export const LEADER_BALANCE_INTERVAL_MS = 3_000;
-/**
- * Leadership won within this time of a start is spread over the voters; leadership won later
- * (a failover, a healed partition) stays where the election put it, so a node that comes
- * and goes does not drag leadership after it.
- */
-export const LEADER_SPREAD_WINDOW_MS = 30_000;
 
 export interface Cluster {
   host: RaftHost;
@@ -80,6 +74,8 @@ export async function startCluster(options: ClusterOptions): Promise<Cluster> {
     logger: log.child({ component: "raft-transport" }),
   });
 
+  const metrics = raftMetrics();
+  let spread: LeaderSpread | undefined;
   const host = new RaftHost({
     nodeId: config.nodeId,
     sink: transport,
@@ -96,8 +92,16 @@ export async function startCluster(options: ClusterOptions): Promise<Cluster> {
     },
     requestTimeoutMs: RAFT_REQUEST_TIMEOUT_MS,
     waitersPerGroupMax: RAFT_WAITERS_PER_SHARD_MAX,
-    observer: raftMetrics(),
+    observer: {
+      ...metrics,
+      leaderChanged: (shard, lead, term) => {
+        metrics.leaderChanged(shard, lead, term);
+        spread?.observe(shard, lead, term);
+      },
+    },
   });
+  const dataShardIds = Array.from({ length: config.shardCount }, (_, i) => i);
+  spread = new LeaderSpread(host, config.nodeId, voters, dataShardIds);
   transport.onMessage((shardId, message) => host.step(shardId, message));
   transport.onUnreachable((shardId, peerId) => host.reportUnreachable(shardId, peerId));
 
@@ -140,10 +144,9 @@ export async function startCluster(options: ClusterOptions): Promise<Cluster> {
     for (const shardId of shards.keys()) host.campaign(shardId);
   }
   startShardGauges(host, [...shards.keys()]);
-  // The bootstrap node's start-up campaign wins every shard; it hands them out.
-  const spread = new LeaderSpread(host, config.nodeId, voters, [...shards.keys()]);
-  const balancer = voters.length > 1 && config.bootstrap
-    ? setInterval(() => spread.balance(), LEADER_BALANCE_INTERVAL_MS)
+  // Whoever wins a shard's first election hands it to its preferred leader.
+  const balancer = voters.length > 1
+    ? setInterval(() => spread!.balance(), LEADER_BALANCE_INTERVAL_MS)
     : undefined;
 
   const addresses = new Map<NodeId, string>(peers.map((p) => [p.id, formatHostPort(p.addr)]));
@@ -187,14 +190,14 @@ export function preferredLeader(shardId: number, voters: readonly NodeId[]): Nod
 /**
  * Hands each shard this node leads but should not to its preferred leader, once that node
  * is active and has the whole log (a transfer to a lagging node would stall the shard).
- * Only the leadership the bootstrap node won around its start (its start-up campaign) is
- * spread: a term won later, by an election after a failure or a partition, stays where the
- * election put it, so leadership does not chase a node that comes and goes.
+ * Only start-up leadership is spread: a shard whose first leader this node saw since it
+ * started is itself, still in that term (the first election of a cluster, or of a cluster
+ * restarted together). A leader that a later election chose (after a crash or a partition)
+ * stays where the election put it, so leadership does not chase a node that comes and goes.
  */
-class LeaderSpread {
-  readonly #startedMs = performance.now();
-  /** Per shard, the term of this node's first leadership since start (if within the window). */
-  readonly #spreadTerm = new Map<number, number>();
+export class LeaderSpread {
+  /** Per shard, the first leader this node saw since it started, and its term. */
+  readonly #first = new Map<number, { lead: NodeId; term: number }>();
 
   constructor(
     readonly host: RaftHost,
@@ -203,16 +206,19 @@ class LeaderSpread {
     readonly shardIds: readonly number[],
   ) {}
 
+  /** The host's leader-change events (see RaftHostObserver.leaderChanged). */
+  observe(shardId: number, lead: NodeId, term: number): void {
+    if (lead !== 0 && !this.#first.has(shardId)) this.#first.set(shardId, { lead, term });
+  }
+
   balance(): void {
-    const early = performance.now() - this.#startedMs < LEADER_SPREAD_WINDOW_MS;
     for (const shardId of this.shardIds) {
+      const first = this.#first.get(shardId);
+      if (first === undefined || first.lead !== this.self) continue;
       const status = this.host.status(shardId);
-      if (status.role !== "leader" || status.progress === null) continue;
-      if (!this.#spreadTerm.has(shardId)) {
-        if (!early) continue;
-        this.#spreadTerm.set(shardId, status.term);
+      if (status.role !== "leader" || status.progress === null || status.term !== first.term) {
+        continue;
       }
-      if (this.#spreadTerm.get(shardId) !== status.term) continue;
       const want = preferredLeader(shardId, this.voters);
       if (want === this.self) continue;
       const progress = status.progress.get(want);
