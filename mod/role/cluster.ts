@@ -75,7 +75,6 @@ export async function startCluster(options: ClusterOptions): Promise<Cluster> {
   });
 
   const metrics = raftMetrics();
-  let spread: LeaderSpread | undefined;
   const host = new RaftHost({
     nodeId: config.nodeId,
     sink: transport,
@@ -96,12 +95,13 @@ export async function startCluster(options: ClusterOptions): Promise<Cluster> {
       ...metrics,
       leaderChanged: (shard, lead, term) => {
         metrics.leaderChanged(shard, lead, term);
-        spread?.observe(shard, lead, term);
+        // Only called once elections run, after `spread` below exists.
+        spread.observe(shard, lead, term);
       },
     },
   });
   const dataShardIds = Array.from({ length: config.shardCount }, (_, i) => i);
-  spread = new LeaderSpread(host, config.nodeId, voters, dataShardIds);
+  const spread = new LeaderSpread(host, config.nodeId, voters, dataShardIds);
   transport.onMessage((shardId, message) => host.step(shardId, message));
   transport.onUnreachable((shardId, peerId) => host.reportUnreachable(shardId, peerId));
 
@@ -146,7 +146,7 @@ export async function startCluster(options: ClusterOptions): Promise<Cluster> {
   startShardGauges(host, [...shards.keys()]);
   // Whoever wins a shard's first election hands it to its preferred leader.
   const balancer = voters.length > 1
-    ? setInterval(() => spread!.balance(), LEADER_BALANCE_INTERVAL_MS)
+    ? setInterval(() => spread.balance(), LEADER_BALANCE_INTERVAL_MS)
     : undefined;
 
   const addresses = new Map<NodeId, string>(peers.map((p) => [p.id, formatHostPort(p.addr)]));
