@@ -27,6 +27,7 @@ export type {
   TlsPaths,
 } from "./config.ts";
 export { addressOfPeer, isLoopbackAddress } from "./loopback.ts";
+export { FreshCall } from "./fresh_call.ts";
 export { Prng } from "./prng.ts";
 export { inCi, missingPart } from "./testing.ts";
 export {

@@ -21,6 +21,7 @@ import {
   InternalTenantKms,
   LocalKeyStore,
   LocalSealedKeyProvider,
+  type SystemKeyProvider,
   TenantDataKeys,
   TenantKeyNotFoundError,
   type TenantKms,
@@ -282,6 +283,11 @@ export interface EngineStackOptions {
    * in `<dataDir>/raft` with `shardCount` shards. It is closed with the stack.
    */
   metadata?: MetadataPlaneFactory;
+  /**
+   * The system key epochs and the tenant KMS (the server passes the cluster state's);
+   * default: node-local ones in `<dataDir>/keys`.
+   */
+  keys?: (keyStore: LocalKeyStore) => Promise<EngineKeys>;
   /** Per-tenant dedup mode (default "global": SHA-256 chunk ids). */
   dedupModeFor?: (tenantId: Uint8Array) => DedupMode;
   inlineBytesMax?: number;
@@ -305,6 +311,15 @@ export interface EngineStackOptions {
   >;
 }
 
+/** A tenant KMS that can also name the tenants whose KEK it destroyed (see finishShreds()). */
+export type ShreddableKms = TenantKms & { destroyedTenants(max: number): string[] };
+
+/** The keys an engine seals under: system key epochs for chunks, tenant KEKs for payloads. */
+export interface EngineKeys {
+  systemKeys: SystemKeyProvider;
+  kms: ShreddableKms;
+}
+
 export interface EngineStack {
   dataDir: string;
   engine: ObjectEngine;
@@ -314,8 +329,8 @@ export interface EngineStack {
   views: ViewStore;
   metadata: MetadataPlane;
   keyStore: LocalKeyStore;
-  systemKeys: LocalSealedKeyProvider;
-  kms: InternalTenantKms;
+  systemKeys: SystemKeyProvider;
+  kms: ShreddableKms;
   tenantKeys: TenantDataKeys;
   cipher: KmsPayloadCipher;
   dedup: KmsTenantDedup;
@@ -430,7 +445,7 @@ export const SHRED_TENANTS_CHECKED_MAX = 4096;
  * dropped records without being rekeyed since are rekeyed, with the key store.
  */
 async function finishShreds(options: {
-  kms: InternalTenantKms;
+  kms: ShreddableKms;
   views: ViewStore;
   chunkStore: LocalChunkStore;
   keyStore: LocalKeyStore;
@@ -471,9 +486,16 @@ export async function startEngineStack(options: EngineStackOptions): Promise<Eng
   try {
     const keyStore = await LocalKeyStore.open({ dir: `${dataDir}/keys`, aead, logger });
     closers.push(() => keyStore.close());
-    const systemKeys = await LocalSealedKeyProvider.open({ store: keyStore, logger });
-    closers.push(() => systemKeys.close());
-    const kms = new InternalTenantKms({ store: keyStore, logger });
+    let systemKeys: SystemKeyProvider;
+    let kms: ShreddableKms;
+    if (options.keys !== undefined) {
+      ({ systemKeys, kms } = await options.keys(keyStore));
+    } else {
+      const local = await LocalSealedKeyProvider.open({ store: keyStore, logger });
+      closers.push(() => local.close());
+      systemKeys = local;
+      kms = new InternalTenantKms({ store: keyStore, logger });
+    }
     const tenantKeys = new TenantDataKeys({ kms, aead });
     closers.push(() => tenantKeys.close());
     const cipher = new KmsPayloadCipher({ keys: tenantKeys, createKeys: true });

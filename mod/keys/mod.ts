@@ -1,6 +1,7 @@
 // Keys: system master key epochs (the SystemKeyProvider port and the node-local sealed
 // provider), and tenant KMSs (the TenantKms port, the built-in provider, and the tenant
-// payload helper for deltas). Vault Transit and the key server client come later.
+// payload helper for deltas), and the cluster key that seals replicated cluster state, with
+// its exchange over the node transport. Vault Transit and the key server client come later.
 export {
   KEY_STORE_MAP_SIZE_BYTES_DEFAULT,
   KeyStoreError,
@@ -39,9 +40,31 @@ export {
   TenantKmsError,
   TenantPayloadError,
   TenantUnwrapError,
+  unwrapUnderKek,
+  wrapUnderKek,
 } from "./tenant_kms.ts";
 export type { InternalTenantKmsOptions, TenantDataKeysOptions, TenantKms } from "./tenant_kms.ts";
 export { openKeyedEnv, readKeyFile, writeKeyFile } from "./key_file.ts";
 export type { KeyedEnvOptions } from "./key_file.ts";
 export { PAGE_KEY_FILE, PageKeyError, SealedPageKeys } from "./page_keys.ts";
 export type { SealedPageKeysOptions } from "./page_keys.ts";
+export {
+  CLUSTER_KEY_BYTES,
+  clusterKeyCheck,
+  ClusterKeyError,
+  ClusterSealer,
+  loadLocalClusterKey,
+  saveLocalClusterKey,
+} from "./cluster_key.ts";
+export type { ClusterKeySource } from "./cluster_key.ts";
+export {
+  KEY_EXCHANGE_MAGIC,
+  KeyExchangeError,
+  PeerClusterKeySource,
+  requestClusterKey,
+  serveClusterKey,
+} from "./cluster_key_exchange.ts";
+export type {
+  ClusterKeyServerOptions,
+  PeerClusterKeySourceOptions,
+} from "./cluster_key_exchange.ts";

@@ -152,6 +152,77 @@ function u64(n: number): Uint8Array {
   return b;
 }
 
+/**
+ * Wraps a small key under a tenant KEK (the built-in KMS's format, shared by the node-local
+ * and the cluster-wide provider so that one opens what the other wrapped):
+ * [version u8][KEK version u32][nonce] then ciphertext and tag, bound to the tenant id.
+ */
+export async function wrapUnderKek(
+  aead: Aead,
+  key: AeadKey,
+  tenantIdUtf8: Uint8Array,
+  plaintextKey: Uint8Array,
+  random: RandomSource,
+): Promise<Uint8Array> {
+  if (
+    !(plaintextKey instanceof Uint8Array) || plaintextKey.length === 0 ||
+    plaintextKey.length > TENANT_WRAP_PLAINTEXT_BYTES_MAX
+  ) {
+    throw new RangeError(
+      `wrap() takes 1..${TENANT_WRAP_PLAINTEXT_BYTES_MAX} bytes, got ${plaintextKey?.length}`,
+    );
+  }
+  const wrapped = new Uint8Array(WRAP_HEADER_BYTES + plaintextKey.length + AEAD_TAG_BYTES);
+  wrapped[0] = WRAP_VERSION;
+  wrapped.set(u32(KEK_VERSION), 1);
+  const nonce = wrapped.subarray(5, WRAP_HEADER_BYTES);
+  random(nonce);
+  await aead.seal(
+    key,
+    nonce,
+    plaintextKey,
+    concatBytes(WRAP_AAD_PREFIX, wrapped.subarray(0, 5), tenantIdUtf8),
+    wrapped.subarray(WRAP_HEADER_BYTES),
+  );
+  return wrapped;
+}
+
+/** Reverses wrapUnderKek(); TenantUnwrapError for bytes this KEK did not wrap. */
+export async function unwrapUnderKek(
+  aead: Aead,
+  key: AeadKey,
+  tenantId: string,
+  tenantIdUtf8: Uint8Array,
+  wrapped: Uint8Array,
+): Promise<Uint8Array> {
+  if (
+    !(wrapped instanceof Uint8Array) || wrapped.length < WRAP_HEADER_BYTES + AEAD_TAG_BYTES ||
+    wrapped[0] !== WRAP_VERSION ||
+    new DataView(wrapped.buffer, wrapped.byteOffset + 1, 4).getUint32(0) !== KEK_VERSION
+  ) {
+    throw new TenantUnwrapError(tenantId, "wrapped key is malformed or of an unknown version");
+  }
+  const out = new Uint8Array(wrapped.length - WRAP_HEADER_BYTES - AEAD_TAG_BYTES);
+  try {
+    await aead.open(
+      key,
+      wrapped.subarray(5, WRAP_HEADER_BYTES),
+      wrapped.subarray(WRAP_HEADER_BYTES),
+      concatBytes(WRAP_AAD_PREFIX, wrapped.subarray(0, 5), tenantIdUtf8),
+      out,
+    );
+  } catch (e) {
+    if (e instanceof AeadError) {
+      throw new TenantUnwrapError(
+        tenantId,
+        `wrapped key was not wrapped by tenant ${JSON.stringify(tenantId)}'s key`,
+      );
+    }
+    throw e;
+  }
+  return out;
+}
+
 /** Bounded least-recently-used map: get() refreshes, set() evicts the oldest past `max`. */
 class LruMap<K, V> {
   readonly #map = new Map<K, V>();
@@ -271,57 +342,42 @@ export class InternalTenantKms implements TenantKms {
 
   async wrap(tenantId: string, plaintextKey: Uint8Array): Promise<Uint8Array> {
     const id = tenantIdBytes(tenantId);
-    if (
-      !(plaintextKey instanceof Uint8Array) || plaintextKey.length === 0 ||
-      plaintextKey.length > TENANT_WRAP_PLAINTEXT_BYTES_MAX
-    ) {
-      throw new RangeError(
-        `wrap() takes 1..${TENANT_WRAP_PLAINTEXT_BYTES_MAX} bytes, got ${plaintextKey?.length}`,
-      );
-    }
     const key = await this.#activeKey(tenantId, id);
-    const wrapped = new Uint8Array(WRAP_HEADER_BYTES + plaintextKey.length + AEAD_TAG_BYTES);
-    wrapped[0] = WRAP_VERSION;
-    wrapped.set(u32(KEK_VERSION), 1);
-    const nonce = wrapped.subarray(5, WRAP_HEADER_BYTES);
-    this.#store.random(nonce);
-    await this.#store.aead.seal(
-      key,
-      nonce,
-      plaintextKey,
-      concatBytes(WRAP_AAD_PREFIX, wrapped.subarray(0, 5), id),
-      wrapped.subarray(WRAP_HEADER_BYTES),
-    );
-    return wrapped;
+    return await wrapUnderKek(this.#store.aead, key, id, plaintextKey, this.#store.random);
   }
 
   async unwrap(tenantId: string, wrapped: Uint8Array): Promise<Uint8Array> {
     const id = tenantIdBytes(tenantId);
     const key = await this.#activeKey(tenantId, id);
-    if (
-      !(wrapped instanceof Uint8Array) || wrapped.length < WRAP_HEADER_BYTES + AEAD_TAG_BYTES ||
-      wrapped[0] !== WRAP_VERSION ||
-      new DataView(wrapped.buffer, wrapped.byteOffset + 1, 4).getUint32(0) !== KEK_VERSION
-    ) {
-      throw new TenantUnwrapError(tenantId, "wrapped key is malformed or of an unknown version");
-    }
-    const out = new Uint8Array(wrapped.length - WRAP_HEADER_BYTES - AEAD_TAG_BYTES);
-    try {
-      await this.#store.aead.open(
-        key,
-        wrapped.subarray(5, WRAP_HEADER_BYTES),
-        wrapped.subarray(WRAP_HEADER_BYTES),
-        concatBytes(WRAP_AAD_PREFIX, wrapped.subarray(0, 5), id),
-        out,
-      );
-    } catch (e) {
-      if (e instanceof AeadError) {
-        throw new TenantUnwrapError(
-          tenantId,
-          `wrapped key was not wrapped by tenant ${JSON.stringify(tenantId)}'s key`,
-        );
+    return await unwrapUnderKek(this.#store.aead, key, tenantId, id, wrapped);
+  }
+
+  /**
+   * Every KEK this node holds, unsealed (live ones with their key bytes), at most `max`: for
+   * moving a node's built-in KMS into the cluster state once. The caller zeroes the keys.
+   */
+  async exportKeks(
+    max: number,
+  ): Promise<{ tenant: string; createdAtMs: number; kek: Uint8Array | null }[]> {
+    const out: { tenant: string; createdAtMs: number; kek: Uint8Array | null }[] = [];
+    for (const { key, value } of [...this.#table.range()].slice(0, max)) {
+      const tenant = new TextDecoder().decode(key);
+      if (value[0] === KEK_STATE_DESTROYED) {
+        out.push({ tenant, createdAtMs: 0, kek: null });
+        continue;
       }
-      throw e;
+      const plain = await this.#store.unseal(
+        value.subarray(1),
+        concatBytes(KEK_RECORD_AAD_PREFIX, key),
+      );
+      assert(plain.length === 12 + AEAD_KEY_BYTES, "tenant key record length");
+      const view = new DataView(plain.buffer);
+      out.push({
+        tenant,
+        createdAtMs: view.getUint32(0) * 0x1_0000_0000 + view.getUint32(4),
+        kek: plain.slice(12),
+      });
+      plain.fill(0);
     }
     return out;
   }

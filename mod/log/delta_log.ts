@@ -4,9 +4,20 @@
 // counters) and the service behind the LogService API: append, read, health, maintenance.
 
 import type { HybridLogicalClock } from "../base/mod.ts";
-import type { Entry, NodeId, RaftLogStore, Snapshot } from "../raft/mod.ts";
+import {
+  type Entry,
+  type NodeId,
+  ProposalDroppedError,
+  type RaftLogStore,
+  type Snapshot,
+} from "../raft/mod.ts";
 import type { RaftHost, RaftStateMachine } from "../raft/host.ts";
-import { decodeCommand, proposalNodeId, RaftUnavailableError } from "../raft/host.ts";
+import {
+  decodeCommand,
+  proposalNodeId,
+  RaftProposalDroppedError,
+  RaftUnavailableError,
+} from "../raft/host.ts";
 import { decodeDelta, type Delta, DeltaFormatError, encodeDelta } from "./delta.ts";
 import type { ShardId } from "./shard.ts";
 
@@ -14,6 +25,14 @@ import type { ShardId } from "./shard.ts";
 export const READ_DELTAS_PAGE_MAX = 1000;
 /** Bytes of entries one ReadDeltas page scans at most. */
 export const READ_DELTAS_PAGE_BYTES_MAX = 4 << 20;
+/**
+ * How long an append or a read barrier waits out a shard without a leader (an election, a
+ * leadership transfer) before answering unavailable. Only proposals that never entered the
+ * log are retried, so a retry cannot apply a delta twice.
+ */
+export const LEADER_WAIT_MS = 5_000;
+/** Pause between those retries (a few Raft ticks). */
+const LEADER_RETRY_PAUSE_MS = 50;
 
 const COMMAND_APPEND = 1;
 const COMMAND_SET_MAINTENANCE = 2;
@@ -77,6 +96,8 @@ export class ShardStateMachine implements RaftStateMachine {
   maintenance = false;
   appliedDeltas = 0;
   lastApplied = 0;
+  /** Sequence of the last delta applied (handed to the listeners); no-ops and refusals skip it. */
+  lastDelta = 0;
   /** Appends that reached the log but were refused at apply (maintenance began first). */
   readonly refused = new Set<number>();
   readonly #listeners: DeltaListener[] = [];
@@ -93,6 +114,7 @@ export class ShardStateMachine implements RaftStateMachine {
           return { refused: `shard ${this.shardId} is in maintenance (read-only) mode` };
         }
         this.appliedDeltas++;
+        this.lastDelta = entry.index;
         if (this.#listeners.length > 0) {
           const delta = { ...decodeDelta(command.subarray(1)), sequence: entry.index };
           for (const listener of this.#listeners) listener(delta);
@@ -265,12 +287,44 @@ export class DeltaLog {
     };
   }
 
+  /**
+   * A read barrier: once everything committed on the shard before the call is applied here
+   * (a Raft read index, waiting out elections), resolves with the sequence of the last delta
+   * applied, which views must have folded to show every acknowledged write.
+   */
+  async readBarrier(shardId: number): Promise<number> {
+    const shard = this.#shard(shardId);
+    const deadline = performance.now() + LEADER_WAIT_MS;
+    for (;;) {
+      if (this.#options.host.status(shardId).lead !== 0) {
+        try {
+          await this.#options.host.readIndex(shardId);
+          return shard.stateMachine.lastDelta;
+        } catch (e) {
+          // A leader lost between the check and the call: the read never left this node.
+          if (!(e instanceof RaftUnavailableError) && !(e instanceof ProposalDroppedError)) throw e;
+          if (performance.now() >= deadline) throw new LogError("unavailable", e.message);
+        }
+      } else if (performance.now() >= deadline) {
+        throw new LogError("unavailable", `shard ${shardId} has no leader`);
+      }
+      await new Promise((r) => setTimeout(r, LEADER_RETRY_PAUSE_MS));
+    }
+  }
+
   async #propose(shardId: number, command: Uint8Array) {
-    try {
-      return await this.#options.host.propose(shardId, command);
-    } catch (e) {
-      if (e instanceof RaftUnavailableError) throw new LogError("unavailable", e.message);
-      throw e;
+    const deadline = performance.now() + LEADER_WAIT_MS;
+    for (;;) {
+      try {
+        return await this.#options.host.propose(shardId, command);
+      } catch (e) {
+        if (e instanceof RaftProposalDroppedError && performance.now() < deadline) {
+          await new Promise((r) => setTimeout(r, LEADER_RETRY_PAUSE_MS));
+          continue;
+        }
+        if (e instanceof RaftUnavailableError) throw new LogError("unavailable", e.message);
+        throw e;
+      }
     }
   }
 }

@@ -79,6 +79,11 @@ export class RaftUnavailableError extends Error {
   override name = "RaftUnavailableError";
 }
 
+/** No leader took the proposal (none known, or one handing over): it never entered the log. */
+export class RaftProposalDroppedError extends RaftUnavailableError {
+  override name = "RaftProposalDroppedError";
+}
+
 // A command entry is [u8 version][u64 proposal id][command]. Ids are unique per node life
 // (node id in the high bits, a counter below) so any node can match the entry it applies to
 // its own waiter, including proposals a follower forwarded to the leader.
@@ -252,7 +257,7 @@ export class RaftHost {
         g.proposals.delete(id);
         reject(
           e instanceof ProposalDroppedError
-            ? new RaftUnavailableError(
+            ? new RaftProposalDroppedError(
               `shard ${shardId}: no leader to take the write (${e.message})`,
             )
             : e as Error,

@@ -10,6 +10,11 @@ import type { NodeId, RaftStatus } from "../raft/mod.ts";
 import type { KvEnv, KvPageKeys } from "../disk/mod.ts";
 import { DeltaLog, LmdbRaftLogStore, openRaftLogEnv, ShardStateMachine } from "../log/mod.ts";
 import { readTlsMaterial, TcpRaftTransport } from "../transport/raft_transport.ts";
+import {
+  CLUSTER_STATE_GROUP_ID,
+  type ClusterStateGroup,
+  ClusterStateMachine,
+} from "../control/mod.ts";
 
 /** Raft timing: a tick every 100 ms, elections after 1-2 s, heartbeats every tick. */
 export const RAFT_TICK_MS_DEFAULT = 100;
@@ -20,6 +25,8 @@ export const RAFT_WAITERS_PER_SHARD_MAX = 4096;
 export const RAFT_MESSAGE_BYTES_MAX = 1 << 20;
 export const RAFT_INFLIGHT_MESSAGES_MAX = 256;
 export const RAFT_UNCOMMITTED_BYTES_MAX = 64 << 20;
+/** How often a leader checks whether a shard it leads belongs to another node. */
+export const LEADER_BALANCE_INTERVAL_MS = 3_000;
 
 export interface Cluster {
   host: RaftHost;
@@ -27,6 +34,8 @@ export interface Cluster {
   stateMachines: ReadonlyMap<number, ShardStateMachine>;
   shardIds: number[];
   transport: TcpRaftTransport;
+  /** The cluster-state group (CLUSTER_STATE_GROUP_ID) on the same host. */
+  clusterState: ClusterStateGroup;
   close(): Promise<void>;
 }
 
@@ -39,6 +48,8 @@ export interface ClusterOptions {
   onShard?: (shardId: number, stateMachine: ShardStateMachine) => void;
   /** Page keys of the raft environment (the node key store's). */
   pageKeys: KvPageKeys;
+  /** The state machine of the cluster-state group (a fresh one when not given). */
+  clusterStateMachine?: ClusterStateMachine;
 }
 
 export async function startCluster(options: ClusterOptions): Promise<Cluster> {
@@ -63,6 +74,7 @@ export async function startCluster(options: ClusterOptions): Promise<Cluster> {
     logger: log.child({ component: "raft-transport" }),
   });
 
+  const metrics = raftMetrics();
   const host = new RaftHost({
     nodeId: config.nodeId,
     sink: transport,
@@ -79,18 +91,27 @@ export async function startCluster(options: ClusterOptions): Promise<Cluster> {
     },
     requestTimeoutMs: RAFT_REQUEST_TIMEOUT_MS,
     waitersPerGroupMax: RAFT_WAITERS_PER_SHARD_MAX,
-    observer: raftMetrics(),
+    observer: {
+      ...metrics,
+      leaderChanged: (shard, lead, term) => {
+        metrics.leaderChanged(shard, lead, term);
+        // Only called once elections run, after `spread` below exists.
+        spread.observe(shard, lead, term);
+      },
+    },
   });
+  const dataShardIds = Array.from({ length: config.shardCount }, (_, i) => i);
+  const spread = new LeaderSpread(host, config.nodeId, voters, dataShardIds);
   transport.onMessage((shardId, message) => host.step(shardId, message));
   transport.onUnreachable((shardId, peerId) => host.reportUnreachable(shardId, peerId));
 
   const shards = new Map<number, { store: LmdbRaftLogStore; stateMachine: ShardStateMachine }>();
-  for (let shardId = 0; shardId < config.shardCount; shardId++) {
-    const store = await LmdbRaftLogStore.open({
+  // Every member starts each group from the same one-entry history: membership at index 1.
+  const openGroupStore = (shardId: number) =>
+    LmdbRaftLogStore.open({
       env,
       shardId,
       logger: log.child({ component: "raft-log", shard: shardId }),
-      // Every member starts from the same one-entry history: membership at index 1, term 1.
       initial: {
         snapshot: {
           meta: { index: 1, term: 1, conf: { voters, learners: [] } },
@@ -99,6 +120,16 @@ export async function startCluster(options: ClusterOptions): Promise<Cluster> {
         hardState: { term: 1, vote: 0, commit: 1 },
       },
     });
+  // The cluster state first, so that its records replay before the shards' deltas need them.
+  const clusterStateMachine = options.clusterStateMachine ?? new ClusterStateMachine();
+  host.addGroup({
+    shardId: CLUSTER_STATE_GROUP_ID,
+    store: await openGroupStore(CLUSTER_STATE_GROUP_ID),
+    stateMachine: clusterStateMachine,
+    applied: 1,
+  });
+  for (let shardId = 0; shardId < config.shardCount; shardId++) {
+    const store = await openGroupStore(shardId);
     const stateMachine = new ShardStateMachine(shardId);
     options.onShard?.(shardId, stateMachine);
     shards.set(shardId, { store, stateMachine });
@@ -109,9 +140,14 @@ export async function startCluster(options: ClusterOptions): Promise<Cluster> {
   const ticker = setInterval(() => host.tick(), tickMs);
   // A lone voter, or the bootstrap node, campaigns at once instead of waiting out a timeout.
   if (voters.length === 1 || config.bootstrap) {
+    host.campaign(CLUSTER_STATE_GROUP_ID);
     for (const shardId of shards.keys()) host.campaign(shardId);
   }
   startShardGauges(host, [...shards.keys()]);
+  // Whoever wins a shard's first election hands it to its preferred leader.
+  const balancer = voters.length > 1
+    ? setInterval(() => spread.balance(), LEADER_BALANCE_INTERVAL_MS)
+    : undefined;
 
   const addresses = new Map<NodeId, string>(peers.map((p) => [p.id, formatHostPort(p.addr)]));
   const deltaLog = new DeltaLog({
@@ -132,13 +168,65 @@ export async function startCluster(options: ClusterOptions): Promise<Cluster> {
     stateMachines: new Map([...shards].map(([id, s]) => [id, s.stateMachine])),
     shardIds: [...shards.keys()],
     transport,
+    clusterState: {
+      propose: (command) => host.propose(CLUSTER_STATE_GROUP_ID, command),
+      readIndex: () => host.readIndex(CLUSTER_STATE_GROUP_ID),
+    },
     async close() {
       clearInterval(ticker);
+      clearInterval(balancer);
       await host.stop();
       await transport.close();
       await env.close();
     },
   };
+}
+
+/** The node meant to lead `shardId`: the voters in turn, so each leads about shards/N. */
+export function preferredLeader(shardId: number, voters: readonly NodeId[]): NodeId {
+  return voters[shardId % voters.length]!;
+}
+
+/**
+ * Hands each shard this node leads but should not to its preferred leader, once that node
+ * is active and has the whole log (a transfer to a lagging node would stall the shard).
+ * Only start-up leadership is spread: a shard whose first leader this node saw since it
+ * started is itself, still in that term (the first election of a cluster, or of a cluster
+ * restarted together). A leader that a later election chose (after a crash or a partition)
+ * stays where the election put it, so leadership does not chase a node that comes and goes.
+ */
+export class LeaderSpread {
+  /** Per shard, the first leader this node saw since it started, and its term. */
+  readonly #first = new Map<number, { lead: NodeId; term: number }>();
+
+  constructor(
+    readonly host: RaftHost,
+    readonly self: NodeId,
+    readonly voters: readonly NodeId[],
+    readonly shardIds: readonly number[],
+  ) {}
+
+  /** The host's leader-change events (see RaftHostObserver.leaderChanged). */
+  observe(shardId: number, lead: NodeId, term: number): void {
+    if (lead !== 0 && !this.#first.has(shardId)) this.#first.set(shardId, { lead, term });
+  }
+
+  balance(): void {
+    for (const shardId of this.shardIds) {
+      const first = this.#first.get(shardId);
+      if (first === undefined || first.lead !== this.self) continue;
+      const status = this.host.status(shardId);
+      if (status.role !== "leader" || status.progress === null || status.term !== first.term) {
+        continue;
+      }
+      const want = preferredLeader(shardId, this.voters);
+      if (want === this.self) continue;
+      const progress = status.progress.get(want);
+      if (progress?.recentActive && progress.match >= status.commit) {
+        this.host.transferLeadership(shardId, want);
+      }
+    }
+  }
 }
 
 function raftMetrics(): RaftHostObserver {

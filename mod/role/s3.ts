@@ -1,21 +1,18 @@
 // The server's S3 endpoint (KISEKI_S3_ADDR): the gateway over the object engine, with the
-// node's access keys. On a node's first start it creates the default tenant and its first
-// access key, and writes them, in the aws-cli credentials format, where the operator looks.
+// cluster's access keys (any node accepts every tenant's keys). On the cluster's first start
+// the bootstrap node issues the default tenant's first access key and writes it, in the
+// aws-cli credentials format, where the operator looks.
 
 import { type Config, formatHostPort } from "../base/mod.ts";
-import type { Aead } from "../crypto/mod.ts";
 import type { Logger } from "../obs/mod.ts";
 import { adminJson as json, type AdminRoute } from "../admin/mod.ts";
-import type { ObjectEngine } from "../composition/mod.ts";
-import { CredentialStoreError, listenS3, LocalCredentialStore, S3Gateway } from "../s3/mod.ts";
+import { CompositionError } from "../composition/mod.ts";
+import { type ClusterCredentials, ClusterStateUnavailableError } from "../control/mod.ts";
+import { type CredentialStore, listenS3, type S3Backend, S3Gateway } from "../s3/mod.ts";
 
 export interface S3Endpoint {
-  /** Where the default tenant's first key was written (null when it existed before). */
-  credentialsFile: string | null;
   /** The operator API for access keys, to mount at /api/v1/s3-credentials. */
   api: AdminRoute;
-  /** The default tenant's id (32 hex digits). */
-  defaultTenant: string;
   /** Revokes every access key of `tenant` (a shred starts here); returns their ids. */
   revokeTenant(tenant: string): Promise<string[]>;
   close(): Promise<void>;
@@ -23,23 +20,37 @@ export interface S3Endpoint {
 
 export interface StartS3Options {
   config: Config;
-  engine: ObjectEngine;
-  aead: Aead;
+  /** The engine, behind a read barrier when other nodes write too. */
+  backend: S3Backend;
+  credentials: ClusterCredentials;
+  /** The default tenant's id, or null while the cluster state is not ready. */
+  defaultTenant: () => string | null;
   log: Logger;
   signal: AbortSignal;
 }
 
-export async function startS3Gateway(options: StartS3Options): Promise<S3Endpoint> {
-  const { config, log } = options;
-  const credentials = await LocalCredentialStore.open({
-    dir: `${config.dataDir}/keys/s3`,
-    aead: options.aead,
-    logger: log,
-  });
-  const credentialsFile = await bootstrapDefaultTenant(config, credentials, log);
+/** The gateway's view of the cluster's keys: a cluster state that cannot answer is a 503. */
+function gatewayCredentials(credentials: ClusterCredentials): CredentialStore {
+  return {
+    async lookup(accessKeyId) {
+      try {
+        return await credentials.lookup(accessKeyId);
+      } catch (e) {
+        if (e instanceof ClusterStateUnavailableError) {
+          throw new CompositionError("unavailable", e.message);
+        }
+        throw e;
+      }
+    },
+  };
+}
+
+export function startS3Gateway(options: StartS3Options): S3Endpoint {
+  const { config, log, credentials } = options;
+  const defaultTenant = options.defaultTenant;
   const gateway = new S3Gateway({
-    backend: options.engine,
-    credentials,
+    backend: options.backend,
+    credentials: gatewayCredentials(credentials),
     hostId: `kiseki-node-${config.nodeId}`,
     logger: log,
   });
@@ -57,11 +68,8 @@ export async function startS3Gateway(options: StartS3Options): Promise<S3Endpoin
     connectionsMax: server.limits.connectionsMax,
     bodiesInFlightMax: server.limits.bodiesInFlightMax,
   });
-  const defaultTenant = (await Deno.readTextFile(`${config.dataDir}/config/default-tenant`)).trim();
   return {
-    credentialsFile,
     api: (req, url) => credentialsApi(req, url, credentials, defaultTenant, log),
-    defaultTenant,
     async revokeTenant(tenant) {
       const ids = (await credentials.list(tenant)).map((k) => k.accessKeyId);
       for (const id of ids) await credentials.revoke(id);
@@ -69,32 +77,32 @@ export async function startS3Gateway(options: StartS3Options): Promise<S3Endpoin
     },
     async close() {
       await server.shutdown().catch(() => {});
-      await credentials.close();
     },
   };
 }
 
 /**
- * The first start of a node creates the default tenant (a random 128-bit id, kept in
- * config/default-tenant) and one access key for it, written 0600 to config/s3-credentials.
+ * The default tenant (created with the cluster) is named in config/default-tenant on every
+ * node; the bootstrap node issues its first access key, written 0600 to
+ * config/s3-credentials, when the tenant has none.
  */
-async function bootstrapDefaultTenant(
+export async function announceDefaultTenant(
   config: Config,
-  credentials: LocalCredentialStore,
+  credentials: ClusterCredentials,
+  tenantId: string,
+  issueFirstKey: boolean,
   log: Logger,
 ): Promise<string | null> {
   const tenantFile = `${config.dataDir}/config/default-tenant`;
   const credentialsFile = `${config.dataDir}/config/s3-credentials`;
-  let tenantId: string;
+  let named = "";
   try {
-    tenantId = (await Deno.readTextFile(tenantFile)).trim();
-    return (await credentials.list(tenantId)).length > 0 ? null : await issue(tenantId);
+    named = (await Deno.readTextFile(tenantFile)).trim();
   } catch (e) {
     if (!(e instanceof Deno.errors.NotFound)) throw e;
   }
-  tenantId = [...crypto.getRandomValues(new Uint8Array(16))]
-    .map((b) => b.toString(16).padStart(2, "0")).join("");
-  await Deno.writeTextFile(tenantFile, tenantId + "\n", { mode: 0o640 });
+  if (named !== tenantId) await Deno.writeTextFile(tenantFile, tenantId + "\n", { mode: 0o640 });
+  if (!issueFirstKey || (await credentials.list(tenantId)).length > 0) return null;
   return await issue(tenantId);
 
   async function issue(tenant: string): Promise<string> {
@@ -122,13 +130,17 @@ async function bootstrapDefaultTenant(
 async function credentialsApi(
   req: Request,
   url: URL,
-  credentials: LocalCredentialStore,
-  defaultTenant: string,
+  credentials: ClusterCredentials,
+  defaultTenant: () => string | null,
   log: Logger,
 ): Promise<Response> {
   const base = "/api/v1/s3-credentials";
   const tenantParam = url.searchParams.get("tenant") ?? "";
-  const tenant = tenantParam === "default" ? defaultTenant : tenantParam.toLowerCase();
+  const named = tenantParam === "default" ? defaultTenant() : tenantParam.toLowerCase();
+  if (named === null) {
+    return json(503, { error: "unavailable", message: "the cluster state is not ready yet" });
+  }
+  const tenant = named;
   try {
     if (url.pathname === base && (req.method === "GET" || req.method === "POST")) {
       if (!/^[0-9a-f]{32}$/.test(tenant)) {
@@ -153,8 +165,11 @@ async function credentialsApi(
     // The request was checked above: what fails here is the store, except a tenant at its
     // key limit, which is the caller's to resolve.
     const message = (e as Error).message;
-    if (e instanceof CredentialStoreError && message.includes("ACCESS_KEYS_PER_TENANT_MAX")) {
+    if (message.includes("ACCESS_KEYS_PER_TENANT_MAX")) {
       return json(409, { error: "limit_reached", message });
+    }
+    if (e instanceof ClusterStateUnavailableError) {
+      return json(503, { error: "unavailable", message });
     }
     log.error("s3 credentials API failed", {
       method: req.method,

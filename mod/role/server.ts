@@ -21,10 +21,17 @@ import { type Cluster, startCluster } from "./cluster.ts";
 import { type EngineStack, evenShardMap, startEngineStack } from "../composition/engine_stack.ts";
 import { fromHex, TENANT_ID_BYTES } from "../composition/mod.ts";
 import { type GcBackground, loadPoolSpecs } from "../chunk/mod.ts";
-import { startS3Gateway } from "./s3.ts";
+import { announceDefaultTenant, startS3Gateway } from "./s3.ts";
+import { ClusterStateMachine, ClusterStateService } from "../control/mod.ts";
+import { engineKeysOf, joinClusterState, serveClusterKeyOnPort } from "./cluster_state.ts";
+import { clusterReadBarrier } from "./read_barrier.ts";
+import { ReadBarrierBackend } from "../s3/mod.ts";
 import { SCRUB_API_PREFIX, type ScrubService, startScrub } from "./scrub.ts";
 import { logErrorMapper, logServiceBinding } from "../log/log_grpc.ts";
 import { type GrpcServer, readTlsMaterial, startGrpcServer } from "../transport/mod.ts";
+
+/** How long a member of a cluster waits to reach the cluster state before saying ready. */
+const CLUSTER_JOIN_READY_WAIT_MS = 15_000;
 
 const USAGE = `kiseki-server ${VERSION}: storage node (log, chunks, compositions, views, gateways)
 
@@ -150,6 +157,15 @@ async function runServer(config: Config): Promise<number> {
     }, 1);
 
     readiness.set(false, "starting the metadata plane and the engine");
+    // Tenants, S3 keys, system key epochs and tenant KEKs are cluster state, the same on
+    // every node (see mod/control/cluster_state.ts).
+    const clusterStateMachine = new ClusterStateMachine();
+    const clusterState = new ClusterStateService({
+      stateMachine: clusterStateMachine,
+      aead,
+      nodeId: config.nodeId,
+      logger,
+    });
     const pools = await loadPoolSpecs(config.pools ?? undefined, {
       dataDir: config.dataDir,
       nodes: Math.max(1, config.raftPeers.length),
@@ -172,6 +188,7 @@ async function runServer(config: Config): Promise<number> {
         chunkCacheBytes: config.chunkCacheMaxBytes,
         readAheadBytesMax: config.readAheadMaxBytes,
       },
+      keys: () => Promise.resolve(engineKeysOf(clusterState)),
       metadata: async (onShard, pageKeys) => {
         cluster = await startCluster({
           config,
@@ -179,8 +196,11 @@ async function runServer(config: Config): Promise<number> {
           tickMs: config.raftTickMs,
           onShard,
           pageKeys,
+          clusterStateMachine,
         });
         const c = cluster;
+        clusterState.attach(c.clusterState);
+        serveClusterKeyOnPort({ config, state: clusterState, transport: c.transport, logger });
         return {
           deltaLog: c.deltaLog,
           stateMachines: c.stateMachines,
@@ -189,24 +209,80 @@ async function runServer(config: Config): Promise<number> {
         };
       },
     });
-    const s3Endpoint = await startS3Gateway({
+    readiness.set(false, "joining the cluster state (cluster key, tenants, keys)");
+    const lone = config.raftPeers.length <= 1;
+    const bootstrap = config.bootstrap || lone;
+    const joined = joinClusterState({
       config,
-      engine: stack.engine,
+      state: clusterState,
+      keyStore: stack.keyStore,
       aead,
+      transport: cluster!.transport,
+      tls: config.tls ? await readTlsMaterial(config.tls) : null,
+      bootstrap,
+      logger,
+      signal: stop.signal,
+    }).then(() =>
+      announceDefaultTenant(
+        config,
+        clusterState.credentials,
+        clusterState.defaultTenant(),
+        bootstrap,
+        logger,
+      )
+    );
+    joined.catch((e) => {
+      if (!stop.signal.aborted) logger.error("joining the cluster state failed", { error: e });
+    });
+    // A lone node joins at once. A member of a cluster waits a while for the others; past
+    // that it is ready for what needs no cluster state (the data path), and S3 answers 503
+    // SlowDown until the cluster state is reached.
+    if (lone) await joined;
+    else await Promise.race([joined, delay(CLUSTER_JOIN_READY_WAIT_MS, stop.signal)]);
+    const s3Endpoint = startS3Gateway({
+      config,
+      // A lone node's views already hold every acknowledged write; others pass a barrier.
+      backend: lone ? stack.engine : new ReadBarrierBackend(
+        stack.engine,
+        clusterReadBarrier({
+          deltaLog: cluster!.deltaLog,
+          views: stack.views,
+          shardMap: stack.metadata.shardMap,
+        }),
+      ),
+      credentials: clusterState.credentials,
+      defaultTenant: () => clusterState.isReady() ? clusterState.defaultTenant() : null,
       log: logger,
       signal: stop.signal,
     });
     s3 = s3Endpoint;
     api.mount("/api/v1/s3-credentials", s3Endpoint.api);
     const engineStack = stack;
+    // Shreds this node runs itself; a tenant KEK destroyed through another node makes this
+    // node drop the tenant's view records too (the KEK itself is gone cluster-wide).
+    const shredding = new Set<string>();
+    clusterState.kms.onKeyDestroyed((tenant) => {
+      if (shredding.has(tenant) || !/^[0-9a-f]{32}$/.test(tenant)) return;
+      shredding.add(tenant);
+      engineStack.shredTenant(fromHex(tenant, TENANT_ID_BYTES)!)
+        .catch((e) =>
+          logger.error("dropping a tenant shredded elsewhere failed", { tenant, error: e })
+        )
+        .finally(() => shredding.delete(tenant));
+    });
     api.mount("/api/v1/tenants", (req, url) =>
       tenantsApi(req, url, {
-        defaultTenant: s3Endpoint.defaultTenant,
+        defaultTenant: () => clusterState.isReady() ? clusterState.defaultTenant() : null,
         shred: async (tenant) => {
-          // No new request of the tenant gets in while its keys and records go.
-          const revoked = await s3Endpoint.revokeTenant(tenant);
-          const shred = await engineStack.shredTenant(fromHex(tenant, TENANT_ID_BYTES)!);
-          return { ...shred, accessKeysRevoked: revoked.length };
+          shredding.add(tenant);
+          try {
+            // No new request of the tenant gets in while its keys and records go.
+            const revoked = await s3Endpoint.revokeTenant(tenant);
+            const shred = await engineStack.shredTenant(fromHex(tenant, TENANT_ID_BYTES)!);
+            return { ...shred, accessKeysRevoked: revoked.length };
+          } finally {
+            shredding.delete(tenant);
+          }
         },
       }));
     api.setToken(await adminToken(config.dataDir));
@@ -271,7 +347,7 @@ async function tenantsApi(
   req: Request,
   url: URL,
   options: {
-    defaultTenant: string;
+    defaultTenant: () => string | null;
     shred: (tenant: string) => Promise<Record<string, unknown>>;
   },
 ): Promise<Response> {
@@ -283,7 +359,7 @@ async function tenantsApi(
     });
   }
   const given = decodeURIComponent(match[1]!);
-  const tenant = given === "default" ? options.defaultTenant : given.toLowerCase();
+  const tenant = given === "default" ? options.defaultTenant() ?? "" : given.toLowerCase();
   if (!/^[0-9a-f]{32}$/.test(tenant)) {
     return adminJson(400, {
       error: "invalid_argument",
@@ -308,6 +384,17 @@ async function tenantsApi(
     log.error("tenant shred failed", { tenant, error: e });
     return adminJson(500, { error: "internal", message: (e as Error).message });
   }
+}
+
+/** Resolves after `ms`, or at once when `signal` aborts. */
+function delay(ms: number, signal: AbortSignal): Promise<void> {
+  return new Promise((resolve) => {
+    const timer = setTimeout(resolve, ms);
+    signal.addEventListener("abort", () => {
+      clearTimeout(timer);
+      resolve();
+    }, { once: true });
+  });
 }
 
 /** The bearer token of the operator API: config/admin-token, created 0600 on first start. */

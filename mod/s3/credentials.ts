@@ -315,6 +315,34 @@ export class LocalCredentialStore implements CredentialStore {
     return credential;
   }
 
+  /**
+   * Every key of every tenant with its secret, at most `max`: for moving a node's keys into
+   * the cluster-wide store once. Secrets leave only through here and create().
+   */
+  async exportAll(max: number): Promise<NewAccessKey[]> {
+    this.#assertOpen();
+    const out: NewAccessKey[] = [];
+    for (const { key, value } of [...this.#keys.range()].slice(0, max)) {
+      const accessKeyId = decoder.decode(key);
+      const stored = decodeRecord(value);
+      const secret = await this.#open(
+        stored.nonce,
+        stored.sealed,
+        this.#aad(accessKeyId, stored.tenantId),
+      );
+      if (secret === null) {
+        throw new CredentialStoreError(`the secret of ${accessKeyId} does not open`);
+      }
+      out.push({
+        accessKeyId,
+        secretAccessKey: decoder.decode(secret),
+        tenantId: stored.tenantId,
+        createdAtMs: stored.createdAtMs,
+      });
+    }
+    return out;
+  }
+
   async close(): Promise<void> {
     if (this.#closed) return;
     this.#closed = true;

@@ -38,6 +38,8 @@ export type {
   BackendPutResult,
   S3Backend,
 } from "./backend.ts";
+export { ReadBarrierBackend } from "./read_barrier_backend.ts";
+export type { ReadBarrier } from "./read_barrier_backend.ts";
 export {
   isS3ErrorCode,
   renderS3Error,
