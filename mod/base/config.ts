@@ -39,6 +39,8 @@ export interface Config {
   tls: TlsPaths | null;
   /** Without mTLS, serve callers from any address, and allow a multi-node cluster. */
   allowInsecure: boolean;
+  /** Where the default tenant's first S3 key is written for the operator (null: nowhere). */
+  s3CredentialsFile: string | null;
   cacheMode: CacheMode;
   cacheDir: string;
   cacheL1MaxBytes: number;
@@ -146,6 +148,13 @@ export const CONFIG_VARIABLES: readonly ConfigVariable[] = [
     description: "this node's cert",
   },
   { name: "KISEKI_KEY_PATH", default: "", expects: "a file path", description: "this node's key" },
+  {
+    name: "KISEKI_S3_CREDENTIALS_FILE",
+    default: "",
+    expects: "a file path outside KISEKI_DATA_DIR",
+    description: "where the bootstrap node writes the default tenant's first S3 key for " +
+      "aws-cli, once, 0600 (unset: not written; kiseki admin s3-credentials create)",
+  },
   {
     name: "KISEKI_ALLOW_INSECURE",
     default: "false",
@@ -390,6 +399,20 @@ export function parseConfig(env: ConfigEnv, options: ParseConfigOptions = {}): C
     );
   }
 
+  // The operator's copy of the first S3 key is a secret in clear: never under the data dir,
+  // where nothing tenant-readable or secret is kept in clear.
+  const s3CredentialsFile = raw("KISEKI_S3_CREDENTIALS_FILE") || null;
+  if (s3CredentialsFile !== null) {
+    const dir = (raw("KISEKI_DATA_DIR") ?? "kiseki-data").replace(/\/+$/, "");
+    const file = s3CredentialsFile.replace(/\/+$/, "");
+    if (file === dir || file.startsWith(`${dir}/`) || file.endsWith("/")) {
+      problems.push(
+        `KISEKI_S3_CREDENTIALS_FILE=${s3CredentialsFile} is invalid: expected a file path outside ` +
+          `KISEKI_DATA_DIR (nothing under the data directory holds a secret in clear)`,
+      );
+    }
+  }
+
   let allowInsecure = false;
   const insecureRaw = raw("KISEKI_ALLOW_INSECURE");
   if (insecureRaw !== undefined) {
@@ -477,6 +500,7 @@ export function parseConfig(env: ConfigEnv, options: ParseConfigOptions = {}): C
     raftPeers,
     tls,
     allowInsecure,
+    s3CredentialsFile,
     cacheMode: oneOf<CacheMode>("KISEKI_CACHE_MODE", ["pinned", "organic", "bypass"], "organic"),
     cacheDir: raw("KISEKI_CACHE_DIR") ?? "/var/cache/kiseki",
     cacheL1MaxBytes: bytes("KISEKI_CACHE_L1_MAX", 1 << 30),

@@ -179,3 +179,22 @@ Deno.test("parseConfig() reads the S3 connection cap and the read-ahead budget, 
   assert.ok(bad.some((p) => /^KISEKI_READ_AHEAD_MAX="1MiB" is invalid: .*below 16MiB/.test(p)));
   assert.ok(bad.some((p) => /^KISEKI_S3_CONNECTIONS_MAX="0" is invalid/.test(p)));
 });
+
+Deno.test("parseConfig() keeps the S3 credentials file out of the data dir", () => {
+  assert.equal(parseConfig({}).s3CredentialsFile, null);
+  assert.equal(
+    parseConfig({ KISEKI_DATA_DIR: "/var/lib/kiseki", KISEKI_S3_CREDENTIALS_FILE: "/root/k.ini" })
+      .s3CredentialsFile,
+    "/root/k.ini",
+  );
+  for (const inside of ["/var/lib/kiseki/config/s3-credentials", "/var/lib/kiseki"]) {
+    assert.throws(
+      () =>
+        parseConfig({ KISEKI_DATA_DIR: "/var/lib/kiseki/", KISEKI_S3_CREDENTIALS_FILE: inside }),
+      (e: unknown) =>
+        e instanceof ConfigError &&
+        /KISEKI_S3_CREDENTIALS_FILE=.* is invalid: expected a file path outside KISEKI_DATA_DIR/
+          .test(e.message),
+    );
+  }
+});

@@ -37,9 +37,11 @@
 //                          before erasure coding; segment headers hold ids and lengths.
 //   small/                 reserved: small objects ride inline in the delta (raft/, views/).
 //   config/                node.json (node id, creation), admin-token (0600, operator bearer
-//                          token), default-tenant (its id), s3-credentials (0600, the default
-//                          tenant's first S3 key for aws-cli: a credential in clear, written
-//                          for the operator on first start).
+//                          token), default-tenant (its id). The default tenant's first S3 key
+//                          for aws-cli goes to KISEKI_S3_CREDENTIALS_FILE, which must lie
+//                          outside the data dir (config refuses it inside); unset, no key is
+//                          written anywhere. A file an earlier version left here is moved
+//                          there, or overwritten and removed.
 //
 // A crypto-shred (POST /api/v1/tenants/<id>/shred) destroys the tenant's KEK (so its raft
 // payloads and wrapped keys never open again), drops its view records, gives back its chunk

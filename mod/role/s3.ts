@@ -84,7 +84,8 @@ export function startS3Gateway(options: StartS3Options): S3Endpoint {
 /**
  * The default tenant (created with the cluster) is named in config/default-tenant on every
  * node; the bootstrap node issues its first access key, written 0600 to
- * config/s3-credentials, when the tenant has none.
+ * KISEKI_S3_CREDENTIALS_FILE (outside the data directory), when the tenant has none and
+ * that file is configured.
  */
 export async function announceDefaultTenant(
   config: Config,
@@ -94,7 +95,7 @@ export async function announceDefaultTenant(
   log: Logger,
 ): Promise<string | null> {
   const tenantFile = `${config.dataDir}/config/default-tenant`;
-  const credentialsFile = `${config.dataDir}/config/s3-credentials`;
+  const credentialsFile = config.s3CredentialsFile;
   let named = "";
   try {
     named = (await Deno.readTextFile(tenantFile)).trim();
@@ -102,10 +103,19 @@ export async function announceDefaultTenant(
     if (!(e instanceof Deno.errors.NotFound)) throw e;
   }
   if (named !== tenantId) await Deno.writeTextFile(tenantFile, tenantId + "\n", { mode: 0o640 });
+  await retireLegacyCredentialsFile(config, log);
   if (!issueFirstKey || (await credentials.list(tenantId)).length > 0) return null;
-  return await issue(tenantId);
+  if (credentialsFile === null) {
+    log.info(
+      "the default tenant has no S3 key yet: create one with `kiseki admin s3-credentials " +
+        "create`, or set KISEKI_S3_CREDENTIALS_FILE to have the first one written there",
+      { tenant: tenantId },
+    );
+    return null;
+  }
+  return await issue(tenantId, credentialsFile);
 
-  async function issue(tenant: string): Promise<string> {
+  async function issue(tenant: string, credentialsFile: string): Promise<string> {
     const key = await credentials.create(tenant);
     const text = `# Kiseki S3 credentials of the default tenant ${tenant}\n` +
       `# aws --endpoint-url http://${formatHostPort(config.s3Addr)} s3 ls\n` +
@@ -119,6 +129,42 @@ export async function announceDefaultTenant(
     });
     return credentialsFile;
   }
+}
+
+/**
+ * Earlier versions wrote the first key to `<data dir>/config/s3-credentials`: a secret in
+ * clear under the data directory. It moves to KISEKI_S3_CREDENTIALS_FILE when that is set
+ * (and holds nothing yet); otherwise it is overwritten and removed, and the log says how to
+ * get a key (the key itself stays valid: `kiseki admin s3-credentials list`).
+ */
+async function retireLegacyCredentialsFile(config: Config, log: Logger): Promise<void> {
+  const legacy = `${config.dataDir}/config/s3-credentials`;
+  let text: string;
+  try {
+    text = await Deno.readTextFile(legacy);
+  } catch (e) {
+    if (e instanceof Deno.errors.NotFound) return;
+    throw e;
+  }
+  const target = config.s3CredentialsFile;
+  let moved = false;
+  if (target !== null) {
+    try {
+      await Deno.writeTextFile(target, text, { mode: 0o600, createNew: true });
+      moved = true;
+    } catch (e) {
+      if (!(e instanceof Deno.errors.AlreadyExists)) throw e;
+    }
+  }
+  await Deno.writeTextFile(legacy, " ".repeat(text.length));
+  await Deno.remove(legacy);
+  log.warn(
+    moved
+      ? "moved the S3 credentials file out of the data directory"
+      : "removed the S3 credentials file from the data directory (no secret is kept there in " +
+        "clear); its key still works: see `kiseki admin s3-credentials list`",
+    { from: legacy, ...(moved ? { to: target } : {}) },
+  );
 }
 
 /**

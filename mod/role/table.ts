@@ -183,6 +183,11 @@ export function roleFlags(role: RoleName, config: Config, options: RoleFlagsOpti
       }
       read.add(abs(config.dataDir));
       write.add(abs(config.dataDir));
+      // The operator's copy of the default tenant's first S3 key (outside the data dir).
+      if (config.s3CredentialsFile !== null) {
+        read.add(abs(config.s3CredentialsFile));
+        write.add(abs(config.s3CredentialsFile));
+      }
       useLmdb();
       // A pool that grows with its filesystem asks statfs(2) for the room left.
       sys.add("statfs");

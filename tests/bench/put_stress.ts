@@ -17,7 +17,7 @@ const server = startRole("server", {
   KISEKI_LOG_LEVEL: "warn",
 });
 await waitForHttp(`http://${addrs.KISEKI_METRICS_ADDR}/health`, "OK", 60_000);
-const c = await readS3Credentials(`${dataDir}/config/s3-credentials`);
+const c = await readS3Credentials(`${dataDir}.s3-credentials`);
 const env = {
   AWS_ACCESS_KEY_ID: c.accessKeyId,
   AWS_SECRET_ACCESS_KEY: c.secretAccessKey,

@@ -341,7 +341,7 @@ async function withServer(
         throw new Error(`kiseki server exited ${code}: ${server!.stderr()}`);
       }),
     ]);
-    const credentials = await readS3Credentials(`${dataDir}/config/s3-credentials`);
+    const credentials = await readS3Credentials(`${dataDir}.s3-credentials`);
     const endpoint = `http://${addrs.KISEKI_S3_ADDR}`;
     await createBucket(endpoint, credentials);
     const common = [

@@ -179,7 +179,7 @@ try {
     await new Promise((r) => setTimeout(r, 200));
   }
   const endpoint = `http://${env.KISEKI_S3_ADDR}`;
-  const credentials = await readS3Credentials(`${dataDir}/config/s3-credentials`);
+  const credentials = await readS3Credentials(`${dataDir}.s3-credentials`);
   const client = new S3Client({ endpoint, region: "us-east-1", forcePathStyle: true, credentials });
   await client.send(new CreateBucketCommand({ Bucket: "space" }));
   client.destroy();

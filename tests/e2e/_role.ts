@@ -72,6 +72,10 @@ export function startRole(
   } = {},
 ): RunningRole {
   const entry = options.entry ?? ROLE_TABLE[role].entry;
+  // A server writes the default tenant's first S3 key beside its data dir, where tests read it.
+  if (role === "server" && env.KISEKI_DATA_DIR && env.KISEKI_S3_CREDENTIALS_FILE === undefined) {
+    env = { ...env, KISEKI_S3_CREDENTIALS_FILE: s3CredentialsFileOf(env.KISEKI_DATA_DIR) };
+  }
   // A test of a bad variable still runs the role under the flags a valid setup would get.
   const flags = flagsFor(role, options.flagsEnv ?? env);
   const denoArgs = ["run", "--quiet", ...flags, `${ROOT}${entry}`, ...args];
@@ -144,7 +148,15 @@ export async function run(
   return { code: out.code, stdout: d.decode(out.stdout), stderr: d.decode(out.stderr) };
 }
 
-/** The default tenant's S3 key a server wrote on first start (`<dataDir>/config/s3-credentials`). */
+/**
+ * Where startRole() has a server with data dir `dataDir` write the default tenant's first S3
+ * key (KISEKI_S3_CREDENTIALS_FILE): beside the data dir, never in it.
+ */
+export function s3CredentialsFileOf(dataDir: string): string {
+  return `${dataDir.replace(/\/+$/, "")}.s3-credentials`;
+}
+
+/** The default tenant's S3 key a server wrote on first start (see s3CredentialsFileOf()). */
 export async function readS3Credentials(
   path: string,
 ): Promise<{ accessKeyId: string; secretAccessKey: string }> {

@@ -48,7 +48,7 @@ import { ROLE_TABLE } from "../../mod/role/mod.ts";
 import { ROOT_INODE, toHex } from "../../mod/composition/mod.ts";
 import { startEngineStack } from "../../mod/composition/engine_stack.ts";
 import { createLogger } from "../../mod/obs/mod.ts";
-import { bodyOf, canary, type Finding, needlesOf, report, scan } from "./_canaries.ts";
+import { bodyOf, canary, filesUnder, type Finding, needlesOf, report, scan } from "./_canaries.ts";
 
 const HOST_OCTET = 57;
 const KIB = 1024;
@@ -275,11 +275,54 @@ function phase(what: string): void {
   console.log(`at rest: ${what} (${((performance.now() - started) / 1000).toFixed(1)} s)`);
 }
 
-async function assertNothingInClear(dataDir: string, canaries: Map<string, string>, when: string) {
+async function assertNothingInClear(
+  dataDir: string,
+  canaries: Map<string, string>,
+  when: string,
+  secrets: string[] = [],
+) {
   phase(`${when}: scanning`);
   const findings = await scan([dataDir], canaries);
   phase(`${when}: scanned`);
   assert.equal(findings.length, 0, `${when}: canaries on disk in clear:\n${report(findings)}`);
+  for (const secret of secrets) {
+    const found = await filesHolding(dataDir, new TextEncoder().encode(secret));
+    assert.deepEqual(found, [], `${when}: an S3 secret on disk in clear`);
+  }
+}
+
+/**
+ * Files under `dir` that hold `needle` verbatim. Read in windows that overlap by the needle's
+ * length; the holes of sparse device files are skipped (SEEK_DATA is not reachable from Deno,
+ * so a window of zeros is simply cheap to search).
+ */
+async function filesHolding(dir: string, needle: Uint8Array): Promise<string[]> {
+  const out: string[] = [];
+  const window = Buffer.alloc((4 << 20) + needle.length);
+  for (const file of await filesUnder(dir)) {
+    const handle = await Deno.open(file, { read: true });
+    try {
+      let carried = 0;
+      for (;;) {
+        let filled = carried;
+        while (filled < window.length) {
+          const n = await handle.read(window.subarray(filled));
+          if (n === null) break;
+          filled += n;
+        }
+        if (window.subarray(0, filled).indexOf(needle) >= 0) {
+          out.push(file);
+          break;
+        }
+        if (filled < window.length) break;
+        carried = needle.length - 1;
+        window.copyWithin(0, filled - carried, filled);
+      }
+    } finally {
+      handle.close();
+    }
+  }
+  return out;
 }
 
 /**
@@ -357,7 +400,7 @@ Deno.test({
     let node: Node | null = null;
     try {
       node = await startNode(dataDir);
-      const owner = await readS3Credentials(`${dataDir}/config/s3-credentials`);
+      const owner = await readS3Credentials(`${dataDir}.s3-credentials`);
       const victimTenant = Buffer.from(crypto.getRandomValues(new Uint8Array(16))).toString("hex");
       const victimKey = await adminCall(
         dataDir,
@@ -374,10 +417,13 @@ Deno.test({
       await keep.write(client(node, owner));
       await victim.write(client(node, victimCredentials));
       await keep.verify(client(node, owner));
+      // The S3 secrets must not be on disk in clear either: the key store seals them, and the
+      // operator's copy of the first key lives beside the data dir (KISEKI_S3_CREDENTIALS_FILE).
+      const secrets = [owner.secretAccessKey, victimCredentials.secretAccessKey];
       const all = () => new Map([...keep.canaries, ...victim.canaries]);
       await stopNode(node);
       node = null;
-      await assertNothingInClear(dataDir, all(), "fresh node");
+      await assertNothingInClear(dataDir, all(), "fresh node", secrets);
 
       // The scan can fail: the same records without page encryption show the canaries.
       const unsealed = await scanUnsealedCopy(dataDir, all());
@@ -415,7 +461,7 @@ Deno.test({
       await victim.verify(client(node, victimCredentials));
       await stopNode(node);
       node = null;
-      await assertNothingInClear(dataDir, all(), "after a restart");
+      await assertNothingInClear(dataDir, all(), "after a restart", secrets);
 
       node = await startNode(dataDir);
       await keep.overwrite(client(node, owner));
@@ -423,7 +469,7 @@ Deno.test({
       await keep.verify(client(node, owner));
       await stopNode(node);
       node = null;
-      await assertNothingInClear(dataDir, all(), "after overwrites");
+      await assertNothingInClear(dataDir, all(), "after overwrites", secrets);
 
       node = await startNode(dataDir);
       const gone = new TenantLoad("deleted");
@@ -432,7 +478,7 @@ Deno.test({
       await stopNode(node);
       node = null;
       const withDeleted = new Map([...all(), ...gone.canaries]);
-      await assertNothingInClear(dataDir, withDeleted, "after deletes");
+      await assertNothingInClear(dataDir, withDeleted, "after deletes", secrets);
 
       // Crypto-shred of one tenant, through the operator CLI.
       node = await startNode(dataDir);
@@ -492,7 +538,7 @@ Deno.test({
         assert.ok(pageKeysBefore.has(env) && pageKeysAfter.has(env), env);
         assert.notDeepEqual(pageKeysAfter.get(env), pageKeysBefore.get(env), `${env} rekeyed`);
       }
-      await assertNothingInClear(dataDir, withDeleted, "after a shred");
+      await assertNothingInClear(dataDir, withDeleted, "after a shred", secrets);
       // Even through the node's own keys, nothing of the shredded tenant is left in the
       // views, and the other tenant's records still are.
       const afterShred = await scanUnsealedCopy(dataDir, all());

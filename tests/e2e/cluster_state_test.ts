@@ -111,7 +111,7 @@ Deno.test({
         const have = await Promise.all(
           nodes.map((n) => Deno.stat(`${n.dir}/config/default-tenant`).then(() => 1, () => 0)),
         );
-        const file = await Deno.stat(`${nodes[0]!.dir}/config/s3-credentials`).then(
+        const file = await Deno.stat(`${nodes[0]!.dir}.s3-credentials`).then(
           () => 1,
           () => 0,
         );
@@ -123,9 +123,9 @@ Deno.test({
       );
       assert.match(tenants[0]!, /^[0-9a-f]{32}$/);
       assert.deepEqual(tenants, [tenants[0], tenants[0], tenants[0]], "one default tenant");
-      const key = await readS3Credentials(`${nodes[0]!.dir}/config/s3-credentials`);
+      const key = await readS3Credentials(`${nodes[0]!.dir}.s3-credentials`);
       for (const n of nodes.slice(1)) {
-        await assert.rejects(Deno.stat(`${n.dir}/config/s3-credentials`), Deno.errors.NotFound);
+        await assert.rejects(Deno.stat(`${n.dir}.s3-credentials`), Deno.errors.NotFound);
       }
       for (const n of nodes) {
         // Health is OK once a node started; its cluster state may take a moment more.
@@ -321,7 +321,7 @@ Deno.test({
         const found = await findInFiles(
           nodes.map((n) => n.dir),
           secret,
-          (f) => f.endsWith("/config/s3-credentials") || f.includes("/chunks/devices/"),
+          (f) => f.includes("/chunks/devices/"),
         );
         assert.deepEqual(found, [], "secret key found in clear");
       }

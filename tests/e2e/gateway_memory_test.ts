@@ -46,7 +46,7 @@ Deno.test("a 1 GiB object streams through one PUT and one GET with bounded serve
   });
   try {
     await waitForHttp(`http://${addrs.KISEKI_METRICS_ADDR}/health`, "OK", 60_000);
-    const credentials = await readS3Credentials(`${dataDir}/config/s3-credentials`);
+    const credentials = await readS3Credentials(`${dataDir}.s3-credentials`);
     const [hostname, port] = addrs.KISEKI_S3_ADDR.split(":");
     const signer = new SignatureV4({
       service: "s3",

@@ -29,7 +29,7 @@ Deno.test("scripts/kiseki server starts a node from a clean data dir, answers OK
     await waitForHttp(`http://${env.KISEKI_METRICS_ADDR}/health`, "OK", 60_000);
     assert.equal((await Deno.stat(`${dataDir}/config/node.json`)).isFile, true);
     // The first start wrote the default tenant's key where the log says; aws-cli uses it as is.
-    const credentials = `${dataDir}/config/s3-credentials`;
+    const credentials = `${dataDir}.s3-credentials`;
     assert.equal((await Deno.stat(credentials)).mode! & 0o777, 0o600);
     assert.ok(
       AWS_CLI !== null,

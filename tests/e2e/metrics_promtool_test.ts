@@ -25,7 +25,7 @@ Deno.test({
       const aws = (...args: string[]) =>
         run(AWS, ["--endpoint-url", `http://${addrs.KISEKI_S3_ADDR}`, ...args], {
           env: {
-            AWS_SHARED_CREDENTIALS_FILE: `${dataDir}/config/s3-credentials`,
+            AWS_SHARED_CREDENTIALS_FILE: `${dataDir}.s3-credentials`,
             AWS_CONFIG_FILE: "/dev/null",
             AWS_DEFAULT_REGION: "us-east-1",
           },

@@ -83,7 +83,7 @@ Deno.test("S3 behaviours AWS clients rely on, against a real kiseki server", asy
   const env = { ...testAddrs(57), KISEKI_DATA_DIR: dataDir };
   const server = startRole("server", env);
   const endpoint = `http://${env.KISEKI_S3_ADDR}`;
-  const credentials = `${dataDir}/config/s3-credentials`;
+  const credentials = `${dataDir}.s3-credentials`;
   const clientEnv = {
     AWS_SHARED_CREDENTIALS_FILE: credentials,
     AWS_CONFIG_FILE: "/dev/null",

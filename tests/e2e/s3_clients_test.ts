@@ -238,7 +238,7 @@ Deno.test("aws-cli, boto3, s3cmd and the JS SDK against a real kiseki server", a
   );
   const server = startRole("server", env);
   const endpoint = `http://${env.KISEKI_S3_ADDR}`;
-  const credentials = `${dataDir}/config/s3-credentials`;
+  const credentials = `${dataDir}.s3-credentials`;
   const clientEnv = {
     AWS_SHARED_CREDENTIALS_FILE: credentials,
     AWS_CONFIG_FILE: awsConfig,

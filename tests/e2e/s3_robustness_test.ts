@@ -79,7 +79,7 @@ Deno.test("the S3 gateway refuses what it does not implement, bodies cut short, 
   });
   try {
     await waitForHttp(`http://${addrs.KISEKI_METRICS_ADDR}/health`, "OK", 60_000);
-    const key = await readS3Credentials(`${dataDir}/config/s3-credentials`);
+    const key = await readS3Credentials(`${dataDir}.s3-credentials`);
     const endpoint = `http://${addrs.KISEKI_S3_ADDR}`;
     const [host, portText] = addrs.KISEKI_S3_ADDR.split(":");
     const port = Number(portText);

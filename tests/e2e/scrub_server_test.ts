@@ -54,7 +54,7 @@ Deno.test({
     const base = { ...addrs, KISEKI_DATA_DIR: dataDir };
     const metricsUrl = `http://${addrs.KISEKI_METRICS_ADDR}`;
     const clientEnv = {
-      AWS_SHARED_CREDENTIALS_FILE: `${dataDir}/config/s3-credentials`,
+      AWS_SHARED_CREDENTIALS_FILE: `${dataDir}.s3-credentials`,
       AWS_CONFIG_FILE: "/dev/null",
       AWS_DEFAULT_REGION: "us-east-1",
     };

@@ -117,7 +117,7 @@ Deno.test("a small pool survives a write/delete loop of 10x its capacity, and fu
       endpoint: `http://${env.KISEKI_S3_ADDR}`,
       region: "us-east-1",
       forcePathStyle: true,
-      credentials: await readS3Credentials(`${dataDir}/config/s3-credentials`),
+      credentials: await readS3Credentials(`${dataDir}.s3-credentials`),
       // Every answer is seen as sent: a 507 must not hide behind the SDK's retries.
       maxAttempts: 1,
     });

@@ -35,7 +35,7 @@ export async function campaign(options: {
   const server = startRole("server", { ...addrs, KISEKI_DATA_DIR: dataDir });
   try {
     await waitForHttp(`http://${addrs.KISEKI_METRICS_ADDR}/health`, "OK", 60_000);
-    const key = await readS3Credentials(`${dataDir}/config/s3-credentials`);
+    const key = await readS3Credentials(`${dataDir}.s3-credentials`);
     const [host, port] = addrs.KISEKI_S3_ADDR.split(":");
     const target = {
       host: host!,
