@@ -22,6 +22,7 @@ import { type EngineStack, evenShardMap, startEngineStack } from "../composition
 import { fromHex, TENANT_ID_BYTES } from "../composition/mod.ts";
 import { type GcBackground, loadPoolSpecs } from "../chunk/mod.ts";
 import { startS3Gateway } from "./s3.ts";
+import { type NfsGateway, startNfsGateway } from "../nfs/mod.ts";
 import { SCRUB_API_PREFIX, type ScrubService, startScrub } from "./scrub.ts";
 import { logErrorMapper, logServiceBinding } from "../log/log_grpc.ts";
 import { type GrpcServer, readTlsMaterial, startGrpcServer } from "../transport/mod.ts";
@@ -103,6 +104,7 @@ async function runServer(config: Config): Promise<number> {
   let grpcServer: GrpcServer | undefined;
   let stack: EngineStack | undefined;
   let s3: { close(): Promise<void> } | undefined;
+  let nfs: NfsGateway | undefined;
   let gc: GcBackground | undefined;
   let scrub: ScrubService | undefined;
   try {
@@ -197,6 +199,26 @@ async function runServer(config: Config): Promise<number> {
       signal: stop.signal,
     });
     s3 = s3Endpoint;
+    // NFS serves the default tenant's buckets (one namespace with S3) to loopback clients.
+    const pool = stack.chunkStore;
+    nfs = startNfsGateway({
+      backend: stack.engine,
+      tenantId: fromHex(s3Endpoint.defaultTenant, TENANT_ID_BYTES)!,
+      addr: config.nfsAddr,
+      portmapAddr: config.portmapAddr,
+      logger,
+      space: () => {
+        const report = pool.poolReport();
+        return {
+          totalBytes: report.capacityBytes,
+          freeBytes: Math.max(0, report.capacityBytes - report.usedBytes),
+        };
+      },
+    });
+    logger.info("NFS gateway listening", {
+      addr: formatHostPort(config.nfsAddr),
+      portmap: config.portmapAddr ? formatHostPort(config.portmapAddr) : "on the NFS port",
+    });
     api.mount("/api/v1/s3-credentials", s3Endpoint.api);
     const engineStack = stack;
     api.mount("/api/v1/tenants", (req, url) =>
@@ -241,6 +263,7 @@ async function runServer(config: Config): Promise<number> {
     if (e instanceof DataDirError) logger.error(e.message);
     else logger.error("start-up failed", { error: e });
     await scrub?.stop();
+    await nfs?.close();
     await s3?.close();
     await gc?.stop();
     await grpcServer?.close(0);
@@ -251,6 +274,7 @@ async function runServer(config: Config): Promise<number> {
   }
 
   await admin.finished;
+  await nfs.close();
   await s3.close();
   await gc.stop();
   await grpcServer.close();
