@@ -31,7 +31,7 @@ import {
 } from "./nfs3.ts";
 import type { ReplyBody } from "./rpc.ts";
 import type { RpcClient } from "./rpc_client.ts";
-import { XdrReader, XdrWriter } from "./xdr.ts";
+import { type XdrReader, XdrWriter } from "./xdr.ts";
 
 export interface Fattr {
   type: number;
@@ -51,6 +51,48 @@ export interface Fattr {
 export interface Wcc {
   before: { size: number; mtime: number; ctime: number } | null;
   after: Fattr | null;
+}
+
+export interface Made {
+  status: number;
+  fh?: Uint8Array;
+  attr?: Fattr | null;
+  dirWcc: Wcc;
+}
+
+export interface FsStat {
+  status: number;
+  tbytes?: number;
+  fbytes?: number;
+  abytes?: number;
+  tfiles?: number;
+  ffiles?: number;
+  afiles?: number;
+  invarsec?: number;
+}
+
+export interface FsInfo {
+  status: number;
+  rtmax?: number;
+  rtpref?: number;
+  rtmult?: number;
+  wtmax?: number;
+  wtpref?: number;
+  wtmult?: number;
+  dtpref?: number;
+  maxfilesize?: number;
+  timeDeltaMs?: number;
+  properties?: number;
+}
+
+export interface PathConf {
+  status: number;
+  linkmax?: number;
+  nameMax?: number;
+  noTrunc?: boolean;
+  chownRestricted?: boolean;
+  caseInsensitive?: boolean;
+  casePreserving?: boolean;
 }
 
 export interface SattrIn {
@@ -213,7 +255,7 @@ export class Nfs3Client {
     return { status, wcc: c, count: r.u32(), committed: r.u32(), verifier: r.fixed(8).slice() };
   }
 
-  async #made(proc: number, w: XdrWriter) {
+  async #made(proc: number, w: XdrWriter): Promise<Made> {
     const r = await this.#call(proc, w);
     const status = r.u32();
     if (status !== 0) return { status, dirWcc: wcc(r) };
@@ -225,27 +267,27 @@ export class Nfs3Client {
     dir: Uint8Array,
     name: string,
     how: { mode: 0 | 1; attr: SattrIn } | { mode: 2; verifier: Uint8Array },
-  ) {
+  ): Promise<Made> {
     const w = new XdrWriter().opaque(dir).string(name).u32(how.mode);
     if (how.mode === 2) w.fixed(how.verifier);
     else sattr(w, how.attr);
     return this.#made(NFSPROC3_CREATE, w);
   }
 
-  mkdir(dir: Uint8Array, name: string, attr: SattrIn = {}) {
+  mkdir(dir: Uint8Array, name: string, attr: SattrIn = {}): Promise<Made> {
     const w = new XdrWriter().opaque(dir).string(name);
     sattr(w, attr);
     return this.#made(NFSPROC3_MKDIR, w);
   }
 
-  symlink(dir: Uint8Array, name: string, target: string) {
+  symlink(dir: Uint8Array, name: string, target: string): Promise<Made> {
     const w = new XdrWriter().opaque(dir).string(name);
     sattr(w, {});
     w.string(target);
     return this.#made(NFSPROC3_SYMLINK, w);
   }
 
-  mknod(dir: Uint8Array, name: string, type: number) {
+  mknod(dir: Uint8Array, name: string, type: number): Promise<Made> {
     const w = new XdrWriter().opaque(dir).string(name).u32(type);
     if (type === 3 || type === 4) {
       sattr(w, {});
@@ -343,7 +385,7 @@ export class Nfs3Client {
     throw new Error("readdir did not end");
   }
 
-  async fsstat(fh: Uint8Array) {
+  async fsstat(fh: Uint8Array): Promise<FsStat> {
     const r = await this.#call(NFSPROC3_FSSTAT, new XdrWriter().opaque(fh));
     const status = r.u32();
     postOp(r);
@@ -361,7 +403,7 @@ export class Nfs3Client {
     };
   }
 
-  async fsinfo(fh: Uint8Array) {
+  async fsinfo(fh: Uint8Array): Promise<FsInfo> {
     const r = await this.#call(NFSPROC3_FSINFO, new XdrWriter().opaque(fh));
     const status = r.u32();
     postOp(r);
@@ -381,7 +423,7 @@ export class Nfs3Client {
     };
   }
 
-  async pathconf(fh: Uint8Array) {
+  async pathconf(fh: Uint8Array): Promise<PathConf> {
     const r = await this.#call(NFSPROC3_PATHCONF, new XdrWriter().opaque(fh));
     const status = r.u32();
     postOp(r);
