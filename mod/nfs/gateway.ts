@@ -1,7 +1,7 @@
 // The NFS gateway of a node: NFS v3, MOUNT v3 and the portmapper on one TCP port
 // (KISEKI_NFS_ADDR), optionally the portmapper alone on another (KISEKI_PORTMAP_ADDR, 111),
-// over a tenant's buckets. NFSv4 is not served yet: its callers get PROG_MISMATCH (3..3),
-// which the Linux client answers by mounting v3.
+// over a tenant's buckets. NFSv4 answers NULL, and every COMPOUND NFS4ERR_MINOR_VERS_MISMATCH
+// (no minor version is served yet), which the Linux client answers by falling back to v3.
 
 import type { HostPort } from "../base/mod.ts";
 import type { Logger } from "../obs/mod.ts";
@@ -9,6 +9,7 @@ import { BucketFs, type NfsObjectBackend } from "./bucket_fs.ts";
 import { HandleTable } from "./file_handle.ts";
 import { MOUNT_PROGRAM, MOUNT_V3, MountProgram } from "./mount.ts";
 import { Nfs3Program, NFS_PROGRAM, NFS_V3 } from "./nfs3.ts";
+import { NfsProgram } from "./nfs4.ts";
 import { IPPROTO_TCP, PMAP_PROGRAM, PMAP_V2, type PortMapping, PortmapProgram } from "./portmap.ts";
 import { listenRpc, RpcDispatcher, type RpcServer, type RpcServerStats } from "./rpc_server.ts";
 
@@ -52,21 +53,24 @@ export function startNfsGateway(options: NfsGatewayOptions): NfsGateway {
     { prog: PMAP_PROGRAM, vers: PMAP_V2, prot: IPPROTO_TCP, port: nfsPort },
     { prog: MOUNT_PROGRAM, vers: MOUNT_V3, prot: IPPROTO_TCP, port: nfsPort },
     { prog: NFS_PROGRAM, vers: NFS_V3, prot: IPPROTO_TCP, port: nfsPort },
+    { prog: NFS_PROGRAM, vers: 4, prot: IPPROTO_TCP, port: nfsPort },
   ];
   const portmap = new PortmapProgram(mappings);
   const dispatcher = new RpcDispatcher(
     [
       portmap,
       new MountProgram({ fs, handles, clientAllowed: options.clientAllowed }),
-      new Nfs3Program({
-        fs,
-        handles,
-        writeVerifier,
-        cookieVerifier,
-        clientAllowed: options.clientAllowed,
-        space: options.space,
-        logger: options.logger,
-      }),
+      new NfsProgram(
+        new Nfs3Program({
+          fs,
+          handles,
+          writeVerifier,
+          cookieVerifier,
+          clientAllowed: options.clientAllowed,
+          space: options.space,
+          logger: options.logger,
+        }),
+      ),
     ],
     undefined,
     options.logger,

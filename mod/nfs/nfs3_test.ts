@@ -458,7 +458,13 @@ Deno.test("MOUNT and portmap on the NFS port: MNT, EXPORT, DUMP, UMNT, GETPORT, 
           cred: null,
         },
       );
-    for (const [prog, vers, port] of [[100003, 3, h.port], [100005, 3, h.port], [100003, 4, 0]]) {
+    for (
+      const [prog, vers, port] of [[100003, 3, h.port], [100005, 3, h.port], [100003, 4, h.port], [
+        100021,
+        4,
+        0,
+      ]]
+    ) {
       const got = await getport(prog!, vers!);
       if (got.kind !== "success") throw new Error("getport");
       assert.equal(got.results.u32(), port);
@@ -473,7 +479,7 @@ Deno.test("MOUNT and portmap on the NFS port: MNT, EXPORT, DUMP, UMNT, GETPORT, 
       assert.equal(pd.results.u32(), h.port);
       entries++;
     }
-    assert.equal(entries, 3);
+    assert.equal(entries, 4);
     // rpcbind v3/v4 and NFSv4 answer PROG_MISMATCH, so clients fall back.
     assert.deepEqual(await h.rpc.call(PMAP_PROGRAM, 4, 0, new Uint8Array(0), { cred: null }), {
       kind: "accepted",
@@ -481,8 +487,27 @@ Deno.test("MOUNT and portmap on the NFS port: MNT, EXPORT, DUMP, UMNT, GETPORT, 
       low: 2,
       high: 2,
     });
-    const v4 = await h.rpc.call(NFS_PROGRAM, 4, 1, new Uint8Array(16));
-    assert.deepEqual(v4, { kind: "accepted", stat: PROG_MISMATCH, low: 3, high: 3 });
+    // NFSv4: NULL answers; a COMPOUND of any minor version is refused with its tag echoed.
+    assert.equal(
+      (await h.rpc.call(NFS_PROGRAM, 4, 0, new Uint8Array(0), { cred: null })).kind,
+      "success",
+    );
+    for (const minor of [0, 1, 2, 9]) {
+      const compound = new XdrWriter().string("tag!").u32(minor).u32(1).u32(53).finish();
+      const v4 = await h.rpc.call(NFS_PROGRAM, 4, 1, compound);
+      if (v4.kind !== "success") throw new Error("compound");
+      assert.equal(v4.results.u32(), 10021 /* NFS4ERR_MINOR_VERS_MISMATCH */);
+      assert.equal(v4.results.string(16), "tag!");
+      assert.equal(v4.results.u32(), 0);
+    }
+    const garbage4 = await h.rpc.call(NFS_PROGRAM, 4, 1, new XdrWriter().u32(1 << 20).finish());
+    assert.deepEqual(garbage4, { kind: "accepted", stat: 4 });
+    assert.deepEqual(await h.rpc.call(NFS_PROGRAM, 5, 0, new Uint8Array(0)), {
+      kind: "accepted",
+      stat: PROG_MISMATCH,
+      low: 3,
+      high: 4,
+    });
     const umnt = await h.rpc.call(
       MOUNT_PROGRAM,
       MOUNT_V3,
