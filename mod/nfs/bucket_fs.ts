@@ -27,6 +27,7 @@ import {
   NFS3ERR_ACCES,
   NFS3ERR_BAD_COOKIE,
   NFS3ERR_EXIST,
+  NFS3ERR_FBIG,
   NFS3ERR_INVAL,
   NFS3ERR_IO,
   NFS3ERR_ISDIR,
@@ -83,6 +84,12 @@ export const WRITE_SESSIONS_MAX = 64;
 export const WRITE_SESSION_PENDING_BYTES_MAX = 16 << 20;
 /** An unstable write session idle this long is committed, so S3 sees its bytes. */
 export const WRITE_IDLE_MS = 2_000;
+/**
+ * The largest hole a write or truncate may open past a file's end. An object has no holes:
+ * a hole is stored as zeros (deduplicated, but hashed and sealed), so a client cannot make
+ * the gateway write terabytes with one call.
+ */
+export const WRITE_HOLE_BYTES_MAX = 1 << 30;
 /** Buckets whose change time is tracked (for directory mtimes). */
 export const TRACKED_BUCKETS_MAX = 4096;
 
@@ -170,6 +177,8 @@ export interface BucketFsOptions {
   logger?: Logger;
   now?: () => number;
   writeIdleMs?: number;
+  /** Default WRITE_HOLE_BYTES_MAX. */
+  writeHoleBytesMax?: number;
 }
 
 function childPath(dir: string, name: string): string {
@@ -215,6 +224,15 @@ function bucketNameProblem(name: string): string | null {
   return namespaceNameProblem(name);
 }
 
+function checkHole(size: number, offset: number, max: number): void {
+  if (offset - size > max) {
+    throw new NfsError(
+      NFS3ERR_FBIG,
+      `a hole of ${offset - size} bytes past the end (at most ${max})`,
+    );
+  }
+}
+
 function notFound(e: unknown): boolean {
   return e instanceof CompositionError &&
     (e.code === "not_found" || e.code === "namespace_not_found");
@@ -243,6 +261,7 @@ export class BucketFs {
   readonly #log: Logger | undefined;
   readonly #now: () => number;
   readonly #writeIdleMs: number;
+  readonly #holeBytesMax: number;
   readonly #cookies = new Map<bigint, { dir: string; after: string }>();
   #nextCookie = 3n;
   readonly #writes = new Map<string, OpenWrite>();
@@ -258,6 +277,7 @@ export class BucketFs {
     this.#log = options.logger;
     this.#now = options.now ?? Date.now;
     this.#writeIdleMs = options.writeIdleMs ?? WRITE_IDLE_MS;
+    this.#holeBytesMax = options.writeHoleBytesMax ?? WRITE_HOLE_BYTES_MAX;
     this.#startedMs = this.#now();
     this.#rootChangedMs = this.#startedMs;
   }
@@ -948,6 +968,7 @@ export class BucketFs {
     if (attr.size !== undefined) {
       if (before.type !== "file") throw new NfsError(NFS3ERR_INVAL, "only files have a size");
       this.#require(before, caller, 2, "no write permission");
+      checkHole(before.size, attr.size, this.#holeBytesMax);
       await this.#truncate(node, attr.size);
     }
     if (
@@ -1022,11 +1043,16 @@ export class BucketFs {
     if (node.kind !== "object") throw new NfsError(NFS3ERR_ISDIR, "not a file");
     const key = this.#writeKey(node);
     let open = this.#writes.get(key);
+    let size: number;
     if (open === undefined || open.session === null) {
       const attr = await this.getattr(node);
       if (attr.type !== "file") throw new NfsError(NFS3ERR_INVAL, "not a regular file");
       this.#require(attr, caller, 2, "no write permission");
+      size = attr.size;
+    } else {
+      size = open.session.size;
     }
+    checkHole(size, offset, this.#holeBytesMax);
     for (;;) {
       open = this.#writes.get(key);
       if (open === undefined) {

@@ -26,6 +26,8 @@ export interface NfsGatewayOptions {
   space?: () => { totalBytes: number; freeBytes: number };
   /** Unstable writes idle this long are committed (default WRITE_IDLE_MS). */
   writeIdleMs?: number;
+  /** The largest hole a write may open past a file's end (default WRITE_HOLE_BYTES_MAX). */
+  writeHoleBytesMax?: number;
 }
 
 export interface NfsGateway {
@@ -44,6 +46,7 @@ export function startNfsGateway(options: NfsGatewayOptions): NfsGateway {
     tenantId: options.tenantId,
     logger: options.logger,
     writeIdleMs: options.writeIdleMs,
+    writeHoleBytesMax: options.writeHoleBytesMax,
   });
   // Both change on every start: a client resends unstable writes and restarts listings.
   const writeVerifier = crypto.getRandomValues(new Uint8Array(8));
