@@ -642,3 +642,34 @@ Deno.test("fuzz: mutated NFSv3, MOUNT and portmap calls get protocol-shaped answ
     assert.equal((await h.client.getattr(file)).status, 0);
   }, { writeHoleBytesMax: 1 << 20 });
 });
+
+Deno.test("KISEKI_PORTMAP_ADDR: a second listener answers GETPORT with the NFS port", async () => {
+  const dataDir = await Deno.makeTempDir({ prefix: "kiseki-nfs3-pmap-" });
+  const stack = await startEngineStack({
+    dataDir,
+    logger: quiet,
+    pool: { deviceSizeBytes: 64 << 20, segmentSizeBytes: 4 << 20 },
+  });
+  const gateway = startNfsGateway({
+    backend: stack.engine,
+    tenantId: TENANT,
+    addr: { host: "127.0.0.1", port: 0 },
+    portmapAddr: { host: "127.0.0.1", port: 0 },
+    logger: quiet,
+  });
+  const rpc = await RpcClient.connect("127.0.0.1", gateway.portmapAddr!.port, null);
+  try {
+    const args = new XdrWriter().u32(MOUNT_PROGRAM).u32(3).u32(IPPROTO_TCP).u32(0).finish();
+    const got = await rpc.call(PMAP_PROGRAM, PMAP_V2, 3, args);
+    if (got.kind !== "success") throw new Error("getport");
+    assert.equal(got.results.u32(), gateway.addr.port);
+    // Only the portmapper is served there.
+    const nfs = await rpc.call(NFS_PROGRAM, 3, 0);
+    assert.deepEqual(nfs, { kind: "accepted", stat: 1 /* PROG_UNAVAIL */ });
+  } finally {
+    await rpc.close();
+    await gateway.close();
+    await stack.close();
+    await Deno.remove(dataDir, { recursive: true });
+  }
+});

@@ -20,7 +20,8 @@ import {
   RPC_VERSION,
   RPCSEC_GSS,
 } from "./rpc.ts";
-import { DuplicateRequestCache, RpcDispatcher, type RpcProgram } from "./rpc_server.ts";
+import { DuplicateRequestCache, listenRpc, RpcDispatcher, type RpcProgram } from "./rpc_server.ts";
+import { RpcClient } from "./rpc_client.ts";
 import { XdrWriter } from "./xdr.ts";
 
 function int(prng: Prng, lo: number, hi: number): number {
@@ -274,4 +275,37 @@ Deno.test("fuzz: RecordDecoder never holds more than its limit for any byte stre
     }
   }
   assert.deepEqual(new RecordDecoder().push(frameRecord(new Uint8Array(0))), [new Uint8Array(0)]);
+});
+
+Deno.test("listenRpc runs a connection's calls at once and replies as each finishes", async () => {
+  let release!: () => void;
+  const gate = new Promise<void>((r) => (release = r));
+  const program: RpcProgram = {
+    prog: 400002,
+    versLow: 1,
+    versHigh: 1,
+    async call(_vers, proc) {
+      if (proc === 1) await gate;
+      return new XdrWriter().u32(proc).finish();
+    },
+  };
+  const server = listenRpc({ hostname: "127.0.0.1", port: 0, programs: [program] });
+  const client = await RpcClient.connect("127.0.0.1", server.addr.port, ROOT);
+  try {
+    const order: number[] = [];
+    const slow = client.call(400002, 1, 1).then((r) => order.push(1) && r);
+    const fast = await client.call(400002, 1, 2);
+    order.push(2);
+    assert.equal(fast.kind, "success");
+    release();
+    await slow;
+    assert.deepEqual(order, [2, 1]);
+    // Fifty calls in flight on one connection, all answered.
+    const many = await Promise.all(Array.from({ length: 50 }, () => client.call(400002, 1, 3)));
+    assert.ok(many.every((r) => r.kind === "success"));
+    assert.equal(server.stats().connections, 1);
+  } finally {
+    await client.close();
+    await server.close();
+  }
 });
