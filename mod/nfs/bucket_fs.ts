@@ -29,7 +29,6 @@ import {
   NFS3ERR_EXIST,
   NFS3ERR_FBIG,
   NFS3ERR_INVAL,
-  NFS3ERR_IO,
   NFS3ERR_ISDIR,
   NFS3ERR_NAMETOOLONG,
   NFS3ERR_NOENT,
@@ -42,7 +41,7 @@ import {
   NfsError,
 } from "./errors.ts";
 import { fileIdOf, type FsNode } from "./file_handle.ts";
-import { WriteSession } from "./write_back.ts";
+import { collect, FileWrites, notFound, WRITE_IDLE_MS } from "./file_writes.ts";
 
 /** The object interface the NFS gateway sees (ObjectEngine satisfies it). */
 export interface NfsObjectBackend {
@@ -78,12 +77,6 @@ export const SYMLINK_TARGET_BYTES_MAX = 4096;
 export const READDIR_COOKIES_MAX = 1 << 18;
 /** Objects one directory rename may move (each is a copy and a delete). */
 export const RENAME_KEYS_MAX = 10_000;
-/** Files with unstable writes in progress at once (the oldest is committed to make room). */
-export const WRITE_SESSIONS_MAX = 64;
-/** Bytes of unstable writes one file holds before it waits for the stream to take them. */
-export const WRITE_SESSION_PENDING_BYTES_MAX = 16 << 20;
-/** An unstable write session idle this long is committed, so S3 sees its bytes. */
-export const WRITE_IDLE_MS = 2_000;
 /**
  * The largest hole a write or truncate may open past a file's end. An object has no holes:
  * a hole is stored as zeros (deduplicated, but hashed and sealed), so a client cannot make
@@ -159,18 +152,6 @@ export const ACCESS_EXTEND = 0x08;
 export const ACCESS_DELETE = 0x10;
 export const ACCESS_EXECUTE = 0x20;
 
-interface OpenWrite {
-  ns: Uint8Array;
-  path: string;
-  session: WriteSession | null;
-  /** A session being finished or started: others wait for it. */
-  transition: Promise<void> | null;
-  timer: ReturnType<typeof setTimeout> | undefined;
-  lastWriteMs: number;
-  /** The error of a session that failed, reported to the next commit. */
-  failure: unknown;
-}
-
 export interface BucketFsOptions {
   backend: NfsObjectBackend;
   tenantId: Uint8Array;
@@ -233,26 +214,10 @@ function checkHole(size: number, offset: number, max: number): void {
   }
 }
 
-function notFound(e: unknown): boolean {
-  return e instanceof CompositionError &&
-    (e.code === "not_found" || e.code === "namespace_not_found");
-}
-
 function parseNumber(v: string | undefined): number | undefined {
   if (v === undefined || !/^[0-9]+(\.[0-9]+)?$/.test(v)) return undefined;
   const n = Number(v);
   return Number.isFinite(n) ? n : undefined;
-}
-
-async function collect(stream: ReadableStream<Uint8Array>, length: number): Promise<Uint8Array> {
-  const out = new Uint8Array(length);
-  let at = 0;
-  for await (const part of stream) {
-    const take = Math.min(part.length, length - at);
-    out.set(part.subarray(0, take), at);
-    at += take;
-  }
-  return at === length ? out : out.subarray(0, at);
 }
 
 export class BucketFs {
@@ -260,11 +225,10 @@ export class BucketFs {
   readonly #tenant: Uint8Array;
   readonly #log: Logger | undefined;
   readonly #now: () => number;
-  readonly #writeIdleMs: number;
   readonly #holeBytesMax: number;
   readonly #cookies = new Map<bigint, { dir: string; after: string }>();
   #nextCookie = 3n;
-  readonly #writes = new Map<string, OpenWrite>();
+  readonly #files: FileWrites;
   /** Per bucket: the objects/bytes last seen and when they last changed. */
   readonly #bucketChange = new Map<string, { objects: number; bytes: number; changedMs: number }>();
   readonly #startedMs: number;
@@ -276,8 +240,16 @@ export class BucketFs {
     this.#tenant = options.tenantId;
     this.#log = options.logger;
     this.#now = options.now ?? Date.now;
-    this.#writeIdleMs = options.writeIdleMs ?? WRITE_IDLE_MS;
     this.#holeBytesMax = options.writeHoleBytesMax ?? WRITE_HOLE_BYTES_MAX;
+    this.#files = new FileWrites({
+      backend: this.#backend,
+      ref: (ns) => this.#ref(ns),
+      logger: this.#log,
+      now: this.#now,
+      idleMs: options.writeIdleMs ?? WRITE_IDLE_MS,
+      stored: (ns) => this.#touchBucket(ns),
+      metadataOf: (m) => ({ ...m, [MTIME_KEY]: (this.#now() / 1000).toFixed(3) }),
+    });
     this.#startedMs = this.#now();
     this.#rootChangedMs = this.#startedMs;
   }
@@ -402,10 +374,10 @@ export class BucketFs {
     const mtimeSeconds = parseNumber(m[MTIME_KEY]);
     let mtimeMs = mtimeSeconds === undefined ? info.modifiedMs : Math.round(mtimeSeconds * 1000);
     let size = info.size;
-    const open = this.#writes.get(this.#writeKey(node));
-    if (open?.session) {
-      size = open.session.size;
-      mtimeMs = Math.max(mtimeMs, open.lastWriteMs);
+    const pending = node.kind === "object" ? this.#files.pending(node.ns, node.path) : null;
+    if (pending !== null) {
+      size = pending.size;
+      mtimeMs = Math.max(mtimeMs, pending.lastWriteMs);
     }
     return {
       type,
@@ -969,7 +941,7 @@ export class BucketFs {
       if (before.type !== "file") throw new NfsError(NFS3ERR_INVAL, "only files have a size");
       this.#require(before, caller, 2, "no write permission");
       checkHole(before.size, attr.size, this.#holeBytesMax);
-      await this.#truncate(node, attr.size);
+      await this.#files.truncate(node.ns, node.path, attr.size);
     }
     if (
       attr.mode !== undefined || attr.uid !== undefined || attr.gid !== undefined ||
@@ -1028,10 +1000,6 @@ export class BucketFs {
     }
   }
 
-  #writeKey(node: FsNode): string {
-    return node.kind === "object" ? `${hex(node.ns)}/${node.path}` : "";
-  }
-
   /** Accepts a write; with `stable`, it is durable before this resolves. */
   async write(
     node: FsNode,
@@ -1041,208 +1009,31 @@ export class BucketFs {
     caller: Caller,
   ): Promise<void> {
     if (node.kind !== "object") throw new NfsError(NFS3ERR_ISDIR, "not a file");
-    const key = this.#writeKey(node);
-    let open = this.#writes.get(key);
-    let size: number;
-    if (open === undefined || open.session === null) {
+    let size = this.#files.pending(node.ns, node.path)?.size;
+    if (size === undefined) {
       const attr = await this.getattr(node);
       if (attr.type !== "file") throw new NfsError(NFS3ERR_INVAL, "not a regular file");
       this.#require(attr, caller, 2, "no write permission");
       size = attr.size;
-    } else {
-      size = open.session.size;
     }
     checkHole(size, offset, this.#holeBytesMax);
-    for (;;) {
-      open = this.#writes.get(key);
-      if (open === undefined) {
-        await this.#makeRoom();
-        if (this.#writes.has(key)) continue;
-        open = {
-          ns: node.ns,
-          path: node.path,
-          session: null,
-          transition: null,
-          timer: undefined,
-          lastWriteMs: 0,
-          failure: null,
-        };
-        this.#writes.set(key, open);
-      }
-      if (open.transition !== null) {
-        await open.transition;
-        continue;
-      }
-      if (open.session !== null && open.session.accepts(offset)) {
-        const session = open.session;
-        session.write(offset, data);
-        open.lastWriteMs = this.#now();
-        this.#arm(key, open);
-        await session.room();
-        break;
-      }
-      const o = open;
-      const beginning = o.session === null;
-      o.transition = (beginning ? this.#begin(o) : this.#finish(o)).finally(() => {
-        o.transition = null;
-      });
-      try {
-        await o.transition;
-      } catch (e) {
-        // Only a start fails (#finish keeps its error for the commit): nothing was written.
-        if (beginning && this.#writes.get(key) === o && o.session === null) {
-          this.#writes.delete(key);
-        }
-        throw e;
-      }
-    }
+    await this.#files.write(node.ns, node.path, offset, data);
     if (stable) await this.commit(node);
-  }
-
-  async #makeRoom(): Promise<void> {
-    while (this.#writes.size >= WRITE_SESSIONS_MAX) {
-      let oldest: [string, OpenWrite] | undefined;
-      for (const entry of this.#writes) {
-        if (oldest === undefined || entry[1].lastWriteMs < oldest[1].lastWriteMs) oldest = entry;
-      }
-      await this.#close(oldest![0]).catch(() => {});
-    }
-  }
-
-  #arm(key: string, open: OpenWrite): void {
-    clearTimeout(open.timer);
-    open.timer = setTimeout(() => {
-      this.#close(key).catch((e) => {
-        this.#log?.warn("nfs: an idle write could not be committed", {
-          path: open.path,
-          error: e,
-        });
-      });
-    }, this.#writeIdleMs);
-  }
-
-  async #begin(open: OpenWrite): Promise<void> {
-    const ref = this.#ref(open.ns);
-    const info = await this.#head(open.ns, open.path);
-    if (info === null) throw new NfsError(NFS3ERR_STALE, "the file is gone");
-    const metadata = info.metadata;
-    const contentType = info.contentType || DEFAULT_CONTENT_TYPE;
-    const path = open.path;
-    open.session = new WriteSession({
-      baseSize: info.size,
-      pendingBytesMax: WRITE_SESSION_PENDING_BYTES_MAX,
-      fill: async (offset, length) => {
-        const out = new Uint8Array(length);
-        try {
-          const got = await this.#backend.getObject(ref, path, {
-            range: { start: offset, end: offset + length - 1 },
-          });
-          out.set(await collect(got.body, length));
-        } catch (e) {
-          // The version before shrank or went meanwhile: what is not there reads as zeros.
-          if (!notFound(e) && !(e instanceof CompositionError && e.code === "invalid_argument")) {
-            throw e;
-          }
-        }
-        return out;
-      },
-      sink: async (body) => {
-        await this.#backend.putObject(ref, path, body, {
-          contentType,
-          metadata: { ...metadata, [MTIME_KEY]: (this.#now() / 1000).toFixed(3) },
-        });
-      },
-    });
-  }
-
-  async #finish(open: OpenWrite): Promise<void> {
-    const session = open.session;
-    if (session === null) return;
-    try {
-      await session.finish();
-    } catch (e) {
-      open.failure = e;
-      this.#log?.warn("nfs: storing written data failed", { path: open.path, error: e });
-    } finally {
-      open.session = null;
-      this.#touchBucket(open.ns);
-    }
-  }
-
-  /** Ends the file's write session (if any) and forgets the file; the session's error. */
-  async #close(key: string): Promise<void> {
-    const open = this.#writes.get(key);
-    if (open === undefined) return;
-    while (open.transition !== null) await open.transition.catch(() => {});
-    clearTimeout(open.timer);
-    const o = open;
-    o.transition = this.#finish(o).finally(() => {
-      o.transition = null;
-    });
-    await o.transition;
-    if (this.#writes.get(key) === open && open.session === null) this.#writes.delete(key);
-    const failure = open.failure;
-    open.failure = null;
-    if (failure !== null) throw failure;
   }
 
   /** Makes every write to `node` durable (COMMIT). */
   async commit(node: FsNode): Promise<void> {
-    if (node.kind !== "object") return;
-    try {
-      await this.#close(this.#writeKey(node));
-    } catch (e) {
-      throw new NfsError(NFS3ERR_IO, `written data could not be stored: ${(e as Error).message}`);
-    }
+    if (node.kind === "object") await this.#files.commit(node.ns, node.path);
   }
 
   /** Stores pending writes of `node` before it is read, copied or removed. */
   async #settle(node: FsNode): Promise<void> {
-    if (node.kind !== "object" || !this.#writes.has(this.#writeKey(node))) return;
-    await this.commit(node);
-  }
-
-  async #truncate(node: Extract<FsNode, { kind: "object" }>, size: number): Promise<void> {
-    const key = this.#writeKey(node);
-    const open = this.#writes.get(key);
-    if (open?.session && open.transition === null && open.session.accepts(size)) {
-      open.session.truncate(size);
-      await this.commit(node);
-      return;
-    }
-    await this.#settle(node);
-    const ref = this.#ref(node.ns);
-    const info = await this.#head(node.ns, node.path);
-    if (info === null) throw new NfsError(NFS3ERR_STALE, "the file is gone");
-    if (info.size === size) return;
-    const session = new WriteSession({
-      baseSize: info.size,
-      fill: async (offset, length) => {
-        const got = await this.#backend.getObject(ref, node.path, {
-          range: { start: offset, end: offset + length - 1 },
-        });
-        const out = new Uint8Array(length);
-        out.set(await collect(got.body, length));
-        return out;
-      },
-      sink: async (body) => {
-        await this.#backend.putObject(ref, node.path, body, {
-          contentType: info.contentType || DEFAULT_CONTENT_TYPE,
-          metadata: { ...info.metadata, [MTIME_KEY]: (this.#now() / 1000).toFixed(3) },
-        });
-      },
-    });
-    session.truncate(size);
-    await session.finish();
+    if (node.kind === "object" && this.#files.has(node.ns, node.path)) await this.commit(node);
   }
 
   /** Commits every file's pending writes (shutdown). */
   async close(): Promise<void> {
-    for (const key of [...this.#writes.keys()]) {
-      await this.#close(key).catch((e) => {
-        this.#log?.warn("nfs: pending writes could not be stored at shutdown", { error: e });
-      });
-    }
+    await this.#files.close();
   }
 
   /** Space figures for FSSTAT: what the tenant's buckets hold. */
