@@ -42,6 +42,7 @@ import {
 } from "./errors.ts";
 import { fileIdOf, type FsNode } from "./file_handle.ts";
 import { collect, FileWrites, notFound, WRITE_IDLE_MS } from "./file_writes.ts";
+import { ReadStreams } from "./read_streams.ts";
 
 /** The object interface the NFS gateway sees (ObjectEngine satisfies it). */
 export interface NfsObjectBackend {
@@ -229,6 +230,7 @@ export class BucketFs {
   readonly #cookies = new Map<bigint, { dir: string; after: string }>();
   #nextCookie = 3n;
   readonly #files: FileWrites;
+  readonly #reads: ReadStreams;
   /** Per bucket: the objects/bytes last seen and when they last changed. */
   readonly #bucketChange = new Map<string, { objects: number; bytes: number; changedMs: number }>();
   readonly #startedMs: number;
@@ -241,6 +243,7 @@ export class BucketFs {
     this.#log = options.logger;
     this.#now = options.now ?? Date.now;
     this.#holeBytesMax = options.writeHoleBytesMax ?? WRITE_HOLE_BYTES_MAX;
+    this.#reads = new ReadStreams(this.#backend);
     this.#files = new FileWrites({
       backend: this.#backend,
       ref: (ns) => this.#ref(ns),
@@ -981,17 +984,22 @@ export class BucketFs {
       throw new NfsError(node.kind === "root" ? NFS3ERR_ISDIR : NFS3ERR_ISDIR, "not a file");
     }
     await this.#settle(node);
-    const attr = await this.getattr(node);
+    const info = await this.#head(node.ns, node.path);
+    if (info === null) throw new NfsError(NFS3ERR_STALE, "the file is gone");
+    const attr = this.#objectAttrOf(node, info);
     if (attr.type !== "file") throw new NfsError(NFS3ERR_INVAL, "not a regular file");
     this.#require(attr, caller, 4, "no read permission");
-    if (offset >= attr.size || count === 0) {
-      return { data: new Uint8Array(0), eof: offset >= attr.size, attr };
+    if (offset >= info.size || count === 0) {
+      return { data: new Uint8Array(0), eof: offset >= info.size, attr };
     }
-    const end = Math.min(attr.size, offset + count) - 1;
+    const end = Math.min(info.size, offset + count) - 1;
+    const ref = this.#ref(node.ns);
+    const streamed = await this.#reads.read(ref, node.path, info.version, offset, end - offset + 1);
+    if (streamed !== null) {
+      return { data: streamed, eof: offset + streamed.length >= info.size, attr };
+    }
     try {
-      const got = await this.#backend.getObject(this.#ref(node.ns), node.path, {
-        range: { start: offset, end },
-      });
+      const got = await this.#backend.getObject(ref, node.path, { range: { start: offset, end } });
       const data = await collect(got.body, got.contentLength);
       return { data, eof: offset + data.length >= got.size, attr };
     } catch (e) {
@@ -1031,8 +1039,14 @@ export class BucketFs {
     if (node.kind === "object" && this.#files.has(node.ns, node.path)) await this.commit(node);
   }
 
+  /** READs served from an open stream (the rest were ranged GETs). */
+  get streamedReads(): number {
+    return this.#reads.hits;
+  }
+
   /** Commits every file's pending writes (shutdown). */
   async close(): Promise<void> {
+    this.#reads.close();
     await this.#files.close();
   }
 

@@ -176,6 +176,21 @@ Deno.test("NFSv3: files written over NFS are objects with an MD5 ETag, and COMMI
       back.set(r.data!, off);
     }
     assert.deepEqual(back, body);
+    // Reads in any order, behind, ahead and overlapping what a stream gave, read right.
+    for (
+      const [off, n] of [[2 << 20, 4096], [0, 100], [50, 1 << 20], [10, 10], [3 << 20, 7], [
+        (3 << 20) - 5,
+        64,
+      ]]
+    ) {
+      const r = await h.client.read(fh, off!, n!);
+      assert.deepEqual(
+        r.data,
+        body.subarray(off!, Math.min(off! + n!, body.length)),
+        `read ${off}+${n}`,
+      );
+      assert.equal(r.eof, off! + n! >= body.length);
+    }
     // A small overwrite in the middle and a FILE_SYNC write: durable when answered.
     const sync = await h.client.write(fh, 100, ENCODER.encode("PATCH"), 2);
     assert.equal(sync.committed, 2);
