@@ -16,7 +16,9 @@ import {
   nfsStatusOf,
 } from "./errors.ts";
 import { type FsNode, type HandleTable, NFS3_FHSIZE } from "./file_handle.ts";
-import { PROC_UNAVAIL } from "./rpc.ts";
+import { PROC_UNAVAIL, RPC_RECORD_BYTES_MAX } from "./rpc.ts";
+import { assert } from "../base/mod.ts";
+import { counter, histogram } from "../obs/mod.ts";
 import { RpcAcceptError, type RpcContext, type RpcProgram } from "./rpc_server.ts";
 import { XdrError, type XdrReader, XdrWriter } from "./xdr.ts";
 import type { Logger } from "../obs/mod.ts";
@@ -74,6 +76,21 @@ const SYMLINK_BYTES_DECODE_MAX = 8192;
 /** The largest file (FSINFO maxfilesize): the engine's object limit. */
 export const NFS3_FILE_BYTES_MAX = 5 * 1024 ** 4;
 
+// A record holds the largest WRITE with its header and file handle.
+assert(RPC_RECORD_BYTES_MAX >= NFS3_IO_BYTES_MAX + 1024, "a record holds a WRITE of wtmax");
+assert(NFS3_READDIR_BYTES_MAX <= NFS3_IO_BYTES_MAX, "a READDIR reply fits the large writer");
+
+const requestsTotal = counter<"proc" | "status">({
+  name: "kiseki_nfs_requests_total",
+  help: "NFSv3 calls answered, by procedure and nfsstat3 (ok or its number)",
+  labelNames: ["proc", "status"],
+});
+const requestSeconds = histogram<"proc">({
+  name: "kiseki_nfs_request_duration_seconds",
+  help: "Time to answer an NFSv3 call",
+  labelNames: ["proc"],
+});
+
 const FSF3_SYMLINK = 0x0002;
 const FSF3_HOMOGENEOUS = 0x0008;
 const FSF3_CANSETTIME = 0x0010;
@@ -110,6 +127,8 @@ type Shape = "status" | "post" | "wcc" | "wcc2" | "link";
 
 interface Proc {
   name: string;
+  /** Replies up to NFS3_IO_BYTES_MAX (READ, READDIR, READDIRPLUS). */
+  large?: boolean;
   /** The resfail shape: what follows the status when the call fails. */
   fail: Shape;
   run(r: XdrReader, w: XdrWriter, caller: Caller): Promise<void>;
@@ -180,9 +199,19 @@ export class Nfs3Program implements RpcProgram {
     if (proc === NFSPROC3_NULL) return new Uint8Array(0);
     const p = this.#procs[proc];
     if (p === undefined) throw new RpcAcceptError(PROC_UNAVAIL, `NFSv3 procedure ${proc}`);
+    const started = performance.now();
+    const reply = await this.#run(p, args, ctx);
+    const status = new DataView(reply.buffer, reply.byteOffset, 4).getUint32(0);
+    requestsTotal.inc({ proc: p.name, status: status === NFS3_OK ? "ok" : String(status) });
+    requestSeconds.observe({ proc: p.name }, (performance.now() - started) / 1000);
+    return reply;
+  }
+
+  async #run(p: Proc, args: XdrReader, ctx: RpcContext): Promise<Uint8Array> {
     const auth = ctx.auth!;
     const caller: Caller = { uid: auth.uid, gid: auth.gid, gids: auth.gids };
-    const w = new XdrWriter(256);
+    // READ and READDIR replies are large: one allocation instead of doublings.
+    const w = new XdrWriter(p.large ? NFS3_IO_BYTES_MAX + 4096 : 256);
     if (!this.#allowed(ctx.peerHost)) {
       w.u32(NFS3ERR_ACCES);
       this.#failBody(w, p.fail);
@@ -334,6 +363,7 @@ export class Nfs3Program implements RpcProgram {
     };
     t[NFSPROC3_READ] = {
       name: "READ",
+      large: true,
       fail: "post",
       run: async (r, w, caller) => {
         const node = this.#node(r);
@@ -362,8 +392,8 @@ export class Nfs3Program implements RpcProgram {
           throw new NfsError(NFS3ERR_FBIG, "past the largest file");
         }
         const before = await fs.getattr(node);
-        // The copy outlives the record: pending writes are held until streamed.
-        await fs.write(node, offset, data.slice(), stable !== UNSTABLE, caller);
+        // A view of the record, which no one else holds: pending writes keep it until stored.
+        await fs.write(node, offset, data, stable !== UNSTABLE, caller);
         w.u32(NFS3_OK);
         await this.#wcc(w, node, before);
         w.u32(data.length).u32(stable === UNSTABLE ? UNSTABLE : FILE_SYNC).fixed(
@@ -564,11 +594,13 @@ export class Nfs3Program implements RpcProgram {
     };
     t[NFSPROC3_READDIR] = {
       name: "READDIR",
+      large: true,
       fail: "post",
       run: (r, w, caller) => readdir(r, w, caller, false),
     };
     t[NFSPROC3_READDIRPLUS] = {
       name: "READDIRPLUS",
+      large: true,
       fail: "post",
       run: (r, w, caller) => readdir(r, w, caller, true),
     };

@@ -147,7 +147,12 @@ function acceptedHead(xid: number, stat: number): XdrWriter {
 
 /** A SUCCESS reply; `body` is the procedure's encoded results. */
 export function successReply(xid: number, body: Uint8Array): Uint8Array {
-  return acceptedHead(xid, SUCCESS).fixed(body).finish();
+  // Results are whole XDR (a multiple of four bytes): one allocation, one copy.
+  const head = acceptedHead(xid, SUCCESS).finish();
+  const out = new Uint8Array(head.length + body.length);
+  out.set(head);
+  out.set(body, head.length);
+  return out;
 }
 
 /** An accepted reply of another status (PROG_UNAVAIL, PROC_UNAVAIL, GARBAGE_ARGS, ...). */
