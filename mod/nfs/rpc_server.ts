@@ -31,6 +31,8 @@ import { XdrError, type XdrReader } from "./xdr.ts";
 export const RPC_CONNECTIONS_MAX = 1024;
 /** Calls of one connection in progress at once; past it, the connection is not read. */
 export const RPC_CALLS_IN_FLIGHT_PER_CONNECTION_MAX = 128;
+/** Bytes of calls (records) all connections have in progress at once. */
+export const RPC_BYTES_IN_FLIGHT_MAX = 256 << 20;
 /** Replies the duplicate request cache keeps (oldest first out). */
 export const DRC_ENTRIES_MAX = 4096;
 const READ_BUFFER_BYTES = 256 << 10;
@@ -128,6 +130,7 @@ export interface RpcServerOptions {
   connectionsMax?: number;
   callsInFlightPerConnectionMax?: number;
   recordBytesMax?: number;
+  bytesInFlightMax?: number;
 }
 
 export interface RpcServerStats {
@@ -254,6 +257,9 @@ export function listenRpc(options: RpcServerOptions & { dispatcher?: RpcDispatch
   let framingErrors = 0;
   let closing = false;
   let slotWaiter: (() => void) | null = null;
+  const bytesInFlightMax = options.bytesInFlightMax ?? RPC_BYTES_IN_FLIGHT_MAX;
+  let bytesInFlight = 0;
+  const bytesWaiters: (() => void)[] = [];
 
   async function serve(conn: Deno.Conn): Promise<void> {
     const remote = conn.remoteAddr as Deno.NetAddr;
@@ -295,13 +301,21 @@ export function listenRpc(options: RpcServerOptions & { dispatcher?: RpcDispatch
         }
         for (const record of records) {
           while (inFlight >= inFlightMax) await new Promise<void>((r) => (wake = r));
+          // Past the server-wide bound, a connection waits (its socket is not read) until
+          // calls of any connection finish; one call alone always runs.
+          while (bytesInFlight > 0 && bytesInFlight + record.length > bytesInFlightMax) {
+            await new Promise<void>((r) => bytesWaiters.push(r));
+          }
           inFlight++;
+          bytesInFlight += record.length;
           dispatcher.dispatch(record, peer).then((reply) => {
             if (reply !== null) send(reply);
           }).catch((e) => {
             log?.error("rpc: dispatch failed", { error: e });
           }).finally(() => {
             inFlight--;
+            bytesInFlight -= record.length;
+            for (const w of bytesWaiters.splice(0)) w();
             const w = wake;
             wake = null;
             w?.();

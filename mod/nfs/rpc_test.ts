@@ -309,3 +309,39 @@ Deno.test("listenRpc runs a connection's calls at once and replies as each finis
     await server.close();
   }
 });
+
+Deno.test("listenRpc holds calls past its server-wide byte bound until others finish", async () => {
+  let release!: () => void;
+  const gate = new Promise<void>((r) => (release = r));
+  let started = 0;
+  const program: RpcProgram = {
+    prog: 400003,
+    versLow: 1,
+    versHigh: 1,
+    async call() {
+      started++;
+      await gate;
+      return new Uint8Array(0);
+    },
+  };
+  // Each call is ~100 bytes: the bound lets one run at a time.
+  const server = listenRpc({
+    hostname: "127.0.0.1",
+    port: 0,
+    programs: [program],
+    bytesInFlightMax: 150,
+  });
+  const client = await RpcClient.connect("127.0.0.1", server.addr.port, ROOT);
+  try {
+    const calls = [1, 2, 3].map(() => client.call(400003, 1, 1, new Uint8Array(40)));
+    await new Promise((r) => setTimeout(r, 100));
+    assert.equal(started, 1);
+    release();
+    const replies = await Promise.all(calls);
+    assert.ok(replies.every((r) => r.kind === "success"));
+    assert.equal(started, 3);
+  } finally {
+    await client.close();
+    await server.close();
+  }
+});
