@@ -40,8 +40,8 @@ if ln $M/a/leaf2 $M/hard 2>/tmp/lnerr; then bad "hard link made"; else
 
 chmod 640 $M/a/leaf2 && [ "$(stat -c %a $M/a/leaf2)" = 640 ] && ok "chmod" || bad "chmod $(stat -c %a $M/a/leaf2)"
 chown 1000:100 $M/a/leaf2 && [ "$(stat -c %u:%g $M/a/leaf2)" = 1000:100 ] && ok "chown" || bad "chown"
-touch -d "2020-01-02 03:04:05" $M/a/leaf2 && [ "$(stat -c %Y $M/a/leaf2)" = 1577934245 ] \
-  && ok "touch -d" || bad "touch -d: $(stat -c %Y $M/a/leaf2)"
+touch -d "2020-01-02 03:04:05" $M/a/leaf2 $M/a/stamp && [ "$(stat -c %Y $M/a/leaf2)" = 1577934245 ] \
+  && [ "$(stat -c %Y $M/a/stamp)" = 1577934245 ] && ok "touch -d" || bad "touch -d: $(stat -c %Y $M/a/leaf2)"
 truncate -s 2 $M/a/leaf2 && [ "$(cat $M/a/leaf2)" = le ] && ok "truncate down" || bad "truncate down"
 truncate -s 8192 $M/a/leaf2 && [ "$(stat -c %s $M/a/leaf2)" = 8192 ] \
   && [ "$(tail -c 4 $M/a/leaf2 | od -An -tx1 | tr -d ' ')" = 00000000 ] && ok "truncate up (sparse)" \
