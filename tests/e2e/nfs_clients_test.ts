@@ -4,6 +4,7 @@
 
 import assert from "node:assert/strict";
 import { createHash } from "node:crypto";
+import { missingPart } from "../../mod/base/mod.ts";
 import { Nfs3Client } from "../../mod/nfs/nfs3_client.ts";
 import { RpcClient } from "../../mod/nfs/rpc_client.ts";
 import { run, startRole, testAddrs, waitForHttp } from "./_role.ts";
@@ -26,7 +27,10 @@ function sha256(bytes: Uint8Array): string {
 
 Deno.test({
   name: "libnfs-utils and aws-cli see one namespace on a real kiseki server",
-  ignore: !(await Deno.stat(NFS_CP).then(() => true, () => false)),
+  ignore: missingPart(
+    "libnfs-utils (Debian libnfs-utils)",
+    !(await Deno.stat(NFS_CP).then(() => true, () => false)) && `${NFS_CP} not found`,
+  ),
   async fn(t) {
     const dataDir = await Deno.makeTempDir({ prefix: "kiseki-e2e-nfs-" });
     const work = await Deno.makeTempDir({ prefix: "kiseki-e2e-nfs-work-" });

@@ -6,6 +6,7 @@
 import assert from "node:assert/strict";
 import { createHash } from "node:crypto";
 import { buildGuest, defaultGuestCache, guestUnavailable, runGuest } from "../kernel_nfs/guest.ts";
+import { missingPart } from "../../mod/base/mod.ts";
 import { ROOT, run, startRole, waitForHttp } from "./_role.ts";
 
 const AWS = "/usr/bin/aws";
@@ -25,7 +26,7 @@ const unavailable = await guestUnavailable();
 
 Deno.test({
   name: "the Linux kernel NFS client mounts v3 and passes the POSIX script",
-  ignore: unavailable !== null,
+  ignore: missingPart("a kernel NFS client guest (root and Debian apt)", unavailable),
   async fn() {
     const guest = await buildGuest(defaultGuestCache());
     const dataDir = await Deno.makeTempDir({ prefix: "kiseki-e2e-knfs-" });
