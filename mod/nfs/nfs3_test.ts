@@ -599,3 +599,28 @@ Deno.test("KISEKI_PORTMAP_ADDR: a second listener answers GETPORT with the NFS p
     await Deno.remove(dataDir, { recursive: true });
   }
 });
+
+Deno.test("a retransmitted REMOVE or CREATE gets its first reply from the duplicate request cache", async () => {
+  await withNfs(async (h) => {
+    const b = await bucket(h, "drc");
+    const create = new XdrWriter().opaque(b).string("once").u32(1)
+      .bool(false).bool(false).bool(false).bool(false).u32(0).u32(0).finish();
+    const first = await h.rpc.call(NFS_PROGRAM, 3, 8, create, { xid: 0x5eed });
+    const again = await h.rpc.call(NFS_PROGRAM, 3, 8, create, { xid: 0x5eed });
+    if (first.kind !== "success" || again.kind !== "success") throw new Error("create");
+    assert.equal(first.results.u32(), 0);
+    // A GUARDED create done twice would be NFS3ERR_EXIST: the cache answered instead.
+    assert.equal(again.results.u32(), 0);
+    const remove = new XdrWriter().opaque(b).string("once").finish();
+    const r1 = await h.rpc.call(NFS_PROGRAM, 3, 12, remove, { xid: 0x5eee });
+    const r2 = await h.rpc.call(NFS_PROGRAM, 3, 12, remove, { xid: 0x5eee });
+    if (r1.kind !== "success" || r2.kind !== "success") throw new Error("remove");
+    assert.equal(r1.results.u32(), 0);
+    assert.equal(r2.results.u32(), 0);
+    // A new xid is a new call.
+    const r3 = await h.rpc.call(NFS_PROGRAM, 3, 12, remove, { xid: 0x5eef });
+    if (r3.kind !== "success") throw new Error("remove");
+    assert.equal(r3.results.u32(), NFS3ERR_NOENT);
+    assert.ok(h.gateway.stats().drcHits >= 2);
+  });
+});
