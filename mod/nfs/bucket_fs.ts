@@ -74,8 +74,11 @@ export interface NfsObjectBackend {
 export const NAME_BYTES_MAX = 255;
 /** A symlink target's bytes at most (PATH_MAX). */
 export const SYMLINK_TARGET_BYTES_MAX = 4096;
-/** Readdir cookies remembered (oldest first out; a forgotten one is NFS3ERR_BAD_COOKIE). */
-export const READDIR_COOKIES_MAX = 1 << 18;
+/**
+ * Readdir cookies remembered (oldest first out; a forgotten one is NFS3ERR_BAD_COOKIE, and
+ * the client lists the directory again); each holds a directory's path and a name.
+ */
+export const READDIR_COOKIES_MAX = 1 << 16;
 /** Objects one directory rename may move (each is a copy and a delete). */
 export const RENAME_KEYS_MAX = 10_000;
 /**
@@ -733,8 +736,9 @@ export class BucketFs {
     };
     if (how.mode === "exclusive") metadata[VERIFIER_KEY] = hex(how.verifier);
     const size = attr.size ?? 0;
+    checkHole(0, size, this.#holeBytesMax);
     try {
-      await this.#backend.putObject(this.#ref(dir.ns), path, new Uint8Array(size), {
+      await this.#backend.putObject(this.#ref(dir.ns), path, new Uint8Array(0), {
         contentType: DEFAULT_CONTENT_TYPE,
         metadata,
         ifAbsent: how.mode !== "unchecked",
@@ -745,6 +749,8 @@ export class BucketFs {
       }
       throw e;
     }
+    // A size given at creation is a hole: streamed as zeros, never allocated whole.
+    if (size > 0) await this.#files.truncate(dir.ns, path, size);
     this.#touchBucket(dir.ns);
     return { node, attr: await this.getattr(node) };
   }

@@ -9,8 +9,8 @@ import { NAMESPACE_ID_BYTES } from "../composition/mod.ts";
 import { NFS3ERR_BADHANDLE, NFS3ERR_STALE, NfsError } from "./errors.ts";
 
 export const NFS3_FHSIZE = 64;
-/** Long-path handles the gateway remembers (least recently made first out). */
-export const LONG_PATHS_MAX = 1 << 18;
+/** Long-path handles the gateway remembers (oldest first out); each holds a path (<= 1 KiB). */
+export const LONG_PATHS_MAX = 1 << 16;
 
 const FH_VERSION = 1;
 const HEADER_BYTES = 4 + NAMESPACE_ID_BYTES; // version, kind, form, export, namespace id

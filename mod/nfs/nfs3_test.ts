@@ -340,6 +340,14 @@ Deno.test("NFSv3: SETATTR truncates, extends, chmods and honours its ctime guard
     // A hole past the largest one allowed is refused, whatever it is made by.
     assert.equal((await h.client.setattr(fh, { size: 4 + (1 << 20) + 1 })).status, 27);
     assert.equal((await h.client.write(fh, 2 << 20, new Uint8Array(1), 0)).status, 27);
+    // So is a size given at creation, and one within the limit is zeros.
+    assert.equal(
+      (await h.client.create(b, "huge", { mode: 0, attr: { size: 2 ** 40 } })).status,
+      27,
+    );
+    const sized = await h.client.create(b, "sized", { mode: 1, attr: { size: 5000 } });
+    assert.equal(sized.attr!.size, 5000);
+    assert.deepEqual((await h.client.read(sized.fh!, 4990, 100)).data, new Uint8Array(10));
     // Sparse extension reads as zeros.
     assert.equal((await h.client.setattr(fh, { size: 8 })).status, 0);
     assert.deepEqual([...(await h.client.read(fh, 0, 100)).data!], [48, 49, 50, 51, 0, 0, 0, 0]);
