@@ -141,8 +141,18 @@ export async function runNfsFuzz(
       }
       if (i > 0 && i % 100_000 === 0) log(`${i} inputs, ${report.faults} faults`);
     }
-    report.healthy = (await client.getattr(root)).status === 0 &&
-      (await client.getattr(file)).status === 0;
+    // Healthy: the root answers, and a new bucket takes a file that reads back (the fuzz
+    // may have renamed or removed anything it started with).
+    const health = await client.mkdir(root, `health-${options.seed}`);
+    const made = health.fh === undefined
+      ? null
+      : await client.create(health.fh, "ok", { mode: 1, attr: {} });
+    const wrote = made?.fh === undefined
+      ? null
+      : await client.write(made.fh, 0, new TextEncoder().encode("ok"), 2);
+    const read = made?.fh === undefined ? null : await client.read(made.fh, 0, 10);
+    report.healthy = (await client.getattr(root)).status === 0 && wrote?.status === 0 &&
+      new TextDecoder().decode(read?.data ?? new Uint8Array(0)) === "ok";
     report.ms = performance.now() - started;
     return report;
   } finally {
