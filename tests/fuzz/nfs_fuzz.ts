@@ -151,6 +151,10 @@ export async function runNfsFuzz(
       ? null
       : await client.write(made.fh, 0, new TextEncoder().encode("ok"), 2);
     const read = made?.fh === undefined ? null : await client.read(made.fh, 0, 10);
+    log(
+      `health: mkdir ${health.status}, create ${made?.status}, write ${wrote?.status}, ` +
+        `read ${read?.status}`,
+    );
     report.healthy = (await client.getattr(root)).status === 0 && wrote?.status === 0 &&
       new TextDecoder().decode(read?.data ?? new Uint8Array(0)) === "ok";
     report.ms = performance.now() - started;
