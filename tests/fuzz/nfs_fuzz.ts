@@ -32,6 +32,18 @@ export interface NfsFuzzReport {
 }
 
 const quiet = createLogger({ level: "error", format: "text", sink: { write: () => {} } });
+/** The gateway's last warnings (why a call failed), shown with an unhealthy result. */
+const warnings: string[] = [];
+const gatewayLog = createLogger({
+  level: "warn",
+  format: "text",
+  sink: {
+    write: (line: string) => {
+      warnings.push(line);
+      if (warnings.length > 5) warnings.shift();
+    },
+  },
+});
 
 export async function runNfsFuzz(
   options: { seed: number; inputs: number; log?: (line: string) => void },
@@ -49,7 +61,7 @@ export async function runNfsFuzz(
     backend: stack.engine,
     tenantId: tenant,
     addr: { host: "127.0.0.1", port: 0 },
-    logger: quiet,
+    logger: gatewayLog,
     writeHoleBytesMax: 1 << 20,
   });
   const rpc = await RpcClient.connect("127.0.0.1", gateway.addr.port);
@@ -155,6 +167,7 @@ export async function runNfsFuzz(
       `health: mkdir ${health.status}, create ${made?.status}, write ${wrote?.status}, ` +
         `read ${read?.status}`,
     );
+    if (wrote?.status !== 0) { for (const w of warnings) log(`gateway: ${w.trim()}`); }
     report.healthy = (await client.getattr(root)).status === 0 && wrote?.status === 0 &&
       new TextDecoder().decode(read?.data ?? new Uint8Array(0)) === "ok";
     report.ms = performance.now() - started;
