@@ -30,6 +30,8 @@ export interface Config {
   advisoryAddr: HostPort;
   s3Addr: HostPort;
   nfsAddr: HostPort;
+  /** A second portmapper listener (port 111) for clients that insist on one; null: none. */
+  portmapAddr: HostPort | null;
   metricsAddr: HostPort;
   raftAddr: HostPort;
   dataDir: string;
@@ -103,6 +105,12 @@ export const CONFIG_VARIABLES: readonly ConfigVariable[] = [
     default: "0.0.0.0:2049",
     expects: "host:port",
     description: "NFS gateway",
+  },
+  {
+    name: "KISEKI_PORTMAP_ADDR",
+    default: "",
+    expects: "host:port",
+    description: "a portmapper listener (port 111) besides the one on KISEKI_NFS_ADDR",
   },
   {
     name: "KISEKI_METRICS_ADDR",
@@ -492,6 +500,9 @@ export function parseConfig(env: ConfigEnv, options: ParseConfigOptions = {}): C
     advisoryAddr: addr("KISEKI_ADVISORY_ADDR", "0.0.0.0:9101"),
     s3Addr: addr("KISEKI_S3_ADDR", "0.0.0.0:9000"),
     nfsAddr: addr("KISEKI_NFS_ADDR", "0.0.0.0:2049"),
+    portmapAddr: raw("KISEKI_PORTMAP_ADDR") === undefined
+      ? null
+      : addr("KISEKI_PORTMAP_ADDR", "0.0.0.0:111"),
     metricsAddr: addr("KISEKI_METRICS_ADDR", "0.0.0.0:9090"),
     raftAddr: addr("KISEKI_RAFT_ADDR", "0.0.0.0:9300"),
     dataDir,
@@ -524,6 +535,9 @@ export function parseConfig(env: ConfigEnv, options: ParseConfigOptions = {}): C
   const listeners: [string, HostPort][] = [
     ["KISEKI_S3_ADDR", config.s3Addr],
     ["KISEKI_NFS_ADDR", config.nfsAddr],
+    ...(config.portmapAddr
+      ? [["KISEKI_PORTMAP_ADDR", config.portmapAddr] as [string, HostPort]]
+      : []),
     ["KISEKI_METRICS_ADDR", config.metricsAddr],
     ["KISEKI_ADVISORY_ADDR", config.advisoryAddr],
     ["KISEKI_RAFT_ADDR", config.raftAddr],

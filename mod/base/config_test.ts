@@ -21,6 +21,7 @@ Deno.test("parseConfig() with no variables gives the embedded single node", () =
   const c = parseConfig({});
   assert.deepEqual(c.s3Addr, { host: "0.0.0.0", port: 9000 });
   assert.deepEqual(c.nfsAddr, { host: "0.0.0.0", port: 2049 });
+  assert.equal(c.portmapAddr, null);
   assert.deepEqual(c.metricsAddr, { host: "0.0.0.0", port: 9090 });
   assert.deepEqual(c.dataAddrs, [{ host: "0.0.0.0", port: 9100 }]);
   assert.deepEqual(c.advisoryAddr, { host: "0.0.0.0", port: 9101 });
@@ -197,4 +198,19 @@ Deno.test("parseConfig() keeps the S3 credentials file out of the data dir", () 
           .test(e.message),
     );
   }
+});
+
+Deno.test("parseConfig() reads KISEKI_PORTMAP_ADDR and refuses it on another listener's address", () => {
+  assert.deepEqual(parseConfig({ KISEKI_PORTMAP_ADDR: "0.0.0.0:111" }).portmapAddr, {
+    host: "0.0.0.0",
+    port: 111,
+  });
+  assert.match(
+    problems({ KISEKI_PORTMAP_ADDR: "nope" })[0]!,
+    /^KISEKI_PORTMAP_ADDR="nope" is invalid/,
+  );
+  assert.match(
+    problems({ KISEKI_PORTMAP_ADDR: "0.0.0.0:2049" })[0]!,
+    /KISEKI_PORTMAP_ADDR=0.0.0.0:2049 is invalid: the same address as KISEKI_NFS_ADDR/,
+  );
 });

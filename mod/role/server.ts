@@ -26,6 +26,7 @@ import { ClusterStateMachine, ClusterStateService } from "../control/mod.ts";
 import { engineKeysOf, joinClusterState, serveClusterKeyOnPort } from "./cluster_state.ts";
 import { clusterReadBarrier } from "./read_barrier.ts";
 import { ReadBarrierBackend } from "../s3/mod.ts";
+import { type NfsGateway, startNfsGateway } from "../nfs/mod.ts";
 import { SCRUB_API_PREFIX, type ScrubService, startScrub } from "./scrub.ts";
 import { logErrorMapper, logServiceBinding } from "../log/log_grpc.ts";
 import { type GrpcServer, readTlsMaterial, startGrpcServer } from "../transport/mod.ts";
@@ -110,6 +111,7 @@ async function runServer(config: Config): Promise<number> {
   let grpcServer: GrpcServer | undefined;
   let stack: EngineStack | undefined;
   let s3: { close(): Promise<void> } | undefined;
+  let nfs: NfsGateway | undefined;
   let gc: GcBackground | undefined;
   let scrub: ScrubService | undefined;
   try {
@@ -239,23 +241,54 @@ async function runServer(config: Config): Promise<number> {
     // SlowDown until the cluster state is reached.
     if (lone) await joined;
     else await Promise.race([joined, delay(CLUSTER_JOIN_READY_WAIT_MS, stop.signal)]);
+    // A lone node's views already hold every acknowledged write; others pass a barrier.
+    const gatewayBackend = lone ? stack.engine : new ReadBarrierBackend(
+      stack.engine,
+      clusterReadBarrier({
+        deltaLog: cluster!.deltaLog,
+        views: stack.views,
+        shardMap: stack.metadata.shardMap,
+      }),
+    );
     const s3Endpoint = startS3Gateway({
       config,
-      // A lone node's views already hold every acknowledged write; others pass a barrier.
-      backend: lone ? stack.engine : new ReadBarrierBackend(
-        stack.engine,
-        clusterReadBarrier({
-          deltaLog: cluster!.deltaLog,
-          views: stack.views,
-          shardMap: stack.metadata.shardMap,
-        }),
-      ),
+      backend: gatewayBackend,
       credentials: clusterState.credentials,
       defaultTenant: () => clusterState.isReady() ? clusterState.defaultTenant() : null,
       log: logger,
       signal: stop.signal,
     });
     s3 = s3Endpoint;
+    // NFS serves the default tenant's buckets (one namespace with S3) to loopback clients,
+    // through the same read barrier as S3. The default tenant comes with the cluster state.
+    const pool = stack.chunkStore;
+    const startNfs = (tenant: string) => {
+      nfs = startNfsGateway({
+        backend: gatewayBackend,
+        tenantId: fromHex(tenant, TENANT_ID_BYTES)!,
+        addr: config.nfsAddr,
+        portmapAddr: config.portmapAddr,
+        logger,
+        space: () => {
+          const report = pool.poolReport();
+          return {
+            totalBytes: report.capacityBytes,
+            freeBytes: Math.max(0, report.capacityBytes - report.usedBytes),
+          };
+        },
+      });
+      logger.info("NFS gateway listening", {
+        addr: formatHostPort(config.nfsAddr),
+        portmap: config.portmapAddr ? formatHostPort(config.portmapAddr) : "on the NFS port",
+      });
+    };
+    if (clusterState.isReady()) startNfs(clusterState.defaultTenant());
+    else {
+      logger.warn("the NFS gateway starts once the cluster state is reached");
+      joined.then(() => {
+        if (!stop.signal.aborted) startNfs(clusterState.defaultTenant());
+      }, () => {});
+    }
     api.mount("/api/v1/s3-credentials", s3Endpoint.api);
     const engineStack = stack;
     // Shreds this node runs itself; a tenant KEK destroyed through another node makes this
@@ -317,6 +350,7 @@ async function runServer(config: Config): Promise<number> {
     if (e instanceof DataDirError) logger.error(e.message);
     else logger.error("start-up failed", { error: e });
     await scrub?.stop();
+    await nfs?.close();
     await s3?.close();
     await gc?.stop();
     await grpcServer?.close(0);
@@ -327,6 +361,7 @@ async function runServer(config: Config): Promise<number> {
   }
 
   await admin.finished;
+  await nfs?.close();
   await s3.close();
   await gc.stop();
   await grpcServer.close();

@@ -173,6 +173,7 @@ export function roleFlags(role: RoleName, config: Config, options: RoleFlagsOpti
       ) {
         listen(a);
       }
+      if (config.portmapAddr) listen(config.portmapAddr);
       listen(config.dataAddrs[0]!);
       for (const peer of config.raftPeers) {
         if (peer.id === config.nodeId) continue;

@@ -1,0 +1,114 @@
+// The NFS gateway of a node: NFS v3, MOUNT v3 and the portmapper on one TCP port
+// (KISEKI_NFS_ADDR), optionally the portmapper alone on another (KISEKI_PORTMAP_ADDR, 111),
+// over a tenant's buckets. NFSv4 answers NULL, and every COMPOUND NFS4ERR_MINOR_VERS_MISMATCH
+// (no minor version is served yet), which the Linux client answers by falling back to v3.
+
+import type { HostPort } from "../base/mod.ts";
+import type { Logger } from "../obs/mod.ts";
+import { BucketFs, type NfsObjectBackend } from "./bucket_fs.ts";
+import { HandleTable } from "./file_handle.ts";
+import { MOUNT_PROGRAM, MOUNT_V3, MountProgram } from "./mount.ts";
+import { Nfs3Program, NFS_PROGRAM, NFS_V3 } from "./nfs3.ts";
+import { NfsProgram } from "./nfs4.ts";
+import { IPPROTO_TCP, PMAP_PROGRAM, PMAP_V2, type PortMapping, PortmapProgram } from "./portmap.ts";
+import { listenRpc, RpcDispatcher, type RpcServer, type RpcServerStats } from "./rpc_server.ts";
+
+export interface NfsGatewayOptions {
+  backend: NfsObjectBackend;
+  /** The tenant whose buckets are served under "/". */
+  tenantId: Uint8Array;
+  addr: HostPort;
+  portmapAddr?: HostPort | null;
+  logger?: Logger;
+  /** Whether a client address may mount and use the file system (default: loopback). */
+  clientAllowed?: (host: string) => boolean;
+  /** Pool space for FSSTAT. */
+  space?: () => { totalBytes: number; freeBytes: number };
+  /** Unstable writes idle this long are committed (default WRITE_IDLE_MS). */
+  writeIdleMs?: number;
+  /** The largest hole a write may open past a file's end (default WRITE_HOLE_BYTES_MAX). */
+  writeHoleBytesMax?: number;
+}
+
+export interface NfsGateway {
+  addr: Deno.NetAddr;
+  portmapAddr: Deno.NetAddr | null;
+  /** The dispatcher behind the listeners (for in-process callers and fuzzing). */
+  dispatcher: RpcDispatcher;
+  stats(): RpcServerStats;
+  close(): Promise<void>;
+}
+
+export function startNfsGateway(options: NfsGatewayOptions): NfsGateway {
+  const handles = new HandleTable();
+  const fs = new BucketFs({
+    backend: options.backend,
+    tenantId: options.tenantId,
+    logger: options.logger,
+    writeIdleMs: options.writeIdleMs,
+    writeHoleBytesMax: options.writeHoleBytesMax,
+  });
+  // Both change on every start: a client resends unstable writes and restarts listings.
+  const writeVerifier = crypto.getRandomValues(new Uint8Array(8));
+  const cookieVerifier = crypto.getRandomValues(new Uint8Array(8));
+  let nfsPort = 0;
+  const mappings = (): PortMapping[] => [
+    { prog: PMAP_PROGRAM, vers: PMAP_V2, prot: IPPROTO_TCP, port: nfsPort },
+    { prog: MOUNT_PROGRAM, vers: MOUNT_V3, prot: IPPROTO_TCP, port: nfsPort },
+    { prog: NFS_PROGRAM, vers: NFS_V3, prot: IPPROTO_TCP, port: nfsPort },
+    { prog: NFS_PROGRAM, vers: 4, prot: IPPROTO_TCP, port: nfsPort },
+  ];
+  const portmap = new PortmapProgram(mappings);
+  const dispatcher = new RpcDispatcher(
+    [
+      portmap,
+      new MountProgram({ fs, handles, clientAllowed: options.clientAllowed }),
+      new NfsProgram(
+        new Nfs3Program({
+          fs,
+          handles,
+          writeVerifier,
+          cookieVerifier,
+          clientAllowed: options.clientAllowed,
+          space: options.space,
+          logger: options.logger,
+        }),
+      ),
+    ],
+    undefined,
+    options.logger,
+  );
+  const server = listenRpc({
+    hostname: options.addr.host,
+    port: options.addr.port,
+    programs: [],
+    dispatcher,
+    logger: options.logger,
+  });
+  nfsPort = server.addr.port;
+  let portmapServer: RpcServer | null = null;
+  if (options.portmapAddr) {
+    try {
+      portmapServer = listenRpc({
+        hostname: options.portmapAddr.host,
+        port: options.portmapAddr.port,
+        programs: [portmap],
+        logger: options.logger,
+      });
+    } catch (e) {
+      void server.close();
+      throw e;
+    }
+  }
+  return {
+    addr: server.addr,
+    portmapAddr: portmapServer?.addr ?? null,
+    dispatcher,
+    stats: () => server.stats(),
+    async close() {
+      await portmapServer?.close();
+      await server.close();
+      await fs.close();
+    },
+  };
+}
