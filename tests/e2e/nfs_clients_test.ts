@@ -39,7 +39,7 @@ Deno.test({
     const url = (path: string, version = 3) =>
       `nfs://${host}${path}?version=${version}&nfsport=${port}&mountport=${port}`;
     const clientEnv = {
-      AWS_SHARED_CREDENTIALS_FILE: `${dataDir}/config/s3-credentials`,
+      AWS_SHARED_CREDENTIALS_FILE: `${dataDir}.s3-credentials`,
       AWS_DEFAULT_REGION: "us-east-1",
     };
     const aws = (...args: string[]) =>

@@ -33,7 +33,7 @@ Deno.test({
     const work = await Deno.makeTempDir({ prefix: "kiseki-e2e-knfs-work-" });
     const env = { ...ADDRS, KISEKI_DATA_DIR: dataDir };
     const clientEnv = {
-      AWS_SHARED_CREDENTIALS_FILE: `${dataDir}/config/s3-credentials`,
+      AWS_SHARED_CREDENTIALS_FILE: `${dataDir}.s3-credentials`,
       AWS_DEFAULT_REGION: "us-east-1",
     };
     const aws = (...args: string[]) =>
