@@ -1,0 +1,1127 @@
+// The chunk store of a cluster: a chunk's fragments (EC k+m or copies) go to (node, device)
+// pairs chosen by rendezvous placement over every node's devices (cluster_placement.ts),
+// this node's through its LocalFragmentStore, the others' over the chunk fabric (the
+// FragmentPeers port). The index of the chunks this node wrote (where each fragment lives,
+// refcounts, tenants) is kept in lmdb beside the local fragment index.
+//
+// A put is acknowledged once the full redundancy is durable on distinct nodes; when nodes
+// are down, fragments meant for them go to the next devices of their ranking, and when even
+// that cannot place them all, a still-safe subset (k+1 of EC, 2 copies, one node's loss
+// survivable) is acknowledged and the chunk recorded degraded; the repairer restores it once
+// nodes are back. Less is never acknowledged. Reads fetch any k fragments in parallel and
+// rebuild the missing ones. Refcount GC releases every fragment on its node, and keeps a
+// release for a node that is down until it is reachable again.
+
+import { assert, crc32c } from "../base/mod.ts";
+import type { KvEnv, KvTable } from "../disk/mod.ts";
+import { type ErasureCodec, type ErasureCodecFactory, fragmentLengthFor } from "../ec/mod.ts";
+import { counter, gauge, log, type Logger } from "../obs/mod.ts";
+import {
+  type ChunkRead,
+  type ChunkStat,
+  type ChunkStore,
+  ChunkStoreError,
+  type FragmentFaultReport,
+  hex,
+  type PoolReport,
+  type PutOptions,
+  type PutResult,
+} from "./chunk_store.ts";
+import { addTenant, tenantTag } from "./chunk_index.ts";
+import {
+  ClusterPlacement,
+  fragmentsNeeded,
+  perNodeMaxFor,
+  safeFragmentsFor,
+} from "./cluster_placement.ts";
+import type { DeviceInventory, LocalFragmentStore } from "./fragment_store.ts";
+import { type Durability, formatDurability, fragmentCount, parseDurability } from "./pool.ts";
+
+/** Puts accepted and not yet durable; further puts wait for room. */
+export const CLUSTER_PUTS_IN_FLIGHT_MAX = 256;
+/** Rounds of placing fragments again after some were refused or their node unreachable. */
+export const CLUSTER_PLACEMENT_ROUNDS_MAX = 4;
+/** Chunks one GC or repair step looks at. */
+export const CLUSTER_STEP_CHUNKS_MAX = 256;
+/** Fragment releases one step sends at most. */
+export const CLUSTER_RELEASES_STEP_MAX = 1024;
+/** Degraded chunks a metric scrape counts at most (the gauge saturates there). */
+export const CLUSTER_DEGRADED_COUNTED_MAX = 100_000;
+/** A node that failed a request is skipped by writes for this long, then tried again. */
+export const CLUSTER_NODE_RETRY_MS_DEFAULT = 5_000;
+/** A peer's device inventory is asked again after this long. */
+export const CLUSTER_INVENTORY_REFRESH_MS_DEFAULT = 10_000;
+/** Deadline of one fragment request to a peer. */
+export const CLUSTER_FRAGMENT_TIMEOUT_MS_DEFAULT = 10_000;
+/** Repair rate (fragment bytes written per second) by default: well below foreground I/O. */
+export const CLUSTER_REPAIR_BYTES_PER_SECOND_DEFAULT = 32 << 20;
+/** Pause of the background repairer between passes when there is nothing to do. */
+export const CLUSTER_REPAIR_INTERVAL_MS_DEFAULT = 5_000;
+/** Nodes of one cluster placement. */
+export const CLUSTER_NODES_MAX = 1024;
+
+export const CLUSTER_INDEX_TABLES = {
+  chunks: "cluster_chunks",
+  degraded: "cluster_degraded",
+  unreferenced: "cluster_unreferenced",
+  releases: "cluster_releases",
+} as const;
+
+// ---- ports ---------------------------------------------------------------------------------
+
+export type ClusterNodeState = "up" | "down" | "unknown";
+
+export interface ClusterMember {
+  id: number;
+  addr: string;
+  state: ClusterNodeState;
+}
+
+/**
+ * The nodes of the cluster and what is known of their state. Backed by the configured peers
+ * and the store's own reachability reports today; by the cluster state later.
+ */
+export interface ClusterMembers {
+  nodes(): ClusterMember[];
+  /** The store saw `node` answer (true) or fail (false). */
+  report?(node: number, reachable: boolean): void;
+}
+
+/** Why a request to a peer failed: its node is unreachable, or it refused this fragment. */
+export type FragmentPeerFailure = "unreachable" | "refused";
+
+export class FragmentPeerError extends Error {
+  override name = "FragmentPeerError";
+  constructor(readonly kind: FragmentPeerFailure, readonly node: number, message: string) {
+    super(message);
+  }
+}
+
+/** Fragments on other nodes (the chunk fabric). Errors are FragmentPeerErrors. */
+export interface FragmentPeers {
+  put(
+    node: number,
+    chunkId: Uint8Array,
+    index: number,
+    bytes: Uint8Array,
+    device: string,
+  ): Promise<void>;
+  /** The fragment, or null when the node does not hold it. */
+  get(
+    node: number,
+    chunkId: Uint8Array,
+    index: number,
+    sizeBytes: number,
+  ): Promise<Uint8Array | null>;
+  has(node: number, chunkId: Uint8Array, index: number): Promise<boolean>;
+  /** Drops one reference; false when the node did not hold it. */
+  release(node: number, chunkId: Uint8Array, index: number): Promise<boolean>;
+  inventory(node: number): Promise<DeviceInventory>;
+}
+
+/** The configured nodes, down while the store's requests to them fail. */
+export class StaticClusterMembers implements ClusterMembers {
+  readonly #peers: readonly { id: number; addr: string }[];
+  readonly #state = new Map<number, ClusterNodeState>();
+
+  constructor(peers: readonly { id: number; addr: string }[]) {
+    assert(peers.length >= 1 && peers.length <= CLUSTER_NODES_MAX, "1..1024 nodes");
+    this.#peers = peers;
+  }
+
+  nodes(): ClusterMember[] {
+    return this.#peers.map((p) => ({ ...p, state: this.#state.get(p.id) ?? "unknown" }));
+  }
+
+  report(node: number, reachable: boolean): void {
+    if (this.#peers.some((p) => p.id === node)) this.#state.set(node, reachable ? "up" : "down");
+  }
+}
+
+// ---- the index -----------------------------------------------------------------------------
+
+export interface ClusterFragment {
+  node: number;
+  device: string;
+  /** CRC-32C of the fragment: a holder's bytes are checked before they are decoded. */
+  crc: number;
+}
+
+export interface ClusterEntry {
+  durability: Durability;
+  refcount: number;
+  lengthBytes: number;
+  fragmentBytes: number;
+  /** By fragment index; null where the fragment is missing (the chunk is degraded). */
+  fragments: (ClusterFragment | null)[];
+  tenants: string[];
+  tenantOverflow: boolean;
+}
+
+export function encodeClusterEntry(e: ClusterEntry): Uint8Array {
+  assert(e.fragments.length === fragmentCount(e.durability), "fragment count");
+  return new TextEncoder().encode(JSON.stringify({
+    v: 1,
+    d: formatDurability(e.durability),
+    r: e.refcount,
+    l: e.lengthBytes,
+    b: e.fragmentBytes,
+    f: e.fragments.map((f) => (f === null ? null : [f.node, f.device, f.crc])),
+    t: e.tenants,
+    o: e.tenantOverflow,
+  }));
+}
+
+export function decodeClusterEntry(bytes: Uint8Array): ClusterEntry {
+  const j = JSON.parse(new TextDecoder().decode(bytes));
+  assert(j.v === 1, "cluster chunk entry version");
+  return {
+    durability: parseDurability(j.d),
+    refcount: j.r,
+    lengthBytes: j.l,
+    fragmentBytes: j.b,
+    fragments: (j.f as ([number, string, number] | null)[]).map((f) =>
+      f === null ? null : { node: f[0], device: f[1], crc: f[2] }
+    ),
+    tenants: j.t,
+    tenantOverflow: j.o,
+  };
+}
+
+function releaseKey(id: Uint8Array, index: number, node: number): Uint8Array {
+  const key = new Uint8Array(40);
+  key.set(id, 0);
+  const view = new DataView(key.buffer);
+  view.setUint32(32, index);
+  view.setUint32(36, node);
+  return key;
+}
+
+// ---- metrics -------------------------------------------------------------------------------
+
+const openStores = new Set<ClusterChunkStore>();
+gauge<"pool">({
+  name: "kiseki_chunk_degraded",
+  help: "Chunks stored with less than their full redundancy, waiting for repair",
+  labelNames: ["pool"],
+  collect: (set) => {
+    for (const s of openStores) set({ pool: s.poolName }, s.degradedCount());
+  },
+});
+const degradedWrites = counter<"pool">({
+  name: "kiseki_chunk_degraded_writes_total",
+  help: "Chunks acknowledged with a still-safe subset of their fragments (nodes were down)",
+  labelNames: ["pool"],
+});
+const repairedChunks = counter<"pool">({
+  name: "kiseki_chunk_repaired_total",
+  help: "Degraded chunks brought back to full redundancy",
+  labelNames: ["pool"],
+});
+const repairBytes = counter<"pool">({
+  name: "kiseki_chunk_repair_bytes_total",
+  help: "Fragment bytes written by repair",
+  labelNames: ["pool"],
+});
+const remoteFragments = counter<"pool" | "op">({
+  name: "kiseki_chunk_remote_fragments_total",
+  help: "Fragments put to or read from other nodes",
+  labelNames: ["pool", "op"],
+});
+const degradedReads = counter<"pool">({
+  name: "kiseki_chunk_cluster_degraded_reads_total",
+  help: "Cluster chunk reads that rebuilt fragments or skipped missing ones",
+  labelNames: ["pool"],
+});
+
+// ---- the store -----------------------------------------------------------------------------
+
+export interface ClusterChunkStoreOptions {
+  /** This node's id. */
+  self: number;
+  members: ClusterMembers;
+  /** This node's fragments (and devices). */
+  local: LocalFragmentStore;
+  peers: FragmentPeers;
+  codecs: ErasureCodecFactory;
+  /** Durability of new chunks (the pool's). */
+  durability: Durability;
+  /** The index environment (default: the local fragment store's). */
+  env?: KvEnv;
+  chunkBytesMax?: number;
+  nodeRetryMs?: number;
+  inventoryRefreshMs?: number;
+  repairBytesPerSecond?: number;
+  repairIntervalMs?: number;
+  logger?: Logger;
+  /** Milliseconds clock (default performance.now). */
+  now?: () => number;
+}
+
+interface Located {
+  /** Index in the placement's device list. */
+  device: number;
+  node: number;
+  deviceId: string;
+}
+
+export interface ClusterStepReport {
+  examined: number;
+  erased: number;
+  released: number;
+  repaired: number;
+  repairBytes: number;
+  /** More work is waiting. */
+  more: boolean;
+}
+
+/** Chunks of one pool spread over the cluster's nodes. */
+export class ClusterChunkStore implements ChunkStore {
+  readonly self: number;
+  readonly durability: Durability;
+  readonly poolName: string;
+  readonly chunkBytesMax: number;
+  readonly local: LocalFragmentStore;
+  readonly #members: ClusterMembers;
+  readonly #peers: FragmentPeers;
+  readonly #codecs: ErasureCodecFactory;
+  readonly #codecCache = new Map<string, ErasureCodec>();
+  readonly #env: KvEnv;
+  readonly #chunks: KvTable;
+  readonly #degraded: KvTable;
+  readonly #unreferenced: KvTable;
+  readonly #releases: KvTable;
+  readonly #logger: Logger;
+  readonly #now: () => number;
+  readonly #nodeRetryMs: number;
+  readonly #inventoryRefreshMs: number;
+  readonly #repairBytesPerSecond: number;
+  readonly #repairIntervalMs: number;
+  readonly #locks = new Map<string, Promise<void>>();
+  readonly #downUntil = new Map<number, number>();
+  readonly #inventories = new Map<number, { inventory: DeviceInventory; at: number }>();
+  #placement: { key: string; placement: ClusterPlacement } | null = null;
+  #inFlight = 0;
+  readonly #roomWaiters: (() => void)[] = [];
+  #closed = false;
+  #background: { stop: () => Promise<void> } | null = null;
+
+  constructor(options: ClusterChunkStoreOptions) {
+    this.self = options.self;
+    this.durability = options.durability;
+    this.local = options.local;
+    this.poolName = options.local.store.pool.name;
+    this.#members = options.members;
+    this.#peers = options.peers;
+    this.#codecs = options.codecs;
+    this.#env = options.env ?? options.local.store.env;
+    this.#chunks = this.#env.table(CLUSTER_INDEX_TABLES.chunks);
+    this.#degraded = this.#env.table(CLUSTER_INDEX_TABLES.degraded);
+    this.#unreferenced = this.#env.table(CLUSTER_INDEX_TABLES.unreferenced);
+    this.#releases = this.#env.table(CLUSTER_INDEX_TABLES.releases);
+    this.#logger = options.logger ?? log;
+    this.#now = options.now ?? (() => performance.now());
+    this.#nodeRetryMs = options.nodeRetryMs ?? CLUSTER_NODE_RETRY_MS_DEFAULT;
+    this.#inventoryRefreshMs = options.inventoryRefreshMs ?? CLUSTER_INVENTORY_REFRESH_MS_DEFAULT;
+    this.#repairBytesPerSecond = options.repairBytesPerSecond ??
+      CLUSTER_REPAIR_BYTES_PER_SECOND_DEFAULT;
+    this.#repairIntervalMs = options.repairIntervalMs ?? CLUSTER_REPAIR_INTERVAL_MS_DEFAULT;
+    const d = this.durability;
+    // A fragment is one record of the local store; EC splits the chunk into k of them.
+    const byFragment = options.local.store.chunkBytesMax;
+    const byLayout = d.kind === "ec" ? d.k * byFragment : byFragment;
+    this.chunkBytesMax = Math.min(options.chunkBytesMax ?? byLayout, byLayout);
+    if (d.kind === "ec") this.#codecFor(d);
+    openStores.add(this);
+  }
+
+  // ---- port --------------------------------------------------------------------------------
+
+  async put(id: Uint8Array, bytes: Uint8Array, options: PutOptions = {}): Promise<PutResult> {
+    this.#checkOpen();
+    checkId(id);
+    if (bytes.length > this.chunkBytesMax) {
+      throw new ChunkStoreError(
+        "too_large",
+        `chunk of ${bytes.length} bytes exceeds ${this.chunkBytesMax} (pool ${this.poolName})`,
+      );
+    }
+    const tenant = options.tenant === undefined ? null : tenantTag(options.tenant);
+    await this.#room();
+    try {
+      return await this.#withLock(id, async () => {
+        const existing = this.#entry(id);
+        if (existing !== undefined) {
+          if (existing.lengthBytes !== bytes.length) {
+            throw new ChunkStoreError(
+              "id_conflict",
+              `chunk ${hex(id)} is stored with ${existing.lengthBytes} bytes; this put has ` +
+                `${bytes.length}: two contents under one id`,
+            );
+          }
+          await this.#addRef(id, existing, tenant);
+          return { created: false };
+        }
+        const d = this.durability;
+        const fragments = await this.#encode(bytes, d);
+        const placed = await this.#writeFragments(
+          id,
+          fragments,
+          d,
+          new Array(fragments.length).fill(null),
+        );
+        const verdict = this.#judge(d, placed);
+        if (verdict === "unsafe") {
+          await this.#releaseAll(id, placed);
+          const stored = placed.filter((p) => p !== null).length;
+          throw new ChunkStoreError(
+            "insufficient_devices",
+            `chunk ${hex(id)}: only ${stored} of ${fragments.length} fragments of ` +
+              `${formatDurability(d)} could be stored on distinct reachable nodes; at least ` +
+              `${safeFragmentsFor(d)} surviving the loss of any one node are needed`,
+          );
+        }
+        const entry: ClusterEntry = {
+          durability: d,
+          refcount: 1,
+          lengthBytes: bytes.length,
+          fragmentBytes: fragments[0]!.length,
+          fragments: placed.map((p, i) =>
+            p === null ? null : { node: p.node, device: p.deviceId, crc: crc32c(fragments[i]!) }
+          ),
+          tenants: [],
+          tenantOverflow: false,
+        };
+        if (tenant !== null) addTenant(entry, tenant);
+        await this.#env.transaction((txn) => {
+          txn.put(this.#chunks, id, encodeClusterEntry(entry));
+          if (verdict === "degraded") txn.put(this.#degraded, id, new Uint8Array(0));
+        });
+        if (verdict === "degraded") {
+          degradedWrites.inc({ pool: this.poolName });
+          this.#logger.warn("chunk stored degraded", {
+            chunk: hex(id),
+            fragments: `${placed.filter((p) => p !== null).length}/${fragments.length}`,
+          });
+        }
+        return { created: true };
+      });
+    } finally {
+      this.#inFlight--;
+      this.#roomWaiters.shift()?.();
+    }
+  }
+
+  async get(id: Uint8Array): Promise<Uint8Array> {
+    return (await this.read(id)).bytes;
+  }
+
+  async read(id: Uint8Array): Promise<ChunkRead> {
+    this.#checkOpen();
+    checkId(id);
+    const entry = this.#entry(id);
+    if (entry === undefined || entry.refcount === 0) throw notFound(id);
+    const result = await this.#readEntry(id, entry);
+    if (result.bytes === null) {
+      throw new ChunkStoreError(
+        "unrecoverable",
+        `chunk ${hex(id)}: fewer than ${fragmentsNeeded(entry.durability)} fragments readable ` +
+          `(${formatDurability(entry.durability)}); ${
+            result.faults.map((f) => `fragment ${f.fragment} on ${f.device}: ${f.detail}`).join(
+              "; ",
+            )
+          }`,
+      );
+    }
+    if (result.faults.length > 0) degradedReads.inc({ pool: this.poolName });
+    if (result.missing) {
+      // A holder answered without the fragment (a wiped device): queue the chunk for repair.
+      await this.#env.transaction((txn) => txn.put(this.#degraded, id, new Uint8Array(0)));
+    }
+    return { bytes: result.bytes, reconstructed: result.reconstructed, faults: result.faults };
+  }
+
+  has(id: Uint8Array): Promise<boolean> {
+    this.#checkOpen();
+    checkId(id);
+    const entry = this.#entry(id);
+    return Promise.resolve(entry !== undefined && entry.refcount > 0);
+  }
+
+  stat(id: Uint8Array): Promise<ChunkStat | null> {
+    this.#checkOpen();
+    checkId(id);
+    const entry = this.#entry(id);
+    if (entry === undefined) return Promise.resolve(null);
+    return Promise.resolve({
+      refcount: entry.refcount,
+      lengthBytes: entry.lengthBytes,
+      durability: formatDurability(entry.durability),
+      fragmentBytes: entry.fragmentBytes,
+      fragments: entry.fragments.map((f, index) => ({
+        index,
+        device: 0,
+        deviceId: f === null ? "" : `${f.node}/${f.device}`,
+        node: f?.node,
+        offsetBytes: 0,
+        lost: f === null,
+      })),
+    });
+  }
+
+  incRef(id: Uint8Array, options: PutOptions = {}): Promise<number> {
+    this.#checkOpen();
+    checkId(id);
+    const tenant = options.tenant === undefined ? null : tenantTag(options.tenant);
+    return this.#withLock(id, async () => {
+      const entry = this.#entry(id);
+      if (entry === undefined) throw notFound(id);
+      return await this.#addRef(id, entry, tenant);
+    });
+  }
+
+  decRef(id: Uint8Array): Promise<number> {
+    this.#checkOpen();
+    checkId(id);
+    return this.#withLock(id, async () => {
+      const entry = this.#entry(id);
+      if (entry === undefined) throw notFound(id);
+      if (entry.refcount === 0) {
+        throw new ChunkStoreError(
+          "refcount_underflow",
+          `chunk ${hex(id)} has no references to drop`,
+        );
+      }
+      const next = { ...entry, refcount: entry.refcount - 1 };
+      await this.#env.transaction((txn) => {
+        txn.put(this.#chunks, id, encodeClusterEntry(next));
+        if (next.refcount === 0) txn.put(this.#unreferenced, id, new Uint8Array(0));
+      });
+      return next.refcount;
+    });
+  }
+
+  async close(): Promise<void> {
+    if (this.#closed) return;
+    await this.#background?.stop();
+    this.#closed = true;
+    // Wait for puts in flight (their locks) so none commits after the caller closes the env.
+    while (this.#locks.size > 0) await Promise.allSettled([...this.#locks.values()]);
+    openStores.delete(this);
+  }
+
+  // ---- reports -------------------------------------------------------------------------------
+
+  degradedCount(): number {
+    let n = 0;
+    for (const _ of this.#degraded.range({ limit: CLUSTER_DEGRADED_COUNTED_MAX })) n++;
+    return n;
+  }
+
+  /** The local pool's report, with the cluster's degraded chunks and durability. */
+  poolReport(): PoolReport {
+    return {
+      ...this.local.store.poolReport(),
+      durability: formatDurability(this.durability),
+      degradedChunks: this.degradedCount(),
+    };
+  }
+
+  /** The nodes as this store sees them (membership, reachability, inventory). */
+  nodes(): (ClusterMember & { devices: number })[] {
+    return this.#members.nodes().map((m) => ({
+      ...m,
+      state: this.#isDown(m.id) ? "down" : m.state,
+      devices: m.id === this.self
+        ? this.local.inventory().devices.length
+        : this.#inventories.get(m.id)?.inventory.devices.length ?? 0,
+    }));
+  }
+
+  // ---- writing -------------------------------------------------------------------------------
+
+  async #room(): Promise<void> {
+    while (this.#inFlight >= CLUSTER_PUTS_IN_FLIGHT_MAX) {
+      await new Promise<void>((resolve) => this.#roomWaiters.push(resolve));
+    }
+    this.#inFlight++;
+  }
+
+  /** The chunk's fragments: k data (zero-padded) then m parity, or `copies` times the bytes. */
+  async #encode(bytes: Uint8Array, d: Durability): Promise<Uint8Array[]> {
+    if (d.kind === "copies") return Array.from({ length: d.copies }, () => bytes);
+    const fl = fragmentLengthFor(bytes.length, d.k);
+    const data = Array.from({ length: d.k }, (_, i) => {
+      const out = new Uint8Array(fl);
+      out.set(bytes.subarray(Math.min(i * fl, bytes.length), Math.min((i + 1) * fl, bytes.length)));
+      return out;
+    });
+    const parity = Array.from({ length: d.m }, () => new Uint8Array(fl));
+    await this.#codecFor(d).encodeAsync(data, parity);
+    return [...data, ...parity];
+  }
+
+  /**
+   * Writes the fragments not yet `placed` to the devices placement chooses, moving a
+   * fragment to the next device of its ranking when its node is unreachable or its device
+   * refuses it, for a few rounds. Returns where each fragment is (null: nowhere).
+   */
+  async #writeFragments(
+    id: Uint8Array,
+    fragments: readonly Uint8Array[],
+    d: Durability,
+    placed: (Located | null)[],
+  ): Promise<(Located | null)[]> {
+    const refused = new Set<string>();
+    for (let round = 0; round < CLUSTER_PLACEMENT_ROUNDS_MAX; round++) {
+      const placement = await this.#currentPlacement();
+      const total = this.#members.nodes().length;
+      const fixed = new Map<number, number>();
+      placed.forEach((p, f) => {
+        if (p === null) return;
+        const index = placement.indexOf(p.node, p.deviceId);
+        if (index >= 0) fixed.set(f, index);
+      });
+      const choice = placement.place(id, fragments.length, {
+        perNodeMax: perNodeMaxFor(d, total),
+        fixed,
+        exclude: (i) => {
+          const dev = placement.devices[i]!;
+          return refused.has(`${dev.node}/${dev.id}`) || this.#isDown(dev.node) ||
+            !this.#writable(dev.node, dev.id);
+        },
+      });
+      const todo = choice.flatMap((c, f) => (c === null || placed[f] !== null ? [] : [f]));
+      if (todo.length === 0) break;
+      const outcomes = await Promise.allSettled(todo.map((f) => {
+        const dev = placement.devices[choice[f]!]!;
+        return this.#putFragment(dev.node, id, f, fragments[f]!, dev.id);
+      }));
+      outcomes.forEach((o, j) => {
+        const f = todo[j]!;
+        const dev = placement.devices[choice[f]!]!;
+        if (o.status === "fulfilled") {
+          placed[f] = { device: choice[f]!, node: dev.node, deviceId: dev.id };
+          return;
+        }
+        const e = o.reason;
+        if (e instanceof FragmentPeerError && e.kind === "unreachable") this.#markDown(dev.node);
+        else refused.add(`${dev.node}/${dev.id}`);
+        this.#logger.warn("fragment not stored, placing it again", {
+          chunk: hex(id),
+          fragment: f,
+          node: dev.node,
+          device: dev.id,
+          error: (e as Error).message,
+        });
+      });
+      if (placed.every((p) => p !== null)) break;
+    }
+    return placed;
+  }
+
+  /** "full": every fragment placed; "degraded": a still-safe subset; "unsafe": less. */
+  #judge(d: Durability, placed: readonly (Located | null)[]): "full" | "degraded" | "unsafe" {
+    const stored = placed.filter((p) => p !== null) as Located[];
+    if (stored.length === placed.length) return "full";
+    if (stored.length < safeFragmentsFor(d)) return "unsafe";
+    const perNode = new Map<number, number>();
+    for (const p of stored) perNode.set(p.node, (perNode.get(p.node) ?? 0) + 1);
+    const worst = Math.max(...perNode.values());
+    // One node's loss (any one: the busiest) must leave enough to read the chunk.
+    const multiNode = this.#members.nodes().length > 1;
+    if (multiNode && stored.length - worst < fragmentsNeeded(d)) return "unsafe";
+    return "degraded";
+  }
+
+  async #putFragment(
+    node: number,
+    id: Uint8Array,
+    index: number,
+    bytes: Uint8Array,
+    device: string,
+  ): Promise<void> {
+    if (node === this.self) {
+      try {
+        await this.local.put(id, index, bytes, device);
+      } catch (e) {
+        throw new FragmentPeerError("refused", node, (e as Error).message);
+      }
+      return;
+    }
+    try {
+      await this.#peers.put(node, id, index, bytes, device);
+      this.#members.report?.(node, true);
+      remoteFragments.inc({ pool: this.poolName, op: "put" });
+    } catch (e) {
+      if (e instanceof FragmentPeerError && e.kind === "unreachable") {
+        this.#members.report?.(node, false);
+      }
+      throw e;
+    }
+  }
+
+  /** Gives back fragments of a put that is not acknowledged (or of an erased chunk). */
+  async #releaseAll(id: Uint8Array, placed: readonly (Located | null)[]): Promise<void> {
+    await this.#env.transaction((txn) => {
+      placed.forEach((p, f) => {
+        if (p !== null) txn.put(this.#releases, releaseKey(id, f, p.node), new Uint8Array(0));
+      });
+    });
+    await this.releasePending();
+  }
+
+  async #addRef(id: Uint8Array, entry: ClusterEntry, tenant: string | null): Promise<number> {
+    if (entry.refcount >= 0xffff_ffff) {
+      throw new ChunkStoreError("refcount_overflow", `chunk ${hex(id)} has 2^32-1 references`);
+    }
+    const next: ClusterEntry = {
+      ...entry,
+      tenants: [...entry.tenants],
+      refcount: entry.refcount + 1,
+    };
+    if (tenant !== null) addTenant(next, tenant);
+    await this.#env.transaction((txn) => {
+      txn.put(this.#chunks, id, encodeClusterEntry(next));
+      if (entry.refcount === 0) txn.delete(this.#unreferenced, id);
+    });
+    return next.refcount;
+  }
+
+  // ---- reading -------------------------------------------------------------------------------
+
+  async #readEntry(id: Uint8Array, entry: ClusterEntry): Promise<{
+    bytes: Uint8Array | null;
+    reconstructed: number[];
+    faults: FragmentFaultReport[];
+    missing: boolean;
+    present: (Uint8Array | null)[];
+  }> {
+    const d = entry.durability;
+    const n = entry.fragments.length;
+    const need = fragmentsNeeded(d);
+    const faults: FragmentFaultReport[] = [];
+    let missing = false;
+    const present: (Uint8Array | null)[] = new Array(n).fill(null);
+    const located: number[] = [];
+    entry.fragments.forEach((f, i) => {
+      if (f === null) faults.push({ fragment: i, device: "", fault: "lost", detail: "not stored" });
+      else located.push(i);
+    });
+    // Data fragments first (no decoding), this node first, nodes known down last.
+    const rankOf = (i: number) => {
+      const f = entry.fragments[i]!;
+      return (d.kind === "ec" && i >= d.k ? 4 : 0) + (this.#isDown(f.node) ? 2 : 0) +
+        (f.node === this.self ? 0 : 1);
+    };
+    const order = located.sort((a, b) => rankOf(a) - rankOf(b) || a - b);
+    let next = 0;
+    let good = 0;
+    const worker = async () => {
+      while (good < need && next < order.length) {
+        const i = order[next++]!;
+        const f = entry.fragments[i]!;
+        const where = `${f.node}/${f.device}`;
+        try {
+          const bytes = await this.#getFragment(f.node, id, i, entry.fragmentBytes);
+          if (bytes === null) {
+            missing = true;
+            faults.push({ fragment: i, device: where, fault: "lost", detail: "not on its node" });
+          } else if (bytes.length !== entry.fragmentBytes || crc32c(bytes) !== f.crc) {
+            faults.push({ fragment: i, device: where, fault: "checksum", detail: "bad checksum" });
+          } else if (good < need) {
+            present[i] = bytes;
+            good++;
+          }
+        } catch (e) {
+          faults.push({
+            fragment: i,
+            device: where,
+            fault: "offline",
+            detail: (e as Error).message,
+          });
+        }
+      }
+    };
+    await Promise.all(Array.from({ length: need }, worker));
+    if (good < need) return { bytes: null, reconstructed: [], faults, missing, present };
+    if (d.kind === "copies") {
+      const bytes = present.find((p) => p !== null)!;
+      return {
+        bytes: bytes.subarray(0, entry.lengthBytes),
+        reconstructed: [],
+        faults,
+        missing,
+        present,
+      };
+    }
+    const fl = entry.fragmentBytes;
+    const out = new Uint8Array(d.k * fl);
+    const targets = new Map<number, Uint8Array>();
+    for (let i = 0; i < d.k; i++) {
+      if (present[i] === null) targets.set(i, out.subarray(i * fl, (i + 1) * fl));
+      else out.set(present[i]!, i * fl);
+    }
+    if (targets.size > 0) await this.#codecFor(d).reconstructAsync(present, targets);
+    return {
+      bytes: out.subarray(0, entry.lengthBytes),
+      reconstructed: [...targets.keys()],
+      faults,
+      missing,
+      present,
+    };
+  }
+
+  async #getFragment(
+    node: number,
+    id: Uint8Array,
+    index: number,
+    sizeBytes: number,
+  ): Promise<Uint8Array | null> {
+    if (node === this.self) return await this.local.get(id, index);
+    try {
+      const bytes = await this.#peers.get(node, id, index, sizeBytes);
+      this.#members.report?.(node, true);
+      remoteFragments.inc({ pool: this.poolName, op: "get" });
+      return bytes;
+    } catch (e) {
+      if (e instanceof FragmentPeerError && e.kind === "unreachable") {
+        this.#markDown(node);
+        this.#members.report?.(node, false);
+      }
+      throw e;
+    }
+  }
+
+  // ---- GC and repair -------------------------------------------------------------------------
+
+  /**
+   * Erases up to `max` chunks whose last reference is gone: their entries go, and a release
+   * of each fragment is queued durably and sent to its node (releasePending()).
+   */
+  async collect(max = CLUSTER_STEP_CHUNKS_MAX): Promise<{ examined: number; erased: number }> {
+    this.#checkOpen();
+    const ids: Uint8Array[] = [];
+    for (const { key } of this.#unreferenced.range({ limit: max })) ids.push(key);
+    let erased = 0;
+    for (const id of ids) {
+      await this.#withLock(id, async () => {
+        const entry = this.#entry(id);
+        await this.#env.transaction((txn) => {
+          txn.delete(this.#unreferenced, id);
+          if (entry === undefined || entry.refcount > 0) return;
+          txn.delete(this.#chunks, id);
+          txn.delete(this.#degraded, id);
+          entry.fragments.forEach((f, i) => {
+            if (f !== null) txn.put(this.#releases, releaseKey(id, i, f.node), new Uint8Array(0));
+          });
+          erased++;
+        });
+      });
+    }
+    if (erased > 0) await this.releasePending();
+    return { examined: ids.length, erased };
+  }
+
+  /** Sends queued fragment releases; those to unreachable nodes stay queued. */
+  async releasePending(max = CLUSTER_RELEASES_STEP_MAX): Promise<number> {
+    const keys: Uint8Array[] = [];
+    for (const { key } of this.#releases.range({ limit: max })) keys.push(key);
+    const done: Uint8Array[] = [];
+    await Promise.all(keys.map(async (key) => {
+      const view = new DataView(key.buffer, key.byteOffset, key.byteLength);
+      const id = key.slice(0, 32);
+      const index = view.getUint32(32);
+      const node = view.getUint32(36);
+      if (node !== this.self && this.#isDown(node)) return;
+      try {
+        if (node === this.self) await this.local.release(id, index);
+        else await this.#peers.release(node, id, index);
+        done.push(key);
+      } catch (e) {
+        if (e instanceof FragmentPeerError && e.kind === "unreachable") this.#markDown(node);
+        this.#logger.debug("fragment release deferred", { node, error: (e as Error).message });
+      }
+    }));
+    if (done.length > 0) {
+      await this.#env.transaction((txn) => {
+        for (const key of done) txn.delete(this.#releases, key);
+      });
+    }
+    return done.length;
+  }
+
+  pendingReleases(max = CLUSTER_RELEASES_STEP_MAX): number {
+    let n = 0;
+    for (const _ of this.#releases.range({ limit: max })) n++;
+    return n;
+  }
+
+  /**
+   * Brings up to `max` degraded chunks back to full redundancy (fragments rebuilt from any k
+   * and written where placement now says), writing at most about `bytesMax` bytes. A chunk
+   * whose nodes are still down stays queued.
+   */
+  async repairStep(
+    options: { max?: number; bytesMax?: number } = {},
+  ): Promise<{ examined: number; repaired: number; bytes: number; more: boolean }> {
+    this.#checkOpen();
+    const max = options.max ?? CLUSTER_STEP_CHUNKS_MAX;
+    const bytesMax = options.bytesMax ?? Infinity;
+    const ids: Uint8Array[] = [];
+    for (const { key } of this.#degraded.range({ limit: max })) ids.push(key);
+    let repaired = 0;
+    let bytes = 0;
+    let examined = 0;
+    for (const id of ids) {
+      if (bytes >= bytesMax) break;
+      examined++;
+      const outcome = await this.#withLock(id, () => this.#repairChunk(id));
+      bytes += outcome.bytes;
+      if (outcome.repaired) repaired++;
+    }
+    return { examined, repaired, bytes, more: examined < ids.length || ids.length === max };
+  }
+
+  async #repairChunk(id: Uint8Array): Promise<{ repaired: boolean; bytes: number }> {
+    const entry = this.#entry(id);
+    if (entry === undefined || entry.refcount === 0) {
+      await this.#env.transaction((txn) => txn.delete(this.#degraded, id));
+      return { repaired: false, bytes: 0 };
+    }
+    // Which located fragments are really there (a holder that is down counts as present:
+    // bringing it back is the membership's business, not this repair's).
+    const gone = new Set<number>();
+    await Promise.all(entry.fragments.map(async (f, i) => {
+      if (f === null) {
+        gone.add(i);
+        return;
+      }
+      try {
+        const held = f.node === this.self
+          ? (await this.local.size(id, i)) !== null
+          : await this.#peers.has(f.node, id, i);
+        if (!held) gone.add(i);
+      } catch (e) {
+        if (e instanceof FragmentPeerError && e.kind === "unreachable") this.#markDown(f.node);
+      }
+    }));
+    if (gone.size === 0) {
+      await this.#env.transaction((txn) => txn.delete(this.#degraded, id));
+      return { repaired: true, bytes: 0 };
+    }
+    const read = await this.#readEntry(id, entry);
+    if (read.bytes === null) {
+      this.#logger.warn("degraded chunk not readable now; repair later", { chunk: hex(id) });
+      return { repaired: false, bytes: 0 };
+    }
+    const d = entry.durability;
+    const fragments = await this.#encode(read.bytes.slice(), d);
+    const placement = await this.#currentPlacement();
+    const placed: (Located | null)[] = entry.fragments.map((f, i) => {
+      if (f === null || gone.has(i)) return null;
+      return { device: placement.indexOf(f.node, f.device), node: f.node, deviceId: f.device };
+    });
+    const before = placed.filter((p) => p !== null).length;
+    await this.#writeFragments(id, fragments, d, placed);
+    const written = placed.filter((p) => p !== null).length - before;
+    const next: ClusterEntry = {
+      ...entry,
+      fragments: placed.map((p, i) =>
+        p === null ? null : { node: p.node, device: p.deviceId, crc: crc32c(fragments[i]!) }
+      ),
+    };
+    const complete = next.fragments.every((f) => f !== null);
+    await this.#env.transaction((txn) => {
+      txn.put(this.#chunks, id, encodeClusterEntry(next));
+      // A gone fragment holds no reference on its old node (has() said so): nothing to release.
+      if (complete) txn.delete(this.#degraded, id);
+    });
+    const bytes = written * entry.fragmentBytes;
+    repairBytes.inc({ pool: this.poolName }, bytes);
+    if (complete) {
+      repairedChunks.inc({ pool: this.poolName });
+      this.#logger.info("chunk repaired", { chunk: hex(id), fragments: written });
+    }
+    return { repaired: complete, bytes };
+  }
+
+  /**
+   * Runs GC of released chunks, fragment releases and rate-limited repair in the background
+   * until close() (or the returned stop()).
+   */
+  start(): { stop: () => Promise<void> } {
+    assert(this.#background === null, "background already started");
+    let stopped = false;
+    let wake: (() => void) | null = null;
+    const sleep = (ms: number) =>
+      new Promise<void>((resolve) => {
+        const timer = setTimeout(() => {
+          wake = null;
+          resolve();
+        }, ms);
+        wake = () => {
+          clearTimeout(timer);
+          resolve();
+        };
+      });
+    const loop = (async () => {
+      while (!stopped) {
+        let busy = false;
+        try {
+          await this.#refreshInventories(true);
+          const gc = await this.collect();
+          await this.releasePending();
+          // Repair bytes in one step: a second's worth at the configured rate.
+          const started = this.#now();
+          const r = await this.repairStep({ bytesMax: this.#repairBytesPerSecond });
+          busy = gc.examined > 0 || r.more;
+          if (r.bytes > 0) {
+            const owedMs = (r.bytes / this.#repairBytesPerSecond) * 1000 - (this.#now() - started);
+            if (owedMs > 0 && !stopped) await sleep(owedMs);
+          }
+        } catch (e) {
+          if (stopped || this.#closed) break;
+          this.#logger.warn("chunk repair pass failed", { error: (e as Error).message });
+        }
+        if (!stopped && !busy) await sleep(this.#repairIntervalMs);
+      }
+    })();
+    const handle = {
+      stop: async () => {
+        stopped = true;
+        (wake as (() => void) | null)?.();
+        await loop;
+        this.#background = null;
+      },
+    };
+    this.#background = handle;
+    return handle;
+  }
+
+  // ---- nodes and placement ---------------------------------------------------------------------
+
+  #isDown(node: number): boolean {
+    if (node === this.self) return false;
+    const until = this.#downUntil.get(node);
+    if (until === undefined) return false;
+    if (this.#now() >= until) {
+      this.#downUntil.delete(node);
+      return false;
+    }
+    return true;
+  }
+
+  #markDown(node: number): void {
+    if (node !== this.self) this.#downUntil.set(node, this.#now() + this.#nodeRetryMs);
+  }
+
+  #writable(node: number, device: string): boolean {
+    const inventory = node === this.self
+      ? this.local.inventory()
+      : this.#inventories.get(node)?.inventory;
+    return inventory?.devices.find((d) => d.id === device)?.writable ?? false;
+  }
+
+  /**
+   * Asks nodes for their device inventories: those never heard from (always), and with
+   * `stale`, those last asked longer than the refresh interval ago.
+   */
+  async #refreshInventories(stale: boolean): Promise<void> {
+    const now = this.#now();
+    await Promise.all(
+      this.#members.nodes().map(async (m) => {
+        if (m.id === this.self || this.#isDown(m.id)) return;
+        const known = this.#inventories.get(m.id);
+        if (known !== undefined && (!stale || now - known.at < this.#inventoryRefreshMs)) return;
+        try {
+          const inventory = await this.#peers.inventory(m.id);
+          if (inventory.node !== m.id) {
+            throw new Error(`node ${m.id} answered as ${inventory.node}`);
+          }
+          this.#inventories.set(m.id, { inventory, at: this.#now() });
+          this.#members.report?.(m.id, true);
+        } catch (e) {
+          this.#markDown(m.id);
+          this.#members.report?.(m.id, false);
+          this.#logger.debug("no device inventory from node", {
+            node: m.id,
+            error: (e as Error).message,
+          });
+        }
+      }),
+    );
+  }
+
+  /** The placement over every node's devices known now (rebuilt when they change). */
+  async #currentPlacement(): Promise<ClusterPlacement> {
+    await this.#refreshInventories(false);
+    const devices: { node: number; id: string; weight: number }[] = [];
+    for (const m of this.#members.nodes()) {
+      const inventory = m.id === this.self
+        ? this.local.inventory()
+        : this.#inventories.get(m.id)?.inventory;
+      for (const d of inventory?.devices ?? []) {
+        devices.push({ node: m.id, id: d.id, weight: d.weight });
+      }
+    }
+    const key = devices.map((d) => `${d.node}/${d.id}:${d.weight}`).join(",");
+    if (this.#placement?.key !== key) {
+      this.#placement = { key, placement: new ClusterPlacement(devices) };
+    }
+    return this.#placement.placement;
+  }
+
+  // ---- helpers -------------------------------------------------------------------------------
+
+  #entry(id: Uint8Array): ClusterEntry | undefined {
+    const raw = this.#chunks.getSync(id);
+    return raw === undefined ? undefined : decodeClusterEntry(raw);
+  }
+
+  #codecFor(d: Durability): ErasureCodec {
+    assert(d.kind === "ec", "codec for EC only");
+    const key = `${d.k}+${d.m}`;
+    let codec = this.#codecCache.get(key);
+    if (codec === undefined) {
+      codec = this.#codecs.create({ k: d.k, m: d.m });
+      this.#codecCache.set(key, codec);
+    }
+    return codec;
+  }
+
+  #checkOpen(): void {
+    if (this.#closed) {
+      throw new ChunkStoreError("closed", `cluster chunk store ${this.poolName} is closed`);
+    }
+  }
+
+  async #withLock<T>(id: Uint8Array, fn: () => Promise<T>): Promise<T> {
+    const key = hex(id);
+    const previous = this.#locks.get(key) ?? Promise.resolve();
+    let release!: () => void;
+    const mine = new Promise<void>((resolve) => (release = resolve));
+    const tail = previous.then(() => mine);
+    this.#locks.set(key, tail);
+    await previous;
+    try {
+      return await fn();
+    } finally {
+      release();
+      if (this.#locks.get(key) === tail) this.#locks.delete(key);
+    }
+  }
+}
+
+function checkId(id: unknown): asserts id is Uint8Array {
+  if (!(id instanceof Uint8Array) || id.length !== 32) {
+    throw new ChunkStoreError(
+      "invalid_id",
+      `chunk id must be 32 bytes, got ${id instanceof Uint8Array ? id.length : typeof id}`,
+    );
+  }
+}
+
+function notFound(id: Uint8Array): ChunkStoreError {
+  return new ChunkStoreError("not_found", `chunk ${hex(id)} is not stored`);
+}

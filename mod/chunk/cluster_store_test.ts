@@ -1,0 +1,369 @@
+// The cluster chunk store across real nodes in one process: each node has its own fragment
+// store on simulated devices, a Raft transport listening on 127.0.0.x with the fabric server
+// attached, and a fabric client to the others; only the fabric moves fragments between them.
+
+import assert from "node:assert/strict";
+import { formatHostPort } from "../base/mod.ts";
+import { FabricClient, FabricServer, TcpRaftTransport } from "../transport/mod.ts";
+import {
+  codecs,
+  openTestEnv,
+  Prng,
+  quietLogger,
+  randomChunk,
+  SimPool,
+  type TestChunk,
+} from "./_testing.ts";
+import { ChunkStoreError, LocalChunkStore } from "./chunk_store.ts";
+import { defineChunkStoreConformance } from "./chunk_store_conformance.ts";
+import { ClusterChunkStore, StaticClusterMembers } from "./cluster_store.ts";
+import { FabricFragmentPeers, fragmentHandler } from "./fabric_fragments.ts";
+import { LocalFragmentStore } from "./fragment_store.ts";
+import type { Durability } from "./pool.ts";
+import type { KvEnv } from "../disk/mod.ts";
+
+const CLUSTER = "kiseki-test";
+const { logger } = quietLogger();
+
+class TestNode {
+  transport: TcpRaftTransport | null = null;
+  server: FabricServer | null = null;
+  client!: FabricClient;
+  store!: ClusterChunkStore;
+  local!: LocalFragmentStore;
+  localStore!: LocalChunkStore;
+  env!: KvEnv;
+  port = 0;
+  open!: () => ClusterChunkStore;
+  constructor(readonly id: number, readonly dir: string, readonly pool: SimPool) {}
+
+  get host(): string {
+    return `127.0.0.${this.id}`;
+  }
+
+  async listen(): Promise<void> {
+    this.transport = await TcpRaftTransport.listen({
+      nodeId: this.id,
+      clusterId: CLUSTER,
+      listen: { host: this.host, port: this.port },
+      peers: [],
+      tls: null,
+      logger,
+    });
+    this.port = this.transport.addr.port;
+    this.server = FabricServer.attach(this.transport, {
+      nodeId: this.id,
+      clusterId: CLUSTER,
+      handler: fragmentHandler(this.local),
+      logger,
+    });
+  }
+
+  /** The node's fabric goes away (its process is gone, as far as the others can tell). */
+  async stop(): Promise<void> {
+    await this.server?.close();
+    await this.transport?.close();
+    this.server = null;
+    this.transport = null;
+  }
+}
+
+interface TestCluster {
+  nodes: TestNode[];
+  close(): Promise<void>;
+}
+
+async function startCluster(
+  count: number,
+  durability: Durability,
+  options: { devicesPerNode?: number } = {},
+): Promise<TestCluster> {
+  const nodes: TestNode[] = [];
+  for (let id = 1; id <= count; id++) {
+    const dir = await Deno.makeTempDir({ prefix: `kiseki-cluster-${id}-` });
+    const pool = new SimPool({
+      devices: options.devicesPerNode ?? 2,
+      durability: { kind: "copies", copies: 1 },
+      deviceSizeBytes: 24 << 20,
+      segmentSizeBytes: 2 << 20,
+      name: `n${id}`,
+    });
+    const node = new TestNode(id, dir, pool);
+    node.env = await openTestEnv(dir);
+    node.localStore = await LocalChunkStore.open({
+      pool: pool.spec,
+      codecs,
+      env: node.env,
+      openDevice: pool.open,
+      logger,
+    });
+    node.local = new LocalFragmentStore({ node: id, store: node.localStore });
+    await node.listen();
+    nodes.push(node);
+  }
+  const peers = nodes.map((n) => ({ id: n.id, addr: `${n.host}:${n.port}` }));
+  for (const node of nodes) {
+    node.client = new FabricClient({
+      nodeId: node.id,
+      clusterId: CLUSTER,
+      peers: nodes.filter((n) => n !== node).map((n) => ({
+        id: n.id,
+        addr: { host: n.host, port: n.port },
+      })),
+      limits: { reconnectDelayMsMin: 10, reconnectDelayMsMax: 50, connectTimeoutMs: 1000 },
+      logger,
+    });
+    node.open = () =>
+      new ClusterChunkStore({
+        self: node.id,
+        members: new StaticClusterMembers(peers),
+        local: node.local,
+        peers: new FabricFragmentPeers({ client: node.client, timeoutMs: 2000 }),
+        codecs,
+        durability,
+        nodeRetryMs: 200,
+        logger,
+      });
+    node.store = node.open();
+  }
+  return {
+    nodes,
+    async close() {
+      for (const node of nodes) {
+        await node.store.close();
+        await node.client.close();
+        await node.stop();
+        await node.localStore.close();
+        await node.env.close();
+        await Deno.remove(node.dir, { recursive: true });
+      }
+    },
+  };
+}
+
+for (
+  const [name, count, durability] of [
+    ["3 nodes, 3 copies", 3, { kind: "copies", copies: 3 }],
+    ["3 nodes, EC 2+1", 3, { kind: "ec", k: 2, m: 1 }],
+  ] as const
+) {
+  defineChunkStoreConformance(`ClusterChunkStore (${name}, real fabric)`, async () => {
+    const cluster = await startCluster(count, durability);
+    const writer = cluster.nodes[0]!;
+    return {
+      get store() {
+        return writer.store;
+      },
+      async reopen() {
+        await writer.store.close();
+        writer.store = writer.open();
+      },
+      close: () => cluster.close(),
+    };
+  });
+}
+
+function chunks(count: number, seed: number, length = 50_000): TestChunk[] {
+  const prng = new Prng(seed);
+  return Array.from({ length: count }, () => randomChunk(prng, length));
+}
+
+/** Every fragment's (node, device) from the writer's index, checked against its holder. */
+async function checkPlaced(cluster: TestCluster, writer: TestNode, chunk: TestChunk) {
+  const stat = (await writer.store.stat(chunk.id))!;
+  const held: number[] = [];
+  for (const f of stat.fragments) {
+    if (f.lost) continue;
+    const holder = cluster.nodes.find((n) => n.id === f.node)!;
+    const device = await holder.local.deviceOf(chunk.id, f.index);
+    assert.equal(`${f.node}/${device}`, f.deviceId, "the index names the device holding it");
+    held.push(f.node!);
+  }
+  return { stat, held };
+}
+
+Deno.test("ClusterChunkStore puts copies on three nodes over the fabric and reads them back", async () => {
+  const cluster = await startCluster(3, { kind: "copies", copies: 3 });
+  try {
+    const [a] = cluster.nodes;
+    const data = chunks(12, 1);
+    for (const c of data) assert.equal((await a!.store.put(c.id, c.bytes)).created, true);
+    for (const c of data) {
+      const { held } = await checkPlaced(cluster, a!, c);
+      assert.deepEqual([...held].sort(), [1, 2, 3], "one copy on each node");
+      assert.deepEqual(await a!.store.get(c.id), c.bytes);
+    }
+    // Fragments reached the other nodes' devices.
+    for (const n of cluster.nodes.slice(1)) {
+      assert.equal(n.localStore.poolReport().liveBytes > 12 * 50_000, true);
+    }
+    // A second put of the same chunk only adds a reference.
+    assert.equal((await a!.store.put(data[0]!.id, data[0]!.bytes)).created, false);
+    assert.equal((await a!.store.stat(data[0]!.id))!.refcount, 2);
+    assert.equal(a!.store.degradedCount(), 0);
+  } finally {
+    await cluster.close();
+  }
+});
+
+Deno.test("ClusterChunkStore spreads EC 4+2 over six nodes and reads with nodes down", async () => {
+  const cluster = await startCluster(6, { kind: "ec", k: 4, m: 2 });
+  try {
+    const [a] = cluster.nodes;
+    const data = chunks(10, 2, 100_001);
+    for (const c of data) await a!.store.put(c.id, c.bytes);
+    const perNode = new Map<number, number>();
+    for (const c of data) {
+      const { held } = await checkPlaced(cluster, a!, c);
+      assert.equal(new Set(held).size, 6, "six fragments on six distinct nodes");
+      for (const n of held) perNode.set(n, (perNode.get(n) ?? 0) + 1);
+    }
+    assert.equal(perNode.size, 6);
+    // Two nodes' fabrics go away (the most EC 4+2 can lose): every chunk still reads.
+    await cluster.nodes[2]!.stop();
+    await cluster.nodes[4]!.stop();
+    for (const c of data) {
+      const read = await a!.store.read(c.id);
+      assert.deepEqual(read.bytes, c.bytes);
+    }
+  } finally {
+    await cluster.close();
+  }
+});
+
+Deno.test("ClusterChunkStore writes degraded while a node is down and repairs when it returns", async () => {
+  const cluster = await startCluster(3, { kind: "copies", copies: 3 });
+  try {
+    const [a, , c3] = cluster.nodes;
+    // Warm the inventories, then node 3 goes away.
+    await a!.store.put(chunks(1, 9)[0]!.id, chunks(1, 9)[0]!.bytes);
+    await c3!.stop();
+    const data = chunks(8, 3);
+    for (const c of data) await a!.store.put(c.id, c.bytes);
+    assert.equal(a!.store.degradedCount(), 8, "each chunk is recorded degraded");
+    assert.equal(a!.store.poolReport().degradedChunks, 8);
+    for (const c of data) {
+      const { stat, held } = await checkPlaced(cluster, a!, c);
+      assert.deepEqual([...held].sort(), [1, 2], "two copies on distinct nodes");
+      assert.equal(stat.fragments.filter((f) => f.lost).length, 1);
+      assert.deepEqual(await a!.store.get(c.id), c.bytes);
+    }
+    // While node 3 is away, repair cannot restore anything.
+    const early = await a!.store.repairStep();
+    assert.equal(early.repaired, 0);
+    assert.equal(a!.store.degradedCount(), 8);
+    // Node 3 returns on its address; repair restores the third copy there.
+    await c3!.listen();
+    await new Promise((r) => setTimeout(r, 250)); // past the node retry delay
+    const step = await a!.store.repairStep();
+    assert.equal(step.repaired, 8);
+    assert.equal(a!.store.degradedCount(), 0);
+    for (const c of data) {
+      const { held } = await checkPlaced(cluster, a!, c);
+      assert.deepEqual([...held].sort(), [1, 2, 3]);
+    }
+  } finally {
+    await cluster.close();
+  }
+});
+
+Deno.test("ClusterChunkStore refuses a write it cannot make survive one more loss", async () => {
+  const cluster = await startCluster(6, { kind: "ec", k: 4, m: 2 });
+  try {
+    const [a] = cluster.nodes;
+    const warm = chunks(1, 5)[0]!;
+    await a!.store.put(warm.id, warm.bytes);
+    // One node down: five fragments on five nodes (k+1) is still safe, and degraded.
+    await cluster.nodes[5]!.stop();
+    const [one, two] = chunks(2, 6, 80_000);
+    await a!.store.put(one!.id, one!.bytes);
+    assert.equal(a!.store.degradedCount(), 1);
+    assert.deepEqual(await a!.store.get(one!.id), one!.bytes);
+    // Two down: four fragments could be stored, which one more loss would make unreadable.
+    await cluster.nodes[4]!.stop();
+    await assert.rejects(
+      a!.store.put(two!.id, two!.bytes),
+      (e: unknown) => e instanceof ChunkStoreError && e.code === "insufficient_devices",
+    );
+    assert.equal(await a!.store.has(two!.id), false);
+    // What it wrote of the refused chunk was given back.
+    for (const n of cluster.nodes.slice(0, 4)) {
+      for (let i = 0; i < 6; i++) assert.equal(await n.local.size(two!.id, i), null);
+    }
+  } finally {
+    await cluster.close();
+  }
+});
+
+Deno.test("ClusterChunkStore GC releases fragments on every node, later for a node that was down", async () => {
+  const cluster = await startCluster(3, { kind: "copies", copies: 3 });
+  try {
+    const [a, b, c3] = cluster.nodes;
+    const data = chunks(4, 4);
+    for (const c of data) await a!.store.put(c.id, c.bytes);
+    for (const c of data) assert.equal(await a!.store.decRef(c.id), 0);
+    await c3!.stop();
+    const gc = await a!.store.collect();
+    assert.equal(gc.erased, 4);
+    for (const c of data) {
+      assert.equal(await a!.store.has(c.id), false);
+      assert.equal(
+        await a!.local.size(c.id, 0) ?? await a!.local.size(c.id, 1) ??
+          await a!.local.size(c.id, 2),
+        null,
+      );
+      for (let i = 0; i < 3; i++) assert.equal(await b!.local.size(c.id, i), null);
+    }
+    assert.equal(a!.store.pendingReleases(), 4, "node 3's releases wait for it");
+    await c3!.listen();
+    await new Promise((r) => setTimeout(r, 250));
+    assert.equal(await a!.store.releasePending(), 4);
+    assert.equal(a!.store.pendingReleases(), 0);
+    for (const c of data) {
+      for (let i = 0; i < 3; i++) assert.equal(await c3!.local.size(c.id, i), null);
+    }
+    // The holders' own GC now finds the fragments unreferenced.
+    assert.equal(c3!.localStore.unreferencedPending(), 4);
+  } finally {
+    await cluster.close();
+  }
+});
+
+Deno.test("ClusterChunkStore rebuilds a fragment its holder lost", async () => {
+  const cluster = await startCluster(3, { kind: "copies", copies: 3 });
+  try {
+    const [a] = cluster.nodes;
+    const [c] = chunks(1, 8);
+    await a!.store.put(c!.id, c!.bytes);
+    // The writer's own copy goes (released behind the index's back, as a wiped device would);
+    // reads try it first.
+    const stat = (await a!.store.stat(c!.id))!;
+    const mine = stat.fragments.find((f) => f.node === 1)!;
+    assert.equal(await a!.local.release(c!.id, mine.index), true);
+    assert.equal(await a!.local.size(c!.id, mine.index), null);
+    assert.equal(a!.store.degradedCount(), 0);
+    // The read still answers from another node, and queues the chunk for repair.
+    const read = await a!.store.read(c!.id);
+    assert.deepEqual(read.bytes, c!.bytes);
+    assert.equal(read.faults.length, 1);
+    assert.equal(a!.store.degradedCount(), 1);
+    const step = await a!.store.repairStep();
+    assert.equal(step.repaired, 1);
+    assert.equal(a!.store.degradedCount(), 0);
+    const { held } = await checkPlaced(cluster, a!, c!);
+    assert.deepEqual([...held].sort(), [1, 2, 3]);
+    assert.equal(await a!.local.size(c!.id, mine.index), c!.bytes.length);
+  } finally {
+    await cluster.close();
+  }
+});
+
+Deno.test("StaticClusterMembers reports node state from reachability", () => {
+  const members = new StaticClusterMembers([{ id: 1, addr: "a:1" }, { id: 2, addr: "b:1" }]);
+  assert.deepEqual(members.nodes().map((n) => n.state), ["unknown", "unknown"]);
+  members.report(2, false);
+  members.report(1, true);
+  members.report(9, true);
+  assert.deepEqual(members.nodes().map((n) => `${n.id}:${n.state}`), ["1:up", "2:down"]);
+  assert.equal(formatHostPort({ host: "127.0.0.1", port: 1 }), "127.0.0.1:1");
+});
