@@ -2,9 +2,9 @@
 // index has its own rendezvous (highest-random-weight) ranking of the devices, weighted by
 // capacity, so adding a device moves only the fragments it now wins (about its share) and a
 // fragment whose first choice is unusable falls to the next device of its own ranking.
-// Also the redundancy rules: the durability a cluster of N nodes gets by default, how many
-// fragments one node may hold, and the still-safe subset a write may settle for when nodes
-// are down. Pure: no I/O, no clock, no randomness beyond the hash.
+// Also the redundancy rules: how many fragments one node may hold, and the still-safe subset
+// a write may settle for when nodes are down (the default durability by cluster size is
+// pool.ts's defaultDurability()). Pure: no I/O, no clock, no randomness beyond the hash.
 
 import { assert } from "../base/mod.ts";
 import { murmur3 } from "./placement.ts";
@@ -181,22 +181,6 @@ function fmix32(h: number): number {
 }
 
 // ---- redundancy rules ------------------------------------------------------------------------
-
-/**
- * The durability of a pool spanning `nodes` nodes, as DESIGN.md gives it: 1 node EC 4+2
- * across its devices when it has 6 (else copies), 2 nodes 2 copies, 3-5 nodes 3 copies,
- * 6 or more EC 4+2.
- */
-export function clusterDurability(nodes: number, localDevices = 6): Durability {
-  assert(Number.isInteger(nodes) && nodes >= 1, "a cluster has at least one node");
-  if (nodes === 1) {
-    if (localDevices >= 6) return { kind: "ec", k: 4, m: 2 };
-    return { kind: "copies", copies: Math.max(1, Math.min(2, localDevices)) };
-  }
-  if (nodes === 2) return { kind: "copies", copies: 2 };
-  if (nodes <= 5) return { kind: "copies", copies: 3 };
-  return { kind: "ec", k: 4, m: 2 };
-}
 
 /**
  * Most fragments of one chunk a node may hold in a cluster of `nodes` nodes: as spread as

@@ -1,7 +1,6 @@
 import assert from "node:assert/strict";
 import {
   type ClusterDevice,
-  clusterDurability,
   ClusterPlacement,
   ClusterPlacementError,
   perNodeMaxFor,
@@ -163,16 +162,6 @@ Deno.test("ClusterPlacement rejects repeated devices and bad weights", () => {
   );
   // One id on two nodes is two devices.
   new ClusterPlacement([{ node: 1, id: "a", weight: 1 }, { node: 2, id: "a", weight: 1 }]);
-});
-
-Deno.test("clusterDurability() follows the cluster size", () => {
-  assert.deepEqual(clusterDurability(1), { kind: "ec", k: 4, m: 2 });
-  assert.deepEqual(clusterDurability(1, 2), { kind: "copies", copies: 2 });
-  assert.deepEqual(clusterDurability(2), { kind: "copies", copies: 2 });
-  assert.deepEqual(clusterDurability(3), { kind: "copies", copies: 3 });
-  assert.deepEqual(clusterDurability(5), { kind: "copies", copies: 3 });
-  assert.deepEqual(clusterDurability(6), { kind: "ec", k: 4, m: 2 });
-  assert.deepEqual(clusterDurability(40), { kind: "ec", k: 4, m: 2 });
 });
 
 Deno.test("perNodeMaxFor() and safeFragmentsFor() keep one node's loss survivable", () => {

@@ -57,7 +57,6 @@ export type {
   FragmentPeers,
 } from "./cluster_store.ts";
 export {
-  clusterDurability,
   ClusterPlacement,
   perNodeMaxFor,
   safeFragmentsFor,
