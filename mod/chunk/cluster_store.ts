@@ -351,6 +351,9 @@ export class ClusterChunkStore implements ChunkStore {
     try {
       return await this.#withLock(id, async () => {
         const existing = this.#entry(id);
+        if (existing === undefined && this.#legacy(id)) {
+          return await this.local.store.put(id, bytes, options);
+        }
         if (existing !== undefined) {
           if (existing.lengthBytes !== bytes.length) {
             throw new ChunkStoreError(
@@ -420,6 +423,7 @@ export class ClusterChunkStore implements ChunkStore {
     this.#checkOpen();
     checkId(id);
     const entry = this.#entry(id);
+    if (entry === undefined && this.#legacy(id)) return await this.local.store.read(id);
     if (entry === undefined || entry.refcount === 0) throw notFound(id);
     const result = await this.#readEntry(id, entry);
     if (result.bytes === null) {
@@ -445,6 +449,7 @@ export class ClusterChunkStore implements ChunkStore {
     this.#checkOpen();
     checkId(id);
     const entry = this.#entry(id);
+    if (entry === undefined && this.#legacy(id)) return this.local.store.has(id);
     return Promise.resolve(entry !== undefined && entry.refcount > 0);
   }
 
@@ -452,6 +457,7 @@ export class ClusterChunkStore implements ChunkStore {
     this.#checkOpen();
     checkId(id);
     const entry = this.#entry(id);
+    if (entry === undefined && this.#legacy(id)) return this.local.store.stat(id);
     if (entry === undefined) return Promise.resolve(null);
     return Promise.resolve({
       refcount: entry.refcount,
@@ -475,6 +481,9 @@ export class ClusterChunkStore implements ChunkStore {
     const tenant = options.tenant === undefined ? null : tenantTag(options.tenant);
     return this.#withLock(id, async () => {
       const entry = this.#entry(id);
+      if (entry === undefined && this.#legacy(id)) {
+        return await this.local.store.incRef(id, options);
+      }
       if (entry === undefined) throw notFound(id);
       return await this.#addRef(id, entry, tenant);
     });
@@ -485,6 +494,7 @@ export class ClusterChunkStore implements ChunkStore {
     checkId(id);
     return this.#withLock(id, async () => {
       const entry = this.#entry(id);
+      if (entry === undefined && this.#legacy(id)) return await this.local.store.decRef(id);
       if (entry === undefined) throw notFound(id);
       if (entry.refcount === 0) {
         throw new ChunkStoreError(
@@ -1077,6 +1087,14 @@ export class ClusterChunkStore implements ChunkStore {
   #entry(id: Uint8Array): ClusterEntry | undefined {
     const raw = this.#chunks.getSync(id);
     return raw === undefined ? undefined : decodeClusterEntry(raw);
+  }
+
+  /**
+   * True when `id` is a whole chunk of the local store (written before this node joined a
+   * cluster): it keeps being served, referenced and collected there.
+   */
+  #legacy(id: Uint8Array): boolean {
+    return this.local.store.index.get(id) !== undefined;
   }
 
   #codecFor(d: Durability): ErasureCodec {

@@ -358,6 +358,24 @@ Deno.test("ClusterChunkStore rebuilds a fragment its holder lost", async () => {
   }
 });
 
+Deno.test("ClusterChunkStore keeps serving chunks the node stored before it joined a cluster", async () => {
+  const cluster = await startCluster(3, { kind: "copies", copies: 3 });
+  try {
+    const [a] = cluster.nodes;
+    const [old] = chunks(1, 12);
+    await a!.localStore.put(old!.id, old!.bytes);
+    assert.equal(await a!.store.has(old!.id), true);
+    assert.deepEqual(await a!.store.get(old!.id), old!.bytes);
+    assert.equal((await a!.store.put(old!.id, old!.bytes)).created, false);
+    assert.equal(await a!.store.decRef(old!.id), 1);
+    assert.equal(await a!.store.decRef(old!.id), 0);
+    assert.equal(await a!.store.has(old!.id), false);
+    assert.equal(a!.localStore.unreferencedPending(), 1);
+  } finally {
+    await cluster.close();
+  }
+});
+
 Deno.test("StaticClusterMembers reports node state from reachability", () => {
   const members = new StaticClusterMembers([{ id: 1, addr: "a:1" }, { id: 2, addr: "b:1" }]);
   assert.deepEqual(members.nodes().map((n) => n.state), ["unknown", "unknown"]);

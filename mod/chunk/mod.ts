@@ -56,11 +56,7 @@ export type {
   ClusterNodeState,
   FragmentPeers,
 } from "./cluster_store.ts";
-export {
-  ClusterPlacement,
-  perNodeMaxFor,
-  safeFragmentsFor,
-} from "./cluster_placement.ts";
+export { ClusterPlacement, perNodeMaxFor, safeFragmentsFor } from "./cluster_placement.ts";
 export type { ClusterDevice } from "./cluster_placement.ts";
 export { FabricFragmentPeers, fragmentHandler } from "./fabric_fragments.ts";
 export { fragmentId, LocalFragmentStore } from "./fragment_store.ts";
