@@ -21,6 +21,12 @@ import { type Cluster, startCluster } from "./cluster.ts";
 import { type EngineStack, evenShardMap, startEngineStack } from "../composition/engine_stack.ts";
 import { fromHex, TENANT_ID_BYTES } from "../composition/mod.ts";
 import { type GcBackground, loadPoolSpecs } from "../chunk/mod.ts";
+import {
+  type ChunkFabric,
+  clustered,
+  FRAGMENT_POOL_DURABILITY,
+  startChunkFabric,
+} from "./chunk_fabric.ts";
 import { startS3Gateway } from "./s3.ts";
 import { SCRUB_API_PREFIX, type ScrubService, startScrub } from "./scrub.ts";
 import { logErrorMapper, logServiceBinding } from "../log/log_grpc.ts";
@@ -160,12 +166,26 @@ async function runServer(config: Config): Promise<number> {
         ignored: pools.slice(1).map((p) => p.name).join(","),
       });
     }
+    // In a cluster the node's pool keeps fragments; the pool's durability spans the nodes.
+    const pool = pools[0]!;
+    let fabric: ChunkFabric | undefined;
     stack = await startEngineStack({
       dataDir: config.dataDir,
       shim,
       aead,
       codecs: ec,
-      pool: pools[0]!,
+      pool: clustered(config) ? { ...pool, durability: FRAGMENT_POOL_DURABILITY } : pool,
+      clusterChunks: clustered(config)
+        ? async (local) =>
+          fabric = await startChunkFabric({
+            config,
+            transport: cluster!.transport,
+            local,
+            codecs: ec,
+            durability: pool.durability,
+            logger,
+          })
+        : undefined,
       shardCount: config.shardCount,
       logger,
       engine: {
@@ -228,7 +248,10 @@ async function runServer(config: Config): Promise<number> {
     const gcStats = gc.stats;
     api.mount(
       "/api/v1/pools",
-      poolsRoute(() => [{ report: () => chunkStore.poolReport(), gc: () => gcStats }]),
+      poolsRoute(() => [{
+        report: () => (fabric?.store ?? chunkStore).poolReport(),
+        gc: () => gcStats,
+      }]),
     );
     readiness.set(true, "ready");
     ready.set({}, 1);
