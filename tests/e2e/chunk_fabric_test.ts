@@ -75,6 +75,8 @@ Deno.test("chunks spread over three server processes, survive a killed node and 
         KISEKI_NODE_ID: String(id),
         KISEKI_RAFT_PEERS: peers,
         KISEKI_BOOTSTRAP: id === 1 ? "true" : "false",
+        // Chunk placement and repair, not authentication: plain TCP on loopback, said so.
+        KISEKI_ALLOW_INSECURE: "true",
         KISEKI_RAFT_ADDR: on(PORTS.raft),
         KISEKI_DATA_ADDR: on(PORTS.data),
         KISEKI_METRICS_ADDR: on(PORTS.metrics),
@@ -92,7 +94,10 @@ Deno.test("chunks spread over three server processes, survive a killed node and 
   };
   const ready = async (n: Node) => {
     try {
-      await waitForHttp(`${metricsUrl(n)}/health`, "OK", READY_MS);
+      const exited = n.role!.exited.then((code) => {
+        throw new Error(`exited with ${code}`);
+      });
+      await Promise.race([waitForHttp(`${metricsUrl(n)}/health`, "OK", READY_MS), exited]);
     } catch (e) {
       throw new Error(`node ${n.id}: ${(e as Error).message}\n${n.role?.stderr().slice(-4000)}`);
     }
