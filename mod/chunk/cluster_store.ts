@@ -57,6 +57,8 @@ export const CLUSTER_FRAGMENT_TIMEOUT_MS_DEFAULT = 10_000;
 export const CLUSTER_REPAIR_BYTES_PER_SECOND_DEFAULT = 32 << 20;
 /** Pause of the background repairer between passes when there is nothing to do. */
 export const CLUSTER_REPAIR_INTERVAL_MS_DEFAULT = 5_000;
+/** How long this node's own device report is reused by placement (it walks every device). */
+export const CLUSTER_LOCAL_INVENTORY_MS = 1_000;
 /** Nodes of one cluster placement. */
 export const CLUSTER_NODES_MAX = 1024;
 
@@ -301,6 +303,7 @@ export class ClusterChunkStore implements ChunkStore {
   readonly #downUntil = new Map<number, number>();
   readonly #inventories = new Map<number, { inventory: DeviceInventory; at: number }>();
   #placement: { key: string; placement: ClusterPlacement } | null = null;
+  #localInventory: { inventory: DeviceInventory; at: number } | null = null;
   #inFlight = 0;
   readonly #roomWaiters: (() => void)[] = [];
   #closed = false;
@@ -1026,9 +1029,20 @@ export class ClusterChunkStore implements ChunkStore {
     if (node !== this.self) this.#downUntil.set(node, this.#now() + this.#nodeRetryMs);
   }
 
+  /** This node's inventory, asked of its pool at most every CLUSTER_LOCAL_INVENTORY_MS. */
+  #ownInventory(): DeviceInventory {
+    const now = this.#now();
+    if (
+      this.#localInventory === null || now - this.#localInventory.at >= CLUSTER_LOCAL_INVENTORY_MS
+    ) {
+      this.#localInventory = { inventory: this.local.inventory(), at: now };
+    }
+    return this.#localInventory.inventory;
+  }
+
   #writable(node: number, device: string): boolean {
     const inventory = node === this.self
-      ? this.local.inventory()
+      ? this.#ownInventory()
       : this.#inventories.get(node)?.inventory;
     return inventory?.devices.find((d) => d.id === device)?.writable ?? false;
   }
@@ -1069,7 +1083,7 @@ export class ClusterChunkStore implements ChunkStore {
     const devices: { node: number; id: string; weight: number }[] = [];
     for (const m of this.#members.nodes()) {
       const inventory = m.id === this.self
-        ? this.local.inventory()
+        ? this.#ownInventory()
         : this.#inventories.get(m.id)?.inventory;
       for (const d of inventory?.devices ?? []) {
         devices.push({ node: m.id, id: d.id, weight: d.weight });
