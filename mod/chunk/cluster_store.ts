@@ -13,7 +13,7 @@
 // release for a node that is down until it is reachable again.
 
 import { assert, crc32c } from "../base/mod.ts";
-import type { KvEnv, KvTable } from "../disk/mod.ts";
+import type { KvEnv, KvTable, KvTxn } from "../disk/mod.ts";
 import { type ErasureCodec, type ErasureCodecFactory, fragmentLengthFor } from "../ec/mod.ts";
 import { counter, gauge, log, type Logger } from "../obs/mod.ts";
 import {
@@ -41,6 +41,8 @@ import { type Durability, formatDurability, fragmentCount, parseDurability } fro
 export const CLUSTER_PUTS_IN_FLIGHT_MAX = 256;
 /** Rounds of placing fragments again after some were refused or their node unreachable. */
 export const CLUSTER_PLACEMENT_ROUNDS_MAX = 4;
+/** Index changes one group commit carries at most. */
+export const CLUSTER_COMMIT_BATCH_MAX = 1024;
 /** Chunks one GC or repair step looks at. */
 export const CLUSTER_STEP_CHUNKS_MAX = 256;
 /** Fragment releases one step sends at most. */
@@ -304,6 +306,12 @@ export class ClusterChunkStore implements ChunkStore {
   readonly #inventories = new Map<number, { inventory: DeviceInventory; at: number }>();
   #placement: { key: string; placement: ClusterPlacement } | null = null;
   #localInventory: { inventory: DeviceInventory; at: number } | null = null;
+  readonly #staged: {
+    stage: (txn: KvTxn) => void;
+    resolve: () => void;
+    reject: (e: Error) => void;
+  }[] = [];
+  #committing: Promise<void> | null = null;
   #inFlight = 0;
   readonly #roomWaiters: (() => void)[] = [];
   #closed = false;
@@ -399,7 +407,7 @@ export class ClusterChunkStore implements ChunkStore {
           tenantOverflow: false,
         };
         if (tenant !== null) addTenant(entry, tenant);
-        await this.#env.transaction((txn) => {
+        await this.#commit((txn) => {
           txn.put(this.#chunks, id, encodeClusterEntry(entry));
           if (verdict === "degraded") txn.put(this.#degraded, id, new Uint8Array(0));
         });
@@ -443,7 +451,7 @@ export class ClusterChunkStore implements ChunkStore {
     if (result.faults.length > 0) degradedReads.inc({ pool: this.poolName });
     if (result.missing) {
       // A holder answered without the fragment (a wiped device): queue the chunk for repair.
-      await this.#env.transaction((txn) => txn.put(this.#degraded, id, new Uint8Array(0)));
+      await this.#commit((txn) => txn.put(this.#degraded, id, new Uint8Array(0)));
     }
     return { bytes: result.bytes, reconstructed: result.reconstructed, faults: result.faults };
   }
@@ -506,7 +514,7 @@ export class ClusterChunkStore implements ChunkStore {
         );
       }
       const next = { ...entry, refcount: entry.refcount - 1 };
-      await this.#env.transaction((txn) => {
+      await this.#commit((txn) => {
         txn.put(this.#chunks, id, encodeClusterEntry(next));
         if (next.refcount === 0) txn.put(this.#unreferenced, id, new Uint8Array(0));
       });
@@ -520,6 +528,7 @@ export class ClusterChunkStore implements ChunkStore {
     this.#closed = true;
     // Wait for puts in flight (their locks) so none commits after the caller closes the env.
     while (this.#locks.size > 0) await Promise.allSettled([...this.#locks.values()]);
+    while (this.#committing !== null) await this.#committing;
     openStores.delete(this);
   }
 
@@ -676,7 +685,7 @@ export class ClusterChunkStore implements ChunkStore {
 
   /** Gives back fragments of a put that is not acknowledged (or of an erased chunk). */
   async #releaseAll(id: Uint8Array, placed: readonly (Located | null)[]): Promise<void> {
-    await this.#env.transaction((txn) => {
+    await this.#commit((txn) => {
       placed.forEach((p, f) => {
         if (p !== null) txn.put(this.#releases, releaseKey(id, f, p.node), new Uint8Array(0));
       });
@@ -694,7 +703,7 @@ export class ClusterChunkStore implements ChunkStore {
       refcount: entry.refcount + 1,
     };
     if (tenant !== null) addTenant(next, tenant);
-    await this.#env.transaction((txn) => {
+    await this.#commit((txn) => {
       txn.put(this.#chunks, id, encodeClusterEntry(next));
       if (entry.refcount === 0) txn.delete(this.#unreferenced, id);
     });
@@ -820,7 +829,7 @@ export class ClusterChunkStore implements ChunkStore {
     for (const id of ids) {
       await this.#withLock(id, async () => {
         const entry = this.#entry(id);
-        await this.#env.transaction((txn) => {
+        await this.#commit((txn) => {
           txn.delete(this.#unreferenced, id);
           if (entry === undefined || entry.refcount > 0) return;
           txn.delete(this.#chunks, id);
@@ -857,7 +866,7 @@ export class ClusterChunkStore implements ChunkStore {
       }
     }));
     if (done.length > 0) {
-      await this.#env.transaction((txn) => {
+      await this.#commit((txn) => {
         for (const key of done) txn.delete(this.#releases, key);
       });
     }
@@ -899,7 +908,7 @@ export class ClusterChunkStore implements ChunkStore {
   async #repairChunk(id: Uint8Array): Promise<{ repaired: boolean; bytes: number }> {
     const entry = this.#entry(id);
     if (entry === undefined || entry.refcount === 0) {
-      await this.#env.transaction((txn) => txn.delete(this.#degraded, id));
+      await this.#commit((txn) => txn.delete(this.#degraded, id));
       return { repaired: false, bytes: 0 };
     }
     // Which located fragments are really there (a holder that is down counts as present:
@@ -920,7 +929,7 @@ export class ClusterChunkStore implements ChunkStore {
       }
     }));
     if (gone.size === 0) {
-      await this.#env.transaction((txn) => txn.delete(this.#degraded, id));
+      await this.#commit((txn) => txn.delete(this.#degraded, id));
       return { repaired: true, bytes: 0 };
     }
     const read = await this.#readEntry(id, entry);
@@ -945,7 +954,7 @@ export class ClusterChunkStore implements ChunkStore {
       ),
     };
     const complete = next.fragments.every((f) => f !== null);
-    await this.#env.transaction((txn) => {
+    await this.#commit((txn) => {
       txn.put(this.#chunks, id, encodeClusterEntry(next));
       // A gone fragment holds no reference on its old node (has() said so): nothing to release.
       if (complete) txn.delete(this.#degraded, id);
@@ -1097,6 +1106,32 @@ export class ClusterChunkStore implements ChunkStore {
   }
 
   // ---- helpers -------------------------------------------------------------------------------
+
+  /**
+   * Commits `stage` durably. Index changes that arrive while a commit is being made share the
+   * next one (one lmdb commit, two syncs, for all of them); each chunk's changes stay in
+   * order because its lock is held until its commit resolves.
+   */
+  #commit(stage: (txn: KvTxn) => void): Promise<void> {
+    return new Promise<void>((resolve, reject) => {
+      this.#staged.push({ stage, resolve, reject });
+      if (this.#committing !== null) return;
+      this.#committing = (async () => {
+        while (this.#staged.length > 0) {
+          const batch = this.#staged.splice(0, CLUSTER_COMMIT_BATCH_MAX);
+          try {
+            await this.#env.transaction((txn) => {
+              for (const s of batch) s.stage(txn);
+            });
+            for (const s of batch) s.resolve();
+          } catch (e) {
+            for (const s of batch) s.reject(e as Error);
+          }
+        }
+        this.#committing = null;
+      })();
+    });
+  }
 
   #entry(id: Uint8Array): ClusterEntry | undefined {
     const raw = this.#chunks.getSync(id);
