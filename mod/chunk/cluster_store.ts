@@ -35,6 +35,11 @@ import {
   safeFragmentsFor,
 } from "./cluster_placement.ts";
 import type { DeviceInventory, LocalFragmentStore } from "./fragment_store.ts";
+import {
+  decodeFragmentFrame,
+  encodeFragmentFrame,
+  FRAGMENT_FRAME_HEADER_BYTES,
+} from "./fragment_frame.ts";
 import { type Durability, formatDurability, fragmentCount, parseDurability } from "./pool.ts";
 
 /** Puts accepted and not yet durable; further puts wait for room. */
@@ -61,6 +66,8 @@ export const CLUSTER_REPAIR_BYTES_PER_SECOND_DEFAULT = 32 << 20;
 export const CLUSTER_REPAIR_INTERVAL_MS_DEFAULT = 5_000;
 /** How long this node's own device report is reused by placement (it walks every device). */
 export const CLUSTER_LOCAL_INVENTORY_MS = 1_000;
+/** Entries of chunks other nodes wrote, found on their holders and kept for later reads. */
+export const CLUSTER_LOCATED_CACHED_MAX = 4096;
 /** Nodes of one cluster placement. */
 export const CLUSTER_NODES_MAX = 1024;
 
@@ -304,6 +311,8 @@ export class ClusterChunkStore implements ChunkStore {
   readonly #locks = new Map<string, Promise<void>>();
   readonly #downUntil = new Map<number, number>();
   readonly #inventories = new Map<number, { inventory: DeviceInventory; at: number }>();
+  /** Chunks this node did not write, located on their holders (oldest dropped first). */
+  readonly #located = new Map<string, ClusterEntry>();
   #placement: { key: string; placement: ClusterPlacement } | null = null;
   #localInventory: { inventory: DeviceInventory; at: number } | null = null;
   readonly #staged: {
@@ -339,7 +348,7 @@ export class ClusterChunkStore implements ChunkStore {
     this.#repairIntervalMs = options.repairIntervalMs ?? CLUSTER_REPAIR_INTERVAL_MS_DEFAULT;
     const d = this.durability;
     // A fragment is one record of the local store; EC splits the chunk into k of them.
-    const byFragment = options.local.store.chunkBytesMax;
+    const byFragment = options.local.store.chunkBytesMax - FRAGMENT_FRAME_HEADER_BYTES;
     const byLayout = d.kind === "ec" ? d.k * byFragment : byFragment;
     this.chunkBytesMax = Math.min(options.chunkBytesMax ?? byLayout, byLayout);
     if (d.kind === "ec") this.#codecFor(d);
@@ -377,7 +386,7 @@ export class ClusterChunkStore implements ChunkStore {
           return { created: false };
         }
         const d = this.durability;
-        const fragments = await this.#encode(bytes, d);
+        const { frames: fragments, crcs, fragmentBytes } = await this.#frames(bytes, d);
         const placed = await this.#writeFragments(
           id,
           fragments,
@@ -399,9 +408,9 @@ export class ClusterChunkStore implements ChunkStore {
           durability: d,
           refcount: 1,
           lengthBytes: bytes.length,
-          fragmentBytes: fragments[0]!.length,
+          fragmentBytes,
           fragments: placed.map((p, i) =>
-            p === null ? null : { node: p.node, device: p.deviceId, crc: crc32c(fragments[i]!) }
+            p === null ? null : { node: p.node, device: p.deviceId, crc: crcs[i]! }
           ),
           tenants: [],
           tenantOverflow: false,
@@ -433,10 +442,13 @@ export class ClusterChunkStore implements ChunkStore {
   async read(id: Uint8Array): Promise<ChunkRead> {
     this.#checkOpen();
     checkId(id);
-    const entry = this.#entry(id);
+    let entry = this.#entry(id);
     if (entry === undefined && this.#legacy(id)) return await this.local.store.read(id);
+    // Written through another node: its holders say where the fragments are.
+    if (entry === undefined) entry = await this.#locate(id) ?? undefined;
     if (entry === undefined || entry.refcount === 0) throw notFound(id);
     const result = await this.#readEntry(id, entry);
+    if (result.bytes === null) this.#located.delete(hex(id));
     if (result.bytes === null) {
       throw new ChunkStoreError(
         "unrecoverable",
@@ -581,6 +593,21 @@ export class ClusterChunkStore implements ChunkStore {
     const parity = Array.from({ length: d.m }, () => new Uint8Array(fl));
     await this.#codecFor(d).encodeAsync(data, parity);
     return [...data, ...parity];
+  }
+
+  /** The chunk's fragments as their holders keep them (fragment_frame.ts), and their CRCs. */
+  async #frames(
+    bytes: Uint8Array,
+    d: Durability,
+  ): Promise<{ frames: Uint8Array[]; crcs: number[]; fragmentBytes: number }> {
+    const payloads = await this.#encode(bytes, d);
+    const crcs: number[] = [];
+    payloads.forEach((p, i) => crcs.push(i > 0 && p === payloads[0] ? crcs[0]! : crc32c(p)));
+    return {
+      frames: payloads.map((p, i) => encodeFragmentFrame(d, i, bytes.length, p, crcs[i])),
+      crcs,
+      fragmentBytes: payloads[0]!.length,
+    };
   }
 
   /**
@@ -745,14 +772,37 @@ export class ClusterChunkStore implements ChunkStore {
         const f = entry.fragments[i]!;
         const where = `${f.node}/${f.device}`;
         try {
-          const bytes = await this.#getFragment(f.node, id, i, entry.fragmentBytes);
-          if (bytes === null) {
+          const frame = await this.#getFragment(
+            f.node,
+            id,
+            i,
+            FRAGMENT_FRAME_HEADER_BYTES + entry.fragmentBytes,
+          );
+          if (frame === null) {
             missing = true;
             faults.push({ fragment: i, device: where, fault: "lost", detail: "not on its node" });
-          } else if (bytes.length !== entry.fragmentBytes || crc32c(bytes) !== f.crc) {
-            faults.push({ fragment: i, device: where, fault: "checksum", detail: "bad checksum" });
+            continue;
+          }
+          let payload: Uint8Array | null = null;
+          let detail = "";
+          try {
+            const decoded = decodeFragmentFrame(frame, i);
+            payload = decoded.payload;
+            if (
+              payload.length !== entry.fragmentBytes ||
+              decoded.header.lengthBytes !== entry.lengthBytes ||
+              (f.crc >= 0 && decoded.header.payloadCrc !== f.crc)
+            ) {
+              detail = "not the fragment the index names (length or checksum)";
+              payload = null;
+            }
+          } catch (e) {
+            detail = (e as Error).message;
+          }
+          if (payload === null) {
+            faults.push({ fragment: i, device: where, fault: "checksum", detail });
           } else if (good < need) {
-            present[i] = bytes;
+            present[i] = payload;
             good++;
           }
         } catch (e) {
@@ -792,6 +842,78 @@ export class ClusterChunkStore implements ChunkStore {
       missing,
       present,
     };
+  }
+
+  /**
+   * Finds a chunk this node has no entry for on the nodes that hold its fragments: each
+   * fragment index is looked for on the nodes in its placement ranking order (where it
+   * is unless its write went around a node that was down), and the first frame found says
+   * the chunk's geometry and length. Null when fewer fragments than a read needs are found.
+   */
+  async #locate(id: Uint8Array): Promise<ClusterEntry | null> {
+    const key = hex(id);
+    const cached = this.#located.get(key);
+    if (cached !== undefined) return cached;
+    const placement = await this.#currentPlacement();
+    const members = this.#members.nodes().map((m) => m.id);
+    const ranked = (f: number) => {
+      const order = [...new Set(placement.rank(id, f).map((i) => placement.nodeOf(i)))];
+      for (const m of members) if (!order.includes(m)) order.push(m);
+      return order.filter((n) => n === this.self || !this.#isDown(n));
+    };
+    const holderOf = async (f: number): Promise<number | null> => {
+      for (const node of ranked(f)) {
+        try {
+          const held = node === this.self
+            ? (await this.local.size(id, f)) !== null
+            : await this.#peers.has(node, id, f);
+          if (held) return node;
+        } catch (e) {
+          if (e instanceof FragmentPeerError && e.kind === "unreachable") this.#markDown(node);
+        }
+      }
+      return null;
+    };
+    const search = (from: number, to: number) =>
+      Promise.all(Array.from({ length: to - from }, (_, i) => holderOf(from + i)));
+    let holders = await search(0, fragmentCount(this.durability));
+    const first = holders.findIndex((h) => h !== null);
+    if (first < 0) return null;
+    const frame = await this.#getFragment(
+      holders[first]!,
+      id,
+      first,
+      this.local.store.chunkBytesMax,
+    ).catch(() => null);
+    if (frame === null) return null;
+    let header;
+    try {
+      header = decodeFragmentFrame(frame, first).header;
+    } catch {
+      return null;
+    }
+    const d: Durability = header.durability.kind === "ec"
+      ? header.durability
+      : { kind: "copies", copies: holders.length };
+    const n = fragmentCount(d);
+    if (n > holders.length) holders = [...holders, ...await search(holders.length, n)];
+    holders = holders.slice(0, n);
+    if (holders.filter((h) => h !== null).length < fragmentsNeeded(d)) return null;
+    const entry: ClusterEntry = {
+      durability: d,
+      refcount: 1,
+      lengthBytes: header.lengthBytes,
+      fragmentBytes: frame.length - FRAGMENT_FRAME_HEADER_BYTES,
+      // The CRCs come with each frame; -1: no index of this node's to check them against.
+      fragments: holders.map((node) => node === null ? null : { node, device: "", crc: -1 }),
+      tenants: [],
+      tenantOverflow: false,
+    };
+    this.#located.set(key, entry);
+    if (this.#located.size > CLUSTER_LOCATED_CACHED_MAX) {
+      this.#located.delete(this.#located.keys().next().value!);
+    }
+    return entry;
   }
 
   async #getFragment(
@@ -938,7 +1060,7 @@ export class ClusterChunkStore implements ChunkStore {
       return { repaired: false, bytes: 0 };
     }
     const d = entry.durability;
-    const fragments = await this.#encode(read.bytes.slice(), d);
+    const { frames: fragments, crcs } = await this.#frames(read.bytes.slice(), d);
     const placement = await this.#currentPlacement();
     const placed: (Located | null)[] = entry.fragments.map((f, i) => {
       if (f === null || gone.has(i)) return null;
@@ -950,7 +1072,7 @@ export class ClusterChunkStore implements ChunkStore {
     const next: ClusterEntry = {
       ...entry,
       fragments: placed.map((p, i) =>
-        p === null ? null : { node: p.node, device: p.deviceId, crc: crc32c(fragments[i]!) }
+        p === null ? null : { node: p.node, device: p.deviceId, crc: crcs[i]! }
       ),
     };
     const complete = next.fragments.every((f) => f !== null);

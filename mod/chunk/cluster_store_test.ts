@@ -19,6 +19,7 @@ import { defineChunkStoreConformance } from "./chunk_store_conformance.ts";
 import { ClusterChunkStore, StaticClusterMembers } from "./cluster_store.ts";
 import { FabricFragmentPeers, fragmentHandler } from "./fabric_fragments.ts";
 import { LocalFragmentStore } from "./fragment_store.ts";
+import { FRAGMENT_FRAME_HEADER_BYTES } from "./fragment_frame.ts";
 import type { Durability } from "./pool.ts";
 import type { KvEnv } from "../disk/mod.ts";
 
@@ -352,7 +353,10 @@ Deno.test("ClusterChunkStore rebuilds a fragment its holder lost", async () => {
     assert.equal(a!.store.degradedCount(), 0);
     const { held } = await checkPlaced(cluster, a!, c!);
     assert.deepEqual([...held].sort(), [1, 2, 3]);
-    assert.equal(await a!.local.size(c!.id, mine.index), c!.bytes.length);
+    assert.equal(
+      await a!.local.size(c!.id, mine.index),
+      FRAGMENT_FRAME_HEADER_BYTES + c!.bytes.length,
+    );
   } finally {
     await cluster.close();
   }
@@ -371,6 +375,31 @@ Deno.test("ClusterChunkStore keeps serving chunks the node stored before it join
     assert.equal(await a!.store.decRef(old!.id), 0);
     assert.equal(await a!.store.has(old!.id), false);
     assert.equal(a!.localStore.unreferencedPending(), 1);
+  } finally {
+    await cluster.close();
+  }
+});
+
+Deno.test("ClusterChunkStore reads a chunk another node wrote by asking the holders", async () => {
+  const cluster = await startCluster(6, { kind: "ec", k: 4, m: 2 });
+  try {
+    const [a, b] = cluster.nodes;
+    const data = chunks(4, 14, 70_001);
+    for (const c of data) await a!.store.put(c.id, c.bytes);
+    for (const c of data) {
+      assert.equal(await b!.store.stat(c.id), null, "node 2 has no entry of its own");
+      assert.deepEqual(await b!.store.get(c.id), c.bytes);
+    }
+    // With two nodes away the others still find k fragments (and rebuild the rest).
+    await cluster.nodes[3]!.stop();
+    await cluster.nodes[5]!.stop();
+    const c3 = cluster.nodes[2]!;
+    for (const c of data) assert.deepEqual(await c3.store.get(c.id), c.bytes);
+    const [never] = chunks(1, 15);
+    await assert.rejects(
+      c3.store.get(never!.id),
+      (e: unknown) => e instanceof ChunkStoreError && e.code === "not_found",
+    );
   } finally {
     await cluster.close();
   }
