@@ -50,6 +50,8 @@ export const CLUSTER_PLACEMENT_ROUNDS_MAX = 4;
 export const CLUSTER_COMMIT_BATCH_MAX = 1024;
 /** Chunks one GC or repair step looks at. */
 export const CLUSTER_STEP_CHUNKS_MAX = 256;
+/** Chunks one repair step rebuilds at once. */
+export const CLUSTER_REPAIRS_IN_FLIGHT_MAX = 8;
 /** Fragment releases one step sends at most. */
 export const CLUSTER_RELEASES_STEP_MAX = 1024;
 /** Degraded chunks a metric scrape counts at most (the gauge saturates there). */
@@ -1017,12 +1019,17 @@ export class ClusterChunkStore implements ChunkStore {
     let repaired = 0;
     let bytes = 0;
     let examined = 0;
-    for (const id of ids) {
-      if (bytes >= bytesMax) break;
-      examined++;
-      const outcome = await this.#withLock(id, () => this.#repairChunk(id));
-      bytes += outcome.bytes;
-      if (outcome.repaired) repaired++;
+    // A few chunks at a time: each waits mostly on its holders, not on this node.
+    for (let at = 0; at < ids.length && bytes < bytesMax; at += CLUSTER_REPAIRS_IN_FLIGHT_MAX) {
+      const group = ids.slice(at, at + CLUSTER_REPAIRS_IN_FLIGHT_MAX);
+      examined += group.length;
+      const outcomes = await Promise.all(
+        group.map((id) => this.#withLock(id, () => this.#repairChunk(id))),
+      );
+      for (const outcome of outcomes) {
+        bytes += outcome.bytes;
+        if (outcome.repaired) repaired++;
+      }
     }
     return { examined, repaired, bytes, more: examined < ids.length || ids.length === max };
   }
