@@ -56,8 +56,11 @@ export const CLUSTER_REPAIRS_IN_FLIGHT_MAX = 8;
 export const CLUSTER_RELEASES_STEP_MAX = 1024;
 /** Degraded chunks a metric scrape counts at most (the gauge saturates there). */
 export const CLUSTER_DEGRADED_COUNTED_MAX = 100_000;
-/** A node that failed a request is skipped by writes for this long, then tried again. */
-export const CLUSTER_NODE_RETRY_MS_DEFAULT = 5_000;
+/**
+ * A node that failed a request is skipped by writes for this long, then tried again; the
+ * background pass asks it sooner (every CLUSTER_REPAIR_INTERVAL_MS_DEFAULT).
+ */
+export const CLUSTER_NODE_RETRY_MS_DEFAULT = 30_000;
 /** A peer's device inventory is asked again after this long. */
 export const CLUSTER_INVENTORY_REFRESH_MS_DEFAULT = 10_000;
 /** Deadline of one fragment request to a peer. */
@@ -622,6 +625,8 @@ export class ClusterChunkStore implements ChunkStore {
     fragments: readonly Uint8Array[],
     d: Durability,
     placed: (Located | null)[],
+    /** Nodes not to use (they hold a broken copy of one of these fragments). */
+    avoid: ReadonlySet<number> = new Set(),
   ): Promise<(Located | null)[]> {
     const refused = new Set<string>();
     for (let round = 0; round < CLUSTER_PLACEMENT_ROUNDS_MAX; round++) {
@@ -638,7 +643,8 @@ export class ClusterChunkStore implements ChunkStore {
         fixed,
         exclude: (i) => {
           const dev = placement.devices[i]!;
-          return refused.has(`${dev.node}/${dev.id}`) || this.#isDown(dev.node) ||
+          return refused.has(`${dev.node}/${dev.id}`) || avoid.has(dev.node) ||
+            this.#isDown(dev.node) ||
             !this.#writable(dev.node, dev.id);
         },
       });
@@ -802,12 +808,15 @@ export class ClusterChunkStore implements ChunkStore {
             detail = (e as Error).message;
           }
           if (payload === null) {
+            missing = true;
             faults.push({ fragment: i, device: where, fault: "checksum", detail });
           } else if (good < need) {
             present[i] = payload;
             good++;
           }
         } catch (e) {
+          // A holder that answered but could not read its record needs the fragment again.
+          if (!(e instanceof FragmentPeerError && e.kind === "unreachable")) missing = true;
           faults.push({
             fragment: i,
             device: where,
@@ -1040,27 +1049,38 @@ export class ClusterChunkStore implements ChunkStore {
       await this.#commit((txn) => txn.delete(this.#degraded, id));
       return { repaired: false, bytes: 0 };
     }
-    // Which located fragments are really there (a holder that is down counts as present:
-    // bringing it back is the membership's business, not this repair's).
+    // Which located fragments are really there, read whole: a holder without it (a wiped
+    // device) or with a record it cannot read back (a broken one) needs it again; a holder
+    // that is down counts as present: bringing it back is the membership's business.
     const gone = new Set<number>();
+    /** Holders of a broken record: it goes elsewhere, and our reference there is dropped. */
+    const broken = new Map<number, number>();
     await Promise.all(entry.fragments.map(async (f, i) => {
       if (f === null) {
         gone.add(i);
         return;
       }
       try {
-        const held = f.node === this.self
-          ? (await this.local.size(id, i)) !== null
-          : await this.#peers.has(f.node, id, i);
-        if (!held) gone.add(i);
+        const frame = await this.#getFragment(
+          f.node,
+          id,
+          i,
+          FRAGMENT_FRAME_HEADER_BYTES + entry.fragmentBytes,
+        );
+        if (frame === null) {
+          gone.add(i);
+          return;
+        }
+        const { header } = decodeFragmentFrame(frame, i);
+        if (header.payloadCrc !== f.crc || header.lengthBytes !== entry.lengthBytes) {
+          throw new Error("not the fragment the index names");
+        }
       } catch (e) {
-        if (e instanceof FragmentPeerError && e.kind === "unreachable") this.#markDown(f.node);
+        if (e instanceof FragmentPeerError && e.kind === "unreachable") return;
+        gone.add(i);
+        broken.set(i, f.node);
       }
     }));
-    if (gone.size === 0) {
-      await this.#commit((txn) => txn.delete(this.#degraded, id));
-      return { repaired: true, bytes: 0 };
-    }
     const read = await this.#readEntry(id, entry);
     if (read.bytes === null) {
       this.#logger.warn("degraded chunk not readable now; repair later", { chunk: hex(id) });
@@ -1074,7 +1094,7 @@ export class ClusterChunkStore implements ChunkStore {
       return { device: placement.indexOf(f.node, f.device), node: f.node, deviceId: f.device };
     });
     const before = placed.filter((p) => p !== null).length;
-    await this.#writeFragments(id, fragments, d, placed);
+    await this.#writeFragments(id, fragments, d, placed, new Set(broken.values()));
     const written = placed.filter((p) => p !== null).length - before;
     const next: ClusterEntry = {
       ...entry,
@@ -1085,8 +1105,12 @@ export class ClusterChunkStore implements ChunkStore {
     const complete = next.fragments.every((f) => f !== null);
     await this.#commit((txn) => {
       txn.put(this.#chunks, id, encodeClusterEntry(next));
-      // A gone fragment holds no reference on its old node (has() said so): nothing to release.
       if (complete) txn.delete(this.#degraded, id);
+      // A broken record still holds this chunk's reference on its node: give it back (a
+      // fragment that was simply not there holds none).
+      for (const [i, node] of broken) {
+        if (placed[i] !== null) txn.put(this.#releases, releaseKey(id, i, node), new Uint8Array(0));
+      }
     });
     const bytes = written * entry.fragmentBytes;
     repairBytes.inc({ pool: this.poolName }, bytes);
@@ -1193,15 +1217,22 @@ export class ClusterChunkStore implements ChunkStore {
     const now = this.#now();
     await Promise.all(
       this.#members.nodes().map(async (m) => {
-        if (m.id === this.self || this.#isDown(m.id)) return;
+        if (m.id === this.self) return;
+        // A node found down is skipped by writes until its retry delay, but a background pass
+        // (stale) asks it every time, so a node that is back is used again within a pass.
+        const down = this.#isDown(m.id);
+        if (down && !stale) return;
         const known = this.#inventories.get(m.id);
-        if (known !== undefined && (!stale || now - known.at < this.#inventoryRefreshMs)) return;
+        if (
+          !down && known !== undefined && (!stale || now - known.at < this.#inventoryRefreshMs)
+        ) return;
         try {
           const inventory = await this.#peers.inventory(m.id);
           if (inventory.node !== m.id) {
             throw new Error(`node ${m.id} answered as ${inventory.node}`);
           }
           this.#inventories.set(m.id, { inventory, at: this.#now() });
+          this.#downUntil.delete(m.id);
           this.#members.report?.(m.id, true);
         } catch (e) {
           this.#markDown(m.id);

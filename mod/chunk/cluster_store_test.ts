@@ -77,7 +77,7 @@ interface TestCluster {
 async function startCluster(
   count: number,
   durability: Durability,
-  options: { devicesPerNode?: number } = {},
+  options: { devicesPerNode?: number; nodeRetryMs?: number; repairIntervalMs?: number } = {},
 ): Promise<TestCluster> {
   const nodes: TestNode[] = [];
   for (let id = 1; id <= count; id++) {
@@ -122,7 +122,8 @@ async function startCluster(
         peers: new FabricFragmentPeers({ client: node.client, timeoutMs: 2000 }),
         codecs,
         durability,
-        nodeRetryMs: 200,
+        nodeRetryMs: options.nodeRetryMs ?? 200,
+        repairIntervalMs: options.repairIntervalMs,
         logger,
       });
     node.store = node.open();
@@ -400,6 +401,74 @@ Deno.test("ClusterChunkStore reads a chunk another node wrote by asking the hold
       c3.store.get(never!.id),
       (e: unknown) => e instanceof ChunkStoreError && e.code === "not_found",
     );
+  } finally {
+    await cluster.close();
+  }
+});
+
+Deno.test("ClusterChunkStore's background pass notices a returned node and repairs onto it", async () => {
+  // Writes would skip node 3 for a minute; the background pass asks it every 100 ms.
+  const cluster = await startCluster(3, { kind: "copies", copies: 3 }, {
+    nodeRetryMs: 60_000,
+    repairIntervalMs: 100,
+  });
+  const [a, , c3] = cluster.nodes;
+  const background = a!.store.start();
+  try {
+    const warm = chunks(1, 21)[0]!;
+    await a!.store.put(warm.id, warm.bytes);
+    await c3!.stop();
+    const data = chunks(5, 22);
+    for (const c of data) await a!.store.put(c.id, c.bytes);
+    assert.equal(a!.store.degradedCount(), 5);
+    await c3!.listen();
+    const deadline = Date.now() + 20_000;
+    while (a!.store.degradedCount() > 0 && Date.now() < deadline) {
+      await new Promise((r) => setTimeout(r, 50));
+    }
+    assert.equal(a!.store.degradedCount(), 0);
+    for (const c of data) {
+      const { held } = await checkPlaced(cluster, a!, c);
+      assert.deepEqual([...held].sort(), [1, 2, 3]);
+    }
+  } finally {
+    await background.stop();
+    await cluster.close();
+  }
+});
+
+Deno.test("ClusterChunkStore moves a fragment whose holder can no longer read it", async () => {
+  const cluster = await startCluster(4, { kind: "copies", copies: 3 });
+  try {
+    const [a] = cluster.nodes;
+    const [c] = chunks(1, 23, 30_000);
+    await a!.store.put(c!.id, c!.bytes);
+    const stat = (await a!.store.stat(c!.id))!;
+    // The writer's own copy: reads try it first.
+    const victim = stat.fragments.find((f) => f.node === 1)!;
+    const holder = cluster.nodes.find((n) => n.id === victim.node)!;
+    // The holder's device loses the record's bytes under its index (a failed device).
+    const device = (await holder.local.deviceOf(c!.id, victim.index))!;
+    const index = holder.pool.spec.devices.findIndex((d) => d.id === device);
+    holder.pool.faulty(index).failWhen(
+      (call) => call.kind === "submit" && call.ops.some((op) => op.kind === "read"),
+      "EIO",
+    );
+    // Reads go on from the others and queue the chunk; repair puts the copy on another node.
+    for (let i = 0; i < 3; i++) assert.deepEqual(await a!.store.get(c!.id), c!.bytes);
+    assert.equal(a!.store.degradedCount(), 1);
+    await a!.store.repairStep();
+    const after = (await a!.store.stat(c!.id))!;
+    const moved = after.fragments[victim.index]!;
+    assert.equal(moved.lost, false);
+    assert.notEqual(moved.node, victim.node, "not back onto the holder that cannot read it");
+    assert.equal(new Set(after.fragments.map((f) => f.node)).size, 3);
+    assert.equal(a!.store.degradedCount(), 0);
+    // Its reference on the broken holder is given back (by the next release pass).
+    assert.equal(a!.store.pendingReleases(), 1);
+    assert.equal(await a!.store.releasePending(), 1);
+    assert.equal(a!.store.pendingReleases(), 0);
+    assert.equal(await holder.local.size(c!.id, victim.index), null);
   } finally {
     await cluster.close();
   }
