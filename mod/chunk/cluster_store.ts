@@ -50,6 +50,8 @@ export const CLUSTER_PLACEMENT_ROUNDS_MAX = 4;
 export const CLUSTER_COMMIT_BATCH_MAX = 1024;
 /** Chunks one GC or repair step looks at. */
 export const CLUSTER_STEP_CHUNKS_MAX = 256;
+/** Chunks one verify step asks the holders about. */
+export const CLUSTER_VERIFY_CHUNKS_MAX = 256;
 /** Chunks one repair step rebuilds at once. */
 export const CLUSTER_REPAIRS_IN_FLIGHT_MAX = 8;
 /** Fragment releases one step sends at most. */
@@ -326,6 +328,8 @@ export class ClusterChunkStore implements ChunkStore {
     reject: (e: Error) => void;
   }[] = [];
   #committing: Promise<void> | null = null;
+  /** Where the next verifyStep() starts (null: at the first chunk). */
+  #verifyCursor: Uint8Array | null = null;
   #inFlight = 0;
   readonly #roomWaiters: (() => void)[] = [];
   #closed = false;
@@ -1122,6 +1126,47 @@ export class ClusterChunkStore implements ChunkStore {
   }
 
   /**
+   * Asks the holders of up to `max` chunks (continuing where the last step stopped, from the
+   * start after the end) whether they still hold each fragment, and queues a chunk for
+   * repair when one does not (a node that lost its data and came back empty). Cheap: a stat
+   * per fragment, no bytes; unreadable records are found by reads and by the holder's scrub.
+   */
+  async verifyStep(max = CLUSTER_VERIFY_CHUNKS_MAX): Promise<{ checked: number; missing: number }> {
+    this.#checkOpen();
+    const start = this.#verifyCursor ?? undefined;
+    const batch: { id: Uint8Array; entry: ClusterEntry }[] = [];
+    for (const { key, value } of this.#chunks.range({ start, limit: max + 1 })) {
+      if (start !== undefined && batch.length === 0 && bytesEqual(key, start)) continue;
+      if (batch.length === max) break;
+      batch.push({ id: key, entry: decodeClusterEntry(value) });
+    }
+    this.#verifyCursor = batch.length < max ? null : batch[batch.length - 1]!.id;
+    const missing: Uint8Array[] = [];
+    await Promise.all(batch.map(async ({ id, entry }) => {
+      if (entry.refcount === 0) return;
+      const held = await Promise.all(entry.fragments.map(async (f, i) => {
+        if (f === null) return false;
+        if (f.node !== this.self && this.#isDown(f.node)) return true;
+        try {
+          return f.node === this.self
+            ? (await this.local.size(id, i)) !== null
+            : await this.#peers.has(f.node, id, i);
+        } catch (e) {
+          if (e instanceof FragmentPeerError && e.kind === "unreachable") this.#markDown(f.node);
+          return true;
+        }
+      }));
+      if (held.includes(false)) missing.push(id);
+    }));
+    if (missing.length > 0) {
+      await this.#commit((txn) => {
+        for (const id of missing) txn.put(this.#degraded, id, new Uint8Array(0));
+      });
+    }
+    return { checked: batch.length, missing: missing.length };
+  }
+
+  /**
    * Runs GC of released chunks, fragment releases and rate-limited repair in the background
    * until close() (or the returned stop()).
    */
@@ -1147,6 +1192,7 @@ export class ClusterChunkStore implements ChunkStore {
           await this.#refreshInventories(true);
           const gc = await this.collect();
           await this.releasePending();
+          await this.verifyStep();
           // Repair bytes in one step: a second's worth at the configured rate.
           const started = this.#now();
           const r = await this.repairStep({ bytesMax: this.#repairBytesPerSecond });
@@ -1338,6 +1384,12 @@ export class ClusterChunkStore implements ChunkStore {
       if (this.#locks.get(key) === tail) this.#locks.delete(key);
     }
   }
+}
+
+function bytesEqual(a: Uint8Array, b: Uint8Array): boolean {
+  if (a.length !== b.length) return false;
+  for (let i = 0; i < a.length; i++) if (a[i] !== b[i]) return false;
+  return true;
 }
 
 function checkId(id: unknown): asserts id is Uint8Array {

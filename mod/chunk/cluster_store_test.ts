@@ -474,6 +474,34 @@ Deno.test("ClusterChunkStore moves a fragment whose holder can no longer read it
   }
 });
 
+Deno.test("ClusterChunkStore.verifyStep() finds fragments a holder no longer has", async () => {
+  const cluster = await startCluster(3, { kind: "copies", copies: 3 });
+  try {
+    const [a, b] = cluster.nodes;
+    const data = chunks(5, 31, 20_000);
+    for (const c of data) await a!.store.put(c.id, c.bytes);
+    // Node 2 loses two of its fragments (as a node whose data was wiped would).
+    for (const c of data.slice(0, 2)) {
+      const f = (await a!.store.stat(c.id))!.fragments.find((x) => x.node === 2)!;
+      assert.equal(await b!.local.release(c.id, f.index), true);
+    }
+    // Two steps of three chunks walk the whole index once.
+    const one = await a!.store.verifyStep(3);
+    const two = await a!.store.verifyStep(3);
+    assert.equal(one.checked + two.checked, 5);
+    assert.equal(one.missing + two.missing, 2);
+    assert.equal(a!.store.degradedCount(), 2);
+    assert.equal((await a!.store.repairStep()).repaired, 2);
+    assert.equal((await a!.store.verifyStep()).missing, 0);
+    for (const c of data) {
+      const { held } = await checkPlaced(cluster, a!, c);
+      assert.deepEqual([...held].sort(), [1, 2, 3]);
+    }
+  } finally {
+    await cluster.close();
+  }
+});
+
 Deno.test("StaticClusterMembers reports node state from reachability", () => {
   const members = new StaticClusterMembers([{ id: 1, addr: "a:1" }, { id: 2, addr: "b:1" }]);
   assert.deepEqual(members.nodes().map((n) => n.state), ["unknown", "unknown"]);
