@@ -40,7 +40,38 @@ import {
   encodeFragmentFrame,
   FRAGMENT_FRAME_HEADER_BYTES,
 } from "./fragment_frame.ts";
-import { type Durability, formatDurability, fragmentCount, parseDurability } from "./pool.ts";
+import { type Durability, formatDurability, fragmentCount } from "./pool.ts";
+import {
+  CLUSTER_INDEX_TABLES,
+  type ClusterEntry,
+  decodeClusterEntry,
+  encodeClusterEntry,
+  releaseKey,
+} from "./cluster_index.ts";
+import {
+  type ClusterMember,
+  type ClusterMembers,
+  FragmentPeerError,
+  type FragmentPeers,
+} from "./cluster_nodes.ts";
+
+export {
+  CLUSTER_INDEX_TABLES,
+  type ClusterEntry,
+  type ClusterFragment,
+  decodeClusterEntry,
+  encodeClusterEntry,
+} from "./cluster_index.ts";
+export {
+  CLUSTER_NODES_MAX,
+  type ClusterMember,
+  type ClusterMembers,
+  type ClusterNodeState,
+  FragmentPeerError,
+  type FragmentPeerFailure,
+  type FragmentPeers,
+  StaticClusterMembers,
+} from "./cluster_nodes.ts";
 
 /** Puts accepted and not yet durable; further puts wait for room. */
 export const CLUSTER_PUTS_IN_FLIGHT_MAX = 256;
@@ -75,145 +106,6 @@ export const CLUSTER_REPAIR_INTERVAL_MS_DEFAULT = 5_000;
 export const CLUSTER_LOCAL_INVENTORY_MS = 1_000;
 /** Entries of chunks other nodes wrote, found on their holders and kept for later reads. */
 export const CLUSTER_LOCATED_CACHED_MAX = 4096;
-/** Nodes of one cluster placement. */
-export const CLUSTER_NODES_MAX = 1024;
-
-export const CLUSTER_INDEX_TABLES = {
-  chunks: "cluster_chunks",
-  degraded: "cluster_degraded",
-  unreferenced: "cluster_unreferenced",
-  releases: "cluster_releases",
-} as const;
-
-// ---- ports ---------------------------------------------------------------------------------
-
-export type ClusterNodeState = "up" | "down" | "unknown";
-
-export interface ClusterMember {
-  id: number;
-  addr: string;
-  state: ClusterNodeState;
-}
-
-/**
- * The nodes of the cluster and what is known of their state. Backed by the configured peers
- * and the store's own reachability reports today; by the cluster state later.
- */
-export interface ClusterMembers {
-  nodes(): ClusterMember[];
-  /** The store saw `node` answer (true) or fail (false). */
-  report?(node: number, reachable: boolean): void;
-}
-
-/** Why a request to a peer failed: its node is unreachable, or it refused this fragment. */
-export type FragmentPeerFailure = "unreachable" | "refused";
-
-export class FragmentPeerError extends Error {
-  override name = "FragmentPeerError";
-  constructor(readonly kind: FragmentPeerFailure, readonly node: number, message: string) {
-    super(message);
-  }
-}
-
-/** Fragments on other nodes (the chunk fabric). Errors are FragmentPeerErrors. */
-export interface FragmentPeers {
-  put(
-    node: number,
-    chunkId: Uint8Array,
-    index: number,
-    bytes: Uint8Array,
-    device: string,
-  ): Promise<void>;
-  /** The fragment, or null when the node does not hold it. */
-  get(
-    node: number,
-    chunkId: Uint8Array,
-    index: number,
-    sizeBytes: number,
-  ): Promise<Uint8Array | null>;
-  has(node: number, chunkId: Uint8Array, index: number): Promise<boolean>;
-  /** Drops one reference; false when the node did not hold it. */
-  release(node: number, chunkId: Uint8Array, index: number): Promise<boolean>;
-  inventory(node: number): Promise<DeviceInventory>;
-}
-
-/** The configured nodes, down while the store's requests to them fail. */
-export class StaticClusterMembers implements ClusterMembers {
-  readonly #peers: readonly { id: number; addr: string }[];
-  readonly #state = new Map<number, ClusterNodeState>();
-
-  constructor(peers: readonly { id: number; addr: string }[]) {
-    assert(peers.length >= 1 && peers.length <= CLUSTER_NODES_MAX, "1..1024 nodes");
-    this.#peers = peers;
-  }
-
-  nodes(): ClusterMember[] {
-    return this.#peers.map((p) => ({ ...p, state: this.#state.get(p.id) ?? "unknown" }));
-  }
-
-  report(node: number, reachable: boolean): void {
-    if (this.#peers.some((p) => p.id === node)) this.#state.set(node, reachable ? "up" : "down");
-  }
-}
-
-// ---- the index -----------------------------------------------------------------------------
-
-export interface ClusterFragment {
-  node: number;
-  device: string;
-  /** CRC-32C of the fragment: a holder's bytes are checked before they are decoded. */
-  crc: number;
-}
-
-export interface ClusterEntry {
-  durability: Durability;
-  refcount: number;
-  lengthBytes: number;
-  fragmentBytes: number;
-  /** By fragment index; null where the fragment is missing (the chunk is degraded). */
-  fragments: (ClusterFragment | null)[];
-  tenants: string[];
-  tenantOverflow: boolean;
-}
-
-export function encodeClusterEntry(e: ClusterEntry): Uint8Array {
-  assert(e.fragments.length === fragmentCount(e.durability), "fragment count");
-  return new TextEncoder().encode(JSON.stringify({
-    v: 1,
-    d: formatDurability(e.durability),
-    r: e.refcount,
-    l: e.lengthBytes,
-    b: e.fragmentBytes,
-    f: e.fragments.map((f) => (f === null ? null : [f.node, f.device, f.crc])),
-    t: e.tenants,
-    o: e.tenantOverflow,
-  }));
-}
-
-export function decodeClusterEntry(bytes: Uint8Array): ClusterEntry {
-  const j = JSON.parse(new TextDecoder().decode(bytes));
-  assert(j.v === 1, "cluster chunk entry version");
-  return {
-    durability: parseDurability(j.d),
-    refcount: j.r,
-    lengthBytes: j.l,
-    fragmentBytes: j.b,
-    fragments: (j.f as ([number, string, number] | null)[]).map((f) =>
-      f === null ? null : { node: f[0], device: f[1], crc: f[2] }
-    ),
-    tenants: j.t,
-    tenantOverflow: j.o,
-  };
-}
-
-function releaseKey(id: Uint8Array, index: number, node: number): Uint8Array {
-  const key = new Uint8Array(40);
-  key.set(id, 0);
-  const view = new DataView(key.buffer);
-  view.setUint32(32, index);
-  view.setUint32(36, node);
-  return key;
-}
 
 // ---- metrics -------------------------------------------------------------------------------
 

@@ -15,7 +15,7 @@ import {
 } from "../transport/mod.ts";
 import { ChunkStoreError } from "./chunk_store.ts";
 import { CLUSTER_PLACEMENT_FRAGMENTS_MAX } from "./cluster_placement.ts";
-import { FragmentPeerError, type FragmentPeers } from "./cluster_store.ts";
+import { FragmentPeerError, type FragmentPeers } from "./cluster_nodes.ts";
 import { checkInventory, type DeviceInventory, type LocalFragmentStore } from "./fragment_store.ts";
 
 /** The fragment index the inventory is read at (with the all-zero chunk id). */
