@@ -159,6 +159,8 @@ export interface ClusterChunkStoreOptions {
   /** The index environment (default: the local fragment store's). */
   env?: KvEnv;
   chunkBytesMax?: number;
+  /** Largest fragment (with its frame header) the peers take: the fabric's fragment limit. */
+  fragmentBytesMax?: number;
   nodeRetryMs?: number;
   inventoryRefreshMs?: number;
   repairBytesPerSecond?: number;
@@ -249,7 +251,10 @@ export class ClusterChunkStore implements ChunkStore {
     this.#repairIntervalMs = options.repairIntervalMs ?? CLUSTER_REPAIR_INTERVAL_MS_DEFAULT;
     const d = this.durability;
     // A fragment is one record of the local store; EC splits the chunk into k of them.
-    const byFragment = options.local.store.chunkBytesMax - FRAGMENT_FRAME_HEADER_BYTES;
+    const byFragment = Math.min(
+      options.local.store.chunkBytesMax,
+      options.fragmentBytesMax ?? Infinity,
+    ) - FRAGMENT_FRAME_HEADER_BYTES;
     const byLayout = d.kind === "ec" ? d.k * byFragment : byFragment;
     this.chunkBytesMax = Math.min(options.chunkBytesMax ?? byLayout, byLayout);
     if (d.kind === "ec") this.#codecFor(d);

@@ -19,6 +19,7 @@ import {
 import type { ErasureCodecFactory } from "../ec/mod.ts";
 import type { Logger } from "../obs/mod.ts";
 import {
+  FABRIC_FRAGMENT_SIZE_BYTES_MAX_DEFAULT,
   FabricClient,
   FabricServer,
   readTlsMaterial,
@@ -72,6 +73,7 @@ export async function startChunkFabric(options: {
     peers: new FabricFragmentPeers({ client, timeoutMs: CLUSTER_FRAGMENT_TIMEOUT_MS_DEFAULT }),
     codecs: options.codecs,
     durability: options.durability,
+    fragmentBytesMax: FABRIC_FRAGMENT_SIZE_BYTES_MAX_DEFAULT,
     logger: logger.child({ component: "chunk-cluster" }),
   });
   const background = store.start();
