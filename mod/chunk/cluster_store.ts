@@ -1086,7 +1086,9 @@ export class ClusterChunkStore implements ChunkStore {
       while (!stopped) {
         let busy = false;
         try {
-          await this.#refreshInventories(true);
+          // A store that has never held a chunk leaves the other nodes alone (no fabric
+          // connections on their Raft ports until chunks move).
+          if (this.#holdsAnything()) await this.#refreshInventories(true);
           const gc = await this.collect();
           await this.releasePending();
           await this.verifyStep();
@@ -1118,6 +1120,13 @@ export class ClusterChunkStore implements ChunkStore {
   }
 
   // ---- nodes and placement ---------------------------------------------------------------------
+
+  #holdsAnything(): boolean {
+    for (const table of [this.#chunks, this.#releases, this.#degraded, this.#unreferenced]) {
+      for (const _ of table.range({ limit: 1 })) return true;
+    }
+    return false;
+  }
 
   #isDown(node: number): boolean {
     if (node === this.self) return false;
