@@ -97,6 +97,8 @@ export type ChunkStoreErrorCode =
   | "unrecoverable"
   | "pool_full"
   | "insufficient_devices"
+  /** Enough of the chunk exists, but not enough of it is reachable now (nodes down). */
+  | "unavailable"
   | "id_conflict"
   | "refcount_overflow"
   | "refcount_underflow"

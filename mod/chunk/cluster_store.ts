@@ -293,18 +293,23 @@ export class ClusterChunkStore implements ChunkStore {
         }
         const d = this.durability;
         const { frames: fragments, crcs, fragmentBytes } = await this.#frames(bytes, d);
+        const failures = { unreachable: 0, refused: 0 };
         const placed = await this.#writeFragments(
           id,
           fragments,
           d,
           new Array(fragments.length).fill(null),
+          new Set(),
+          failures,
         );
         const verdict = this.#judge(d, placed);
         if (verdict === "unsafe") {
           await this.#releaseAll(id, placed);
           const stored = placed.filter((p) => p !== null).length;
+          // Every node answered, and the devices refused: the pool is full, not the cluster down.
+          const full = failures.unreachable === 0 && failures.refused > 0;
           throw new ChunkStoreError(
-            "insufficient_devices",
+            full ? "pool_full" : "insufficient_devices",
             `chunk ${hex(id)}: only ${stored} of ${fragments.length} fragments of ` +
               `${formatDurability(d)} could be stored on distinct reachable nodes; at least ` +
               `${safeFragmentsFor(d)} surviving the loss of any one node are needed`,
@@ -356,8 +361,9 @@ export class ClusterChunkStore implements ChunkStore {
     const result = await this.#readEntry(id, entry);
     if (result.bytes === null) this.#located.delete(hex(id));
     if (result.bytes === null) {
+      // Fragments on nodes that did not answer may well be there: unavailable, not lost.
       throw new ChunkStoreError(
-        "unrecoverable",
+        result.unreachable > 0 ? "unavailable" : "unrecoverable",
         `chunk ${hex(id)}: fewer than ${fragmentsNeeded(entry.durability)} fragments readable ` +
           `(${formatDurability(entry.durability)}); ${
             result.faults.map((f) => `fragment ${f.fragment} on ${f.device}: ${f.detail}`).join(
@@ -528,6 +534,8 @@ export class ClusterChunkStore implements ChunkStore {
     placed: (Located | null)[],
     /** Nodes not to use (they hold a broken copy of one of these fragments). */
     avoid: ReadonlySet<number> = new Set(),
+    /** Counts the failed fragment writes by kind. */
+    failures: { unreachable: number; refused: number } = { unreachable: 0, refused: 0 },
   ): Promise<(Located | null)[]> {
     const refused = new Set<string>();
     for (let round = 0; round < CLUSTER_PLACEMENT_ROUNDS_MAX; round++) {
@@ -563,8 +571,13 @@ export class ClusterChunkStore implements ChunkStore {
           return;
         }
         const e = o.reason;
-        if (e instanceof FragmentPeerError && e.kind === "unreachable") this.#markDown(dev.node);
-        else refused.add(`${dev.node}/${dev.id}`);
+        if (e instanceof FragmentPeerError && e.kind === "unreachable") {
+          this.#markDown(dev.node);
+          failures.unreachable++;
+        } else {
+          refused.add(`${dev.node}/${dev.id}`);
+          failures.refused++;
+        }
         this.#logger.warn("fragment not stored, placing it again", {
           chunk: hex(id),
           fragment: f,
@@ -654,6 +667,8 @@ export class ClusterChunkStore implements ChunkStore {
     faults: FragmentFaultReport[];
     missing: boolean;
     present: (Uint8Array | null)[];
+    /** Fragments whose node did not answer. */
+    unreachable: number;
   }> {
     const d = entry.durability;
     const n = entry.fragments.length;
@@ -675,6 +690,7 @@ export class ClusterChunkStore implements ChunkStore {
     const order = located.sort((a, b) => rankOf(a) - rankOf(b) || a - b);
     let next = 0;
     let good = 0;
+    let unreachable = 0;
     const worker = async () => {
       while (good < need && next < order.length) {
         const i = order[next++]!;
@@ -718,6 +734,7 @@ export class ClusterChunkStore implements ChunkStore {
         } catch (e) {
           // A holder that answered but could not read its record needs the fragment again.
           if (!(e instanceof FragmentPeerError && e.kind === "unreachable")) missing = true;
+          else unreachable++;
           faults.push({
             fragment: i,
             device: where,
@@ -728,7 +745,9 @@ export class ClusterChunkStore implements ChunkStore {
       }
     };
     await Promise.all(Array.from({ length: need }, worker));
-    if (good < need) return { bytes: null, reconstructed: [], faults, missing, present };
+    if (good < need) {
+      return { bytes: null, reconstructed: [], faults, missing, present, unreachable };
+    }
     if (d.kind === "copies") {
       const bytes = present.find((p) => p !== null)!;
       return {
@@ -737,6 +756,7 @@ export class ClusterChunkStore implements ChunkStore {
         faults,
         missing,
         present,
+        unreachable,
       };
     }
     const fl = entry.fragmentBytes;
@@ -753,6 +773,7 @@ export class ClusterChunkStore implements ChunkStore {
       faults,
       missing,
       present,
+      unreachable,
     };
   }
 

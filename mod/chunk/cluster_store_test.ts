@@ -228,6 +228,15 @@ Deno.test("ClusterChunkStore spreads EC 4+2 over six nodes and reads with nodes 
       const read = await a!.store.read(c.id);
       assert.deepEqual(read.bytes, c.bytes);
     }
+    // A third: the chunks are not lost, but cannot be read until a node is back.
+    await cluster.nodes[5]!.stop();
+    await assert.rejects(
+      a!.store.read(data[0]!.id),
+      (e: unknown) => e instanceof ChunkStoreError && e.code === "unavailable",
+    );
+    await cluster.nodes[5]!.listen();
+    await new Promise((r) => setTimeout(r, 250));
+    assert.deepEqual(await a!.store.get(data[0]!.id), data[0]!.bytes);
   } finally {
     await cluster.close();
   }

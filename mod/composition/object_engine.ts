@@ -1871,6 +1871,13 @@ function mapTenantError(e: unknown): unknown {
   if (e instanceof ChunkStoreError && e.code === "pool_full") {
     return new CompositionError("no_space", e.message);
   }
+  // Nodes holding (or meant to hold) the chunk are down: retry later, not an internal error.
+  if (
+    e instanceof ChunkStoreError &&
+    (e.code === "insufficient_devices" || e.code === "unavailable")
+  ) {
+    return new CompositionError("unavailable", e.message);
+  }
   if (e instanceof PayloadUnreadableError) {
     return new CompositionError(
       "namespace_not_found",
