@@ -20,6 +20,8 @@ export interface ClusterFragment {
 }
 
 export interface ClusterEntry {
+  /** The node that wrote the fragments (they are kept under writerChunkId(id, writer)). */
+  writer: number;
   durability: Durability;
   refcount: number;
   lengthBytes: number;
@@ -34,6 +36,7 @@ export function encodeClusterEntry(e: ClusterEntry): Uint8Array {
   assert(e.fragments.length === fragmentCount(e.durability), "fragment count");
   return new TextEncoder().encode(JSON.stringify({
     v: 1,
+    w: e.writer,
     d: formatDurability(e.durability),
     r: e.refcount,
     l: e.lengthBytes,
@@ -48,6 +51,7 @@ export function decodeClusterEntry(bytes: Uint8Array): ClusterEntry {
   const j = JSON.parse(new TextDecoder().decode(bytes));
   assert(j.v === 1, "cluster chunk entry version");
   return {
+    writer: j.w,
     durability: parseDurability(j.d),
     refcount: j.r,
     lengthBytes: j.l,

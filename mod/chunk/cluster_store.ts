@@ -34,7 +34,7 @@ import {
   perNodeMaxFor,
   safeFragmentsFor,
 } from "./cluster_placement.ts";
-import type { DeviceInventory, LocalFragmentStore } from "./fragment_store.ts";
+import { type DeviceInventory, type LocalFragmentStore, writerChunkId } from "./fragment_store.ts";
 import {
   decodeFragmentFrame,
   encodeFragmentFrame,
@@ -294,8 +294,10 @@ export class ClusterChunkStore implements ChunkStore {
         const d = this.durability;
         const { frames: fragments, crcs, fragmentBytes } = await this.#frames(bytes, d);
         const failures = { unreachable: 0, refused: 0 };
+        // Fragments go by the chunk id scoped to this writer (placement too).
+        const key = writerChunkId(id, this.self);
         const placed = await this.#writeFragments(
-          id,
+          key,
           fragments,
           d,
           new Array(fragments.length).fill(null),
@@ -304,7 +306,7 @@ export class ClusterChunkStore implements ChunkStore {
         );
         const verdict = this.#judge(d, placed);
         if (verdict === "unsafe") {
-          await this.#releaseAll(id, placed);
+          await this.#releaseAll(key, placed);
           const stored = placed.filter((p) => p !== null).length;
           // Every node answered, and the devices refused: the pool is full, not the cluster down.
           const full = failures.unreachable === 0 && failures.refused > 0;
@@ -316,6 +318,7 @@ export class ClusterChunkStore implements ChunkStore {
           );
         }
         const entry: ClusterEntry = {
+          writer: this.self,
           durability: d,
           refcount: 1,
           lengthBytes: bytes.length,
@@ -688,6 +691,7 @@ export class ClusterChunkStore implements ChunkStore {
         (f.node === this.self ? 0 : 1);
     };
     const order = located.sort((a, b) => rankOf(a) - rankOf(b) || a - b);
+    const key = writerChunkId(id, entry.writer);
     let next = 0;
     let good = 0;
     let unreachable = 0;
@@ -699,7 +703,7 @@ export class ClusterChunkStore implements ChunkStore {
         try {
           const frame = await this.#getFragment(
             f.node,
-            id,
+            key,
             i,
             FRAGMENT_FRAME_HEADER_BYTES + entry.fragmentBytes,
           );
@@ -787,10 +791,28 @@ export class ClusterChunkStore implements ChunkStore {
     const key = hex(id);
     const cached = this.#located.get(key);
     if (cached !== undefined) return cached;
+    // Whoever wrote it: each writer's fragments are its own (writerChunkId()).
+    let entry: ClusterEntry | null = null;
+    for (const m of this.#members.nodes()) {
+      if (m.id === this.self) continue;
+      entry = await this.#locateWritten(id, m.id);
+      if (entry !== null) break;
+    }
+    if (entry === null) return null;
+    this.#located.set(key, entry);
+    if (this.#located.size > CLUSTER_LOCATED_CACHED_MAX) {
+      this.#located.delete(this.#located.keys().next().value!);
+    }
+    return entry;
+  }
+
+  /** The entry of `id` as node `writer` wrote it, found on the holders; null if not found. */
+  async #locateWritten(id: Uint8Array, writer: number): Promise<ClusterEntry | null> {
+    const key = writerChunkId(id, writer);
     const placement = await this.#currentPlacement();
     const members = this.#members.nodes().map((m) => m.id);
     const ranked = (f: number) => {
-      const order = [...new Set(placement.rank(id, f).map((i) => placement.nodeOf(i)))];
+      const order = [...new Set(placement.rank(key, f).map((i) => placement.nodeOf(i)))];
       for (const m of members) if (!order.includes(m)) order.push(m);
       return order.filter((n) => n === this.self || !this.#isDown(n));
     };
@@ -798,8 +820,8 @@ export class ClusterChunkStore implements ChunkStore {
       for (const node of ranked(f)) {
         try {
           const held = node === this.self
-            ? (await this.local.size(id, f)) !== null
-            : await this.#peers.has(node, id, f);
+            ? (await this.local.size(key, f)) !== null
+            : await this.#peers.has(node, key, f);
           if (held) return node;
         } catch (e) {
           if (e instanceof FragmentPeerError && e.kind === "unreachable") this.#markDown(node);
@@ -814,10 +836,11 @@ export class ClusterChunkStore implements ChunkStore {
     if (first < 0) return null;
     const frame = await this.#getFragment(
       holders[first]!,
-      id,
+      key,
       first,
       this.local.store.chunkBytesMax,
-    ).catch(() => null);
+    )
+      .catch(() => null);
     if (frame === null) return null;
     let header;
     try {
@@ -832,7 +855,8 @@ export class ClusterChunkStore implements ChunkStore {
     if (n > holders.length) holders = [...holders, ...await search(holders.length, n)];
     holders = holders.slice(0, n);
     if (holders.filter((h) => h !== null).length < fragmentsNeeded(d)) return null;
-    const entry: ClusterEntry = {
+    return {
+      writer,
       durability: d,
       refcount: 1,
       lengthBytes: header.lengthBytes,
@@ -842,11 +866,6 @@ export class ClusterChunkStore implements ChunkStore {
       tenants: [],
       tenantOverflow: false,
     };
-    this.#located.set(key, entry);
-    if (this.#located.size > CLUSTER_LOCATED_CACHED_MAX) {
-      this.#located.delete(this.#located.keys().next().value!);
-    }
-    return entry;
   }
 
   async #getFragment(
@@ -889,8 +908,9 @@ export class ClusterChunkStore implements ChunkStore {
           if (entry === undefined || entry.refcount > 0) return;
           txn.delete(this.#chunks, id);
           txn.delete(this.#degraded, id);
+          const key = writerChunkId(id, entry.writer);
           entry.fragments.forEach((f, i) => {
-            if (f !== null) txn.put(this.#releases, releaseKey(id, i, f.node), new Uint8Array(0));
+            if (f !== null) txn.put(this.#releases, releaseKey(key, i, f.node), new Uint8Array(0));
           });
           erased++;
         });
@@ -977,6 +997,7 @@ export class ClusterChunkStore implements ChunkStore {
     const gone = new Set<number>();
     /** Holders of a broken record: it goes elsewhere, and our reference there is dropped. */
     const broken = new Map<number, number>();
+    const key = writerChunkId(id, entry.writer);
     await Promise.all(entry.fragments.map(async (f, i) => {
       if (f === null) {
         gone.add(i);
@@ -985,7 +1006,7 @@ export class ClusterChunkStore implements ChunkStore {
       try {
         const frame = await this.#getFragment(
           f.node,
-          id,
+          key,
           i,
           FRAGMENT_FRAME_HEADER_BYTES + entry.fragmentBytes,
         );
@@ -1016,7 +1037,7 @@ export class ClusterChunkStore implements ChunkStore {
       return { device: placement.indexOf(f.node, f.device), node: f.node, deviceId: f.device };
     });
     const before = placed.filter((p) => p !== null).length;
-    await this.#writeFragments(id, fragments, d, placed, new Set(broken.values()));
+    await this.#writeFragments(key, fragments, d, placed, new Set(broken.values()));
     const written = placed.filter((p) => p !== null).length - before;
     const next: ClusterEntry = {
       ...entry,
@@ -1031,7 +1052,9 @@ export class ClusterChunkStore implements ChunkStore {
       // A broken record still holds this chunk's reference on its node: give it back (a
       // fragment that was simply not there holds none).
       for (const [i, node] of broken) {
-        if (placed[i] !== null) txn.put(this.#releases, releaseKey(id, i, node), new Uint8Array(0));
+        if (placed[i] !== null) {
+          txn.put(this.#releases, releaseKey(key, i, node), new Uint8Array(0));
+        }
       }
     });
     const bytes = written * entry.fragmentBytes;
@@ -1066,9 +1089,10 @@ export class ClusterChunkStore implements ChunkStore {
         if (f === null) return false;
         if (f.node !== this.self && this.#isDown(f.node)) return true;
         try {
+          const key = writerChunkId(id, entry.writer);
           return f.node === this.self
-            ? (await this.local.size(id, i)) !== null
-            : await this.#peers.has(f.node, id, i);
+            ? (await this.local.size(key, i)) !== null
+            : await this.#peers.has(f.node, key, i);
         } catch (e) {
           if (e instanceof FragmentPeerError && e.kind === "unreachable") this.#markDown(f.node);
           return true;

@@ -18,7 +18,7 @@ import { ChunkStoreError, LocalChunkStore } from "./chunk_store.ts";
 import { defineChunkStoreConformance } from "./chunk_store_conformance.ts";
 import { ClusterChunkStore, StaticClusterMembers } from "./cluster_store.ts";
 import { FabricFragmentPeers, fragmentHandler } from "./fabric_fragments.ts";
-import { LocalFragmentStore } from "./fragment_store.ts";
+import { LocalFragmentStore, writerChunkId } from "./fragment_store.ts";
 import { FRAGMENT_FRAME_HEADER_BYTES } from "./fragment_frame.ts";
 import type { Durability } from "./pool.ts";
 import type { KvEnv } from "../disk/mod.ts";
@@ -177,7 +177,7 @@ async function checkPlaced(cluster: TestCluster, writer: TestNode, chunk: TestCh
   for (const f of stat.fragments) {
     if (f.lost) continue;
     const holder = cluster.nodes.find((n) => n.id === f.node)!;
-    const device = await holder.local.deviceOf(chunk.id, f.index);
+    const device = await holder.local.deviceOf(writerChunkId(chunk.id, writer.id), f.index);
     assert.equal(`${f.node}/${device}`, f.deviceId, "the index names the device holding it");
     held.push(f.node!);
   }
@@ -299,7 +299,9 @@ Deno.test("ClusterChunkStore refuses a write it cannot make survive one more los
     assert.equal(await a!.store.has(two!.id), false);
     // What it wrote of the refused chunk was given back.
     for (const n of cluster.nodes.slice(0, 4)) {
-      for (let i = 0; i < 6; i++) assert.equal(await n.local.size(two!.id, i), null);
+      for (let i = 0; i < 6; i++) {
+        assert.equal(await n.local.size(writerChunkId(two!.id, 1), i), null);
+      }
     }
   } finally {
     await cluster.close();
@@ -319,11 +321,14 @@ Deno.test("ClusterChunkStore GC releases fragments on every node, later for a no
     for (const c of data) {
       assert.equal(await a!.store.has(c.id), false);
       assert.equal(
-        await a!.local.size(c.id, 0) ?? await a!.local.size(c.id, 1) ??
-          await a!.local.size(c.id, 2),
+        await a!.local.size(writerChunkId(c.id, 1), 0) ??
+          await a!.local.size(writerChunkId(c.id, 1), 1) ??
+          await a!.local.size(writerChunkId(c.id, 1), 2),
         null,
       );
-      for (let i = 0; i < 3; i++) assert.equal(await b!.local.size(c.id, i), null);
+      for (let i = 0; i < 3; i++) {
+        assert.equal(await b!.local.size(writerChunkId(c.id, 1), i), null);
+      }
     }
     assert.equal(a!.store.pendingReleases(), 4, "node 3's releases wait for it");
     await c3!.listen();
@@ -331,7 +336,9 @@ Deno.test("ClusterChunkStore GC releases fragments on every node, later for a no
     assert.equal(await a!.store.releasePending(), 4);
     assert.equal(a!.store.pendingReleases(), 0);
     for (const c of data) {
-      for (let i = 0; i < 3; i++) assert.equal(await c3!.local.size(c.id, i), null);
+      for (let i = 0; i < 3; i++) {
+        assert.equal(await c3!.local.size(writerChunkId(c.id, 1), i), null);
+      }
     }
     // The holders' own GC now finds the fragments unreferenced.
     assert.equal(c3!.localStore.unreferencedPending(), 4);
@@ -350,8 +357,8 @@ Deno.test("ClusterChunkStore rebuilds a fragment its holder lost", async () => {
     // reads try it first.
     const stat = (await a!.store.stat(c!.id))!;
     const mine = stat.fragments.find((f) => f.node === 1)!;
-    assert.equal(await a!.local.release(c!.id, mine.index), true);
-    assert.equal(await a!.local.size(c!.id, mine.index), null);
+    assert.equal(await a!.local.release(writerChunkId(c!.id, 1), mine.index), true);
+    assert.equal(await a!.local.size(writerChunkId(c!.id, 1), mine.index), null);
     assert.equal(a!.store.degradedCount(), 0);
     // The read still answers from another node, and queues the chunk for repair.
     const read = await a!.store.read(c!.id);
@@ -364,7 +371,7 @@ Deno.test("ClusterChunkStore rebuilds a fragment its holder lost", async () => {
     const { held } = await checkPlaced(cluster, a!, c!);
     assert.deepEqual([...held].sort(), [1, 2, 3]);
     assert.equal(
-      await a!.local.size(c!.id, mine.index),
+      await a!.local.size(writerChunkId(c!.id, 1), mine.index),
       FRAGMENT_FRAME_HEADER_BYTES + c!.bytes.length,
     );
   } finally {
@@ -457,7 +464,7 @@ Deno.test("ClusterChunkStore moves a fragment whose holder can no longer read it
     const victim = stat.fragments.find((f) => f.node === 1)!;
     const holder = cluster.nodes.find((n) => n.id === victim.node)!;
     // The holder's device loses the record's bytes under its index (a failed device).
-    const device = (await holder.local.deviceOf(c!.id, victim.index))!;
+    const device = (await holder.local.deviceOf(writerChunkId(c!.id, 1), victim.index))!;
     const index = holder.pool.spec.devices.findIndex((d) => d.id === device);
     holder.pool.faulty(index).failWhen(
       (call) => call.kind === "submit" && call.ops.some((op) => op.kind === "read"),
@@ -477,7 +484,7 @@ Deno.test("ClusterChunkStore moves a fragment whose holder can no longer read it
     assert.equal(a!.store.pendingReleases(), 1);
     assert.equal(await a!.store.releasePending(), 1);
     assert.equal(a!.store.pendingReleases(), 0);
-    assert.equal(await holder.local.size(c!.id, victim.index), null);
+    assert.equal(await holder.local.size(writerChunkId(c!.id, 1), victim.index), null);
   } finally {
     await cluster.close();
   }
@@ -492,7 +499,7 @@ Deno.test("ClusterChunkStore.verifyStep() finds fragments a holder no longer has
     // Node 2 loses two of its fragments (as a node whose data was wiped would).
     for (const c of data.slice(0, 2)) {
       const f = (await a!.store.stat(c.id))!.fragments.find((x) => x.node === 2)!;
-      assert.equal(await b!.local.release(c.id, f.index), true);
+      assert.equal(await b!.local.release(writerChunkId(c.id, 1), f.index), true);
     }
     // Two steps of three chunks walk the whole index once.
     const one = await a!.store.verifyStep(3);
@@ -506,6 +513,31 @@ Deno.test("ClusterChunkStore.verifyStep() finds fragments a holder no longer has
       const { held } = await checkPlaced(cluster, a!, c);
       assert.deepEqual([...held].sort(), [1, 2, 3]);
     }
+  } finally {
+    await cluster.close();
+  }
+});
+
+Deno.test("ClusterChunkStore keeps each writer's fragments apart: one chunk id sealed twice reads back per writer", async () => {
+  const cluster = await startCluster(3, { kind: "copies", copies: 3 });
+  try {
+    const [a, b] = cluster.nodes;
+    // Two nodes store one chunk id with different bytes (each seals with its own nonce).
+    const prng = new Prng(41);
+    const id = randomChunk(prng, 10).id;
+    const one = prng.bytes(40_000);
+    const two = prng.bytes(40_000);
+    await a!.store.put(id, one);
+    await b!.store.put(id, two);
+    assert.deepEqual(await a!.store.get(id), one);
+    assert.deepEqual(await b!.store.get(id), two);
+    // Each releases its own: node 1's go, node 2's stay readable.
+    assert.equal(await a!.store.decRef(id), 0);
+    await a!.store.collect();
+    assert.deepEqual(await b!.store.get(id), two);
+    // A third node finds one of them (which one is the writers' business, both are whole).
+    const found = await cluster.nodes[2]!.store.get(id);
+    assert.deepEqual(found, two);
   } finally {
     await cluster.close();
   }

@@ -14,6 +14,23 @@ const FRAGMENT_ID_DOMAIN = new TextEncoder().encode("kiseki fragment id v1\0");
 /** Devices one inventory lists at most (a pool's device bound). */
 export const INVENTORY_DEVICES_MAX = 1024;
 
+const WRITER_DOMAIN = new TextEncoder().encode("kiseki writer chunk id v1\0");
+
+/**
+ * The chunk id fragments are exchanged and kept under: the chunk id scoped by the node that
+ * wrote it, SHA-256(domain | chunk id | u32 writer). Two nodes storing the same chunk seal it
+ * apart (each envelope has its own nonce), so their fragments are different bytes and must
+ * not be taken for one another: each writer's are its own.
+ */
+export function writerChunkId(chunkId: Uint8Array, writer: number): Uint8Array {
+  assert(Number.isInteger(writer) && writer >= 1 && writer <= 0xffff_ffff, "writer node id");
+  const suffix = new Uint8Array(4);
+  new DataView(suffix.buffer).setUint32(0, writer);
+  return new Uint8Array(
+    createHash("sha256").update(WRITER_DOMAIN).update(chunkId).update(suffix).digest(),
+  );
+}
+
 /** The id a fragment is kept under on its node: SHA-256(domain | chunk id | u32 index). */
 export function fragmentId(chunkId: Uint8Array, index: number): Uint8Array {
   assert(Number.isInteger(index) && index >= 0 && index <= 0xffff_ffff, "fragment index");
