@@ -21,8 +21,8 @@ const AWS = "/usr/bin/aws";
 const LOAD = new URL("./s3_load.ts", import.meta.url).pathname;
 const RESULTS = new URL("./results/cluster.json", import.meta.url);
 const PORTS = { s3: 29000, nfs: 22049, metrics: 29090, data: 29100, advisory: 29101, raft: 29300 };
-const SINGLE_OCTET = 86;
-const CLUSTER_OCTET = 87;
+const SINGLE_OCTET = 211;
+const CLUSTER_OCTET = 212;
 const READY_MS = 120_000;
 const CASES: { size: number; concurrency: number; seconds: number; count: number }[] = [
   { size: 64 * KIB, concurrency: 16, seconds: QUICK ? 2 : 10, count: 200_000 },
@@ -123,7 +123,8 @@ async function load(
       `--concurrency=${concurrency}`,
       `--seconds=${c.seconds}`,
       `--count=${c.count}`,
-      `--keys=${c.size >= MIB ? 4 : 64}`,
+      // Large objects: one key, so every GET finds what however few PUTs wrote.
+      `--keys=${c.size >= MIB ? 1 : 64}`,
       `--prefix=b${c.size}`,
       `--warmup-ms=${c.size >= MIB ? 0 : 200}`,
     ],
@@ -133,7 +134,10 @@ async function load(
   const d = new TextDecoder();
   const line = d.decode(out.stdout).trim().split("\n").at(-1) ?? "";
   if (out.code !== 0 || !line.startsWith("{")) {
-    throw new Error(`s3_load ${op} ${c.size} on ${t.node.host}: ${d.decode(out.stderr)}`);
+    throw new Error(
+      `s3_load ${op} ${c.size} on ${t.node.host}: ${d.decode(out.stderr).slice(0, 600)}\n` +
+        `server: ${t.node.role.stderr().slice(-3000)}`,
+    );
   }
   const result = JSON.parse(line) as LoadResult;
   // A loaded shared machine drops the odd connection: counted and shown, not fatal, unless
@@ -276,7 +280,7 @@ for (const r of fabric.rows as Record<string, number | string>[]) {
     case: "fabric 1 MiB fragments vs bare TCP",
     op: String(r.op),
     size: MIB,
-    concurrency: Number(r.callers),
+    concurrency: Number(r.concurrency),
     mb: Number(r.mbPerSecond),
     ceiling: Number(r.ceilingMbPerSecond),
     ratio: Number(r.ratio),
