@@ -100,7 +100,11 @@ interface LoadResult {
   ops: number;
   errors: number;
   firstError: string | null;
+  keysWritten: number | null;
 }
+
+/** Keys each target's PUT of a size wrote: its GET asks for those only. */
+const written = new Map<string, number>();
 
 async function load(
   t: Target,
@@ -123,8 +127,9 @@ async function load(
       `--concurrency=${concurrency}`,
       `--seconds=${c.seconds}`,
       `--count=${c.count}`,
-      // Large objects: one key, so every GET finds what however few PUTs wrote.
-      `--keys=${c.size >= MIB ? 1 : 64}`,
+      `--keys=${
+        op === "get" ? written.get(`${t.node.host}/${c.size}`) ?? 1 : c.size >= MIB ? 1 : 64
+      }`,
       `--prefix=b${c.size}`,
       `--warmup-ms=${c.size >= MIB ? 0 : 200}`,
     ],
@@ -151,6 +156,10 @@ async function load(
     );
   }
   if (result.ops === 0) throw new Error(`s3_load ${op} ${c.size} on ${t.node.host}: nothing done`);
+  if (op === "put") {
+    const key = `${t.node.host}/${c.size}`;
+    written.set(key, Math.max(written.get(key) ?? 0, result.keysWritten ?? 0));
+  }
   return result;
 }
 
