@@ -8,7 +8,7 @@ import assert from "node:assert/strict";
 import { run, type RunningRole, startRole, waitForHttp } from "./_role.ts";
 
 const AWS = "/usr/bin/aws";
-const OCTET = 78;
+const OCTET = 214;
 const PORTS = { s3: 29000, nfs: 22049, metrics: 29090, data: 29100, advisory: 29101, raft: 29300 };
 const MiB = 1 << 20;
 /** Room for start-up on a loaded machine, and for repair's retry and pass intervals. */
