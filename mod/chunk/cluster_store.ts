@@ -81,6 +81,8 @@ export const CLUSTER_PLACEMENT_ROUNDS_MAX = 4;
 export const CLUSTER_COMMIT_BATCH_MAX = 1024;
 /** Chunks one GC or repair step looks at. */
 export const CLUSTER_STEP_CHUNKS_MAX = 256;
+/** A read whose fragment fetches take longer than this asks one more holder. */
+export const CLUSTER_READ_HEDGE_MS = 1_000;
 /** Chunks one verify step asks the holders about. */
 export const CLUSTER_VERIFY_CHUNKS_MAX = 256;
 /** Chunks one repair step rebuilds at once. */
@@ -748,7 +750,34 @@ export class ClusterChunkStore implements ChunkStore {
         }
       }
     };
-    await Promise.all(Array.from({ length: need }, worker));
+    // `need` fetches at once; while they are slower than the hedge delay and fragments are
+    // left, one more starts each time, and the read goes on as soon as `need` are good (a
+    // slow holder's answer is then dropped).
+    await new Promise<void>((resolve) => {
+      let running = 0;
+      let hedge: ReturnType<typeof setTimeout> | undefined;
+      const finish = () => {
+        clearTimeout(hedge);
+        resolve();
+      };
+      const start = () => {
+        running++;
+        worker().finally(() => {
+          running--;
+          if (good >= need || (running === 0 && next >= order.length)) finish();
+          else if (running === 0) start();
+        });
+      };
+      const arm = () => {
+        hedge = setTimeout(() => {
+          if (good >= need || next >= order.length) return;
+          start();
+          arm();
+        }, CLUSTER_READ_HEDGE_MS);
+      };
+      for (let w = 0; w < need; w++) start();
+      arm();
+    });
     if (good < need) {
       return { bytes: null, reconstructed: [], faults, missing, present, unreachable };
     }

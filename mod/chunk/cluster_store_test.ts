@@ -16,7 +16,7 @@ import {
 } from "./_testing.ts";
 import { ChunkStoreError, LocalChunkStore } from "./chunk_store.ts";
 import { defineChunkStoreConformance } from "./chunk_store_conformance.ts";
-import { ClusterChunkStore, StaticClusterMembers } from "./cluster_store.ts";
+import { ClusterChunkStore, type FragmentPeers, StaticClusterMembers } from "./cluster_store.ts";
 import { FabricFragmentPeers, fragmentHandler } from "./fabric_fragments.ts";
 import { LocalFragmentStore, writerChunkId } from "./fragment_store.ts";
 import { FRAGMENT_FRAME_HEADER_BYTES } from "./fragment_frame.ts";
@@ -77,7 +77,13 @@ interface TestCluster {
 async function startCluster(
   count: number,
   durability: Durability,
-  options: { devicesPerNode?: number; nodeRetryMs?: number; repairIntervalMs?: number } = {},
+  options: {
+    devicesPerNode?: number;
+    nodeRetryMs?: number;
+    repairIntervalMs?: number;
+    /** Wraps the fabric peers of node `self` (to slow or fail some of its requests). */
+    wrapPeers?: (peers: FragmentPeers, self: number) => FragmentPeers;
+  } = {},
 ): Promise<TestCluster> {
   const nodes: TestNode[] = [];
   for (let id = 1; id <= count; id++) {
@@ -119,7 +125,10 @@ async function startCluster(
         self: node.id,
         members: new StaticClusterMembers(peers),
         local: node.local,
-        peers: new FabricFragmentPeers({ client: node.client, timeoutMs: 2000 }),
+        peers: (options.wrapPeers ?? ((p) => p))(
+          new FabricFragmentPeers({ client: node.client, timeoutMs: 2000 }),
+          node.id,
+        ),
         codecs,
         durability,
         nodeRetryMs: options.nodeRetryMs ?? 200,
@@ -539,6 +548,52 @@ Deno.test("ClusterChunkStore keeps each writer's fragments apart: one chunk id s
     const found = await cluster.nodes[2]!.store.get(id);
     assert.deepEqual(found, two);
   } finally {
+    await cluster.close();
+  }
+});
+
+Deno.test("ClusterChunkStore reads around a holder that does not answer", async () => {
+  // Node 4's requests for fragment 0 hang until the end of the test (a stalled holder, not a
+  // dead one); node 4 holds no copy, so every read of it starts with fragment 0's holder.
+  let open!: () => void;
+  const gate = new Promise<void>((resolve) => (open = resolve));
+  let stalled = false;
+  let stalls = 0;
+  const cluster = await startCluster(4, { kind: "copies", copies: 3 }, {
+    wrapPeers: (peers, self) =>
+      self !== 4 ? peers : {
+        put: (...a) => peers.put(...a),
+        has: (...a) => peers.has(...a),
+        release: (...a) => peers.release(...a),
+        inventory: (...a) => peers.inventory(...a),
+        get: async (node, key, index, size) => {
+          if (index === 0 && stalled) {
+            stalls++;
+            await gate;
+          }
+          return await peers.get(node, key, index, size);
+        },
+      },
+  });
+  try {
+    const [a] = cluster.nodes;
+    const data: TestChunk[] = [];
+    for (const c of chunks(16, 51, 30_001)) {
+      await a!.store.put(c.id, c.bytes);
+      // Chunks of which node 4 holds no copy: it must ask the others.
+      const stat = (await a!.store.stat(c.id))!;
+      if (stat.fragments.every((f) => f.node !== 4)) data.push(c);
+    }
+    assert.ok(data.length >= 2, `${data.length} chunks without a copy on node 4`);
+    // Located on the holders (and kept), then read again: one copy is needed; the first
+    // asked never answers, so the hedge asks the next holder.
+    const reader = cluster.nodes[3]!.store;
+    for (const c of data) assert.deepEqual(await reader.get(c.id), c.bytes);
+    stalled = true;
+    for (const c of data) assert.deepEqual(await reader.get(c.id), c.bytes);
+    assert.equal(stalls, data.length, "each read first asked the stalled holder");
+  } finally {
+    open();
     await cluster.close();
   }
 });
