@@ -60,7 +60,10 @@ export function tenantTag(tenant: string): string {
 }
 
 /** Adds a tenant tag to an entry (bounded), in place; returns whether it changed. */
-export function addTenant(entry: ChunkEntry, tag: string): boolean {
+export function addTenant(
+  entry: Pick<ChunkEntry, "tenants" | "tenantOverflow">,
+  tag: string,
+): boolean {
   if (entry.tenants.includes(tag)) return false;
   if (entry.tenants.length >= CHUNK_TENANT_TAGS_MAX) {
     const changed = !entry.tenantOverflow;

@@ -98,6 +98,8 @@ export type ChunkStoreErrorCode =
   | "unrecoverable"
   | "pool_full"
   | "insufficient_devices"
+  /** Enough of the chunk exists, but not enough of it is reachable now (nodes down). */
+  | "unavailable"
   | "id_conflict"
   | "refcount_overflow"
   | "refcount_underflow"
@@ -116,6 +118,12 @@ export class ChunkStoreError extends Error {
 export interface PutOptions {
   /** The tenant taking the reference: retention holds on that tenant then cover the chunk. */
   tenant?: string;
+  /**
+   * The id of the device that must hold the chunk (a pool of one fragment per chunk whose
+   * device a cluster placement chose): when it cannot take it the put fails pool_full (or
+   * insufficient_devices for a device that is not in the pool) instead of going elsewhere.
+   */
+  device?: string;
 }
 
 export interface PutResult {
@@ -143,6 +151,8 @@ export interface ChunkFragmentStat {
   deviceId: string;
   offsetBytes: number;
   lost: boolean;
+  /** The node holding the fragment (a cluster store's chunks). */
+  node?: number;
 }
 
 export interface ChunkStat {
@@ -338,6 +348,8 @@ export interface PoolReport {
   /** Devices that take new chunks now (healthy, below the fill threshold, room left). */
   writableDevices: number;
   devices: DeviceReport[];
+  /** Chunks stored with less than their full redundancy (a cluster store's), awaiting repair. */
+  degradedChunks?: number;
 }
 
 // ---- the store -----------------------------------------------------------------------------
@@ -346,6 +358,8 @@ interface PendingPut {
   id: Uint8Array;
   bytes: Uint8Array;
   tenant: string | null;
+  /** Pinned device number (PutOptions.device), or null. */
+  device: number | null;
   resolve: () => void;
   reject: (e: Error) => void;
 }
@@ -527,6 +541,18 @@ export class LocalChunkStore implements ChunkStore {
       );
     }
     const tenant = options.tenant === undefined ? null : tenantTag(options.tenant);
+    let device: number | null = null;
+    if (options.device !== undefined) {
+      assert(fragmentCount(this.durability) === 1, "a pinned device needs one fragment per chunk");
+      const number = this.segments.numberOf(options.device);
+      if (number === undefined) {
+        throw new ChunkStoreError(
+          "insufficient_devices",
+          `pool ${this.pool.name} has no device ${JSON.stringify(options.device)}`,
+        );
+      }
+      device = number;
+    }
     await this.#room();
     try {
       return await this.#withLock(id, async () => {
@@ -548,7 +574,7 @@ export class LocalChunkStore implements ChunkStore {
         for (;;) {
           try {
             await new Promise<void>((resolve, reject) => {
-              this.#queue.push({ id: id.slice(), bytes, tenant, resolve, reject });
+              this.#queue.push({ id: id.slice(), bytes, tenant, device, resolve, reject });
               this.#kick();
             });
             return { created: true };
@@ -793,14 +819,25 @@ export class LocalChunkStore implements ChunkStore {
     const refused = new Set<number>();
     for (let attempt = 0; attempt <= this.pool.devices.length; attempt++) {
       let chosen: number[];
-      try {
-        chosen = this.#place(
-          put.id,
-          n,
-          (number) => !refused.has(number) && this.segments.writable(number),
-        );
-      } catch (e) {
-        return this.#placementError(e, n);
+      if (put.device !== null) {
+        if (refused.has(put.device) || !this.segments.writable(put.device)) {
+          return new ChunkStoreError(
+            "pool_full",
+            `pool ${this.pool.name}: device ${this.segments.deviceId(put.device)} cannot take ` +
+              `a new chunk`,
+          );
+        }
+        chosen = [put.device];
+      } else {
+        try {
+          chosen = this.#place(
+            put.id,
+            n,
+            (number) => !refused.has(number) && this.segments.writable(number),
+          );
+        } catch (e) {
+          return this.#placementError(e, n);
+        }
       }
       const slots: Slot[] = [];
       let retry = false;
@@ -887,7 +924,8 @@ export class LocalChunkStore implements ChunkStore {
       for (const p of prepared) {
         for (let i = 0; i < p.slots.length; i++) {
           const old = p.slots[i]!;
-          if (old.state !== "failed") continue;
+          // A pinned chunk fails with its device: the placement above it chooses again.
+          if (old.state !== "failed" || p.put.device !== null) continue;
           let target: number | undefined;
           try {
             target = this.#place(p.put.id, 1, (d) =>

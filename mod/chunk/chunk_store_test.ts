@@ -400,3 +400,32 @@ Deno.test("LocalChunkStore recovers from failed index commits: a damaged environ
     await h.close();
   }
 });
+
+Deno.test("LocalChunkStore.put() with a device keeps the chunk there or refuses it", async () => {
+  const h = await SimHarness.create(
+    new SimPool({ devices: 3, durability: { kind: "copies", copies: 1 }, name: "pin" }),
+  );
+  try {
+    const prng = new Prng(77);
+    for (const device of ["pin-0", "pin-1", "pin-2", "pin-1"]) {
+      const c = randomChunk(prng, 5000);
+      await h.store.put(c.id, c.bytes, { device });
+      assert.equal((await h.store.stat(c.id))!.fragments[0]!.deviceId, device);
+    }
+    const c = randomChunk(prng, 5000);
+    await assert.rejects(
+      h.store.put(c.id, c.bytes, { device: "nope" }),
+      isCode("insufficient_devices"),
+    );
+    // A device that cannot be opened takes nothing: the pinned put is refused, not moved.
+    await h.store.close();
+    h.pool.failOpen(2);
+    await h.reopen();
+    const d = randomChunk(prng, 5000);
+    await assert.rejects(h.store.put(d.id, d.bytes, { device: "pin-2" }), isCode("pool_full"));
+    assert.equal(await h.store.has(d.id), false);
+    h.pool.failOpen(2, false);
+  } finally {
+    await h.close();
+  }
+});

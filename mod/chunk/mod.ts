@@ -42,6 +42,25 @@ export type {
   PutOptions,
   PutResult,
 } from "./chunk_store.ts";
+export {
+  CLUSTER_FRAGMENT_TIMEOUT_MS_DEFAULT,
+  CLUSTER_REPAIR_BYTES_PER_SECOND_DEFAULT,
+  ClusterChunkStore,
+  FragmentPeerError,
+  StaticClusterMembers,
+} from "./cluster_store.ts";
+export type {
+  ClusterChunkStoreOptions,
+  ClusterMember,
+  ClusterMembers,
+  ClusterNodeState,
+  FragmentPeers,
+} from "./cluster_store.ts";
+export { ClusterPlacement, perNodeMaxFor, safeFragmentsFor } from "./cluster_placement.ts";
+export type { ClusterDevice } from "./cluster_placement.ts";
+export { FabricFragmentPeers, fragmentHandler } from "./fabric_fragments.ts";
+export { fragmentId, LocalFragmentStore } from "./fragment_store.ts";
+export type { DeviceInventory, InventoryDevice } from "./fragment_store.ts";
 export { ChunkGc, GC_COMPACT_BYTES_PER_SECOND_DEFAULT, GC_IDLE_POLL_MS_DEFAULT } from "./gc.ts";
 export type {
   ChunkGcOptions,

@@ -156,16 +156,18 @@ export function parseDurability(text: string): Durability {
 
 /**
  * The durability a pool gets when its spec names none (DESIGN.md, "Durability defaults by
- * cluster size"): 6+ nodes EC 4+2, 3-5 nodes 3 copies, 2 nodes 2 copies; one node EC 4+2
- * across its own devices when the pool has at least 6, else 2 copies (1 with one device).
- * Never more fragments than the pool has devices.
+ * cluster size"): 6+ nodes EC 4+2, 3-5 nodes 3 copies, 2 nodes 2 copies, the fragments on
+ * distinct nodes whatever each node's device count; one node EC 4+2 across its own devices
+ * when the pool has at least 6, else 2 copies (1 with one device).
  */
 export function defaultDurability(devices: number, nodes = 1): Durability {
   assert(Number.isInteger(devices) && devices >= 1, "a pool has at least one device");
   assert(Number.isInteger(nodes) && nodes >= 1, "a cluster has at least one node");
-  if (devices >= 6 && (nodes === 1 || nodes >= 6)) return { kind: "ec", k: 4, m: 2 };
-  const wanted = nodes >= 3 ? 3 : 2;
-  return { kind: "copies", copies: Math.min(devices, wanted) };
+  if (nodes >= 6) return { kind: "ec", k: 4, m: 2 };
+  if (nodes >= 3) return { kind: "copies", copies: 3 };
+  if (nodes === 2) return { kind: "copies", copies: 2 };
+  if (devices >= 6) return { kind: "ec", k: 4, m: 2 };
+  return { kind: "copies", copies: Math.min(devices, 2) };
 }
 
 /**
@@ -348,7 +350,8 @@ function parsePool(item: Json, where: string, context: PoolContext): PoolSpec {
     durabilitySource = "configured";
   }
   const needed = fragmentCount(durability);
-  if (needed > devices.length) {
+  // A cluster places fragments on distinct nodes' devices: only a lone node needs them all.
+  if ((context.nodes ?? 1) <= 1 && needed > devices.length) {
     throw new PoolSpecError(
       `${at}: ${formatDurability(durability)} puts ${needed} fragments on distinct devices; ` +
         `the pool has ${devices.length}`,

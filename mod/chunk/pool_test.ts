@@ -41,14 +41,15 @@ Deno.test("defaultPoolSpecs() is six sparse device files with EC 4+2", () => {
   });
 });
 
-Deno.test("defaultDurability() follows the cluster-size rule and never exceeds the devices", () => {
+Deno.test("defaultDurability() follows the cluster-size rule, a lone node's within its devices", () => {
   assert.deepEqual(defaultDurability(6, 1), { kind: "ec", k: 4, m: 2 });
   assert.deepEqual(defaultDurability(12, 1), { kind: "ec", k: 4, m: 2 });
   assert.deepEqual(defaultDurability(5, 1), { kind: "copies", copies: 2 });
   assert.deepEqual(defaultDurability(1, 1), { kind: "copies", copies: 1 });
   assert.deepEqual(defaultDurability(8, 2), { kind: "copies", copies: 2 });
   assert.deepEqual(defaultDurability(8, 3), { kind: "copies", copies: 3 });
-  assert.deepEqual(defaultDurability(2, 4), { kind: "copies", copies: 2 });
+  assert.deepEqual(defaultDurability(2, 4), { kind: "copies", copies: 3 });
+  assert.deepEqual(defaultDurability(1, 6), { kind: "ec", k: 4, m: 2 });
   assert.deepEqual(defaultDurability(6, 6), { kind: "ec", k: 4, m: 2 });
 });
 

@@ -7,6 +7,7 @@
 import { assert, HybridLogicalClock, Prng, SystemClock } from "../base/mod.ts";
 import {
   ChunkGc,
+  type ChunkStore,
   type DedupMode,
   LocalChunkStore,
   type LocalChunkStoreOptions,
@@ -277,6 +278,14 @@ export interface EngineStackOptions {
   pool?: PoolSpec | EnginePoolOptions;
   /** Opens pool devices (tests wrap them in FaultyDisk); default: selectDisk(). */
   openDevice?: LocalChunkStoreOptions["openDevice"];
+  /**
+   * In a cluster: the chunk store the engine uses instead of the local pool, made once the
+   * metadata plane (and its node transport) is up; the local pool then holds this node's
+   * fragments. Closed with the stack, before the metadata plane.
+   */
+  clusterChunks?: (
+    local: LocalChunkStore,
+  ) => Promise<{ store: ChunkStore; close(): Promise<void> }>;
   shardCount?: number;
   /**
    * The metadata plane (the server passes its cluster); default: startLocalMetadataPlane()
@@ -324,7 +333,10 @@ export interface EngineStack {
   dataDir: string;
   engine: ObjectEngine;
   service: CompositionService;
+  /** The node's pool (in a cluster: its fragments of every node's chunks). */
   chunkStore: LocalChunkStore;
+  /** The chunk store the engine uses: the cluster's, or the local pool. */
+  chunks: ChunkStore;
   gc: ChunkGc;
   views: ViewStore;
   metadata: MetadataPlane;
@@ -391,7 +403,7 @@ export async function shredTenant(options: {
   tenantId: Uint8Array;
   kms: TenantKms;
   views: ViewStore;
-  chunkStore: LocalChunkStore;
+  chunkStore: Pick<ChunkStore, "decRef">;
   keyStore: LocalKeyStore;
   logger: Logger;
 }): Promise<TenantShred> {
@@ -447,7 +459,7 @@ export const SHRED_TENANTS_CHECKED_MAX = 4096;
 async function finishShreds(options: {
   kms: ShreddableKms;
   views: ViewStore;
-  chunkStore: LocalChunkStore;
+  chunkStore: Pick<ChunkStore, "decRef">;
   keyStore: LocalKeyStore;
   logger: Logger;
 }): Promise<void> {
@@ -539,9 +551,15 @@ export async function startEngineStack(options: EngineStackOptions): Promise<Eng
         raftMapBytes: options.raftMapBytes,
       });
     closers.push(() => metadata.close());
+    let chunks: ChunkStore = chunkStore;
+    if (options.clusterChunks !== undefined) {
+      const cluster = await options.clusterChunks(chunkStore);
+      closers.push(() => cluster.close());
+      chunks = cluster.store;
+    }
     views.start(metadata.deltaLog);
     closers.push(() => views.close());
-    await finishShreds({ kms, views, chunkStore, keyStore, logger });
+    await finishShreds({ kms, views, chunkStore: chunks, keyStore, logger });
 
     const service = new CompositionService({
       committer: metadata.deltaLog,
@@ -553,7 +571,7 @@ export async function startEngineStack(options: EngineStackOptions): Promise<Eng
     });
     const engine = new ObjectEngine({
       service,
-      chunkStore,
+      chunkStore: chunks,
       aead,
       systemKeys,
       tenantGate: cipher,
@@ -568,6 +586,7 @@ export async function startEngineStack(options: EngineStackOptions): Promise<Eng
       engine,
       service,
       chunkStore,
+      chunks,
       gc,
       views,
       metadata,
@@ -579,7 +598,7 @@ export async function startEngineStack(options: EngineStackOptions): Promise<Eng
       dedup,
       aead,
       shredTenant: (tenantId) =>
-        shredTenant({ tenantId, kms, views, chunkStore, keyStore, logger }),
+        shredTenant({ tenantId, kms, views, chunkStore: chunks, keyStore, logger }),
       async caughtUp() {
         for (const [shardId, sm] of metadata.stateMachines) {
           // A linearizable read waits until the shard has a leader and has applied its log.

@@ -1871,8 +1871,12 @@ function mapTenantError(e: unknown): unknown {
   if (e instanceof ChunkStoreError && e.code === "pool_full") {
     return new CompositionError("no_space", e.message);
   }
-  if (e instanceof ChunkStoreError && e.code === "unavailable") {
-    // The store is recovering from a failed index commit: try again shortly (S3 503).
+  // Nodes holding (or meant to hold) the chunk are down, or the store is recovering from a
+  // failed index commit: retry later (S3 503), not an internal error.
+  if (
+    e instanceof ChunkStoreError &&
+    (e.code === "insufficient_devices" || e.code === "unavailable")
+  ) {
     return new CompositionError("unavailable", e.message);
   }
   if (e instanceof PayloadUnreadableError) {

@@ -241,6 +241,8 @@ interface PoolAnswer {
   usedBytes: number;
   liveBytes: number;
   writableDevices: number;
+  /** Chunks below full redundancy awaiting repair (a cluster's pools). */
+  degradedChunks?: number;
   devices: {
     id: string;
     status: string;
@@ -276,7 +278,18 @@ async function pools(args: string[]): Promise<number> {
   }
   const list = answer.pools as PoolAnswer[];
   printTable(
-    ["pool", "durability", "capacity", "used", "live", "free", "writable", "gc erased", "gc moved"],
+    [
+      "pool",
+      "durability",
+      "capacity",
+      "used",
+      "live",
+      "free",
+      "writable",
+      "degraded",
+      "gc erased",
+      "gc moved",
+    ],
     list.map((p) => [
       p.name,
       p.durability,
@@ -285,6 +298,7 @@ async function pools(args: string[]): Promise<number> {
       formatBytes(p.liveBytes),
       formatBytes(Math.max(0, p.capacityBytes - p.usedBytes)),
       `${p.writableDevices}/${p.devices.length}`,
+      String(p.degradedChunks ?? 0),
       p.gc === null ? "-" : formatBytes(p.gc.bytesErased),
       p.gc === null ? "-" : formatBytes(p.gc.bytesMoved),
     ]),

@@ -27,6 +27,12 @@ import { engineKeysOf, joinClusterState, serveClusterKeyOnPort } from "./cluster
 import { clusterReadBarrier } from "./read_barrier.ts";
 import { ReadBarrierBackend } from "../s3/mod.ts";
 import { type NfsGateway, startNfsGateway } from "../nfs/mod.ts";
+import {
+  type ChunkFabric,
+  clustered,
+  FRAGMENT_POOL_DURABILITY,
+  startChunkFabric,
+} from "./chunk_fabric.ts";
 import { SCRUB_API_PREFIX, type ScrubService, startScrub } from "./scrub.ts";
 import { logErrorMapper, logServiceBinding } from "../log/log_grpc.ts";
 import { type GrpcServer, readTlsMaterial, startGrpcServer } from "../transport/mod.ts";
@@ -178,12 +184,26 @@ async function runServer(config: Config): Promise<number> {
         ignored: pools.slice(1).map((p) => p.name).join(","),
       });
     }
+    // In a cluster the node's pool keeps fragments; the pool's durability spans the nodes.
+    const pool = pools[0]!;
+    let fabric: ChunkFabric | undefined;
     stack = await startEngineStack({
       dataDir: config.dataDir,
       shim,
       aead,
       codecs: ec,
-      pool: pools[0]!,
+      pool: clustered(config) ? { ...pool, durability: FRAGMENT_POOL_DURABILITY } : pool,
+      clusterChunks: clustered(config)
+        ? async (local) =>
+          fabric = await startChunkFabric({
+            config,
+            transport: cluster!.transport,
+            local,
+            codecs: ec,
+            durability: pool.durability,
+            logger,
+          })
+        : undefined,
       shardCount: config.shardCount,
       logger,
       engine: {
@@ -261,7 +281,7 @@ async function runServer(config: Config): Promise<number> {
     s3 = s3Endpoint;
     // NFS serves the default tenant's buckets (one namespace with S3) to loopback clients,
     // through the same read barrier as S3. The default tenant comes with the cluster state.
-    const pool = stack.chunkStore;
+    const engineStore = stack.chunkStore;
     const startNfs = (tenant: string) => {
       nfs = startNfsGateway({
         backend: gatewayBackend,
@@ -270,7 +290,7 @@ async function runServer(config: Config): Promise<number> {
         portmapAddr: config.portmapAddr,
         logger,
         space: () => {
-          const report = pool.poolReport();
+          const report = (fabric?.store ?? engineStore).poolReport();
           return {
             totalBytes: report.capacityBytes,
             freeBytes: Math.max(0, report.capacityBytes - report.usedBytes),
@@ -337,7 +357,10 @@ async function runServer(config: Config): Promise<number> {
     const gcStats = gc.stats;
     api.mount(
       "/api/v1/pools",
-      poolsRoute(() => [{ report: () => chunkStore.poolReport(), gc: () => gcStats }]),
+      poolsRoute(() => [{
+        report: () => (fabric?.store ?? chunkStore).poolReport(),
+        gc: () => gcStats,
+      }]),
     );
     readiness.set(true, "ready");
     ready.set({}, 1);

@@ -532,6 +532,8 @@ export function dialNode(
 
 export class TcpRaftTransport implements RaftTransport {
   readonly nodeId: NodeId;
+  /** The cluster id both ends check (the chunk fabric on this port uses the same). */
+  readonly clusterId: string;
   readonly #clusterId: Uint8Array;
   readonly #limits: RaftTransportLimits;
   readonly #tls: TlsMaterial | null;
@@ -567,6 +569,7 @@ export class TcpRaftTransport implements RaftTransport {
 
   private constructor(options: TcpRaftTransportOptions, server: net.Server) {
     this.nodeId = options.nodeId;
+    this.clusterId = options.clusterId;
     this.#clusterId = new TextEncoder().encode(options.clusterId);
     this.#limits = { ...RAFT_TRANSPORT_LIMITS_DEFAULT, ...options.limits };
     this.#tls = options.tls ?? null;

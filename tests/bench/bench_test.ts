@@ -144,3 +144,12 @@ Deno.test("bench:fabric --quick moves 1 MiB fragments between two processes agai
     }));
   });
 });
+
+Deno.test("bench:chunk-cluster --quick spreads chunks over in-process nodes beside one node's store", async () => {
+  await runBench("chunk_cluster", (json) => {
+    assert.equal(json.mode, "quick");
+    return (json.rows as { mb: number; ceiling: number | null; ratio: number | null }[]).map((
+      r,
+    ) => ({ mb: r.mb, ceiling: r.ceiling, ratio: r.ratio }));
+  });
+});
