@@ -8,7 +8,13 @@ import { counter, gauge, histogram, type Logger } from "../obs/mod.ts";
 import { RaftHost, type RaftHostObserver } from "../raft/host.ts";
 import type { NodeId, RaftStatus } from "../raft/mod.ts";
 import type { KvEnv, KvPageKeys } from "../disk/mod.ts";
-import { DeltaLog, LmdbRaftLogStore, openRaftLogEnv, ShardStateMachine } from "../log/mod.ts";
+import {
+  DeltaLog,
+  LmdbRaftLogStore,
+  LogCompactor,
+  openRaftLogEnv,
+  ShardStateMachine,
+} from "../log/mod.ts";
 import { readTlsMaterial, TcpRaftTransport } from "../transport/raft_transport.ts";
 
 /** Raft timing: a tick every 100 ms, elections after 1-2 s, heartbeats every tick. */
@@ -27,6 +33,7 @@ export interface Cluster {
   stateMachines: ReadonlyMap<number, ShardStateMachine>;
   shardIds: number[];
   transport: TcpRaftTransport;
+  compactor: LogCompactor;
   close(): Promise<void>;
 }
 
@@ -39,6 +46,8 @@ export interface ClusterOptions {
   onShard?: (shardId: number, stateMachine: ShardStateMachine) => void;
   /** Page keys of the raft environment (the node key store's). */
   pageKeys: KvPageKeys;
+  /** Log compaction thresholds (tests shorten them). */
+  compaction?: { snapshotEntries?: number; marginEntries?: number; intervalMs?: number };
 }
 
 export async function startCluster(options: ClusterOptions): Promise<Cluster> {
@@ -102,8 +111,10 @@ export async function startCluster(options: ClusterOptions): Promise<Cluster> {
     const stateMachine = new ShardStateMachine(shardId);
     options.onShard?.(shardId, stateMachine);
     shards.set(shardId, { store, stateMachine });
-    // Committed entries after the bootstrap snapshot replay into the shard state on every start.
-    host.addGroup({ shardId, store, stateMachine, applied: 1 });
+    // The shard state starts from its last snapshot; committed entries after it replay.
+    const snapshot = store.snapshot();
+    stateMachine.restore(snapshot);
+    host.addGroup({ shardId, store, stateMachine, applied: snapshot.meta.index });
   }
 
   const ticker = setInterval(() => host.tick(), tickMs);
@@ -112,6 +123,13 @@ export async function startCluster(options: ClusterOptions): Promise<Cluster> {
     for (const shardId of shards.keys()) host.campaign(shardId);
   }
   startShardGauges(host, [...shards.keys()]);
+  const compactor = new LogCompactor({
+    host,
+    shards,
+    log: log.child({ component: "raft-compaction" }),
+    ...options.compaction,
+  });
+  compactor.start();
 
   const addresses = new Map<NodeId, string>(peers.map((p) => [p.id, formatHostPort(p.addr)]));
   const deltaLog = new DeltaLog({
@@ -132,8 +150,10 @@ export async function startCluster(options: ClusterOptions): Promise<Cluster> {
     stateMachines: new Map([...shards].map(([id, s]) => [id, s.stateMachine])),
     shardIds: [...shards.keys()],
     transport,
+    compactor,
     async close() {
       clearInterval(ticker);
+      await compactor.stop();
       await host.stop();
       await transport.close();
       await env.close();

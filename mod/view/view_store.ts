@@ -47,7 +47,13 @@ import {
   utf8,
 } from "../composition/mod.ts";
 import { KV_TXN_OPERATIONS_MAX, type KvEnv, type KvPageKeys, openKvEnv } from "../disk/mod.ts";
-import { type Delta, type DeltaListener, READ_DELTAS_PAGE_MAX, type ShardId } from "../log/mod.ts";
+import {
+  type Delta,
+  type DeltaListener,
+  type DurableSnapshotPart,
+  READ_DELTAS_PAGE_MAX,
+  type ShardId,
+} from "../log/mod.ts";
 import { log as rootLog, type Logger } from "../obs/mod.ts";
 import {
   type Fold,
@@ -58,6 +64,7 @@ import {
   type ViewTables,
 } from "./_fold.ts";
 import { successor } from "./_ordered.ts";
+import { clearShardViews, exportShardViews, installShardViews } from "./_shard_snapshot.ts";
 import { committed, Overlay } from "./_overlay.ts";
 import {
   decodeNamespace,
@@ -190,6 +197,12 @@ const META_REBUILDING = utf8("rebuilding");
 /** Set by dropTenant(), cleared by rekey(): dropped records may linger in free pages. */
 const META_REKEY_DUE = utf8("rekey_due");
 const META_WATERMARK = utf8("wm");
+/** Present while a shard's views are replaced by a snapshot (its records are incomplete). */
+const META_INSTALLING = utf8("installing");
+
+function installingKey(shardId: ShardId): Uint8Array {
+  return concatBytes(META_INSTALLING, u32Bytes(shardId));
+}
 
 function watermarkKey(shardId: ShardId): Uint8Array {
   return concatBytes(META_WATERMARK, u32Bytes(shardId));
@@ -210,6 +223,11 @@ interface ShardState {
   behind: boolean;
   /** Bumped whenever the queue is dropped: a catch-up read must start after the last drop. */
   generation: number;
+  /**
+   * The shard's records are being replaced by a snapshot, or a replacement was cut short:
+   * nothing is folded until one completes (the log before the snapshot may be gone).
+   */
+  installing: boolean;
   waiters: { sequence: number; resolve: () => void; reject: (e: Error) => void }[];
 }
 
@@ -314,8 +332,14 @@ export class ViewStore implements CompositionViews {
       // Whatever was applied before this attach (or before start) comes from the source.
       behind: true,
       generation: 0,
+      installing: this.#tables.meta.getSync(installingKey(shardId)) !== undefined,
       waiters: [],
     };
+    if (s.installing) {
+      this.#log.warn("a snapshot install of the shard's views was cut short; waiting for another", {
+        shard: shardId,
+      });
+    }
     this.#shards.set(shardId, s);
     feed.onDelta(this.#listener(s));
     this.#wakeUp();
@@ -554,6 +578,84 @@ export class ViewStore implements CompositionViews {
 
   // ---- reads (CompositionViews) ----------------------------------------------------------
 
+  /**
+   * The shard's views as a durable snapshot part: durable up to the shard's watermark,
+   * exported and installed between fold batches. `owns` tells the namespaces the shard
+   * orders (by their routing key).
+   */
+  snapshotPart(shardId: ShardId, owns: (namespaceId: Uint8Array) => boolean): DurableSnapshotPart {
+    return {
+      name: "views",
+      durableIndex: () => this.watermark(shardId),
+      export: async (write, atLeast) => {
+        await this.whenFolded(shardId, atLeast);
+        let index = 0;
+        await this.#task(async () => {
+          const s = this.#shards.get(shardId);
+          assert(s !== undefined && !s.installing, `shard ${shardId} has no views to export`);
+          index = s.folded;
+          const records = await exportShardViews(this.#tables, owns, write);
+          this.#log.info("views of a shard exported for a snapshot", {
+            shard: shardId,
+            index,
+            records,
+          });
+        });
+        return index;
+      },
+      install: (chunks, index) =>
+        this.#task(async () => {
+          const s = this.#shards.get(shardId);
+          assert(s !== undefined, `shard ${shardId} is not attached`);
+          if (!s.installing && s.folded >= index) {
+            for await (const _ of chunks) { /* already there: drain the stream */ }
+            return;
+          }
+          s.installing = true;
+          await this.#env.transaction((txn) =>
+            txn.put(this.#tables.meta, installingKey(shardId), Uint8Array.of(1))
+          );
+          const cleared = await clearShardViews(this.#env, this.#tables, owns);
+          const records = await installShardViews(this.#env, this.#tables, chunks);
+          await this.#env.transaction((txn) => {
+            txn.put(this.#tables.meta, watermarkKey(shardId), u64Bytes(index));
+            txn.delete(this.#tables.meta, installingKey(shardId));
+          });
+          s.queue = [];
+          s.head = 0;
+          s.queueBytes = 0;
+          s.folded = s.collected = s.enqueued = index;
+          s.behind = true;
+          s.generation++;
+          s.installing = false;
+          this.#persisted.set(shardId, index);
+          const ready = s.waiters.filter((w) => w.sequence <= index);
+          s.waiters = s.waiters.filter((w) => w.sequence > index);
+          for (const w of ready) w.resolve();
+          this.#log.info("views of a shard replaced by a snapshot", {
+            shard: shardId,
+            index,
+            cleared,
+            records,
+          });
+        }),
+    };
+  }
+
+  /** Runs `run` between fold batches. */
+  #task(run: () => Promise<void>): Promise<void> {
+    assert(this.#loop !== null, "a view task before start()");
+    if (this.#failure !== null) return Promise.reject(this.#failure);
+    return new Promise<void>((resolve, reject) => {
+      if (this.#tasks.length >= VIEW_TASKS_MAX) {
+        reject(new CompositionError("unavailable", "too many view maintenance tasks queued"));
+        return;
+      }
+      this.#tasks.push({ run, resolve, reject });
+      this.#wakeUp();
+    });
+  }
+
   namespace(namespaceId: Uint8Array): Namespace | undefined {
     const bytes = this.#tables.ns.getSync(namespaceId);
     return bytes === undefined ? undefined : publicNamespace(decodeNamespace(namespaceId, bytes));
@@ -609,7 +711,7 @@ export class ViewStore implements CompositionViews {
 
   #listener(s: ShardState): DeltaListener {
     return (delta) => {
-      if (this.#closing || delta.sequence <= s.enqueued) return;
+      if (this.#closing || s.installing || delta.sequence <= s.enqueued) return;
       s.enqueued = delta.sequence;
       const bytes = delta.payload.length + delta.chunkRefs.length * 32 + 128;
       if (
@@ -660,7 +762,9 @@ export class ViewStore implements CompositionViews {
 
   #hasWork(): boolean {
     if (this.#dirty || this.#rebuildRequested || this.#tasks.length > 0) return true;
-    for (const s of this.#shards.values()) if (s.behind || s.head < s.queue.length) return true;
+    for (const s of this.#shards.values()) {
+      if (!s.installing && (s.behind || s.head < s.queue.length)) return true;
+    }
     return false;
   }
 
@@ -677,6 +781,7 @@ export class ViewStore implements CompositionViews {
     for (const s of [...shards.slice(first), ...shards.slice(0, first)]) {
       const room = this.#batchDeltasMax - out.length;
       if (room <= 0 || this.#closing) break;
+      if (s.installing) continue;
       if (s.behind) {
         const generation = s.generation;
         const from = s.collected === 0 ? 0 : s.collected + 1;
