@@ -62,7 +62,10 @@ export class LogCompactor {
     this.#options = options;
     this.#snapshotEntries = options.snapshotEntries ?? RAFT_SNAPSHOT_ENTRIES_DEFAULT;
     this.#marginEntries = options.marginEntries ?? RAFT_LOG_MARGIN_ENTRIES_DEFAULT;
-    assert(Number.isInteger(this.#snapshotEntries) && this.#snapshotEntries >= 1, "snapshotEntries");
+    assert(
+      Number.isInteger(this.#snapshotEntries) && this.#snapshotEntries >= 1,
+      "snapshotEntries",
+    );
     assert(Number.isInteger(this.#marginEntries) && this.#marginEntries >= 0, "marginEntries");
     for (const [shardId, { store }] of options.shards) {
       this.#state.set(shardId, {

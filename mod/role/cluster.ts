@@ -16,6 +16,7 @@ import {
   ShardStateMachine,
 } from "../log/mod.ts";
 import { readTlsMaterial, TcpRaftTransport } from "../transport/raft_transport.ts";
+import { SnapshotStreams } from "../transport/snapshot_stream.ts";
 
 /** Raft timing: a tick every 100 ms, elections after 1-2 s, heartbeats every tick. */
 export const RAFT_TICK_MS_DEFAULT = 100;
@@ -34,6 +35,7 @@ export interface Cluster {
   shardIds: number[];
   transport: TcpRaftTransport;
   compactor: LogCompactor;
+  snapshots: SnapshotStreams;
   close(): Promise<void>;
 }
 
@@ -62,12 +64,13 @@ export async function startCluster(options: ClusterOptions): Promise<Cluster> {
     pageKeys: options.pageKeys,
   });
 
+  const tls = config.tls ? await readTlsMaterial(config.tls) : null;
   const transport = await TcpRaftTransport.listen({
     nodeId: config.nodeId,
     clusterId: "kiseki",
     listen: config.raftAddr,
     peers,
-    tls: config.tls ? await readTlsMaterial(config.tls) : null,
+    tls,
     plaintextPeers: config.allowInsecure ? "any" : "loopback",
     logger: log.child({ component: "raft-transport" }),
   });
@@ -89,8 +92,22 @@ export async function startCluster(options: ClusterOptions): Promise<Cluster> {
     requestTimeoutMs: RAFT_REQUEST_TIMEOUT_MS,
     waitersPerGroupMax: RAFT_WAITERS_PER_SHARD_MAX,
     observer: raftMetrics(),
+    // A follower too far behind for the log gets the shard's state as a stream.
+    snapshotSender: (shardId, message) => snapshots.send(shardId, message),
   });
   transport.onMessage((shardId, message) => host.step(shardId, message));
+  const peerAddrs = new Map(peers.map((p) => [p.id, p.addr]));
+  const snapshots: SnapshotStreams = SnapshotStreams.attach(transport, {
+    nodeId: config.nodeId,
+    clusterId: "kiseki",
+    addressOf: (id) => peerAddrs.get(id) ?? null,
+    tls,
+    stagingDir: `${config.dataDir.replace(/\/+$/, "")}/snapshots`,
+    parts: (shardId) => shards.get(shardId)?.stateMachine.durableParts(),
+    deliver: (shardId, message) => host.step(shardId, message),
+    report: (shardId, peer, status) => host.reportSnapshot(shardId, peer, status),
+    log: log.child({ component: "raft-snapshots" }),
+  });
   transport.onUnreachable((shardId, peerId) => host.reportUnreachable(shardId, peerId));
 
   const shards = new Map<number, { store: LmdbRaftLogStore; stateMachine: ShardStateMachine }>();
@@ -151,9 +168,11 @@ export async function startCluster(options: ClusterOptions): Promise<Cluster> {
     shardIds: [...shards.keys()],
     transport,
     compactor,
+    snapshots,
     async close() {
       clearInterval(ticker);
       await compactor.stop();
+      await snapshots.close();
       await host.stop();
       await transport.close();
       await env.close();

@@ -53,8 +53,9 @@ function* rangePages(table: KvTable, start: Uint8Array, end: Uint8Array | undefi
   for (;;) {
     const page = [...table.range({ start: from, end, limit: PAGE_RECORDS })];
     yield page;
+    if (page.length < PAGE_RECORDS) return;
     const next = successor(page[page.length - 1]!.key);
-    if (page.length < PAGE_RECORDS || next === undefined) return;
+    if (next === undefined) return;
     from = next;
   }
 }

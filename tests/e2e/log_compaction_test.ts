@@ -29,7 +29,9 @@ Deno.test("log compaction keeps the raft log bounded under overwrites and restar
       },
     });
     console.log(
-      `${OVERWRITES} overwrites of ${KEYS} keys x ${VALUE_BYTES} B in ${result.seconds.toFixed(1)} s: ` +
+      `${OVERWRITES} overwrites of ${KEYS} keys x ${VALUE_BYTES} B in ${
+        result.seconds.toFixed(1)
+      } s: ` +
         `raft/ ${result.raftBytes} B, views/ ${result.viewBytes} B, live ${result.liveBytes} B, ` +
         `logs ${JSON.stringify(result.logs)}`,
     );
