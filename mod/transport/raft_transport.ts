@@ -653,11 +653,7 @@ export class TcpRaftTransport implements RaftTransport {
     return [...this.#links.values()].map((l) => ({
       id: l.id,
       addr: l.addr,
-      link: l.state === "connected"
-        ? "up"
-        : l.failures > 0 || l.everConnected
-        ? "down"
-        : "never",
+      link: l.state === "connected" ? "up" : l.failures > 0 || l.everConnected ? "down" : "never",
     }));
   }
 

@@ -16,7 +16,7 @@
 //   0 u8 | crc32c u32 (over everything after the magic)
 //   answer: status u8 (0 installed) | text length u16 | text
 
-import * as net from "node:net";
+import type * as net from "node:net";
 import { assert, crc32c, type HostPort } from "../base/mod.ts";
 import type { Logger } from "../obs/mod.ts";
 import type { Message, NodeId } from "../raft/mod.ts";

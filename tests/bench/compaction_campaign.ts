@@ -24,7 +24,9 @@ try {
         raftPeak = Math.max(raftPeak, raftBytes);
         const s = (performance.now() - started) / 1000;
         console.log(
-          `${done} overwrites, ${s.toFixed(0)} s, ${(done / s).toFixed(0)}/s: raft/ ${mib(raftBytes)}`,
+          `${done} overwrites, ${s.toFixed(0)} s, ${(done / s).toFixed(0)}/s: raft/ ${
+            mib(raftBytes)
+          }`,
         );
       },
     },
