@@ -134,6 +134,18 @@ export async function startCluster(options: ClusterOptions): Promise<Cluster> {
     host.addGroup({ shardId, store, stateMachine, applied: snapshot.meta.index });
   }
 
+  gauge<"direction" | "outcome">({
+    name: "kiseki_raft_snapshot_streams",
+    help: "Snapshot streams to and from followers too far behind for the log, since start",
+    labelNames: ["direction", "outcome"],
+    collect: (set) => {
+      const st = snapshots.stats();
+      set({ direction: "sent", outcome: "ok" }, st.sent);
+      set({ direction: "sent", outcome: "failed" }, st.sendFailures);
+      set({ direction: "received", outcome: "ok" }, st.received);
+      set({ direction: "received", outcome: "failed" }, st.receiveFailures);
+    },
+  });
   const ticker = setInterval(() => host.tick(), tickMs);
   // A lone voter, or the bootstrap node, campaigns at once instead of waiting out a timeout.
   if (voters.length === 1 || config.bootstrap) {
@@ -236,6 +248,25 @@ function startShardGauges(host: RaftHost, shardIds: number[]): void {
     help: "Leader node id per shard as this node sees it (0: none)",
     labelNames: ["shard"],
     collect: (set) => each((shard, s) => set({ shard }, s.lead)),
+  });
+  gauge({
+    name: "kiseki_raft_log_entries",
+    help: "Entries in the shard's Raft log on this node (compaction keeps it bounded)",
+    labelNames: ["shard"],
+    collect: (set) => {
+      for (const id of shardIds) {
+        const b = host.logBounds(id);
+        set({ shard: String(id) }, b.lastIndex - b.firstIndex + 1);
+      }
+    },
+  });
+  gauge({
+    name: "kiseki_raft_snapshot_index",
+    help: "Index of the shard's latest snapshot on this node (the log is truncated behind it)",
+    labelNames: ["shard"],
+    collect: (set) => {
+      for (const id of shardIds) set({ shard: String(id) }, host.logBounds(id).snapshotIndex);
+    },
   });
   gauge({
     name: "kiseki_raft_is_leader",
