@@ -38,6 +38,8 @@ export const SNAPSHOT_STREAM_BYTES_MAX: number = 2 ** 40;
 export const SNAPSHOT_MESSAGE_BYTES_MAX: number = 32 << 20;
 /** A stream that moves no byte for this long is cut. */
 export const SNAPSHOT_STREAM_IDLE_MS = 30_000;
+/** How long a sender waits for the follower to install what it sent. */
+export const SNAPSHOT_INSTALL_TIMEOUT_MS = 10 * 60_000;
 /** Time to connect to the follower. */
 export const SNAPSHOT_CONNECT_TIMEOUT_MS = 5_000;
 /** After a failed stream to a peer, the next waits this long (doubling up to the maximum). */
@@ -333,6 +335,9 @@ export class SnapshotStreams {
       }
       await write(Uint8Array.of(0));
       await write(u32Bytes(crc), false);
+      // The follower answers once every part is installed, which takes as long as it takes
+      // to write the state: only a much longer silence means it is gone.
+      socket.setTimeout(SNAPSHOT_INSTALL_TIMEOUT_MS);
       const status = await reader.read(1);
       const textBytes = u32(new Uint8Array([0, 0, ...await reader.read(2)]));
       const text = new TextDecoder().decode(await reader.read(textBytes));
@@ -473,6 +478,8 @@ export class SnapshotStreams {
       const expected = crc;
       const trailer = u32(await reader.read(4));
       if (trailer !== expected) throw new SnapshotStreamError("the snapshot fails its checksum");
+      // Installing sends nothing: the sender waits up to SNAPSHOT_INSTALL_TIMEOUT_MS.
+      reader.socket.setTimeout(0);
       for (const p of parts) {
         if (!staged.some((s) => s.part === p)) {
           throw new SnapshotStreamError(`the snapshot lacks part ${p.name}`);

@@ -7,7 +7,7 @@ import { TcpRaftTransport } from "./raft_transport.ts";
 import { SNAPSHOT_MAGIC, SnapshotStreams } from "./snapshot_stream.ts";
 
 const quiet = createLogger({ level: "error", format: "text", sink: { write: () => {} } });
-const HOST = "127.0.218";
+const HOST = "127.44.12";
 
 /** A part holding a list of chunks in memory, durable at `index`. */
 class MemoryPart implements DurableSnapshotPart {

@@ -588,11 +588,16 @@ export class ViewStore implements CompositionViews {
       name: "views",
       durableIndex: () => this.watermark(shardId),
       export: async (write, atLeast) => {
-        await this.whenFolded(shardId, atLeast);
         let index = 0;
         await this.#task(async () => {
           const s = this.#shards.get(shardId);
-          assert(s !== undefined && !s.installing, `shard ${shardId} has no views to export`);
+          if (s === undefined || s.installing || s.folded < atLeast) {
+            // Not waited for: the stream would sit idle; the leader asks again later.
+            throw new CompositionError(
+              "unavailable",
+              `the views of shard ${shardId} are not at ${atLeast} yet`,
+            );
+          }
           index = s.folded;
           const records = await exportShardViews(this.#tables, owns, write);
           this.#log.info("views of a shard exported for a snapshot", {

@@ -8,7 +8,7 @@ import type { ClusterView } from "../../mod/admin/mod.ts";
 import { ROLE_TABLE } from "../../mod/role/mod.ts";
 import { flagsFor, ROOT, run, type RunningRole, startRole, waitForHttp } from "./_role.ts";
 
-const HOST = "127.0.219";
+const HOST = "127.44.13";
 const SHARDS = 2;
 const DEADLINE_MS = 30_000;
 

@@ -26,7 +26,7 @@ import { openViewEnv, ViewStore } from "../../mod/view/mod.ts";
 import { evenShardMap, quietLogger, tenant, TenantKeys } from "../../mod/view/test_stack.ts";
 import { defaultShimOptions } from "../../ffi/loader.ts";
 
-const HOST = "127.0.217";
+const HOST = "127.44.11";
 const RAFT_PORT = 29300;
 const SHARDS = 2;
 const KEYS = 40;
