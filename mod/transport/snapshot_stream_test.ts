@@ -150,7 +150,7 @@ Deno.test("SnapshotStreams refuses a damaged or foreign stream with an answer, i
         const socket = net.connect({ host: `${HOST}.2`, port: b.transport.addr.port });
         const got: Uint8Array[] = [];
         socket.on("connect", () => socket.write(bytes));
-        socket.on("data", (c) => got.push(new Uint8Array(c)));
+        socket.on("data", (c: Uint8Array) => got.push(new Uint8Array(c)));
         socket.on("close", () => resolve(new Uint8Array(got.flatMap((c) => [...c]))));
         socket.on("error", () => {});
       });
