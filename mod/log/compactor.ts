@@ -10,8 +10,8 @@ import { assert } from "../base/mod.ts";
 import type { Logger } from "../obs/mod.ts";
 import type { RaftLogStore } from "../raft/mod.ts";
 import type { RaftHost } from "../raft/host.ts";
-import type { ShardStateMachine } from "./delta_log.ts";
 import type { ShardId } from "./shard.ts";
+import type { SnapshottingStateMachine } from "./snapshot.ts";
 
 /** Entries applied since the last snapshot before the next is taken. */
 export const RAFT_SNAPSHOT_ENTRIES_DEFAULT = 1024;
@@ -24,7 +24,7 @@ export const RAFT_COMPACT_INTERVAL_MS_DEFAULT = 500;
 
 export interface LogCompactorOptions {
   host: RaftHost;
-  shards: ReadonlyMap<ShardId, { store: RaftLogStore; stateMachine: ShardStateMachine }>;
+  shards: ReadonlyMap<ShardId, { store: RaftLogStore; stateMachine: SnapshottingStateMachine }>;
   log: Logger;
   snapshotEntries?: number;
   marginEntries?: number;
@@ -118,7 +118,7 @@ export class LogCompactor {
 
   async #compactShard(
     shardId: ShardId,
-    shard: { store: RaftLogStore; stateMachine: ShardStateMachine },
+    shard: { store: RaftLogStore; stateMachine: SnapshottingStateMachine },
   ): Promise<void> {
     const { store, stateMachine } = shard;
     const s = this.#state.get(shardId)!;

@@ -16,6 +16,7 @@ import {
   encodeInlineSnapshot,
   type InlineSnapshotPart,
   SNAPSHOT_PARTS_MAX,
+  type SnapshottingStateMachine,
 } from "./snapshot.ts";
 
 /** Page size bound for ReadDeltas, whatever the client asks. */
@@ -81,7 +82,7 @@ export type DeltaListener = (delta: Delta) => void;
 type ApplyOutcome = { sequence: number } | { refused: string };
 
 /** The state folded from a shard's log: what the next command is checked against. */
-export class ShardStateMachine implements RaftStateMachine {
+export class ShardStateMachine implements RaftStateMachine, SnapshottingStateMachine {
   maintenance = false;
   appliedDeltas = 0;
   lastApplied = 0;

@@ -75,4 +75,8 @@ export {
   SNAPSHOT_PARTS_MAX,
   SnapshotFormatError,
 } from "./snapshot.ts";
-export type { DurableSnapshotPart, InlineSnapshotPart } from "./snapshot.ts";
+export type {
+  DurableSnapshotPart,
+  InlineSnapshotPart,
+  SnapshottingStateMachine,
+} from "./snapshot.ts";

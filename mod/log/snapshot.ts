@@ -34,6 +34,22 @@ export interface DurableSnapshotPart {
   install(chunks: AsyncIterable<Uint8Array>, index: number): Promise<void>;
 }
 
+/**
+ * What log compaction and snapshot streams need of a Raft group's state machine, whatever it
+ * holds (a shard's deltas, or cluster records): ShardStateMachine is one.
+ */
+export interface SnapshottingStateMachine {
+  /** The index of the last command applied. */
+  readonly lastApplied: number;
+  /** Up to where the state survives without the log (min over its durable parts). */
+  durableIndex(): number;
+  /** The inline state at lastApplied, as a Raft snapshot record. */
+  captureSnapshot(): { index: number; data: Uint8Array };
+  /** The log up to `index` is gone: drop what only served reads of it. */
+  forgetThrough(index: number): void;
+  durableParts(): DurableSnapshotPart[];
+}
+
 /** Longest part name. */
 export const SNAPSHOT_PART_NAME_BYTES_MAX = 64;
 /** Parts one shard may have, inline and durable together. */
