@@ -96,11 +96,11 @@ export async function startCluster(options: ClusterOptions): Promise<Cluster> {
     snapshotSender: (shardId, message) => snapshots.send(shardId, message),
   });
   transport.onMessage((shardId, message) => host.step(shardId, message));
-  const peerAddrs = new Map(peers.map((p) => [p.id, p.addr]));
   const snapshots: SnapshotStreams = SnapshotStreams.attach(transport, {
     nodeId: config.nodeId,
     clusterId: "kiseki",
-    addressOf: (id) => peerAddrs.get(id) ?? null,
+    // The transport's peers, so that members added later are reached too.
+    addressOf: (id) => transport.peerLinks().find((p) => p.id === id)?.addr ?? null,
     tls,
     stagingDir: `${config.dataDir.replace(/\/+$/, "")}/snapshots`,
     parts: (shardId) => shards.get(shardId)?.stateMachine.durableParts(),
