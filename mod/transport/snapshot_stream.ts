@@ -209,6 +209,12 @@ export class SnapshotStreams {
   static attach(transport: TcpRaftTransport, options: SnapshotStreamOptions): SnapshotStreams {
     assert(transport.nodeId === options.nodeId, "snapshot streams run on the transport's node");
     const streams = new SnapshotStreams(options);
+    // What a crash left staged is sealed under a key that died with it: unreadable, so gone.
+    try {
+      Deno.removeSync(options.stagingDir, { recursive: true });
+    } catch (e) {
+      if (!(e instanceof Deno.errors.NotFound)) throw e;
+    }
     transport.acceptConnectionKind(SNAPSHOT_MAGIC, (socket, head) => streams.#accept(socket, head));
     return streams;
   }
