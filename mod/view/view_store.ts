@@ -247,6 +247,8 @@ export class ViewStore implements CompositionViews {
   readonly #shards = new Map<ShardId, ShardState>();
   readonly #persisted = new Map<ShardId, number>();
   readonly #outcomes = new Map<string, OutcomeWaiter>();
+  /** Shards whose views a snapshot is replacing, with the namespaces each owns. */
+  readonly #installing = new Map<ShardId, (namespaceId: Uint8Array) => boolean>();
   #source: DeltaSource | null = null;
   #loop: Promise<void> | null = null;
   #wake: (() => void) | null = null;
@@ -584,6 +586,8 @@ export class ViewStore implements CompositionViews {
    * orders (by their routing key).
    */
   snapshotPart(shardId: ShardId, owns: (namespaceId: Uint8Array) => boolean): DurableSnapshotPart {
+    // An install cut short by a crash: its namespaces stay unreadable until one completes.
+    if (this.#shards.get(shardId)?.installing) this.#installing.set(shardId, owns);
     return {
       name: "views",
       durableIndex: () => this.watermark(shardId),
@@ -617,6 +621,7 @@ export class ViewStore implements CompositionViews {
             return;
           }
           s.installing = true;
+          this.#installing.set(shardId, owns);
           await this.#env.transaction((txn) =>
             txn.put(this.#tables.meta, installingKey(shardId), Uint8Array.of(1))
           );
@@ -633,6 +638,7 @@ export class ViewStore implements CompositionViews {
           s.behind = true;
           s.generation++;
           s.installing = false;
+          this.#installing.delete(shardId);
           this.#persisted.set(shardId, index);
           const ready = s.waiters.filter((w) => w.sequence <= index);
           s.waiters = s.waiters.filter((w) => w.sequence > index);
@@ -662,11 +668,13 @@ export class ViewStore implements CompositionViews {
   }
 
   namespace(namespaceId: Uint8Array): Namespace | undefined {
+    this.#checkReadable(namespaceId);
     const bytes = this.#tables.ns.getSync(namespaceId);
     return bytes === undefined ? undefined : publicNamespace(decodeNamespace(namespaceId, bytes));
   }
 
   namespaces(tenantId: Uint8Array): Namespace[] {
+    this.#checkReadable(null);
     const out: Namespace[] = [];
     for (const e of this.#tables.nsTenant.range({ start: tenantId, end: successor(tenantId) })) {
       const ns = this.namespace(e.value);
@@ -677,18 +685,22 @@ export class ViewStore implements CompositionViews {
   }
 
   object(namespaceId: Uint8Array, key: string): Composition | undefined {
+    this.#checkReadable(namespaceId);
     return this.#bucket.object(namespaceId, key);
   }
 
   list(namespaceId: Uint8Array, options: ListObjectsOptions): ListObjectsResult {
+    this.#checkReadable(namespaceId);
     return this.#bucket.list(namespaceId, options);
   }
 
   upload(namespaceId: Uint8Array, uploadId: Uint8Array): Upload | undefined {
+    this.#checkReadable(namespaceId);
     return this.#bucket.upload(namespaceId, uploadId);
   }
 
   listUploads(namespaceId: Uint8Array, options: ListUploadsOptions): ListUploadsResult {
+    this.#checkReadable(namespaceId);
     return this.#bucket.listUploads(namespaceId, options);
   }
 
@@ -697,19 +709,39 @@ export class ViewStore implements CompositionViews {
     uploadId: Uint8Array,
     options: ListPartsOptions,
   ): ListPartsResult | undefined {
+    this.#checkReadable(namespaceId);
     return this.#bucket.listParts(namespaceId, uploadId, options);
   }
 
   inode(namespaceId: Uint8Array, inode: number): Inode | undefined {
+    this.#checkReadable(namespaceId);
     return this.#posix.inode(namespaceId, inode);
   }
 
   lookup(namespaceId: Uint8Array, parent: number, name: string): Inode | undefined {
+    this.#checkReadable(namespaceId);
     return this.#posix.lookup(namespaceId, parent, name);
   }
 
   readdir(namespaceId: Uint8Array, directory: number, options: ReaddirOptions): ReaddirResult {
+    this.#checkReadable(namespaceId);
     return this.#posix.readdir(namespaceId, directory, options);
+  }
+
+  /**
+   * Refuses reads of a namespace whose shard's views are being replaced by a snapshot (or of
+   * every namespace, for null): half-replaced records must not be served.
+   */
+  #checkReadable(namespaceId: Uint8Array | null): void {
+    if (this.#installing.size === 0) return;
+    for (const owns of this.#installing.values()) {
+      if (namespaceId === null || owns(namespaceId)) {
+        throw new CompositionError(
+          "unavailable",
+          "this node is installing a snapshot of the namespace's shard; try again shortly",
+        );
+      }
+    }
   }
 
   // ---- the fold loop -----------------------------------------------------------------------

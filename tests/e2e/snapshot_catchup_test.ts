@@ -193,8 +193,11 @@ Deno.test("a node back after the log moved past it catches up by a snapshot stre
       0,
     );
     assert(leaderSent >= 1, "a snapshot was sent");
-    // Everything of the namespace came across, listing included.
-    assert.equal(back.service.list(ns, { maxKeys: 1000 }).keyCount, KEYS);
+    // Everything of the namespace came across, listing included (reads are refused, never
+    // half-answered, while a later snapshot is being installed).
+    await until("node 3 to list every key", () => {
+      return back.service.list(ns, { maxKeys: 1000 }).keyCount === KEYS;
+    });
 
     // After the snapshot, the log carries on as usual.
     await putRound(n1!.service, ns, lastRound + 1);
