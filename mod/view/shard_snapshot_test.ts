@@ -24,19 +24,20 @@ Deno.test("ViewStore.snapshotPart() exports a shard's namespaces and installs th
     await b.service.createNamespace(tenant(1), stale, "bucket");
 
     const chunks: Uint8Array[] = [];
-    const index = await a.views.snapshotPart(shardId, owns).export(async (c) => {
+    const index = await a.views.snapshotPart(shardId, owns).export((c) => {
       chunks.push(c);
+      return Promise.resolve();
     }, 1);
     assert.equal(index, a.views.watermark(shardId));
 
     // Install from a stream that stalls half way: reads of the shard are refused meanwhile.
     let release = () => {};
     const gate = new Promise<void>((r) => (release = r));
-    async function* stream() {
+    const stream = async function* () {
       yield chunks[0]!;
       await gate;
       yield* chunks.slice(1);
-    }
+    };
     const part = b.views.snapshotPart(shardId, owns);
     const installing = part.install(stream(), index + 1000);
     await new Promise((r) => setTimeout(r, 100));
