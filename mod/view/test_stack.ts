@@ -128,7 +128,9 @@ export async function startSingleNode(options: SingleNodeOptions = {}): Promise<
   const { host, deltaLog, stateMachines } = plane;
   if (options.attachLate) {
     // Let the host replay its log first, then attach: the views must catch up by reading.
-    for (const shardId of stateMachines.keys()) await deltaLog.read(shardId, 0, 1, true);
+    for (const [shardId, sm] of stateMachines) {
+      await deltaLog.read(shardId, sm.lastApplied + 1, 1, true);
+    }
     for (const [shardId, sm] of stateMachines) attach(shardId, sm);
   }
   views.start(deltaLog);
