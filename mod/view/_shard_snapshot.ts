@@ -13,8 +13,11 @@ import { decodeNamespace, ViewCorruptError } from "./_records.ts";
 
 /** A chunk is sent once it holds this many bytes of records. */
 export const VIEW_SNAPSHOT_CHUNK_BYTES = 1 << 20;
-/** Records read from a table per page while exporting or clearing. */
-const PAGE_RECORDS = 4096;
+/**
+ * Records read from a table per page while exporting or clearing: with inline objects of up
+ * to 64 KiB, a page holds at most 16 MiB.
+ */
+const PAGE_RECORDS = 256;
 /** Writes per transaction while installing. */
 const INSTALL_OPS_PER_TXN = 50_000;
 
