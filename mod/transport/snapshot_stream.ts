@@ -20,9 +20,13 @@ import type * as net from "node:net";
 import { assert, crc32c, type HostPort } from "../base/mod.ts";
 import type { Logger } from "../obs/mod.ts";
 import type { Message, NodeId } from "../raft/mod.ts";
-import { decodeMessage, encodeMessage } from "../raft/codec.ts";
+import { decodeMessage, encodeMessage, MESSAGE_SIZE_BYTES_MAX } from "../raft/codec.ts";
 import type { DurableSnapshotPart } from "../log/mod.ts";
-import { SNAPSHOT_CHUNK_BYTES_MAX, SNAPSHOT_PARTS_MAX } from "../log/mod.ts";
+import {
+  SNAPSHOT_CHUNK_BYTES_MAX,
+  SNAPSHOT_INLINE_BYTES_MAX,
+  SNAPSHOT_PARTS_MAX,
+} from "../log/mod.ts";
 import { dialNode, type TcpRaftTransport, type TlsMaterial } from "./raft_transport.ts";
 
 /** "KSNP": the first bytes of a snapshot stream on the Raft port. */
@@ -38,6 +42,11 @@ export const SNAPSHOT_STREAM_BYTES_MAX: number = 2 ** 40;
 export const SNAPSHOT_MESSAGE_BYTES_MAX: number = 32 << 20;
 /** A stream that moves no byte for this long is cut. */
 export const SNAPSHOT_STREAM_IDLE_MS = 30_000;
+assert(
+  SNAPSHOT_INLINE_BYTES_MAX + (1 << 20) <= SNAPSHOT_MESSAGE_BYTES_MAX &&
+    SNAPSHOT_MESSAGE_BYTES_MAX <= MESSAGE_SIZE_BYTES_MAX,
+  "a snapshot message with its inline state fits the stream header and the codec",
+);
 /** How long a sender waits for the follower to install what it sent. */
 export const SNAPSHOT_INSTALL_TIMEOUT_MS = 10 * 60_000;
 /** Time to connect to the follower. */
