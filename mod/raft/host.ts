@@ -133,6 +133,8 @@ class Group {
   durableTerm = -1;
   durableVote = -1;
   busy = false;
+  /** Whether a leader holding this node to entries it lost was logged (once per life). */
+  lostLogReported = false;
 
   constructor(
     readonly options: RaftGroupOptions,
@@ -215,6 +217,25 @@ export class RaftHost {
         shard: shardId,
         from: message.from,
       });
+      return;
+    }
+    if (message.type === "heartbeat" && message.commit > g.options.store.lastIndex()) {
+      // The leader only sends commits this node acknowledged: its log lost them (data wiped
+      // or restored from an old copy). Raft cannot take it back as it is: it must be removed
+      // and added again as a new member, and then catches up by a snapshot.
+      if (!g.lostLogReported) {
+        g.lostLogReported = true;
+        this.#options.log.error(
+          "this node's log lacks entries it acknowledged to the leader (data lost or wiped); " +
+            "remove the node from the cluster and add it again",
+          {
+            shard: shardId,
+            leader: message.from,
+            leaderCommit: message.commit,
+            lastIndex: g.options.store.lastIndex(),
+          },
+        );
+      }
       return;
     }
     try {

@@ -19,7 +19,7 @@ import {
 import { chooseAead } from "../../mod/crypto/mod.ts";
 import type { KvEnv } from "../../mod/disk/mod.ts";
 import { SealedPageKeys } from "../../mod/keys/mod.ts";
-import { createLogger } from "../../mod/obs/mod.ts";
+import { createLogger, type Logger } from "../../mod/obs/mod.ts";
 import { shardForKey } from "../../mod/log/mod.ts";
 import { type Cluster, startCluster } from "../../mod/role/cluster.ts";
 import { openViewEnv, ViewStore } from "../../mod/view/mod.ts";
@@ -53,7 +53,7 @@ const cipher = new AeadPayloadCipher({ aead, keyFor: keys.keyFor });
 const shardMap = evenShardMap(SHARDS);
 const peers = [1, 2, 3].map((id) => ({ id, addr: { host: `${HOST}.${id}`, port: RAFT_PORT } }));
 
-async function startNode(id: number, dir: string): Promise<Node> {
+async function startNode(id: number, dir: string, log: Logger = logger): Promise<Node> {
   const pageKeys = new SealedPageKeys({
     aead,
     kek: await aead.importKey(new Uint8Array(32).fill(id)),
@@ -73,7 +73,7 @@ async function startNode(id: number, dir: string): Promise<Node> {
   } as unknown as Config;
   const cluster = await startCluster({
     config,
-    log: logger,
+    log,
     tickMs: 20,
     pageKeys,
     compaction: {
@@ -204,6 +204,47 @@ Deno.test("a node back after the log moved past it catches up by a snapshot stre
     await until("node 3 to fold a write after the snapshot", () => {
       return contentOf(back, ns, `k${KEYS - 1}`) === `k${KEYS - 1}@${lastRound + 1}`;
     });
+  } finally {
+    for (const n of nodes) await n?.close();
+    for (const d of dirs) await Deno.remove(d, { recursive: true }).catch(() => {});
+  }
+});
+
+Deno.test("a node whose data was wiped says once, per shard, that it must be removed and added again; the others go on", async () => {
+  const dirs = await Promise.all([1, 2, 3].map(() => Deno.makeTempDir({ prefix: "kiseki-wipe-" })));
+  const nodes: (Node | null)[] = [];
+  try {
+    for (const id of [1, 2, 3]) nodes.push(await startNode(id, dirs[id - 1]!));
+    const ns = nodes[0]!.service.ref(tenant(1), "wiped");
+    await until("a leader and the namespace", async () => {
+      await nodes[0]!.service.createNamespace(tenant(1), "wiped", "bucket");
+      return true;
+    });
+    await putRound(nodes[0]!.service, ns, 0);
+    const shardId = shardForKey(shardMap, namespaceRoutingKey(ns.id));
+    await until(
+      "node 3 to hold round 0",
+      () => nodes[2]!.cluster.host.logBounds(shardId).lastIndex > KEYS,
+    );
+    await nodes[2]!.close();
+    nodes[2] = null;
+    await Deno.remove(dirs[2]!, { recursive: true });
+    await Deno.mkdir(dirs[2]!);
+
+    const lines: string[] = [];
+    const capture = createLogger({
+      level: "info",
+      format: "text",
+      sink: { write: (l) => lines.push(l) },
+    });
+    nodes[2] = await startNode(3, dirs[2]!, capture);
+    const lost = () => lines.filter((l) => l.includes("lacks entries it acknowledged"));
+    await until("node 3 to report its lost log", () => lost().length > 0);
+    // The others go on: writes still commit on the majority.
+    await putRound(nodes[0]!.service, ns, 1);
+    await new Promise((r) => setTimeout(r, 500));
+    assert.equal(lost().filter((l) => l.includes(`shard=${shardId}`)).length, 1, "said once");
+    assert.match(lost()[0]!, /remove the node from the cluster and add it again/);
   } finally {
     for (const n of nodes) await n?.close();
     for (const d of dirs) await Deno.remove(d, { recursive: true }).catch(() => {});
