@@ -2,7 +2,8 @@
 // the node is ready and 503 before, /metrics serves the Prometheus exposition. The operator
 // API under /api/ hands out S3 secrets and this endpoint has no TLS, so it answers loopback
 // callers only (an operator elsewhere runs `kiseki admin` on the node, or tunnels to it:
-// `ssh -L 9090:127.0.0.1:9090 <node>`); /health and /metrics stay open to scrapers.
+// `ssh -L 9090:127.0.0.1:9090 <node>`); /health and /metrics stay open to scrapers, and so
+// do the dashboard's read-only views under /ui/api/ (no secrets: node and shard state).
 
 import {
   assert,
@@ -41,7 +42,35 @@ export interface AdminServerOptions {
   readiness: Readiness;
   /** The operator JSON API under /api/, once the node has what it serves. */
   api?: AdminApi;
+  /** The dashboard's read-only views under /ui/api/. */
+  ui?: AdminUi;
   signal?: AbortSignal;
+}
+
+/** Views the dashboard may read (a bound on a client-fed lookup). */
+export const ADMIN_UI_VIEWS_MAX = 16;
+
+/** The dashboard's read-only JSON views, mounted by exact path as services come up. */
+export class AdminUi {
+  readonly #views = new Map<string, (req: Request) => Promise<Response>>();
+
+  mount(path: string, view: (req: Request) => Promise<Response>): void {
+    assert(/^\/ui\/api\/[a-z0-9-]+$/.test(path), `dashboard view ${path} is invalid`);
+    assert(!this.#views.has(path), `dashboard view ${path} is mounted twice`);
+    assert(this.#views.size < ADMIN_UI_VIEWS_MAX, "too many dashboard views");
+    this.#views.set(path, view);
+  }
+
+  /** The view's answer, or null when no view has that path. */
+  async handle(req: Request, url: URL): Promise<Response | null> {
+    const view = this.#views.get(url.pathname);
+    if (view === undefined) return null;
+    try {
+      return await view(req);
+    } catch (e) {
+      return adminJson(500, { error: "internal", message: (e as Error).message });
+    }
+  }
 }
 
 /** One operator API route: a handler for every path under its prefix. */
@@ -142,11 +171,16 @@ export function adminApiRemoteRefusal(info: AdminRequestInfo | undefined): Respo
 export function adminHandler(
   readiness: Readiness,
   api?: AdminApi,
+  ui?: AdminUi,
 ): (req: Request, info?: AdminRequestInfo) => Promise<Response> {
   return async (req: Request, info?: AdminRequestInfo): Promise<Response> => {
     const url = new URL(req.url);
     if (api !== undefined && url.pathname.startsWith("/api/")) {
       return adminApiRemoteRefusal(info) ?? await api.handle(req);
+    }
+    if (ui !== undefined && url.pathname.startsWith("/ui/api/")) {
+      const answer = await ui.handle(req, url);
+      if (answer !== null) return answer;
     }
     if (req.method !== "GET" && req.method !== "HEAD") {
       return new Response("method not allowed\n", {
@@ -181,7 +215,7 @@ export function startAdminServer(options: AdminServerOptions): AdminServer {
       log.error("admin endpoint request failed", { error: e });
       return new Response("internal error\n", { status: 500, headers: TEXT });
     },
-  }, adminHandler(options.readiness, options.api));
+  }, adminHandler(options.readiness, options.api, options.ui));
   const addr = { host: server.addr.hostname, port: server.addr.port };
   log.info("admin endpoint listening", { addr: formatHostPort(addr) });
   return { addr, finished: server.finished, shutdown: () => server.shutdown() };

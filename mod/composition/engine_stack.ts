@@ -32,7 +32,9 @@ import {
   HASHED_KEY_BYTES,
   HASHED_KEY_MIN,
   LmdbRaftLogStore,
+  LogCompactor,
   openRaftLogEnv,
+  shardForKey,
   ShardMap,
   ShardStateMachine,
 } from "../log/mod.ts";
@@ -44,6 +46,7 @@ import { fromHex, utf8 } from "./bytes.ts";
 import { CompositionService } from "./service.ts";
 import { ObjectEngine, type ObjectEngineOptions, type TenantDedup } from "./object_engine.ts";
 import { KmsPayloadCipher, kmsTenantName } from "./tenant_payload_cipher.ts";
+import { namespaceRoutingKey } from "./namespace.ts";
 
 /** Shards of the local metadata plane unless configured. */
 export const ENGINE_STACK_SHARDS_DEFAULT = 2;
@@ -178,6 +181,8 @@ export async function startLocalMetadataPlane(options: {
   logger: Logger;
   onShard?: (shardId: number, stateMachine: ShardStateMachine) => void;
   raftMapBytes?: number;
+  /** Log compaction thresholds (tests shorten them). */
+  compaction?: { snapshotEntries?: number; marginEntries?: number; intervalMs?: number };
   /** Page keys of the raft environment (the key store's; null: unencrypted, tests only). */
   pageKeys: KvPageKeys | null;
 }): Promise<LocalMetadataPlane> {
@@ -225,7 +230,9 @@ export async function startLocalMetadataPlane(options: {
       options.onShard?.(shardId, stateMachine);
       shards.set(shardId, { store, stateMachine });
       stateMachines.set(shardId, stateMachine);
-      host.addGroup({ shardId, store, stateMachine, applied: 1 });
+      const snapshot = store.snapshot();
+      stateMachine.restore(snapshot);
+      host.addGroup({ shardId, store, stateMachine, applied: snapshot.meta.index });
     }
   } catch (e) {
     await host.stop();
@@ -234,6 +241,8 @@ export async function startLocalMetadataPlane(options: {
   }
   const ticker = setInterval(() => host.tick(), ENGINE_STACK_TICK_MS);
   for (const shardId of shards.keys()) host.campaign(shardId);
+  const compactor = new LogCompactor({ host, shards, log: logger, ...options.compaction });
+  compactor.start();
   const deltaLog = new DeltaLog({
     host,
     hlc: new HybridLogicalClock({ clock: new SystemClock() }),
@@ -250,6 +259,7 @@ export async function startLocalMetadataPlane(options: {
       if (closed) return;
       closed = true;
       clearInterval(ticker);
+      await compactor.stop();
       // stop() waits for a drain in progress and keeps scheduled ones from running.
       await host.stop();
       await env.close();
@@ -304,6 +314,8 @@ export interface EngineStackOptions {
   logger?: Logger;
   raftMapBytes?: number;
   viewMapBytes?: number;
+  /** Log compaction thresholds of the local metadata plane (tests shorten them). */
+  compaction?: { snapshotEntries?: number; marginEntries?: number; intervalMs?: number };
   /** Passed to the engine (CDC parameters, part minimum, limits). */
   engine?: Pick<
     ObjectEngineOptions,
@@ -538,8 +550,17 @@ export async function startEngineStack(options: EngineStackOptions): Promise<Eng
     });
     closers.push(() => viewEnv.close());
     const views = await ViewStore.open({ env: viewEnv, cipher, logger });
-    const onShard = (shardId: number, stateMachine: ShardStateMachine) =>
+    // The metadata plane says which shard orders which namespace once it is up.
+    let shardMap: ShardMap | null = null;
+    const onShard = (shardId: number, stateMachine: ShardStateMachine) => {
       views.attach(shardId, stateMachine);
+      stateMachine.addDurablePart(
+        views.snapshotPart(shardId, (namespaceId) => {
+          assert(shardMap !== null, "a view snapshot before the metadata plane started");
+          return shardForKey(shardMap, namespaceRoutingKey(namespaceId)) === shardId;
+        }),
+      );
+    };
     const metadata = options.metadata !== undefined
       ? await options.metadata(onShard, keyStore.pageKeys)
       : await startLocalMetadataPlane({
@@ -549,8 +570,10 @@ export async function startEngineStack(options: EngineStackOptions): Promise<Eng
         logger,
         onShard,
         raftMapBytes: options.raftMapBytes,
+        compaction: options.compaction,
       });
     closers.push(() => metadata.close());
+    shardMap = metadata.shardMap;
     let chunks: ChunkStore = chunkStore;
     if (options.clusterChunks !== undefined) {
       const cluster = await options.clusterChunks(chunkStore);
@@ -602,7 +625,8 @@ export async function startEngineStack(options: EngineStackOptions): Promise<Eng
       async caughtUp() {
         for (const [shardId, sm] of metadata.stateMachines) {
           // A linearizable read waits until the shard has a leader and has applied its log.
-          await metadata.deltaLog.read(shardId, 0, 1, true);
+          // From the applied tip: the log before it may be compacted.
+          await metadata.deltaLog.read(shardId, sm.lastApplied + 1, 1, true);
           await views.whenFolded(shardId, sm.lastApplied);
         }
       },

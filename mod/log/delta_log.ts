@@ -3,7 +3,7 @@
 // its log index); this module is the state machine applied to it (maintenance mode,
 // counters) and the service behind the LogService API: append, read, health, maintenance.
 
-import type { HybridLogicalClock } from "../base/mod.ts";
+import { assert, type HybridLogicalClock } from "../base/mod.ts";
 import {
   type Entry,
   type NodeId,
@@ -20,6 +20,15 @@ import {
 } from "../raft/host.ts";
 import { decodeDelta, type Delta, DeltaFormatError, encodeDelta } from "./delta.ts";
 import type { ShardId } from "./shard.ts";
+import {
+  checkPartName,
+  decodeInlineSnapshot,
+  type DurableSnapshotPart,
+  encodeInlineSnapshot,
+  type InlineSnapshotPart,
+  SNAPSHOT_PARTS_MAX,
+  type SnapshottingStateMachine,
+} from "./snapshot.ts";
 
 /** Page size bound for ReadDeltas, whatever the client asks. */
 export const READ_DELTAS_PAGE_MAX = 1000;
@@ -92,7 +101,7 @@ export type DeltaListener = (delta: Delta) => void;
 type ApplyOutcome = { sequence: number } | { refused: string };
 
 /** The state folded from a shard's log: what the next command is checked against. */
-export class ShardStateMachine implements RaftStateMachine {
+export class ShardStateMachine implements RaftStateMachine, SnapshottingStateMachine {
   maintenance = false;
   appliedDeltas = 0;
   lastApplied = 0;
@@ -101,8 +110,18 @@ export class ShardStateMachine implements RaftStateMachine {
   /** Appends that reached the log but were refused at apply (maintenance began first). */
   readonly refused = new Set<number>();
   readonly #listeners: DeltaListener[] = [];
+  readonly #inline = new Map<string, InlineSnapshotPart>();
+  readonly #durable = new Map<string, DurableSnapshotPart>();
 
-  constructor(readonly shardId: ShardId) {}
+  constructor(readonly shardId: ShardId) {
+    this.addInlinePart({
+      name: "shard",
+      capture: () => Uint8Array.of(this.maintenance ? 1 : 0),
+      restore: (bytes) => {
+        this.maintenance = bytes?.[0] === 1;
+      },
+    });
+  }
 
   apply(entry: Entry, command: Uint8Array): ApplyOutcome | undefined {
     this.lastApplied = entry.index;
@@ -136,10 +155,57 @@ export class ShardStateMachine implements RaftStateMachine {
     this.#listeners.push(listener);
   }
 
+  /** Adds state captured with each snapshot of this shard (register before the first apply). */
+  addInlinePart(part: InlineSnapshotPart): void {
+    this.#addPart(part.name);
+    this.#inline.set(part.name, part);
+  }
+
+  /** Adds state that is durable on its own and streamed to followers that need a snapshot. */
+  addDurablePart(part: DurableSnapshotPart): void {
+    this.#addPart(part.name);
+    this.#durable.set(part.name, part);
+  }
+
+  #addPart(name: string): void {
+    checkPartName(name);
+    assert(!this.#inline.has(name) && !this.#durable.has(name), `part ${name} added twice`);
+    assert(this.#inline.size + this.#durable.size < SNAPSHOT_PARTS_MAX, "too many parts");
+  }
+
+  durableParts(): DurableSnapshotPart[] {
+    return [...this.#durable.values()];
+  }
+
+  /**
+   * The index up to which the shard's state survives without its log: the applied index,
+   * or the oldest durable part's index when that is behind.
+   */
+  durableIndex(): number {
+    let index = this.lastApplied;
+    for (const part of this.#durable.values()) index = Math.min(index, part.durableIndex());
+    return index;
+  }
+
+  /** Every inline part's state at the applied index, as one snapshot record. */
+  captureSnapshot(): { index: number; data: Uint8Array } {
+    const parts = new Map<string, Uint8Array>();
+    for (const [name, part] of this.#inline) parts.set(name, part.capture());
+    return { index: this.lastApplied, data: encodeInlineSnapshot(parts) };
+  }
+
+  /** Refusals at or below `index` can no longer be read from the log: forget them. */
+  forgetThrough(index: number): void {
+    for (const i of this.refused) if (i <= index) this.refused.delete(i);
+  }
+
   restore(snapshot: Snapshot): void {
-    // Shard snapshots carry [u8 maintenance]; views bring their own state in later releases.
-    this.maintenance = snapshot.data[0] === 1;
-    this.lastApplied = snapshot.meta.index;
+    const parts = decodeInlineSnapshot(snapshot.data);
+    for (const [name, part] of this.#inline) part.restore(parts.get(name));
+    // The bootstrap record (one byte, before any command) leaves the shard at 0: readers of
+    // lastApplied wait for deltas up to it, and there are none.
+    if (snapshot.data.length > 1) this.lastApplied = snapshot.meta.index;
+    this.forgetThrough(snapshot.meta.index);
   }
 }
 

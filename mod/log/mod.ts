@@ -58,3 +58,25 @@ export type {
   ReadDeltasResult,
   ShardHealth,
 } from "./delta_log.ts";
+export {
+  LogCompactor,
+  RAFT_COMPACT_INTERVAL_MS_DEFAULT,
+  RAFT_LOG_FOLLOWER_RETAIN_ENTRIES_MAX,
+  RAFT_LOG_MARGIN_ENTRIES_DEFAULT,
+  RAFT_SNAPSHOT_ENTRIES_DEFAULT,
+} from "./compactor.ts";
+export type { CompactorShardStats, LogCompactorOptions } from "./compactor.ts";
+export {
+  decodeInlineSnapshot,
+  encodeInlineSnapshot,
+  SNAPSHOT_CHUNK_BYTES_MAX,
+  SNAPSHOT_INLINE_BYTES_MAX,
+  SNAPSHOT_PART_NAME_BYTES_MAX,
+  SNAPSHOT_PARTS_MAX,
+  SnapshotFormatError,
+} from "./snapshot.ts";
+export type {
+  DurableSnapshotPart,
+  InlineSnapshotPart,
+  SnapshottingStateMachine,
+} from "./snapshot.ts";

@@ -59,6 +59,11 @@ export interface RaftHostOptions {
   waitersPerGroupMax: number;
   /** Observes events for metrics; optional. */
   observer?: RaftHostObserver;
+  /**
+   * Takes snapshot messages instead of `sink` (streams them to the follower), and reports
+   * the outcome through reportSnapshot(). Without it the sink gets them as one message.
+   */
+  snapshotSender?: (shardId: number, message: Message) => void;
 }
 
 export interface RaftHostObserver {
@@ -133,6 +138,8 @@ class Group {
   durableTerm = -1;
   durableVote = -1;
   busy = false;
+  /** Whether a leader holding this node to entries it lost was logged (once per life). */
+  lostLogReported = false;
 
   constructor(
     readonly options: RaftGroupOptions,
@@ -185,6 +192,16 @@ export class RaftHost {
     return this.#group(shardId).node.status();
   }
 
+  /** Where the group's log starts and ends, and the index of its snapshot. */
+  logBounds(shardId: number): { firstIndex: number; lastIndex: number; snapshotIndex: number } {
+    const store = this.#group(shardId).options.store;
+    return {
+      firstIndex: store.firstIndex(),
+      lastIndex: store.lastIndex(),
+      snapshotIndex: store.snapshot().meta.index,
+    };
+  }
+
   /** Membership as the group currently sees it. */
   conf(shardId: number): ConfState {
     return this.status(shardId).conf;
@@ -207,6 +224,25 @@ export class RaftHost {
       });
       return;
     }
+    if (message.type === "heartbeat" && message.commit > g.options.store.lastIndex()) {
+      // The leader only sends commits this node acknowledged: its log lost them (data wiped
+      // or restored from an old copy). Raft cannot take it back as it is: it must be removed
+      // and added again as a new member, and then catches up by a snapshot.
+      if (!g.lostLogReported) {
+        g.lostLogReported = true;
+        this.#options.log.error(
+          "this node's log lacks entries it acknowledged to the leader (data lost or wiped); " +
+            "remove the node from the cluster and add it again",
+          {
+            shard: shardId,
+            leader: message.from,
+            leaderCommit: message.commit,
+            lastIndex: g.options.store.lastIndex(),
+          },
+        );
+      }
+      return;
+    }
     try {
       g.node.step(message);
     } catch (e) {
@@ -226,6 +262,36 @@ export class RaftHost {
     if (g === undefined || this.#stopped) return;
     g.node.reportUnreachable(peer);
     this.#scheduleDrain();
+  }
+
+  /** How streaming a snapshot to `peer` ended (see RaftHostOptions.snapshotSender). */
+  reportSnapshot(shardId: number, peer: NodeId, status: "finish" | "failure"): void {
+    const g = this.#groups.get(shardId);
+    if (g === undefined || this.#stopped) return;
+    g.node.reportSnapshot(peer, status);
+    this.#scheduleDrain();
+  }
+
+  /**
+   * Records `snapshot` (the state machine's inline state at `snapshot.index`, which must be
+   * applied) as the group's snapshot and drops the log up to `compactTo` (<= its index), in
+   * one durable write. Entries after `compactTo` stay for followers a little behind.
+   */
+  async compact(
+    shardId: number,
+    snapshot: { index: number; data: Uint8Array },
+    compactTo: number,
+  ): Promise<void> {
+    const g = this.#group(shardId);
+    if (this.#stopped) throw new RaftUnavailableError("node is stopping");
+    assert(snapshot.index <= g.applied, `snapshot at ${snapshot.index} is past applied`);
+    assert(compactTo <= snapshot.index, "the log is compacted only behind a snapshot");
+    const store = g.options.store;
+    if (snapshot.index > store.snapshot().meta.index) {
+      store.createSnapshot(snapshot.index, this.conf(shardId), snapshot.data);
+    }
+    if (compactTo >= store.firstIndex()) store.compact(compactTo);
+    await store.persist();
   }
 
   campaign(shardId: number): void {
@@ -394,7 +460,13 @@ export class RaftHost {
       g.node.status().role === "leader" && LEADER_EARLY_MESSAGES.has(m.type) &&
       (rd.hardState === null ||
         (rd.hardState.term === g.durableTerm && rd.hardState.vote === g.durableVote));
+    const snapshotSender = this.#options.snapshotSender;
     const send = (g: Group, m: Message): void => {
+      if (m.type === "snapshot" && snapshotSender !== undefined) {
+        // Stays in snapshot state until the stream reports back.
+        snapshotSender(g.options.shardId, m);
+        return;
+      }
       this.#options.sink.send(g.options.shardId, m);
       // The transport queues a snapshot as one message; a drop comes back as unreachable,
       // which puts the follower back to probing. Otherwise it stays in snapshot state.

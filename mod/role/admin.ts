@@ -2,6 +2,7 @@
 // endpoint (KISEKI_METRICS_ADDR); commands beyond `status` arrive with the services they manage.
 
 import { formatHostPort, parseHostPort } from "../base/mod.ts";
+import type { ClusterView } from "../admin/mod.ts";
 import { loadRoleConfig, VERSION } from "./_run.ts";
 
 const USAGE = `kiseki-admin ${VERSION}: operator CLI
@@ -13,7 +14,9 @@ Usage: kiseki-admin status [--node host:port] [--json]
        kiseki-admin pools [--node host:port] [--json]
        kiseki-admin tenants shred --tenant T --yes [--node host:port] [--json]
 
-  status          health and identity of a node (its KISEKI_METRICS_ADDR endpoint)
+  status          health and identity of a node (its KISEKI_METRICS_ADDR endpoint), and the
+                  cluster as it sees it: nodes, shards (leader, term, members, commit
+                  index, log window) and chunks short of their redundancy
   s3-credentials  S3 access keys of a tenant (32 hex digits, or 'default'), through the
                   node's operator API with the token in $KISEKI_DATA_DIR/config/admin-token
   scrub           background scrub of the node's chunks: the pass underway, the last
@@ -35,6 +38,8 @@ export interface NodeStatus {
   health: string;
   ready: boolean;
   info: Record<string, string>;
+  /** GET /ui/api/cluster, or null when the node does not serve it (not a server, starting). */
+  cluster: ClusterView | null;
 }
 
 export async function main(args: string[]): Promise<number> {
@@ -88,6 +93,7 @@ export async function main(args: string[]): Promise<number> {
     ];
     const width = Math.max(...rows.map(([k]) => k.length));
     for (const [k, v] of rows) console.log(`${k.padEnd(width)}  ${v}`);
+    if (status.cluster !== null) printCluster(status.cluster);
   }
   return status.ready ? 0 : 1;
 }
@@ -321,6 +327,44 @@ async function pools(args: string[]): Promise<number> {
   return 0;
 }
 
+/** The cluster view as three tables: nodes, shards, chunks. */
+export function printCluster(view: ClusterView): void {
+  const bytes = (n: number | null) => n === null ? "?" : formatBytes(n);
+  console.log("");
+  printTable(
+    ["node", "address", "state", "devices", "capacity", "used"],
+    view.nodes.map((n) => [
+      `${n.id}${n.self ? " *" : ""}`,
+      n.address,
+      n.stateSource === "cluster" ? n.state : `${n.state} (${n.stateSource})`,
+      n.devices === null
+        ? "?"
+        : `${n.devices.filter((d) => d.status === "ok").length}/${n.devices.length} ok`,
+      bytes(n.capacityBytes),
+      bytes(n.usedBytes),
+    ]),
+  );
+  console.log("");
+  printTable(
+    ["shard", "leader", "term", "commit", "applied", "state", "members", "log"],
+    view.shards.map((s) => [
+      String(s.shardId),
+      s.leader === 0 ? "none" : String(s.leader),
+      String(s.term),
+      String(s.commit),
+      String(s.applied),
+      s.state,
+      s.members.map((m) => `${m.id}:${m.role}${m.match > 0 ? `@${m.match}` : ""}`).join(" "),
+      `${s.log.firstIndex}..${s.log.lastIndex} (snapshot ${s.log.snapshotIndex})`,
+    ]),
+  );
+  console.log("");
+  printTable(
+    ["degraded chunks", "repairing chunks"],
+    [[String(view.chunks.degraded), String(view.chunks.repairing)]],
+  );
+}
+
 function printTable(headers: string[], rows: string[][]): void {
   const widths = headers.map((h, i) => Math.max(h.length, ...rows.map((r) => r[i]!.length)));
   const line = (cells: string[]) =>
@@ -456,7 +500,10 @@ export async function fetchStatus(node: string): Promise<NodeStatus> {
   if (line) {
     for (const m of line.matchAll(/(\w+)="([^"]*)"/g)) info[m[1]!] = m[2]!;
   }
-  return { node, health: healthText, ready: health.status === 200, info };
+  const clusterAnswer = await fetch(`${base}/ui/api/cluster`, { signal });
+  const cluster = clusterAnswer.status === 200 ? await clusterAnswer.json() as ClusterView : null;
+  if (cluster === null) await clusterAnswer.body?.cancel();
+  return { node, health: healthText, ready: health.status === 200, info, cluster };
 }
 
 if (import.meta.main) Deno.exit(await main(Deno.args));

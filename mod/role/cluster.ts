@@ -8,13 +8,20 @@ import { counter, gauge, histogram, type Logger } from "../obs/mod.ts";
 import { RaftHost, type RaftHostObserver } from "../raft/host.ts";
 import type { NodeId, RaftStatus } from "../raft/mod.ts";
 import type { KvEnv, KvPageKeys } from "../disk/mod.ts";
-import { DeltaLog, LmdbRaftLogStore, openRaftLogEnv, ShardStateMachine } from "../log/mod.ts";
+import {
+  DeltaLog,
+  LmdbRaftLogStore,
+  LogCompactor,
+  openRaftLogEnv,
+  ShardStateMachine,
+} from "../log/mod.ts";
 import { readTlsMaterial, TcpRaftTransport } from "../transport/raft_transport.ts";
 import {
   CLUSTER_STATE_GROUP_ID,
   type ClusterStateGroup,
   ClusterStateMachine,
 } from "../control/mod.ts";
+import { SnapshotStreams } from "../transport/snapshot_stream.ts";
 
 /** Raft timing: a tick every 100 ms, elections after 1-2 s, heartbeats every tick. */
 export const RAFT_TICK_MS_DEFAULT = 100;
@@ -36,6 +43,8 @@ export interface Cluster {
   transport: TcpRaftTransport;
   /** The cluster-state group (CLUSTER_STATE_GROUP_ID) on the same host. */
   clusterState: ClusterStateGroup;
+  compactor: LogCompactor;
+  snapshots: SnapshotStreams;
   close(): Promise<void>;
 }
 
@@ -50,6 +59,8 @@ export interface ClusterOptions {
   pageKeys: KvPageKeys;
   /** The state machine of the cluster-state group (a fresh one when not given). */
   clusterStateMachine?: ClusterStateMachine;
+  /** Log compaction thresholds (tests shorten them). */
+  compaction?: { snapshotEntries?: number; marginEntries?: number; intervalMs?: number };
 }
 
 export async function startCluster(options: ClusterOptions): Promise<Cluster> {
@@ -64,12 +75,13 @@ export async function startCluster(options: ClusterOptions): Promise<Cluster> {
     pageKeys: options.pageKeys,
   });
 
+  const tls = config.tls ? await readTlsMaterial(config.tls) : null;
   const transport = await TcpRaftTransport.listen({
     nodeId: config.nodeId,
     clusterId: "kiseki",
     listen: config.raftAddr,
     peers,
-    tls: config.tls ? await readTlsMaterial(config.tls) : null,
+    tls,
     plaintextPeers: config.allowInsecure ? "any" : "loopback",
     logger: log.child({ component: "raft-transport" }),
   });
@@ -99,10 +111,24 @@ export async function startCluster(options: ClusterOptions): Promise<Cluster> {
         spread.observe(shard, lead, term);
       },
     },
+    // A follower too far behind for the log gets the shard's state as a stream.
+    snapshotSender: (shardId, message) => snapshots.send(shardId, message),
   });
   const dataShardIds = Array.from({ length: config.shardCount }, (_, i) => i);
   const spread = new LeaderSpread(host, config.nodeId, voters, dataShardIds);
   transport.onMessage((shardId, message) => host.step(shardId, message));
+  const snapshots: SnapshotStreams = SnapshotStreams.attach(transport, {
+    nodeId: config.nodeId,
+    clusterId: "kiseki",
+    // The transport's peers, so that members added later are reached too.
+    addressOf: (id) => transport.peerLinks().find((p) => p.id === id)?.addr ?? null,
+    tls,
+    stagingDir: `${config.dataDir.replace(/\/+$/, "")}/snapshots`,
+    parts: (shardId) => shards.get(shardId)?.stateMachine.durableParts(),
+    deliver: (shardId, message) => host.step(shardId, message),
+    report: (shardId, peer, status) => host.reportSnapshot(shardId, peer, status),
+    log: log.child({ component: "raft-snapshots" }),
+  });
   transport.onUnreachable((shardId, peerId) => host.reportUnreachable(shardId, peerId));
 
   const shards = new Map<number, { store: LmdbRaftLogStore; stateMachine: ShardStateMachine }>();
@@ -133,10 +159,24 @@ export async function startCluster(options: ClusterOptions): Promise<Cluster> {
     const stateMachine = new ShardStateMachine(shardId);
     options.onShard?.(shardId, stateMachine);
     shards.set(shardId, { store, stateMachine });
-    // Committed entries after the bootstrap snapshot replay into the shard state on every start.
-    host.addGroup({ shardId, store, stateMachine, applied: 1 });
+    // The shard state starts from its last snapshot; committed entries after it replay.
+    const snapshot = store.snapshot();
+    stateMachine.restore(snapshot);
+    host.addGroup({ shardId, store, stateMachine, applied: snapshot.meta.index });
   }
 
+  gauge<"direction" | "outcome">({
+    name: "kiseki_raft_snapshot_streams",
+    help: "Snapshot streams to and from followers too far behind for the log, since start",
+    labelNames: ["direction", "outcome"],
+    collect: (set) => {
+      const st = snapshots.stats();
+      set({ direction: "sent", outcome: "ok" }, st.sent);
+      set({ direction: "sent", outcome: "failed" }, st.sendFailures);
+      set({ direction: "received", outcome: "ok" }, st.received);
+      set({ direction: "received", outcome: "failed" }, st.receiveFailures);
+    },
+  });
   const ticker = setInterval(() => host.tick(), tickMs);
   // A lone voter, or the bootstrap node, campaigns at once instead of waiting out a timeout.
   if (voters.length === 1 || config.bootstrap) {
@@ -148,6 +188,13 @@ export async function startCluster(options: ClusterOptions): Promise<Cluster> {
   const balancer = voters.length > 1
     ? setInterval(() => spread.balance(), LEADER_BALANCE_INTERVAL_MS)
     : undefined;
+  const compactor = new LogCompactor({
+    host,
+    shards,
+    log: log.child({ component: "raft-compaction" }),
+    ...options.compaction,
+  });
+  compactor.start();
 
   const addresses = new Map<NodeId, string>(peers.map((p) => [p.id, formatHostPort(p.addr)]));
   const deltaLog = new DeltaLog({
@@ -172,9 +219,13 @@ export async function startCluster(options: ClusterOptions): Promise<Cluster> {
       propose: (command) => host.propose(CLUSTER_STATE_GROUP_ID, command),
       readIndex: () => host.readIndex(CLUSTER_STATE_GROUP_ID),
     },
+    compactor,
+    snapshots,
     async close() {
       clearInterval(ticker);
       clearInterval(balancer);
+      await compactor.stop();
+      await snapshots.close();
       await host.stop();
       await transport.close();
       await env.close();
@@ -285,6 +336,25 @@ function startShardGauges(host: RaftHost, shardIds: number[]): void {
     help: "Leader node id per shard as this node sees it (0: none)",
     labelNames: ["shard"],
     collect: (set) => each((shard, s) => set({ shard }, s.lead)),
+  });
+  gauge({
+    name: "kiseki_raft_log_entries",
+    help: "Entries in the shard's Raft log on this node (compaction keeps it bounded)",
+    labelNames: ["shard"],
+    collect: (set) => {
+      for (const id of shardIds) {
+        const b = host.logBounds(id);
+        set({ shard: String(id) }, b.lastIndex - b.firstIndex + 1);
+      }
+    },
+  });
+  gauge({
+    name: "kiseki_raft_snapshot_index",
+    help: "Index of the shard's latest snapshot on this node (the log is truncated behind it)",
+    labelNames: ["shard"],
+    collect: (set) => {
+      for (const id of shardIds) set({ shard: String(id) }, host.logBounds(id).snapshotIndex);
+    },
   });
   gauge({
     name: "kiseki_raft_is_leader",

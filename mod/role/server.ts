@@ -12,12 +12,21 @@ import {
 } from "../base/mod.ts";
 import { selectCrc32c } from "../../ffi/ec/crc32c.ts";
 import { collectProcessMetrics, gauge, log } from "../obs/mod.ts";
-import { AdminApi, adminJson, poolsRoute, ReadinessFlag, startAdminServer } from "../admin/mod.ts";
+import {
+  AdminApi,
+  adminJson,
+  AdminUi,
+  clusterViewHandler,
+  poolsRoute,
+  ReadinessFlag,
+  startAdminServer,
+} from "../admin/mod.ts";
 import { type Aead, selectAead } from "../crypto/mod.ts";
 import { type ErasureCodecFactory, selectErasureCodec } from "../ec/mod.ts";
 import { loadRoleConfig, VERSION } from "./_run.ts";
 import { DataDirError, prepareDataDir } from "./data_dir.ts";
 import { type Cluster, startCluster } from "./cluster.ts";
+import { clusterView } from "./cluster_view.ts";
 import { type EngineStack, evenShardMap, startEngineStack } from "../composition/engine_stack.ts";
 import { fromHex, TENANT_ID_BYTES } from "../composition/mod.ts";
 import { type GcBackground, loadPoolSpecs } from "../chunk/mod.ts";
@@ -113,6 +122,7 @@ async function runServer(config: Config): Promise<number> {
   // The health endpoint comes up first so that orchestration sees 503 while starting.
   let admin;
   const api = new AdminApi();
+  const ui = new AdminUi();
   let cluster: Cluster | undefined;
   let grpcServer: GrpcServer | undefined;
   let stack: EngineStack | undefined;
@@ -121,7 +131,13 @@ async function runServer(config: Config): Promise<number> {
   let gc: GcBackground | undefined;
   let scrub: ScrubService | undefined;
   try {
-    admin = startAdminServer({ addr: config.metricsAddr, readiness, api, signal: stop.signal });
+    admin = startAdminServer({
+      addr: config.metricsAddr,
+      readiness,
+      api,
+      ui,
+      signal: stop.signal,
+    });
   } catch (e) {
     logger.error(`cannot listen on KISEKI_METRICS_ADDR=${formatHostPort(config.metricsAddr)}`, {
       error: e,
@@ -361,6 +377,13 @@ async function runServer(config: Config): Promise<number> {
         report: () => (fabric?.store ?? chunkStore).poolReport(),
         gc: () => gcStats,
       }]),
+    );
+    const metadataPlane = cluster!;
+    ui.mount(
+      "/ui/api/cluster",
+      clusterViewHandler(() =>
+        clusterView({ cluster: metadataPlane, localPools: () => [chunkStore.poolReport()] })
+      ),
     );
     readiness.set(true, "ready");
     ready.set({}, 1);

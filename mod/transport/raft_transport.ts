@@ -651,6 +651,15 @@ export class TcpRaftTransport implements RaftTransport {
     return { ...this.#stats };
   }
 
+  /** Each peer's link as this node sees it: up, down (failing), or never tried yet. */
+  peerLinks(): { id: NodeId; addr: HostPort; link: "up" | "down" | "never" }[] {
+    return [...this.#links.values()].map((l) => ({
+      id: l.id,
+      addr: l.addr,
+      link: l.state === "connected" ? "up" : l.failures > 0 || l.everConnected ? "down" : "never",
+    }));
+  }
+
   onMessage(handler: RaftMessageHandler): void {
     this.#onMessage = handler;
   }

@@ -6,12 +6,13 @@
 import {
   AeadPayloadCipher,
   CompositionService,
+  namespaceRoutingKey,
   type PayloadCipher,
   toHex,
 } from "../composition/mod.ts";
 import { chooseAead } from "../crypto/mod.ts";
 import type { KvEnv } from "../disk/mod.ts";
-import type { DeltaLog, ShardMap, ShardStateMachine } from "../log/mod.ts";
+import { type DeltaLog, shardForKey, type ShardMap, type ShardStateMachine } from "../log/mod.ts";
 import { createLogger, type Logger } from "../obs/mod.ts";
 import { evenShardMap, startLocalMetadataPlane } from "../composition/engine_stack.ts";
 import type { RaftHost } from "../raft/host.ts";
@@ -105,22 +106,34 @@ export async function startSingleNode(options: SingleNodeOptions = {}): Promise<
     logger,
     ...options.viewOptions,
   });
+  const shardMap = evenShardMap(shardCount);
+  // As the engine stack wires them: the log is kept until the views hold it.
+  const attach = (shardId: number, sm: ShardStateMachine) => {
+    views.attach(shardId, sm);
+    sm.addDurablePart(
+      views.snapshotPart(
+        shardId,
+        (ns) => shardForKey(shardMap, namespaceRoutingKey(ns)) === shardId,
+      ),
+    );
+  };
   const plane = await startLocalMetadataPlane({
     dataDir: dir,
     pageKeys,
     shardCount,
     logger,
     raftMapBytes: 64 << 20,
-    onShard: options.attachLate ? undefined : (shardId, sm) => views.attach(shardId, sm),
+    onShard: options.attachLate ? undefined : (shardId, sm) => attach(shardId, sm),
   });
   const { host, deltaLog, stateMachines } = plane;
   if (options.attachLate) {
     // Let the host replay its log first, then attach: the views must catch up by reading.
-    for (const shardId of stateMachines.keys()) await deltaLog.read(shardId, 0, 1, true);
-    for (const [shardId, sm] of stateMachines) views.attach(shardId, sm);
+    for (const [shardId, sm] of stateMachines) {
+      await deltaLog.read(shardId, sm.lastApplied + 1, 1, true);
+    }
+    for (const [shardId, sm] of stateMachines) attach(shardId, sm);
   }
   views.start(deltaLog);
-  const shardMap = evenShardMap(shardCount);
   const service = new CompositionService({
     committer: deltaLog,
     cipher,

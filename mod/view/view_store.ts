@@ -54,7 +54,13 @@ import {
   type KvTxn,
   openKvEnv,
 } from "../disk/mod.ts";
-import { type Delta, type DeltaListener, READ_DELTAS_PAGE_MAX, type ShardId } from "../log/mod.ts";
+import {
+  type Delta,
+  type DeltaListener,
+  type DurableSnapshotPart,
+  READ_DELTAS_PAGE_MAX,
+  type ShardId,
+} from "../log/mod.ts";
 import { log as rootLog, type Logger } from "../obs/mod.ts";
 import {
   type Fold,
@@ -65,6 +71,7 @@ import {
   type ViewTables,
 } from "./_fold.ts";
 import { successor } from "./_ordered.ts";
+import { clearShardViews, exportShardViews, installShardViews } from "./_shard_snapshot.ts";
 import { committed, Overlay } from "./_overlay.ts";
 import {
   decodeNamespace,
@@ -202,6 +209,12 @@ const META_REBUILDING = utf8("rebuilding");
 /** Set by dropTenant(), cleared by rekey(): dropped records may linger in free pages. */
 const META_REKEY_DUE = utf8("rekey_due");
 const META_WATERMARK = utf8("wm");
+/** Present while a shard's views are replaced by a snapshot (its records are incomplete). */
+const META_INSTALLING = utf8("installing");
+
+function installingKey(shardId: ShardId): Uint8Array {
+  return concatBytes(META_INSTALLING, u32Bytes(shardId));
+}
 
 function watermarkKey(shardId: ShardId): Uint8Array {
   return concatBytes(META_WATERMARK, u32Bytes(shardId));
@@ -222,6 +235,11 @@ interface ShardState {
   behind: boolean;
   /** Bumped whenever the queue is dropped: a catch-up read must start after the last drop. */
   generation: number;
+  /**
+   * The shard's records are being replaced by a snapshot, or a replacement was cut short:
+   * nothing is folded until one completes (the log before the snapshot may be gone).
+   */
+  installing: boolean;
   waiters: { sequence: number; resolve: () => void; reject: (e: Error) => void }[];
 }
 
@@ -241,6 +259,8 @@ export class ViewStore implements CompositionViews {
   readonly #shards = new Map<ShardId, ShardState>();
   readonly #persisted = new Map<ShardId, number>();
   readonly #outcomes = new Map<string, OutcomeWaiter>();
+  /** Shards whose views a snapshot is replacing, with the namespaces each owns. */
+  readonly #installing = new Map<ShardId, (namespaceId: Uint8Array) => boolean>();
   #source: DeltaSource | null = null;
   #loop: Promise<void> | null = null;
   #wake: (() => void) | null = null;
@@ -326,8 +346,14 @@ export class ViewStore implements CompositionViews {
       // Whatever was applied before this attach (or before start) comes from the source.
       behind: true,
       generation: 0,
+      installing: this.#tables.meta.getSync(installingKey(shardId)) !== undefined,
       waiters: [],
     };
+    if (s.installing) {
+      this.#log.warn("a snapshot install of the shard's views was cut short; waiting for another", {
+        shard: shardId,
+      });
+    }
     this.#shards.set(shardId, s);
     feed.onDelta(this.#listener(s));
     this.#wakeUp();
@@ -566,12 +592,101 @@ export class ViewStore implements CompositionViews {
 
   // ---- reads (CompositionViews) ----------------------------------------------------------
 
+  /**
+   * The shard's views as a durable snapshot part: durable up to the shard's watermark,
+   * exported and installed between fold batches. `owns` tells the namespaces the shard
+   * orders (by their routing key).
+   */
+  snapshotPart(shardId: ShardId, owns: (namespaceId: Uint8Array) => boolean): DurableSnapshotPart {
+    // An install cut short by a crash: its namespaces stay unreadable until one completes.
+    if (this.#shards.get(shardId)?.installing) this.#installing.set(shardId, owns);
+    return {
+      name: "views",
+      durableIndex: () => this.watermark(shardId),
+      export: async (write, atLeast) => {
+        let index = 0;
+        await this.#task(async () => {
+          const s = this.#shards.get(shardId);
+          if (s === undefined || s.installing || s.folded < atLeast) {
+            // Not waited for: the stream would sit idle; the leader asks again later.
+            throw new CompositionError(
+              "unavailable",
+              `the views of shard ${shardId} are not at ${atLeast} yet`,
+            );
+          }
+          index = s.folded;
+          const records = await exportShardViews(this.#tables, owns, write);
+          this.#log.info("views of a shard exported for a snapshot", {
+            shard: shardId,
+            index,
+            records,
+          });
+        });
+        return index;
+      },
+      install: (chunks, index) =>
+        this.#task(async () => {
+          const s = this.#shards.get(shardId);
+          assert(s !== undefined, `shard ${shardId} is not attached`);
+          if (!s.installing && s.folded >= index) {
+            for await (const _ of chunks) { /* already there: drain the stream */ }
+            return;
+          }
+          s.installing = true;
+          this.#installing.set(shardId, owns);
+          await this.#env.transaction((txn) =>
+            txn.put(this.#tables.meta, installingKey(shardId), Uint8Array.of(1))
+          );
+          const cleared = await clearShardViews(this.#env, this.#tables, owns);
+          const records = await installShardViews(this.#env, this.#tables, chunks);
+          await this.#env.transaction((txn) => {
+            txn.put(this.#tables.meta, watermarkKey(shardId), u64Bytes(index));
+            txn.delete(this.#tables.meta, installingKey(shardId));
+          });
+          s.queue = [];
+          s.head = 0;
+          s.queueBytes = 0;
+          s.folded = s.collected = s.enqueued = index;
+          s.behind = true;
+          s.generation++;
+          s.installing = false;
+          this.#installing.delete(shardId);
+          this.#persisted.set(shardId, index);
+          const ready = s.waiters.filter((w) => w.sequence <= index);
+          s.waiters = s.waiters.filter((w) => w.sequence > index);
+          for (const w of ready) w.resolve();
+          this.#log.info("views of a shard replaced by a snapshot", {
+            shard: shardId,
+            index,
+            cleared,
+            records,
+          });
+        }),
+    };
+  }
+
+  /** Runs `run` between fold batches. */
+  #task(run: () => Promise<void>): Promise<void> {
+    assert(this.#loop !== null, "a view task before start()");
+    if (this.#failure !== null) return Promise.reject(this.#failure);
+    return new Promise<void>((resolve, reject) => {
+      if (this.#tasks.length >= VIEW_TASKS_MAX) {
+        reject(new CompositionError("unavailable", "too many view maintenance tasks queued"));
+        return;
+      }
+      this.#tasks.push({ run, resolve, reject });
+      this.#wakeUp();
+    });
+  }
+
   namespace(namespaceId: Uint8Array): Namespace | undefined {
+    this.#checkReadable(namespaceId);
     const bytes = this.#tables.ns.getSync(namespaceId);
     return bytes === undefined ? undefined : publicNamespace(decodeNamespace(namespaceId, bytes));
   }
 
   namespaces(tenantId: Uint8Array): Namespace[] {
+    this.#checkReadable(null);
     const out: Namespace[] = [];
     for (const e of this.#tables.nsTenant.range({ start: tenantId, end: successor(tenantId) })) {
       const ns = this.namespace(e.value);
@@ -582,18 +697,22 @@ export class ViewStore implements CompositionViews {
   }
 
   object(namespaceId: Uint8Array, key: string): Composition | undefined {
+    this.#checkReadable(namespaceId);
     return this.#bucket.object(namespaceId, key);
   }
 
   list(namespaceId: Uint8Array, options: ListObjectsOptions): ListObjectsResult {
+    this.#checkReadable(namespaceId);
     return this.#bucket.list(namespaceId, options);
   }
 
   upload(namespaceId: Uint8Array, uploadId: Uint8Array): Upload | undefined {
+    this.#checkReadable(namespaceId);
     return this.#bucket.upload(namespaceId, uploadId);
   }
 
   listUploads(namespaceId: Uint8Array, options: ListUploadsOptions): ListUploadsResult {
+    this.#checkReadable(namespaceId);
     return this.#bucket.listUploads(namespaceId, options);
   }
 
@@ -602,26 +721,46 @@ export class ViewStore implements CompositionViews {
     uploadId: Uint8Array,
     options: ListPartsOptions,
   ): ListPartsResult | undefined {
+    this.#checkReadable(namespaceId);
     return this.#bucket.listParts(namespaceId, uploadId, options);
   }
 
   inode(namespaceId: Uint8Array, inode: number): Inode | undefined {
+    this.#checkReadable(namespaceId);
     return this.#posix.inode(namespaceId, inode);
   }
 
   lookup(namespaceId: Uint8Array, parent: number, name: string): Inode | undefined {
+    this.#checkReadable(namespaceId);
     return this.#posix.lookup(namespaceId, parent, name);
   }
 
   readdir(namespaceId: Uint8Array, directory: number, options: ReaddirOptions): ReaddirResult {
+    this.#checkReadable(namespaceId);
     return this.#posix.readdir(namespaceId, directory, options);
+  }
+
+  /**
+   * Refuses reads of a namespace whose shard's views are being replaced by a snapshot (or of
+   * every namespace, for null): half-replaced records must not be served.
+   */
+  #checkReadable(namespaceId: Uint8Array | null): void {
+    if (this.#installing.size === 0) return;
+    for (const owns of this.#installing.values()) {
+      if (namespaceId === null || owns(namespaceId)) {
+        throw new CompositionError(
+          "unavailable",
+          "this node is installing a snapshot of the namespace's shard; try again shortly",
+        );
+      }
+    }
   }
 
   // ---- the fold loop -----------------------------------------------------------------------
 
   #listener(s: ShardState): DeltaListener {
     return (delta) => {
-      if (this.#closing || delta.sequence <= s.enqueued) return;
+      if (this.#closing || s.installing || delta.sequence <= s.enqueued) return;
       s.enqueued = delta.sequence;
       const bytes = delta.payload.length + delta.chunkRefs.length * 32 + 128;
       if (
@@ -672,7 +811,9 @@ export class ViewStore implements CompositionViews {
 
   #hasWork(): boolean {
     if (this.#dirty || this.#rebuildRequested || this.#tasks.length > 0) return true;
-    for (const s of this.#shards.values()) if (s.behind || s.head < s.queue.length) return true;
+    for (const s of this.#shards.values()) {
+      if (!s.installing && (s.behind || s.head < s.queue.length)) return true;
+    }
     return false;
   }
 
@@ -689,6 +830,7 @@ export class ViewStore implements CompositionViews {
     for (const s of [...shards.slice(first), ...shards.slice(0, first)]) {
       const room = this.#batchDeltasMax - out.length;
       if (room <= 0 || this.#closing) break;
+      if (s.installing) continue;
       if (s.behind) {
         const generation = s.generation;
         const from = s.collected === 0 ? 0 : s.collected + 1;

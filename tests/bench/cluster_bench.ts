@@ -77,7 +77,7 @@ interface Target {
 }
 
 async function target(node: Node): Promise<Target> {
-  const file = `${node.dir}/config/s3-credentials`;
+  const file = `${node.dir}.s3-credentials`;
   const r = await run(AWS, [
     "--endpoint-url",
     `http://${node.host}:${PORTS.s3}`,

@@ -107,7 +107,7 @@ Deno.test("chunks spread over three server processes, survive a killed node and 
   const aws = async (...args: string[]) => {
     const r = await run(AWS, ["--endpoint-url", endpoint, ...args], {
       env: {
-        AWS_SHARED_CREDENTIALS_FILE: `${n1.dir}/config/s3-credentials`,
+        AWS_SHARED_CREDENTIALS_FILE: `${n1.dir}.s3-credentials`,
         AWS_CONFIG_FILE: "/dev/null",
         AWS_DEFAULT_REGION: "us-east-1",
       },

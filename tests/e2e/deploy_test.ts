@@ -435,6 +435,7 @@ interface ComposeService {
   ports?: ComposePort[];
   volumes?: string[] | { source: string; target: string }[];
   hostname?: string;
+  healthcheck?: { test?: string[] | string };
 }
 interface ComposeConfig {
   services: Record<string, ComposeService>;
@@ -576,6 +577,14 @@ if (DOCKER_COMPOSE === null) {
         insecureClusterProblem({ ...config, allowInsecure: false }) ?? "",
         /KISEKI_RAFT_PEERS names 3 nodes but mTLS is not configured/,
       );
+      // The health check asks the node's own metrics port, which also serves the cluster
+      // view (/ui/api/cluster) the file's header points at.
+      assert.deepEqual(node.healthcheck?.test, [
+        "CMD",
+        "curl",
+        "-fsS",
+        `http://127.0.0.1:${config.metricsAddr.port}/health`,
+      ]);
       // Container ports the host ports map to are the ones the node listens on.
       assert.deepEqual(
         [
