@@ -382,7 +382,15 @@ async function runServer(config: Config): Promise<number> {
     ui.mount(
       "/ui/api/cluster",
       clusterViewHandler(() =>
-        clusterView({ cluster: metadataPlane, localPools: () => [chunkStore.poolReport()] })
+        clusterView({
+          cluster: metadataPlane,
+          localPools: () => [(fabric?.store ?? chunkStore).poolReport()],
+          // Degraded chunks are those this node wrote with less than full redundancy; the
+          // repairer works through them in the background.
+          chunks: fabric === undefined
+            ? undefined
+            : () => ({ degraded: fabric!.store.degradedCount(), repairing: 0 }),
+        })
       ),
     );
     readiness.set(true, "ready");
