@@ -10,7 +10,7 @@ import {
   type EngineStackOptions,
   startEngineStack,
   startLocalMetadataPlane,
-} from "./engine_stack.ts";
+} from "../role/engine_stack.ts";
 import type { NamespaceRef } from "./namespace.ts";
 import { hmacChunkId, sha256ChunkId, splitChunks } from "../chunk/mod.ts";
 import { ObjectEngine, ObjectPartError, ObjectRangeError, resolvePart } from "./object_engine.ts";

@@ -1,6 +1,6 @@
 import assert from "node:assert/strict";
 import { createHash } from "node:crypto";
-import { type EngineStack, startEngineStack } from "../composition/engine_stack.ts";
+import { type EngineStack, startEngineStack } from "../role/engine_stack.ts";
 import { createLogger } from "../obs/mod.ts";
 import { type NfsGateway, startNfsGateway } from "./gateway.ts";
 import { NF3DIR, NF3LNK, Nfs3Client } from "./nfs3_client.ts";

@@ -28,7 +28,7 @@ import {
   ClusterStateUnavailableError,
 } from "../control/mod.ts";
 import { CompositionError } from "../composition/mod.ts";
-import type { EngineKeys } from "../composition/engine_stack.ts";
+import type { EngineKeys } from "./engine_stack.ts";
 import { LocalCredentialStore } from "../s3/mod.ts";
 import type { TcpRaftTransport, TlsMaterial } from "../transport/mod.ts";
 

@@ -27,7 +27,7 @@ import { loadRoleConfig, VERSION } from "./_run.ts";
 import { DataDirError, prepareDataDir } from "./data_dir.ts";
 import { type Cluster, startCluster } from "./cluster.ts";
 import { clusterView } from "./cluster_view.ts";
-import { type EngineStack, evenShardMap, startEngineStack } from "../composition/engine_stack.ts";
+import { type EngineStack, evenShardMap, startEngineStack } from "./engine_stack.ts";
 import { fromHex, TENANT_ID_BYTES } from "../composition/mod.ts";
 import { type GcBackground, loadPoolSpecs } from "../chunk/mod.ts";
 import { announceDefaultTenant, startS3Gateway } from "./s3.ts";

@@ -25,7 +25,7 @@ import {
   type EngineStack,
   type EngineStackOptions,
   startEngineStack,
-} from "../composition/engine_stack.ts";
+} from "../role/engine_stack.ts";
 import { missingPart } from "../base/mod.ts";
 import { createLogger } from "../obs/mod.ts";
 import type { S3Backend } from "./backend.ts";

@@ -14,7 +14,7 @@ import { chooseAead } from "../crypto/mod.ts";
 import type { KvEnv } from "../disk/mod.ts";
 import { type DeltaLog, shardForKey, type ShardMap, type ShardStateMachine } from "../log/mod.ts";
 import { createLogger, type Logger } from "../obs/mod.ts";
-import { evenShardMap, startLocalMetadataPlane } from "../composition/engine_stack.ts";
+import { evenShardMap, startLocalMetadataPlane } from "../role/engine_stack.ts";
 import type { RaftHost } from "../raft/host.ts";
 import { defaultShimOptions } from "../../ffi/loader.ts";
 import { SealedPageKeys } from "../keys/mod.ts";

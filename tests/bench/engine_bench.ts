@@ -19,7 +19,7 @@ import { crc32c, crc32cImplementation, installCrc32c } from "../../mod/base/mod.
 import { SOURCE_FFI_DIR } from "../../ffi/loader.ts";
 import { selectCrc32c } from "../../ffi/ec/crc32c.ts";
 import { cdcParams, ContentDefinedChunker } from "../../mod/chunk/mod.ts";
-import { startEngineStack } from "../../mod/composition/engine_stack.ts";
+import { startEngineStack } from "../../mod/role/engine_stack.ts";
 import type { NamespaceRef } from "../../mod/composition/mod.ts";
 import { ObjectEngine } from "../../mod/composition/object_engine.ts";
 import {

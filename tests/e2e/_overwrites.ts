@@ -2,7 +2,7 @@
 // chunk store), then the size of raft/ next to the live data. Shared by the log compaction
 // test (short) and `deno task campaign:compaction` (1,000,000 overwrites, by hand).
 
-import { type LocalMetadataPlane, startEngineStack } from "../../mod/composition/engine_stack.ts";
+import { type LocalMetadataPlane, startEngineStack } from "../../mod/role/engine_stack.ts";
 import { createLogger } from "../../mod/obs/mod.ts";
 
 export const OVERWRITE_TENANT: Uint8Array = Uint8Array.from([0x6f, ...new Array(14).fill(0), 9]);

@@ -46,7 +46,7 @@ import {
 } from "./_role.ts";
 import { ROLE_TABLE } from "../../mod/role/mod.ts";
 import { ROOT_INODE, toHex } from "../../mod/composition/mod.ts";
-import { startEngineStack } from "../../mod/composition/engine_stack.ts";
+import { startEngineStack } from "../../mod/role/engine_stack.ts";
 import { createLogger } from "../../mod/obs/mod.ts";
 import { bodyOf, canary, filesUnder, type Finding, needlesOf, report, scan } from "./_canaries.ts";
 

@@ -15,7 +15,7 @@ import assert from "node:assert/strict";
 import { Buffer } from "node:buffer";
 import { createHash } from "node:crypto";
 import { Prng } from "../../mod/base/mod.ts";
-import { type EngineStack, startEngineStack } from "../../mod/composition/engine_stack.ts";
+import { type EngineStack, startEngineStack } from "../../mod/role/engine_stack.ts";
 import { CompositionError } from "../../mod/composition/mod.ts";
 import { createLogger } from "../../mod/obs/mod.ts";
 import {

@@ -8,7 +8,7 @@
 // Object bodies are crashBody(seed, size): the test regenerates them to compare bytes.
 
 import { Prng } from "../../mod/base/mod.ts";
-import { startEngineStack } from "../../mod/composition/engine_stack.ts";
+import { startEngineStack } from "../../mod/role/engine_stack.ts";
 import { CompositionError } from "../../mod/composition/mod.ts";
 import { createLogger } from "../../mod/obs/mod.ts";
 

@@ -3,7 +3,7 @@
 // the compacted log serves every key's last value.
 
 import assert from "node:assert/strict";
-import { startEngineStack } from "../../mod/composition/engine_stack.ts";
+import { startEngineStack } from "../../mod/role/engine_stack.ts";
 import { createLogger } from "../../mod/obs/mod.ts";
 import { OVERWRITE_TENANT, overwriteValue, runOverwrites } from "./_overwrites.ts";
 

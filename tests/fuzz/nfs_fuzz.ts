@@ -5,7 +5,7 @@
 // calls afterwards. Seeded: the same seed replays the same inputs.
 
 import { Prng } from "../../mod/base/mod.ts";
-import { startEngineStack } from "../../mod/composition/engine_stack.ts";
+import { startEngineStack } from "../../mod/role/engine_stack.ts";
 import { startNfsGateway } from "../../mod/nfs/mod.ts";
 import { MOUNT_PROGRAM } from "../../mod/nfs/mount.ts";
 import { NFS_PROGRAM } from "../../mod/nfs/nfs3.ts";

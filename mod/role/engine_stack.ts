@@ -2,7 +2,9 @@
 // built-in tenant KMS in keys/, a pool of file devices with EC (or copies) in chunks/, the
 // metadata plane (lmdb Raft log, one single-voter Raft group per shard, ShardStateMachine,
 // DeltaLog) in raft/, the views in views/, the composition service and the engine on top.
-// Tests, the crash harness and the benchmark start it; the server reuses its parts.
+// Tests, the crash harness and the benchmark start it; the server reuses its parts. It lives
+// with the roles because it picks implementations (AEAD, erasure codec, disk, KMS), which
+// only roles do; composition and view no longer depend on each other through it.
 
 import { assert, HybridLogicalClock, Prng, SystemClock } from "../base/mod.ts";
 import {
@@ -42,11 +44,15 @@ import { log as rootLog, type Logger } from "../obs/mod.ts";
 import { RaftHost } from "../raft/host.ts";
 import { openViewEnv, ViewStore } from "../view/mod.ts";
 import { defaultShimOptions, type ShimOptions } from "../../ffi/loader.ts";
-import { fromHex, utf8 } from "./bytes.ts";
-import { CompositionService } from "./service.ts";
-import { ObjectEngine, type ObjectEngineOptions, type TenantDedup } from "./object_engine.ts";
-import { KmsPayloadCipher, kmsTenantName } from "./tenant_payload_cipher.ts";
-import { namespaceRoutingKey } from "./namespace.ts";
+import { fromHex, utf8 } from "../composition/bytes.ts";
+import { CompositionService } from "../composition/service.ts";
+import {
+  ObjectEngine,
+  type ObjectEngineOptions,
+  type TenantDedup,
+} from "../composition/object_engine.ts";
+import { KmsPayloadCipher, kmsTenantName } from "../composition/tenant_payload_cipher.ts";
+import { namespaceRoutingKey } from "../composition/namespace.ts";
 
 /** Shards of the local metadata plane unless configured. */
 export const ENGINE_STACK_SHARDS_DEFAULT = 2;
