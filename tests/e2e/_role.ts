@@ -167,7 +167,7 @@ export async function readS3Credentials(
       text = await Deno.readTextFile(path);
       break;
     } catch (e) {
-      if (!(e instanceof Deno.errors.NotFound) || attempt >= 50) throw e;
+      if (!(e instanceof Deno.errors.NotFound) || attempt >= 150) throw e;
       await new Promise((r) => setTimeout(r, 200));
     }
   }

@@ -102,10 +102,12 @@ Deno.test({
       const oldRoles = await import(`file://${oldTree}/tests/e2e/_role.ts`) as RoleModule;
       const addrs = testAddrs(HOST_OCTET);
       const env = { ...addrs, KISEKI_DATA_DIR: dataDir, KISEKI_POOLS: POOL };
+      // The old node wrote its first S3 key into the data dir; this one moves it beside it.
+      let credentials = `${dataDir}/config/s3-credentials`;
       const aws = (...args: string[]) =>
         run(AWS, ["--endpoint-url", `http://${addrs.KISEKI_S3_ADDR}`, ...args], {
           env: {
-            AWS_SHARED_CREDENTIALS_FILE: `${dataDir}.s3-credentials`,
+            AWS_SHARED_CREDENTIALS_FILE: credentials,
             AWS_CONFIG_FILE: "/dev/null",
             AWS_DEFAULT_REGION: "us-east-1",
           },
@@ -164,6 +166,8 @@ Deno.test({
       // 2. This node upgrades the directory in place and reads everything back.
       for (const label of ["first start after the upgrade", "second start"]) {
         role = await start({ startRole, testAddrs }, label);
+        credentials = `${dataDir}.s3-credentials`;
+        await assert.rejects(Deno.stat(`${dataDir}/config/s3-credentials`), Deno.errors.NotFound);
         await ok("get small", aws("s3", "cp", `s3://${bucket}/${key}`, `${work}/small.back`));
         await ok("get big", aws("s3", "cp", `s3://${bucket}/${bigKey}`, `${work}/big.back`));
         assert.deepEqual(await Deno.readFile(`${work}/small.back`), small, label);

@@ -11,6 +11,7 @@ import assert from "node:assert/strict";
 import type { Config } from "../../mod/base/mod.ts";
 import {
   AeadPayloadCipher,
+  CompositionError,
   CompositionService,
   type NamespaceRef,
   namespaceRoutingKey,
@@ -124,13 +125,29 @@ async function until(what: string, check: () => boolean | Promise<boolean>): Pro
   }
 }
 
+/**
+ * Overwrites every key once. A write refused as unavailable (an election after a node left,
+ * slow on a loaded machine) is sent again, as a client would; it was never acknowledged.
+ */
 async function putRound(service: CompositionService, ns: NamespaceRef, round: number) {
   for (let k = 0; k < KEYS; k += 8) {
     await Promise.all(
-      Array.from({ length: Math.min(8, KEYS - k) }, (_, j) => {
+      Array.from({ length: Math.min(8, KEYS - k) }, async (_, j) => {
         const key = `k${k + j}`;
         const body = utf8(`${key}@${round}`);
-        return service.put(ns, key, { inline: body, size: body.length, etag: `r${round}` });
+        const deadline = Date.now() + DEADLINE_MS;
+        for (;;) {
+          try {
+            return await service.put(ns, key, {
+              inline: body,
+              size: body.length,
+              etag: `r${round}`,
+            });
+          } catch (e) {
+            if (!(e instanceof CompositionError && e.code === "unavailable")) throw e;
+            if (Date.now() > deadline) throw e;
+          }
+        }
       }),
     );
   }
