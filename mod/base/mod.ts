@@ -1,7 +1,7 @@
 // Base: assertions, configuration, buffer pools, seeded randomness. Depends on nothing.
 export { assert, AssertionError, unreachable } from "./assert.ts";
 export { BufferPool } from "./buffer_pool.ts";
-export { bytesEqual, concatBytes, getU64LE, setU64LE } from "./bytes.ts";
+export { bytesEqual, concatBytes, fromHex, getU64LE, setU64LE, toHex } from "./bytes.ts";
 export type { BufferPoolOptions, BufferPoolStats } from "./buffer_pool.ts";
 export {
   CONFIG_VARIABLE_NAMES,

@@ -9,6 +9,7 @@
 // async round trip costs ~40 µs a call); HMAC-SHA256 measured alike.
 
 import { createHash, createHmac } from "node:crypto";
+import { toHex } from "../base/mod.ts";
 
 export const CHUNK_ID_BYTES = 32;
 /** Shortest tenant dedup key accepted (HMAC-SHA256 keys shorter than the hash are weak). */
@@ -85,13 +86,9 @@ export function chunkIdFromBytes(bytes: Uint8Array): ChunkId {
   return own(bytes);
 }
 
-const HEX = Array.from({ length: 256 }, (_, i) => i.toString(16).padStart(2, "0"));
-
 /** Lower-case hex, 64 characters. */
 export function chunkIdToHex(id: ChunkId): string {
-  let out = "";
-  for (let i = 0; i < id.length; i++) out += HEX[id[i]!];
-  return out;
+  return toHex(id);
 }
 
 function nibble(code: number): number {

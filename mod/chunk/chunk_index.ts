@@ -3,7 +3,7 @@
 // updates both. Also the queue of unreferenced chunks GC works through, and small cursors.
 
 import { createHash } from "node:crypto";
-import { assert, crc32c, getU64LE, setU64LE } from "../base/mod.ts";
+import { assert, crc32c, getU64LE, setU64LE, toHex } from "../base/mod.ts";
 import type { KvEnv, KvTable, KvTxn } from "../disk/mod.ts";
 import type { Durability } from "./pool.ts";
 
@@ -163,9 +163,7 @@ export function decodeChunkEntry(bytes: Uint8Array): ChunkEntry {
   }
   const tenants: string[] = [];
   for (let i = 0; i < t; i++) {
-    let tag = "";
-    for (let j = 0; j < 8; j++) tag += bytes[at + j]!.toString(16).padStart(2, "0");
-    tenants.push(tag);
+    tenants.push(toHex(bytes.subarray(at, at + 8)));
     at += 8;
   }
   const refcount = view.getUint32(8, true);

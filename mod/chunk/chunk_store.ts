@@ -8,7 +8,7 @@
 // written form the next batch (group commit): one write and one sync per device, one lmdb
 // commit, for all of them.
 
-import { assert } from "../base/mod.ts";
+import { assert, toHex } from "../base/mod.ts";
 import type { ShimOptions } from "../../ffi/loader.ts";
 import {
   type Disk,
@@ -1578,13 +1578,8 @@ function asStoreError(e: unknown, what: string): ChunkStoreError {
   return new ChunkStoreError("io", `${what}: ${(e as Error).message}`, { cause: e });
 }
 
-const HEX = Array.from({ length: 256 }, (_, i) => i.toString(16).padStart(2, "0"));
-
-export function hex(bytes: Uint8Array): string {
-  let out = "";
-  for (let i = 0; i < bytes.length; i++) out += HEX[bytes[i]!];
-  return out;
-}
+/** Lower-case hex of a chunk id (and any bytes). */
+export const hex = toHex;
 
 /**
  * The default device opener: a file-backed (or block) device through selectDisk(). A device

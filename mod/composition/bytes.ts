@@ -182,19 +182,4 @@ export class ByteReader {
   }
 }
 
-/** Lower-case hex. */
-export function toHex(bytes: Uint8Array): string {
-  let out = "";
-  for (const b of bytes) out += b.toString(16).padStart(2, "0");
-  return out;
-}
-
-/** Parses lower- or upper-case hex of exactly `length` bytes; null otherwise. */
-export function fromHex(text: string, length: number): Uint8Array | null {
-  if (text.length !== length * 2 || !/^[0-9a-fA-F]*$/.test(text)) return null;
-  const out = new Uint8Array(length);
-  for (let i = 0; i < length; i++) out[i] = parseInt(text.slice(i * 2, i * 2 + 2), 16);
-  return out;
-}
-
-export { bytesEqual, concatBytes } from "../base/mod.ts";
+export { bytesEqual, concatBytes, fromHex, toHex } from "../base/mod.ts";

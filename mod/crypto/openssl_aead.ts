@@ -20,7 +20,7 @@ import {
   loadAeadShim,
 } from "../../ffi/aead/bindings.ts";
 import type { ShimOptions } from "../../ffi/loader.ts";
-import { assert } from "../base/mod.ts";
+import { assert, toHex } from "../base/mod.ts";
 import {
   type Aead,
   AEAD_BATCH_ITEMS_MAX,
@@ -346,7 +346,7 @@ export class OpensslAead implements Aead {
     if (this.#shim.seal(this.#cache, key, nonce, new Uint8Array(16), new Uint8Array(0), sealed)) {
       return "seal returned an error";
     }
-    const hex = Array.from(sealed, (b) => b.toString(16).padStart(2, "0")).join("");
+    const hex = toHex(sealed);
     if (hex !== expected) return `seal produced ${hex}`;
     const plain = new Uint8Array(16).fill(1);
     if (this.#shim.open(this.#cache, key, nonce, sealed, new Uint8Array(0), plain)) {

@@ -5,7 +5,7 @@
 // transport (cluster_key_exchange.ts), or later from the key server. The ClusterKeySource
 // port is that seam.
 
-import { concatBytes } from "../base/mod.ts";
+import { concatBytes, toHex } from "../base/mod.ts";
 import {
   type Aead,
   AEAD_KEY_BYTES,
@@ -48,7 +48,7 @@ export async function clusterKeyCheck(key: Uint8Array): Promise<string> {
     ["sign"],
   );
   const mac = new Uint8Array(await crypto.subtle.sign("HMAC", hmac, CHECK_LABEL));
-  return [...mac.subarray(0, 16)].map((b) => b.toString(16).padStart(2, "0")).join("");
+  return toHex(mac.subarray(0, 16));
 }
 
 /** Seals and opens cluster-state secrets under the cluster key, each bound to its purpose. */

@@ -4,7 +4,7 @@
 // data key wrapped by the tenant's KEK. Destroying the KEK is crypto-shred: every wrapped
 // data key, and so every payload, of that tenant stops opening.
 
-import { assert, type Clock, concatBytes, SystemClock } from "../base/mod.ts";
+import { assert, type Clock, concatBytes, SystemClock, toHex } from "../base/mod.ts";
 import {
   type Aead,
   AEAD_KEY_BYTES,
@@ -501,11 +501,7 @@ interface TenantEntry {
   open: LruMap<string, AeadKey>;
 }
 
-function hexOf(bytes: Uint8Array): string {
-  let s = "";
-  for (let i = 0; i < bytes.length; i++) s += bytes[i]!.toString(16).padStart(2, "0");
-  return s;
-}
+const hexOf = toHex;
 
 /**
  * Per-tenant data keys for delta payloads, held in memory within named bounds. A data key

@@ -18,7 +18,7 @@ import {
   permissionDenied,
 } from "../transport/mod.ts";
 import type { DeltaOperation } from "../transport/mod.ts";
-import { bytesEqual } from "../base/mod.ts";
+import { bytesEqual, toHex } from "../base/mod.ts";
 import { HASHED_KEY_BYTES, isShardId } from "./shard.ts";
 import { DELTA_CHUNK_REF_BYTES, DELTA_OPS, DELTA_TENANT_ID_BYTES, type DeltaOp } from "./delta.ts";
 import { type DeltaLog, LogError } from "./delta_log.ts";
@@ -62,7 +62,7 @@ function tenantIdBytes(text: string): Uint8Array | null {
 }
 
 export function formatTenantId(bytes: Uint8Array): string {
-  const hex = [...bytes].map((b) => b.toString(16).padStart(2, "0")).join("");
+  const hex = toHex(bytes);
   return `${hex.slice(0, 8)}-${hex.slice(8, 12)}-${hex.slice(12, 16)}-${hex.slice(16, 20)}-${
     hex.slice(20)
   }`;

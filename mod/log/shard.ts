@@ -2,7 +2,7 @@
 // [start, end) of the 32-byte hashed key space; the shard map covers the whole space with
 // no gaps or overlaps, so every hashed key has exactly one owner.
 
-import { assert } from "../base/mod.ts";
+import { assert, toHex } from "../base/mod.ts";
 
 /** A shard's id: an unsigned 32-bit integer, stable across splits of other shards. */
 export type ShardId = number;
@@ -47,7 +47,7 @@ export function rangeContains(range: ShardRange, hashedKey: Uint8Array): boolean
 }
 
 function hex(key: Uint8Array | null): string {
-  return key === null ? "end" : [...key].map((b) => b.toString(16).padStart(2, "0")).join("");
+  return key === null ? "end" : toHex(key);
 }
 
 /** Which shard owns each hashed key; validated on construction, immutable after. */

@@ -5,6 +5,7 @@
 // Owners, modes and mtimes are the user metadata `uid`, `gid`, `mode`, `mtime`, so an object
 // written over S3 reads with defaults and one written over NFS keeps what the client set.
 
+import { toHex } from "../base/mod.ts";
 import type {
   Body,
   CopyOptions,
@@ -175,11 +176,7 @@ function parentPath(path: string): string {
   return i < 0 ? "" : path.slice(0, i);
 }
 
-function hex(b: Uint8Array): string {
-  let s = "";
-  for (const x of b) s += x.toString(16).padStart(2, "0");
-  return s;
-}
+const hex = toHex;
 
 const ENCODER = new TextEncoder();
 

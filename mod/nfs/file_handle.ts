@@ -3,6 +3,7 @@
 // survive restarts; longer ones are named by a digest the gateway remembers in a bounded
 // table (a handle evicted from it, or from before a restart, answers NFS3ERR_STALE).
 
+import { toHex } from "../base/mod.ts";
 import { createHash } from "node:crypto";
 import { bytesEqual } from "../base/mod.ts";
 import { NAMESPACE_ID_BYTES } from "../composition/mod.ts";
@@ -114,11 +115,7 @@ function digestOf(ns: Uint8Array, path: Uint8Array): Uint8Array {
   ).subarray(0, DIGEST_BYTES);
 }
 
-function hex(b: Uint8Array): string {
-  let s = "";
-  for (const x of b) s += x.toString(16).padStart(2, "0");
-  return s;
-}
+const hex = toHex;
 
 /** A stable 63-bit file id of a node (fileid3): the root is 1. */
 export function fileIdOf(node: FsNode): bigint {

@@ -3,6 +3,7 @@
 // another file. A write the session cannot take (behind its stream) ends it and starts the
 // next, so every write lands in order; a failed store is reported to the next COMMIT.
 
+import { toHex } from "../base/mod.ts";
 import {
   CompositionError,
   type GetObjectOptions,
@@ -105,9 +106,7 @@ export class FileWrites {
   }
 
   #key(ns: Uint8Array, path: string): string {
-    let s = "";
-    for (const x of ns) s += x.toString(16).padStart(2, "0");
-    return `${s}/${path}`;
+    return `${toHex(ns)}/${path}`;
   }
 
   get open(): number {

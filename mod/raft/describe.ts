@@ -1,6 +1,7 @@
 // Compact, human-readable renderings of entries, messages and Readies for traces and logs,
 // in the shape etcd's raft uses (`1->2 MsgApp Term:1 Log:1/3 Commit:3 Entries:[...]`).
 
+import { toHex } from "../base/mod.ts";
 import { decodeConfChange } from "./conf_change.ts";
 import type {
   ConfState,
@@ -39,7 +40,7 @@ export function describeBytes(bytes: Uint8Array): string {
     }
   }
   if (printable) return `"${String.fromCharCode(...bytes)}"`;
-  return `0x${Array.from(bytes, (b) => b.toString(16).padStart(2, "0")).join("")}`;
+  return `0x${toHex(bytes)}`;
 }
 
 export function describeIds(ids: readonly number[]): string {

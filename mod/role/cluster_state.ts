@@ -5,7 +5,7 @@
 // Every other node learns the state from the log and gets the cluster key from a peer over
 // the node transport (PeerClusterKeySource; the key server takes this over later).
 
-import { type Config, formatHostPort } from "../base/mod.ts";
+import { type Config, formatHostPort, toHex } from "../base/mod.ts";
 import type { Aead } from "../crypto/mod.ts";
 import {
   CLUSTER_KEY_BYTES,
@@ -188,8 +188,7 @@ async function createCluster(options: JoinClusterStateOptions, key: Uint8Array):
     defaultTenant = (await Deno.readTextFile(tenantFile)).trim();
   } catch (e) {
     if (!(e instanceof Deno.errors.NotFound)) throw e;
-    defaultTenant = [...crypto.getRandomValues(new Uint8Array(16))]
-      .map((b) => b.toString(16).padStart(2, "0")).join("");
+    defaultTenant = toHex(crypto.getRandomValues(new Uint8Array(16)));
     await Deno.writeTextFile(tenantFile, defaultTenant + "\n", { mode: 0o640 });
   }
 
@@ -236,8 +235,7 @@ async function createCluster(options: JoinClusterStateOptions, key: Uint8Array):
   const outcome = await state.propose({
     type: "create",
     creation: {
-      clusterUid: [...crypto.getRandomValues(new Uint8Array(16))]
-        .map((b) => b.toString(16).padStart(2, "0")).join(""),
+      clusterUid: toHex(crypto.getRandomValues(new Uint8Array(16))),
       keyCheck: await clusterKeyCheck(key),
       defaultTenant,
       bootstrapNode: config.nodeId,

@@ -9,6 +9,7 @@ import {
   formatHostPort,
   installCrc32c,
   Prng,
+  toHex,
 } from "../base/mod.ts";
 import { selectCrc32c } from "../../ffi/ec/crc32c.ts";
 import { collectProcessMetrics, gauge, log } from "../obs/mod.ts";
@@ -494,8 +495,7 @@ async function adminToken(dataDir: string): Promise<string> {
   } catch (e) {
     if (!(e instanceof Deno.errors.NotFound)) throw e;
   }
-  const token = [...crypto.getRandomValues(new Uint8Array(32))]
-    .map((b) => b.toString(16).padStart(2, "0")).join("");
+  const token = toHex(crypto.getRandomValues(new Uint8Array(32)));
   await Deno.writeTextFile(path, token + "\n", { mode: 0o600, createNew: true });
   return token;
 }
