@@ -50,7 +50,7 @@ import {
   uploadChecksumEntries,
   withChecksums,
 } from "./object_metadata.ts";
-import { readRequestBytes, requestBodyStream } from "./request_body.ts";
+import { readRequestBytes, requestBodyStream, type S3HttpRequest } from "./request_body.ts";
 import {
   evaluateCopySourceConditions,
   evaluateReadConditions,
@@ -152,7 +152,7 @@ export interface S3GatewayOptions {
 
 /** What every operation gets: the parsed request, who signed it, the raw request. */
 interface OperationContext {
-  http: Request;
+  http: S3HttpRequest;
   s3: S3Request;
   auth: VerifiedSigV4<Credential>;
   tenant: Uint8Array;
@@ -272,7 +272,7 @@ function objectEntries(
  * with this one's status line, misreads it and waits out its read timeout (60 s): `aws s3
  * sync` of a tree holding an empty file stalls so. Closing the connection avoids it.
  */
-export function answeredWithoutContinue(request: Request): boolean {
+export function answeredWithoutContinue(request: S3HttpRequest): boolean {
   if (request.headers.get("expect")?.trim().toLowerCase() !== "100-continue") return false;
   return request.headers.get("content-length")?.trim() === "0" || !request.bodyUsed;
 }
@@ -419,7 +419,7 @@ export class S3Gateway {
   }
 
   /** Answers one request; never throws (every failure is an S3 error response). */
-  async handle(request: Request): Promise<Response> {
+  async handle(request: S3HttpRequest): Promise<Response> {
     const started = performance.now();
     const requestId = this.#requestId();
     let s3: S3Request | null = null;

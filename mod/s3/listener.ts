@@ -2,16 +2,17 @@
 // open connections, requests in flight and request bodies being received, and closes
 // connections left idle. Past a limit the answer is AWS's: 503 SlowDown with Retry-After.
 //
-// Why it accepts connections itself: Deno.serve has no cap on connections and no timeout at
-// all (measured on the pinned runtime: a connection that sends nothing, or half a request
-// head, stays open indefinitely), so a client could hold any number of sockets. The runtime
-// serves HTTP on one accepted connection through `serveHttpOnConnection` (what Deno.serve
-// runs on each connection itself); where a runtime lacks it, the listener falls back to
-// Deno.serve with the request limits only, and says so once.
+// Why it accepts connections and speaks HTTP itself (mod/s3/http1.ts): Deno.serve has no cap
+// on connections and no timeout at all (measured on the pinned runtime: a connection that
+// sends nothing, or half a request head, stays open indefinitely), and it answers "100
+// Continue" before any handler has seen the head, so an unsigned upload would be invited
+// to send its body before its 403.
 
 import { assert } from "../base/mod.ts";
 import { counter, gauge, log as rootLog, type Logger } from "../obs/mod.ts";
 import { renderS3Error, S3Error } from "./errors.ts";
+import { type Http1Connection, type Http1Info, serveHttp1 } from "./http1.ts";
+import type { S3HttpRequest } from "./request_body.ts";
 
 /** Open connections the S3 listener keeps at most (KISEKI_S3_CONNECTIONS_MAX). */
 export const S3_CONNECTIONS_MAX_DEFAULT = 1024;
@@ -61,7 +62,7 @@ export interface S3ListenerLimits {
 export interface S3ListenerOptions extends Partial<S3ListenerLimits> {
   hostname: string;
   port: number;
-  handler: (request: Request) => Promise<Response>;
+  handler: (request: S3HttpRequest) => Promise<Response>;
   signal?: AbortSignal;
   logger?: Logger;
   /** Sent as x-amz-id-2 and HostId on refusals. */
@@ -76,32 +77,10 @@ export interface S3ListenerStats {
 
 export interface S3Listener {
   readonly addr: Deno.NetAddr;
-  /** `connections`: each connection is accepted here (all limits); `shared`: Deno.serve. */
-  readonly mode: "connections" | "shared";
   readonly limits: S3ListenerLimits;
   stats(): S3ListenerStats;
   /** Stops accepting, closes idle connections, waits for requests in progress. */
   shutdown(): Promise<void>;
-}
-
-/** The signal given to each connection's server: connections close through shutdown(). */
-const NEVER_ABORTED = new AbortController().signal;
-
-type ServeOnConnection = (
-  connection: Deno.Conn,
-  signal: AbortSignal,
-  handler: (request: Request, info: Deno.ServeHandlerInfo) => Response | Promise<Response>,
-  onError: (error: unknown) => Response | Promise<Response>,
-  onListen: (scheme: string) => void,
-) => { finished: Promise<void>; shutdown(): Promise<void> };
-
-/** The runtime's per-connection HTTP server, if this runtime has it. */
-export function runtimeServeOnConnection(): ServeOnConnection | null {
-  const deno = Deno as unknown as { internal?: symbol } & Record<symbol, unknown>;
-  const internal = deno.internal === undefined ? undefined : deno[deno.internal];
-  const fn = (internal as { serveHttpOnConnection?: unknown } | undefined)
-    ?.serveHttpOnConnection;
-  return typeof fn === "function" ? fn as ServeOnConnection : null;
 }
 
 function requestId(): string {
@@ -158,7 +137,7 @@ function unsendableResponse(hostId: string, method: string): Response {
   });
 }
 
-function hasBody(request: Request): boolean {
+function hasBody(request: S3HttpRequest): boolean {
   const length = request.headers.get("content-length");
   if (length !== null) return length.trim() !== "0";
   return request.headers.has("transfer-encoding");
@@ -182,7 +161,7 @@ export function listenS3(options: S3ListenerOptions): S3Listener {
   let bodies = 0;
 
   /** Admits a request within the limits, or answers SlowDown; releases when it is sent. */
-  const admit = async (request: Request, info: Deno.ServeHandlerInfo): Promise<Response> => {
+  const admit = async (request: S3HttpRequest, info: Http1Info): Promise<Response> => {
     const body = hasBody(request);
     let limit: string | null = null;
     if (requests >= limits.requestsInFlightMax) limit = "requests in flight";
@@ -228,50 +207,26 @@ export function listenS3(options: S3ListenerOptions): S3Listener {
     return new Response(null, { status: 500, headers: { connection: "close" } });
   };
 
-  const serveOn = runtimeServeOnConnection();
-  if (serveOn === null) {
-    log.warn(
-      "s3 listener: this runtime cannot serve HTTP on accepted connections; " +
-        "connections are neither capped nor closed when idle",
-      { runtime: Deno.version.deno },
-    );
-    const server = Deno.serve({
-      hostname: options.hostname,
-      port: options.port,
-      signal: options.signal,
-      onListen: () => {},
-      onError,
-    }, admit);
-    return {
-      addr: server.addr,
-      mode: "shared",
-      limits,
-      stats: () => ({ connectionsOpen: -1, requestsInFlight: requests, bodiesInFlight: bodies }),
-      shutdown: () => server.shutdown(),
-    };
-  }
-
   const listener = Deno.listen({ hostname: options.hostname, port: options.port });
+  const listening = listener.addr as Deno.NetAddr;
+  // The URL host of a request without a Host header.
+  const hostname = listening.hostname.includes(":")
+    ? `[${listening.hostname}]:${listening.port}`
+    : `${listening.hostname}:${listening.port}`;
   const open = new Set<Connection>();
   let refusing = 0;
   let closing = false;
 
   /** One accepted connection: its HTTP server, requests in progress and idle timer. */
   class Connection {
-    /** The runtime's server of this connection; its shutdown() closes it once idle. */
-    #served: { shutdown(): Promise<void> } | null = null;
+    #served: Http1Connection | null = null;
     active = 0;
     timer: ReturnType<typeof setTimeout> | undefined;
     finished: Promise<void> = Promise.resolve();
 
-    /**
-     * Closes the connection once no request is in progress (at once when idle or halfway
-     * through a request head). Through shutdown(), not the abort signal: aborting after the
-     * client closed makes the runtime close a resource that is gone and throw where no
-     * caller can catch it (measured: the process dies).
-     */
+    /** Closes the connection once no request is in progress (at once when idle). */
     close(): void {
-      this.#served?.shutdown().catch(() => {});
+      this.#served?.close();
     }
 
     arm(ms: number): void {
@@ -286,14 +241,12 @@ export function listenS3(options: S3ListenerOptions): S3Listener {
 
     serve(
       conn: Deno.Conn,
-      handler: (r: Request, info: Deno.ServeHandlerInfo) => Promise<Response>,
+      handler: (r: S3HttpRequest, info: Http1Info) => Promise<Response>,
       idleMs: number,
     ): void {
       this.arm(idleMs);
-      const served = serveOn!(
-        conn,
-        NEVER_ABORTED,
-        (request, info) => {
+      const served = serveHttp1(conn, {
+        handler: (request, info) => {
           this.active++;
           clearTimeout(this.timer);
           const done = () => {
@@ -305,14 +258,14 @@ export function listenS3(options: S3ListenerOptions): S3Listener {
           return handler(request, info);
         },
         onError,
-        () => {},
-      );
+        defaultHost: hostname,
+      });
       this.#served = served;
       this.finished = served.finished.catch(() => {}).finally(() => clearTimeout(this.timer));
     }
   }
 
-  const refuseAll = (request: Request): Promise<Response> =>
+  const refuseAll = (request: S3HttpRequest): Promise<Response> =>
     Promise.resolve(slowDownResponse("connections", hostId, request.method));
 
   const acceptLoop = (async () => {
@@ -371,7 +324,6 @@ export function listenS3(options: S3ListenerOptions): S3Listener {
 
   return {
     addr: listener.addr as Deno.NetAddr,
-    mode: "connections",
     limits,
     stats: () => ({
       connectionsOpen: open.size,
