@@ -613,7 +613,8 @@ export function serveHttp1(conn: Deno.Conn, options: Http1Options): Http1Connect
     });
     head += `date: ${httpDate()}\r\n`;
     if (noBody) {
-      if (request.method === "HEAD" && declared !== null) head += `content-length: ${declared}\r\n`;
+      // HEAD: the length a GET would have (0 when the answer does not say), as hyper does.
+      if (request.method === "HEAD") head += `content-length: ${declared ?? 0}\r\n`;
     } else if (body !== null) {
       head += `content-length: ${body.length}\r\n`;
     } else if (length >= 0) {
@@ -695,17 +696,21 @@ export function serveHttp1(conn: Deno.Conn, options: Http1Options): Http1Connect
     try {
       while (!closing) {
         // The head: skip empty lines before it, then read until its empty line.
-        let scanned = state.start;
+        // `scanned`: bytes after `start` already searched (fill() may move the buffer).
+        let scanned = 0;
         let end = -1;
         while (true) {
           while (
             state.start < state.end &&
             (state.buf[state.start] === 13 || state.buf[state.start] === 10)
-          ) state.start++;
-          end = state.headEnd(Math.max(scanned - 2, state.start));
+          ) {
+            state.start++;
+            scanned = Math.max(0, scanned - 1);
+          }
+          end = state.headEnd(state.start + Math.max(0, scanned - 2));
           if (end >= 0) break;
           if (state.end - state.start > HTTP1_HEAD_BYTES_MAX) break;
-          scanned = state.end;
+          scanned = state.end - state.start;
           if (!(await state.fill(HTTP1_HEAD_BYTES_MAX))) return;
         }
         let head: Head;
@@ -713,7 +718,9 @@ export function serveHttp1(conn: Deno.Conn, options: Http1Options): Http1Connect
         try {
           if (end < 0 || end - state.start > HTTP1_HEAD_BYTES_MAX) {
             const lf = state.buf.subarray(state.start, state.end).indexOf(10);
-            throw new HeadError(lf < 0 ? 414 : 431, "request head too large");
+            // The request line alone past the bound: the URI is what is too long.
+            const uriTooLong = lf < 0 || lf >= HTTP1_HEAD_BYTES_MAX;
+            throw new HeadError(uriTooLong ? 414 : 431, "request head too large");
           }
           head = parseHead(byteString(state.buf, state.start, end));
           framing = framingOf(head);
