@@ -8,7 +8,7 @@ import {
   serveHttp1,
 } from "./http1.ts";
 
-const HOST = "127.0.134.1";
+const HOST = "127.0.136.1";
 const encoder = new TextEncoder();
 const decoder = new TextDecoder();
 
