@@ -264,10 +264,10 @@ function objectEntries(
 }
 
 /**
- * Whether `request` asked for "100 Continue" and gets its final answer without one or with
- * its body unread: the HTTP server never sends 100 for an empty body (and, measured on Deno
- * 2.9.6, sends it for any other as soon as the head is read, before this gateway can
- * refuse the request, so a refused upload's body may be on its way). botocore (seen
+ * Whether `request` asked for "100 Continue" and gets its final answer without one: the
+ * listener sends 100 only when the body is first read (mod/s3/http1.ts), so an empty body
+ * and a refused upload (its signature is checked before any body byte is asked for) are
+ * answered without it, and a client may still send the body after waiting. botocore (seen
  * with 1.29, under aws-cli v2 and boto3) then parses the next response on that connection
  * with this one's status line, misreads it and waits out its read timeout (60 s): `aws s3
  * sync` of a tree holding an empty file stalls so. Closing the connection avoids it.

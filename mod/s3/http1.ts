@@ -37,10 +37,16 @@ export const HTTP1_DRAIN_BYTES_MAX = 64 * 1024;
 export const HTTP1_LINGER_MS = 2_000;
 export const HTTP1_LINGER_BYTES_MAX = 4 * 1024 * 1024;
 /**
- * A response body up to this size (by its Content-Length, or read so far when it has none)
- * is written with its head in one write; a larger one is streamed.
+ * A response body without a Content-Length is read up to this size to learn its length;
+ * past it, it is sent chunked.
  */
 export const HTTP1_BUFFERED_RESPONSE_BYTES_MAX = 64 * 1024;
+/**
+ * A response body (or its first chunk) up to this size is copied behind its head and sent
+ * in one write; a larger one is written after the head as it is (a copy would cost more
+ * than the second write).
+ */
+export const HTTP1_COMBINED_WRITE_BYTES_MAX = 16 * 1024;
 
 const REASONS: Record<number, string> = {
   100: "Continue",
@@ -76,6 +82,7 @@ const HEADER_LINE = /^([!#$%&'*+\-.^_`|~0-9A-Za-z]+):[ \t]*(.*?)[ \t]*$/;
 const BAD_VALUE = /[\x00-\x08\x0a-\x1f\x7f]/;
 const TARGET = /^[\x21-\x7e]+$/;
 const CONTINUE = new TextEncoder().encode("HTTP/1.1 100 Continue\r\n\r\n");
+const LAST_CHUNK = new TextEncoder().encode("0\r\n\r\n");
 
 export interface Http1Info {
   /** Settles once the response is written (or the connection failed); never rejects. */
@@ -498,6 +505,11 @@ function plainResponse(status: number): Uint8Array {
 
 /** Serves HTTP/1.1 on `conn` until either side closes it. */
 export function serveHttp1(conn: Deno.Conn, options: Http1Options): Http1Connection {
+  // A head written apart from its body, or a body's last short segment, must not wait for
+  // the client's delayed ACK (Nagle's algorithm).
+  try {
+    (conn as Deno.TcpConn).setNoDelay?.(true);
+  } catch { /* not TCP, or already closed */ }
   const state = new ConnectionState(conn);
   let busy = false;
   let closing = false;
@@ -556,18 +568,20 @@ export function serveHttp1(conn: Deno.Conn, options: Http1Options): Http1Connect
     let first: Uint8Array | null = null;
     let length = -1; // -1: chunked
     const lengthHeader = response.headers.get("content-length");
-    const declared = lengthHeader !== null && /^\d{1,15}$/.test(lengthHeader)
-      ? lengthHeader
-      : null;
+    const declared = lengthHeader !== null && /^\d{1,15}$/.test(lengthHeader) ? lengthHeader : null;
     if (noBody) {
       // HEAD answers with the object's length and nothing after the head.
       await response.body?.cancel().catch(() => {});
-    } else if (declared !== null && Number(declared) <= HTTP1_BUFFERED_RESPONSE_BYTES_MAX) {
+    } else if (declared !== null && Number(declared) <= HTTP1_COMBINED_WRITE_BYTES_MAX) {
       body = await response.bytes();
     } else if (declared !== null) {
       length = Number(declared);
       stream = response.body?.getReader() ?? null;
       if (stream === null) body = new Uint8Array(0);
+      else {
+        const r = await stream.read();
+        first = r.done ? new Uint8Array(0) : r.value;
+      }
     } else if (response.body === null) {
       body = new Uint8Array(0);
     } else {
@@ -626,14 +640,24 @@ export function serveHttp1(conn: Deno.Conn, options: Http1Options): Http1Connect
     else if (request.minor === 0) head += "connection: keep-alive\r\n";
     head += "\r\n";
 
-    const out = new Uint8Array(head.length + (body?.length ?? 0));
+    // The head, and behind it the body or its first chunk when that is small.
+    let behind = body ?? first;
+    if (behind !== null && behind.length > HTTP1_COMBINED_WRITE_BYTES_MAX) behind = null;
+    if (behind !== null && length === -1) behind = null; // a chunk needs its framing
+    const out = new Uint8Array(head.length + (behind?.length ?? 0));
     const at = putByteString(head, out, 0);
-    if (body !== null && body.length > 0) out.set(body, at);
+    if (behind !== null) out.set(behind, at);
     await state.write(out);
+    if (body !== null && behind === null && body.length > 0) await state.write(body);
+    let sentBefore = 0;
+    if (first !== null && behind === first) {
+      sentBefore = first.length;
+      first = null;
+    }
 
     if (stream !== null) {
       try {
-        keep = await writeStream(stream, first, length) && keep;
+        keep = await writeStream(stream, first, sentBefore, length) && keep;
       } catch (e) {
         await stream.cancel(e).catch(() => {});
         throw e;
@@ -651,17 +675,17 @@ export function serveHttp1(conn: Deno.Conn, options: Http1Options): Http1Connect
   const writeStream = async (
     reader: ReadableStreamDefaultReader<Uint8Array>,
     first: Uint8Array | null,
+    sentBefore: number,
     length: number,
   ): Promise<boolean> => {
-    let sent = 0;
-    if (first !== null) {
-      await writeChunk(first, length);
-      sent += first.length;
-    }
-    let next = reader.read();
+    let sent = sentBefore;
+    let next: Promise<ReadableStreamReadResult<Uint8Array>> = first === null
+      ? reader.read()
+      : Promise.resolve({ done: false, value: first });
     while (true) {
       const r = await next;
       if (r.done) break;
+      // The next chunk is being made while this one is written.
       next = reader.read();
       next.catch(() => {});
       const chunk = r.value;
@@ -674,7 +698,7 @@ export function serveHttp1(conn: Deno.Conn, options: Http1Options): Http1Connect
       await writeChunk(chunk, length);
       sent += chunk.length;
     }
-    if (length === -1) await state.write(new TextEncoder().encode("0\r\n\r\n"));
+    if (length === -1) await state.write(LAST_CHUNK);
     // A body shorter than its Content-Length cannot be completed: the close tells the client.
     return length < 0 || sent === length;
   };
@@ -792,4 +816,3 @@ export function serveHttp1(conn: Deno.Conn, options: Http1Options): Http1Connect
     },
   };
 }
-

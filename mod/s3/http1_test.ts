@@ -60,7 +60,9 @@ class Client {
       let timer: ReturnType<typeof setTimeout> | undefined;
       const n = await Promise.race([
         this.conn.read(this.#buf).catch(() => null),
-        new Promise<"wait">((r) => timer = setTimeout(r, Math.max(1, deadline - Date.now()), "wait")),
+        new Promise<"wait">((r) =>
+          timer = setTimeout(r, Math.max(1, deadline - Date.now()), "wait")
+        ),
       ]);
       clearTimeout(timer);
       if (n === "wait") break;
@@ -283,9 +285,11 @@ Deno.test("serveHttp1() fails a body cut short to its reader, and still answers"
 
 Deno.test("serveHttp1() drops a small unread body to keep the connection, and closes after a large one", async () => {
   const handler: Http1Handler = (request) =>
-    Promise.resolve(new Response(request.method === "PUT" ? "refused" : "next", {
-      status: request.method === "PUT" ? 403 : 200,
-    }));
+    Promise.resolve(
+      new Response(request.method === "PUT" ? "refused" : "next", {
+        status: request.method === "PUT" ? 403 : 200,
+      }),
+    );
   await withServer(handler, async (port) => {
     const small = await Client.open(port);
     const body = "x".repeat(HTTP1_DRAIN_BYTES_MAX);

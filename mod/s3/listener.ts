@@ -217,42 +217,36 @@ export function listenS3(options: S3ListenerOptions): S3Listener {
   let refusing = 0;
   let closing = false;
 
-  /** One accepted connection: its HTTP server, requests in progress and idle timer. */
+  /** Every connection being served, refused ones included (the idle sweep's list). */
+  const all = new Set<Connection>();
+
+  /** One accepted connection: its HTTP server, requests in progress and idle clock. */
   class Connection {
     #served: Http1Connection | null = null;
     active = 0;
-    timer: ReturnType<typeof setTimeout> | undefined;
+    /** When the last request ended (or the connection opened), in performance.now() ms. */
+    idleSince = performance.now();
     finished: Promise<void> = Promise.resolve();
+
+    constructor(readonly idleMs: number) {}
 
     /** Closes the connection once no request is in progress (at once when idle). */
     close(): void {
       this.#served?.close();
     }
 
-    arm(ms: number): void {
-      clearTimeout(this.timer);
-      this.timer = setTimeout(() => {
-        if (this.active === 0) {
-          idleClosedTotal.inc();
-          this.close();
-        }
-      }, ms);
-    }
-
     serve(
       conn: Deno.Conn,
       handler: (r: S3HttpRequest, info: Http1Info) => Promise<Response>,
-      idleMs: number,
     ): void {
-      this.arm(idleMs);
+      all.add(this);
       const served = serveHttp1(conn, {
         handler: (request, info) => {
           this.active++;
-          clearTimeout(this.timer);
           const done = () => {
             if (--this.active > 0) return;
+            this.idleSince = performance.now();
             if (closing) this.close();
-            else this.arm(idleMs);
           };
           info.completed.then(done, done);
           return handler(request, info);
@@ -261,9 +255,25 @@ export function listenS3(options: S3ListenerOptions): S3Listener {
         defaultHost: hostname,
       });
       this.#served = served;
-      this.finished = served.finished.catch(() => {}).finally(() => clearTimeout(this.timer));
+      this.finished = served.finished.catch(() => {}).finally(() => all.delete(this));
     }
   }
+
+  // One sweep closes the connections idle past their bound, instead of a timer per
+  // connection re-armed by every request; a connection closes within a sweep period of it.
+  const sweepMs = Math.max(
+    10,
+    Math.min(1000, Math.floor(Math.min(limits.idleMs, S3_REFUSED_CONNECTION_MS) / 4)),
+  );
+  const sweep = setInterval(() => {
+    const now = performance.now();
+    for (const c of all) {
+      if (c.active === 0 && now - c.idleSince >= c.idleMs) {
+        idleClosedTotal.inc();
+        c.close();
+      }
+    }
+  }, sweepMs);
 
   const refuseAll = (request: S3HttpRequest): Promise<Response> =>
     Promise.resolve(slowDownResponse("connections", hostId, request.method));
@@ -293,15 +303,15 @@ export function listenS3(options: S3ListenerOptions): S3Listener {
           continue;
         }
         refusing++;
-        const c = new Connection();
-        c.serve(conn, refuseAll, S3_REFUSED_CONNECTION_MS);
+        const c = new Connection(S3_REFUSED_CONNECTION_MS);
+        c.serve(conn, refuseAll);
         c.finished.finally(() => refusing--);
         continue;
       }
-      const c = new Connection();
+      const c = new Connection(limits.idleMs);
       open.add(c);
       connectionsOpen.set({}, open.size);
-      c.serve(conn, admit, limits.idleMs);
+      c.serve(conn, admit);
       c.finished.finally(() => {
         open.delete(c);
         connectionsOpen.set({}, open.size);
@@ -317,8 +327,9 @@ export function listenS3(options: S3ListenerOptions): S3Listener {
     } catch { /* closed */ }
     await acceptLoop;
     // Graceful: each closes after the response in progress, if any.
-    for (const c of open) c.close();
-    await Promise.all([...open].map((c) => c.finished));
+    for (const c of all) c.close();
+    await Promise.all([...all].map((c) => c.finished));
+    clearInterval(sweep);
   };
   options.signal?.addEventListener("abort", () => void shutdown(), { once: true });
 
