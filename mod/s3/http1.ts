@@ -77,7 +77,7 @@ const REASONS: Record<number, string> = {
 };
 
 const TOKEN = /^[!#$%&'*+\-.^_`|~0-9A-Za-z]+$/;
-const HEADER_LINE = /^([!#$%&'*+\-.^_`|~0-9A-Za-z]+):[ \t]*(.*?)[ \t]*$/;
+const OWS = /^[ \t]+|[ \t]+$/g;
 /** Control characters other than tab: never in a header value or request target. */
 const BAD_VALUE = /[\x00-\x08\x0a-\x1f\x7f]/;
 const TARGET = /^[\x21-\x7e]+$/;
@@ -464,10 +464,14 @@ function parseHead(text: string): Head {
   if (count > HTTP1_HEADERS_MAX) throw new HeadError(431, "too many header fields");
   const headers = new Headers();
   for (let i = 1; i <= count; i++) {
-    const m = HEADER_LINE.exec(lines[i]!);
-    if (m === null || BAD_VALUE.test(m[2]!)) throw new HeadError(400, "malformed header field");
+    const line = lines[i]!;
+    const colon = line.indexOf(":");
+    const name = colon > 0 ? line.slice(0, colon) : "";
+    // Headers.append() checks the name is a token; the value is trimmed of spaces and tabs.
+    const value = line.slice(colon + 1).replace(OWS, "");
+    if (colon <= 0 || BAD_VALUE.test(value)) throw new HeadError(400, "malformed header field");
     try {
-      headers.append(m[1]!, m[2]!);
+      headers.append(name, value);
     } catch {
       throw new HeadError(400, "malformed header field");
     }

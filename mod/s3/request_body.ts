@@ -60,7 +60,8 @@ export function readRequestBytes(
   request: S3HttpRequest,
   stallMs: number = S3_BODY_STALL_MS,
 ): Promise<Uint8Array> {
-  if (request.body === null) return Promise.resolve(new Uint8Array(0));
+  // bytes() of a request without a body is empty; asking for `body` first would make the
+  // listener build a stream for nothing.
   const read = request.bytes();
   read.catch(() => {}); // observed through guarded(); a stall leaves it to the connection
   return guarded(read, stallMs);
