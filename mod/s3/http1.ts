@@ -22,6 +22,11 @@ export const HTTP1_CHUNK_LINE_BYTES_MAX = 4096;
 export const HTTP1_TRAILER_BYTES_MAX = 16 * 1024;
 /** Bytes each read of a request body asks the socket for at most. */
 export const HTTP1_BODY_READ_BYTES = 256 * 1024;
+/**
+ * A body read whole is read straight into one buffer of its Content-Length when that is at
+ * most this; a larger claim is collected as it arrives, so a length alone allocates nothing.
+ */
+export const HTTP1_WHOLE_BODY_PREALLOCATED_BYTES_MAX = 8 * 1024 * 1024;
 /** Bytes of the read buffer a connection starts with (it grows to hold a head). */
 export const HTTP1_READ_BUFFER_BYTES = 16 * 1024;
 /**
@@ -235,7 +240,10 @@ class BodySource {
       throw new TypeError("the request body is already being read");
     }
     await this.#begin();
-    if (this.framing.kind === "length" && !this.done) {
+    if (
+      this.framing.kind === "length" && !this.done &&
+      this.framing.remaining <= HTTP1_WHOLE_BODY_PREALLOCATED_BYTES_MAX
+    ) {
       const out = new Uint8Array(this.framing.remaining);
       this.pending = true;
       try {

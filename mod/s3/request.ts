@@ -117,7 +117,7 @@ export interface ParseS3RequestOptions {
 /** The parts of an HTTP request the parser reads. */
 export interface HttpRequestLine {
   method: string;
-  /** Absolute URL as the server received it (Deno.serve keeps the path as sent). */
+  /** Absolute URL as the server received it (the listener keeps the path as sent). */
   url: string;
   headers: Headers;
 }
