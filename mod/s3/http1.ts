@@ -84,6 +84,7 @@ const REASONS: Record<number, string> = {
 const TOKEN = /^[!#$%&'*+\-.^_`|~0-9A-Za-z]+$/;
 const OWS = /^[ \t]+|[ \t]+$/g;
 /** Control characters other than tab: never in a header value or request target. */
+// deno-lint-ignore no-control-regex
 const BAD_VALUE = /[\x00-\x08\x0a-\x1f\x7f]/;
 const TARGET = /^[\x21-\x7e]+$/;
 const CONTINUE = new TextEncoder().encode("HTTP/1.1 100 Continue\r\n\r\n");
