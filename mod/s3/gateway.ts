@@ -671,13 +671,15 @@ export class S3Gateway {
     const payload = ctx.auth.payload;
     const checksums: Array<{ algorithm: ChecksumAlgorithm; expected?: Uint8Array }> = [];
     const declaredChecksums: Partial<Record<ChecksumAlgorithm, string>> = {};
-    for (const [name, value] of checksumsOfBody ? headers : []) {
-      const algorithm = checksumAlgorithmOfHeader(name);
-      if (algorithm !== null) {
-        const expected = parseChecksumValue(algorithm, value);
-        checksums.push({ algorithm, expected });
-        declaredChecksums[algorithm] = toBase64(expected);
-      }
+    if (checksumsOfBody) {
+      headers.forEach((value, name) => {
+        const algorithm = checksumAlgorithmOfHeader(name);
+        if (algorithm !== null) {
+          const expected = parseChecksumValue(algorithm, value);
+          checksums.push({ algorithm, expected });
+          declaredChecksums[algorithm] = toBase64(expected);
+        }
+      });
     }
     const named = headers.get("x-amz-checksum-algorithm") ??
       headers.get("x-amz-sdk-checksum-algorithm");

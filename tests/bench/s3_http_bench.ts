@@ -20,7 +20,7 @@ const GRACE_MS = 30_000;
 const USER_HZ = 100;
 const SERVERS = [
   { name: "Deno.serve", addr: "127.0.41.12:29512", args: [] as string[] },
-  { name: "http1", addr: "127.0.41.13:29513", args: ["--server=kiseki"] },
+  { name: "http1", addr: "127.0.41.13:29513", args: ["--server=http1"] },
 ];
 const CASES: Array<{ op: "put" | "get"; size: number; concurrency: number; body?: "bytes" }> = [];
 for (const size of [4 * KIB, 64 * KIB, MIB]) {

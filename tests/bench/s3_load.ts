@@ -23,9 +23,10 @@
 //
 // The ceiling server: a bare Deno.serve that answers GET with the requested number of
 // bytes (`?size=` or the `x-size` header) streamed from pooled 64 KiB / 1 MiB buffers, and
-// PUT by reading and discarding the body. `--server=kiseki` serves the same with the S3
-// listener's own HTTP/1.1 (mod/s3/http1.ts) instead; `--body=bytes` answers GET with one
-// fresh Uint8Array instead of a stream of pooled buffers.
+// PUT by reading and discarding the body. `--server=http1` serves the same with the S3
+// listener's own HTTP/1.1 (mod/s3/http1.ts) instead, `--server=listener` with the whole S3
+// listener; `--body=bytes` answers GET with one fresh Uint8Array instead of a stream of
+// pooled buffers.
 
 import { Buffer } from "node:buffer";
 import { createHash, createHmac, type Hash, type Hmac } from "node:crypto";
@@ -111,9 +112,20 @@ async function serve(): Promise<void> {
     }, { highWaterMark: 0 });
     return new Response(body, { headers });
   };
-  // `--server=kiseki`: the S3 listener's own HTTP (mod/s3/http1.ts) in place of Deno.serve.
-  if (arg("server") === "kiseki") {
-    // Imported here: the load generator itself never needs the server's modules.
+  // `--server=http1`: the S3 listener's own HTTP (mod/s3/http1.ts) on each connection in
+  // place of Deno.serve; `--server=listener`: the whole S3 listener (its limits too).
+  // Imported here: the load generator itself never needs the server's modules.
+  if (arg("server") === "http1") {
+    const { serveHttp1 } = await import("../../mod/s3/http1.ts");
+    const listener = Deno.listen({ hostname: host!, port: Number(port) });
+    for await (const conn of listener) {
+      serveHttp1(conn, {
+        handler,
+        onError: () => new Response(null, { status: 500 }),
+        defaultHost: `${host}:${port}`,
+      });
+    }
+  } else if (arg("server") === "listener") {
     const { listenS3 } = await import("../../mod/s3/mod.ts");
     listenS3({ hostname: host!, port: Number(port), handler });
   } else {
