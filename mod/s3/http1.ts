@@ -392,8 +392,10 @@ class ConnectionState {
 
   /** One CRLF- (or LF-) terminated line of at most `max` bytes, without its ending. */
   async line(max: number, what: string): Promise<string> {
-    let from = this.start;
+    // Bytes after `start` already searched: fill() may move the buffer's contents.
+    let scanned = 0;
     while (true) {
+      const from = this.start + scanned;
       const lf = this.buf.subarray(from, this.end).indexOf(10);
       if (lf >= 0) {
         const at = from + lf;
@@ -403,7 +405,7 @@ class ConnectionState {
         return text;
       }
       if (this.end - this.start > max) throw new Error(`${what} longer than ${max} bytes`);
-      from = this.end;
+      scanned = this.end - this.start;
       if (!(await this.fill(max))) {
         throw new Deno.errors.UnexpectedEof("connection closed before the body ended");
       }
