@@ -605,8 +605,12 @@ export function serveHttp1(conn: Deno.Conn, options: Http1Options): Http1Connect
       const parts: Uint8Array[] = [];
       let total = 0;
       let ended = false;
-      while (total <= HTTP1_BUFFERED_RESPONSE_BYTES_MAX) {
+      // One read past the bound too: a body given whole (an XML string) comes as one chunk
+      // of any size, and its end tells its length.
+      let reads = 0;
+      while (total <= HTTP1_BUFFERED_RESPONSE_BYTES_MAX || reads === 1) {
         const r = await stream.read();
+        reads++;
         if (r.done) {
           ended = true;
           break;

@@ -228,7 +228,7 @@ Deno.test("serveHttp1() refuses malformed and oversized heads itself, and closes
   assert.equal(handled, 0, "no handler saw a refused head");
 });
 
-Deno.test("serveHttp1() frames responses: HEAD, 204, a declared length, a stream of unknown length", async () => {
+Deno.test("serveHttp1() frames responses: HEAD, 204, a declared length, a whole body, a stream of unknown length", async () => {
   const big = new Uint8Array(HTTP1_BUFFERED_RESPONSE_BYTES_MAX * 3).fill(120);
   const handler: Http1Handler = (request) => {
     const path = new URL(request.url).pathname;
@@ -251,6 +251,7 @@ Deno.test("serveHttp1() frames responses: HEAD, 204, a declared length, a stream
         }),
       );
     }
+    if (path === "/string") return Promise.resolve(new Response("s".repeat(100_000)));
     return Promise.resolve(new Response(stream([big, encoder.encode("end")])));
   };
   await withServer(handler, async (port) => {
@@ -266,6 +267,12 @@ Deno.test("serveHttp1() frames responses: HEAD, 204, a declared length, a stream
     text = await c.until((t) => t.length >= t.indexOf("\r\n\r\n") + 4 + big.length);
     assert.match(text, new RegExp(`content-length: ${big.length}\r\n`));
     assert.equal(text.length - text.indexOf("\r\n\r\n") - 4, big.length);
+    // A body given whole (as the gateway's XML is) goes with its length, however large.
+    c.text = "";
+    await c.send("GET /string HTTP/1.1\r\nHost: h\r\n\r\n");
+    text = await c.until((t) => t.endsWith("s".repeat(100)) && t.length > 100_000);
+    assert.match(text, /content-length: 100000\r\n/);
+    assert.doesNotMatch(text, /transfer-encoding/);
     c.text = "";
     await c.send("GET /unknown HTTP/1.1\r\nHost: h\r\n\r\n");
     text = await c.until((t) => t.endsWith("0\r\n\r\n"));
