@@ -50,7 +50,7 @@ import {
   uploadChecksumEntries,
   withChecksums,
 } from "./object_metadata.ts";
-import { readRequestBytes, requestBodyStream } from "./request_body.ts";
+import { readRequestBytes, requestBodyStream, type S3HttpRequest } from "./request_body.ts";
 import {
   evaluateCopySourceConditions,
   evaluateReadConditions,
@@ -152,7 +152,7 @@ export interface S3GatewayOptions {
 
 /** What every operation gets: the parsed request, who signed it, the raw request. */
 interface OperationContext {
-  http: Request;
+  http: S3HttpRequest;
   s3: S3Request;
   auth: VerifiedSigV4<Credential>;
   tenant: Uint8Array;
@@ -264,15 +264,15 @@ function objectEntries(
 }
 
 /**
- * Whether `request` asked for "100 Continue" and gets its final answer without one or with
- * its body unread: the HTTP server never sends 100 for an empty body (and, measured on Deno
- * 2.9.6, sends it for any other as soon as the head is read, before this gateway can
- * refuse the request, so a refused upload's body may be on its way). botocore (seen
+ * Whether `request` asked for "100 Continue" and gets its final answer without one: the
+ * listener sends 100 only when the body is first read (mod/s3/http1.ts), so an empty body
+ * and a refused upload (its signature is checked before any body byte is asked for) are
+ * answered without it, and a client may still send the body after waiting. botocore (seen
  * with 1.29, under aws-cli v2 and boto3) then parses the next response on that connection
  * with this one's status line, misreads it and waits out its read timeout (60 s): `aws s3
  * sync` of a tree holding an empty file stalls so. Closing the connection avoids it.
  */
-export function answeredWithoutContinue(request: Request): boolean {
+export function answeredWithoutContinue(request: S3HttpRequest): boolean {
   if (request.headers.get("expect")?.trim().toLowerCase() !== "100-continue") return false;
   return request.headers.get("content-length")?.trim() === "0" || !request.bodyUsed;
 }
@@ -419,7 +419,7 @@ export class S3Gateway {
   }
 
   /** Answers one request; never throws (every failure is an S3 error response). */
-  async handle(request: Request): Promise<Response> {
+  async handle(request: S3HttpRequest): Promise<Response> {
     const started = performance.now();
     const requestId = this.#requestId();
     let s3: S3Request | null = null;
@@ -671,13 +671,15 @@ export class S3Gateway {
     const payload = ctx.auth.payload;
     const checksums: Array<{ algorithm: ChecksumAlgorithm; expected?: Uint8Array }> = [];
     const declaredChecksums: Partial<Record<ChecksumAlgorithm, string>> = {};
-    for (const [name, value] of checksumsOfBody ? headers : []) {
-      const algorithm = checksumAlgorithmOfHeader(name);
-      if (algorithm !== null) {
-        const expected = parseChecksumValue(algorithm, value);
-        checksums.push({ algorithm, expected });
-        declaredChecksums[algorithm] = toBase64(expected);
-      }
+    if (checksumsOfBody) {
+      headers.forEach((value, name) => {
+        const algorithm = checksumAlgorithmOfHeader(name);
+        if (algorithm !== null) {
+          const expected = parseChecksumValue(algorithm, value);
+          checksums.push({ algorithm, expected });
+          declaredChecksums[algorithm] = toBase64(expected);
+        }
+      });
     }
     const named = headers.get("x-amz-checksum-algorithm") ??
       headers.get("x-amz-sdk-checksum-algorithm");

@@ -30,6 +30,7 @@ import { missingPart } from "../base/mod.ts";
 import { createLogger } from "../obs/mod.ts";
 import type { S3Backend } from "./backend.ts";
 import { LocalCredentialStore, type NewAccessKey } from "./credentials.ts";
+import { listenS3 } from "./listener.ts";
 import {
   answeredWithoutContinue,
   completionParts,
@@ -80,11 +81,13 @@ async function withGateway(
     baseDomains: ["s3.localhost"],
     logger: quiet,
   });
-  const abort = new AbortController();
-  const server = Deno.serve(
-    { port: 0, hostname: "127.0.0.1", signal: abort.signal, onListen() {} },
-    (request) => gateway.handle(request),
-  );
+  // The listener the server runs, so real clients meet its HTTP as well.
+  const server = listenS3({
+    hostname: "127.0.0.1",
+    port: 0,
+    handler: (request) => gateway.handle(request),
+    logger: quiet,
+  });
   try {
     await fn({
       endpoint: `http://127.0.0.1:${server.addr.port}`,
@@ -96,8 +99,7 @@ async function withGateway(
       keyB: await credentials.create(TENANT_B),
     });
   } finally {
-    abort.abort();
-    await server.finished;
+    await server.shutdown();
     await credentials.close();
     await stack.close();
     await Deno.remove(dataDir, { recursive: true });

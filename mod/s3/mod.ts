@@ -12,7 +12,6 @@ export {
 export type { S3GatewayOptions } from "./gateway.ts";
 export {
   listenS3,
-  runtimeServeOnConnection,
   S3_BODIES_IN_FLIGHT_MAX,
   S3_CONNECTION_IDLE_MS,
   S3_CONNECTIONS_MAX_DEFAULT,
@@ -28,6 +27,7 @@ export type {
 } from "./listener.ts";
 export { refuseUnsupportedHeaders, S3_NO_OP_CANNED_ACLS } from "./header_policy.ts";
 export { readRequestBytes, requestBodyStream, S3_BODY_STALL_MS } from "./request_body.ts";
+export type { S3HttpRequest } from "./request_body.ts";
 export type {
   BackendBody,
   BackendByteRange,

@@ -8,6 +8,21 @@
 import { S3Error } from "./errors.ts";
 
 /**
+ * What the gateway reads of an HTTP request: a fetch Request has it, and so has the S3
+ * listener's own (mod/s3/http1.ts), whose URL is the request target as sent.
+ */
+export interface S3HttpRequest {
+  readonly method: string;
+  /** The request URL, its path and query exactly as on the wire. */
+  readonly url: string;
+  readonly headers: Headers;
+  readonly body: ReadableStream<Uint8Array> | null;
+  /** Whether any of the body has been asked for. */
+  readonly bodyUsed: boolean;
+  bytes(): Promise<Uint8Array>;
+}
+
+/**
  * A body read that waits this long for its next bytes is given up (AWS answers such
  * uploads RequestTimeout after about 20 s of silence).
  */
@@ -42,10 +57,11 @@ async function guarded<T>(read: Promise<T>, stallMs: number): Promise<T> {
 
 /** The whole body of `request` (a small one: the caller bounds its Content-Length). */
 export function readRequestBytes(
-  request: Request,
+  request: S3HttpRequest,
   stallMs: number = S3_BODY_STALL_MS,
 ): Promise<Uint8Array> {
-  if (request.body === null) return Promise.resolve(new Uint8Array(0));
+  // bytes() of a request without a body is empty; asking for `body` first would make the
+  // listener build a stream for nothing.
   const read = request.bytes();
   read.catch(() => {}); // observed through guarded(); a stall leaves it to the connection
   return guarded(read, stallMs);
@@ -57,7 +73,7 @@ export function readRequestBytes(
  * request body.
  */
 export function requestBodyStream(
-  request: Request,
+  request: S3HttpRequest,
   stallMs: number = S3_BODY_STALL_MS,
 ): ReadableStream<Uint8Array> | null {
   const body = request.body;

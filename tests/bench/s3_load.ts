@@ -23,13 +23,17 @@
 //
 // The ceiling server: a bare Deno.serve that answers GET with the requested number of
 // bytes (`?size=` or the `x-size` header) streamed from pooled 64 KiB / 1 MiB buffers, and
-// PUT by reading and discarding the body.
+// PUT by reading and discarding the body. `--server=http1` serves the same with the S3
+// listener's own HTTP/1.1 (mod/s3/http1.ts) instead, `--server=listener` with the whole S3
+// listener; `--body=bytes` answers GET with one fresh Uint8Array instead of a stream of
+// pooled buffers.
 
 import { Buffer } from "node:buffer";
 import { createHash, createHmac, type Hash, type Hmac } from "node:crypto";
 // Bench only: the AWS SDK's SigV4 signer, so requests are signed as an SDK signs them.
 // deno-lint-ignore no-import-prefix
 import { SignatureV4 } from "npm:@smithy/signature-v4@5.7.5";
+import type { S3HttpRequest } from "../../mod/s3/mod.ts";
 
 const KIB = 1024;
 const MIB = 1024 * KIB;
@@ -77,11 +81,15 @@ const round = (v: number, digits: number) => Number.isFinite(v) ? Number(v.toFix
 
 // ---- ceiling server ----------------------------------------------------------------------
 
-function serve(): void {
+async function serve(): Promise<void> {
   const [host, port] = need("addr").split(":");
   const pool64k = new Uint8Array(64 * KIB).fill(0x6b);
   const pool1m = new Uint8Array(MIB).fill(0x6b);
-  Deno.serve({ hostname: host, port: Number(port), onListen: () => {} }, async (request) => {
+  // `--body=bytes`: GET answers are one Uint8Array (a fresh one each) instead of a stream.
+  const bytesBody = arg("body") === "bytes";
+  // A clean exit on Ctrl-C, so `--cpu-prof` writes its profile.
+  Deno.addSignalListener("SIGINT", () => Deno.exit(0));
+  const handler = async (request: Request | S3HttpRequest): Promise<Response> => {
     if (request.method === "PUT") {
       let n = 0;
       if (request.body) { for await (const c of request.body) n += c.byteLength; }
@@ -90,6 +98,8 @@ function serve(): void {
     const url = new URL(request.url);
     if (url.pathname === "/health") return new Response("OK");
     const size = Number(url.searchParams.get("size") ?? request.headers.get("x-size") ?? 0);
+    const headers = { "content-length": String(size) };
+    if (bytesBody) return new Response(new Uint8Array(size).fill(0x6b), { headers });
     const pool = size <= 64 * KIB ? pool64k : pool1m;
     let left = size;
     const body = new ReadableStream<Uint8Array>({
@@ -100,8 +110,27 @@ function serve(): void {
         left -= n;
       },
     }, { highWaterMark: 0 });
-    return new Response(body, { headers: { "content-length": String(size) } });
-  });
+    return new Response(body, { headers });
+  };
+  // `--server=http1`: the S3 listener's own HTTP (mod/s3/http1.ts) on each connection in
+  // place of Deno.serve; `--server=listener`: the whole S3 listener (its limits too).
+  // Imported here: the load generator itself never needs the server's modules.
+  if (arg("server") === "http1") {
+    const { serveHttp1 } = await import("../../mod/s3/http1.ts");
+    const listener = Deno.listen({ hostname: host!, port: Number(port) });
+    for await (const conn of listener) {
+      serveHttp1(conn, {
+        handler,
+        onError: () => new Response(null, { status: 500 }),
+        defaultHost: `${host}:${port}`,
+      });
+    }
+  } else if (arg("server") === "listener") {
+    const { listenS3 } = await import("../../mod/s3/mod.ts");
+    listenS3({ hostname: host!, port: Number(port), handler });
+  } else {
+    Deno.serve({ hostname: host, port: Number(port), onListen: () => {} }, handler);
+  }
 }
 
 // ---- load ---------------------------------------------------------------------------------
@@ -286,6 +315,6 @@ async function load(): Promise<void> {
 }
 
 if (import.meta.main) {
-  if (Deno.args[0] === "serve") serve();
+  if (Deno.args[0] === "serve") await serve();
   else await load();
 }

@@ -245,33 +245,72 @@ Deno.test("the S3 gateway refuses what it does not implement, bodies cut short, 
     );
 
     await t.step(
-      "raw: a forged upload with Expect: 100-continue is refused without its body and the connection closed",
+      "raw: unsigned and forged uploads with Expect: 100-continue get their 403 before any 100 Continue; a signed one gets 100, then 200",
       async () => {
         const path = `/${bucket}/expect`;
-        const s = signer.sign(
-          "PUT",
-          path,
-          [],
-          [["content-length", String(1 << 20)], ["expect", "100-continue"]],
-          "UNSIGNED-PAYLOAD",
-          Date.now(),
-        );
-        const head = `PUT ${path} HTTP/1.1\r\n` +
-          s.headers.map((
-            [n, v],
-          ) => [
-            n,
-            n === "authorization" ? v.replace(/Signature=[0-9a-f]{8}/, "Signature=00000000") : v,
-          ])
-            .map(([n, v]) => `${n}: ${v}\r\n`).join("") +
+        const headOf = (headers: [string, string][]) =>
+          `PUT ${path} HTTP/1.1\r\n` + headers.map(([n, v]) => `${n}: ${v}\r\n`).join("") +
           "\r\n";
-        // No body byte is ever sent: the 403 must not depend on it.
-        const r = await raw(host!, port, [encoder.encode(head)], { ms: 5000 });
-        assert.match(r.text, /HTTP\/1\.1 403 [\s\S]*<Code>SignatureDoesNotMatch<\/Code>/);
-        assert.match(r.text, /connection: close/i);
-        // The pinned HTTP server sends "100 Continue" as soon as it has read the head (before
-        // the handler runs); it is recorded here so a runtime that stops doing so shows.
-        console.log(`100 Continue before the 403: ${r.text.startsWith("HTTP/1.1 100")}`);
+        const signed = (length: number) =>
+          signer.sign(
+            "PUT",
+            path,
+            [],
+            [["content-length", String(length)], ["expect", "100-continue"]],
+            "UNSIGNED-PAYLOAD",
+            Date.now(),
+          ).headers;
+        const forged = signed(1 << 20).map(([n, v]): [string, string] => [
+          n,
+          n === "authorization" ? v.replace(/Signature=[0-9a-f]{8}/, "Signature=00000000") : v,
+        ]);
+        const unsigned: [string, string][] = [
+          ["host", `${host}:${port}`],
+          ["content-length", String(1 << 20)],
+          ["expect", "100-continue"],
+        ];
+        for (
+          const [name, headers, code] of [
+            ["forged", forged, "SignatureDoesNotMatch"],
+            ["unsigned", unsigned, "AccessDenied"],
+          ] as const
+        ) {
+          // No body byte is ever sent: the 403 must not depend on it.
+          const r = await raw(host!, port, [encoder.encode(headOf([...headers]))], { ms: 5000 });
+          assert.ok(r.text.startsWith("HTTP/1.1 403 "), `${name}: ${r.text.slice(0, 200)}`);
+          assert.doesNotMatch(r.text, /HTTP\/1\.1 100/, name);
+          assert.match(r.text, new RegExp(`<Error><Code>${code}</Code>`), name);
+          assert.match(r.text, /connection: close/i, name);
+        }
+        // Signed: 100 Continue once the signature checked out, then the body, then 200.
+        const body = encoder.encode("after continue");
+        const conn = await Deno.connect({ hostname: host!, port });
+        try {
+          await conn.write(encoder.encode(headOf(signed(body.length))));
+          const buf = new Uint8Array(65536);
+          let text = "";
+          const read = async (done: (t: string) => boolean) => {
+            const deadline = Date.now() + 5000;
+            while (!done(text) && Date.now() < deadline) {
+              let timer: ReturnType<typeof setTimeout> | undefined;
+              const n = await Promise.race([
+                conn.read(buf),
+                new Promise<null>((r) => timer = setTimeout(r, deadline - Date.now(), null)),
+              ]);
+              clearTimeout(timer);
+              if (n === null) break;
+              text += decoder.decode(buf.subarray(0, n));
+            }
+          };
+          await read((t) => t.includes("\r\n\r\n"));
+          assert.equal(text, "HTTP/1.1 100 Continue\r\n\r\n");
+          await conn.write(body);
+          await read((t) => /\r\n\r\nHTTP\/1\.1 \d{3} [\s\S]*\r\n\r\n/.test(t));
+          assert.match(text, /^HTTP\/1\.1 100 Continue\r\n\r\nHTTP\/1\.1 200 OK\r\n/);
+          assert.match(text, /etag: "/i);
+        } finally {
+          conn.close();
+        }
       },
     );
 
