@@ -259,6 +259,12 @@ Deno.test("a node whose data was wiped says once, per shard, that it must be rem
     await until("node 3 to report its lost log", () => lost().length > 0);
     // The others go on: writes still commit on the majority.
     await putRound(nodes[0]!.service, ns, 1);
+    // Each shard's leader finds the gap when it next sends to node 3: the shard written to
+    // reports it soon (a new leader first on a loaded machine), and only once.
+    await until(
+      "node 3 to report the written shard's lost log",
+      () => lost().some((l) => l.includes(`shard=${shardId}`)),
+    );
     await new Promise((r) => setTimeout(r, 500));
     assert.equal(lost().filter((l) => l.includes(`shard=${shardId}`)).length, 1, "said once");
     assert.match(lost()[0]!, /remove the node from the cluster and add it again/);
