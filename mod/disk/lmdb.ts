@@ -315,6 +315,50 @@ export class KvError extends Error {
   }
 }
 
+/** When a transaction lmdb failed is tried again (see transactionRetrying()). */
+export interface KvRetryPolicy {
+  /** Times a "damaged" failure is tried again, each after the environment rebuilt. */
+  damagedRetries: number;
+  /** How long a "space" failure (full filesystem) keeps being tried, and how often. */
+  spaceWaitMs: number;
+  spaceRetryMs: number;
+  /** False when the caller no longer wants the writes (closing, superseded). */
+  stillWanted: () => boolean;
+  /** Told before each retry (callers log it). */
+  onRetry: (kind: KvFailureKind, attempt: number, error: Error) => void;
+  /** Waits between "space" retries (default: a timer). */
+  sleep?: (ms: number) => Promise<void>;
+}
+
+/**
+ * `env.transaction(fn)`, tried again when lmdb failed it in a way the environment recovers
+ * from: "damaged" (it rebuilds itself from its records; the same writes then go to the fresh
+ * file) or "space" (room may come back). A failed commit changed nothing, so the same writes
+ * are the right retry, as long as no later writer replaced them (`stillWanted`).
+ */
+export async function transactionRetrying(
+  env: KvEnv,
+  fn: (txn: KvTxn) => void,
+  policy: KvRetryPolicy,
+): Promise<void> {
+  const deadline = performance.now() + policy.spaceWaitMs;
+  const sleep = policy.sleep ?? ((ms: number) => new Promise<void>((r) => setTimeout(r, ms)));
+  for (let attempt = 0;; attempt++) {
+    try {
+      return await env.transaction(fn);
+    } catch (e) {
+      const kind = e instanceof KvError ? e.kind : "other";
+      const again = policy.stillWanted() &&
+        ((kind === "damaged" && attempt < policy.damagedRetries) ||
+          (kind === "space" && performance.now() < deadline));
+      if (!again) throw e;
+      policy.onRetry(kind, attempt + 1, e as Error);
+      if (kind === "space") await sleep(policy.spaceRetryMs);
+      await env.settled();
+    }
+  }
+}
+
 /** Classifies a failed commit by the cause lmdb gives. */
 export function kvFailureKind(cause: string): KvFailureKind {
   if (/No space left|ENOSPC|MDB_MAP_FULL|Disk quota exceeded|EDQUOT/i.test(cause)) return "space";

@@ -16,6 +16,7 @@ export {
   LMDB_SYS_PERMISSIONS,
   lmdbPermissionFlags,
   openKvEnv,
+  transactionRetrying,
 } from "./lmdb.ts";
 export type {
   KvEntry,
@@ -24,6 +25,7 @@ export type {
   KvFailureKind,
   KvPageKeys,
   KvRangeOptions,
+  KvRetryPolicy,
   KvTable,
   KvTxn,
 } from "./lmdb.ts";

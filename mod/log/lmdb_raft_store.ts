@@ -22,11 +22,11 @@
 import { assert, crc32c } from "../base/mod.ts";
 import {
   type KvEnv,
-  KvError,
   type KvPageKeys,
   type KvTable,
   type KvTxn,
   openKvEnv,
+  transactionRetrying,
 } from "../disk/mod.ts";
 import { log as rootLog, type Logger } from "../obs/mod.ts";
 import {
@@ -754,28 +754,21 @@ export class LmdbRaftLogStore implements RaftLogStore {
    * the fresh file) or "space" (a full filesystem, for up to RAFT_PERSIST_SPACE_WAIT_MS).
    * A failed commit changed nothing, so the same writes are the right retry.
    */
-  async #commitRetrying(fn: (txn: KvTxn) => void, seq: number): Promise<void> {
-    const deadline = performance.now() + RAFT_PERSIST_SPACE_WAIT_MS;
-    for (let attempt = 0;; attempt++) {
-      try {
-        return await this.#env.transaction(fn);
-      } catch (e) {
-        const kind = e instanceof KvError ? e.kind : "other";
-        // Only the newest persist is tried again: a later one may already have replaced what
-        // this one writes (a rewritten tail, a newer hard state).
-        const again = seq === this.#persistSeq &&
-          ((kind === "damaged" && attempt < RAFT_PERSIST_DAMAGED_RETRIES) ||
-            (kind === "space" && performance.now() < deadline));
-        if (!again) throw e;
+  #commitRetrying(fn: (txn: KvTxn) => void, seq: number): Promise<void> {
+    return transactionRetrying(this.#env, fn, {
+      damagedRetries: RAFT_PERSIST_DAMAGED_RETRIES,
+      spaceWaitMs: RAFT_PERSIST_SPACE_WAIT_MS,
+      spaceRetryMs: RAFT_PERSIST_SPACE_RETRY_MS,
+      // Only the newest persist is tried again: a later one may already have replaced what
+      // this one writes (a rewritten tail, a newer hard state).
+      stillWanted: () => seq === this.#persistSeq,
+      onRetry: (kind, attempt, error) =>
         this.#log.warn("persisting the raft log failed; trying again", {
           kind,
-          attempt: attempt + 1,
-          error: (e as Error).message,
-        });
-        if (kind === "space") await new Promise((r) => setTimeout(r, RAFT_PERSIST_SPACE_RETRY_MS));
-        await this.#env.settled();
-      }
-    }
+          attempt,
+          error: error.message,
+        }),
+    });
   }
 
   persist(): Promise<void> {

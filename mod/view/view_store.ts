@@ -49,10 +49,10 @@ import {
 import {
   KV_TXN_OPERATIONS_MAX,
   type KvEnv,
-  KvError,
   type KvPageKeys,
   type KvTxn,
   openKvEnv,
+  transactionRetrying,
 } from "../disk/mod.ts";
 import {
   type Delta,
@@ -1000,26 +1000,20 @@ export class ViewStore implements CompositionViews {
    * commit changed nothing and the fold loop is the only writer of these records, so the
    * same writes are the right retry; anything else stops the folding, as before.
    */
-  async #commitRetrying(fn: (txn: KvTxn) => void): Promise<void> {
-    const deadline = performance.now() + VIEW_COMMIT_SPACE_WAIT_MS;
-    for (let attempt = 0;; attempt++) {
-      try {
-        return await this.#env.transaction(fn);
-      } catch (e) {
-        const kind = e instanceof KvError ? e.kind : "other";
-        const again = !this.#closing &&
-          ((kind === "damaged" && attempt < VIEW_COMMIT_DAMAGED_RETRIES) ||
-            (kind === "space" && performance.now() < deadline));
-        if (!again) throw e;
+  #commitRetrying(fn: (txn: KvTxn) => void): Promise<void> {
+    return transactionRetrying(this.#env, fn, {
+      damagedRetries: VIEW_COMMIT_DAMAGED_RETRIES,
+      spaceWaitMs: VIEW_COMMIT_SPACE_WAIT_MS,
+      spaceRetryMs: VIEW_COMMIT_SPACE_RETRY_MS,
+      stillWanted: () => !this.#closing,
+      onRetry: (kind, attempt, error) =>
         this.#log.warn("committing folded views failed; trying again", {
           kind,
-          attempt: attempt + 1,
-          error: (e as Error).message,
-        });
-        if (kind === "space") await this.#sleep(VIEW_COMMIT_SPACE_RETRY_MS);
-        await this.#env.settled();
-      }
-    }
+          attempt,
+          error: error.message,
+        }),
+      sleep: (ms) => this.#sleep(ms),
+    });
   }
 
   /** A rebuild is done once every shard has read the log up to its tip and folded it. */

@@ -131,6 +131,30 @@ export async function waitForHttp(url: string, body: string, timeoutMs = 20_000)
 }
 
 /** Runs a command to completion and returns its exit code and output. */
+/**
+ * Calls `get` until it gives something other than null (an error counts as not yet), every
+ * `everyMs`, for at most `deadlineMs`; the timeout names `what` and the last error.
+ */
+export async function pollUntil<T>(
+  what: string,
+  get: () => Promise<T | null>,
+  deadlineMs: number,
+  everyMs = 200,
+): Promise<T> {
+  const deadline = Date.now() + deadlineMs;
+  let last: unknown = null;
+  for (;;) {
+    try {
+      const v = await get();
+      if (v !== null) return v;
+    } catch (e) {
+      last = e;
+    }
+    if (Date.now() > deadline) throw new Error(`timed out waiting for ${what} (${last})`);
+    await new Promise((r) => setTimeout(r, everyMs));
+  }
+}
+
 export async function run(
   cmd: string,
   args: string[],

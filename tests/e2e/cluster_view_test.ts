@@ -6,7 +6,15 @@
 import assert from "node:assert/strict";
 import type { ClusterView } from "../../mod/admin/mod.ts";
 import { ROLE_TABLE } from "../../mod/role/mod.ts";
-import { flagsFor, ROOT, run, type RunningRole, startRole, waitForHttp } from "./_role.ts";
+import {
+  flagsFor,
+  pollUntil,
+  ROOT,
+  run,
+  type RunningRole,
+  startRole,
+  waitForHttp,
+} from "./_role.ts";
 
 const HOST = "127.44.13";
 const SHARDS = 2;
@@ -41,19 +49,8 @@ async function view(id: number): Promise<ClusterView> {
   return await r.json() as ClusterView;
 }
 
-async function until<T>(what: string, get: () => Promise<T | null>): Promise<T> {
-  const deadline = Date.now() + DEADLINE_MS;
-  let last: unknown = null;
-  for (;;) {
-    try {
-      const v = await get();
-      if (v !== null) return v;
-    } catch (e) {
-      last = e;
-    }
-    if (Date.now() > deadline) throw new Error(`timed out waiting for ${what} (${last})`);
-    await new Promise((r) => setTimeout(r, 200));
-  }
+function until<T>(what: string, get: () => Promise<T | null>): Promise<T> {
+  return pollUntil(what, get, DEADLINE_MS, 200);
 }
 
 Deno.test("GET /ui/api/cluster and kiseki admin status show three real nodes, their shards and a lost node", async () => {

@@ -7,7 +7,15 @@
 
 import assert from "node:assert/strict";
 import type { ClusterView } from "../../mod/admin/mod.ts";
-import { readS3Credentials, ROOT, run, type RunningRole, startRole, waitForHttp } from "./_role.ts";
+import {
+  pollUntil,
+  readS3Credentials,
+  ROOT,
+  run,
+  type RunningRole,
+  startRole,
+  waitForHttp,
+} from "./_role.ts";
 
 const HOST = "127.44.14";
 const SHARDS = 1;
@@ -39,19 +47,8 @@ async function metric(id: number, pattern: RegExp): Promise<number> {
   return m === null ? 0 : Number(m[1]);
 }
 
-async function until<T>(what: string, get: () => Promise<T | null>): Promise<T> {
-  const deadline = Date.now() + DEADLINE_MS;
-  let last: unknown = null;
-  for (;;) {
-    try {
-      const v = await get();
-      if (v !== null) return v;
-    } catch (e) {
-      last = e;
-    }
-    if (Date.now() > deadline) throw new Error(`timed out waiting for ${what} (${last})`);
-    await new Promise((r) => setTimeout(r, 250));
-  }
+function until<T>(what: string, get: () => Promise<T | null>): Promise<T> {
+  return pollUntil(what, get, DEADLINE_MS, 250);
 }
 
 Deno.test("a server back after the log moved past it catches up by a snapshot from a real leader", async () => {
