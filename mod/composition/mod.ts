@@ -161,3 +161,9 @@ export type {
 } from "./object_engine.ts";
 export { KmsPayloadCipher, kmsTenantName } from "./tenant_payload_cipher.ts";
 export type { KmsPayloadCipherOptions } from "./tenant_payload_cipher.ts";
+export {
+  SEALED_KEYS_PER_REQUEST_MAX,
+  SEALED_MASTER_KEYS_CACHED_MAX,
+  SealedObjects,
+} from "./sealed_objects.ts";
+export type { HeldRefs, SealedCommit, SealedObjectsOptions } from "./sealed_objects.ts";

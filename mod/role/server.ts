@@ -46,6 +46,7 @@ import {
 import { SCRUB_API_PREFIX, type ScrubService, startScrub } from "./scrub.ts";
 import { logErrorMapper, logServiceBinding } from "../log/log_grpc.ts";
 import { type GrpcServer, readTlsMaterial, startGrpcServer } from "../transport/mod.ts";
+import { type ClientService, startClientService } from "./client_service.ts";
 
 /** How long a member of a cluster waits to reach the cluster state before saying ready. */
 const CLUSTER_JOIN_READY_WAIT_MS = 15_000;
@@ -131,6 +132,7 @@ async function runServer(config: Config): Promise<number> {
   let nfs: NfsGateway | undefined;
   let gc: GcBackground | undefined;
   let scrub: ScrubService | undefined;
+  let clientService: ClientService | undefined;
   try {
     admin = startAdminServer({
       addr: config.metricsAddr,
@@ -356,12 +358,23 @@ async function runServer(config: Config): Promise<number> {
         },
       }));
     api.setToken(await adminToken(config.dataDir));
+    // The native client's metadata (gRPC) and sealed chunk bytes (framed transport).
+    clientService = await startClientService({
+      config,
+      engine: stack.engine,
+      backend: gatewayBackend,
+      systemKeys: stack.systemKeys,
+      dedup: stack.dedup,
+      defaultTenant: () => clusterState.isReady() ? clusterState.defaultTenant() : null,
+      tls: config.tls ? await readTlsMaterial(config.tls) : null,
+      logger,
+    });
     grpcServer = await startGrpcServer({
       addr: config.dataAddrs[0]!,
-      services: [logServiceBinding(cluster!.deltaLog, config.nodeId)],
+      services: [logServiceBinding(cluster!.deltaLog, config.nodeId), clientService.binding],
       tls: config.tls ? await readTlsMaterial(config.tls) : null,
       plaintextCallers: config.allowInsecure ? "any" : "loopback",
-      errorMappers: [logErrorMapper],
+      errorMappers: [logErrorMapper, clientService.errorMapper],
       logger,
     });
 
@@ -409,6 +422,7 @@ async function runServer(config: Config): Promise<number> {
     await s3?.close();
     await gc?.stop();
     await grpcServer?.close(0);
+    await clientService?.close();
     if (stack !== undefined) await stack.close();
     else await cluster?.close();
     await admin.shutdown();
@@ -420,6 +434,7 @@ async function runServer(config: Config): Promise<number> {
   await s3.close();
   await gc.stop();
   await grpcServer.close();
+  await clientService.close();
   await scrub?.stop();
   // The engine stack closes the metadata plane it was given.
   await stack.close();

@@ -12,6 +12,7 @@ import {
 } from "../base/mod.ts";
 import { LMDB_ENV_VARS, LMDB_SYS_PERMISSIONS } from "../disk/lmdb.ts";
 import { parsePoolSpecs } from "../chunk/pool.ts";
+import { CLIENT_TRANSPORT_PORT_OFFSET } from "../transport/client_wire.ts";
 
 export type RoleName = "server" | "keyserver" | "client-fuse" | "control" | "admin" | "client";
 
@@ -135,6 +136,11 @@ export function roleConfig(role: RoleName, env: ConfigEnv, ffiDirDefault?: strin
  * listeners and peers, files to its own directories, FFI to its shims, environment to
  * Kiseki's variables. Anything not listed is refused by the runtime.
  */
+/** Where a node whose data path is at `data` serves the framed client transport. */
+function clientTransportOf(data: HostPort): HostPort {
+  return { host: data.host, port: data.port === 0 ? 0 : data.port + CLIENT_TRANSPORT_PORT_OFFSET };
+}
+
 export function roleFlags(role: RoleName, config: Config, options: RoleFlagsOptions): string[] {
   const abs = (
     p: string,
@@ -175,6 +181,7 @@ export function roleFlags(role: RoleName, config: Config, options: RoleFlagsOpti
       }
       if (config.portmapAddr) listen(config.portmapAddr);
       listen(config.dataAddrs[0]!);
+      listen(clientTransportOf(config.dataAddrs[0]!));
       for (const peer of config.raftPeers) {
         if (peer.id === config.nodeId) continue;
         dial(peer.addr);
@@ -222,7 +229,10 @@ export function roleFlags(role: RoleName, config: Config, options: RoleFlagsOpti
     }
     case "client-fuse":
     case "client": {
-      for (const a of config.dataAddrs) dial(a);
+      for (const a of config.dataAddrs) {
+        dial(a);
+        dial(clientTransportOf(a));
+      }
       read.add(abs(config.cacheDir));
       write.add(abs(config.cacheDir));
       if (role === "client-fuse") {

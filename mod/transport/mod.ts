@@ -124,3 +124,27 @@ export {
   SERVER_CERTIFICATE_KINDS,
 } from "./peer_identity.ts";
 export type { PeerCertificateNames, PeerIdentity, ServerCertificateKind } from "./peer_identity.ts";
+export { CLIENT_SERVICE } from "./client_grpc.ts";
+export type * from "./client_grpc.ts";
+export {
+  CLIENT_TRANSPORT_SERVER_LIMITS_DEFAULT,
+  ClientTransportRefusal,
+  ClientTransportServer,
+} from "./client_transport_server.ts";
+export type {
+  ClientChunkHandler,
+  ClientTransportServerLimits,
+  ClientTransportServerOptions,
+  ClientTransportSession,
+} from "./client_transport_server.ts";
+export {
+  CLIENT_CONN_REQUEST_TIMEOUT_MS,
+  CLIENT_CONN_REQUESTS_IN_FLIGHT_MAX,
+  ClientTransportConnection,
+  ClientTransportError,
+} from "./client_transport_conn.ts";
+export type {
+  ClientTransportConnectOptions,
+  ClientTransportErrorKind,
+} from "./client_transport_conn.ts";
+export * from "./client_wire.ts";

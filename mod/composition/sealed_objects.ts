@@ -1,0 +1,235 @@
+// Objects whose chunks a native client sealed and stored itself (mod/client/): the node
+// hands out per-chunk data keys scoped to what the client writes or may read, and commits
+// the client's chunk list in the same composition the engine writes, so S3 and NFS read it.
+// Reference accounting as in the engine: every ref a composition holds is one refcount;
+// refs are taken before the commit (a client's PUT takes one, or the commit adds one to a
+// chunk stored already), given back when the commit is refused or releases them, and kept
+// (leaked space, never lost data) when the commit's fate is unknown.
+
+import { assert } from "../base/mod.ts";
+import type { ChunkStore } from "../chunk/mod.ts";
+import { deriveChunkDek } from "../crypto/mod.ts";
+import type { SystemKeyProvider } from "../keys/mod.ts";
+import { counter, log as rootLog, type Logger } from "../obs/mod.ts";
+import { toHex } from "./bytes.ts";
+import {
+  CHUNK_ID_BYTES,
+  type ChunkRef,
+  type Composition,
+  type Metadata,
+  PUT_CHUNK_REFS_MAX,
+} from "./composition.ts";
+import { CompositionError } from "./errors.ts";
+import type { NamespaceRef } from "./namespace.ts";
+import { PayloadUnreadableError } from "./payload_cipher.ts";
+import type { CompositionService } from "./service.ts";
+
+/** System key epochs whose master keys are kept in memory. */
+export const SEALED_MASTER_KEYS_CACHED_MAX = 64;
+/** Chunk ids one key request may name. */
+export const SEALED_KEYS_PER_REQUEST_MAX = 4096;
+
+const commitsTotal = counter<"outcome">({
+  name: "kiseki_sealed_object_commits_total",
+  help: "Commits of client-sealed objects, by outcome",
+  labelNames: ["outcome"],
+});
+
+export interface SealedObjectsOptions {
+  service: CompositionService;
+  chunkStore: ChunkStore;
+  systemKeys: SystemKeyProvider;
+  logger?: Logger;
+}
+
+/** Refs a client session already holds (its PUTs took them), consumed by a commit. */
+export interface HeldRefs {
+  /** Takes one held ref of `chunkId` for the commit; false when none is held. */
+  take(chunkId: Uint8Array): boolean;
+  /** Gives a taken ref back to the holder (the commit was refused). */
+  restore(chunkId: Uint8Array): void;
+}
+
+export interface SealedCommit {
+  refs: ChunkRef[];
+  size: number;
+  etag: string;
+  contentType?: string;
+  metadata?: Metadata;
+  ifAbsent?: boolean;
+  ifVersion?: number;
+}
+
+export class SealedObjects {
+  readonly #service: CompositionService;
+  readonly #chunkStore: ChunkStore;
+  readonly #systemKeys: SystemKeyProvider;
+  readonly #log: Logger;
+  readonly #masterKeys = new Map<number, Uint8Array>();
+
+  constructor(options: SealedObjectsOptions) {
+    this.#service = options.service;
+    this.#chunkStore = options.chunkStore;
+    this.#systemKeys = options.systemKeys;
+    this.#log = options.logger ?? rootLog;
+  }
+
+  currentEpoch(): Promise<number> {
+    return this.#systemKeys.currentEpoch();
+  }
+
+  /** The data key of each chunk under `epoch` (the key its envelope is sealed under). */
+  async dataKeys(epoch: number, chunkIds: readonly Uint8Array[]): Promise<Uint8Array[]> {
+    if (chunkIds.length > SEALED_KEYS_PER_REQUEST_MAX) {
+      throw new CompositionError(
+        "too_large",
+        `at most ${SEALED_KEYS_PER_REQUEST_MAX} chunk ids per request, got ${chunkIds.length}`,
+      );
+    }
+    for (const id of chunkIds) checkChunkId(id);
+    let master: Uint8Array;
+    try {
+      master = await this.#masterKey(epoch);
+    } catch (e) {
+      throw new CompositionError(
+        "invalid_argument",
+        `key epoch ${epoch} is not readable: ${(e as Error).message}`,
+      );
+    }
+    return chunkIds.map((id) => deriveChunkDek(master, id));
+  }
+
+  /** Whether each chunk is stored on this node's store already (a write need not send it). */
+  async present(chunkIds: readonly Uint8Array[]): Promise<boolean[]> {
+    for (const id of chunkIds) checkChunkId(id);
+    return await Promise.all(
+      chunkIds.map(async (id) => (await this.#chunkStore.stat(id)) !== null),
+    );
+  }
+
+  /** The object's current composition (the caller checked the tenant and read barrier). */
+  composition(ns: NamespaceRef, key: string): Composition {
+    return this.#service.get(ns, key);
+  }
+
+  /**
+   * Commits `input.refs` as `key`'s new version. Each ref is one reference: one the session
+   * holds (`held`), else one added to a chunk that is stored; a chunk that is neither fails
+   * the commit (the client uploads it first).
+   */
+  async commit(
+    ns: NamespaceRef,
+    key: string,
+    input: SealedCommit,
+    held: HeldRefs,
+  ): Promise<{ version: number }> {
+    const refs = input.refs;
+    if (refs.length === 0 || refs.length > PUT_CHUNK_REFS_MAX) {
+      throw new CompositionError(
+        refs.length === 0 ? "invalid_argument" : "too_large",
+        `a client commit carries 1..${PUT_CHUNK_REFS_MAX} chunk refs, got ${refs.length}`,
+      );
+    }
+    for (const r of refs) checkChunkId(r.chunkId);
+    const tenant = toHex(ns.tenantId);
+    const fromHeld: Uint8Array[] = [];
+    const added: Uint8Array[] = [];
+    const giveBack = async () => {
+      for (const id of fromHeld) held.restore(id);
+      await this.#release(added);
+    };
+    try {
+      for (const r of refs) {
+        if (held.take(r.chunkId)) {
+          fromHeld.push(r.chunkId);
+          continue;
+        }
+        try {
+          await this.#chunkStore.incRef(r.chunkId, { tenant });
+        } catch (e) {
+          if ((e as { code?: string }).code !== "not_found") throw e;
+          throw new CompositionError(
+            "precondition_failed",
+            `chunk ${toHex(r.chunkId)} is not stored on this node: upload it first`,
+          );
+        }
+        added.push(r.chunkId);
+      }
+    } catch (e) {
+      await giveBack();
+      commitsTotal.inc({ outcome: "refused" });
+      throw e;
+    }
+    let result;
+    try {
+      result = await this.#service.put(ns, key, {
+        chunkRefs: refs,
+        size: input.size,
+        etag: input.etag,
+        contentType: input.contentType,
+        metadata: input.metadata,
+        ifAbsent: input.ifAbsent,
+        ifVersion: input.ifVersion,
+      });
+    } catch (e) {
+      const refused = e instanceof PayloadUnreadableError ||
+        (e instanceof CompositionError && e.code !== "unavailable");
+      if (refused) {
+        await giveBack();
+        commitsTotal.inc({ outcome: "refused" });
+      } else {
+        // The commit may still take effect and own these refs: keep them.
+        commitsTotal.inc({ outcome: "uncertain" });
+        this.#log.warn("client commit outcome unknown: chunk references kept (space may leak)", {
+          chunks: refs.length,
+          error: (e as Error).message,
+        });
+      }
+      throw e;
+    }
+    commitsTotal.inc({ outcome: "ok" });
+    await this.#release(result.released);
+    return { version: result.version };
+  }
+
+  /** Drops one reference per id; failures are logged (leaked space), never thrown. */
+  async #release(ids: readonly Uint8Array[]): Promise<void> {
+    const results = await Promise.allSettled(ids.map((id) => this.#chunkStore.decRef(id)));
+    results.forEach((r, i) => {
+      if (r.status === "rejected") {
+        this.#log.error("could not release a chunk reference", {
+          chunk: toHex(ids[i]!),
+          error: (r.reason as Error).message,
+        });
+      }
+    });
+  }
+
+  /** Gives back refs a session took and never committed (it expired or closed). */
+  releaseHeld(ids: readonly Uint8Array[]): Promise<void> {
+    return this.#release(ids);
+  }
+
+  async #masterKey(epoch: number): Promise<Uint8Array> {
+    let key = this.#masterKeys.get(epoch);
+    if (key === undefined) {
+      key = await this.#systemKeys.masterKey(epoch);
+      if (this.#masterKeys.size >= SEALED_MASTER_KEYS_CACHED_MAX) {
+        this.#masterKeys.delete(this.#masterKeys.keys().next().value!);
+      }
+      this.#masterKeys.set(epoch, key);
+    }
+    return key;
+  }
+}
+
+function checkChunkId(id: Uint8Array): void {
+  if (!(id instanceof Uint8Array) || id.length !== CHUNK_ID_BYTES) {
+    throw new CompositionError(
+      "invalid_argument",
+      `a chunk id is ${CHUNK_ID_BYTES} bytes, got ${(id as Uint8Array)?.length ?? "none"}`,
+    );
+  }
+}
+
+assert(SEALED_KEYS_PER_REQUEST_MAX >= PUT_CHUNK_REFS_MAX, "one request covers one commit's ids");
