@@ -8,10 +8,10 @@
 
 import { assert } from "../base/mod.ts";
 import type { ChunkStore } from "../chunk/mod.ts";
-import { deriveChunkDek } from "../crypto/mod.ts";
+import { deriveChunkDek, ENVELOPE_HEADER_BYTES } from "../crypto/mod.ts";
 import type { SystemKeyProvider } from "../keys/mod.ts";
 import { counter, log as rootLog, type Logger } from "../obs/mod.ts";
-import { toHex } from "./bytes.ts";
+import { bytesEqual, toHex } from "./bytes.ts";
 import {
   CHUNK_ID_BYTES,
   type ChunkRef,
@@ -60,6 +60,18 @@ export interface SealedCommit {
   ifVersion?: number;
 }
 
+/** An upload of a stored chunk that is not the stored envelope: no proof of possession. */
+export class SealedMismatchError extends CompositionError {
+  override name = "SealedMismatchError";
+  constructor(chunkId: Uint8Array) {
+    super(
+      "precondition_failed",
+      `the upload of chunk ${toHex(chunkId)} does not match the stored chunk: seal it under ` +
+        "the stored envelope's header (PrepareChunks) and upload again",
+    );
+  }
+}
+
 export class SealedObjects {
   readonly #service: CompositionService;
   readonly #chunkStore: ChunkStore;
@@ -99,12 +111,50 @@ export class SealedObjects {
     return chunkIds.map((id) => deriveChunkDek(master, id));
   }
 
-  /** Whether each chunk is stored on this node's store already (a write need not send it). */
-  async present(chunkIds: readonly Uint8Array[]): Promise<boolean[]> {
+  /**
+   * For each chunk: null when it is not stored on this node's store, else its stored
+   * envelope's header (a writer proves it holds the plaintext by sealing to the same bytes).
+   */
+  async storedHeaders(chunkIds: readonly Uint8Array[]): Promise<(Uint8Array | null)[]> {
     for (const id of chunkIds) checkChunkId(id);
-    return await Promise.all(
-      chunkIds.map(async (id) => (await this.#chunkStore.stat(id)) !== null),
-    );
+    return await Promise.all(chunkIds.map(async (id) => {
+      if ((await this.#chunkStore.stat(id)) === null) return null;
+      try {
+        return (await this.#chunkStore.get(id)).slice(0, ENVELOPE_HEADER_BYTES);
+      } catch (e) {
+        if ((e as { code?: string }).code === "not_found") return null;
+        throw e;
+      }
+    }));
+  }
+
+  /**
+   * Takes one reference on `chunkId` for a writer that uploaded `envelope`: stores it when
+   * the chunk is new; when it is stored already, only if the upload is the stored envelope
+   * byte for byte (sealed from the same plaintext under the same key and nonce), so that
+   * knowing a chunk id never yields a reference to someone else's chunk.
+   */
+  async storeUploaded(
+    chunkId: Uint8Array,
+    envelope: Uint8Array,
+    tenant: string,
+  ): Promise<{ created: boolean }> {
+    checkChunkId(chunkId);
+    if ((await this.#chunkStore.stat(chunkId)) === null) {
+      const { created } = await this.#chunkStore.put(chunkId, envelope, { tenant });
+      if (created) return { created };
+      // Stored by another writer meanwhile: the reference stands only if the bytes match.
+      if (await this.#matches(chunkId, envelope)) return { created: false };
+      await this.#release([chunkId]);
+      throw new SealedMismatchError(chunkId);
+    }
+    if (!(await this.#matches(chunkId, envelope))) throw new SealedMismatchError(chunkId);
+    await this.#chunkStore.incRef(chunkId, { tenant });
+    return { created: false };
+  }
+
+  async #matches(chunkId: Uint8Array, envelope: Uint8Array): Promise<boolean> {
+    return bytesEqual(await this.#chunkStore.get(chunkId), envelope);
   }
 
   /** The object's current composition (the caller checked the tenant and read barrier). */
@@ -124,46 +174,38 @@ export class SealedObjects {
     held: HeldRefs,
   ): Promise<{ version: number }> {
     const refs = input.refs;
-    if (refs.length === 0 || refs.length > PUT_CHUNK_REFS_MAX) {
+    if (refs.length > PUT_CHUNK_REFS_MAX) {
       throw new CompositionError(
-        refs.length === 0 ? "invalid_argument" : "too_large",
-        `a client commit carries 1..${PUT_CHUNK_REFS_MAX} chunk refs, got ${refs.length}`,
+        "too_large",
+        `a client commit carries at most ${PUT_CHUNK_REFS_MAX} chunk refs, got ${refs.length}`,
       );
     }
     for (const r of refs) checkChunkId(r.chunkId);
-    const tenant = toHex(ns.tenantId);
     const fromHeld: Uint8Array[] = [];
-    const added: Uint8Array[] = [];
-    const giveBack = async () => {
+    const giveBack = () => {
       for (const id of fromHeld) held.restore(id);
-      await this.#release(added);
     };
     try {
       for (const r of refs) {
-        if (held.take(r.chunkId)) {
-          fromHeld.push(r.chunkId);
-          continue;
-        }
-        try {
-          await this.#chunkStore.incRef(r.chunkId, { tenant });
-        } catch (e) {
-          if ((e as { code?: string }).code !== "not_found") throw e;
+        if (!held.take(r.chunkId)) {
           throw new CompositionError(
             "precondition_failed",
-            `chunk ${toHex(r.chunkId)} is not stored on this node: upload it first`,
+            `chunk ${toHex(r.chunkId)} was not uploaded in this session (once per ref): ` +
+              "upload it first",
           );
         }
-        added.push(r.chunkId);
+        fromHeld.push(r.chunkId);
       }
     } catch (e) {
-      await giveBack();
+      giveBack();
       commitsTotal.inc({ outcome: "refused" });
       throw e;
     }
     let result;
     try {
       result = await this.#service.put(ns, key, {
-        chunkRefs: refs,
+        // An empty object has no chunks: it is empty inline content, as the engine stores it.
+        ...(refs.length === 0 ? { inline: new Uint8Array(0) } : { chunkRefs: refs }),
         size: input.size,
         etag: input.etag,
         contentType: input.contentType,
@@ -175,7 +217,7 @@ export class SealedObjects {
       const refused = e instanceof PayloadUnreadableError ||
         (e instanceof CompositionError && e.code !== "unavailable");
       if (refused) {
-        await giveBack();
+        giveBack();
         commitsTotal.inc({ outcome: "refused" });
       } else {
         // The commit may still take effect and own these refs: keep them.

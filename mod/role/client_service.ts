@@ -16,11 +16,12 @@ import {
   type NamespaceRef,
   type ObjectEngine,
   PUT_CHUNK_REFS_MAX,
+  SealedMismatchError,
   SealedObjects,
   TENANT_ID_BYTES,
 } from "../composition/mod.ts";
 import type { NfsObjectBackend } from "../nfs/mod.ts";
-import { parseEnvelopeHeader } from "../crypto/mod.ts";
+import { ENVELOPE_HEADER_BYTES, parseEnvelopeHeader } from "../crypto/mod.ts";
 import type { SystemKeyProvider } from "../keys/mod.ts";
 import type { Logger } from "../obs/mod.ts";
 import {
@@ -249,7 +250,15 @@ export async function startClientService(options: ClientServiceOptions): Promise
                 `the session holds ${CLIENT_SESSION_HELD_REFS_MAX} uncommitted chunks: commit first`,
               );
             }
-            const { created } = await engine.chunkStore.put(id, envelope, { tenant });
+            let created: boolean;
+            try {
+              ({ created } = await sealed.storeUploaded(id, envelope, tenant));
+            } catch (e) {
+              if (e instanceof SealedMismatchError) {
+                throw new ClientTransportRefusal(CLIENT_STATUS_FORBIDDEN, e.message);
+              }
+              throw e;
+            }
             const key = toHex(id);
             s.held.set(key, (s.held.get(key) ?? 0) + 1);
             s.heldCount++;
@@ -258,7 +267,7 @@ export async function startClientService(options: ClientServiceOptions): Promise
           },
           async get(id) {
             s.usedMs = Date.now();
-            if (s.grants.get(toHex(id)) === undefined) {
+            if (s.grants.get(toHex(id)) !== "read") {
               throw new ClientTransportRefusal(
                 CLIENT_STATUS_FORBIDDEN,
                 `chunk ${toHex(id)} is not in an object this session asked for`,
@@ -424,10 +433,25 @@ export async function startClientService(options: ClientServiceOptions): Promise
     async PrepareChunks(req, { caller }) {
       const s = sessionOf(req.session, caller);
       const ids = req.chunkIds.map((id) => new Uint8Array(id));
-      const [present, epoch] = await Promise.all([sealed.present(ids), sealed.currentEpoch()]);
-      const keys = await sealed.dataKeys(epoch, ids);
+      const [headers, epoch] = await Promise.all([
+        sealed.storedHeaders(ids),
+        sealed.currentEpoch(),
+      ]);
+      // A stored chunk's key is the one of its envelope's epoch; a new one's, the current.
+      const epochs = headers.map((h) => h === null ? epoch : envelopeEpochOf(h));
+      const keys: Uint8Array[] = new Array(ids.length);
+      for (const e of new Set(epochs)) {
+        const at = epochs.flatMap((x, i) => x === e ? [i] : []);
+        const got = await sealed.dataKeys(e, at.map((i) => ids[i]!));
+        at.forEach((i, j) => keys[i] = got[j]!);
+      }
       ids.forEach((id) => grant(s, id, "write"));
-      return { epoch, present, keys };
+      return {
+        epoch,
+        present: headers.map((h) => h !== null),
+        keys,
+        headers: headers.map((h) => h ?? new Uint8Array(0)),
+      };
     },
     async CommitObject(req, { caller }) {
       const s = sessionOf(req.session, caller);
@@ -438,11 +462,6 @@ export async function startClientService(options: ClientServiceOptions): Promise
         offsetBytes: r.offset,
         lengthBytes: r.length,
       }));
-      for (const r of refs) {
-        if (s.grants.get(toHex(r.chunkId)) === undefined) {
-          throw permissionDenied(caller, `commit chunk ${toHex(r.chunkId)}: prepare it first`);
-        }
-      }
       const held = {
         take(id: Uint8Array): boolean {
           const key = toHex(id);
@@ -532,4 +551,9 @@ function objectInfo(o: {
     partSizes: [...(o.partSizes ?? [])],
     hasPartSizes: o.partSizes !== null,
   };
+}
+
+/** The epoch field of a stored envelope's header. */
+function envelopeEpochOf(header: Uint8Array): number {
+  return new DataView(header.buffer, header.byteOffset, ENVELOPE_HEADER_BYTES).getUint32(8);
 }

@@ -112,6 +112,7 @@ export interface ClientPrepareChunksResponse {
   epoch: number;
   present: boolean[];
   keys: Uint8Array[];
+  headers: Uint8Array[];
 }
 
 export interface ClientCommitObjectRequest {
