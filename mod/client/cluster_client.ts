@@ -776,9 +776,9 @@ async function openLink(addr: HostPort, tls: TlsMaterial | null): Promise<Link> 
   });
   try {
     const hello = await grpc.Hello({});
-    const t = parseHostPort(hello.transportAddr);
-    // A node listening on every address names the wildcard: dial the host that answered.
-    const transportAddr = { host: isWildcard(t.host) ? addr.host : t.host, port: t.port };
+    // The transport is on the node that answered: the host dialled (which reaches it, and
+    // which its certificate names), at the port it announced.
+    const transportAddr = { host: addr.host, port: parseHostPort(hello.transportAddr).port };
     const session = toHex(hello.session);
     const conn = await ClientTransportConnection.connect({
       addr: transportAddr,

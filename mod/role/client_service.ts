@@ -59,12 +59,15 @@ export const CLIENT_SESSION_GRANTS_MAX = 65_536;
 /** Uploaded, not yet committed references one session may hold. */
 export const CLIENT_SESSION_HELD_REFS_MAX = 65_536;
 
+const GRANT_READ = 1;
+const GRANT_WRITE = 2;
+
 interface Session {
   token: string;
   tenantId: Uint8Array;
   caller: PeerIdentity;
-  /** Chunk ids (hex) this session may GET or PUT, in grant order. */
-  grants: Map<string, "read" | "write">;
+  /** Chunk ids (hex) this session may GET (GRANT_READ) or PUT (GRANT_WRITE), oldest first. */
+  grants: Map<string, number>;
   /** References the session's PUTs took and no commit used yet, by chunk id (hex). */
   held: Map<string, number>;
   heldCount: number;
@@ -163,11 +166,11 @@ export async function startClientService(options: ClientServiceOptions): Promise
       closeSession(oldest!);
     }
   };
-  const grant = (s: Session, id: Uint8Array, how: "read" | "write") => {
+  const grant = (s: Session, id: Uint8Array, how: number) => {
     const key = toHex(id);
-    const had = s.grants.get(key);
+    const had = s.grants.get(key) ?? 0;
     s.grants.delete(key);
-    s.grants.set(key, had === "write" ? "write" : how);
+    s.grants.set(key, had | how);
     while (s.grants.size > CLIENT_SESSION_GRANTS_MAX) {
       s.grants.delete(s.grants.keys().next().value!);
     }
@@ -230,7 +233,7 @@ export async function startClientService(options: ClientServiceOptions): Promise
         return {
           async put(id, envelope) {
             s.usedMs = Date.now();
-            if (s.grants.get(toHex(id)) !== "write") {
+            if (((s.grants.get(toHex(id)) ?? 0) & GRANT_WRITE) === 0) {
               throw new ClientTransportRefusal(
                 CLIENT_STATUS_FORBIDDEN,
                 `chunk ${toHex(id)} was not prepared for writing in this session`,
@@ -267,7 +270,7 @@ export async function startClientService(options: ClientServiceOptions): Promise
           },
           async get(id) {
             s.usedMs = Date.now();
-            if (s.grants.get(toHex(id)) !== "read") {
+            if (((s.grants.get(toHex(id)) ?? 0) & GRANT_READ) === 0) {
               throw new ClientTransportRefusal(
                 CLIENT_STATUS_FORBIDDEN,
                 `chunk ${toHex(id)} is not in an object this session asked for`,
@@ -405,7 +408,7 @@ export async function startClientService(options: ClientServiceOptions): Promise
       const epoch = await sealed.currentEpoch();
       const ids = refs.map((r) => r.chunkId);
       const keys = await sealed.dataKeys(epoch, ids);
-      for (const id of ids) grant(s, id, "read");
+      for (const id of ids) grant(s, id, GRANT_READ);
       return {
         ...base,
         inline: false,
@@ -445,7 +448,7 @@ export async function startClientService(options: ClientServiceOptions): Promise
         const got = await sealed.dataKeys(e, at.map((i) => ids[i]!));
         at.forEach((i, j) => keys[i] = got[j]!);
       }
-      ids.forEach((id) => grant(s, id, "write"));
+      ids.forEach((id) => grant(s, id, GRANT_WRITE));
       return {
         epoch,
         present: headers.map((h) => h !== null),
