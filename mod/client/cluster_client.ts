@@ -6,8 +6,8 @@
 // reads. When a node dies mid-operation, the operation continues on another node of the
 // list: sealed chunks of a put are kept until its commit, so they can be stored again there.
 
-import { createHash } from "node:crypto";
-import { assert, bytesEqual, formatHostPort, type HostPort, parseHostPort } from "../base/mod.ts";
+import { createHash, createHmac } from "node:crypto";
+import { assert, formatHostPort, type HostPort, parseHostPort } from "../base/mod.ts";
 import { chunkStream, computeChunkId } from "../chunk/mod.ts";
 import {
   type Body,
@@ -29,7 +29,7 @@ import {
   resolveRange,
   toHex,
 } from "../composition/mod.ts";
-import { type Aead, ENVELOPE_HEADER_BYTES, WebCryptoAead } from "../crypto/mod.ts";
+import { type Aead, WebCryptoAead } from "../crypto/mod.ts";
 import type { NfsObjectBackend } from "../nfs/mod.ts";
 import { log as rootLog, type Logger } from "../obs/mod.ts";
 import {
@@ -38,7 +38,6 @@ import {
   type ClientNamespaceInfo,
   type ClientObjectInfo,
   type ClientObjectManifest,
-  type ClientPrepareChunksResponse,
   type ClientServiceMethods,
   ClientTransportConnection,
   ClientTransportError,
@@ -412,17 +411,18 @@ export class ClusterClient implements NfsObjectBackend {
     await this.#call((l) => this.#storeOn(l, batch, sealedById));
     let bytes = 0;
     for (const c of batch) {
-      this.#cache.wrote(c.id, c.envelope!, c.plaintext!);
-      // Plaintext stays until the commit: another node may hold the chunk under its own
-      // header already, and the upload that proves possession is sealed to that header.
-      bytes += c.envelope!.length + c.length;
+      if (c.envelope !== null) this.#cache.wrote(c.id, c.envelope, c.plaintext!);
+      // Plaintext stays until the commit: another node may hold the chunk already, and the
+      // proof of possession it asks for is computed from the plaintext.
+      bytes += (c.envelope?.length ?? 0) + c.length;
     }
     return bytes;
   }
 
   /**
-   * Prepares `chunks` on `link`'s session, seals them (a chunk the node stores already to the
-   * stored envelope's header), and uploads every one: each upload is one reference.
+   * Stores `chunks` for `link`'s session, one reference each: a chunk the node does not hold
+   * is sealed (once per put) and uploaded; one it holds is proved (HMAC of the plaintext
+   * under the node's challenge), so neither plaintext nor a bare id is what grants it.
    */
   async #storeOn(
     link: Link,
@@ -433,65 +433,48 @@ export class ClusterClient implements NfsObjectBackend {
     for (let at = 0; at < chunks.length; at += CLIENT_PREPARE_BATCH_CHUNKS) {
       const batch = chunks.slice(at, at + CLIENT_PREPARE_BATCH_CHUNKS);
       const prep = await link.grpc.PrepareChunks({ session, chunkIds: batch.map((c) => c.id) });
+      const proofs: { c: PendingChunk; challenge: Uint8Array }[] = [];
       await Promise.all(batch.map(async (c, i) => {
-        await this.#seal(c, prep, i, sealedById);
+        if (prep.present[i]) {
+          proofs.push({ c, challenge: new Uint8Array(prep.challenges[i]!) });
+          return;
+        }
+        const hex = toHex(c.id);
+        let envelope = sealedById.get(hex);
+        if (envelope === undefined) {
+          envelope = await sealWithKey({
+            aead: this.#aead,
+            dataKey: new Uint8Array(prep.keys[i]!),
+            epoch: prep.epoch,
+            chunkId: c.id,
+            plaintext: c.plaintext!,
+          });
+          sealedById.set(hex, envelope);
+        }
+        c.envelope = envelope;
         try {
-          await link.conn.put(c.id, c.envelope!);
+          await link.conn.put(c.id, envelope);
         } catch (e) {
           if (!(e instanceof ClientTransportError) || e.kind !== "forbidden") throw e;
-          // Stored by another writer since the prepare: seal to its header, upload again.
+          // Stored by another writer since the prepare: prove possession instead.
           const again = await link.grpc.PrepareChunks({ session, chunkIds: [c.id] });
-          sealedById.delete(toHex(c.id));
-          await this.#seal(c, again, 0, sealedById);
-          await link.conn.put(c.id, c.envelope!);
+          if (!again.present[0]) throw e;
+          proofs.push({ c, challenge: new Uint8Array(again.challenges[0]!) });
+          return;
         }
         c.storedOn.add(link.session);
       }));
-    }
-  }
-
-  async #seal(
-    c: PendingChunk,
-    prep: ClientPrepareChunksResponse,
-    i: number,
-    sealedById: Map<string, Uint8Array>,
-  ): Promise<void> {
-    const hex = toHex(c.id);
-    const header = new Uint8Array(prep.headers[i]!);
-    if (prep.present[i]) {
-      if (c.envelope !== null && bytesEqual(c.envelope.subarray(0, header.length), header)) {
-        return;
+      if (proofs.length > 0) {
+        await link.grpc.ProveChunks({
+          session,
+          chunkIds: proofs.map((p) => p.c.id),
+          proofs: proofs.map((p) =>
+            new Uint8Array(createHmac("sha256", p.challenge).update(p.c.plaintext!).digest())
+          ),
+        });
+        for (const p of proofs) p.c.storedOn.add(link.session);
       }
-      const shared = sealedById.get(hex);
-      if (shared !== undefined && bytesEqual(shared.subarray(0, header.length), header)) {
-        c.envelope = shared;
-        return;
-      }
-      c.envelope = await sealWithKey({
-        aead: this.#aead,
-        dataKey: new Uint8Array(prep.keys[i]!),
-        epoch: headerEpoch(header),
-        chunkId: c.id,
-        plaintext: c.plaintext!,
-        nonce: header.slice(12, 24),
-      });
-      sealedById.set(hex, c.envelope);
-      return;
     }
-    if (c.envelope !== null) return;
-    const shared = sealedById.get(hex);
-    if (shared !== undefined) {
-      c.envelope = shared;
-      return;
-    }
-    c.envelope = await sealWithKey({
-      aead: this.#aead,
-      dataKey: new Uint8Array(prep.keys[i]!),
-      epoch: prep.epoch,
-      chunkId: c.id,
-      plaintext: c.plaintext!,
-    });
-    sealedById.set(hex, c.envelope);
   }
 
   /**
@@ -804,12 +787,6 @@ function infoOf(o: ClientObjectInfo): ObjectInfo {
     modifiedMs: o.modifiedMs,
     partSizes: o.hasPartSizes ? [...o.partSizes] : null,
   };
-}
-
-/** The epoch field of an envelope header (the header alone, without its body). */
-function headerEpoch(header: Uint8Array): number {
-  assert(header.length === ENVELOPE_HEADER_BYTES, "a present chunk comes with its header");
-  return new DataView(header.buffer, header.byteOffset, ENVELOPE_HEADER_BYTES).getUint32(8);
 }
 
 function hexBytes(hex: string): Uint8Array {

@@ -8,7 +8,8 @@
 
 import { assert } from "../base/mod.ts";
 import type { ChunkStore } from "../chunk/mod.ts";
-import { deriveChunkDek, ENVELOPE_HEADER_BYTES } from "../crypto/mod.ts";
+import { createHmac, timingSafeEqual } from "node:crypto";
+import { type Aead, deriveChunkDek, openChunk } from "../crypto/mod.ts";
 import type { SystemKeyProvider } from "../keys/mod.ts";
 import { counter, log as rootLog, type Logger } from "../obs/mod.ts";
 import { bytesEqual, toHex } from "./bytes.ts";
@@ -39,6 +40,8 @@ export interface SealedObjectsOptions {
   service: CompositionService;
   chunkStore: ChunkStore;
   systemKeys: SystemKeyProvider;
+  /** Opens stored chunks to check proofs of possession. */
+  aead: Aead;
   logger?: Logger;
 }
 
@@ -60,14 +63,13 @@ export interface SealedCommit {
   ifVersion?: number;
 }
 
-/** An upload of a stored chunk that is not the stored envelope: no proof of possession. */
-export class SealedMismatchError extends CompositionError {
-  override name = "SealedMismatchError";
+/** An upload of a chunk that is stored already: the writer proves possession instead. */
+export class SealedStoredError extends CompositionError {
+  override name = "SealedStoredError";
   constructor(chunkId: Uint8Array) {
     super(
       "precondition_failed",
-      `the upload of chunk ${toHex(chunkId)} does not match the stored chunk: seal it under ` +
-        "the stored envelope's header (PrepareChunks) and upload again",
+      `chunk ${toHex(chunkId)} is stored already: prepare it again and prove possession`,
     );
   }
 }
@@ -76,6 +78,7 @@ export class SealedObjects {
   readonly #service: CompositionService;
   readonly #chunkStore: ChunkStore;
   readonly #systemKeys: SystemKeyProvider;
+  readonly #aead: Aead;
   readonly #log: Logger;
   readonly #masterKeys = new Map<number, Uint8Array>();
 
@@ -83,6 +86,7 @@ export class SealedObjects {
     this.#service = options.service;
     this.#chunkStore = options.chunkStore;
     this.#systemKeys = options.systemKeys;
+    this.#aead = options.aead;
     this.#log = options.logger ?? rootLog;
   }
 
@@ -111,28 +115,18 @@ export class SealedObjects {
     return chunkIds.map((id) => deriveChunkDek(master, id));
   }
 
-  /**
-   * For each chunk: null when it is not stored on this node's store, else its stored
-   * envelope's header (a writer proves it holds the plaintext by sealing to the same bytes).
-   */
-  async storedHeaders(chunkIds: readonly Uint8Array[]): Promise<(Uint8Array | null)[]> {
+  /** Whether each chunk is stored on this node's store. */
+  async present(chunkIds: readonly Uint8Array[]): Promise<boolean[]> {
     for (const id of chunkIds) checkChunkId(id);
-    return await Promise.all(chunkIds.map(async (id) => {
-      if ((await this.#chunkStore.stat(id)) === null) return null;
-      try {
-        return (await this.#chunkStore.get(id)).slice(0, ENVELOPE_HEADER_BYTES);
-      } catch (e) {
-        if ((e as { code?: string }).code === "not_found") return null;
-        throw e;
-      }
-    }));
+    return await Promise.all(
+      chunkIds.map(async (id) => (await this.#chunkStore.stat(id)) !== null),
+    );
   }
 
   /**
-   * Takes one reference on `chunkId` for a writer that uploaded `envelope`: stores it when
-   * the chunk is new; when it is stored already, only if the upload is the stored envelope
-   * byte for byte (sealed from the same plaintext under the same key and nonce), so that
-   * knowing a chunk id never yields a reference to someone else's chunk.
+   * Takes one reference on a new chunk a writer uploaded. A chunk stored already is not
+   * touched by an upload (its id alone proves nothing): the writer proves possession
+   * instead (prove()); an upload that races another writer's store is refused the same way.
    */
   async storeUploaded(
     chunkId: Uint8Array,
@@ -140,21 +134,45 @@ export class SealedObjects {
     tenant: string,
   ): Promise<{ created: boolean }> {
     checkChunkId(chunkId);
-    if ((await this.#chunkStore.stat(chunkId)) === null) {
-      const { created } = await this.#chunkStore.put(chunkId, envelope, { tenant });
-      if (created) return { created };
-      // Stored by another writer meanwhile: the reference stands only if the bytes match.
-      if (await this.#matches(chunkId, envelope)) return { created: false };
-      await this.#release([chunkId]);
-      throw new SealedMismatchError(chunkId);
-    }
-    if (!(await this.#matches(chunkId, envelope))) throw new SealedMismatchError(chunkId);
-    await this.#chunkStore.incRef(chunkId, { tenant });
-    return { created: false };
+    if ((await this.#chunkStore.stat(chunkId)) !== null) throw new SealedStoredError(chunkId);
+    const { created } = await this.#chunkStore.put(chunkId, envelope, { tenant });
+    if (created) return { created };
+    // Stored by another writer meanwhile: the reference stands only for the same bytes.
+    if (bytesEqual(await this.#chunkStore.get(chunkId), envelope)) return { created: false };
+    await this.#release([chunkId]);
+    throw new SealedStoredError(chunkId);
   }
 
-  async #matches(chunkId: Uint8Array, envelope: Uint8Array): Promise<boolean> {
-    return bytesEqual(await this.#chunkStore.get(chunkId), envelope);
+  /**
+   * Checks a writer's proof that it holds a stored chunk's plaintext, HMAC-SHA256(challenge,
+   * plaintext), against the stored chunk opened in this node's memory, and takes one
+   * reference when it holds. False (no reference) when it does not.
+   */
+  async prove(
+    chunkId: Uint8Array,
+    challenge: Uint8Array,
+    proof: Uint8Array,
+    tenant: string,
+  ): Promise<boolean> {
+    checkChunkId(chunkId);
+    let envelope: Uint8Array;
+    try {
+      envelope = await this.#chunkStore.get(chunkId);
+    } catch (e) {
+      if ((e as { code?: string }).code === "not_found") return false;
+      throw e;
+    }
+    const plaintext = await openChunk({
+      aead: this.#aead,
+      masterKeyFor: (epoch) => this.#masterKey(epoch),
+      chunkId,
+      envelope,
+    });
+    const expected = createHmac("sha256", challenge).update(plaintext).digest();
+    plaintext.fill(0);
+    if (proof.length !== expected.length || !timingSafeEqual(expected, proof)) return false;
+    await this.#chunkStore.incRef(chunkId, { tenant });
+    return true;
   }
 
   /** The object's current composition (the caller checked the tenant and read barrier). */

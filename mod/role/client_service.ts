@@ -16,12 +16,13 @@ import {
   type NamespaceRef,
   type ObjectEngine,
   PUT_CHUNK_REFS_MAX,
-  SealedMismatchError,
+  SEALED_KEYS_PER_REQUEST_MAX,
   SealedObjects,
+  SealedStoredError,
   TENANT_ID_BYTES,
 } from "../composition/mod.ts";
 import type { NfsObjectBackend } from "../nfs/mod.ts";
-import { ENVELOPE_HEADER_BYTES, parseEnvelopeHeader } from "../crypto/mod.ts";
+import { type Aead, parseEnvelopeHeader } from "../crypto/mod.ts";
 import type { SystemKeyProvider } from "../keys/mod.ts";
 import type { Logger } from "../obs/mod.ts";
 import {
@@ -71,6 +72,8 @@ interface Session {
   /** References the session's PUTs took and no commit used yet, by chunk id (hex). */
   held: Map<string, number>;
   heldCount: number;
+  /** Challenges of stored chunks the session may prove it holds, by chunk id (hex). */
+  challenges: Map<string, Uint8Array>;
   usedMs: number;
 }
 
@@ -80,6 +83,8 @@ export interface ClientServiceOptions {
   /** What S3 uses (the engine behind the cluster's read barrier). */
   backend: NfsObjectBackend;
   systemKeys: SystemKeyProvider;
+  /** Opens stored chunks in memory to check proofs of possession. */
+  aead: Aead;
   dedup: { modeFor(tenantId: Uint8Array): DedupMode; keyFor(t: Uint8Array): Promise<Uint8Array> };
   /** The cluster's default tenant (32 hex digits), null until the cluster state is reached. */
   defaultTenant: () => string | null;
@@ -112,7 +117,7 @@ const STATUS_BY_CODE: Record<string, GrpcStatusCode> = {
 };
 
 /** CompositionError -> its status; the code travels as trailing metadata kiseki-code. */
-export const compositionErrorMapper: GrpcErrorMapper = (e) =>
+export const compositionErrorMapper: GrpcErrorMapper = (e: unknown): GrpcStatusError | null =>
   e instanceof CompositionError
     ? new GrpcStatusError(STATUS_BY_CODE[e.code] ?? GrpcStatus.FAILED_PRECONDITION, e.message, {
       cause: e,
@@ -136,6 +141,7 @@ export async function startClientService(options: ClientServiceOptions): Promise
     service: engine.service,
     chunkStore: engine.chunkStore,
     systemKeys: options.systemKeys,
+    aead: options.aead,
     logger,
   });
   const sessions = new Map<string, Session>();
@@ -257,7 +263,7 @@ export async function startClientService(options: ClientServiceOptions): Promise
             try {
               ({ created } = await sealed.storeUploaded(id, envelope, tenant));
             } catch (e) {
-              if (e instanceof SealedMismatchError) {
+              if (e instanceof SealedStoredError) {
                 throw new ClientTransportRefusal(CLIENT_STATUS_FORBIDDEN, e.message);
               }
               throw e;
@@ -315,6 +321,7 @@ export async function startClientService(options: ClientServiceOptions): Promise
         grants: new Map(),
         held: new Map(),
         heldCount: 0,
+        challenges: new Map(),
         usedMs: now,
       };
       sessions.set(s.token, s);
@@ -436,25 +443,56 @@ export async function startClientService(options: ClientServiceOptions): Promise
     async PrepareChunks(req, { caller }) {
       const s = sessionOf(req.session, caller);
       const ids = req.chunkIds.map((id) => new Uint8Array(id));
-      const [headers, epoch] = await Promise.all([
-        sealed.storedHeaders(ids),
-        sealed.currentEpoch(),
-      ]);
-      // A stored chunk's key is the one of its envelope's epoch; a new one's, the current.
-      const epochs = headers.map((h) => h === null ? epoch : envelopeEpochOf(h));
-      const keys: Uint8Array[] = new Array(ids.length);
-      for (const e of new Set(epochs)) {
-        const at = epochs.flatMap((x, i) => x === e ? [i] : []);
-        const got = await sealed.dataKeys(e, at.map((i) => ids[i]!));
-        at.forEach((i, j) => keys[i] = got[j]!);
+      const [present, epoch] = await Promise.all([sealed.present(ids), sealed.currentEpoch()]);
+      const fresh = ids.filter((_, i) => !present[i]);
+      const freshKeys = await sealed.dataKeys(epoch, fresh);
+      let k = 0;
+      const keys: Uint8Array[] = [];
+      const challenges: Uint8Array[] = [];
+      ids.forEach((id, i) => {
+        if (present[i]) {
+          const challenge = crypto.getRandomValues(new Uint8Array(32));
+          const key = toHex(id);
+          s.challenges.delete(key);
+          s.challenges.set(key, challenge);
+          while (s.challenges.size > CLIENT_SESSION_GRANTS_MAX) {
+            s.challenges.delete(s.challenges.keys().next().value!);
+          }
+          keys.push(new Uint8Array(0));
+          challenges.push(challenge);
+        } else {
+          grant(s, id, GRANT_WRITE);
+          keys.push(freshKeys[k++]!);
+          challenges.push(new Uint8Array(0));
+        }
+      });
+      return { epoch, present, keys, challenges };
+    },
+    async ProveChunks(req, { caller }) {
+      const s = sessionOf(req.session, caller);
+      if (req.proofs.length !== req.chunkIds.length) invalid("one proof per chunk id");
+      if (req.chunkIds.length > SEALED_KEYS_PER_REQUEST_MAX) {
+        invalid(`at most ${SEALED_KEYS_PER_REQUEST_MAX} proofs per call`);
       }
-      ids.forEach((id) => grant(s, id, GRANT_WRITE));
-      return {
-        epoch,
-        present: headers.map((h) => h !== null),
-        keys,
-        headers: headers.map((h) => h ?? new Uint8Array(0)),
-      };
+      const tenant = toHex(s.tenantId);
+      for (const [i, raw] of req.chunkIds.entries()) {
+        const id = new Uint8Array(raw);
+        const key = toHex(id);
+        const challenge = s.challenges.get(key);
+        if (challenge === undefined) {
+          throw permissionDenied(caller, `prove chunk ${key}: no challenge (PrepareChunks first)`);
+        }
+        if (s.heldCount >= CLIENT_SESSION_HELD_REFS_MAX) {
+          invalid(`the session holds ${CLIENT_SESSION_HELD_REFS_MAX} uncommitted chunks`);
+        }
+        if (!(await sealed.prove(id, challenge, new Uint8Array(req.proofs[i]!), tenant))) {
+          throw permissionDenied(caller, `have chunk ${key}: the proof of possession failed`);
+        }
+        s.held.set(key, (s.held.get(key) ?? 0) + 1);
+        s.heldCount++;
+      }
+      if (!sessions.has(s.token)) closeSession(s);
+      return {};
     },
     async CommitObject(req, { caller }) {
       const s = sessionOf(req.session, caller);
@@ -554,9 +592,4 @@ function objectInfo(o: {
     partSizes: [...(o.partSizes ?? [])],
     hasPartSizes: o.partSizes !== null,
   };
-}
-
-/** The epoch field of a stored envelope's header. */
-function envelopeEpochOf(header: Uint8Array): number {
-  return new DataView(header.buffer, header.byteOffset, ENVELOPE_HEADER_BYTES).getUint32(8);
 }

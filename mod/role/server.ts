@@ -364,6 +364,7 @@ async function runServer(config: Config): Promise<number> {
       engine: stack.engine,
       backend: gatewayBackend,
       systemKeys: stack.systemKeys,
+      aead: stack.aead,
       dedup: stack.dedup,
       defaultTenant: () => clusterState.isReady() ? clusterState.defaultTenant() : null,
       tls: config.tls ? await readTlsMaterial(config.tls) : null,

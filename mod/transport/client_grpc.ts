@@ -112,7 +112,7 @@ export interface ClientPrepareChunksResponse {
   epoch: number;
   present: boolean[];
   keys: Uint8Array[];
-  headers: Uint8Array[];
+  challenges: Uint8Array[];
 }
 
 export interface ClientCommitObjectRequest {
@@ -154,6 +154,10 @@ export type ClientServiceMethods = {
     request: { session: Uint8Array; chunkIds: Uint8Array[] };
     response: ClientPrepareChunksResponse;
   };
+  ProveChunks: {
+    request: { session: Uint8Array; chunkIds: Uint8Array[]; proofs: Uint8Array[] };
+    response: Record<string, never>;
+  };
   CommitObject: { request: ClientCommitObjectRequest; response: ClientCommitObjectResponse };
 };
 
@@ -172,5 +176,6 @@ export const CLIENT_SERVICE: GrpcServiceDefinition<ClientServiceMethods> = defin
   "ObjectManifest",
   "ChunkKeys",
   "PrepareChunks",
+  "ProveChunks",
   "CommitObject",
 ]);

@@ -48,7 +48,11 @@ export interface ClientFrame {
 }
 
 /** A frame's bytes: header and body in one array (one write). */
-export function encodeClientFrame(kind: number, requestId: number, ...body: Uint8Array[]) {
+export function encodeClientFrame(
+  kind: number,
+  requestId: number,
+  ...body: Uint8Array[]
+): Uint8Array {
   const length = body.reduce((n, b) => n + b.length, 0);
   assert(length <= CLIENT_FRAME_BODY_BYTES_MAX, "client frame body within its maximum");
   assert(Number.isInteger(requestId) && requestId >= 0 && requestId <= 0xffff_ffff, "u32 id");

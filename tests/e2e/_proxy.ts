@@ -15,11 +15,11 @@ export interface CapturingProxy {
   close(): Promise<void>;
 }
 
-export async function startCapturingProxy(options: {
+export function startCapturingProxy(options: {
   listenHost: string;
   targetHost: string;
   ports: number[];
-}): Promise<CapturingProxy> {
+}): CapturingProxy {
   const pieces: Uint8Array[] = [];
   let bytes = 0;
   let overflow = false;

@@ -6,7 +6,15 @@
 import assert from "node:assert/strict";
 import { createHash } from "node:crypto";
 import { connectClusterClient } from "../../mod/client/mod.ts";
-import { Prng } from "../../mod/base/mod.ts";
+import { Prng, toHex } from "../../mod/base/mod.ts";
+import {
+  CLIENT_SERVICE,
+  ClientTransportConnection,
+  ClientTransportError,
+  createGrpcClient,
+  GrpcStatusError,
+} from "../../mod/transport/mod.ts";
+import { genCerts } from "../../mod/transport/_testing.ts";
 import { CompositionError } from "../../mod/composition/mod.ts";
 import { log } from "../../mod/obs/mod.ts";
 import { canary, needlesOf, scan } from "./_canaries.ts";
@@ -61,7 +69,7 @@ Deno.test({
       server = startRole("server", env);
       await waitForHttp(`http://${env.KISEKI_METRICS_ADDR}/health`, "OK", 90_000);
       // The client reaches the node only through the proxy: gRPC and the client transport.
-      proxy = await startCapturingProxy({
+      proxy = startCapturingProxy({
         listenHost: proxyHost,
         targetHost: host,
         ports: [Number(port), Number(port) + 2],
@@ -169,3 +177,156 @@ Deno.test({
     }
   },
 });
+
+const TENANT_A = "6b697365-6b69-4000-8000-00000000c1a1";
+const TENANT_B = "6b697365-6b69-4000-8000-00000000c1b2";
+
+Deno.test({
+  name: "client library under mTLS: each tenant's client reaches only its own tenant's chunks",
+  sanitizeOps: false,
+  sanitizeResources: false,
+  async fn() {
+    const dir = await Deno.makeTempDir({ prefix: "kiseki-e2e-client-tls-" });
+    const env = {
+      ...testAddrs(162),
+      KISEKI_DATA_DIR: `${dir}/data`,
+      KISEKI_POOLS: POOL,
+      KISEKI_LOG_LEVEL: "warn",
+    };
+    const [host, portText] = env.KISEKI_DATA_ADDR.split(":") as [string, string];
+    const target = { host, port: Number(portText) };
+    const tls = `${dir}/tls`;
+    let server: RunningRole | null = null;
+    const closers: (() => unknown)[] = [];
+    try {
+      await genCerts(tls, ["--node", `node1:${host}`, "--tenant", TENANT_A, "--tenant", TENANT_B]);
+      const tenantTls = async (t: string) => ({
+        ca: await Deno.readTextFile(`${tls}/ca.crt`),
+        cert: await Deno.readTextFile(`${tls}/tenant-${t}/client.crt`),
+        key: await Deno.readTextFile(`${tls}/tenant-${t}/client.key`),
+      });
+      const tlsA = await tenantTls(TENANT_A);
+      const tlsB = await tenantTls(TENANT_B);
+      server = startRole("server", {
+        ...env,
+        KISEKI_CA_PATH: `${tls}/node1/ca.crt`,
+        KISEKI_CERT_PATH: `${tls}/node1/server.crt`,
+        KISEKI_KEY_PATH: `${tls}/node1/server.key`,
+      });
+      await waitForHttp(`http://${env.KISEKI_METRICS_ADDR}/health`, "OK", 90_000);
+
+      const a = await connectClusterClient({ addrs: [target], tls: tlsA, logger: log });
+      closers.push(() => a.close());
+      const b = await connectClusterClient({ addrs: [target], tls: tlsB, logger: log });
+      closers.push(() => b.close());
+      assert.equal(toHex(a.tenantId), TENANT_A.replaceAll("-", ""));
+      assert.equal(toHex(b.tenantId), TENANT_B.replaceAll("-", ""));
+
+      // A writes; B sees neither A's namespace nor, by the same name, A's objects.
+      const secretBytes = bytesWithCanary(3 * MiB + 99, canary(), 3);
+      await a.backend.createNamespace(a.tenantId, "same-name");
+      const nsA = a.backend.namespace(a.tenantId, "same-name");
+      await a.backend.putObject(nsA, "secret.bin", secretBytes);
+      assert.deepEqual(
+        await bodyOf((await a.backend.getObject(nsA, "secret.bin")).body),
+        secretBytes,
+      );
+      assert.deepEqual(await b.backend.listNamespaces(b.tenantId), []);
+      const nsB = b.backend.namespace(b.tenantId, "same-name");
+      await assert.rejects(b.backend.getObject(nsB, "secret.bin"), CompositionError);
+      await b.backend.createNamespace(b.tenantId, "same-name");
+      await assert.rejects(
+        b.backend.getObject(nsB, "secret.bin"),
+        (e: unknown) => e instanceof CompositionError && e.code === "not_found",
+      );
+      const own = new Prng(4).bytes(2 * MiB);
+      await b.backend.putObject(nsB, "own.bin", own);
+
+      // Even knowing A's chunk ids, B's session gets no key, no bytes and no reference.
+      const rawA = createGrpcClient(CLIENT_SERVICE, target, { tls: tlsA });
+      closers.push(() => rawA.close());
+      const helloA = await rawA.Hello({});
+      const manifestA = await rawA.ObjectManifest({
+        namespace: "same-name",
+        key: "secret.bin",
+        session: helloA.session,
+      });
+      const idsA = manifestA.chunks.map((c) => new Uint8Array(c.chunkId));
+      assert.ok(idsA.length >= 1);
+      const rawB = createGrpcClient(CLIENT_SERVICE, target, { tls: tlsB });
+      closers.push(() => rawB.close());
+      const helloB = await rawB.Hello({});
+      const keysRefused = await refusal(rawB.ChunkKeys({
+        namespace: "same-name",
+        key: "own.bin",
+        session: helloB.session,
+        epoch: manifestA.epoch,
+        chunkIds: idsA,
+      }));
+      assert.equal(keysRefused.codeName, "PERMISSION_DENIED", keysRefused.message);
+      const prep = await rawB.PrepareChunks({ session: helloB.session, chunkIds: idsA });
+      assert.deepEqual(prep.present, idsA.map(() => true));
+      for (const k of prep.keys) assert.equal(k.length, 0, "no key for a stored chunk");
+      const proofRefused = await refusal(rawB.ProveChunks({
+        session: helloB.session,
+        chunkIds: [idsA[0]!],
+        proofs: [new Uint8Array(32)],
+      }));
+      assert.equal(proofRefused.codeName, "PERMISSION_DENIED", proofRefused.message);
+      const commitRefused = await refusal(rawB.CommitObject({
+        namespace: "same-name",
+        key: "stolen.bin",
+        session: helloB.session,
+        chunks: manifestA.chunks,
+        size: secretBytes.length,
+        etag: "x",
+      }));
+      assert.equal(commitRefused.codeName, "FAILED_PRECONDITION", commitRefused.message);
+      const port = Number(helloB.transportAddr.split(":").pop());
+      const connB = await ClientTransportConnection.connect({
+        addr: { host, port },
+        session: helloB.session,
+        tls: tlsB,
+      });
+      closers.push(() => connB.close());
+      await assert.rejects(
+        connB.get(idsA[0]!),
+        (e: unknown) => e instanceof ClientTransportError && e.kind === "forbidden",
+      );
+      // A's session presented under B's certificate is refused at HELLO.
+      await assert.rejects(
+        ClientTransportConnection.connect({
+          addr: { host, port },
+          session: helloA.session,
+          tls: tlsB,
+        }),
+        (e: unknown) => e instanceof ClientTransportError && e.kind === "forbidden",
+      );
+      // And without a certificate there is no call at all.
+      const anon = createGrpcClient(CLIENT_SERVICE, target, { tls: { ca: tlsA.ca } });
+      closers.push(() => anon.close());
+      assert.equal((await refusal(anon.Hello({}))).codeName, "UNAUTHENTICATED");
+      // A still reads its object, and B its own.
+      assert.deepEqual(
+        await bodyOf((await a.backend.getObject(nsA, "secret.bin")).body),
+        secretBytes,
+      );
+      assert.deepEqual(await bodyOf((await b.backend.getObject(nsB, "own.bin")).body), own);
+    } finally {
+      for (const c of closers.reverse()) await c();
+      await server?.stop();
+      await Deno.remove(dir, { recursive: true }).catch(() => {});
+    }
+  },
+});
+
+/** The status a call ends with; fails the test when it succeeds. */
+async function refusal(call: Promise<unknown>): Promise<GrpcStatusError> {
+  try {
+    await call;
+  } catch (e) {
+    assert.ok(e instanceof GrpcStatusError, String(e));
+    return e;
+  }
+  assert.fail("the call was expected to be refused");
+}
