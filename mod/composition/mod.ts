@@ -164,7 +164,7 @@ export type { KmsPayloadCipherOptions } from "./tenant_payload_cipher.ts";
 export {
   SEALED_KEYS_PER_REQUEST_MAX,
   SEALED_MASTER_KEYS_CACHED_MAX,
-  SealedStoredError,
   SealedObjects,
+  SealedStoredError,
 } from "./sealed_objects.ts";
 export type { HeldRefs, SealedCommit, SealedObjectsOptions } from "./sealed_objects.ts";
