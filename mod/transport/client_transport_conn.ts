@@ -11,6 +11,7 @@ import {
   CLIENT_OP_HELLO,
   CLIENT_OP_PUT,
   CLIENT_STATUS_FORBIDDEN,
+  CLIENT_STATUS_INVALID,
   CLIENT_STATUS_NOT_FOUND,
   CLIENT_STATUS_OK,
   type ClientFrame,
@@ -206,7 +207,7 @@ function statusError(frame: ClientFrame): ClientTransportError {
       throw new Error("unreachable");
     default:
       return new ClientTransportError(
-        frame.kind === 3 ? "invalid" : "unavailable",
+        frame.kind === CLIENT_STATUS_INVALID ? "invalid" : "unavailable",
         message,
       );
   }
