@@ -332,6 +332,7 @@ export class ClusterClient implements NfsObjectBackend {
     const chunks: PendingChunk[] = [];
     let batch: PendingChunk[] = [];
     const sealedById = new Map<string, Uint8Array>();
+    let storing: Promise<number> | null = null;
     let retained = 0;
     let size = 0;
     const source = body instanceof Uint8Array ? [body] : body;
@@ -363,17 +364,20 @@ export class ClusterClient implements NfsObjectBackend {
         );
       }
       if (batch.length === CLIENT_PREPARE_BATCH_CHUNKS) {
-        retained += await this.#storeBatch(batch, sealedById);
+        // One batch is stored while the next is cut: chunking overlaps the network.
+        if (storing !== null) retained += await storing;
+        storing = this.#storeBatch(batch, sealedById);
+        storing.catch(() => {}); // awaited below
         batch = [];
         if (retained > CLIENT_PUT_RETAINED_BYTES_MAX) {
           throw new CompositionError(
             "too_large",
-            `a client put keeps at most ${CLIENT_PUT_RETAINED_BYTES_MAX} sealed bytes until ` +
-              "its commit",
+            `a client put keeps at most ${CLIENT_PUT_RETAINED_BYTES_MAX} bytes until its commit`,
           );
         }
       }
     }
+    if (storing !== null) retained += await storing;
     if (batch.length > 0) await this.#storeBatch(batch, sealedById);
     if (options.sizeHint !== undefined && options.sizeHint !== size) {
       throw new CompositionError(
