@@ -7,12 +7,12 @@
 // tests/bench/results/client.json. MB = 10^6 bytes.
 
 // Bench only: the AWS SDK for the S3 rows.
-// deno-lint-ignore no-import-prefix
 import {
   CreateBucketCommand,
   GetObjectCommand,
   PutObjectCommand,
   S3Client,
+  // deno-lint-ignore no-import-prefix
 } from "npm:@aws-sdk/client-s3@3.1175.0";
 import { Prng } from "../../mod/base/mod.ts";
 import { connectClusterClient } from "../../mod/client/mod.ts";
