@@ -564,7 +564,8 @@ export class ClusterClient implements NfsObjectBackend {
       const id = toHex(c.chunkId);
       let byEpoch = ctx.keys.get(id);
       if (byEpoch === undefined) ctx.keys.set(id, byEpoch = new Map());
-      byEpoch.set(m.epoch, new Uint8Array(m.keys[i]!));
+      // Keys come for the first chunks; the others are asked for when they are read.
+      if (i < m.keys.length) byEpoch.set(m.epoch, new Uint8Array(m.keys[i]!));
     });
     ctx.granted.add(link.session);
     return m;
