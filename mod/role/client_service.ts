@@ -32,6 +32,7 @@ import {
   CLIENT_STATUS_FORBIDDEN,
   CLIENT_STATUS_INVALID,
   CLIENT_STATUS_NOT_FOUND,
+  CLIENT_STATUS_UNAVAILABLE,
   CLIENT_TRANSPORT_PORT_OFFSET,
   type ClientChunkRef,
   type ClientClusterNode,
@@ -55,6 +56,8 @@ import {
 export const CLIENT_SESSIONS_MAX = 4096;
 /** A session unused this long is closed and its uncommitted references given back. */
 export const CLIENT_SESSION_IDLE_MS = 15 * 60_000;
+/** How often idle sessions are looked for. */
+export const CLIENT_SESSION_SWEEP_MS = 60_000;
 /** Chunk ids one session may read or write at once (oldest grants forgotten first). */
 export const CLIENT_SESSION_GRANTS_MAX = 65_536;
 /** Uploaded, not yet committed references one session may hold. */
@@ -160,11 +163,11 @@ export async function startClientService(options: ClientServiceOptions): Promise
       );
     }
   };
-  const sweep = (now: number) => {
+  const sweep = (now: number, makeRoom: boolean) => {
     for (const s of sessions.values()) {
       if (now - s.usedMs > CLIENT_SESSION_IDLE_MS) closeSession(s);
     }
-    while (sessions.size >= CLIENT_SESSIONS_MAX) {
+    while (makeRoom && sessions.size >= CLIENT_SESSIONS_MAX) {
       let oldest: Session | null = null;
       for (const s of sessions.values()) {
         if (oldest === null || s.usedMs < oldest.usedMs) oldest = s;
@@ -222,6 +225,20 @@ export async function startClientService(options: ClientServiceOptions): Promise
   const ns = (caller: PeerIdentity, name: string): NamespaceRef =>
     backend.namespace(tenantOf(caller), name);
 
+  /** A transport request of a session that was closed meanwhile: Hello again (anywhere). */
+  const alive = (s: Session) => {
+    if (!sessions.has(s.token)) {
+      throw new ClientTransportRefusal(
+        CLIENT_STATUS_UNAVAILABLE,
+        "the client session expired on this node: Hello again",
+      );
+    }
+    s.usedMs = Date.now();
+  };
+  // Idle sessions give their uncommitted references back without waiting for a new Hello.
+  const sweeper = setInterval(() => sweep(Date.now(), false), CLIENT_SESSION_SWEEP_MS);
+  Deno.unrefTimer(sweeper);
+
   const transport = await ClientTransportServer.start({
     addr: options.transportAddr ?? {
       host: dataAddr.host,
@@ -238,7 +255,7 @@ export async function startClientService(options: ClientServiceOptions): Promise
         const tenant = toHex(s.tenantId);
         return {
           async put(id, envelope) {
-            s.usedMs = Date.now();
+            alive(s);
             if (((s.grants.get(toHex(id)) ?? 0) & GRANT_WRITE) === 0) {
               throw new ClientTransportRefusal(
                 CLIENT_STATUS_FORBIDDEN,
@@ -275,7 +292,7 @@ export async function startClientService(options: ClientServiceOptions): Promise
             return { created };
           },
           async get(id) {
-            s.usedMs = Date.now();
+            alive(s);
             if (((s.grants.get(toHex(id)) ?? 0) & GRANT_READ) === 0) {
               throw new ClientTransportRefusal(
                 CLIENT_STATUS_FORBIDDEN,
@@ -312,7 +329,7 @@ export async function startClientService(options: ClientServiceOptions): Promise
     async Hello(_req, { caller }) {
       const tenantId = tenantOf(caller);
       const now = Date.now();
-      sweep(now);
+      sweep(now, true);
       const token = crypto.getRandomValues(new Uint8Array(32));
       const s: Session = {
         token: toHex(token),
@@ -542,6 +559,7 @@ export async function startClientService(options: ClientServiceOptions): Promise
     transport,
     errorMapper: compositionErrorMapper,
     async close() {
+      clearInterval(sweeper);
       await transport.close();
       for (const s of [...sessions.values()]) closeSession(s);
     },
