@@ -2,7 +2,9 @@
 // put and get (chunking, ids and sealing in this process, sealed chunks over the client
 // transport, metadata over gRPC) beside the S3 path's 64 MiB PUT and GET (the JS SDK, the
 // gateway chunking and sealing on the node) against the same real `kiseki server`, in the
-// same run, each object distinct (nothing deduplicates). On a 2-core machine the client and
+// same run, each object distinct (nothing deduplicates). The S3 GETs may be answered from
+// the node's plaintext chunk cache (KISEKI_CHUNK_CACHE_MAX); the client's read sealed chunks
+// from the store and open them itself (it runs with no chunk cache here: bypass). On a 2-core machine the client and
 // the node compete for CPU, as a client on a storage node would. Prints a table and writes
 // tests/bench/results/client.json. MB = 10^6 bytes.
 
@@ -16,6 +18,8 @@ import {
 } from "npm:@aws-sdk/client-s3@3.1175.0";
 import { Prng } from "../../mod/base/mod.ts";
 import { connectClusterClient } from "../../mod/client/mod.ts";
+import { selectAead } from "../../mod/crypto/mod.ts";
+import { SOURCE_FFI_DIR } from "../../ffi/loader.ts";
 import { log } from "../../mod/obs/mod.ts";
 import {
   readS3Credentials,
@@ -57,10 +61,13 @@ try {
   server = startRole("server", env);
   await waitForHttp(`http://${env.KISEKI_METRICS_ADDR}/health`, "OK", 90_000);
   const [host, port] = env.KISEKI_DATA_ADDR.split(":") as [string, string];
+  // The AEAD the node uses too (OpenSSL through its shim, else WebCrypto), as the client
+  // role would pass it.
   const client = await connectClusterClient({
     addrs: [{ host, port: Number(port) }],
     tls: null,
     logger: log,
+    aead: selectAead({ ffiDir: SOURCE_FFI_DIR, ffiMode: "auto" }),
   });
   const s3 = new S3Client({
     endpoint: `http://${env.KISEKI_S3_ADDR}`,
