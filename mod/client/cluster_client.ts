@@ -52,6 +52,8 @@ import { envelopeEpoch, openWithKey, sealWithKey } from "./sealing.ts";
 
 /** Chunk ids asked about (and keys handed out) in one PrepareChunks call. */
 export const CLIENT_PREPARE_BATCH_CHUNKS = 16;
+/** Batches of one put being stored while the next is cut. */
+export const CLIENT_PUT_BATCHES_IN_FLIGHT = 2;
 /** Chunks one get fetches ahead of its reader. */
 export const CLIENT_READ_AHEAD_CHUNKS = 4;
 /** Sealed bytes one put keeps until its commit (to store them again on another node). */
@@ -332,7 +334,7 @@ export class ClusterClient implements NfsObjectBackend {
     const chunks: PendingChunk[] = [];
     let batch: PendingChunk[] = [];
     const sealedById = new Map<string, Uint8Array>();
-    let storing: Promise<number> | null = null;
+    const storing: Promise<number>[] = [];
     let retained = 0;
     let size = 0;
     const source = body instanceof Uint8Array ? [body] : body;
@@ -364,10 +366,11 @@ export class ClusterClient implements NfsObjectBackend {
         );
       }
       if (batch.length === CLIENT_PREPARE_BATCH_CHUNKS) {
-        // One batch is stored while the next is cut: chunking overlaps the network.
-        if (storing !== null) retained += await storing;
-        storing = this.#storeBatch(batch, sealedById);
-        storing.catch(() => {}); // awaited below
+        // Batches are stored while the next is cut: chunking overlaps the network.
+        if (storing.length >= CLIENT_PUT_BATCHES_IN_FLIGHT) retained += await storing.shift()!;
+        const store = this.#storeBatch(batch, sealedById);
+        store.catch(() => {}); // awaited below
+        storing.push(store);
         batch = [];
         if (retained > CLIENT_PUT_RETAINED_BYTES_MAX) {
           throw new CompositionError(
@@ -377,7 +380,7 @@ export class ClusterClient implements NfsObjectBackend {
         }
       }
     }
-    if (storing !== null) retained += await storing;
+    for (const store of storing.splice(0)) retained += await store;
     if (batch.length > 0) await this.#storeBatch(batch, sealedById);
     if (options.sizeHint !== undefined && options.sizeHint !== size) {
       throw new CompositionError(
