@@ -1,7 +1,8 @@
 // The client library against a real three-node cluster: the node the client talks to is
 // killed (SIGKILL) in the middle of a large write; the write completes through another node
 // without an error reaching the caller, and reads back byte for byte, also by a fresh client
-// that knows only the surviving nodes.
+// that knows only the surviving nodes. Then, with the node back, the node a reader streams
+// from is killed mid-read, and the stream goes on from another node, byte for byte.
 
 import assert from "node:assert/strict";
 import { createHash } from "node:crypto";
@@ -19,7 +20,7 @@ function md5(bytes: Uint8Array): string {
 }
 
 Deno.test({
-  name: "client library: a write survives the loss of the node it talks to (3-node cluster)",
+  name: "client library: a write and a read survive the loss of the node they talk to (3 nodes)",
   sanitizeOps: false,
   sanitizeResources: false,
   async fn() {
@@ -28,29 +29,28 @@ Deno.test({
     const peers = ids.map((id) => `${id}=${hostOf(id)}:${PORTS.raft}`).join(",");
     const dirs: string[] = [];
     const roles = new Map<number, RunningRole>();
+    const envs = new Map<number, Record<string, string>>();
     try {
       for (const id of ids) {
         const dir = await Deno.makeTempDir({ prefix: `kiseki-e2e-client-n${id}-` });
         dirs.push(dir);
         const on = (port: number) => `${hostOf(id)}:${port}`;
-        roles.set(
-          id,
-          startRole("server", {
-            KISEKI_NODE_ID: String(id),
-            KISEKI_RAFT_PEERS: peers,
-            // Failover, not authentication (client_test.ts covers mTLS): plain TCP, said so.
-            KISEKI_ALLOW_INSECURE: "true",
-            KISEKI_BOOTSTRAP: id === 1 ? "true" : "false",
-            KISEKI_RAFT_ADDR: on(PORTS.raft),
-            KISEKI_DATA_ADDR: on(PORTS.data),
-            KISEKI_METRICS_ADDR: on(PORTS.metrics),
-            KISEKI_S3_ADDR: on(PORTS.s3),
-            KISEKI_NFS_ADDR: on(PORTS.nfs),
-            KISEKI_ADVISORY_ADDR: on(PORTS.advisory),
-            KISEKI_DATA_DIR: dir,
-            KISEKI_LOG_LEVEL: "warn",
-          }),
-        );
+        envs.set(id, {
+          KISEKI_NODE_ID: String(id),
+          KISEKI_RAFT_PEERS: peers,
+          // Failover, not authentication (client_test.ts covers mTLS): plain TCP, said so.
+          KISEKI_ALLOW_INSECURE: "true",
+          KISEKI_BOOTSTRAP: id === 1 ? "true" : "false",
+          KISEKI_RAFT_ADDR: on(PORTS.raft),
+          KISEKI_DATA_ADDR: on(PORTS.data),
+          KISEKI_METRICS_ADDR: on(PORTS.metrics),
+          KISEKI_S3_ADDR: on(PORTS.s3),
+          KISEKI_NFS_ADDR: on(PORTS.nfs),
+          KISEKI_ADVISORY_ADDR: on(PORTS.advisory),
+          KISEKI_DATA_DIR: dir,
+          KISEKI_LOG_LEVEL: "warn",
+        });
+        roles.set(id, startRole("server", envs.get(id)!));
       }
       for (const id of ids) {
         await waitForHttp(`http://${hostOf(id)}:${PORTS.metrics}/health`, "OK", 120_000);
@@ -101,6 +101,33 @@ Deno.test({
         assert.equal(md5(new Uint8Array(await new Response(got.body).arrayBuffer())), md5(body));
       } finally {
         await fresh.close();
+      }
+
+      // The killed node comes back; then the node a reader streams from is killed mid-read,
+      // and the read goes on from another node.
+      roles.set(victim!, startRole("server", envs.get(victim!)!));
+      await waitForHttp(`http://${hostOf(victim!)}:${PORTS.metrics}/health`, "OK", 120_000);
+      const reader = await connectClusterClient({ addrs, tls: null, logger: log });
+      try {
+        const ns = reader.backend.namespace(reader.tenantId, "failover");
+        const got = await reader.backend.getObject(ns, "big.bin");
+        const hash = createHash("md5");
+        let read = 0;
+        let killed: number | null = null;
+        for await (const piece of got.body) {
+          hash.update(piece);
+          read += piece.length;
+          if (read >= 8 * MiB && killed === null) {
+            killed = ids.find((id) => hostOf(id) === reader.node!.host)!;
+            await roles.get(killed)!.stop("SIGKILL");
+          }
+        }
+        assert.ok(killed !== null, "a node was killed during the read");
+        assert.equal(read, body.length);
+        assert.equal(hash.digest("hex"), md5(body));
+        assert.notEqual(reader.node!.host, hostOf(killed), "the read finished on another node");
+      } finally {
+        await reader.close();
       }
     } finally {
       for (const r of roles.values()) await r.stop("SIGKILL");
