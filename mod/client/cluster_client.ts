@@ -56,7 +56,10 @@ export const CLIENT_PREPARE_BATCH_CHUNKS = 16;
 export const CLIENT_PUT_BATCHES_IN_FLIGHT = 2;
 /** Chunks one get fetches ahead of its reader. */
 export const CLIENT_READ_AHEAD_CHUNKS = 4;
-/** Sealed bytes one put keeps until its commit (to store them again on another node). */
+/**
+ * Bytes (plaintext and sealed) one put keeps until its commit, to store them again on another
+ * node; a larger put keeps nothing and fails if its node is lost.
+ */
 export const CLIENT_PUT_RETAINED_BYTES_MAX = 1024 * 1024 * 1024;
 /** Nodes tried, in turn, before an operation fails. */
 export const CLIENT_FAILOVER_ATTEMPTS_MAX = 12;
@@ -81,6 +84,8 @@ export interface ClusterClientOptions {
   cache?: ChunkCache;
   /** Default: WebCrypto AES-256-GCM. */
   aead?: Aead;
+  /** Default CLIENT_PUT_RETAINED_BYTES_MAX. */
+  putRetainedBytesMax?: number;
 }
 
 /** A node the client talks to: its gRPC channel, session and transport connection. */
@@ -101,14 +106,31 @@ interface ReadContext {
   granted: Set<string>;
 }
 
+/** What one put keeps for failover, and whether it stopped keeping (past the bound). */
+interface RetainedPut {
+  bytes: number;
+  dropped: boolean;
+}
+
+/** A node lost in a put that kept nothing to store again elsewhere. */
+function lostPut(): CompositionError {
+  return new CompositionError(
+    "unavailable",
+    `the node storing this put was lost, and the put (over ${CLIENT_PUT_RETAINED_BYTES_MAX} ` +
+      "bytes) kept no copy to store again on another node: write it again",
+  );
+}
+
 interface PendingChunk {
   id: Uint8Array;
   offset: number;
   length: number;
   plaintext: Uint8Array | null;
   envelope: Uint8Array | null;
-  /** Sessions (hex) on which this chunk is stored or prepared as present. */
+  /** Sessions (hex) on which this chunk is stored or proved. */
   storedOn: Set<string>;
+  /** Its batch is stored (what the put keeps of it may be dropped). */
+  done: boolean;
 }
 
 const RETRYABLE_GRPC: ReadonlySet<number> = new Set([
@@ -153,6 +175,7 @@ export class ClusterClient implements NfsObjectBackend {
   readonly #log: Logger;
   readonly #cache: ChunkCache;
   readonly #aead: Aead;
+  readonly #retainedBytesMax: number;
   readonly #candidates: HostPort[];
   readonly #names = new Map<string, string>();
   #next = 0;
@@ -165,6 +188,8 @@ export class ClusterClient implements NfsObjectBackend {
     this.#log = options.logger ?? rootLog;
     this.#cache = options.cache ?? bypassChunkCache;
     this.#aead = options.aead ?? new WebCryptoAead();
+    this.#retainedBytesMax = options.putRetainedBytesMax ?? CLIENT_PUT_RETAINED_BYTES_MAX;
+    assert(this.#retainedBytesMax >= 0, "putRetainedBytesMax >= 0");
     this.#candidates = [...options.addrs];
     this.#link = link;
     this.tenantId = hexBytes(link.hello.tenantId);
@@ -334,8 +359,8 @@ export class ClusterClient implements NfsObjectBackend {
     const chunks: PendingChunk[] = [];
     let batch: PendingChunk[] = [];
     const sealedById = new Map<string, Uint8Array>();
-    const storing: Promise<number>[] = [];
-    let retained = 0;
+    const storing: Promise<void>[] = [];
+    const kept: RetainedPut = { bytes: 0, dropped: false };
     let size = 0;
     const source = body instanceof Uint8Array ? [body] : body;
     for await (
@@ -356,6 +381,7 @@ export class ClusterClient implements NfsObjectBackend {
         plaintext,
         envelope: null,
         storedOn: new Set(),
+        done: false,
       };
       chunks.push(chunk);
       batch.push(chunk);
@@ -367,21 +393,26 @@ export class ClusterClient implements NfsObjectBackend {
       }
       if (batch.length === CLIENT_PREPARE_BATCH_CHUNKS) {
         // Batches are stored while the next is cut: chunking overlaps the network.
-        if (storing.length >= CLIENT_PUT_BATCHES_IN_FLIGHT) retained += await storing.shift()!;
-        const store = this.#storeBatch(batch, sealedById);
+        if (storing.length >= CLIENT_PUT_BATCHES_IN_FLIGHT) await storing.shift()!;
+        const store = this.#storeBatch(batch, sealedById, kept);
         store.catch(() => {}); // awaited below
         storing.push(store);
         batch = [];
-        if (retained > CLIENT_PUT_RETAINED_BYTES_MAX) {
-          throw new CompositionError(
-            "too_large",
-            `a client put keeps at most ${CLIENT_PUT_RETAINED_BYTES_MAX} bytes until its commit`,
-          );
+        if (kept.bytes > this.#retainedBytesMax && !kept.dropped) {
+          // Past the bound the put keeps nothing: it completes as long as its node stays.
+          kept.dropped = true;
+          // Batches still being stored drop theirs when they are done.
+          for (const c of chunks) if (c.done) c.plaintext = c.envelope = null;
+          sealedById.clear();
+          this.#log.warn("cluster client: a large put keeps no copy for failover", {
+            key,
+            boundBytes: this.#retainedBytesMax,
+          });
         }
       }
     }
-    for (const store of storing.splice(0)) retained += await store;
-    if (batch.length > 0) await this.#storeBatch(batch, sealedById);
+    for (const store of storing.splice(0)) await store;
+    if (batch.length > 0) await this.#storeBatch(batch, sealedById, kept);
     if (options.sizeHint !== undefined && options.sizeHint !== size) {
       throw new CompositionError(
         "invalid_argument",
@@ -414,16 +445,26 @@ export class ClusterClient implements NfsObjectBackend {
   }
 
   /** Seals and stores one batch; returns the bytes it retains (sealed and plaintext). */
-  async #storeBatch(batch: PendingChunk[], sealedById: Map<string, Uint8Array>): Promise<number> {
+  async #storeBatch(
+    batch: PendingChunk[],
+    sealedById: Map<string, Uint8Array>,
+    kept: RetainedPut,
+  ): Promise<void> {
     await this.#call((l) => this.#storeOn(l, batch, sealedById));
-    let bytes = 0;
     for (const c of batch) {
-      if (c.envelope !== null) this.#cache.wrote(c.id, c.envelope, c.plaintext!);
-      // Plaintext stays until the commit: another node may hold the chunk already, and the
-      // proof of possession it asks for is computed from the plaintext.
-      bytes += (c.envelope?.length ?? 0) + c.length;
+      c.done = true;
+      if (c.envelope !== null && c.plaintext !== null) {
+        this.#cache.wrote(c.id, c.envelope, c.plaintext);
+      }
+      if (kept.dropped) {
+        c.plaintext = c.envelope = null;
+        continue;
+      }
+      // Plaintext and envelope stay until the commit: another node may need the chunk
+      // uploaded again, or (holding it already) a proof computed from the plaintext.
+      kept.bytes += (c.envelope?.length ?? 0) + c.length;
     }
-    return bytes;
+    if (kept.dropped) sealedById.clear();
   }
 
   /**
@@ -442,6 +483,7 @@ export class ClusterClient implements NfsObjectBackend {
       const prep = await link.grpc.PrepareChunks({ session, chunkIds: batch.map((c) => c.id) });
       const proofs: { c: PendingChunk; challenge: Uint8Array }[] = [];
       await Promise.all(batch.map(async (c, i) => {
+        if (c.plaintext === null && (prep.present[i] || c.envelope === null)) throw lostPut();
         if (prep.present[i]) {
           proofs.push({ c, challenge: new Uint8Array(prep.challenges[i]!) });
           return;
@@ -466,6 +508,7 @@ export class ClusterClient implements NfsObjectBackend {
           // Stored by another writer since the prepare: prove possession instead.
           const again = await link.grpc.PrepareChunks({ session, chunkIds: [c.id] });
           if (!again.present[0]) throw e;
+          if (c.plaintext === null) throw lostPut();
           proofs.push({ c, challenge: new Uint8Array(again.challenges[0]!) });
           return;
         }

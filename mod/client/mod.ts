@@ -38,6 +38,11 @@ export interface ClusterClientOptions {
   cache?: ChunkCache;
   /** Default: WebCrypto AES-256-GCM (the role passes its selected implementation). */
   aead?: Aead;
+  /**
+   * Bytes one put keeps until its commit to store again on another node if its node dies
+   * (default CLIENT_PUT_RETAINED_BYTES_MAX, 1 GiB); a larger put keeps nothing.
+   */
+  putRetainedBytesMax?: number;
 }
 
 /** A connected client of one tenant. */

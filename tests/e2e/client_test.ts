@@ -159,6 +159,21 @@ Deno.test({
       } finally {
         await client.close();
       }
+      // A put past what a client keeps for failover still completes (keeping nothing).
+      const lean = await connectClusterClient({
+        addrs: [{ host: proxyHost, port: Number(port) }],
+        tls: null,
+        logger: log,
+        putRetainedBytesMax: 2 * MiB,
+      });
+      try {
+        const ns = lean.backend.namespace(lean.tenantId, "clientbkt");
+        const large = bytesWithCanary(40 * MiB + 3, secret, 5);
+        assert.equal((await lean.backend.putObject(ns, "lean.bin", large)).etag, md5(large));
+        assert.deepEqual(await bodyOf((await lean.backend.getObject(ns, "lean.bin")).body), large);
+      } finally {
+        await lean.close();
+      }
 
       // The capture saw the bytes (so an empty scan means something), and no canary.
       const captured = proxy.captured();
