@@ -110,6 +110,8 @@ interface ReadContext {
 interface RetainedPut {
   bytes: number;
   dropped: boolean;
+  /** The put's chunks so far. */
+  chunks: PendingChunk[];
 }
 
 /** A node lost in a put that kept nothing to store again elsewhere. */
@@ -360,7 +362,7 @@ export class ClusterClient implements NfsObjectBackend {
     let batch: PendingChunk[] = [];
     const sealedById = new Map<string, Uint8Array>();
     const storing: Promise<void>[] = [];
-    const kept: RetainedPut = { bytes: 0, dropped: false };
+    const kept: RetainedPut = { bytes: 0, dropped: false, chunks };
     let size = 0;
     const source = body instanceof Uint8Array ? [body] : body;
     for await (
@@ -398,17 +400,6 @@ export class ClusterClient implements NfsObjectBackend {
         store.catch(() => {}); // awaited below
         storing.push(store);
         batch = [];
-        if (kept.bytes > this.#retainedBytesMax && !kept.dropped) {
-          // Past the bound the put keeps nothing: it completes as long as its node stays.
-          kept.dropped = true;
-          // Batches still being stored drop theirs when they are done.
-          for (const c of chunks) if (c.done) c.plaintext = c.envelope = null;
-          sealedById.clear();
-          this.#log.warn("cluster client: a large put keeps no copy for failover", {
-            key,
-            boundBytes: this.#retainedBytesMax,
-          });
-        }
       }
     }
     for (const store of storing.splice(0)) await store;
@@ -463,6 +454,15 @@ export class ClusterClient implements NfsObjectBackend {
       // Plaintext and envelope stay until the commit: another node may need the chunk
       // uploaded again, or (holding it already) a proof computed from the plaintext.
       kept.bytes += (c.envelope?.length ?? 0) + c.length;
+    }
+    if (!kept.dropped && kept.bytes > this.#retainedBytesMax) {
+      // Past the bound the put keeps nothing: it completes as long as its node stays.
+      // Batches still being stored drop theirs when they are done.
+      kept.dropped = true;
+      for (const c of kept.chunks) if (c.done) c.plaintext = c.envelope = null;
+      this.#log.warn("cluster client: a large put keeps no copy for failover", {
+        boundBytes: this.#retainedBytesMax,
+      });
     }
     if (kept.dropped) sealedById.clear();
   }
