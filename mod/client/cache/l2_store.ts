@@ -28,6 +28,12 @@ export const L2_ENTRIES_MAX = 4 * 1024 * 1024;
 export const L2_CHUNK_ID_BYTES_MAX = 64;
 /** Writes to disk in flight at most; past it a chunk is simply not cached. */
 export const L2_WRITES_PENDING_MAX = 64;
+/**
+ * Entries up to this size are read with one blocking read: a warm 1 MiB entry comes from the
+ * page cache in ~0.4 ms, and the blocking path measured 2x the async one (a thread-pool hop
+ * per read). Larger entries are read asynchronously so the event loop keeps turning.
+ */
+export const L2_SYNC_READ_BYTES_MAX = 4 * 1024 * 1024 + 64;
 /** Name of the file holding the last time the client reached a node (ms since the epoch). */
 export const L2_CONTACT_FILE = "contact";
 
@@ -177,10 +183,13 @@ export class DiskL2Store {
   /** The sealed bytes of a chunk, checked; a corrupt entry is deleted and reported. */
   async read(chunkId: Uint8Array): Promise<L2Read> {
     const hex = toHex(chunkId);
-    if (!this.#pinned.has(hex) && this.#organic.get(hex) === undefined) return { kind: "miss" };
+    const bytes = this.#pinned.get(hex) ?? this.#organic.get(hex);
+    if (bytes === undefined) return { kind: "miss" };
+    // The index knows the size: one exact read into one buffer (Deno.readFile grows its own
+    // and measured at half the speed); one byte more catches a file longer than its header.
     let file: Uint8Array;
     try {
-      file = await Deno.readFile(this.#pathOf(hex));
+      file = await readExactly(this.#pathOf(hex), L2_HEADER_BYTES + bytes + 1);
     } catch (e) {
       if (e instanceof Deno.errors.NotFound) {
         this.#forget(hex);
@@ -427,6 +436,40 @@ async function setPinnedFlag(path: string, pinned: boolean): Promise<void> {
     new DataView(header.buffer).setUint32(20, crc32c(header.subarray(0, 20)), true);
     await file.seek(0, Deno.SeekMode.Start);
     await writeAll(file, header.subarray(0, 24));
+  } finally {
+    file.close();
+  }
+}
+
+/** Up to `length` bytes from the start of a file (fewer when it is shorter). */
+async function readExactly(path: string, length: number): Promise<Uint8Array> {
+  if (length <= L2_SYNC_READ_BYTES_MAX) return readExactlySync(path, length);
+  const file = await Deno.open(path, { read: true });
+  try {
+    const out = new Uint8Array(length);
+    let got = 0;
+    while (got < length) {
+      const n = await file.read(out.subarray(got));
+      if (n === null) break;
+      got += n;
+    }
+    return out.subarray(0, got);
+  } finally {
+    file.close();
+  }
+}
+
+function readExactlySync(path: string, length: number): Uint8Array {
+  const file = Deno.openSync(path, { read: true });
+  try {
+    const out = new Uint8Array(length);
+    let got = 0;
+    while (got < length) {
+      const n = file.readSync(out.subarray(got));
+      if (n === null) break;
+      got += n;
+    }
+    return out.subarray(0, got);
   } finally {
     file.close();
   }
