@@ -34,8 +34,11 @@
 
 #define KF_ABI_VERSION 1
 #define KF_API_VERSION FI_VERSION(1, 9)
-/** Largest message the shim sends or receives (a frame is cut into messages of this size). */
-#define KF_MSG_BYTES_MAX (1u << 20)
+/**
+ * Largest message the shim sends or receives (a frame is cut into messages of this size):
+ * 1 MiB and room for the frame header, so a 1 MiB chunk travels as one message.
+ */
+#define KF_MSG_BYTES_MAX ((1u << 20) + 4096)
 /** Receive buffers kept posted per connection, and sends in flight at most. */
 #define KF_RX_DEPTH 8
 #define KF_TX_DEPTH 8

@@ -57,6 +57,8 @@ class FabricMessageConnection implements MessageConnection {
   readonly #msgMax: number;
   readonly #scratch: Uint8Array<ArrayBuffer>;
   #sendChain: Promise<void> = Promise.resolve();
+  /** Frames passed to send() and not yet settled (this one included while it runs). */
+  #sendsQueued = 0;
   #receiving: Promise<unknown> | null = null;
   #closing = false;
   #closed = false;
@@ -83,7 +85,10 @@ class FabricMessageConnection implements MessageConnection {
     if (this.#closing) {
       return Promise.reject(new TransportError("closed", `connection to ${this.remote} closed`));
     }
-    const next = this.#sendChain.then(() => this.#sendFrame(frame));
+    this.#sendsQueued++;
+    const next = this.#sendChain.then(() => this.#sendFrame(frame)).finally(() => {
+      this.#sendsQueued--;
+    });
     // A failed frame fails its caller; later frames still try (and fail fast if it is broken).
     this.#sendChain = next.catch(() => {});
     return next;
@@ -99,8 +104,10 @@ class FabricMessageConnection implements MessageConnection {
       await this.#sendMessage(EMPTY, frame.subarray(at, end));
       at = end;
     }
-    // The tcp provider moves queued sends only while someone waits on the send queue
-    // (manual progress): a frame is sent when its messages have completed.
+    // The tcp provider moves queued sends only while someone polls the send queue (manual
+    // progress): the last frame of a burst waits until its messages have completed, frames
+    // with more behind them leave that to the next one (which polls while it queues).
+    if (this.#sendsQueued > 1) return;
     const s = this.#shim.lib.symbols;
     let rc = s.kf_flush_now(this.#handle, 0);
     if (rc === -FI_EAGAIN) rc = await s.kf_flush(this.#handle, SEND_TIMEOUT_MS);

@@ -164,3 +164,14 @@ Deno.test("bench:client-cache --quick reads L1 and L2 hits against memcpy and fi
     }));
   });
 });
+
+Deno.test("bench:transport --quick streams frames through each transport against bare TCP", async () => {
+  await runBench("transport", (json) => {
+    assert.equal(json.mode, "quick");
+    return (json.rows as Record<string, number>[]).map((r) => ({
+      mb: r.mbPerSecond!,
+      ceiling: r.ceilingMbPerSecond!,
+      ratio: r.ratio!,
+    }));
+  });
+});
