@@ -183,8 +183,13 @@ export class DiskL2Store {
   /** The sealed bytes of a chunk, checked; a corrupt entry is deleted and reported. */
   async read(chunkId: Uint8Array): Promise<L2Read> {
     const hex = toHex(chunkId);
-    const bytes = this.#pinned.get(hex) ?? this.#organic.get(hex);
-    if (bytes === undefined) return { kind: "miss" };
+    let bytes = this.#pinned.get(hex) ?? this.#organic.get(hex);
+    if (bytes === undefined) {
+      // Another process on this directory (kiseki-client stage beside a running mount) may
+      // have written it since the index was built: adopt it rather than fetch it again.
+      if (!(await this.#adopt(hex))) return { kind: "miss" };
+      bytes = this.#pinned.get(hex) ?? this.#organic.get(hex)!;
+    }
     // The index knows the size: one exact read into one buffer (Deno.readFile grows its own
     // and measured at half the speed); one byte more catches a file longer than its header.
     let file: Uint8Array;
@@ -227,10 +232,32 @@ export class DiskL2Store {
       this.#writesSkipped++;
       return;
     }
-    const write = this.#write(hex, sealed, false).catch(() => {
+    const write = (async () => {
+      // Never over another process's entry (its pinned flag would be lost).
+      if (await this.#adopt(hex)) return;
+      await this.#write(hex, sealed, false);
+    })().catch(() => {
       this.#writesSkipped++;
     }).finally(() => this.#pending.delete(hex));
     this.#pending.set(hex, write);
+  }
+
+  /** Takes an entry file the index does not know into it, if it is whole. */
+  async #adopt(hex: string): Promise<boolean> {
+    if (this.#closed || this.#pending.has(hex)) return false;
+    let checked;
+    try {
+      checked = await readHeader(this.#pathOf(hex));
+    } catch (e) {
+      if (e instanceof Deno.errors.NotFound) return false;
+      throw e;
+    }
+    if (!checked.ok || this.has(fromHex(hex, hex.length / 2)!)) return false;
+    if (checked.pinned) {
+      this.#pinned.set(hex, checked.size);
+      this.#pinnedBytes += checked.size;
+    } else this.#organic.set(hex, checked.size, checked.size);
+    return true;
   }
 
   /**

@@ -385,3 +385,19 @@ Deno.test("DiskL2Store.open() removes leftovers of writes cut short", async () =
     await l2.close();
   });
 });
+
+Deno.test("DiskL2Store.read() adopts an entry another process wrote after the index was built", async () => {
+  await withDir(async (dir) => {
+    const origin = new FakeOrigin();
+    const a = await origin.add(canaryChunk(70));
+    const mount = await DiskL2Store.open({ dir, maxBytes: 1 << 20 }); // e.g. the FUSE client
+    const stager = await DiskL2Store.open({ dir, maxBytes: 1 << 20 }); // kiseki-client stage
+    await stager.pin(a, origin.sealed.get(a.join(","))!);
+    const cache = new TieredChunkCache({ mode: "organic", l1MaxBytes: 1 << 20, l2: mount });
+    assert.deepEqual(await cache.read(a, origin.fetcher(a), open), canaryChunk(70));
+    assert.equal(origin.count(a), 0, "served from the other process's entry");
+    assert.equal(mount.entry(a)?.pinned, true);
+    await cache.close();
+    await stager.close();
+  });
+});
