@@ -594,9 +594,14 @@ EXPORT int kf_accept(void *handle, int timeout_ms, void **out) {
       if (buf.entry.info) fi_freeinfo(buf.entry.info);
       continue;
     }
+    // The request's handle outlives its info (the provider frees it on accept or reject).
+    fid_t request = buf.entry.info->handle;
     struct kf_conn *c = NULL;
     int rc = conn_open(buf.entry.info, &c);
-    if (rc) continue;  // conn_open freed the request's info; the peer sees a refusal
+    if (rc) {
+      fi_reject(l->pep, request, NULL, 0);  // the dialer hears "refused" at once
+      continue;
+    }
     rc = fi_accept(c->ep, NULL, 0);
     if (rc == 0) rc = wait_connected(c, 10000);
     if (rc) {

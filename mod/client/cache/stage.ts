@@ -4,8 +4,9 @@
 //
 // State lives under KISEKI_CACHE_DIR/staging/, per dataset, named by a hash of its path:
 //   <id>.state    one JSON line: totals and whether the run finished (rewritten, renamed in)
-//   <id>.journal  one line per staged file: "f <file hash> <version hash> <bytes> <chunk ids>"
-//                 appended as each file is pinned; a torn last line is ignored on resume.
+//   <id>.journal  per file, "p <file hash> <version hash> <bytes> <chunk ids>" before its
+//                 chunks are pinned (so --release finds pins an interrupted run left) and
+//                 "f ..." (same fields) once all are; a torn last line is ignored.
 // Dataset paths and file names are tenant data, so only their SHA-256 is written here; chunk
 // ids are already the names of L2's files.
 
@@ -72,7 +73,12 @@ export interface StageRunOptions {
   signal?: AbortSignal;
 }
 
+/** Journal lines read at most (two per file, and files staged again when they changed). */
+const JOURNAL_LINES_MAX = 4 * STAGE_FILES_MAX;
+
 interface JournalEntry {
+  /** p: pinning begun; f: file fully staged. */
+  kind: "p" | "f";
   fileHash: string;
   versionHash: string;
   bytes: number;
@@ -121,7 +127,7 @@ export class Stager {
     const previous = await this.#readState(id);
     const done = new Map<string, JournalEntry>();
     const journalRead = await this.#readJournal(paths.journal);
-    for (const e of journalRead.entries) done.set(e.fileHash, e);
+    for (const e of journalRead.entries) if (e.kind === "f") done.set(e.fileHash, e);
     const state: StageState = {
       id,
       filesTotal: files.length,
@@ -169,7 +175,9 @@ export class Stager {
         if (chunks.length > STAGE_CHUNKS_PER_FILE_MAX) {
           throw new StageError(`a file has more than ${STAGE_CHUNKS_PER_FILE_MAX} chunks`);
         }
-        const ids: string[] = [];
+        const ids = chunks.map((c) => toHex(c.id));
+        const fields = `${fileHash} ${versionHash} ${file.sizeBytes} ${ids.join(",")}`;
+        await writeAll(journal, encoder.encode(`p ${fields}\n`));
         for (const chunk of chunks) {
           let fetchedBytes = 0;
           await this.#cache.pin(chunk.id, async () => {
@@ -178,13 +186,9 @@ export class Stager {
             return sealed;
           });
           bytesMoved += fetchedBytes;
-          ids.push(toHex(chunk.id));
         }
-        // Written after every chunk is pinned: a line in the journal is a file fully staged.
-        await writeAll(
-          journal,
-          encoder.encode(`f ${fileHash} ${versionHash} ${file.sizeBytes} ${ids.join(",")}\n`),
-        );
+        // Written after every chunk is pinned: an f line is a file fully staged.
+        await writeAll(journal, encoder.encode(`f ${fields}\n`));
         state.filesDone++;
         state.bytesDone += file.sizeBytes;
         state.chunksPinned += ids.length;
@@ -279,16 +283,17 @@ export class Stager {
     // The last element is "" after a whole last line, or a torn line: either way not used.
     for (const line of lines.slice(0, -1)) {
       const m =
-        /^f ([0-9a-f]{64}) ([0-9a-f]{64}) ([0-9]+) ((?:[0-9a-f]{2,128}(?:,[0-9a-f]{2,128})*)?)$/
+        /^([pf]) ([0-9a-f]{64}) ([0-9a-f]{64}) ([0-9]+) ((?:[0-9a-f]{2,128}(?:,[0-9a-f]{2,128})*)?)$/
           .exec(line);
       if (m === null) continue;
       out.push({
-        fileHash: m[1]!,
-        versionHash: m[2]!,
-        bytes: +m[3]!,
-        chunks: m[4] === "" ? [] : m[4]!.split(","),
+        kind: m[1] as "p" | "f",
+        fileHash: m[2]!,
+        versionHash: m[3]!,
+        bytes: +m[4]!,
+        chunks: m[5] === "" ? [] : m[5]!.split(","),
       });
-      if (out.length >= STAGE_FILES_MAX) break;
+      if (out.length >= JOURNAL_LINES_MAX) break;
     }
     return { entries: out, torn: text.length > 0 && !text.endsWith("\n") };
   }

@@ -123,3 +123,15 @@ Deno.test("formatProgress() shows bytes, files, rate and ETA", () => {
     "[######..................]  25%  512.0 MiB/2.00 GiB  10/40 files  128.0 MiB/s  ETA 00:12",
   );
 });
+
+Deno.test("Stager.release() also unpins what an interrupted run pinned before journaling a file", async () => {
+  await withStager(1 << 20, async (stager, cache) => {
+    const data = new MemoryDataset();
+    data.add("/ds/a", "v1", [chunk("a0"), chunk("a1"), chunk("a2")]);
+    data.failAfterFetches = 2; // a0 and a1 pinned, a2 fails: the file never completes
+    await assert.rejects(stager.stage(data, "/ds"));
+    assert.equal(cache.stats().l2!.pinnedEntries, 2);
+    assert.equal(await stager.release("/ds"), 2);
+    assert.equal(cache.stats().l2!.pinnedEntries, 0);
+  });
+});
