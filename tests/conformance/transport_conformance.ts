@@ -1,24 +1,21 @@
-// One suite every client transport passes: the TypeScript TCP twin (plain and mutual TLS)
-// and libfabric through its shim (the tcp provider here: the libfabric loopback test).
+// The shared client-transport conformance suite: every implementation of the
+// MessageTransport port registers the same cases through `messageTransportConformance()`,
+// so the TCP twin, its mutual-TLS form and libfabric through its shim behave alike: frames
+// whole and in order, clean ends, bounds enforced on both sides, typed errors.
 
 import assert from "node:assert/strict";
-import { loadFabricShim } from "../../ffi/fabric/bindings.ts";
-import { SOURCE_FFI_DIR } from "../../ffi/loader.ts";
-import { missingPart } from "../base/mod.ts";
-import { genCerts, OPENSSL, tlsMaterial } from "./_testing.ts";
-import { FabricMessageTransport } from "./ofi_fabric.ts";
 import {
   type MessageConnection,
   type MessageListener,
   type MessageTransport,
   TransportError,
-} from "./ofi_port.ts";
-import { TcpMessageTransport } from "./ofi_tcp.ts";
+} from "../../mod/transport/mod.ts";
 
-const HOST = "127.0.0.1";
-const FRAME_MAX = 8 * 1024 * 1024;
+export const HOST = "127.0.0.1";
+/** The frame bound every subject's server and client use (bigClient: four times it). */
+export const FRAME_MAX = 8 * 1024 * 1024;
 
-interface Pair {
+export interface TransportPair {
   server: MessageTransport;
   client: MessageTransport;
   /** A client whose frames may exceed the server's bound (to test the receiving side). */
@@ -26,58 +23,15 @@ interface Pair {
   cleanup(): Promise<void>;
 }
 
-const fabricLoad = loadFabricShim({ ffiDir: SOURCE_FFI_DIR, ffiMode: "auto" });
-const fabricMissing = fabricLoad.ok
-  ? fabricLoad.shim.providerUnusable("tcp")
-  : `libfabric shim: ${fabricLoad.reason}`;
+export interface TransportSubject {
+  /** Shown in every test name. */
+  name: string;
+  /** True when the implementation is missing here (missingPart() decides, and says why). */
+  ignore: boolean;
+  make(): Promise<TransportPair>;
+}
 
-const implementations: { name: string; ignore: boolean; make: () => Promise<Pair> }[] = [
-  {
-    name: "tcp",
-    ignore: false,
-    make: () =>
-      Promise.resolve({
-        server: new TcpMessageTransport({ frameBytesMax: FRAME_MAX }),
-        client: new TcpMessageTransport({ frameBytesMax: FRAME_MAX }),
-        bigClient: new TcpMessageTransport({ frameBytesMax: 4 * FRAME_MAX }),
-        cleanup: async () => {},
-      }),
-  },
-  {
-    name: "tls",
-    ignore: missingPart("openssl", OPENSSL ? null : "the openssl command is not installed"),
-    make: async () => {
-      const dir = await Deno.makeTempDir({ prefix: "kiseki-ofi-tls-" });
-      await genCerts(dir, ["--node", `node1:${HOST}`, "--tenant", "acme"]);
-      const server = await tlsMaterial(dir, "node1");
-      const client = await tlsMaterial(dir, "tenant-acme", "client");
-      return {
-        server: new TcpMessageTransport({ tls: server, frameBytesMax: FRAME_MAX }),
-        client: new TcpMessageTransport({ tls: client, frameBytesMax: FRAME_MAX }),
-        bigClient: new TcpMessageTransport({ tls: client, frameBytesMax: 4 * FRAME_MAX }),
-        cleanup: () => Deno.remove(dir, { recursive: true }),
-      };
-    },
-  },
-  {
-    name: "libfabric-tcp",
-    ignore: missingPart("libfabric shim (tcp provider)", fabricMissing),
-    make: () => {
-      if (!fabricLoad.ok) throw new Error(fabricLoad.reason);
-      const shim = fabricLoad.shim;
-      return Promise.resolve({
-        server: new FabricMessageTransport({ shim, provider: "tcp", frameBytesMax: FRAME_MAX }),
-        client: new FabricMessageTransport({ shim, provider: "tcp", frameBytesMax: FRAME_MAX }),
-        bigClient: new FabricMessageTransport({
-          shim,
-          provider: "tcp",
-          frameBytesMax: 4 * FRAME_MAX,
-        }),
-        cleanup: async () => {},
-      });
-    },
-  },
-];
+type Pair = TransportPair;
 
 function pattern(length: number, seed: number): Uint8Array {
   const out = new Uint8Array(length);
@@ -104,7 +58,7 @@ async function connected(
   return { listener, a, b };
 }
 
-for (const impl of implementations) {
+export function messageTransportConformance(impl: TransportSubject): void {
   const test = (name: string, fn: (pair: Pair) => Promise<void>) =>
     Deno.test({
       name: `${impl.name}: ${name}`,
