@@ -63,6 +63,8 @@ class FabricMessageConnection implements MessageConnection {
   #closing = false;
   #closed = false;
   #peerGone = false;
+  /** Set when a frame broke the protocol: the stream is out of step, every receive fails. */
+  #broken: TransportError | null = null;
 
   constructor(shim: FabricShim, handle: Deno.PointerObject, remote: string, frameBytesMax: number) {
     this.#shim = shim;
@@ -155,6 +157,18 @@ class FabricMessageConnection implements MessageConnection {
   }
 
   async #receiveFrame(): Promise<Uint8Array | null> {
+    if (this.#broken !== null) throw this.#broken;
+    try {
+      return await this.#receiveFrameChecked();
+    } catch (e) {
+      if (e instanceof TransportError && (e.code === "too_large" || e.code === "protocol")) {
+        this.#broken = e;
+      }
+      throw e;
+    }
+  }
+
+  async #receiveFrameChecked(): Promise<Uint8Array | null> {
     const first = await this.#receiveMessage(this.#scratch);
     if (first === null) return null;
     if (first < FRAME_HEADER_BYTES) {
@@ -165,7 +179,6 @@ class FabricMessageConnection implements MessageConnection {
     }
     const length = new DataView(this.#scratch.buffer).getUint32(0);
     if (length > this.#frameBytesMax) {
-      this.#peerGone = true;
       throw new TransportError(
         "too_large",
         `frame of ${length} bytes from ${this.remote} is over ${this.#frameBytesMax}`,

@@ -142,6 +142,8 @@ export function messageTransportConformance(impl: TransportSubject): void {
       big.b.receive(),
       (e) => e instanceof TransportError && e.code === "too_large",
     );
+    // The stream is out of step after that: it stays failed.
+    await assert.rejects(big.b.receive(), (e) => e instanceof TransportError);
     await big.a.close();
     await big.b.close();
     await big.listener.close();
