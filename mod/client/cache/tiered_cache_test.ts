@@ -401,3 +401,18 @@ Deno.test("DiskL2Store.read() adopts an entry another process wrote after the in
     await stager.close();
   });
 });
+
+Deno.test("TieredChunkCache exports hits, misses and bytes per level as metrics", async () => {
+  const { renderMetrics } = await import("../../obs/mod.ts");
+  const origin = new FakeOrigin();
+  const id = await origin.add(canaryChunk(80));
+  const cache = new TieredChunkCache({ mode: "organic", l1MaxBytes: 1 << 20, l2: null });
+  await cache.read(id, origin.fetcher(id), open);
+  await cache.read(id, origin.fetcher(id), open);
+  const text = await renderMetrics();
+  assert.match(text, /kiseki_client_cache_hits_total\{level="l1"\} [1-9]/);
+  assert.match(text, /kiseki_client_cache_misses_total\{level="l1"\} [1-9]/);
+  assert.match(text, /kiseki_client_cache_bytes\{level="l1",kind="all"\} [1-9]/);
+  assert.match(text, /kiseki_client_cache_fetched_bytes_total [1-9]/);
+  await cache.close();
+});
