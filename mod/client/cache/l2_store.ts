@@ -104,7 +104,12 @@ export class DiskL2Store {
   readonly dir: string;
   readonly maxBytes: number;
   // Organic entries, least recently used first; eviction is ours (pinned bytes share the bound).
-  readonly #organic = new BoundedLru<number>(L2_ENTRIES_MAX, Infinity);
+  // Past L2_ENTRIES_MAX the oldest index entry goes, and its file with it, so no file is
+  // ever on disk that the byte bound does not count.
+  readonly #organic = new BoundedLru<number>(L2_ENTRIES_MAX, Infinity, (hex) => {
+    this.#evicted++;
+    removeQuietly(this.#pathOf(hex)).catch(() => {});
+  });
   readonly #pinned = new Map<string, number>();
   #pinnedBytes = 0;
   readonly #pending = new Map<string, Promise<void>>();
@@ -269,6 +274,9 @@ export class DiskL2Store {
     assert(!this.#closed, "pin() after close()");
     await this.#pending.get(hex);
     if (this.#pinned.has(hex)) return;
+    if (this.#pinned.size >= L2_ENTRIES_MAX) {
+      throw new L2FullError(`${L2_ENTRIES_MAX} chunks are pinned already (L2_ENTRIES_MAX)`);
+    }
     if (this.#pinnedBytes + sealed.length > this.maxBytes) {
       throw new L2FullError(
         `pinning ${sealed.length} bytes would pass KISEKI_CACHE_L2_MAX (${this.maxBytes} bytes, ` +
