@@ -1,6 +1,7 @@
 // The pure TypeScript twin of the client transport: frames over one TCP connection, with
 // mutual TLS when there is TLS material (the cluster CA, this end's certificate and key), as
-// the Raft port does it. Wire: each frame is a 4-byte big-endian length, then its bytes.
+// the Raft port does it (node:tls: Deno's own TLS cannot ask for a client certificate); plain
+// TCP on Deno's sockets. Wire: each frame is a 4-byte big-endian length, then its bytes.
 
 import * as net from "node:net";
 import * as tls from "node:tls";
@@ -247,6 +248,204 @@ class TcpMessageListener implements MessageListener {
   }
 }
 
+/** Bytes read from the socket at once while looking for frame headers. */
+const READ_BUFFER_BYTES = 64 * 1024;
+
+/**
+ * A frame stream over a Deno TCP connection (plain TCP: measured ~3x node:net's throughput
+ * here). Reads only when receive() asks, so the kernel's window is the backpressure.
+ */
+export class DenoTcpMessageConnection implements MessageConnection {
+  readonly remote: string;
+  readonly #conn: Deno.TcpConn;
+  readonly #frameBytesMax: number;
+  readonly #buffer = new Uint8Array(READ_BUFFER_BYTES);
+  #start = 0;
+  #end = 0;
+  #sendChain: Promise<void> = Promise.resolve();
+  #receiving = false;
+  #error: TransportError | null = null;
+  #eof = false;
+  #closed = false;
+
+  constructor(conn: Deno.TcpConn, frameBytesMax: number) {
+    this.#conn = conn;
+    this.#frameBytesMax = frameBytesMax;
+    const addr = conn.remoteAddr;
+    this.remote = `${addr.hostname}:${addr.port}`;
+    conn.setNoDelay(true);
+  }
+
+  /** Fills the read buffer from the socket; false at end of stream. */
+  async #fill(): Promise<boolean> {
+    if (this.#start === this.#end) this.#start = this.#end = 0;
+    else if (this.#end === this.#buffer.length) {
+      this.#buffer.copyWithin(0, this.#start, this.#end);
+      this.#end -= this.#start;
+      this.#start = 0;
+    }
+    const n = await this.#read(this.#buffer.subarray(this.#end));
+    if (n === null) return false;
+    this.#end += n;
+    return true;
+  }
+
+  async #read(into: Uint8Array): Promise<number | null> {
+    try {
+      return await this.#conn.read(into);
+    } catch (e) {
+      if (this.#closed) return null;
+      throw new TransportError("closed", `connection to ${this.remote}: ${(e as Error).message}`);
+    }
+  }
+
+  receive(): Promise<Uint8Array | null> {
+    assert(!this.#receiving, "one receive() at a time");
+    if (this.#error !== null) return Promise.reject(this.#error);
+    this.#receiving = true;
+    return this.#receiveFrame().catch((e) => {
+      if (e instanceof TransportError) {
+        this.#error = e;
+        // Out of step with the peer: drop the connection so its sends fail instead of hang.
+        if (e.code === "too_large") this.#closeConn();
+      }
+      throw e;
+    }).finally(() => {
+      this.#receiving = false;
+    });
+  }
+
+  async #receiveFrame(): Promise<Uint8Array | null> {
+    if (this.#eof) return null;
+    while (this.#end - this.#start < FRAME_HEADER_BYTES) {
+      if (!(await this.#fill())) {
+        this.#eof = true;
+        if (this.#end === this.#start) return null;
+        throw new TransportError("closed", `${this.remote} closed in the middle of a frame`);
+      }
+    }
+    const length = new DataView(this.#buffer.buffer, this.#start, FRAME_HEADER_BYTES).getUint32(0);
+    if (length > this.#frameBytesMax) {
+      throw new TransportError(
+        "too_large",
+        `frame of ${length} bytes from ${this.remote} is over ${this.#frameBytesMax}`,
+      );
+    }
+    this.#start += FRAME_HEADER_BYTES;
+    const frame = new Uint8Array(length);
+    const buffered = Math.min(length, this.#end - this.#start);
+    frame.set(this.#buffer.subarray(this.#start, this.#start + buffered));
+    this.#start += buffered;
+    let got = buffered;
+    // The rest of a large frame goes straight from the socket into it.
+    while (got < length) {
+      const n = await this.#read(frame.subarray(got));
+      if (n === null) {
+        this.#eof = true;
+        throw new TransportError("closed", `${this.remote} closed in the middle of a frame`);
+      }
+      got += n;
+    }
+    return frame;
+  }
+
+  send(frame: Uint8Array): Promise<void> {
+    if (frame.length > this.#frameBytesMax) {
+      return Promise.reject(
+        new TransportError(
+          "too_large",
+          `frame of ${frame.length} bytes is over ${this.#frameBytesMax}`,
+        ),
+      );
+    }
+    if (this.#closed) {
+      return Promise.reject(new TransportError("closed", `connection to ${this.remote} closed`));
+    }
+    const next = this.#sendChain.then(() => this.#sendFrame(frame));
+    this.#sendChain = next.catch(() => {});
+    return next;
+  }
+
+  async #sendFrame(frame: Uint8Array): Promise<void> {
+    const header = new Uint8Array(FRAME_HEADER_BYTES);
+    new DataView(header.buffer).setUint32(0, frame.length);
+    try {
+      if (frame.length <= COALESCE_BYTES_MAX) {
+        const one = new Uint8Array(FRAME_HEADER_BYTES + frame.length);
+        one.set(header);
+        one.set(frame, FRAME_HEADER_BYTES);
+        await this.#writeAll(one);
+      } else {
+        await this.#writeAll(header);
+        await this.#writeAll(frame);
+      }
+    } catch (e) {
+      throw new TransportError("closed", `send to ${this.remote}: ${(e as Error).message}`);
+    }
+  }
+
+  async #writeAll(bytes: Uint8Array): Promise<void> {
+    let done = 0;
+    while (done < bytes.length) done += await this.#conn.write(bytes.subarray(done));
+  }
+
+  async close(): Promise<void> {
+    if (this.#closed) return;
+    // Frames already sent are delivered first, unless the peer stops reading.
+    let timer: ReturnType<typeof setTimeout> | undefined;
+    await Promise.race([
+      this.#sendChain,
+      new Promise((resolve) => timer = setTimeout(resolve, CLOSE_GRACE_MS)),
+    ]);
+    clearTimeout(timer);
+    this.#closeConn();
+  }
+
+  #closeConn(): void {
+    if (this.#closed) return;
+    this.#closed = true;
+    try {
+      this.#conn.close();
+    } catch {
+      // already closed by the peer's reset
+    }
+  }
+}
+
+class DenoTcpMessageListener implements MessageListener {
+  readonly port: number;
+  readonly #listener: Deno.TcpListener;
+  readonly #frameBytesMax: number;
+  #closed = false;
+
+  constructor(listener: Deno.TcpListener, frameBytesMax: number) {
+    this.#listener = listener;
+    this.#frameBytesMax = frameBytesMax;
+    this.port = listener.addr.port;
+  }
+
+  async accept(): Promise<MessageConnection | null> {
+    if (this.#closed) return null;
+    try {
+      return new DenoTcpMessageConnection(await this.#listener.accept(), this.#frameBytesMax);
+    } catch (e) {
+      if (this.#closed) return null;
+      throw new TransportError(
+        "unavailable",
+        `accept on port ${this.port}: ${(e as Error).message}`,
+      );
+    }
+  }
+
+  close(): Promise<void> {
+    if (!this.#closed) {
+      this.#closed = true;
+      this.#listener.close();
+    }
+    return Promise.resolve();
+  }
+}
+
 /** TCP, or mutual TLS with material: what every client can always fall back to. */
 export class TcpMessageTransport implements MessageTransport {
   readonly name: string;
@@ -261,6 +460,19 @@ export class TcpMessageTransport implements MessageTransport {
   }
 
   async listen(host: string, port: number): Promise<MessageListener> {
+    if (this.#tls === null) {
+      try {
+        return new DenoTcpMessageListener(
+          Deno.listen({ hostname: host, port, transport: "tcp" }),
+          this.#frameBytesMax,
+        );
+      } catch (e) {
+        throw new TransportError(
+          "unavailable",
+          `listen on ${host}:${port}: ${(e as Error).message}`,
+        );
+      }
+    }
     let listener: TcpMessageListener | null = null;
     const onSocket = (socket: net.Socket) => {
       listener!.offer(new SocketMessageConnection(socket, this.#frameBytesMax), socket);
@@ -293,6 +505,7 @@ export class TcpMessageTransport implements MessageTransport {
   dial(host: string, port: number, options: MessageDialOptions = {}): Promise<MessageConnection> {
     const timeoutMs = options.timeoutMs ?? MESSAGE_CONNECT_TIMEOUT_MS_DEFAULT;
     const material = this.#tls;
+    if (material === null) return this.#dialPlain(host, port, timeoutMs);
     return new Promise((resolve, reject) => {
       const socket: net.Socket = material === null
         ? net.connect({ host, port, noDelay: true })
@@ -327,5 +540,36 @@ export class TcpMessageTransport implements MessageTransport {
         resolve(new SocketMessageConnection(socket, this.#frameBytesMax));
       });
     });
+  }
+
+  async #dialPlain(host: string, port: number, timeoutMs: number): Promise<MessageConnection> {
+    let timer: ReturnType<typeof setTimeout> | undefined;
+    const timeout = new Promise<never>((_, reject) => {
+      timer = setTimeout(
+        () =>
+          reject(
+            new TransportError("timeout", `no connection to ${host}:${port} in ${timeoutMs} ms`),
+          ),
+        timeoutMs,
+      );
+    });
+    const connecting = Deno.connect({ hostname: host, port, transport: "tcp" });
+    try {
+      return new DenoTcpMessageConnection(
+        await Promise.race([connecting, timeout]),
+        this.#frameBytesMax,
+      );
+    } catch (e) {
+      // A connection that lands after the timeout is closed, not leaked.
+      connecting.then((c) => c.close(), () => {});
+      if (e instanceof TransportError) throw e;
+      const refused = e instanceof Deno.errors.ConnectionRefused;
+      throw new TransportError(
+        refused ? "refused" : "unavailable",
+        `${host}:${port}: ${(e as Error).message}`,
+      );
+    } finally {
+      clearTimeout(timer);
+    }
   }
 }
