@@ -22,6 +22,8 @@ import type { TlsMaterial } from "./raft_transport.ts";
 /** Frames up to this size go out as one write with their header (one syscall, no Nagle gap). */
 const COALESCE_BYTES_MAX = 64 * 1024;
 const FRAME_HEADER_BYTES = 4;
+/** What a queued frame costs beyond its bytes, for the receive buffer bound. */
+const FRAME_OVERHEAD_BYTES = 64;
 /** How long close() lets the peer see the end before the socket is destroyed. */
 const CLOSE_GRACE_MS = 2_000;
 
@@ -115,7 +117,8 @@ export class SocketMessageConnection implements MessageConnection {
       return;
     }
     this.#frames.push(frame);
-    this.#queuedBytes += frame.length;
+    // Each frame counts its bookkeeping too, so a stream of empty frames is bounded as well.
+    this.#queuedBytes += frame.length + FRAME_OVERHEAD_BYTES;
     if (!this.#paused && this.#queuedBytes > MESSAGE_RECEIVE_BUFFER_BYTES_MAX) {
       this.#paused = true;
       this.#socket.pause();
@@ -146,7 +149,7 @@ export class SocketMessageConnection implements MessageConnection {
     assert(this.#waiter === null, "one receive() at a time");
     const frame = this.#frames.shift();
     if (frame !== undefined) {
-      this.#queuedBytes -= frame.length;
+      this.#queuedBytes -= frame.length + FRAME_OVERHEAD_BYTES;
       if (this.#paused && this.#queuedBytes <= MESSAGE_RECEIVE_BUFFER_BYTES_MAX / 2) {
         this.#paused = false;
         this.#socket.resume();
