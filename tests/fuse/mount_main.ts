@@ -1,0 +1,45 @@
+// A FUSE mount over an object engine in this process (real devices in a data directory), for
+// the e2e tests: `deno run -A tests/fuse/mount_main.ts --mountpoint DIR --data DIR`. Prints
+// "mounted" when the mount serves, exits 0 once unmounted (SIGTERM/SIGINT unmount).
+
+import { parseArgs } from "node:util";
+import { startEngineStack } from "../../mod/role/engine_stack.ts";
+import { createLogger } from "../../mod/obs/mod.ts";
+import { mountKiseki } from "../../mod/fuse/mod.ts";
+
+const { values } = parseArgs({
+  args: Deno.args,
+  options: {
+    mountpoint: { type: "string" },
+    data: { type: "string" },
+    "log-level": { type: "string", default: "warn" },
+    fusermount: { type: "boolean", default: false },
+  },
+});
+if (values.mountpoint === undefined || values.data === undefined) {
+  console.error("usage: mount_main.ts --mountpoint DIR --data DIR");
+  Deno.exit(2);
+}
+const logger = createLogger({
+  level: values["log-level"] as "warn",
+  format: "text",
+  sink: { write: (line: string) => console.error(line) },
+});
+export const TENANT: Uint8Array = new Uint8Array(16).fill(0x42);
+const stack = await startEngineStack({
+  dataDir: values.data,
+  logger: logger.child({ part: "engine" }),
+  pool: { deviceSizeBytes: 512 << 20, segmentSizeBytes: 4 << 20 },
+});
+const mount = await mountKiseki({
+  mountpoint: values.mountpoint,
+  backend: stack.engine,
+  tenantId: TENANT,
+  logger,
+  useFusermount: values.fusermount,
+});
+console.log("mounted");
+await mount.closed;
+await stack.close();
+console.error(`served: ${JSON.stringify(Object.fromEntries(mount.counts))}`);
+Deno.exit(0);
