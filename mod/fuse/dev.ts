@@ -121,7 +121,9 @@ export class FuseDevice {
     iov[1] = BigInt(header.length);
     let count = 1;
     if (body !== null && body.length > 0) {
-      iov[2] = BigInt(Deno.UnsafePointer.value(Deno.UnsafePointer.of(body as Uint8Array<ArrayBuffer>)));
+      iov[2] = BigInt(
+        Deno.UnsafePointer.value(Deno.UnsafePointer.of(body as Uint8Array<ArrayBuffer>)),
+      );
       iov[3] = BigInt(body.length);
       count = 2;
     }

@@ -91,7 +91,13 @@ export interface RawFileSystem {
     flags: number,
   ): Promise<{ entry: Entry; opened: Opened }>;
   read(ctx: Context, nodeid: bigint, fh: bigint, offset: number, size: number): Promise<Uint8Array>;
-  write(ctx: Context, nodeid: bigint, fh: bigint, offset: number, data: Uint8Array): Promise<number>;
+  write(
+    ctx: Context,
+    nodeid: bigint,
+    fh: bigint,
+    offset: number,
+    data: Uint8Array,
+  ): Promise<number>;
   flush(ctx: Context, nodeid: bigint, fh: bigint, lockOwner: bigint): Promise<void>;
   release(nodeid: bigint, fh: bigint, flockOwner: bigint | null): Promise<void>;
   fsync(ctx: Context, nodeid: bigint, fh: bigint, dataOnly: boolean): Promise<void>;

@@ -795,4 +795,3 @@ export class KisekiFs implements RawFileSystem {
     await this.#fs.close();
   }
 }
-

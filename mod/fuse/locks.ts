@@ -77,7 +77,9 @@ export class LockTable {
       if (h.start < ask.start) kept.push({ ...h, end: ask.start - 1n });
       if (h.end > ask.end) kept.push({ ...h, start: ask.end + 1n });
     }
-    if (ask.type !== F_UNLCK) kept.push({ ...ask, end: ask.end > OFFSET_MAX ? OFFSET_MAX : ask.end });
+    if (ask.type !== F_UNLCK) {
+      kept.push({ ...ask, end: ask.end > OFFSET_MAX ? OFFSET_MAX : ask.end });
+    }
     const delta = kept.length - list.length;
     if (delta > 0 && this.#count + delta > LOCKS_MAX) {
       throw new FuseError(ENOLCK, `more than ${LOCKS_MAX} locks`);

@@ -1026,7 +1026,12 @@ export class BucketFs {
       const marker = `${node.path}/`;
       const info = await this.#head(node.ns, marker);
       const base = info?.metadata ??
-        this.#ownerMetadata(S_IFDIR, { mode: attr.mode, uid: attr.uid, gid: attr.gid }, caller, 0o755);
+        this.#ownerMetadata(
+          S_IFDIR,
+          { mode: attr.mode, uid: attr.uid, gid: attr.gid },
+          caller,
+          0o755,
+        );
       await this.#backend.putObject(ref, marker, new Uint8Array(0), {
         contentType: "application/x-directory",
         metadata: apply(base),
