@@ -31,12 +31,12 @@ export function fuseMissing(): string | null {
 const READY_MS = 90_000;
 
 export async function startMount(
-  options: { fusermount?: boolean; logLevel?: string } = {},
+  options: { fusermount?: boolean; logLevel?: string; dataDir?: string } = {},
 ): Promise<RunningMount> {
   const base = await Deno.makeTempDir({ prefix: "kiseki-fuse-" });
-  const mountpoint = `${base}/mnt`, dataDir = `${base}/data`;
+  const mountpoint = `${base}/mnt`, dataDir = options.dataDir ?? `${base}/data`;
   await Deno.mkdir(mountpoint);
-  await Deno.mkdir(dataDir);
+  if (options.dataDir === undefined) await Deno.mkdir(dataDir);
   const args = [
     "run",
     "--allow-all",
