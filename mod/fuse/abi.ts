@@ -351,13 +351,13 @@ export interface Attr {
   blksize: number;
 }
 
-function putTime(w: OutWriter, ms: number): { sec: number; nsec: number } {
+function putTime(ms: number): { sec: number; nsec: number } {
   const sec = Math.floor(ms / 1000);
   return { sec, nsec: Math.round((ms - sec * 1000) * 1e6) % 1e9 };
 }
 
 export function writeAttr(w: OutWriter, a: Attr): void {
-  const at = putTime(w, a.atimeMs), mt = putTime(w, a.mtimeMs), ct = putTime(w, a.ctimeMs);
+  const at = putTime(a.atimeMs), mt = putTime(a.mtimeMs), ct = putTime(a.ctimeMs);
   w.u64(a.ino).u64(a.size).u64(a.blocks).u64(at.sec).u64(mt.sec).u64(ct.sec);
   w.u32(at.nsec).u32(mt.nsec).u32(ct.nsec);
   w.u32(a.mode).u32(a.nlink).u32(a.uid).u32(a.gid).u32(0).u32(a.blksize).u32(0);

@@ -491,7 +491,13 @@ export class KisekiFs implements RawFileSystem {
     return this.#inode(nodeid);
   }
 
-  read(_ctx: Context, nodeid: bigint, fh: bigint, offset: number, size: number) {
+  read(
+    _ctx: Context,
+    nodeid: bigint,
+    fh: bigint,
+    offset: number,
+    size: number,
+  ): Promise<Uint8Array> {
     const inode = this.#file(fh, nodeid);
     return this.#call(async () => {
       // The kernel takes a short read for the end of the file: read until full or EOF.
@@ -514,7 +520,13 @@ export class KisekiFs implements RawFileSystem {
     });
   }
 
-  write(_ctx: Context, nodeid: bigint, fh: bigint, offset: number, data: Uint8Array) {
+  write(
+    _ctx: Context,
+    nodeid: bigint,
+    fh: bigint,
+    offset: number,
+    data: Uint8Array,
+  ): Promise<number> {
     const inode = this.#file(fh, nodeid);
     // The request buffer goes back to the pool once this answers: keep a copy.
     const copy = data.slice();
@@ -586,7 +598,13 @@ export class KisekiFs implements RawFileSystem {
     });
   }
 
-  lseek(_ctx: Context, nodeid: bigint, fh: bigint, offset: number, whence: number) {
+  lseek(
+    _ctx: Context,
+    nodeid: bigint,
+    fh: bigint,
+    offset: number,
+    whence: number,
+  ): Promise<number> {
     const inode = this.#file(fh, nodeid);
     return this.#call(async () => {
       const { size } = await this.#fs.getattr(inode.node);

@@ -146,6 +146,7 @@ async function withServer(
 
 Deno.test("FuseServer INIT negotiates 1 MiB writes, readdirplus and parallel dirops, no writeback by default", async () => {
   await withServer(fakeFs({}), async (conn) => {
+    await conn.replied(1);
     const out = new DataView(conn.replies[0]!.body.buffer);
     assert.equal(conn.replies[0]!.error, 0);
     assert.equal(conn.replies[0]!.body.length, abi.INIT_OUT_BYTES);

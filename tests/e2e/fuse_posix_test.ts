@@ -12,6 +12,7 @@ Deno.test({
   sanitizeOps: false,
   async fn(t) {
     const m = await startMount();
+    let code = -1;
     try {
       const bucket = `${m.mountpoint}/posix`;
       await Deno.mkdir(bucket);
@@ -28,9 +29,9 @@ Deno.test({
         });
       }
     } finally {
-      const code = await m.stop("SIGTERM");
+      code = await m.stop("SIGTERM");
       await m.cleanup();
-      if (code !== 0) throw new Error(`the mount exited ${code}:\n${m.stderr().slice(-4000)}`);
     }
+    if (code !== 0) throw new Error(`the mount exited ${code}:\n${m.stderr().slice(-4000)}`);
   },
 });

@@ -57,6 +57,7 @@ Deno.test({
   sanitizeOps: false,
   async fn(t) {
     const m: RunningMount = await startMount();
+    let code = -1;
     const local = await Deno.makeTempDir({ prefix: "kiseki-fuse-local-" });
     const b = `${m.mountpoint}/tools`;
     const step = async (name: string, fn: () => Promise<void>) => {
@@ -148,10 +149,10 @@ Deno.test({
         assert.equal(after.trim(), "501");
       });
     } finally {
-      const code = await m.stop("SIGTERM");
+      code = await m.stop("SIGTERM");
       await m.cleanup();
       await Deno.remove(local, { recursive: true }).catch(() => {});
-      if (code !== 0) throw new Error(`the mount exited ${code}:\n${m.stderr().slice(-4000)}`);
     }
+    if (code !== 0) throw new Error(`the mount exited ${code}:\n${m.stderr().slice(-4000)}`);
   },
 });
