@@ -10,6 +10,8 @@ export interface RunningMount {
   pid: number;
   child: Deno.ChildProcess;
   stderr(): string;
+  /** What the mount process printed before it was ready ("gateways {...}" among it). */
+  banner: string;
   /** Sends `signal` and waits for the exit code. */
   stop(signal?: Deno.Signal): Promise<number>;
   /** Removes the temp dirs (after the mount is gone). */
@@ -31,7 +33,7 @@ export function fuseMissing(): string | null {
 const READY_MS = 90_000;
 
 export async function startMount(
-  options: { fusermount?: boolean; logLevel?: string; dataDir?: string } = {},
+  options: { fusermount?: boolean; logLevel?: string; dataDir?: string; gateways?: boolean } = {},
 ): Promise<RunningMount> {
   const base = await Deno.makeTempDir({ prefix: "kiseki-fuse-" });
   const mountpoint = `${base}/mnt`, dataDir = options.dataDir ?? `${base}/data`;
@@ -49,6 +51,7 @@ export async function startMount(
     options.logLevel ?? "warn",
   ];
   if (options.fusermount) args.push("--fusermount");
+  if (options.gateways) args.push("--gateways");
   const child = new Deno.Command(Deno.execPath(), {
     args,
     cwd: ROOT,
@@ -92,6 +95,7 @@ export async function startMount(
     pid: child.pid,
     child,
     stderr: () => errText,
+    banner: out,
     async stop(signal: Deno.Signal = "SIGTERM") {
       try {
         child.kill(signal);

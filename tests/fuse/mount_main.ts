@@ -3,9 +3,12 @@
 // "mounted" when the mount serves, exits 0 once unmounted (SIGTERM/SIGINT unmount).
 
 import { parseArgs } from "node:util";
+import { toHex } from "../../mod/base/mod.ts";
 import { startEngineStack } from "../../mod/role/engine_stack.ts";
 import { createLogger } from "../../mod/obs/mod.ts";
 import { mountKiseki } from "../../mod/fuse/mod.ts";
+import { startNfsGateway } from "../../mod/nfs/mod.ts";
+import { listenS3, LocalCredentialStore, S3Gateway } from "../../mod/s3/mod.ts";
 
 const { values } = parseArgs({
   args: Deno.args,
@@ -14,6 +17,8 @@ const { values } = parseArgs({
     data: { type: "string" },
     "log-level": { type: "string", default: "warn" },
     fusermount: { type: "boolean", default: false },
+    // Also serve S3 and NFS on loopback over the same engine, as a server node does.
+    gateways: { type: "boolean", default: false },
   },
 });
 if (values.mountpoint === undefined || values.data === undefined) {
@@ -38,8 +43,44 @@ const mount = await mountKiseki({
   logger,
   useFusermount: values.fusermount,
 });
+let closeGateways = () => Promise.resolve();
+if (values.gateways) {
+  const credentials = await LocalCredentialStore.open({
+    dir: `${values.data}/s3`,
+    aead: stack.aead,
+    logger,
+  });
+  const key = await credentials.create(toHex(TENANT));
+  const s3 = new S3Gateway({ backend: stack.engine, credentials, logger });
+  const s3Server = listenS3({
+    hostname: "127.0.0.1",
+    port: 0,
+    handler: (request) => s3.handle(request),
+    logger,
+  });
+  const nfs = startNfsGateway({
+    backend: stack.engine,
+    tenantId: TENANT,
+    addr: { host: "127.0.0.1", port: 0 },
+    logger,
+  });
+  console.log(`gateways ${
+    JSON.stringify({
+      s3: s3Server.addr.port,
+      nfs: nfs.addr.port,
+      accessKeyId: key.accessKeyId,
+      secretAccessKey: key.secretAccessKey,
+    })
+  }`);
+  closeGateways = async () => {
+    await s3Server.shutdown();
+    await nfs.close();
+    await credentials.close();
+  };
+}
 console.log("mounted");
 await mount.closed;
+await closeGateways();
 await stack.close();
 console.error(`served: ${JSON.stringify(Object.fromEntries(mount.counts))}`);
 Deno.exit(0);
