@@ -16,6 +16,7 @@ import type {
   SetAttrIn,
 } from "./fs_api.ts";
 import { LockTable } from "./locks.ts";
+import { HandleStreams } from "./file_reads.ts";
 import {
   BucketFs,
   type Caller,
@@ -148,6 +149,8 @@ export class KisekiFs implements RawFileSystem {
   readonly #files = new Map<bigint, FileHandle>();
   readonly #dirs = new Map<bigint, DirHandle>();
   readonly #locks = new LockTable();
+  readonly #streams: HandleStreams;
+  readonly #tenant: Uint8Array;
   #nextNode = 2n;
   #nextHandle = 1n;
 
@@ -158,6 +161,8 @@ export class KisekiFs implements RawFileSystem {
       logger: options.logger,
     });
     this.#log = options.logger;
+    this.#tenant = options.tenantId;
+    this.#streams = new HandleStreams(options.backend);
     this.#capacity = options.capacityBytes ?? STATFS_CAPACITY_BYTES_DEFAULT;
     const root: Inode = {
       nodeid: abi.FUSE_ROOT_ID,
@@ -284,6 +289,7 @@ export class KisekiFs implements RawFileSystem {
     if (c.size !== undefined) attr.size = c.size;
     if (c.atimeMs !== undefined) attr.atime = c.atimeMs;
     if (c.mtimeMs !== undefined) attr.mtime = c.mtimeMs;
+    if (c.size !== undefined) this.#streams.changed(nodeid);
     return this.#call(async () =>
       this.#attr(await this.#fs.setattr(inode.node, attr, caller, null), inode)
     );
@@ -324,10 +330,7 @@ export class KisekiFs implements RawFileSystem {
       const inode = id === undefined ? undefined : this.#nodes.get(id);
       if (inode !== undefined && inode.opens > 0 && !inode.unlinked) {
         // Still open: it lives on under a hidden name until its last close (as NFS clients do).
-        const hidden = `${UNLINKED_PREFIX}${inode.nodeid}`;
-        await this.#fs.rename(dir, name, dir, hidden, this.#caller(ctx));
-        this.#rekey(inode, childOf(dir, hidden, "object")!);
-        inode.unlinked = true;
+        await this.#hide(inode, dir, name, this.#caller(ctx));
         return;
       }
       await this.#fs.remove(dir, name, this.#caller(ctx));
@@ -335,6 +338,14 @@ export class KisekiFs implements RawFileSystem {
         this.#byKey.delete(inode.key);
       }
     });
+  }
+
+  /** Moves an open file out of sight: it is removed at its last close. */
+  async #hide(inode: Inode, dir: FsNode, name: string, caller: Caller): Promise<void> {
+    const hidden = `${UNLINKED_PREFIX}${inode.nodeid}`;
+    await this.#fs.rename(dir, name, dir, hidden, caller);
+    this.#rekey(inode, childOf(dir, hidden, "object")!);
+    inode.unlinked = true;
   }
 
   rmdir(ctx: Context, parent: bigint, name: string): Promise<void> {
@@ -388,8 +399,15 @@ export class KisekiFs implements RawFileSystem {
         b?.();
         return;
       }
+      if (dst !== null && keyOf(dst.node) !== keyOf(src.node)) {
+        // A replaced file still open lives on, unlinked, until its last close.
+        const id = this.#byKey.get(keyOf(dst.node));
+        const replaced = id === undefined ? undefined : this.#nodes.get(id);
+        if (replaced !== undefined && replaced.opens > 0 && dst.node.kind === "object") {
+          await this.#hide(replaced, to, newName, caller);
+        } else this.#byKey.delete(keyOf(dst.node));
+      }
       await this.#fs.rename(from, name, to, newName, caller);
-      if (dst !== null && keyOf(dst.node) !== keyOf(src.node)) this.#byKey.delete(keyOf(dst.node));
       this.#moved(src.node, to, newName)?.();
     });
   }
@@ -500,6 +518,13 @@ export class KisekiFs implements RawFileSystem {
   ): Promise<Uint8Array> {
     const inode = this.#file(fh, nodeid);
     return this.#call(async () => {
+      const node = inode.node;
+      if (node.kind === "object") {
+        await this.#fs.commit(node); // this file's pending writes first
+        const ref = { tenantId: this.#tenant, id: node.ns };
+        const got = await this.#streams.read(fh, nodeid, ref, node.path, offset, size);
+        if (got !== null) return got;
+      }
       // The kernel takes a short read for the end of the file: read until full or EOF.
       const parts: Uint8Array[] = [];
       let got = 0;
@@ -530,6 +555,7 @@ export class KisekiFs implements RawFileSystem {
     const inode = this.#file(fh, nodeid);
     // The request buffer goes back to the pool once this answers: keep a copy.
     const copy = data.slice();
+    this.#streams.changed(nodeid);
     return this.#call(async () => {
       await this.#fs.write(inode.node, offset, copy, false, ROOT_CALLER);
       return copy.length;
@@ -548,6 +574,7 @@ export class KisekiFs implements RawFileSystem {
     const h = this.#files.get(fh);
     if (h === undefined) return Promise.resolve();
     this.#files.delete(fh);
+    this.#streams.close(fh);
     if (flockOwner !== null) this.#locks.releaseOwner(nodeid, flockOwner, true);
     const inode = this.#nodes.get(nodeid);
     if (inode === undefined) return Promise.resolve();
@@ -810,6 +837,7 @@ export class KisekiFs implements RawFileSystem {
         this.#log?.warn("an unlinked file was not removed", { error: e as Error });
       }
     }
+    this.#streams.closeAll();
     await this.#fs.close();
   }
 }

@@ -177,6 +177,12 @@ export class FuseServer {
         return;
       }
       const errno = abort.signal.aborted ? abi.EINTR : errnoOf(e);
+      this.#log?.debug("fuse request refused", {
+        op: spec.name,
+        nodeid: header.nodeid,
+        errno,
+        reason: (e as Error).message,
+      });
       if (!(e instanceof FuseError) && !(e instanceof abi.AbiError)) {
         this.#log?.warn("fuse request failed", { op: spec.name, error: e as Error });
       }

@@ -249,6 +249,26 @@ assert os.listdir(d) == []
     },
   },
   {
+    name: "a file replaced by rename while open keeps its bytes for the open file",
+    async run(d) {
+      await py(
+        d,
+        `
+open(d + '/old', 'w').write('old bytes')
+open(d + '/new', 'w').write('new bytes')
+fd = os.open(d + '/old', os.O_RDWR)
+os.rename(d + '/new', d + '/old')
+assert open(d + '/old').read() == 'new bytes'
+assert os.read(fd, 100) == b'old bytes'
+os.write(fd, b'!')
+os.close(fd)
+assert open(d + '/old').read() == 'new bytes'
+assert sorted(os.listdir(d)) == ['old'], os.listdir(d)
+`,
+      );
+    },
+  },
+  {
     name: "chmod, chown and utimes change what stat shows",
     async run(d) {
       await Deno.writeTextFile(`${d}/m`, "m");
