@@ -2,7 +2,7 @@
 // namespace S3 and NFS share, served by an object engine on real devices in a temp dir.
 
 import { missingPart } from "../../mod/base/testing.ts";
-import { fuseMissing, startMount } from "../fuse/_mount.ts";
+import { fuseMissing, mountLogTail, startMount } from "../fuse/_mount.ts";
 import { POSIX_CASES } from "../fuse/posix.ts";
 
 Deno.test({
@@ -24,7 +24,7 @@ Deno.test({
           try {
             await c.run(dir);
           } catch (e) {
-            throw new Error(`${(e as Error).message}\nmount log:\n${m.stderr().slice(-4000)}`);
+            throw new Error(`${(e as Error).message}\nmount log:\n${mountLogTail(m)}`);
           }
         });
       }
@@ -32,6 +32,6 @@ Deno.test({
       code = await m.stop("SIGTERM");
       await m.cleanup();
     }
-    if (code !== 0) throw new Error(`the mount exited ${code}:\n${m.stderr().slice(-4000)}`);
+    if (code !== 0) throw new Error(`the mount exited ${code}:\n${mountLogTail(m)}`);
   },
 });

@@ -3,7 +3,7 @@
 
 import assert from "node:assert/strict";
 import { missingPart } from "../../mod/base/testing.ts";
-import { fuseMissing, type RunningMount, startMount } from "../fuse/_mount.ts";
+import { fuseMissing, mountLogTail, type RunningMount, startMount } from "../fuse/_mount.ts";
 
 const DECODER = new TextDecoder();
 
@@ -65,7 +65,7 @@ Deno.test({
         try {
           await fn();
         } catch (e) {
-          throw new Error(`${(e as Error).message}\nmount log:\n${m.stderr().slice(-4000)}`);
+          throw new Error(`${(e as Error).message}\nmount log:\n${mountLogTail(m)}`);
         }
       });
     };
@@ -153,6 +153,6 @@ Deno.test({
       await m.cleanup();
       await Deno.remove(local, { recursive: true }).catch(() => {});
     }
-    if (code !== 0) throw new Error(`the mount exited ${code}:\n${m.stderr().slice(-4000)}`);
+    if (code !== 0) throw new Error(`the mount exited ${code}:\n${mountLogTail(m)}`);
   },
 });

@@ -48,7 +48,7 @@ export async function startMount(
     "--data",
     dataDir,
     "--log-level",
-    options.logLevel ?? "warn",
+    options.logLevel ?? Deno.env.get("KISEKI_FUSE_TEST_LOG_LEVEL") ?? "warn",
   ];
   if (options.fusermount) args.push("--fusermount");
   if (options.gateways) args.push("--gateways");
@@ -110,6 +110,13 @@ export async function startMount(
     },
   };
   return mount;
+}
+
+/** The mount's log without the lookups of absent names (tools probe for many), last lines. */
+export function mountLogTail(m: RunningMount, chars = 6000): string {
+  return m.stderr().split("\n").filter((l) => !/op=(LOOKUP .*errno=2|GETXATTR .*errno=61) /.test(l))
+    .join("\n")
+    .slice(-chars);
 }
 
 /** True when `dir` is a mount point (in /proc/self/mounts). */

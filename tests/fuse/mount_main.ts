@@ -19,6 +19,8 @@ const { values } = parseArgs({
     fusermount: { type: "boolean", default: false },
     // Also serve S3 and NFS on loopback over the same engine, as a server node does.
     gateways: { type: "boolean", default: false },
+    // Raft log entries per shard between snapshots (default: the engine's).
+    "snapshot-entries": { type: "string" },
   },
 });
 if (values.mountpoint === undefined || values.data === undefined) {
@@ -35,6 +37,9 @@ const stack = await startEngineStack({
   dataDir: values.data,
   logger: logger.child({ part: "engine" }),
   pool: { deviceSizeBytes: 512 << 20, segmentSizeBytes: 4 << 20 },
+  compaction: values["snapshot-entries"] === undefined
+    ? undefined
+    : { snapshotEntries: Number(values["snapshot-entries"]) },
 });
 const mount = await mountKiseki({
   mountpoint: values.mountpoint,
