@@ -27,6 +27,7 @@ import {
   type KvTxn,
   openKvEnv,
   transactionRetrying,
+  WalKvEnv,
 } from "../disk/mod.ts";
 import { log as rootLog, type Logger } from "../obs/mod.ts";
 import {
@@ -44,6 +45,8 @@ import {
 import { isShardId, type ShardId } from "./shard.ts";
 
 export const RAFT_LOG_TABLE = "raft_log";
+/** The write-ahead log's directory inside the raft environment's. */
+export const RAFT_WAL_DIR = "wal";
 /** Initial map size of the node's raft environment; lmdb-js grows it on demand. */
 export const RAFT_ENV_MAP_SIZE_BYTES_DEFAULT: number = 1 << 30;
 /** Durable entries kept in memory per shard, newest first out last (the leader's hot tail). */
@@ -84,7 +87,7 @@ export class RaftLogCorruptError extends Error {
  * tenant's keys; headers hold ids and digests), and lmdb-js's page encryption measured
  * unstable under sustained writes (see DESIGN in mod/role/data_dir.ts).
  */
-export function openRaftLogEnv(options: {
+export async function openRaftLogEnv(options: {
   dataDir: string;
   /**
    * The node key store's page keys: a raft environment an earlier version page-encrypted
@@ -92,14 +95,38 @@ export function openRaftLogEnv(options: {
    */
   pageKeys: KvPageKeys | null;
   mapSizeBytes?: number;
+  /**
+   * The write-ahead log in front of lmdb (`raft/wal/`, see mod/disk/wal_kv.ts): a persist is
+   * durable after one append and fdatasync shared by every shard's persist in the same group
+   * commit; lmdb is brought up to date in the background. Default on; false (or a tuned
+   * one, for tests) opens lmdb alone, where every persist is a durable lmdb commit. An
+   * environment opened without it after one with it first needs the log replayed: only
+   * tests that damage lmdb itself turn it off.
+   */
+  wal?: boolean | { segmentBytes?: number; checkpointDelayMs?: number };
+  logger?: Logger;
 }): Promise<KvEnv> {
-  return openKvEnv({
-    path: `${options.dataDir.replace(/\/+$/, "")}/raft`,
+  const path = `${options.dataDir.replace(/\/+$/, "")}/raft`;
+  const inner = await openKvEnv({
+    path,
     pageKeys: null,
     ...(options.pageKeys === null ? {} : { legacyPageKeys: options.pageKeys }),
     mapSizeBytes: options.mapSizeBytes ?? RAFT_ENV_MAP_SIZE_BYTES_DEFAULT,
     tablesMax: 4,
   });
+  const wal = options.wal ?? true;
+  if (wal === false) return inner;
+  try {
+    return await WalKvEnv.open({
+      inner,
+      walDir: `${path}/${RAFT_WAL_DIR}`,
+      ...(wal === true ? {} : wal),
+      ...(options.logger ? { logger: options.logger } : {}),
+    });
+  } catch (e) {
+    await inner.close().catch(() => {});
+    throw e;
+  }
 }
 
 export interface LmdbRaftLogStoreOptions {
