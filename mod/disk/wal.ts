@@ -8,8 +8,14 @@
 //   <first lsn, 16 hex>.wal    a segment: header, then records, then zeros to its size
 //   next.prealloc              the next segment, already written with zeros and synced
 //
-// A segment is preallocated (zeros written and synced before it is used), so appending
-// overwrites allocated blocks in place and fdatasync() writes data only, no block map.
+// A segment is preallocated before it is used: its size is set up front, so an append never
+// changes the file's size (fdatasync() then has no inode size to write). By default its
+// blocks are allocated as records land ("size"), so the log occupies on disk only what it
+// holds; "zeros" writes and syncs the whole segment first, so appends overwrite allocated
+// blocks in place (measured here no faster within the noise, at 2 x segment bytes at rest).
+// Once a checkpoint holds every record of the segment being written and it has taken
+// WAL_ROLL_CHECKPOINTED_BYTES, the next append starts a new one, so that the checkpointed
+// one can be released: the log stays near what is not yet checkpointed.
 //
 // Segment header (32 bytes, big-endian): magic "KSKWAL01" | first lsn u64 | size u64 |
 // crc u32 (over the 24 bytes before it) | zero u32.
@@ -40,6 +46,8 @@ export const WAL_QUEUED_BYTES_MAX: number = 64 << 20;
 export const WAL_BATCH_RECORDS_MAX = 65_536;
 /** Segments a log may hold at once (released segments do not count). */
 export const WAL_SEGMENTS_MAX = 4096;
+/** Bytes a fully checkpointed segment must hold before appends move on to release it. */
+export const WAL_ROLL_CHECKPOINTED_BYTES: number = 256 << 10;
 /** Zeros written per call while a segment is preallocated. */
 const PREALLOC_WRITE_BYTES = 1 << 20;
 
@@ -65,6 +73,8 @@ export interface WalOptions {
   /** Directory of the segments (created if missing). */
   dir: string;
   segmentBytes?: number;
+  /** How segments are preallocated (see the top of this file); default "size". */
+  preallocate?: "size" | "zeros";
   /** Told once when recovery cut a torn tail (callers log it). */
   onTornTail?: (info: { segment: string; lsn: number; offset: number }) => void;
 }
@@ -200,6 +210,7 @@ function syncDir(dir: string): void {
 export class FileWal {
   readonly dir: string;
   readonly #segmentBytes: number;
+  readonly #preallocate: "size" | "zeros";
   #segments: Segment[] = [];
   #file: Deno.FsFile | null = null;
   /** Write offset in the current segment. */
@@ -218,9 +229,10 @@ export class FileWal {
   #syncs = 0;
   #records = 0;
 
-  private constructor(dir: string, segmentBytes: number) {
+  private constructor(dir: string, segmentBytes: number, preallocate: "size" | "zeros") {
     this.dir = dir;
     this.#segmentBytes = segmentBytes;
+    this.#preallocate = preallocate;
   }
 
   /**
@@ -238,7 +250,7 @@ export class FileWal {
     );
     const dir = options.dir.replace(/\/+$/, "");
     await Deno.mkdir(dir, { recursive: true, mode: 0o700 });
-    const wal = new FileWal(dir, segmentBytes);
+    const wal = new FileWal(dir, segmentBytes, options.preallocate ?? "size");
     const records = await wal.#recover(options.fromLsn ?? 0, options.onTornTail);
     return { wal, records };
   }
@@ -457,7 +469,7 @@ export class FileWal {
     try {
       stat = await Deno.stat(prealloc);
     } catch { /* none prepared */ }
-    if (stat === null || stat.size !== size) await preallocate(prealloc, size);
+    if (stat === null || stat.size !== size) await preallocate(prealloc, size, this.#preallocate);
     const name = segmentName(firstLsn);
     const file = await Deno.open(prealloc, { read: true, write: true });
     try {
@@ -475,7 +487,7 @@ export class FileWal {
     this.#rollBeforeWrite = false;
     this.#segments.push({ name, firstLsn, size, lastLsn: firstLsn - 1 });
     // The next one is prepared off the write path.
-    this.#prealloc = preallocate(prealloc, this.#segmentBytes).catch(() => {});
+    this.#prealloc = preallocate(prealloc, this.#segmentBytes, this.#preallocate).catch(() => {});
   }
 
   /**
@@ -493,6 +505,13 @@ export class FileWal {
       released++;
     }
     if (released > 0) syncDir(this.dir);
+    const tail = this.#segments[this.#segments.length - 1];
+    if (
+      tail !== undefined && tail.lastLsn <= lsn &&
+      this.#offset - SEGMENT_HEADER_BYTES >= WAL_ROLL_CHECKPOINTED_BYTES
+    ) {
+      this.#rollBeforeWrite = true;
+    }
     return released;
   }
 
@@ -507,14 +526,18 @@ export class FileWal {
   }
 }
 
-/** Writes `size` zeros to `path` and syncs them (the blocks are allocated for good). */
-async function preallocate(path: string, size: number): Promise<void> {
+/** Makes `path` a zero-filled file of `size` bytes, synced (see the top of this file). */
+async function preallocate(path: string, size: number, mode: "size" | "zeros"): Promise<void> {
   const tmp = `${path}.tmp`;
   const file = await Deno.open(tmp, { create: true, write: true, truncate: true, mode: 0o600 });
   try {
-    const zeros = new Uint8Array(Math.min(PREALLOC_WRITE_BYTES, size));
-    for (let at = 0; at < size; at += zeros.length) {
-      await writeAll(file, zeros.subarray(0, Math.min(zeros.length, size - at)));
+    if (mode === "size") {
+      await file.truncate(size);
+    } else {
+      const zeros = new Uint8Array(Math.min(PREALLOC_WRITE_BYTES, size));
+      for (let at = 0; at < size; at += zeros.length) {
+        await writeAll(file, zeros.subarray(0, Math.min(zeros.length, size - at)));
+      }
     }
     await file.sync();
   } finally {

@@ -198,3 +198,25 @@ if (import.meta.main) {
     }));
   }
 }
+
+Deno.test("FileWal moves on from a checkpointed segment so that it can be released", async () => {
+  await withDir(async (dir) => {
+    const { wal } = await FileWal.open({ dir });
+    const record = new Uint8Array(64 << 10);
+    for (let i = 0; i < 5; i++) await wal.append(record).durable;
+    assert.equal(await wal.release(5), 0);
+    // Fully checkpointed and past WAL_ROLL_CHECKPOINTED_BYTES: the next record starts anew.
+    await wal.append(record).durable;
+    assert.equal((await segments(dir)).length, 2);
+    assert.equal(await wal.release(6), 1);
+    assert.deepEqual(await segments(dir), [(6).toString(16).padStart(16, "0") + ".wal"]);
+    // A segment takes on disk what it holds, not its size.
+    const stat = await Deno.stat(`${dir}/${(await segments(dir))[0]}`);
+    if (stat.blocks !== null) assert.ok(stat.blocks * 512 < 1 << 20, `${stat.blocks} blocks`);
+    await wal.close();
+    const again = await FileWal.open({ dir, fromLsn: 6 });
+    assert.equal(again.records.length, 0);
+    assert.equal(again.wal.append(record).lsn, 7);
+    await again.wal.close();
+  });
+});
