@@ -1,9 +1,15 @@
 // The durable Raft log of one shard, in an lmdb environment shared by all shards of a node
-// ($KISEKI_DATA_DIR/raft/). Writes are staged in memory, visible to reads at once, and made
-// durable together by persist(): one lmdb transaction and one sync per Ready (and shards
-// persisting in the same event turn share it). Every record carries a CRC-32C; on open the
-// tail is verified and a damaged uncommitted tail is cut off, a damaged committed entry
-// refuses to start.
+// ($KISEKI_DATA_DIR/raft/), behind the node's write-ahead log ($KISEKI_DATA_DIR/raft/wal/,
+// mod/disk/wal_kv.ts). Writes are staged in memory, visible to reads at once, and made
+// durable together by persist(): one transaction per Ready, which the WAL makes durable with
+// one append and one fdatasync shared by every shard persisting in the same group commit;
+// lmdb takes the same records from the log in the background. Every record carries a
+// CRC-32C; on open the tail is verified and a damaged uncommitted tail is cut off, a damaged
+// committed entry refuses to start.
+//
+// At rest, the WAL holds what lmdb holds here, record for record: entry payloads are Raft
+// commands whose delta payloads are sealed per tenant by their writers; headers, hard
+// states, log bounds and membership are ids, indexes and terms.
 //
 // Layout, one table `raft_log`, keys prefixed by the shard id so a shard's records are
 // contiguous (one named table per shard would cap the shard count at lmdb's maxDbs, and
