@@ -47,7 +47,7 @@ export const WAL_BATCH_RECORDS_MAX = 65_536;
 /** Segments a log may hold at once (released segments do not count). */
 export const WAL_SEGMENTS_MAX = 4096;
 /** Bytes a fully checkpointed segment must hold before appends move on to release it. */
-export const WAL_ROLL_CHECKPOINTED_BYTES: number = 256 << 10;
+export const WAL_ROLL_CHECKPOINTED_BYTES: number = 64 << 10;
 /** Zeros written per call while a segment is preallocated. */
 const PREALLOC_WRITE_BYTES = 1 << 20;
 

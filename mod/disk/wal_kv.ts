@@ -32,11 +32,11 @@ import { FileWal, WAL_RECORD_BYTES_MAX, type WalRecord } from "./wal.ts";
 /** The table of the environment behind the log that holds the checkpointed LSN. */
 export const WAL_CHECKPOINT_TABLE = "wal_checkpoint";
 /** How long committed records wait in the overlay before a checkpoint writes them to lmdb. */
-export const WAL_CHECKPOINT_DELAY_MS_DEFAULT = 200;
+export const WAL_CHECKPOINT_DELAY_MS_DEFAULT = 100;
 /** Overlay bytes that start a checkpoint at once. */
 export const WAL_CHECKPOINT_BYTES_DEFAULT: number = 8 << 20;
 /** Overlay bytes above which new transactions wait for a checkpoint (the overlay's bound). */
-export const WAL_OVERLAY_BYTES_MAX: number = 256 << 20;
+export const WAL_OVERLAY_BYTES_MAX: number = 64 << 20;
 /** Operations one checkpoint writes in one lmdb transaction at most. */
 export const WAL_CHECKPOINT_OPERATIONS_MAX = 262_144;
 /** Times a checkpoint lmdb failed as "damaged" is tried again after the rebuild. */
