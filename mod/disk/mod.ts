@@ -91,6 +91,7 @@ export {
   WAL_CHECKPOINT_OPERATIONS_MAX,
   WAL_CHECKPOINT_TABLE,
   WAL_OVERLAY_BYTES_MAX,
+  WAL_SYNC_WAITERS_MAX,
   WalKvEnv,
 } from "./wal_kv.ts";
 export type { WalKvEnvOptions } from "./wal_kv.ts";

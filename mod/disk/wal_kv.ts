@@ -7,6 +7,13 @@
 // overlay that reads consult first. On open, the records past the checkpoint are replayed
 // into lmdb.
 //
+// Without a log (walDir null: "replayable" state, such as views folded from the Raft log
+// with their watermark in the same records), a transaction is visible at once and reaches
+// lmdb with the next checkpoint: a crash loses a suffix of transactions, never a part of
+// one, and synced() says when lmdb holds what was committed (the owner's durable
+// watermark). Nothing is written anywhere but lmdb, so page-encrypted environments may use
+// this mode.
+//
 // What the WAL holds on disk: exactly the puts and deletes its owners commit (table name,
 // key, value), as lmdb would hold them, plus LSNs and checksums. It adds nothing readable
 // that the environment behind it does not already hold, so an environment may only be put
@@ -37,6 +44,8 @@ export const WAL_CHECKPOINT_DELAY_MS_DEFAULT = 100;
 export const WAL_CHECKPOINT_BYTES_DEFAULT: number = 8 << 20;
 /** Overlay bytes above which new transactions wait for a checkpoint (the overlay's bound). */
 export const WAL_OVERLAY_BYTES_MAX: number = 64 << 20;
+/** Callers of synced() waiting at once (one per fold batch in flight, say). */
+export const WAL_SYNC_WAITERS_MAX = 65_536;
 /** Operations one checkpoint writes in one lmdb transaction at most. */
 export const WAL_CHECKPOINT_OPERATIONS_MAX = 262_144;
 /** Times a checkpoint lmdb failed as "damaged" is tried again after the rebuild. */
@@ -152,8 +161,8 @@ interface OverlayRecord {
 export interface WalKvEnvOptions {
   /** The lmdb environment the log stands in front of (owned from here on: closed with it). */
   inner: KvEnv;
-  /** Directory of the log's segments. */
-  walDir: string;
+  /** Directory of the log's segments; null: no log (see the top of this file). */
+  walDir: string | null;
   segmentBytes?: number;
   checkpointDelayMs?: number;
   checkpointBytes?: number;
@@ -258,10 +267,10 @@ function checkKey(key: Uint8Array): Uint8Array {
 /** A KvEnv whose commits are WAL records (see the top of this file). */
 export class WalKvEnv implements KvEnv {
   readonly #inner: KvEnv;
-  readonly #wal: FileWal;
+  readonly #wal: FileWal | null;
   readonly #log: Logger;
   readonly #tables = new Map<string, WalKvTable>();
-  readonly #checkpointTable: KvTable;
+  readonly #checkpointTable: KvTable | null;
   readonly #checkpointDelayMs: number;
   readonly #checkpointBytes: number;
   readonly #overlayBytesMax: number;
@@ -269,6 +278,10 @@ export class WalKvEnv implements KvEnv {
   #pending: { lsn: number; ops: Op[] }[] = [];
   #overlayBytes = 0;
   #checkpointedLsn: number;
+  /** The last LSN given out without a log (with one, the log's). */
+  #lastLsn: number;
+  /** Callers of synced() waiting for a checkpoint to reach their LSN. */
+  #syncWaiters: { lsn: number; resolve: () => void; reject: (e: Error) => void }[] = [];
   #checkpointTimer: ReturnType<typeof setTimeout> | null = null;
   #checkpointing: Promise<void> | null = null;
   #roomWaiters: (() => void)[] = [];
@@ -279,16 +292,20 @@ export class WalKvEnv implements KvEnv {
   #closed = false;
   #checkpoints = 0;
 
-  private constructor(options: WalKvEnvOptions, wal: FileWal, checkpointedLsn: number) {
+  private constructor(options: WalKvEnvOptions, wal: FileWal | null, checkpointedLsn: number) {
     this.#inner = options.inner;
     this.#wal = wal;
-    this.#log = (options.logger ?? rootLog).child({ component: "wal", path: options.walDir });
-    this.#checkpointTable = options.inner.table(WAL_CHECKPOINT_TABLE);
+    this.#log = (options.logger ?? rootLog).child({
+      component: "wal",
+      path: options.walDir ?? options.inner.path,
+    });
+    this.#checkpointTable = wal === null ? null : options.inner.table(WAL_CHECKPOINT_TABLE);
     this.#checkpointDelayMs = options.checkpointDelayMs ?? WAL_CHECKPOINT_DELAY_MS_DEFAULT;
     this.#checkpointBytes = options.checkpointBytes ?? WAL_CHECKPOINT_BYTES_DEFAULT;
     this.#overlayBytesMax = options.overlayBytesMax ?? WAL_OVERLAY_BYTES_MAX;
     assert(this.#checkpointBytes <= this.#overlayBytesMax, "checkpointBytes <= overlayBytesMax");
     this.#checkpointedLsn = checkpointedLsn;
+    this.#lastLsn = checkpointedLsn;
   }
 
   /**
@@ -296,6 +313,7 @@ export class WalKvEnv implements KvEnv {
    * transaction, then the segments behind are released) and returns the environment.
    */
   static async open(options: WalKvEnvOptions): Promise<WalKvEnv> {
+    if (options.walDir === null) return new WalKvEnv(options, null, 0);
     const log = (options.logger ?? rootLog).child({ component: "wal", path: options.walDir });
     const marker = options.inner.table(WAL_CHECKPOINT_TABLE);
     const fromLsn = readLsn(marker.getSync(CHECKPOINT_KEY));
@@ -337,7 +355,7 @@ export class WalKvEnv implements KvEnv {
       fromLsn: records[0]!.lsn,
       toLsn: records[records.length - 1]!.lsn,
     });
-    await this.#wal.release(this.#checkpointedLsn);
+    await this.#wal!.release(this.#checkpointedLsn);
   }
 
   /** Writes whole records into lmdb with the checkpoint LSN, in one transaction. */
@@ -351,7 +369,9 @@ export class WalKvEnv implements KvEnv {
           else txn.delete(table, op.key);
         }
       }
-      txn.put(this.#checkpointTable, CHECKPOINT_KEY, lsnBytes(lsn));
+      if (this.#checkpointTable !== null) {
+        txn.put(this.#checkpointTable, CHECKPOINT_KEY, lsnBytes(lsn));
+      }
     }, {
       damagedRetries: WAL_CHECKPOINT_DAMAGED_RETRIES,
       spaceWaitMs: WAL_CHECKPOINT_SPACE_WAIT_MS,
@@ -366,6 +386,14 @@ export class WalKvEnv implements KvEnv {
     });
     this.#checkpointedLsn = lsn;
     this.#checkpoints++;
+    if (this.#syncWaiters.length > 0) {
+      const still = [];
+      for (const w of this.#syncWaiters) {
+        if (w.lsn <= lsn) w.resolve();
+        else still.push(w);
+      }
+      this.#syncWaiters = still;
+    }
   }
 
   #innerTable(name: string): KvTable {
@@ -414,7 +442,7 @@ export class WalKvEnv implements KvEnv {
             this.#startCheckpoint();
             await room;
           } else {
-            await this.#wal.room();
+            await this.#wal?.room();
           }
         }
       });
@@ -422,14 +450,22 @@ export class WalKvEnv implements KvEnv {
       await this.#admission;
       this.#check();
     }
-    const { lsn, durable } = this.#wal.append(body);
-    try {
-      await durable;
-    } catch (e) {
-      this.#failed ??= e as Error;
-      throw new KvError(`WAL commit in ${this.#wal.dir} failed: ${(e as Error).message}`, "other", {
-        cause: e,
-      });
+    let lsn: number;
+    if (this.#wal === null) {
+      lsn = ++this.#lastLsn;
+    } else {
+      const appended = this.#wal.append(body);
+      lsn = appended.lsn;
+      try {
+        await appended.durable;
+      } catch (e) {
+        this.#failed ??= e as Error;
+        throw new KvError(
+          `WAL commit in ${this.#wal.dir} failed: ${(e as Error).message}`,
+          "other",
+          { cause: e },
+        );
+      }
     }
     // Durable: visible to reads, and due for the next checkpoint. Records resolve in LSN
     // order, so the overlay always holds the newest version.
@@ -444,16 +480,20 @@ export class WalKvEnv implements KvEnv {
     }
     this.#pending.push({ lsn, ops: txn.ops });
     if (this.#overlayBytes >= this.#checkpointBytes) this.#startCheckpoint();
-    else if (this.#checkpointTimer === null && this.#checkpointing === null) {
-      this.#checkpointTimer = setTimeout(() => {
-        this.#checkpointTimer = null;
-        this.#startCheckpoint();
-      }, this.#checkpointDelayMs);
-    }
+    else this.#scheduleCheckpoint();
+  }
+
+  #scheduleCheckpoint(): void {
+    if (this.#checkpointTimer !== null || this.#checkpointing !== null) return;
+    if (this.#pending.length === 0) return;
+    this.#checkpointTimer = setTimeout(() => {
+      this.#checkpointTimer = null;
+      this.#startCheckpoint();
+    }, this.#checkpointDelayMs);
   }
 
   #hasRoom(): boolean {
-    return this.#overlayBytes < this.#overlayBytesMax && this.#wal.hasRoom();
+    return this.#overlayBytes < this.#overlayBytesMax && (this.#wal?.hasRoom() ?? true);
   }
 
   #check(): void {
@@ -496,6 +536,7 @@ export class WalKvEnv implements KvEnv {
         this.#log.error("checkpointing the write-ahead log failed; the log must be reopened", {
           error: e,
         });
+        for (const w of this.#syncWaiters.splice(0)) w.reject(e as Error);
         for (const w of this.#roomWaiters.splice(0)) w();
         return;
       }
@@ -510,12 +551,28 @@ export class WalKvEnv implements KvEnv {
       }
       for (const w of this.#roomWaiters.splice(0)) w();
       try {
-        await this.#wal.release(lsn);
+        await this.#wal?.release(lsn);
       } catch (e) {
         this.#log.warn("releasing write-ahead log segments failed", { error: e });
       }
     }
     for (const w of this.#roomWaiters.splice(0)) w();
+  }
+
+  /**
+   * Resolves once lmdb holds every transaction committed before the call (at the latest
+   * after the next checkpoint); rejects if that checkpoint failed.
+   */
+  synced(): Promise<void> {
+    const lsn = this.#wal?.lastLsn ?? this.#lastLsn;
+    if (lsn <= this.#checkpointedLsn) return Promise.resolve();
+    if (this.#failed !== null) return Promise.reject(this.#failed);
+    if (this.#syncWaiters.length >= WAL_SYNC_WAITERS_MAX) {
+      return Promise.reject(new KvError(`over ${WAL_SYNC_WAITERS_MAX} callers wait for synced()`));
+    }
+    // No timer of its own may be due: make sure a checkpoint is.
+    this.#scheduleCheckpoint();
+    return new Promise((resolve, reject) => this.#syncWaiters.push({ lsn, resolve, reject }));
   }
 
   /** Writes every committed record into lmdb now (tests, close). */
@@ -529,14 +586,14 @@ export class WalKvEnv implements KvEnv {
     checkpoints: number;
     overlayBytes: number;
     pendingRecords: number;
-    wal: ReturnType<FileWal["stats"]>;
+    wal: ReturnType<FileWal["stats"]> | null;
   } {
     return {
       checkpointedLsn: this.#checkpointedLsn,
       checkpoints: this.#checkpoints,
       overlayBytes: this.#overlayBytes,
       pendingRecords: this.#pending.length,
-      wal: this.#wal.stats(),
+      wal: this.#wal?.stats() ?? null,
     };
   }
 
@@ -562,7 +619,7 @@ export class WalKvEnv implements KvEnv {
     } finally {
       if (this.#checkpointTimer !== null) clearTimeout(this.#checkpointTimer);
       await this.#checkpointing?.catch(() => {});
-      await this.#wal.close();
+      await this.#wal?.close();
       await this.#inner.close();
     }
   }
