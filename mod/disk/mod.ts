@@ -76,12 +76,15 @@ export type {
 } from "./faulty_disk.ts";
 export {
   FileWal,
+  injectWalWriteFailure,
   WAL_BATCH_RECORDS_MAX,
   WAL_QUEUED_BYTES_MAX,
   WAL_RECORD_BYTES_MAX,
   WAL_SEGMENT_BYTES_DEFAULT,
   WAL_SEGMENT_BYTES_MIN,
   WAL_SEGMENTS_MAX,
+  WAL_SPACE_RETRY_MS,
+  WAL_SPACE_WAIT_MS,
   WalCorruptError,
 } from "./wal.ts";
 export type { WalOptions, WalRecord, WalStats } from "./wal.ts";

@@ -46,6 +46,12 @@ export const WAL_QUEUED_BYTES_MAX: number = 64 << 20;
 export const WAL_BATCH_RECORDS_MAX = 65_536;
 /** Segments a log may hold at once (released segments do not count). */
 export const WAL_SEGMENTS_MAX = 4096;
+/**
+ * How long a group commit that failed for want of space (ENOSPC, quota) is tried again, in
+ * a fresh segment each time, before the log stops; and how often.
+ */
+export const WAL_SPACE_WAIT_MS = 30_000;
+export const WAL_SPACE_RETRY_MS = 1_000;
 /** Bytes a fully checkpointed segment must hold before appends move on to release it. */
 export const WAL_ROLL_CHECKPOINTED_BYTES: number = 64 << 10;
 /** Zeros written per call while a segment is preallocated. */
@@ -75,6 +81,10 @@ export interface WalOptions {
   segmentBytes?: number;
   /** How segments are preallocated (see the top of this file); default "size". */
   preallocate?: "size" | "zeros";
+  /** Told before a group commit that met a full filesystem is tried again (callers log it). */
+  onSpaceRetry?: (attempt: number, error: Error) => void;
+  /** Wait between those tries (default WAL_SPACE_RETRY_MS; tests shorten it). */
+  spaceRetryMs?: number;
   /** Told once when recovery cut a torn tail (callers log it). */
   onTornTail?: (info: { segment: string; lsn: number; offset: number }) => void;
 }
@@ -225,6 +235,10 @@ export class FileWal {
   #writing: Promise<void> | null = null;
   #prealloc: Promise<void> | null = null;
   #failed: Error | null = null;
+  /** Failures the next writes meet (tests; see injectWalWriteFailure()). */
+  #injected: Error[] = [];
+  #spaceRetryMs = WAL_SPACE_RETRY_MS;
+  #onSpaceRetry: ((attempt: number, error: Error) => void) | undefined;
   #closed = false;
   #syncs = 0;
   #records = 0;
@@ -251,6 +265,8 @@ export class FileWal {
     const dir = options.dir.replace(/\/+$/, "");
     await Deno.mkdir(dir, { recursive: true, mode: 0o700 });
     const wal = new FileWal(dir, segmentBytes, options.preallocate ?? "size");
+    wal.#onSpaceRetry = options.onSpaceRetry;
+    if (options.spaceRetryMs !== undefined) wal.#spaceRetryMs = options.spaceRetryMs;
     const records = await wal.#recover(options.fromLsn ?? 0, options.onTornTail);
     return { wal, records };
   }
@@ -277,6 +293,18 @@ export class FileWal {
       }
       if (name !== segmentName(header.firstLsn)) {
         throw new WalCorruptError(`WAL segment ${name} names first LSN ${header.firstLsn}`);
+      }
+      const previous = this.#segments[this.#segments.length - 1];
+      if (
+        previous !== undefined && header.firstLsn < expected &&
+        header.firstLsn > previous.firstLsn
+      ) {
+        // A group commit that failed (a full disk) was written again in this fresh segment:
+        // the copy here supersedes whatever of it reached the one before.
+        const from = out.findIndex((r) => r.lsn >= header.firstLsn);
+        if (from >= 0) out.splice(from);
+        previous.lastLsn = header.firstLsn - 1;
+        expected = header.firstLsn;
       }
       if (expected !== -1 && header.firstLsn !== expected) {
         throw new WalCorruptError(
@@ -419,7 +447,7 @@ export class FileWal {
       const batch = this.#queue.splice(0, WAL_BATCH_RECORDS_MAX);
       const bytes = batch.reduce((t, r) => t + pad8(RECORD_HEADER_BYTES + r.body.length), 0);
       try {
-        await this.#writeBatch(batch, bytes);
+        await this.#writeRetrying(batch, bytes);
       } catch (e) {
         // The durable state of this batch is unknown: nothing more is written, the owner must
         // reopen (recovery finds what made it).
@@ -439,6 +467,25 @@ export class FileWal {
     }
   }
 
+  /**
+   * #writeBatch(), tried again in a fresh segment while the filesystem is full (up to
+   * WAL_SPACE_WAIT_MS): a failed write or sync leaves the bytes at the tail unknown, so they
+   * are never trusted or overwritten; recovery takes the batch from the later segment.
+   */
+  async #writeRetrying(batch: Queued[], bytes: number): Promise<void> {
+    const deadline = performance.now() + WAL_SPACE_WAIT_MS;
+    for (let attempt = 1;; attempt++) {
+      try {
+        return await this.#writeBatch(batch, bytes);
+      } catch (e) {
+        if (!isSpaceError(e) || performance.now() >= deadline || this.#closed) throw e;
+        this.#onSpaceRetry?.(attempt, e as Error);
+        this.#rollBeforeWrite = true;
+        await new Promise((r) => setTimeout(r, this.#spaceRetryMs));
+      }
+    }
+  }
+
   async #writeBatch(batch: Queued[], bytes: number): Promise<void> {
     const tail = this.#segments[this.#segments.length - 1];
     if (
@@ -452,6 +499,9 @@ export class FileWal {
     // The write only copies into the page cache: done in place, it saves the commit one trip
     // through the runtime's blocking thread pool; the fdatasync is the wait that remains.
     for (let at = 0; at < buffer.length;) at += this.#file!.writeSync(buffer.subarray(at));
+    // An injected failure comes where a full disk shows with delayed allocation: the bytes
+    // are written, the sync fails.
+    if (this.#injected.length > 0) throw this.#injected.shift()!;
     await this.#file!.syncData();
     this.#offset += bytes;
     this.#segments[this.#segments.length - 1]!.lastLsn = batch[batch.length - 1]!.lsn;
@@ -485,6 +535,8 @@ export class FileWal {
     this.#file = file;
     this.#offset = SEGMENT_HEADER_BYTES;
     this.#rollBeforeWrite = false;
+    // A segment rolled to again before it took a record (a retried commit) was just replaced.
+    if (this.#segments[this.#segments.length - 1]?.name === name) this.#segments.pop();
     this.#segments.push({ name, firstLsn, size, lastLsn: firstLsn - 1 });
     // The next one is prepared off the write path.
     this.#prealloc = preallocate(prealloc, this.#segmentBytes, this.#preallocate).catch(() => {});
@@ -515,6 +567,11 @@ export class FileWal {
     return released;
   }
 
+  /** See injectWalWriteFailure(). */
+  injectFailures(errors: Error[]): void {
+    this.#injected.push(...errors);
+  }
+
   /** Waits for queued records to be durable, then closes. */
   async close(): Promise<void> {
     if (this.#closed) return;
@@ -524,6 +581,21 @@ export class FileWal {
     this.#file?.close();
     this.#file = null;
   }
+}
+
+/** Whether a failed write or sync failed for want of space. */
+function isSpaceError(e: unknown): boolean {
+  const message = e instanceof Error ? e.message : String(e);
+  return /No space left|ENOSPC|os error 28|Disk quota exceeded|EDQUOT|os error 122/.test(message);
+}
+
+/**
+ * Fault injection for tests: the next `errors.length` group commits of `wal` fail with these
+ * errors after their bytes are written and before the sync, through the same retry path as
+ * real failures.
+ */
+export function injectWalWriteFailure(wal: FileWal, errors: Error[]): void {
+  wal.injectFailures(errors);
 }
 
 /** Makes `path` a zero-filled file of `size` bytes, synced (see the top of this file). */

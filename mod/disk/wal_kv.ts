@@ -323,6 +323,11 @@ export class WalKvEnv implements KvEnv {
       fromLsn,
       onTornTail: (info) =>
         log.warn("cut a torn tail off the write-ahead log (a group commit never finished)", info),
+      onSpaceRetry: (attempt, error) =>
+        log.warn("the write-ahead log met a full filesystem; trying again", {
+          attempt,
+          error: error.message,
+        }),
     });
     const env = new WalKvEnv(options, wal, fromLsn);
     try {

@@ -1,5 +1,5 @@
 import assert from "node:assert/strict";
-import { FileWal, WAL_SEGMENT_BYTES_MIN, WalCorruptError } from "./wal.ts";
+import { FileWal, injectWalWriteFailure, WAL_SEGMENT_BYTES_MIN, WalCorruptError } from "./wal.ts";
 
 const body = (lsn: number): Uint8Array => {
   const out = new Uint8Array(1 + (lsn * 37) % 300);
@@ -217,6 +217,37 @@ Deno.test("FileWal moves on from a checkpointed segment so that it can be releas
     const again = await FileWal.open({ dir, fromLsn: 6 });
     assert.equal(again.records.length, 0);
     assert.equal(again.wal.append(record).lsn, 7);
+    await again.wal.close();
+  });
+});
+
+Deno.test("FileWal tries a group commit that met a full disk again in a fresh segment, and stops on other errors", async () => {
+  await withDir(async (dir) => {
+    const retries: number[] = [];
+    const { wal } = await FileWal.open({
+      dir,
+      spaceRetryMs: 5,
+      onSpaceRetry: (attempt) => retries.push(attempt),
+    });
+    for (let i = 1; i <= 3; i++) await wal.append(body(i)).durable;
+    const full = () => new Error("No space left on device (os error 28)");
+    injectWalWriteFailure(wal, [full(), full()]);
+    const batch = [4, 5, 6].map((lsn) => wal.append(body(lsn)));
+    await Promise.all(batch.map((a) => a.durable));
+    assert.deepEqual(retries, [1, 2]);
+    // The first try left the batch's bytes after record 3, the second in a segment of its
+    // own that the third replaced: the copy in the last segment counts.
+    assert.equal((await segments(dir)).length, 2);
+    await wal.append(body(7)).durable;
+    injectWalWriteFailure(wal, [new Error("Input/output error (os error 5)")]);
+    await assert.rejects(wal.append(body(8)).durable, /Input\/output error/);
+    assert.throws(() => wal.append(body(9)), WalCorruptError);
+    await wal.close();
+    const again = await FileWal.open({ dir });
+    // Record 8's bytes were written but its sync failed: it may or may not be there.
+    const lsns = again.records.map((r) => r.lsn);
+    assert.deepEqual(lsns.slice(0, 7), [1, 2, 3, 4, 5, 6, 7]);
+    for (const r of again.records) assert.deepEqual(r.body, body(r.lsn));
     await again.wal.close();
   });
 });
