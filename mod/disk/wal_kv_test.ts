@@ -71,13 +71,35 @@ Deno.test("WalKvEnv reads as lmdb alone does, before and after checkpoints and a
     }
     await wal.checkpoint();
     assert.equal(wal.stats().overlayBytes, 0);
-    assert.equal(wal.stats().checkpointedLsn, wal.stats().wal.lastLsn);
+    assert.equal(wal.stats().checkpointedLsn, wal.stats().wal!.lastLsn);
     // Everything is in lmdb: at most the segment being written is left.
-    assert.equal(wal.stats().wal.segments, 1);
+    assert.equal(wal.stats().wal!.segments, 1);
     compare();
   } finally {
     await wal.close();
     await plain.close();
+    await Deno.remove(dir, { recursive: true });
+  }
+});
+
+Deno.test("WalKvEnv without a log: a commit is visible at once and in lmdb once synced() resolves", async () => {
+  const dir = await Deno.makeTempDir({ prefix: "kiseki-walkv-" });
+  const inner = await openKvEnv({ path: `${dir}/env`, pageKeys: null, mapSizeBytes: MAP_BYTES });
+  const env = await WalKvEnv.open({ inner, walDir: null, checkpointDelayMs: 50 });
+  try {
+    await env.transaction((txn) => txn.put(env.table("t"), key(1), Uint8Array.of(9)));
+    assert.deepEqual(env.table("t").getSync(key(1)), Uint8Array.of(9));
+    assert.equal(inner.table("t").getSync(key(1)), undefined);
+    await env.synced();
+    assert.deepEqual(inner.table("t").getSync(key(1)), Uint8Array.of(9));
+    // Nothing but lmdb: no log directory, no checkpoint table.
+    assert.deepEqual([...Deno.readDirSync(`${dir}/env`)].map((e) => e.name).sort(), [
+      "data.mdb",
+      "lock.mdb",
+    ]);
+    await env.synced(); // nothing new: at once
+  } finally {
+    await env.close();
     await Deno.remove(dir, { recursive: true });
   }
 });
