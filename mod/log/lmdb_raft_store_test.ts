@@ -547,6 +547,7 @@ Deno.test("LmdbRaftLogStore keeps every acknowledged write when its process is k
         dataDir: dir,
         pageKeys: null,
         mapSizeBytes: ENV_MAP_SIZE_BYTES,
+        logger: captureLogger().logger,
       });
       try {
         for (const shardId of CRASH_SHARDS) {
@@ -580,6 +581,7 @@ Deno.test("LmdbRaftLogStore loses writes staged but not persisted when its proce
       dataDir: dir,
       pageKeys: null,
       mapSizeBytes: ENV_MAP_SIZE_BYTES,
+      logger: captureLogger().logger,
     });
     try {
       const store = await LmdbRaftLogStore.open({ env, shardId: 1 });
