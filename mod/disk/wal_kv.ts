@@ -20,7 +20,7 @@
 // behind a WAL when its records are sealed by their owners (the Raft log: delta payloads
 // sealed per tenant, headers of ids and digests); page-encrypted environments are not.
 
-import { assert } from "../base/mod.ts";
+import { assert, toHex } from "../base/mod.ts";
 import { log as rootLog, type Logger } from "../obs/mod.ts";
 import {
   compareBytes,
@@ -56,7 +56,9 @@ export const WAL_CHECKPOINT_SPACE_RETRY_MS = 1_000;
 /** Bookkeeping bytes charged per overlay record besides key and value. */
 const OVERLAY_RECORD_OVERHEAD_BYTES = 96;
 
-const CHECKPOINT_KEY = new TextEncoder().encode("lsn");
+const encoder = new TextEncoder();
+const decoder = new TextDecoder();
+const CHECKPOINT_KEY = encoder.encode("lsn");
 const RECORD_FORMAT = 1;
 const OP_PUT = 1;
 const OP_DELETE = 2;
@@ -68,15 +70,8 @@ interface Op {
   value: Uint8Array | null;
 }
 
-function hexKey(key: Uint8Array): string {
-  let out = "";
-  for (const b of key) out += b.toString(16).padStart(2, "0");
-  return out;
-}
-
 /** format u8 | count u32 | ops: kind u8 | table len u8 | table | key len u16 | key | value len u32 | value */
 function encodeOps(ops: Op[]): Uint8Array {
-  const encoder = new TextEncoder();
   const names = ops.map((o) => encoder.encode(o.table));
   let size = 5;
   for (const [i, o] of ops.entries()) {
@@ -107,7 +102,6 @@ function decodeOps(lsn: number, body: Uint8Array): Op[] {
   if (body.length < 5 || body[0] !== RECORD_FORMAT) throw bad("unknown format");
   const view = new DataView(body.buffer, body.byteOffset, body.byteLength);
   const count = view.getUint32(1);
-  const decoder = new TextDecoder();
   const ops: Op[] = [];
   let at = 5;
   for (let i = 0; i < count; i++) {
@@ -179,7 +173,7 @@ class WalKvTable implements KvTable {
   }
 
   getSync(key: Uint8Array): Uint8Array | undefined {
-    const o = this.overlay.get(hexKey(key));
+    const o = this.overlay.get(toHex(key));
     if (o !== undefined) return o.value === null ? undefined : o.value.slice();
     return this.inner.getSync(key);
   }
@@ -195,7 +189,7 @@ class WalKvTable implements KvTable {
       (options.end === undefined || compareBytes(k, options.end) < 0);
     const mine = [...this.overlay.values()].filter((o) => inRange(o.key));
     mine.sort((a, b) => reverse ? compareBytes(b.key, a.key) : compareBytes(a.key, b.key));
-    const shadowed = new Set(mine.map((o) => hexKey(o.key)));
+    const shadowed = new Set(mine.map((o) => toHex(o.key)));
     const limit = options.limit ?? Infinity;
     let given = 0;
     let m = 0;
@@ -211,7 +205,7 @@ class WalKvTable implements KvTable {
           yield { key: o.key.slice(), value: o.value.slice() };
         }
       }
-      if (shadowed.has(hexKey(entry.key))) continue;
+      if (shadowed.has(toHex(entry.key))) continue;
       if (given >= limit) return;
       given++;
       yield entry;
@@ -476,7 +470,7 @@ export class WalKvEnv implements KvEnv {
     // order, so the overlay always holds the newest version.
     for (const op of txn.ops) {
       const table = this.table(op.table) as WalKvTable;
-      const id = hexKey(op.key);
+      const id = toHex(op.key);
       const old = table.overlay.get(id);
       if (old !== undefined) this.#overlayBytes -= overlaySize(old);
       const record = { key: op.key, value: op.value, lsn };
