@@ -156,6 +156,7 @@ export class Nfs4Compound {
       return w.finish();
     };
     if (this.#ready !== null) await this.#ready;
+    this.#state.tick();
     if (count > NFS4_COMPOUND_OPS_MAX) {
       return new XdrWriter(16 + tag.length).u32(NFS4ERR_TOO_MANY_OPS).opaque(tag).u32(0).finish();
     }

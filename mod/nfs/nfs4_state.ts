@@ -14,6 +14,8 @@ import {
   NFS4ERR_INVAL,
   NFS4ERR_LOCK_RANGE,
   NFS4ERR_LOCKS_HELD,
+  NFS4ERR_NOENT,
+  NFS4ERR_NOT_SAME,
   NFS4ERR_OLD_STATEID,
   NFS4ERR_RESOURCE,
   NFS4ERR_SHARE_DENIED,
@@ -256,7 +258,11 @@ export class Nfs4State {
       return found;
     }
     if (updateOnly) {
-      throw new Nfs4Error(found === undefined ? 2 /* NFS4ERR_NOENT */ : 10026, "no such record");
+      // EXCHGID4_FLAG_UPD_CONFIRMED_REC_A updates a record, never makes one (§18.35.5).
+      throw new Nfs4Error(
+        found === undefined ? NFS4ERR_NOENT : NFS4ERR_NOT_SAME,
+        "no such confirmed record",
+      );
     }
     if (found !== undefined && !found.confirmed) this.#dropClient(found);
     if (this.#clients.size >= this.#clientsMax) {
@@ -390,7 +396,16 @@ export class Nfs4State {
   /** Owners whose records are to be removed from the store (expired, or never came back). */
   forgotten: string[] = [];
 
+  /** Expires silent clients at most once a second (each COMPOUND calls it). */
+  tick(): void {
+    if (this.#now() - this.#sweptMs < 1000) return;
+    this.#expireLeases();
+  }
+
+  #sweptMs = 0;
+
   #expireLeases(): void {
+    this.#sweptMs = this.#now();
     const deadline = this.#now() - 2 * this.leaseMs;
     for (const c of this.#clients.values()) {
       if (c.lastRenewMs < deadline) {
