@@ -65,7 +65,12 @@ async function withStack(fn: (stack: EngineStack) => Promise<void>): Promise<voi
 async function withGateway(
   stack: EngineStack,
   fn: (h: Harness) => Promise<void>,
-  options: { records?: ClientRecordStore; graceMs?: number; leaseMs?: number } = {},
+  options: {
+    records?: ClientRecordStore;
+    graceMs?: number;
+    leaseMs?: number;
+    clientAllowed?: (host: string) => boolean;
+  } = {},
 ): Promise<void> {
   const gateway = startNfsGateway({
     backend: stack.engine,
@@ -75,6 +80,7 @@ async function withGateway(
     nfs4ClientRecords: options.records,
     nfs4GraceMs: options.graceMs,
     nfs4LeaseMs: options.leaseMs,
+    clientAllowed: options.clientAllowed,
   });
   const rpc = await RpcClient.connect("127.0.0.1", gateway.addr.port);
   try {
@@ -585,4 +591,16 @@ Deno.test("after a restart, recorded clients reclaim in the grace period; new op
       assert.equal(open2.status, 0);
     }, { records, graceMs: 60_000 });
   });
+});
+
+Deno.test("a client outside the allowed networks gets NFS4ERR_ACCESS for any file handle", async () => {
+  await withStack((stack) =>
+    withGateway(stack, async (h) => {
+      await h.c.establish("outsider");
+      const r = await h.c.call([putroot, getfh]);
+      assert.deepEqual(statuses(r), [0, C.NFS4ERR_ACCESS]);
+      const pub = await h.c.call([op(C.OP_PUTPUBFH)]);
+      assert.deepEqual(statuses(pub), [0, C.NFS4ERR_ACCESS]);
+    }, { clientAllowed: () => false })
+  );
 });
