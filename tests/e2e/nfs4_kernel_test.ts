@@ -103,3 +103,50 @@ Deno.test({
     }
   },
 });
+
+Deno.test({
+  name: "a kernel client's flock survives a SIGKILL of the server: reclaimed in the grace period",
+  ignore: missingPart("a kernel NFS client guest (root and Debian apt)", unavailable),
+  async fn() {
+    const guest = await buildGuest(defaultGuestCache());
+    const dataDir = await Deno.makeTempDir({ prefix: "kiseki-e2e-knfs4r-" });
+    const env = { ...ADDRS, KISEKI_DATA_DIR: dataDir };
+    const clientEnv = {
+      AWS_SHARED_CREDENTIALS_FILE: `${dataDir}.s3-credentials`,
+      AWS_DEFAULT_REGION: "us-east-1",
+    };
+    const aws = (...args: string[]) =>
+      run(AWS, ["--endpoint-url", `http://${env.KISEKI_S3_ADDR}`, ...args], { env: clientEnv });
+    let server = startRole("server", env);
+    try {
+      await waitForHttp(`http://${env.KISEKI_METRICS_ADDR}/health`, "OK", 60_000);
+      assert.equal((await aws("s3", "mb", "s3://reclaim")).code, 0);
+      const script = await Deno.readTextFile(`${ROOT}tests/kernel_nfs/v4_reclaim.sh`);
+      const port = env.KISEKI_NFS_ADDR.split(":")[1]!;
+      const guestRun = runGuest(guest, script, { args: [port, "reclaim"], timeoutMs: 600_000 });
+      let seen = false;
+      for (let i = 0; i < 300 && !seen; i++) {
+        seen = (await aws("s3api", "head-object", "--bucket", "reclaim", "--key", "restart-now"))
+          .code === 0;
+        if (!seen) await new Promise((r) => setTimeout(r, 1000));
+      }
+      assert.ok(seen, "the guest never asked for the restart");
+      const records = await Deno.readTextFile(`${dataDir}/config/nfs4-clients`);
+      assert.match(records, /^[0-9a-f]{64}$/m);
+      await server.stop("SIGKILL");
+      server = startRole("server", env);
+      await waitForHttp(`http://${env.KISEKI_METRICS_ADDR}/health`, "OK", 60_000);
+      const marker = await aws("s3api", "put-object", "--bucket", "reclaim", "--key", "restarted");
+      assert.equal(marker.code, 0, marker.stderr);
+      const done = await guestRun;
+      console.log(done.output);
+      assert.equal(done.status, 0, done.status === null ? done.console.slice(-4000) : "");
+      assert.doesNotMatch(done.output, /FAIL:/);
+      assert.equal((done.output.match(/^ok: /gm) ?? []).length, 6);
+    } finally {
+      const code = await server.stop();
+      if (code !== 0) console.error(server.stderr().slice(-4000));
+      await Deno.remove(dataDir, { recursive: true });
+    }
+  },
+});

@@ -1,0 +1,31 @@
+# Guest script: v4_reclaim.sh PORT BUCKET -- the Linux kernel client holds a flock on an NFSv4.2
+# mount while the host kills the server with SIGKILL and starts it again: the client reclaims
+# its open and lock in the grace period, so a second locker is still refused, and what was
+# written before the kill reads back. Prints "ok: ..." or "FAIL: ..." per check.
+P=$1; B=$2; H=${KISEKI_HOST:-10.0.2.2}; M=/mnt/k; fail=0
+ok() { echo "ok: $*"; }
+bad() { echo "FAIL: $*"; fail=1; }
+mkdir -p $M
+mount.nfs "$H:/$B" $M -o "vers=4.2,proto=tcp,port=$P" || { echo "FAIL: mount"; exit 1; }
+echo "before the restart" > $M/durable.txt
+echo data > $M/held
+flock -x $M/held -c "touch /tmp/locked; sleep 120" &
+holder=$!
+n=0; while [ ! -e /tmp/locked ] && [ $n -lt 100 ]; do sleep 0.1; n=$((n + 1)); done
+flock -n -x $M/held -c true && bad "the lock is not held" || ok "the lock is held"
+# The host restarts the server once it sees this file, then writes "restarted".
+echo go > $M/restart-now
+n=0; while [ ! -e $M/restarted ] && [ $n -lt 300 ]; do sleep 1; ls $M > /dev/null; n=$((n + 1)); done
+[ -e $M/restarted ] && ok "the server came back ($n s)" || bad "no restart seen"
+[ "$(cat $M/durable.txt)" = "before the restart" ] && ok "a file written before SIGKILL reads back" \
+  || bad "durable.txt: $(cat $M/durable.txt 2>&1)"
+if flock -n -x $M/held -c true; then bad "the lock held across the restart was lost"; else
+  ok "the lock held across the restart was reclaimed: a second locker is refused"; fi
+echo after > $M/after.txt && [ "$(cat $M/after.txt)" = after ] && ok "new files after the grace period" \
+  || bad "write after the restart"
+kill $holder 2>/dev/null; pkill -f "sleep 120"; wait
+n=0; until flock -n -x $M/held -c true || [ $n -ge 40 ]; do sleep 0.5; n=$((n + 1)); done
+flock -n -x $M/held -c true && ok "the reclaimed lock goes with its holder" || bad "lock never released"
+umount $M || bad "umount"
+echo "done: fail=$fail"
+exit $fail
