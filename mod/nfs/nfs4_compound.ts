@@ -287,6 +287,10 @@ export class Nfs4Compound {
       }
       return { replay: slot.reply, slot };
     }
+    if (slot.inProgress) {
+      // The next request on a slot before the last one is answered: the client is ahead.
+      throw new Nfs4Error(NFS4ERR_DELAY, `slot ${slotId} is still busy`);
+    }
     if (seq !== ((slot.seq + 1) >>> 0)) {
       throw new Nfs4Error(NFS4ERR_SEQ_MISORDERED, `slot ${slotId}: ${seq} after ${slot.seq}`);
     }
