@@ -2,7 +2,7 @@
 // one table from operation number to a handler that decodes its arguments, acts on BucketFs
 // (the namespace S3 and NFSv3 share) and Nfs4State, and writes its result after the status.
 
-import { isLoopbackAddress, toHex } from "../base/mod.ts";
+import { assert, isLoopbackAddress, toHex } from "../base/mod.ts";
 import type { Logger } from "../obs/mod.ts";
 import type { BucketFs, Caller, CreateHow, FileAttr, SetAttr } from "./bucket_fs.ts";
 import { ACCESS_MODIFY, ACCESS_READ } from "./bucket_fs.ts";
@@ -132,6 +132,7 @@ import {
   type Session,
   type Stateid,
 } from "./nfs4_state.ts";
+import { RPC_RECORD_BYTES_MAX } from "./rpc.ts";
 import type { RpcContext } from "./rpc_server.ts";
 import { XdrError, XdrReader, XdrWriter } from "./xdr.ts";
 
@@ -151,6 +152,9 @@ export const NFS4_COPY_BYTES_MAX = 256 << 20;
 export const NFS4_DEALLOCATE_BYTES_MAX = 256 << 20;
 /** The largest file (maxfilesize): the engine's object limit. */
 export const NFS4_FILE_BYTES_MAX = 5 * 1024 ** 4;
+// A record holds the largest WRITE with its COMPOUND, SEQUENCE, PUTFH and stateid around it.
+assert(RPC_RECORD_BYTES_MAX >= NFS4_IO_BYTES_MAX + 1024, "a record holds a WRITE of maxwrite");
+assert(NFS4_READDIR_BYTES_MAX <= RPC_RECORD_BYTES_MAX - 1024, "a READDIR reply fits a record");
 const COMPONENT_BYTES_DECODE_MAX = 4096;
 const LINKTEXT_BYTES_DECODE_MAX = 8192;
 const IO_PIECE_BYTES = 1 << 20;
