@@ -46,6 +46,8 @@ export interface Config {
   cacheMode: CacheMode;
   cacheDir: string;
   cacheL1MaxBytes: number;
+  /** Client: a disconnect from every node longer than this wipes the L2 cache. */
+  cacheDisconnectWipeMs: number;
   /** Server: bound of the memory cache of chunks read (0 = off). */
   chunkCacheMaxBytes: number;
   /** Server: read rate of background scrub in bytes per second (0 = no background passes). */
@@ -192,6 +194,12 @@ export const CONFIG_VARIABLES: readonly ConfigVariable[] = [
     default: "107374182400",
     expects: "a byte count (e.g. 100GiB)",
     description: "client disk cache bound",
+  },
+  {
+    name: "KISEKI_CACHE_DISCONNECT_WIPE_S",
+    default: "300",
+    expects: "an integer 1..604800",
+    description: "seconds without reaching any node after which the client wipes its L2 cache",
   },
   {
     name: "KISEKI_CHUNK_CACHE_MAX",
@@ -482,6 +490,13 @@ export function parseConfig(env: ConfigEnv, options: ParseConfigOptions = {}): C
       scrubIntervalMs = +scrubIntervalRaw * 1000;
     } else bad("KISEKI_SCRUB_INTERVAL_S", scrubIntervalRaw);
   }
+  let cacheDisconnectWipeMs = 300_000;
+  const wipeRaw = raw("KISEKI_CACHE_DISCONNECT_WIPE_S");
+  if (wipeRaw !== undefined) {
+    if (/^[0-9]+$/.test(wipeRaw) && +wipeRaw >= 1 && +wipeRaw <= 604_800) {
+      cacheDisconnectWipeMs = +wipeRaw * 1000;
+    } else bad("KISEKI_CACHE_DISCONNECT_WIPE_S", wipeRaw);
+  }
   let s3ConnectionsMax = 1024;
   const connectionsRaw = raw("KISEKI_S3_CONNECTIONS_MAX");
   if (connectionsRaw !== undefined) {
@@ -516,6 +531,7 @@ export function parseConfig(env: ConfigEnv, options: ParseConfigOptions = {}): C
     cacheDir: raw("KISEKI_CACHE_DIR") ?? "/var/cache/kiseki",
     cacheL1MaxBytes: bytes("KISEKI_CACHE_L1_MAX", 1 << 30),
     cacheL2MaxBytes: bytes("KISEKI_CACHE_L2_MAX", 100 * 2 ** 30),
+    cacheDisconnectWipeMs,
     chunkCacheMaxBytes: bytes("KISEKI_CHUNK_CACHE_MAX", 256 * 2 ** 20),
     scrubRateBytesPerSecond: bytes("KISEKI_SCRUB_RATE", 16 * 2 ** 20),
     scrubIntervalMs,

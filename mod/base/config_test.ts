@@ -32,6 +32,7 @@ Deno.test("parseConfig() with no variables gives the embedded single node", () =
   assert.deepEqual(c.tls, null);
   assert.deepEqual(c.cacheMode, "organic");
   assert.deepEqual(c.cacheL1MaxBytes, 1 << 30);
+  assert.deepEqual(c.cacheDisconnectWipeMs, 300_000);
   assert.deepEqual(c.logLevel, "info");
   assert.deepEqual(c.logFormat, "text");
   assert.deepEqual(c.serviceName, "kiseki-server");
@@ -212,5 +213,20 @@ Deno.test("parseConfig() reads KISEKI_PORTMAP_ADDR and refuses it on another lis
   assert.match(
     problems({ KISEKI_PORTMAP_ADDR: "0.0.0.0:2049" })[0]!,
     /KISEKI_PORTMAP_ADDR=0.0.0.0:2049 is invalid: the same address as KISEKI_NFS_ADDR/,
+  );
+});
+
+Deno.test("parseConfig() reads KISEKI_CACHE_DISCONNECT_WIPE_S and refuses zero", () => {
+  assert.deepEqual(
+    parseConfig({ KISEKI_CACHE_DISCONNECT_WIPE_S: "60" }).cacheDisconnectWipeMs,
+    60_000,
+  );
+  assert.throws(
+    () => parseConfig({ KISEKI_CACHE_DISCONNECT_WIPE_S: "0" }),
+    /KISEKI_CACHE_DISCONNECT_WIPE_S/,
+  );
+  assert.throws(
+    () => parseConfig({ KISEKI_CACHE_DISCONNECT_WIPE_S: "5m" }),
+    /KISEKI_CACHE_DISCONNECT_WIPE_S/,
   );
 });

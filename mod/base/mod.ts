@@ -28,6 +28,7 @@ export type {
 } from "./config.ts";
 export { addressOfPeer, isLoopbackAddress } from "./loopback.ts";
 export { FreshCall } from "./fresh_call.ts";
+export { BoundedLru } from "./lru.ts";
 export { Prng } from "./prng.ts";
 export { inCi, missingPart } from "./testing.ts";
 export {

@@ -230,6 +230,12 @@ export interface KvEnv {
   rebuild(): Promise<void>;
   /** Resolves once no rebuild or rekey is running or due (new commits wait for them). */
   settled(): Promise<void>;
+  /**
+   * For an environment whose commits reach lmdb later than transaction() resolves (WalKvEnv
+   * without a log): resolves once lmdb holds every transaction committed before the call.
+   * Absent: a resolved transaction() is already there.
+   */
+  synced?(): Promise<void>;
   /** Rebuilds run since the environment opened (after damage, or asked for). */
   readonly rebuilds: number;
   /** Waits for outstanding commits, then closes. */

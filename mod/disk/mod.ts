@@ -74,5 +74,29 @@ export type {
   SimCrashReport,
   SimDiskOptions,
 } from "./faulty_disk.ts";
+export {
+  FileWal,
+  injectWalWriteFailure,
+  WAL_BATCH_RECORDS_MAX,
+  WAL_QUEUED_BYTES_MAX,
+  WAL_RECORD_BYTES_MAX,
+  WAL_SEGMENT_BYTES_DEFAULT,
+  WAL_SEGMENT_BYTES_MIN,
+  WAL_SEGMENTS_MAX,
+  WAL_SPACE_RETRY_MS,
+  WAL_SPACE_WAIT_MS,
+  WalCorruptError,
+} from "./wal.ts";
+export type { WalOptions, WalRecord, WalStats } from "./wal.ts";
+export {
+  WAL_CHECKPOINT_BYTES_DEFAULT,
+  WAL_CHECKPOINT_DELAY_MS_DEFAULT,
+  WAL_CHECKPOINT_OPERATIONS_MAX,
+  WAL_CHECKPOINT_TABLE,
+  WAL_OVERLAY_BYTES_MAX,
+  WAL_SYNC_WAITERS_MAX,
+  WalKvEnv,
+} from "./wal_kv.ts";
+export type { WalKvEnvOptions } from "./wal_kv.ts";
 export { chooseDiskMechanism, selectDisk } from "./select.ts";
 export type { DiskMechanism, SelectDiskOptions } from "./select.ts";

@@ -316,58 +316,9 @@ export function planReconstruct(
   return { length, survivors, targets: order, key };
 }
 
-/**
- * A least-recently-used map bounded by entry count and by total bytes; used for decode
- * tables, which callers feed (one entry per erasure pattern they hit).
- */
-export class BoundedLru<V> {
-  #entries = new Map<string, { value: V; bytes: number }>();
-  #bytes = 0;
-
-  constructor(readonly entriesMax: number, readonly bytesMax: number) {
-    assert(entriesMax >= 1 && bytesMax >= 1, "BoundedLru limits must be positive");
-  }
-
-  #newestKey: string | null = null;
-
-  get(key: string): V | undefined {
-    const entry = this.#entries.get(key);
-    if (entry === undefined) return undefined;
-    // Steady state repeats one pattern; re-inserting the newest entry would only cost time.
-    if (key !== this.#newestKey) {
-      this.#entries.delete(key);
-      this.#entries.set(key, entry);
-      this.#newestKey = key;
-    }
-    return entry.value;
-  }
-
-  set(key: string, value: V, bytes: number): void {
-    const old = this.#entries.get(key);
-    if (old !== undefined) {
-      this.#entries.delete(key);
-      this.#bytes -= old.bytes;
-    }
-    this.#entries.set(key, { value, bytes });
-    this.#newestKey = key;
-    this.#bytes += bytes;
-    // Keep the newest entry even if it alone is over the byte bound: it is about to be used.
-    for (const [oldest, entry] of this.#entries) {
-      if (this.#entries.size <= this.entriesMax && this.#bytes <= this.bytesMax) break;
-      if (oldest === key) break;
-      this.#entries.delete(oldest);
-      this.#bytes -= entry.bytes;
-    }
-  }
-
-  get size(): number {
-    return this.#entries.size;
-  }
-
-  get bytes(): number {
-    return this.#bytes;
-  }
-}
+// Decode tables, which callers feed (one entry per erasure pattern they hit), live in the
+// base LRU.
+export { BoundedLru } from "../base/lru.ts";
 
 /** An object cut into k equal fragments by split(). */
 export interface SplitObject {

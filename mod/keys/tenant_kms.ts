@@ -4,7 +4,7 @@
 // data key wrapped by the tenant's KEK. Destroying the KEK is crypto-shred: every wrapped
 // data key, and so every payload, of that tenant stops opening.
 
-import { assert, type Clock, concatBytes, SystemClock, toHex } from "../base/mod.ts";
+import { assert, BoundedLru, type Clock, concatBytes, SystemClock, toHex } from "../base/mod.ts";
 import {
   type Aead,
   AEAD_KEY_BYTES,
@@ -223,48 +223,15 @@ export async function unwrapUnderKek(
   return out;
 }
 
-/** Bounded least-recently-used map: get() refreshes, set() evicts the oldest past `max`. */
-class LruMap<K, V> {
-  readonly #map = new Map<K, V>();
-  readonly #max: number;
-  readonly #onEvict: (value: V) => void;
-
-  constructor(max: number, onEvict: (value: V) => void = () => {}) {
+/** The base LRU bounded by entry count only: get() refreshes, set() evicts the oldest past `max`. */
+class LruMap<K, V> extends BoundedLru<V, K> {
+  constructor(max: number) {
     assert(Number.isInteger(max) && max >= 1, "LruMap max >= 1");
-    this.#max = max;
-    this.#onEvict = onEvict;
+    super(max, Infinity);
   }
 
-  get size(): number {
-    return this.#map.size;
-  }
-
-  get(key: K): V | undefined {
-    const value = this.#map.get(key);
-    if (value !== undefined) {
-      this.#map.delete(key);
-      this.#map.set(key, value);
-    }
-    return value;
-  }
-
-  set(key: K, value: V): void {
-    this.#map.delete(key);
-    this.#map.set(key, value);
-    while (this.#map.size > this.#max) {
-      const oldest = this.#map.keys().next().value as K;
-      const evicted = this.#map.get(oldest)!;
-      this.#map.delete(oldest);
-      this.#onEvict(evicted);
-    }
-  }
-
-  delete(key: K): void {
-    this.#map.delete(key);
-  }
-
-  clear(): void {
-    this.#map.clear();
+  override set(key: K, value: V): void {
+    super.set(key, value, 0);
   }
 }
 

@@ -1,9 +1,15 @@
 // The durable Raft log of one shard, in an lmdb environment shared by all shards of a node
-// ($KISEKI_DATA_DIR/raft/). Writes are staged in memory, visible to reads at once, and made
-// durable together by persist(): one lmdb transaction and one sync per Ready (and shards
-// persisting in the same event turn share it). Every record carries a CRC-32C; on open the
-// tail is verified and a damaged uncommitted tail is cut off, a damaged committed entry
-// refuses to start.
+// ($KISEKI_DATA_DIR/raft/), behind the node's write-ahead log ($KISEKI_DATA_DIR/raft/wal/,
+// mod/disk/wal_kv.ts). Writes are staged in memory, visible to reads at once, and made
+// durable together by persist(): one transaction per Ready, which the WAL makes durable with
+// one append and one fdatasync shared by every shard persisting in the same group commit;
+// lmdb takes the same records from the log in the background. Every record carries a
+// CRC-32C; on open the tail is verified and a damaged uncommitted tail is cut off, a damaged
+// committed entry refuses to start.
+//
+// At rest, the WAL holds what lmdb holds here, record for record: entry payloads are Raft
+// commands whose delta payloads are sealed per tenant by their writers; headers, hard
+// states, log bounds and membership are ids, indexes and terms.
 //
 // Layout, one table `raft_log`, keys prefixed by the shard id so a shard's records are
 // contiguous (one named table per shard would cap the shard count at lmdb's maxDbs, and
@@ -27,6 +33,7 @@ import {
   type KvTxn,
   openKvEnv,
   transactionRetrying,
+  WalKvEnv,
 } from "../disk/mod.ts";
 import { log as rootLog, type Logger } from "../obs/mod.ts";
 import {
@@ -44,6 +51,8 @@ import {
 import { isShardId, type ShardId } from "./shard.ts";
 
 export const RAFT_LOG_TABLE = "raft_log";
+/** The write-ahead log's directory inside the raft environment's. */
+export const RAFT_WAL_DIR = "wal";
 /** Initial map size of the node's raft environment; lmdb-js grows it on demand. */
 export const RAFT_ENV_MAP_SIZE_BYTES_DEFAULT: number = 1 << 30;
 /** Durable entries kept in memory per shard, newest first out last (the leader's hot tail). */
@@ -84,7 +93,7 @@ export class RaftLogCorruptError extends Error {
  * tenant's keys; headers hold ids and digests), and lmdb-js's page encryption measured
  * unstable under sustained writes (see DESIGN in mod/role/data_dir.ts).
  */
-export function openRaftLogEnv(options: {
+export async function openRaftLogEnv(options: {
   dataDir: string;
   /**
    * The node key store's page keys: a raft environment an earlier version page-encrypted
@@ -92,14 +101,38 @@ export function openRaftLogEnv(options: {
    */
   pageKeys: KvPageKeys | null;
   mapSizeBytes?: number;
+  /**
+   * The write-ahead log in front of lmdb (`raft/wal/`, see mod/disk/wal_kv.ts): a persist is
+   * durable after one append and fdatasync shared by every shard's persist in the same group
+   * commit; lmdb is brought up to date in the background. Default on; false (or a tuned
+   * one, for tests) opens lmdb alone, where every persist is a durable lmdb commit. An
+   * environment opened without it after one with it first needs the log replayed: only
+   * tests that damage lmdb itself turn it off.
+   */
+  wal?: boolean | { segmentBytes?: number; checkpointDelayMs?: number };
+  logger?: Logger;
 }): Promise<KvEnv> {
-  return openKvEnv({
-    path: `${options.dataDir.replace(/\/+$/, "")}/raft`,
+  const path = `${options.dataDir.replace(/\/+$/, "")}/raft`;
+  const inner = await openKvEnv({
+    path,
     pageKeys: null,
     ...(options.pageKeys === null ? {} : { legacyPageKeys: options.pageKeys }),
     mapSizeBytes: options.mapSizeBytes ?? RAFT_ENV_MAP_SIZE_BYTES_DEFAULT,
     tablesMax: 4,
   });
+  const wal = options.wal ?? true;
+  if (wal === false) return inner;
+  try {
+    return await WalKvEnv.open({
+      inner,
+      walDir: `${path}/${RAFT_WAL_DIR}`,
+      ...(wal === true ? {} : wal),
+      ...(options.logger ? { logger: options.logger } : {}),
+    });
+  } catch (e) {
+    await inner.close().catch(() => {});
+    throw e;
+  }
 }
 
 export interface LmdbRaftLogStoreOptions {

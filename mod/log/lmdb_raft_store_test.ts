@@ -36,25 +36,35 @@ class LmdbHarness implements RaftLogStoreHarness {
   env!: KvEnv;
   readonly dir: string;
   readonly options: Omit<LmdbRaftLogStoreOptions, "env">;
+  readonly wal: RaftWalOption;
 
-  private constructor(dir: string, options: Omit<LmdbRaftLogStoreOptions, "env">) {
+  private constructor(
+    dir: string,
+    options: Omit<LmdbRaftLogStoreOptions, "env">,
+    wal: RaftWalOption,
+  ) {
     this.dir = dir;
     this.options = options;
+    this.wal = wal;
   }
 
+  /** `wal`: the raft environment's write-ahead log (default on), as openRaftLogEnv() takes it. */
   static async create(
     options: Partial<Omit<LmdbRaftLogStoreOptions, "env">> = {},
+    wal: RaftWalOption = true,
   ): Promise<LmdbHarness> {
     const dir = await Deno.makeTempDir({ prefix: "kiseki-raft-" });
     const h = new LmdbHarness(dir, {
       shardId: SHARD,
       logger: captureLogger().logger,
       ...options,
-    });
+    }, wal);
     h.env = await openRaftLogEnv({
       dataDir: dir,
       pageKeys: null,
       mapSizeBytes: ENV_MAP_SIZE_BYTES,
+      wal,
+      logger: captureLogger().logger,
     });
     h.store = await LmdbRaftLogStore.open({ env: h.env, ...h.options });
     return h;
@@ -71,6 +81,8 @@ class LmdbHarness implements RaftLogStoreHarness {
       dataDir: this.dir,
       pageKeys: null,
       mapSizeBytes: ENV_MAP_SIZE_BYTES,
+      wal: this.wal,
+      logger: captureLogger().logger,
     });
     return this.env;
   }
@@ -93,7 +105,24 @@ class LmdbHarness implements RaftLogStoreHarness {
   }
 }
 
-defineRaftLogStoreConformance("LmdbRaftLogStore", (initial) => LmdbHarness.create({ initial }));
+type RaftWalOption = NonNullable<Parameters<typeof openRaftLogEnv>[0]["wal"]>;
+
+defineRaftLogStoreConformance(
+  "LmdbRaftLogStore behind the WAL",
+  (initial) => LmdbHarness.create({ initial }),
+);
+defineRaftLogStoreConformance(
+  "LmdbRaftLogStore behind the WAL, small segments checkpointed at once",
+  (initial) =>
+    LmdbHarness.create({ initial, cacheEntriesMax: 0 }, {
+      segmentBytes: 64 << 10,
+      checkpointDelayMs: 0,
+    }),
+);
+defineRaftLogStoreConformance(
+  "LmdbRaftLogStore on lmdb alone",
+  (initial) => LmdbHarness.create({ initial }, false),
+);
 defineRaftLogStoreConformance(
   "LmdbRaftLogStore without a cache",
   (initial) => LmdbHarness.create({ initial, cacheEntriesMax: 0 }),
@@ -223,7 +252,7 @@ Deno.test("LmdbRaftLogStore keeps its entry cache within its limits", async () =
 });
 
 Deno.test("LmdbRaftLogStore persists again after lmdb rebuilt a damaged environment", async () => {
-  const h = await LmdbHarness.create();
+  const h = await LmdbHarness.create({}, false);
   try {
     h.store.append(makeEntries(1, 4, 1));
     await h.store.persist();
@@ -518,6 +547,7 @@ Deno.test("LmdbRaftLogStore keeps every acknowledged write when its process is k
         dataDir: dir,
         pageKeys: null,
         mapSizeBytes: ENV_MAP_SIZE_BYTES,
+        logger: captureLogger().logger,
       });
       try {
         for (const shardId of CRASH_SHARDS) {
@@ -551,6 +581,7 @@ Deno.test("LmdbRaftLogStore loses writes staged but not persisted when its proce
       dataDir: dir,
       pageKeys: null,
       mapSizeBytes: ENV_MAP_SIZE_BYTES,
+      logger: captureLogger().logger,
     });
     try {
       const store = await LmdbRaftLogStore.open({ env, shardId: 1 });

@@ -102,6 +102,8 @@ const GID_KEY = "gid";
 const MTIME_KEY = "mtime";
 /** Exclusive CREATE's verifier; gateway-private (":" is no x-amz-meta name). */
 const VERIFIER_KEY = ":nfs-create-verifier";
+/** Extended attributes (gateway-private, as the verifier). */
+const XATTR_PREFIX = ":xattr:";
 const DEFAULT_CONTENT_TYPE = "application/octet-stream";
 
 export type FileType = "dir" | "file" | "symlink";
@@ -973,6 +975,72 @@ export class BucketFs {
     }
     this.#touchBucket(node.ns);
     return await this.getattr(node);
+  }
+
+  // ---- extended attributes -------------------------------------------------------------------
+
+  /**
+   * The extended attributes of a file or directory: user metadata `:xattr:<name>` (":" is no
+   * x-amz-meta name, so S3 never shows them), values base64. Root and buckets have none.
+   */
+  async xattrs(node: FsNode): Promise<Map<string, Uint8Array>> {
+    const out = new Map<string, Uint8Array>();
+    if (node.kind === "root" || (node.kind === "dir" && node.path === "")) return out;
+    const key = node.kind === "dir" ? `${node.path}/` : node.path;
+    const info = await this.#head(node.ns, key);
+    if (info === null) {
+      if (node.kind === "dir") return out;
+      throw new NfsError(NFS3ERR_STALE, "the file is gone");
+    }
+    for (const [k, v] of Object.entries(info.metadata)) {
+      if (k.startsWith(XATTR_PREFIX)) {
+        out.set(k.slice(XATTR_PREFIX.length), Uint8Array.from(atob(v), (c) => c.charCodeAt(0)));
+      }
+    }
+    return out;
+  }
+
+  /** Sets (a value) or removes (null) extended attributes; needs write permission. */
+  async setXattrs(
+    node: FsNode,
+    changes: Record<string, Uint8Array | null>,
+    caller: Caller,
+  ): Promise<void> {
+    if (node.kind === "root" || (node.kind === "dir" && node.path === "")) {
+      throw new NfsError(NFS3ERR_NOTSUPP, "the root and buckets keep no extended attributes");
+    }
+    const attr = await this.getattr(node);
+    if (caller.uid !== 0 && caller.uid !== attr.uid) {
+      this.#require(attr, caller, 2, "no write permission");
+    }
+    const apply = (m: Metadata): Metadata => {
+      const next: Record<string, string> = { ...m };
+      for (const [name, value] of Object.entries(changes)) {
+        if (value === null) delete next[XATTR_PREFIX + name];
+        else next[XATTR_PREFIX + name] = btoa(String.fromCharCode(...value));
+      }
+      return next;
+    };
+    const ref = this.#ref(node.ns);
+    if (node.kind === "dir") {
+      const marker = `${node.path}/`;
+      const info = await this.#head(node.ns, marker);
+      const base = info?.metadata ??
+        this.#ownerMetadata(
+          S_IFDIR,
+          { mode: attr.mode, uid: attr.uid, gid: attr.gid },
+          caller,
+          0o755,
+        );
+      await this.#backend.putObject(ref, marker, new Uint8Array(0), {
+        contentType: "application/x-directory",
+        metadata: apply(base),
+      });
+    } else {
+      await this.#settle(node);
+      await this.#backend.copyObject(ref, node.path, ref, node.path, { metadataOf: apply });
+    }
+    this.#touchBucket(node.ns);
   }
 
   // ---- data ----------------------------------------------------------------------------------

@@ -1,7 +1,6 @@
-// The NFS gateway of a node: NFS v3, MOUNT v3 and the portmapper on one TCP port
+// The NFS gateway of a node: NFS v3 and v4.1/4.2, MOUNT v3 and the portmapper on one TCP port
 // (KISEKI_NFS_ADDR), optionally the portmapper alone on another (KISEKI_PORTMAP_ADDR, 111),
-// over a tenant's buckets. NFSv4 answers NULL, and every COMPOUND NFS4ERR_MINOR_VERS_MISMATCH
-// (no minor version is served yet), which the Linux client answers by falling back to v3.
+// over a tenant's buckets.
 
 import type { HostPort } from "../base/mod.ts";
 import type { Logger } from "../obs/mod.ts";
@@ -9,7 +8,10 @@ import { BucketFs, type NfsObjectBackend } from "./bucket_fs.ts";
 import { HandleTable } from "./file_handle.ts";
 import { MOUNT_PROGRAM, MOUNT_V3, MountProgram } from "./mount.ts";
 import { Nfs3Program, NFS_PROGRAM, NFS_V3 } from "./nfs3.ts";
-import { NfsProgram } from "./nfs4.ts";
+import { Nfs4Program, NfsProgram } from "./nfs4.ts";
+import { Nfs4Compound } from "./nfs4_compound.ts";
+import { nfs4Ops } from "./nfs4_ops.ts";
+import { type ClientRecordStore, Nfs4State } from "./nfs4_state.ts";
 import { IPPROTO_TCP, PMAP_PROGRAM, PMAP_V2, type PortMapping, PortmapProgram } from "./portmap.ts";
 import { listenRpc, RpcDispatcher, type RpcServer, type RpcServerStats } from "./rpc_server.ts";
 
@@ -28,6 +30,11 @@ export interface NfsGatewayOptions {
   writeIdleMs?: number;
   /** The largest hole a write may open past a file's end (default WRITE_HOLE_BYTES_MAX). */
   writeHoleBytesMax?: number;
+  /** Where NFSv4 client records outlive a restart (none: no reclaims after one). */
+  nfs4ClientRecords?: ClientRecordStore | null;
+  /** NFSv4 lease and grace period (defaults: NFS4_LEASE_SECONDS, one lease). */
+  nfs4LeaseMs?: number;
+  nfs4GraceMs?: number;
 }
 
 export interface NfsGateway {
@@ -59,6 +66,34 @@ export function startNfsGateway(options: NfsGatewayOptions): NfsGateway {
     { prog: NFS_PROGRAM, vers: 4, prot: IPPROTO_TCP, port: nfsPort },
   ];
   const portmap = new PortmapProgram(mappings);
+  const nfs4State = new Nfs4State({
+    now: Date.now,
+    boot: new DataView(crypto.getRandomValues(new Uint8Array(4)).buffer).getUint32(0),
+    leaseMs: options.nfs4LeaseMs,
+    graceMs: options.nfs4GraceMs,
+  });
+  const records = options.nfs4ClientRecords ?? null;
+  // Clients recorded before this start may reclaim during the grace period.
+  const loaded = records === null ? Promise.resolve() : records.load().then(
+    (r) => nfs4State.setReclaimable(r),
+    (error) => options.logger?.warn("nfs4: client records not loaded", { error }),
+  );
+  const nfs4 = new Nfs4Compound({
+    state: nfs4State,
+    store: records,
+    logger: options.logger,
+    ready: loaded,
+    ops: nfs4Ops({
+      fs,
+      handles,
+      state: nfs4State,
+      writeVerifier,
+      cookieVerifier,
+      clientAllowed: options.clientAllowed,
+      space: options.space,
+      logger: options.logger,
+    }),
+  });
   const dispatcher = new RpcDispatcher(
     [
       portmap,
@@ -73,6 +108,7 @@ export function startNfsGateway(options: NfsGatewayOptions): NfsGateway {
           space: options.space,
           logger: options.logger,
         }),
+        new Nfs4Program(nfs4),
       ),
     ],
     undefined,

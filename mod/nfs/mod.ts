@@ -8,3 +8,6 @@ export { NfsError } from "./errors.ts";
 export { XdrError, XdrReader, XdrWriter } from "./xdr.ts";
 export { RecordDecoder, RPC_RECORD_BYTES_MAX } from "./rpc.ts";
 export { RpcDispatcher } from "./rpc_server.ts";
+export { nfsStatusOf } from "./errors.ts";
+export type { Caller, FileAttr, SetAttr } from "./bucket_fs.ts";
+export type { FsNode } from "./file_handle.ts";

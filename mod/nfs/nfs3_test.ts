@@ -520,12 +520,13 @@ Deno.test("MOUNT and portmap on the NFS port: MNT, EXPORT, DUMP, UMNT, GETPORT, 
       low: 2,
       high: 2,
     });
-    // NFSv4: NULL answers; a COMPOUND of any minor version is refused with its tag echoed.
+    // NFSv4: NULL answers; a COMPOUND of v4.0 or an unknown minor version is refused with its
+    // tag echoed (4.1 and 4.2: nfs4_test.ts).
     assert.equal(
       (await h.rpc.call(NFS_PROGRAM, 4, 0, new Uint8Array(0), { cred: null })).kind,
       "success",
     );
-    for (const minor of [0, 1, 2, 9]) {
+    for (const minor of [0, 9]) {
       const compound = new XdrWriter().string("tag!").u32(minor).u32(1).u32(53).finish();
       const v4 = await h.rpc.call(NFS_PROGRAM, 4, 1, compound);
       if (v4.kind !== "success") throw new Error("compound");

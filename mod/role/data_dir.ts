@@ -23,6 +23,10 @@
 //                          tenant with AES-256-GCM under keys the tenant's KEK wraps. A
 //                          namespace id is a digest of (tenant, bucket name): a guessed name
 //                          can be confirmed, none can be read.
+//   raft/wal/              the write-ahead log in front of raft/ (mod/disk/wal.ts): the same
+//                          records as raft/ (table, key, value of each commit) with LSNs and
+//                          CRCs, until lmdb is checkpointed from them and the segments go.
+//                          Nothing that raft/ does not hold as well, sealed the same way.
 //   views/                 what the log folds into: bucket and object names, directory
 //                          entries, user metadata and stored headers, inline bytes, multipart
 //                          uploads and parts, chunk lists. In clear inside the pages (for

@@ -37,6 +37,7 @@ import { engineKeysOf, joinClusterState, serveClusterKeyOnPort } from "./cluster
 import { clusterReadBarrier } from "./read_barrier.ts";
 import { ReadBarrierBackend } from "../s3/mod.ts";
 import { type NfsGateway, startNfsGateway } from "../nfs/mod.ts";
+import { FileClientRecords } from "./nfs4_client_records.ts";
 import {
   type ChunkFabric,
   clustered,
@@ -308,6 +309,7 @@ async function runServer(config: Config): Promise<number> {
         addr: config.nfsAddr,
         portmapAddr: config.portmapAddr,
         logger,
+        nfs4ClientRecords: new FileClientRecords(`${config.dataDir}/config/nfs4-clients`),
         space: () => {
           const report = (fabric?.store ?? engineStore).poolReport();
           return {

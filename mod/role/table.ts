@@ -92,7 +92,7 @@ export const ROLE_TABLE: Readonly<Record<RoleName, RoleSpec>> = {
     binary: "kiseki-client",
     entry: "mod/role/client.ts",
     summary: "native client CLI: staging, cache control",
-    built: false,
+    built: true,
     ffi: false,
     defaults: { KISEKI_DATA_ADDR: "127.0.0.1:9100" },
   },

@@ -148,3 +148,23 @@ export type {
   ClientTransportErrorKind,
 } from "./client_transport_conn.ts";
 export * from "./client_wire.ts";
+export {
+  MESSAGE_ACCEPT_BACKLOG_MAX,
+  MESSAGE_CONNECT_TIMEOUT_MS_DEFAULT,
+  MESSAGE_FRAME_BYTES_MAX_DEFAULT,
+  MESSAGE_RECEIVE_BUFFER_BYTES_MAX,
+  TransportError,
+} from "./ofi_port.ts";
+export type {
+  MessageConnection,
+  MessageDialOptions,
+  MessageListener,
+  MessageTransport,
+  TransportErrorCode,
+} from "./ofi_port.ts";
+export { TcpMessageTransport } from "./ofi_tcp.ts";
+export type { TcpMessageTransportOptions } from "./ofi_tcp.ts";
+export { FabricMessageTransport } from "./ofi_fabric.ts";
+export type { FabricMessageTransportOptions } from "./ofi_fabric.ts";
+export { chooseMessageTransport, detectTransports, selectMessageTransport } from "./ofi_select.ts";
+export type { SelectTransportOptions, TransportChoice, TransportDetection } from "./ofi_select.ts";

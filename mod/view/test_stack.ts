@@ -55,6 +55,8 @@ export interface SingleNodeOptions {
   viewOptions?: Pick<ViewStoreOptions, "queueDeltasMax" | "batchDeltasMax">;
   /** Page-encrypt the view and raft environments (keys sealed under a random test KEK). */
   pageKeys?: boolean;
+  /** The view environment's commits reach lmdb one by one, not by checkpoints (openViewEnv). */
+  viewEnvDeferred?: boolean;
 }
 
 export interface SingleNode {
@@ -94,7 +96,12 @@ export async function startSingleNode(options: SingleNodeOptions = {}): Promise<
       random: (b) => crypto.getRandomValues(b),
     })
     : null;
-  const viewEnv = await openViewEnv({ dataDir: dir, pageKeys, mapSizeBytes: 64 << 20 });
+  const viewEnv = await openViewEnv({
+    dataDir: dir,
+    pageKeys,
+    mapSizeBytes: 64 << 20,
+    ...(options.viewEnvDeferred === false ? { deferred: false } : {}),
+  });
   const aeadCipher = new AeadPayloadCipher({
     aead,
     keyFor: keys.keyFor,

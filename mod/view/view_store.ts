@@ -8,9 +8,16 @@
 // So the listener only queues the delta (bounded; on overflow it drops the queue and the
 // shard catches up from the DeltaSource); one loop opens a batch of payloads concurrently,
 // folds them in sequence order into an overlay, and commits overlay and watermarks in one
-// durable transaction. Read-your-writes: every payload carries a random token; the writer
+// transaction. Read-your-writes: every payload carries a random token; the writer
 // registers it before appending, and its promise resolves only after the batch holding the
 // delta is committed, i.e. when its effect is visible to reads on this node.
+//
+// The environment (openViewEnv) makes a commit visible at once and writes it to lmdb with
+// the next background checkpoint (WalKvEnv without a log): a writer waits for no sync of
+// its own here, its delta is durable in the Raft log. A crash loses a suffix of fold
+// batches, records and watermarks together, and the views fold again from the log past the
+// watermark lmdb kept; the snapshot part's durable index is that watermark (synced()), so
+// log compaction never drops what the views would need to fold again.
 
 import { assert } from "../base/mod.ts";
 import {
@@ -53,6 +60,7 @@ import {
   type KvTxn,
   openKvEnv,
   transactionRetrying,
+  WalKvEnv,
 } from "../disk/mod.ts";
 import {
   type Delta,
@@ -144,13 +152,18 @@ export interface DeltaFeed {
 }
 
 /** Opens (creating) the node's view environment at `$KISEKI_DATA_DIR/views`. */
-export function openViewEnv(options: {
+export async function openViewEnv(options: {
   dataDir: string;
   /** The node key store's page keys (null: unencrypted, tests only). */
   pageKeys: KvPageKeys | null;
   mapSizeBytes?: number;
+  /**
+   * Commits visible at once and checkpointed into lmdb in the background (default; see the
+   * top of this file); false: each commit is its own lmdb commit (tests that fail lmdb).
+   */
+  deferred?: boolean;
 }): Promise<KvEnv> {
-  return openKvEnv({
+  const inner = await openKvEnv({
     path: `${options.dataDir.replace(/\/+$/, "")}/views`,
     pageKeys: options.pageKeys,
     mapSizeBytes: options.mapSizeBytes ?? VIEW_ENV_MAP_SIZE_BYTES_DEFAULT,
@@ -158,6 +171,8 @@ export function openViewEnv(options: {
     // Views are folded from the log and carry their watermark in the same commits.
     durability: "replayable",
   });
+  if (options.deferred === false) return inner;
+  return WalKvEnv.open({ inner, walDir: null });
 }
 
 /** What dropTenant() removed. */
@@ -258,6 +273,10 @@ export class ViewStore implements CompositionViews {
   readonly #posix: PosixView;
   readonly #shards = new Map<ShardId, ShardState>();
   readonly #persisted = new Map<ShardId, number>();
+  /** Per shard, the watermark lmdb is known to hold (the durable snapshot part's index). */
+  readonly #synced = new Map<ShardId, number>();
+  /** Raised when views are dropped or replaced: sync notes taken before then are void. */
+  #syncEpoch = 0;
   readonly #outcomes = new Map<string, OutcomeWaiter>();
   /** Shards whose views a snapshot is replacing, with the namespaces each owns. */
   readonly #installing = new Map<ShardId, (namespaceId: Uint8Array) => boolean>();
@@ -324,6 +343,7 @@ export class ViewStore implements CompositionViews {
     for (const e of tables.meta.range({ start: META_WATERMARK, end: successor(META_WATERMARK) })) {
       const view = new DataView(e.key.buffer, e.key.byteOffset, e.key.byteLength);
       store.#persisted.set(view.getUint32(META_WATERMARK.length), readU64(e.value));
+      store.#synced.set(view.getUint32(META_WATERMARK.length), readU64(e.value));
     }
     return store;
   }
@@ -602,7 +622,7 @@ export class ViewStore implements CompositionViews {
     if (this.#shards.get(shardId)?.installing) this.#installing.set(shardId, owns);
     return {
       name: "views",
-      durableIndex: () => this.watermark(shardId),
+      durableIndex: () => Math.min(this.watermark(shardId), this.#synced.get(shardId) ?? 0),
       export: async (write, atLeast) => {
         let index = 0;
         await this.#task(async () => {
@@ -634,6 +654,8 @@ export class ViewStore implements CompositionViews {
           }
           s.installing = true;
           this.#installing.set(shardId, owns);
+          this.#syncEpoch++;
+          this.#synced.set(shardId, 0);
           await this.#env.transaction((txn) =>
             txn.put(this.#tables.meta, installingKey(shardId), Uint8Array.of(1))
           );
@@ -652,6 +674,7 @@ export class ViewStore implements CompositionViews {
           s.installing = false;
           this.#installing.delete(shardId);
           this.#persisted.set(shardId, index);
+          this.#noteSynced(new Map([[shardId, index]]));
           const ready = s.waiters.filter((w) => w.sequence <= index);
           s.waiters = s.waiters.filter((w) => w.sequence > index);
           for (const w of ready) w.resolve();
@@ -970,6 +993,7 @@ export class ViewStore implements CompositionViews {
       }
     });
     this.#batches++;
+    this.#noteSynced(last);
     // Visible now: publish watermarks, then answer the writers.
     for (const [shardId, sequence] of last) {
       const s = this.#shards.get(shardId)!;
@@ -991,6 +1015,20 @@ export class ViewStore implements CompositionViews {
       waiter.resolve(outcome);
     }
     this.#checkRebuilt();
+  }
+
+  /** Raises the synced watermarks to `marks` once lmdb holds what is committed now. */
+  #noteSynced(marks: ReadonlyMap<ShardId, number>): void {
+    const epoch = this.#syncEpoch;
+    const copy = new Map(marks);
+    const synced = this.#env.synced?.() ?? Promise.resolve();
+    // A failed checkpoint fails the environment's next commit, which stops folding.
+    synced.then(() => {
+      if (epoch !== this.#syncEpoch) return;
+      for (const [shardId, sequence] of copy) {
+        this.#synced.set(shardId, Math.max(this.#synced.get(shardId) ?? 0, sequence));
+      }
+    }, () => {});
   }
 
   /**
@@ -1054,6 +1092,8 @@ export class ViewStore implements CompositionViews {
       txn.put(this.#tables.meta, META_FORMAT, Uint8Array.of(VIEW_FORMAT_VERSION));
       txn.delete(this.#tables.meta, META_REBUILDING);
     });
+    this.#syncEpoch++;
+    this.#synced.clear();
     for (const s of this.#shards.values()) {
       s.folded = 0;
       s.collected = 0;

@@ -267,7 +267,7 @@ Deno.test("ViewStore folds only deltas after its persisted watermark when the no
 });
 
 Deno.test("ViewStore folds on after lmdb rebuilt a damaged views environment", async () => {
-  const node = await startSingleNode({ keys: new TenantKeys() });
+  const node = await startSingleNode({ keys: new TenantKeys(), viewEnvDeferred: false });
   try {
     const ns = await node.service.createNamespace(tenant(1), "b", "bucket");
     for (let i = 0; i < 10; i++) {

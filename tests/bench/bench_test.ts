@@ -153,3 +153,25 @@ Deno.test("bench:chunk-cluster --quick spreads chunks over in-process nodes besi
     ) => ({ mb: r.mb, ceiling: r.ceiling, ratio: r.ratio }));
   });
 });
+
+Deno.test("bench:client-cache --quick reads L1 and L2 hits against memcpy and fio", async () => {
+  await runBench("client_cache", (json) => {
+    assert.equal(json.mode, "quick");
+    return (json.rows as Record<string, number | null>[]).map((r) => ({
+      mb: r.mbPerSecond as number,
+      ceiling: r.ceilingMbPerSecond ?? null,
+      ratio: r.ratio ?? null,
+    }));
+  });
+});
+
+Deno.test("bench:transport --quick streams frames through each transport against bare TCP", async () => {
+  await runBench("transport", (json) => {
+    assert.equal(json.mode, "quick");
+    return (json.rows as Record<string, number>[]).map((r) => ({
+      mb: r.mbPerSecond!,
+      ceiling: r.ceilingMbPerSecond!,
+      ratio: r.ratio!,
+    }));
+  });
+});

@@ -1,7 +1,9 @@
 // Raft log persist() latency against the disk's own sync cost: LmdbRaftLogStore.persist() for
-// a Ready of 1 and of 64 entries of 1 KiB (each one lmdb transaction: pages, fdatasync, an
-// O_DSYNC meta write), 16 shards persisting in one turn (one shared commit), and a plain
-// file write + fdatasync of the same sizes in the same directory as the floor.
+// a Ready of 1 and of 64 entries of 1 KiB, and 16 shards persisting in one turn (one shared
+// commit), each behind the write-ahead log (one append + fdatasync; lmdb checkpointed in the
+// background) and on lmdb alone (one lmdb transaction: pages, fdatasync, an O_DSYNC meta
+// write), taken in turns; a plain file write + fdatasync of the same sizes in the same
+// directory is the floor.
 //
 //   deno run -A tests/bench/raft_store_bench.ts [--quick] [--dir=/path/on/the/disk]
 //
@@ -63,14 +65,19 @@ function entries(from: number, count: number): Entry[] {
   }));
 }
 
-async function persistLatency(dir: string, batch: number, shards: number): Promise<number[]> {
+async function persistLatency(
+  dir: string,
+  batch: number,
+  shards: number,
+  wal: boolean,
+): Promise<number[]> {
   const aead = selectAead(defaultShimOptions());
   const pageKeys = new SealedPageKeys({
     aead,
     kek: await aead.importKey(crypto.getRandomValues(new Uint8Array(32))),
     random: (b) => crypto.getRandomValues(b),
   });
-  const env = await openRaftLogEnv({ dataDir: dir, pageKeys, mapSizeBytes: 256 << 20 });
+  const env = await openRaftLogEnv({ dataDir: dir, pageKeys, mapSizeBytes: 256 << 20, wal });
   const stores = await Promise.all(
     Array.from({ length: shards }, (_, s) => LmdbRaftLogStore.open({ env, shardId: 1000 + s })),
   );
@@ -97,17 +104,24 @@ const dir = dirArg ?? await Deno.makeTempDir({ prefix: "kiseki-raft-bench-" });
 try {
   record("raw write 1 KiB + fdatasync", await rawSync(dir, ENTRY_BYTES));
   record("raw write 64 KiB + fdatasync", await rawSync(dir, 64 * ENTRY_BYTES));
-  record("persist() 1 x 1 KiB", await persistLatency(dir, 1, 1));
-  record("persist() 64 x 1 KiB", await persistLatency(dir, 64, 1));
-  record("16 shards x persist() 1 x 1 KiB, one turn", await persistLatency(dir, 1, 16));
+  for (
+    const [batch, shards, what] of [
+      [1, 1, "persist() 1 x 1 KiB"],
+      [64, 1, "persist() 64 x 1 KiB"],
+      [1, 16, "16 shards x persist() 1 x 1 KiB, one turn"],
+    ] as const
+  ) {
+    record(`${what}, WAL`, await persistLatency(dir, batch, shards, true));
+    record(`${what}, lmdb alone`, await persistLatency(dir, batch, shards, false));
+  }
 } finally {
   if (!dirArg) await Deno.remove(dir, { recursive: true });
 }
 
 console.log(`dir ${dir}, ${SAMPLES} samples each`);
-console.log("what".padEnd(44) + "p50 ms".padStart(10) + "p90 ms".padStart(10));
+console.log("what".padEnd(56) + "p50 ms".padStart(10) + "p90 ms".padStart(10));
 for (const r of rows) {
   console.log(
-    r.what.padEnd(44) + r.p50Ms.toFixed(3).padStart(10) + r.p90Ms.toFixed(3).padStart(10),
+    r.what.padEnd(56) + r.p50Ms.toFixed(3).padStart(10) + r.p90Ms.toFixed(3).padStart(10),
   );
 }

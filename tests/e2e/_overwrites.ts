@@ -32,10 +32,16 @@ export async function dirBytes(dir: string): Promise<number> {
   let total = 0;
   for await (const e of Deno.readDir(dir)) {
     const path = `${dir}/${e.name}`;
-    if (e.isDirectory) total += await dirBytes(path);
-    else if (e.isFile) {
-      const st = await Deno.stat(path);
-      total += st.blocks !== null ? st.blocks * 512 : st.size;
+    try {
+      if (e.isDirectory) total += await dirBytes(path);
+      else if (e.isFile) {
+        const st = await Deno.stat(path);
+        total += st.blocks !== null ? st.blocks * 512 : st.size;
+      }
+    } catch (error) {
+      // Removed while the walk ran (a released WAL segment, a finished snapshot): it holds
+      // nothing any more.
+      if (!(error instanceof Deno.errors.NotFound)) throw error;
     }
   }
   return total;

@@ -8,6 +8,8 @@ Deno.test("fuzz:nfs: a short campaign of mutated NFSv3, MOUNT, NFSv4 and portmap
   assert.equal(report.inputs, 5_000);
   // The mutations reach past decoding: most inputs get an answer, some are dropped.
   assert.ok(report.answered > 4_000, text);
+  // NFSv4 inputs get past SEQUENCE into the COMPOUND dispatcher's operations.
+  assert.ok((report.compoundOps ?? 0) > 500, text);
 });
 
 Deno.test("judgeNfsFuzz() fails a campaign with a fault, a hang or an unhealthy gateway", () => {
