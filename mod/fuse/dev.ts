@@ -37,9 +37,31 @@ type Libc = Deno.DynamicLibrary<typeof SYMBOLS>["symbols"];
 
 let libc: Libc | null = null;
 
+/**
+ * Where libc may be, by absolute path: a sandboxed role's FFI permission names files, and a
+ * bare "libc.so.6" would be checked as a file in the current directory.
+ */
+export const LIBC_PATHS: readonly string[] = [
+  "/lib/x86_64-linux-gnu/libc.so.6",
+  "/usr/lib/x86_64-linux-gnu/libc.so.6",
+  "/lib/aarch64-linux-gnu/libc.so.6",
+  "/usr/lib/aarch64-linux-gnu/libc.so.6",
+  "/lib64/libc.so.6",
+  "/usr/lib64/libc.so.6",
+];
+
 function lib(): Libc {
-  if (libc === null) libc = Deno.dlopen("libc.so.6", SYMBOLS).symbols;
-  return libc;
+  if (libc !== null) return libc;
+  let firstError: unknown = null;
+  for (const path of LIBC_PATHS) {
+    try {
+      libc = Deno.dlopen(path, SYMBOLS).symbols;
+      return libc;
+    } catch (e) {
+      firstError ??= e;
+    }
+  }
+  throw new Error(`cannot load libc from ${LIBC_PATHS.join(", ")}: ${firstError}`);
 }
 
 const ENCODER = new TextEncoder();

@@ -60,7 +60,7 @@ export const ROLE_TABLE: Readonly<Record<RoleName, RoleSpec>> = {
     binary: "kiseki-client-fuse",
     entry: "mod/role/client_fuse.ts",
     summary: "FUSE mount on compute nodes with client-side encryption and caching",
-    built: false,
+    built: true,
     ffi: true,
     defaults: { KISEKI_DATA_ADDR: "127.0.0.1:9100" },
   },
@@ -155,6 +155,8 @@ export function roleFlags(role: RoleName, config: Config, options: RoleFlagsOpti
   const ffi = new Set<string>();
   const sys = new Set<string>();
   const env = new Set<string>(CONFIG_VARIABLE_NAMES);
+  const run = new Set<string>();
+  let unrestrictedFfi = false;
   const useLmdb = (): void => {
     ffi.add(abs(options.nodeModulesDir));
     read.add(abs(options.nodeModulesDir));
@@ -238,7 +240,17 @@ export function roleFlags(role: RoleName, config: Config, options: RoleFlagsOpti
       if (role === "client-fuse") {
         read.add("/dev/fuse");
         write.add("/dev/fuse");
+        // open(2), mount(2), umount2(2) and the device's reads and writes go through libc,
+        // and replies are gathered by writev(2) from pointers to the reply's pieces, which
+        // the runtime allows only under an unscoped FFI grant (UnsafePointer.of); a client
+        // not running as root mounts through fusermount3.
+        unrestrictedFfi = true;
+        sys.add("uid");
+        run.add("fusermount3");
       }
+      // gRPC loads the service definitions from proto/ and reads its GRPC_* settings.
+      read.add(abs(options.protoDir));
+      env.add("GRPC_*");
       break;
     }
     case "admin":
@@ -265,8 +277,10 @@ export function roleFlags(role: RoleName, config: Config, options: RoleFlagsOpti
     read.add(abs(options.ffiDir));
   }
   flags[1] = `--allow-read=${[...read].join(",")}`;
-  if (ffi.size > 0) flags.push(`--allow-ffi=${[...ffi].join(",")}`);
+  if (unrestrictedFfi) flags.push("--allow-ffi");
+  else if (ffi.size > 0) flags.push(`--allow-ffi=${[...ffi].join(",")}`);
   if (sys.size > 0) flags.push(`--allow-sys=${[...sys].join(",")}`);
+  if (run.size > 0) flags.push(`--allow-run=${[...run].join(",")}`);
   flags.push(`--allow-env=${[...env].join(",")}`);
   flags.push("--no-prompt");
   return flags;
