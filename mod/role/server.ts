@@ -218,6 +218,7 @@ async function runServer(config: Config): Promise<number> {
             local,
             codecs: ec,
             durability: pool.durability,
+            nodes: () => clusterState.nodes(),
             logger,
           })
         : undefined,
