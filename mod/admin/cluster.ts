@@ -67,8 +67,10 @@ export interface ShardView {
 export interface ChunkHealthView {
   /** Chunks stored with less than their full redundancy. */
   degraded: number;
-  /** Chunks being rebuilt now. */
+  /** Degraded chunks the repairer is rebuilding (not blocked on missing fragments). */
   repairing: number;
+  /** Fragments moving after the last membership change (a node joined, drains, went down). */
+  rebalance?: { state: "idle" | "running"; examined: number; total: number; moved: number };
 }
 
 export interface ClusterView {
