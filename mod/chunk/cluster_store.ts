@@ -1334,9 +1334,8 @@ export class ClusterChunkStore implements ChunkStore {
     if (this.#rebalance?.key !== sweepKey) {
       let total = 0;
       for (const _ of this.#chunks.range({ limit: CLUSTER_REBALANCE_COUNTED_MAX })) total++;
-      const first = this.#rebalance === null;
-      // The first membership a store sees is the one its chunks were placed for.
-      this.#rebalance = { key: sweepKey, cursor: null, done: first, examined: 0, total, moved: 0 };
+      // Also once after opening: the membership may have changed while the node was away.
+      this.#rebalance = { key: sweepKey, cursor: null, done: false, examined: 0, total, moved: 0 };
     }
     const sweep = this.#rebalance;
     if (sweep.done) return { examined: 0, moved: 0, bytes: 0, more: false };
