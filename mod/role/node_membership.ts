@@ -31,9 +31,9 @@ export const NODE_EVACUATION_CHECK_MS = 5_000;
 
 /** What the monitor knows of one peer's link. */
 interface PeerSeen {
-  /** Last time the link was seen up (or when watching started). */
-  lastUpMs: number;
-  /** Start of the current run of "up" observations, or null while it is down. */
+  /** First observation of the current run of "down" ones, or null while it is up. */
+  downSinceMs: number | null;
+  /** First observation of the current run of "up" ones, or null while it is down. */
   upSinceMs: number | null;
 }
 
@@ -61,8 +61,9 @@ export function nodeTransitions(input: {
     if (n.id === input.self) continue;
     const seen = input.seen.get(n.id);
     if (seen === undefined) continue;
-    const awayMs = input.nowMs - seen.lastUpMs;
-    if (n.state === "up" && seen.upSinceMs === null && awayMs >= input.graceMs) {
+    // Counted from the first look that found it away: never shorter than the grace.
+    const awayMs = seen.downSinceMs === null ? 0 : input.nowMs - seen.downSinceMs;
+    if (n.state === "up" && seen.downSinceMs !== null && awayMs >= input.graceMs) {
       out.push({
         id: n.id,
         addr: n.addr,
@@ -103,11 +104,14 @@ export function startNodeMembership(options: NodeMembershipOptions): { stop(): P
 
   const observe = (t: number) => {
     for (const p of cluster.transport.peerLinks()) {
-      const s = seen.get(p.id) ?? { lastUpMs: t, upSinceMs: null };
+      const s: PeerSeen = seen.get(p.id) ?? { downSinceMs: null, upSinceMs: null };
       if (p.link === "up") {
-        s.lastUpMs = t;
+        s.downSinceMs = null;
         s.upSinceMs ??= t;
-      } else s.upSinceMs = null;
+      } else {
+        s.upSinceMs = null;
+        s.downSinceMs ??= t;
+      }
       seen.set(p.id, s);
     }
     assert(seen.size <= cluster.transport.peerLinks().length + 1, "one record per peer");

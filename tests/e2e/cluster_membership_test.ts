@@ -305,9 +305,9 @@ Deno.test({
       for (let i = 0; i < 4; i++) await objects.put(n1, `o${i}`, pattern(250 * KiB + i, i + 3));
       assert.equal((await view(n1)).chunks.degraded, 0);
 
+      const killedAt = Date.now();
       await n3.role!.stop("SIGKILL");
       n3.role = null;
-      const killedAt = Date.now();
       const downAt = await pollUntil(
         "node 3 recorded down",
         async () => {
