@@ -411,7 +411,12 @@ async function runServer(config: Config): Promise<number> {
         clusterView({
           cluster: metadataPlane,
           localPools: () => [(fabric?.store ?? chunkStore).poolReport()],
-          clusterState: (id) => clusterState.nodes().find((n) => n.id === id)?.state ?? null,
+          // What the cluster decided (down, draining, removed); a node recorded up is shown
+          // as this node's transport finds it (reachable or not).
+          clusterState: (id) => {
+            const recorded = clusterState.nodes().find((n) => n.id === id)?.state;
+            return recorded === undefined || recorded === "up" ? null : recorded;
+          },
           // Degraded chunks are those this node wrote with less than full redundancy; the
           // repairer works through them in the background.
           chunks: fabric === undefined ? undefined : () => ({
