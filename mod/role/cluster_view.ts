@@ -1,7 +1,8 @@
 // Wires the cluster view (GET /ui/api/cluster) to what this node has: its Raft transport's
 // links for the state of its peers, its own pools for devices and capacity, and each
-// shard's Raft group. Node states and remote devices from the replicated cluster state, and
-// chunk repair counts, plug in through the optional sources.
+// shard's Raft group. The node states the cluster state records (down, draining, removed),
+// the chunk store's degraded, repairing and rebalance counts, and remote devices plug in
+// through the optional sources.
 
 import { formatHostPort } from "../base/mod.ts";
 import type { PoolReport } from "../chunk/mod.ts";
