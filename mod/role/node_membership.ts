@@ -224,8 +224,9 @@ export function nodesView(options: NodesApiOptions): Record<string, unknown> {
           waitingFor: evacuationWaitsFor(options, n),
         }
         : {}),
-      // This node's own chunks with a fragment still there (what its drain must move).
-      fragmentsHere: store === undefined || n.state === "up" ? null : store.fragmentsOn(n.id),
+      // This node's own chunks with a fragment still there (what its drain must move); a
+      // count walks this node's index, so it is made for draining nodes only.
+      fragmentsHere: store === undefined || n.state !== "draining" ? null : store.fragmentsOn(n.id),
     })),
     chunks: store === undefined ? null : {
       degraded: store.degradedCount(),
