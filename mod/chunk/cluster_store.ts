@@ -1267,6 +1267,8 @@ export class ClusterChunkStore implements ChunkStore {
           resolve();
         };
       });
+    let verifiedAt = -Infinity;
+    let verifyHot = false;
     const loop = (async () => {
       while (!stopped) {
         let busy = false;
@@ -1276,7 +1278,15 @@ export class ClusterChunkStore implements ChunkStore {
           if (this.#holdsAnything()) await this.#refreshInventories(true);
           const gc = await this.collect();
           await this.releasePending();
-          const verified = await this.verifyStep();
+          // The verify walk asks every holder about every fragment: one step a pass interval,
+          // except that a walk which found work (a drain, a node down, a wiped one) goes on
+          // step after step to the end of the index.
+          let missing = 0;
+          if (verifyHot || this.#now() - verifiedAt >= this.#repairIntervalMs) {
+            verifiedAt = this.#now();
+            missing = (await this.verifyStep()).missing;
+            verifyHot = missing > 0 || (verifyHot && this.#verifyCursor !== null);
+          }
           // Repair and rebalance bytes in one step: a second's worth at the configured rate
           // (repair first: it restores redundancy, rebalance only spreads it).
           const started = this.#now();
@@ -1284,7 +1294,7 @@ export class ClusterChunkStore implements ChunkStore {
           const b = await this.rebalanceStep({
             bytesMax: Math.max(0, this.#repairBytesPerSecond - r.bytes),
           });
-          busy = gc.examined > 0 || r.more || b.more || verified.missing > 0;
+          busy = gc.examined > 0 || r.more || b.more || missing > 0 || verifyHot;
           const spent = r.bytes + b.bytes;
           if (spent > 0) {
             const owedMs = (spent / this.#repairBytesPerSecond) * 1000 - (this.#now() - started);
