@@ -345,7 +345,14 @@ export function printCluster(view: ClusterView): void {
     view.nodes.map((n) => [
       `${n.id}${n.self ? " *" : ""}`,
       n.address,
-      n.stateSource === "cluster" ? n.state : `${n.state} (${n.stateSource})`,
+      (n.stateSource === "cluster" ? n.state : `${n.state} (${n.stateSource})`) +
+      (n.drain === undefined ? "" : ` ${
+        progressBar(
+          n.drain.evacuatedBy.length,
+          n.drain.evacuatedBy.length + n.drain.waitingFor.length,
+          10,
+        )
+      } nodes moved off`),
       n.devices === null
         ? "?"
         : `${n.devices.filter((d) => d.status === "ok").length}/${n.devices.length} ok`,

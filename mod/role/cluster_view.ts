@@ -10,6 +10,7 @@ import {
   buildClusterView,
   type ChunkHealthView,
   type ClusterView,
+  type DrainView,
   type NodeViewState,
 } from "../admin/mod.ts";
 import type { Cluster } from "./cluster.ts";
@@ -23,6 +24,7 @@ export interface ClusterViewSources {
   /** Another node's pools, when the cluster state carries its device inventory. */
   remotePools?: (nodeId: number) => readonly PoolReport[] | null;
   chunks?: () => ChunkHealthView;
+  drain?: (nodeId: number) => DrainView | null;
 }
 
 export function clusterView(sources: ClusterViewSources): ClusterView {
@@ -40,6 +42,7 @@ export function clusterView(sources: ClusterViewSources): ClusterView {
     nodeId: self,
     members,
     clusterState: sources.clusterState,
+    drain: sources.drain,
     pools: (id) => id === self ? sources.localPools() : sources.remotePools?.(id) ?? null,
     shards: () =>
       cluster.shardIds.map((shardId) => {

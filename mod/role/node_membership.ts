@@ -18,7 +18,7 @@ import {
   type ClusterStateService,
   ClusterStateUnavailableError,
 } from "../control/mod.ts";
-import { adminJson } from "../admin/mod.ts";
+import { adminJson, type DrainView } from "../admin/mod.ts";
 import type { Logger } from "../obs/mod.ts";
 import type { Cluster } from "./cluster.ts";
 
@@ -209,6 +209,16 @@ function dataNodes(options: NodesApiOptions): number[] {
   const recorded = new Map(options.state.nodes().map((n) => [n.id, n.state]));
   const ids = new Set([...recorded.keys(), ...options.configured]);
   return [...ids].filter((id) => (recorded.get(id) ?? "up") === "up");
+}
+
+/** Where the drain of `id` stands, or null when it is not draining. */
+export function drainOf(options: NodesApiOptions, id: number): DrainView | null {
+  const node = options.state.nodes().find((n) => n.id === id);
+  if (node?.state !== "draining") return null;
+  return {
+    evacuatedBy: options.state.evacuatedBy(id),
+    waitingFor: evacuationWaitsFor(options, node),
+  };
 }
 
 export function nodesView(options: NodesApiOptions): Record<string, unknown> {

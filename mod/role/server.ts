@@ -44,7 +44,7 @@ import {
   startChunkFabric,
 } from "./chunk_fabric.ts";
 import { SCRUB_API_PREFIX, type ScrubService, startScrub } from "./scrub.ts";
-import { nodesApi, startNodeMembership } from "./node_membership.ts";
+import { drainOf, nodesApi, startNodeMembership } from "./node_membership.ts";
 import { logErrorMapper, logServiceBinding } from "../log/log_grpc.ts";
 import { type GrpcServer, readTlsMaterial, startGrpcServer } from "../transport/mod.ts";
 
@@ -396,21 +396,22 @@ async function runServer(config: Config): Promise<number> {
       id === config.nodeId
         ? null
         : metadataPlane.transport.peerLinks().find((p) => p.id === id)?.link ?? "never";
-    api.mount("/api/v1/nodes", (req, url) =>
-      nodesApi(req, url, {
-        state: clusterState,
-        configured: config.raftPeers.map((p) => p.id),
-        durability: pool.durability,
-        store: () => fabric?.store,
-        link: linkOf,
-        logger,
-      }));
+    const nodesOptions = {
+      state: clusterState,
+      configured: config.raftPeers.map((p) => p.id),
+      durability: pool.durability,
+      store: () => fabric?.store,
+      link: linkOf,
+      logger,
+    };
+    api.mount("/api/v1/nodes", (req, url) => nodesApi(req, url, nodesOptions));
     ui.mount(
       "/ui/api/cluster",
       clusterViewHandler(() =>
         clusterView({
           cluster: metadataPlane,
           localPools: () => [(fabric?.store ?? chunkStore).poolReport()],
+          drain: (id) => drainOf(nodesOptions, id),
           // What the cluster decided (down, draining, removed); a node recorded up is shown
           // as this node's transport finds it (reachable or not).
           clusterState: (id) => {

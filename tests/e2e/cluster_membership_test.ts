@@ -270,6 +270,14 @@ Deno.test({
       const refused = await admin(n3, ["node", "drain", "--id", "4"]);
       assert.equal(refused.code, 1);
       assert.match(refused.stderr, /refused: draining node 4 would leave 2 node\(s\)/);
+      // The cluster view and `kiseki admin status` show the drain done, on any node.
+      assert.deepEqual((await view(n4)).nodes.find((x) => x.id === 2)!.drain, {
+        evacuatedBy: [1, 2, 3, 4],
+        waitingFor: [],
+      });
+      const during = await admin(n3, ["status"]);
+      assert.equal(during.code, 0, during.stderr);
+      assert.match(during.stdout, /\n2 +\S+ +draining \[#{10}\] 100% \(4\/4\) nodes moved off/);
       const removed = await admin(n4, ["node", "remove", "--id", "2"]);
       assert.equal(removed.code, 0, removed.stderr);
       assert.equal((await nodes(n1)).nodes.find((x) => x.id === 2)!.state, "removed");
