@@ -240,8 +240,9 @@ Deno.test({
       await objects.put(n2, some("b", 2, 200 * KiB, 9));
 
       await start(n4, work);
+      const joinedAt = Date.now();
       // Node 4 joins through the cluster state; node 1's rebalance moves fragments onto it.
-      await pollUntil(
+      const moved = await pollUntil(
         "node 4 recorded up and fragments moved onto it",
         async () => {
           const v = await view(n1);
@@ -255,6 +256,11 @@ Deno.test({
         },
         SETTLE_MS,
         500,
+      );
+      const sweep = (await view(n1)).chunks.rebalance!;
+      console.log(
+        `node 4 joined: node 1 moved ${moved} of ${3 * sweep.total} fragments of its ` +
+          `${sweep.total} chunks within ${((Date.now() - joinedAt) / 1000).toFixed(1)} s`,
       );
       await objects.readAll(n4);
 
@@ -349,7 +355,7 @@ Deno.test({
       );
       assert.ok(downAt - killedAt >= 4_000, "not before the grace period");
       // Every writer rebuilds the fragments that were on node 3 from the survivors.
-      await pollUntil(
+      const rebuilt = await pollUntil(
         "fragments off node 3 rebuilt",
         async () => {
           const moved = await metric(n1, "kiseki_chunk_moved_fragments_total", 'reason="evacuate"');
@@ -358,6 +364,11 @@ Deno.test({
         },
         SETTLE_MS,
         500,
+      );
+      console.log(
+        `node 3 recorded down ${((downAt - killedAt) / 1000).toFixed(1)} s after the kill ` +
+          `(grace 4 s); node 1 rebuilt ${rebuilt} fragments ` +
+          `${((Date.now() - downAt) / 1000).toFixed(1)} s later`,
       );
       for (const n of [n1, n2]) await objects.readAll(n);
       await objects.readAllBoto3(n2);
