@@ -1035,16 +1035,24 @@ export class ClusterChunkStore implements ChunkStore {
     return { examined: ids.length, erased };
   }
 
-  /** Sends queued fragment releases; those to unreachable nodes stay queued. */
+  /**
+   * Sends queued fragment releases; those to unreachable nodes stay queued, those to a node
+   * removed from the cluster are dropped (its data left with it).
+   */
   async releasePending(max = CLUSTER_RELEASES_STEP_MAX): Promise<number> {
     const keys: Uint8Array[] = [];
     for (const { key } of this.#releases.range({ limit: max })) keys.push(key);
     const done: Uint8Array[] = [];
+    const states = this.#states();
     await Promise.all(keys.map(async (key) => {
       const view = new DataView(key.buffer, key.byteOffset, key.byteLength);
       const id = key.slice(0, 32);
       const index = view.getUint32(32);
       const node = view.getUint32(36);
+      if (node !== this.self && states.get(node) === "removed") {
+        done.push(key);
+        return;
+      }
       if (node !== this.self && this.#isDown(node)) return;
       try {
         if (node === this.self) await this.local.release(id, index);

@@ -774,3 +774,35 @@ Deno.test("RecordedClusterMembers takes the recorded states and the configured p
     ["1@a:1:unknown", "2@b:2:draining", "3@c:1:unreachable", "5@e:1:removed"],
   );
 });
+
+Deno.test("ClusterChunkStore rebuilds what a removed node held and drops the releases meant for it", async () => {
+  const states = new Map<number, RecordedNode["state"]>([
+    [1, "up"],
+    [2, "up"],
+    [3, "up"],
+    [4, "up"],
+  ]);
+  const cluster = await startCluster(4, { kind: "copies", copies: 3 }, {
+    members: (peers) => recorded(peers, states),
+  });
+  try {
+    const [a, , , d] = cluster.nodes;
+    const data = chunks(8, 24, 20_000);
+    for (const c of data) await a!.store.put(c.id, c.bytes);
+    assert.ok(a!.store.fragmentsOn(4) > 0);
+    await d!.stop();
+    states.set(4, "removed");
+    await settle(
+      a!.store,
+      () => a!.store.fragmentsOn(4) === 0 && a!.store.pendingReleases() === 0,
+      "rebuilt, releases to node 4 dropped",
+    );
+    for (const c of data) {
+      const { held } = await checkPlaced(cluster, a!, c);
+      assert.equal(new Set(held).size, 3, "three copies on the three nodes left");
+      assert.deepEqual(await a!.store.get(c.id), c.bytes);
+    }
+  } finally {
+    await cluster.close();
+  }
+});
