@@ -1413,16 +1413,48 @@ export class ClusterChunkStore implements ChunkStore {
     const next: ClusterEntry = { ...entry, fragments: [...entry.fragments] };
     const releases: { index: number; node: number }[] = [];
     let bytes = 0;
-    for (let f = 0; f < current.length; f++) {
-      const target = choice[f];
-      if (target === null || target === undefined || target === current[f]) continue;
-      // One step at a time, never through a state placement forbids: the target device holds
-      // no other fragment of the chunk, and its node stays within the per-node bound.
-      if (current.includes(target)) continue;
+    // Only as many fragments move as nodes are short of the count placement gives them:
+    // each from a node holding more than its count, to a device placement chose on a node
+    // holding fewer. Which fragment goes where does not matter to reads (the index names the
+    // holder), so a node's arrival moves about its share and nothing shifts between the
+    // others; every step keeps devices distinct and nodes within the per-node bound.
+    const countByNode = (devices: readonly (number | null)[]) => {
+      const counts = new Map<number, number>();
+      for (const dev of devices) {
+        if (dev !== null) {
+          counts.set(placement.nodeOf(dev), (counts.get(placement.nodeOf(dev)) ?? 0) + 1);
+        }
+      }
+      return counts;
+    };
+    const want = countByNode(choice);
+    const have = countByNode(current);
+    const moves: { fragment: number; target: number }[] = [];
+    for (const target of choice) {
+      if (target === null || current.includes(target)) continue;
       const targetNode = placement.nodeOf(target);
+      if ((have.get(targetNode) ?? 0) >= (want.get(targetNode) ?? 0)) continue;
       if (this.#isDown(targetNode)) continue;
-      const onNode = current.filter((c, g) => g !== f && placement.nodeOf(c) === targetNode);
-      if (onNode.length + 1 > perNodeMax) continue;
+      // The fragment to move: on a node over its count, preferably on a device placement
+      // no longer chose.
+      let fragment = -1;
+      for (let g = 0; g < current.length; g++) {
+        const node = placement.nodeOf(current[g]!);
+        if ((have.get(node) ?? 0) <= (want.get(node) ?? 0)) continue;
+        if (moves.some((m) => m.fragment === g)) continue;
+        if (
+          fragment < 0 || (choice.includes(current[fragment]!) && !choice.includes(current[g]!))
+        ) {
+          fragment = g;
+        }
+      }
+      if (fragment < 0) break;
+      const from = placement.nodeOf(current[fragment]!);
+      have.set(from, have.get(from)! - 1);
+      have.set(targetNode, (have.get(targetNode) ?? 0) + 1);
+      moves.push({ fragment, target });
+    }
+    for (const { fragment: f, target } of moves) {
       const from = placement.devices[current[f]!]!;
       const to = placement.devices[target]!;
       try {
