@@ -233,7 +233,7 @@ Deno.test({
       const putDir = async (id: number, objects: [string, Uint8Array][]) => {
         const dir = await Deno.makeTempDir({ dir: work, prefix: "up-" });
         for (const [key, bytes] of objects) await Deno.writeFile(`${dir}/${key}`, bytes);
-        const r = await aws(id, "s3", "cp", "--quiet", "--recursive", dir, "s3://five/");
+        const r = await aws(id, "s3", "cp", "--only-show-errors", "--recursive", dir, "s3://five/");
         assert.equal(r.code, 0, `aws s3 cp on node ${id}: ${r.stderr}`);
         for (const [key, bytes] of objects) written.set(key, bytes);
       };

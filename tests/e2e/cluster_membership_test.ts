@@ -158,11 +158,30 @@ class Objects {
     return r.stdout;
   }
 
-  /** Writes the objects through `n` in one aws-cli run (each run costs seconds to start). */
+  /**
+   * Writes the objects through `n` in one aws-cli run (each run costs seconds to start). A
+   * run refused with 503 SlowDown (an election in a cluster that just started, past the
+   * gateway's own retries and aws-cli's) is run again, twice at most, and says so.
+   */
   async put(n: Node, objects: { key: string; bytes: Uint8Array }[]): Promise<void> {
     const dir = await Deno.makeTempDir({ dir: this.work, prefix: "up-" });
     for (const o of objects) await Deno.writeFile(`${dir}/${o.key}`, o.bytes);
-    await this.aws(n, "s3", "cp", "--quiet", "--recursive", dir, `s3://${this.bucket}/`);
+    const args = ["s3", "cp", "--only-show-errors", "--recursive", dir, `s3://${this.bucket}/`];
+    for (let attempt = 0;; attempt++) {
+      const r = await run(AWS, ["--endpoint-url", `http://${n.host}:${PORTS.s3}`, ...args], {
+        env: {
+          AWS_SHARED_CREDENTIALS_FILE: this.#credentials,
+          AWS_CONFIG_FILE: "/dev/null",
+          AWS_DEFAULT_REGION: "us-east-1",
+        },
+      });
+      if (r.code === 0) break;
+      assert.ok(
+        attempt < 2 && /SlowDown|503/.test(r.stderr),
+        `aws s3 cp on node ${n.id}: ${r.stderr}`,
+      );
+      console.log(`aws s3 cp on node ${n.id} refused (${r.stderr.trim()}), run again`);
+    }
     this.written.push(...objects);
     await Deno.remove(dir, { recursive: true });
   }
@@ -170,7 +189,7 @@ class Objects {
   /** Every object through `n` with aws-cli (one run), byte-exact. */
   async readAll(n: Node): Promise<void> {
     const dir = await Deno.makeTempDir({ dir: this.work, prefix: `back-${n.id}-` });
-    await this.aws(n, "s3", "cp", "--quiet", "--recursive", `s3://${this.bucket}/`, dir);
+    await this.aws(n, "s3", "cp", "--only-show-errors", "--recursive", `s3://${this.bucket}/`, dir);
     for (const o of this.written) {
       assert.deepEqual(await Deno.readFile(`${dir}/${o.key}`), o.bytes, `${o.key} via ${n.id}`);
     }
