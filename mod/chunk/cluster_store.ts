@@ -1339,6 +1339,11 @@ export class ClusterChunkStore implements ChunkStore {
     this.#checkOpen();
     const max = options.max ?? CLUSTER_REBALANCE_CHUNKS_MAX;
     const bytesMax = options.bytesMax ?? Infinity;
+    // No chunk, nothing to move, and no peer to ask for its devices: a store that just
+    // started must not find its peers not listening yet and skip them for the retry delay.
+    let empty = true;
+    for (const _ of this.#chunks.range({ limit: 1 })) empty = false;
+    if (empty) return { examined: 0, moved: 0, bytes: 0, more: false };
     const placement = await this.#currentPlacement();
     const eligible = this.#eligibleNodes();
     // Until every member that takes fragments said what devices it has, a placement would
