@@ -44,6 +44,13 @@ export interface NodeView {
   devices: DeviceView[] | null;
   capacityBytes: number | null;
   usedBytes: number | null;
+  /** A draining node: the nodes that moved their chunks off it, and those still to. */
+  drain?: DrainView;
+}
+
+export interface DrainView {
+  evacuatedBy: number[];
+  waitingFor: number[];
 }
 
 export interface ShardMemberView {
@@ -67,8 +74,10 @@ export interface ShardView {
 export interface ChunkHealthView {
   /** Chunks stored with less than their full redundancy. */
   degraded: number;
-  /** Chunks being rebuilt now. */
+  /** Degraded chunks the repairer is rebuilding (not blocked on missing fragments). */
   repairing: number;
+  /** Fragments moving after the last membership change (a node joined, drains, went down). */
+  rebalance?: { state: "idle" | "running"; examined: number; total: number; moved: number };
 }
 
 export interface ClusterView {
@@ -87,6 +96,8 @@ export interface ClusterViewInputs {
   clusterState?: (nodeId: number) => NodeViewState | null;
   /** A node's pools (this node's own reports; others' from cluster state when it has them). */
   pools: (nodeId: number) => readonly PoolReport[] | null;
+  /** Where the drain of a draining node stands (null: not draining). */
+  drain?: (nodeId: number) => DrainView | null;
   shards: () => ShardView[];
   chunks?: () => ChunkHealthView;
 }
@@ -121,7 +132,9 @@ export function buildClusterView(inputs: ClusterViewInputs, now: Date): ClusterV
         state = m.link === "up" ? "reachable" : m.link === "down" ? "unreachable" : "unknown";
       }
       const pools = inputs.pools(m.id);
+      const drain = inputs.drain?.(m.id) ?? null;
       return {
+        ...(drain === null ? {} : { drain }),
         id: m.id,
         address: m.address,
         self,

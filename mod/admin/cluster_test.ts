@@ -48,6 +48,7 @@ Deno.test("buildClusterView() gives this node's devices, peers' states from the 
       { id: 4, address: "n4:9300", link: "up" },
     ],
     clusterState: (id) => id === 4 ? "draining" : null,
+    drain: (id) => id === 4 ? { evacuatedBy: [1], waitingFor: [2, 4] } : null,
     pools: (id) => id === 1 ? [pool(1000)] : id === 2 ? [pool(500), pool(250)] : null,
     shards: () => [shard, { ...shard, shardId: 0 }],
   }, new Date(0));
@@ -58,6 +59,8 @@ Deno.test("buildClusterView() gives this node's devices, peers' states from the 
     [4, "draining", "cluster"],
   ]);
   assert.equal(view.nodes[0]!.self, true);
+  assert.deepEqual(view.nodes[3]!.drain, { evacuatedBy: [1], waitingFor: [2, 4] });
+  assert.equal("drain" in view.nodes[1]!, false, "only a draining node has a drain");
   assert.equal(view.nodes[0]!.capacityBytes, 1000);
   assert.equal(view.nodes[1]!.capacityBytes, 750);
   assert.equal(view.nodes[1]!.devices!.length, 2);

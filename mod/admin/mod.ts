@@ -16,6 +16,7 @@ export type {
   ClusterView,
   ClusterViewInputs,
   DeviceView,
+  DrainView,
   NodeView,
   NodeViewState,
   ShardMemberView,

@@ -54,6 +54,8 @@ export interface Config {
   scrubRateBytesPerSecond: number;
   /** Server: from the start of one scrub pass to the start of the next. */
   scrubIntervalMs: number;
+  /** Server: how long a node may be unreachable before it is marked down and rebuilt. */
+  nodeDownGraceMs: number;
   /** Server: bound of the chunk bytes all reads hold ahead of their readers. */
   readAheadMaxBytes: number;
   /** Server: open connections the S3 listener keeps at most. */
@@ -218,6 +220,12 @@ export const CONFIG_VARIABLES: readonly ConfigVariable[] = [
     default: "86400",
     expects: "an integer 60..31536000",
     description: "seconds from the start of one scrub pass to the start of the next",
+  },
+  {
+    name: "KISEKI_NODE_DOWN_GRACE",
+    default: "10m",
+    expects: "a duration of 1s..30d: a number with s, m, h or d (e.g. 10m, 90s)",
+    description: "a node unreachable this long is marked down and its fragments rebuilt elsewhere",
   },
   {
     name: "KISEKI_READ_AHEAD_MAX",
@@ -497,6 +505,15 @@ export function parseConfig(env: ConfigEnv, options: ParseConfigOptions = {}): C
       cacheDisconnectWipeMs = +wipeRaw * 1000;
     } else bad("KISEKI_CACHE_DISCONNECT_WIPE_S", wipeRaw);
   }
+  let nodeDownGraceMs = 600_000;
+  const graceRaw = raw("KISEKI_NODE_DOWN_GRACE");
+  if (graceRaw !== undefined) {
+    const m = /^([0-9]{1,9})(s|m|h|d)$/.exec(graceRaw);
+    const unitMs = { s: 1000, m: 60_000, h: 3_600_000, d: 86_400_000 };
+    const ms = m === null ? NaN : +m[1]! * unitMs[m[2] as keyof typeof unitMs];
+    if (ms >= 1000 && ms <= 30 * 86_400_000) nodeDownGraceMs = ms;
+    else bad("KISEKI_NODE_DOWN_GRACE", graceRaw);
+  }
   let s3ConnectionsMax = 1024;
   const connectionsRaw = raw("KISEKI_S3_CONNECTIONS_MAX");
   if (connectionsRaw !== undefined) {
@@ -535,6 +552,7 @@ export function parseConfig(env: ConfigEnv, options: ParseConfigOptions = {}): C
     chunkCacheMaxBytes: bytes("KISEKI_CHUNK_CACHE_MAX", 256 * 2 ** 20),
     scrubRateBytesPerSecond: bytes("KISEKI_SCRUB_RATE", 16 * 2 ** 20),
     scrubIntervalMs,
+    nodeDownGraceMs,
     readAheadMaxBytes,
     s3ConnectionsMax,
     otlpEndpoint,

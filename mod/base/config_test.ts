@@ -169,6 +169,19 @@ Deno.test("parseConfig() reads the scrub rate and interval, and refuses bad ones
   ]);
 });
 
+Deno.test("parseConfig() reads KISEKI_NODE_DOWN_GRACE as a duration, and refuses bad ones", () => {
+  assert.equal(parseConfig({}).nodeDownGraceMs, 600_000);
+  assert.equal(parseConfig({ KISEKI_NODE_DOWN_GRACE: "90s" }).nodeDownGraceMs, 90_000);
+  assert.equal(parseConfig({ KISEKI_NODE_DOWN_GRACE: "2h" }).nodeDownGraceMs, 7_200_000);
+  for (const value of ["0s", "10", "5 m", "31d", "-1m"]) {
+    assert.deepEqual(problems({ KISEKI_NODE_DOWN_GRACE: value }), [
+      `KISEKI_NODE_DOWN_GRACE=${
+        JSON.stringify(value)
+      } is invalid: expected a duration of 1s..30d: a number with s, m, h or d (e.g. 10m, 90s)`,
+    ]);
+  }
+});
+
 Deno.test("parseConfig() reads the S3 connection cap and the read-ahead budget, and refuses bad ones", () => {
   const c = parseConfig({});
   assert.equal(c.s3ConnectionsMax, 1024);

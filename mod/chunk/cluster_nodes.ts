@@ -1,6 +1,7 @@
 // The cluster as the chunk store sees it, through two narrow ports: the member nodes and
-// their state (ClusterMembers: the configured peers today, the cluster state later), and
-// fragments on other nodes (FragmentPeers: the chunk fabric, fabric_fragments.ts).
+// their state (ClusterMembers: the node records of the cluster state, or the configured
+// peers before those are known), and fragments on other nodes (FragmentPeers: the chunk
+// fabric, fabric_fragments.ts).
 
 import { assert } from "../base/mod.ts";
 import type { DeviceInventory } from "./fragment_store.ts";
@@ -8,7 +9,29 @@ import type { DeviceInventory } from "./fragment_store.ts";
 /** Nodes of one cluster placement. */
 export const CLUSTER_NODES_MAX = 1024;
 
-export type ClusterNodeState = "up" | "down" | "unknown";
+/**
+ * "up"/"unknown"/"unreachable" (failing requests now, not recorded down): takes new
+ * fragments when reachable; "down": recorded down (away past the grace period),
+ * its fragments are rebuilt elsewhere; "draining": readable, its fragments move elsewhere;
+ * "removed": gone for good (still named, as the writer of chunks others may read).
+ */
+export type ClusterNodeState =
+  | "up"
+  | "unknown"
+  | "unreachable"
+  | "down"
+  | "draining"
+  | "removed";
+
+/** Whether a node in `state` takes new fragments. */
+export function takesFragments(state: ClusterNodeState): boolean {
+  return state === "up" || state === "unknown" || state === "unreachable";
+}
+
+/** Whether fragments on a node in `state` must move elsewhere (rebuilt or copied). */
+export function evicts(state: ClusterNodeState): boolean {
+  return state === "down" || state === "draining" || state === "removed";
+}
 
 export interface ClusterMember {
   id: number;
@@ -17,8 +40,8 @@ export interface ClusterMember {
 }
 
 /**
- * The nodes of the cluster and what is known of their state. Backed by the configured peers
- * and the store's own reachability reports today; by the cluster state later.
+ * The nodes of the cluster and what is known of their state: the cluster state's node
+ * records (RecordedClusterMembers), or the configured peers (StaticClusterMembers).
  */
 export interface ClusterMembers {
   nodes(): ClusterMember[];
@@ -58,7 +81,7 @@ export interface FragmentPeers {
   inventory(node: number): Promise<DeviceInventory>;
 }
 
-/** The configured nodes, down while the store's requests to them fail. */
+/** The configured nodes, unreachable while the store's requests to them fail. */
 export class StaticClusterMembers implements ClusterMembers {
   readonly #peers: readonly { id: number; addr: string }[];
   readonly #state = new Map<number, ClusterNodeState>();
@@ -73,6 +96,44 @@ export class StaticClusterMembers implements ClusterMembers {
   }
 
   report(node: number, reachable: boolean): void {
-    if (this.#peers.some((p) => p.id === node)) this.#state.set(node, reachable ? "up" : "down");
+    if (this.#peers.some((p) => p.id === node)) {
+      this.#state.set(node, reachable ? "up" : "unreachable");
+    }
+  }
+}
+
+/** A node as the cluster state records it. */
+export interface RecordedNode {
+  id: number;
+  addr: string;
+  state: "up" | "down" | "draining" | "removed";
+}
+
+/**
+ * Membership from the cluster state's node records: placement uses the nodes recorded up,
+ * and moves fragments off those recorded down, draining or removed. A configured peer not
+ * recorded yet (it has not joined) counts as the configured peers know it, so a chunk
+ * written before it joins is not packed onto fewer nodes than the cluster has.
+ */
+export class RecordedClusterMembers implements ClusterMembers {
+  readonly #records: () => readonly RecordedNode[];
+  readonly #fallback: ClusterMembers;
+
+  constructor(records: () => readonly RecordedNode[], fallback: ClusterMembers) {
+    this.#records = records;
+    this.#fallback = fallback;
+  }
+
+  nodes(): ClusterMember[] {
+    const records = this.#records();
+    assert(records.length <= CLUSTER_NODES_MAX, "recorded nodes within CLUSTER_NODES_MAX");
+    const out: ClusterMember[] = records.map((r) => ({ id: r.id, addr: r.addr, state: r.state }));
+    const known = new Set(out.map((m) => m.id));
+    for (const m of this.#fallback.nodes()) if (!known.has(m.id)) out.push(m);
+    return out.sort((a, b) => a.id - b.id);
+  }
+
+  report(node: number, reachable: boolean): void {
+    this.#fallback.report?.(node, reachable);
   }
 }

@@ -194,6 +194,16 @@ export function perNodeMaxFor(durability: Durability, nodes: number): number {
 }
 
 /**
+ * Whole nodes a chunk survives losing when spread over `nodes` nodes at most
+ * perNodeMaxFor() fragments each: what a drain must not lower.
+ */
+export function nodeLossesSurvivable(durability: Durability, nodes: number): number {
+  if (nodes <= 1) return 0;
+  const perNode = perNodeMaxFor(durability, nodes);
+  return Math.min(nodes - 1, Math.floor(toleratedLosses(durability) / perNode));
+}
+
+/**
  * Fragments a write must make durable, on distinct nodes, to be acknowledged when the full
  * set cannot be placed: k+1 of EC k+m, 2 copies (one loss survivable either way).
  */

@@ -3,6 +3,7 @@ import {
   type ClusterDevice,
   ClusterPlacement,
   ClusterPlacementError,
+  nodeLossesSurvivable,
   perNodeMaxFor,
   safeFragmentsFor,
 } from "./cluster_placement.ts";
@@ -179,4 +180,16 @@ Deno.test("perNodeMaxFor() and safeFragmentsFor() keep one node's loss survivabl
   assert.deepEqual(safeFragmentsFor(ec83), 9);
   assert.deepEqual(safeFragmentsFor(copies3), 2);
   assert.deepEqual(safeFragmentsFor({ kind: "copies", copies: 1 }), 1);
+});
+
+Deno.test("nodeLossesSurvivable() drops when a drain leaves too few nodes for the spread", () => {
+  const copies3 = { kind: "copies", copies: 3 } as const;
+  assert.equal(nodeLossesSurvivable(copies3, 4), 2);
+  assert.equal(nodeLossesSurvivable(copies3, 3), 2);
+  assert.equal(nodeLossesSurvivable(copies3, 2), 1);
+  assert.equal(nodeLossesSurvivable(copies3, 1), 0);
+  const ec42 = { kind: "ec", k: 4, m: 2 } as const;
+  assert.equal(nodeLossesSurvivable(ec42, 6), 2);
+  assert.equal(nodeLossesSurvivable(ec42, 5), 1);
+  assert.equal(nodeLossesSurvivable(ec42, 3), 1);
 });

@@ -51,8 +51,11 @@ import {
 import {
   type ClusterMember,
   type ClusterMembers,
+  type ClusterNodeState,
+  evicts,
   FragmentPeerError,
   type FragmentPeers,
+  takesFragments,
 } from "./cluster_nodes.ts";
 
 export {
@@ -67,10 +70,14 @@ export {
   type ClusterMember,
   type ClusterMembers,
   type ClusterNodeState,
+  evicts,
   FragmentPeerError,
   type FragmentPeerFailure,
   type FragmentPeers,
+  RecordedClusterMembers,
+  type RecordedNode,
   StaticClusterMembers,
+  takesFragments,
 } from "./cluster_nodes.ts";
 
 /** Puts accepted and not yet durable; further puts wait for room. */
@@ -108,6 +115,12 @@ export const CLUSTER_REPAIR_INTERVAL_MS_DEFAULT = 5_000;
 export const CLUSTER_LOCAL_INVENTORY_MS = 1_000;
 /** Entries of chunks other nodes wrote, found on their holders and kept for later reads. */
 export const CLUSTER_LOCATED_CACHED_MAX = 4096;
+/** Chunks one rebalance step looks at. */
+export const CLUSTER_REBALANCE_CHUNKS_MAX = 256;
+/** Chunks a rebalance sweep counts up front (for its progress) at most. */
+export const CLUSTER_REBALANCE_COUNTED_MAX = 1_000_000;
+/** Chunks whose last repair could not finish, remembered to tell repairing from waiting. */
+export const CLUSTER_REPAIR_BLOCKED_MAX = 100_000;
 
 // ---- metrics -------------------------------------------------------------------------------
 
@@ -124,6 +137,12 @@ const degradedWrites = counter<"pool">({
   name: "kiseki_chunk_degraded_writes_total",
   help: "Chunks acknowledged with a still-safe subset of their fragments (nodes were down)",
   labelNames: ["pool"],
+});
+const movedFragments = counter<"pool" | "reason">({
+  name: "kiseki_chunk_moved_fragments_total",
+  help: "Fragments moved to another node: rebalance after a node joined, or off a node " +
+    "draining, down past its grace period or removed",
+  labelNames: ["pool", "reason"],
 });
 const repairedChunks = counter<"pool">({
   name: "kiseki_chunk_repaired_total",
@@ -179,6 +198,17 @@ interface Located {
   deviceId: string;
 }
 
+/** Where the rebalance of this node's chunks over the current membership stands. */
+export interface RebalanceProgress {
+  /** "idle": every chunk was looked at since membership last changed. */
+  state: "idle" | "running";
+  /** Chunks looked at in the current (or last) sweep, of `total`. */
+  examined: number;
+  total: number;
+  /** Fragments moved in the current (or last) sweep. */
+  moved: number;
+}
+
 export interface ClusterStepReport {
   examined: number;
   erased: number;
@@ -226,6 +256,17 @@ export class ClusterChunkStore implements ChunkStore {
   #committing: Promise<void> | null = null;
   /** Where the next verifyStep() starts (null: at the first chunk). */
   #verifyCursor: Uint8Array | null = null;
+  /** The rebalance sweep: the membership it balances for, where it is, what it did. */
+  #rebalance: {
+    key: string;
+    cursor: Uint8Array | null;
+    done: boolean;
+    examined: number;
+    total: number;
+    moved: number;
+  } | null = null;
+  /** Degraded chunks whose last repair could not finish (hex ids; bounded). */
+  readonly #repairBlocked = new Set<string>();
   #inFlight = 0;
   readonly #roomWaiters: (() => void)[] = [];
   #closed = false;
@@ -469,6 +510,45 @@ export class ClusterChunkStore implements ChunkStore {
     return n;
   }
 
+  /**
+   * Degraded chunks the repairer is working through: queued and not blocked on their last
+   * attempt (too few fragments readable, or nowhere to put them).
+   */
+  repairingCount(): number {
+    let n = 0;
+    for (const { key } of this.#degraded.range({ limit: CLUSTER_DEGRADED_COUNTED_MAX })) {
+      if (!this.#repairBlocked.has(hex(key))) n++;
+    }
+    return n;
+  }
+
+  /** The rebalance sweep over the current membership (idle before any ran). */
+  rebalanceProgress(): RebalanceProgress {
+    const r = this.#rebalance;
+    if (r === null) return { state: "idle", examined: 0, total: 0, moved: 0 };
+    return {
+      state: r.done ? "idle" : "running",
+      examined: r.examined,
+      total: r.total,
+      moved: r.moved,
+    };
+  }
+
+  /**
+   * Fragments of this node's chunks still on `node` (at most `max` counted): what a drain
+   * of `node` still has to move, as far as this node's index knows.
+   */
+  fragmentsOn(node: number, max = CLUSTER_DEGRADED_COUNTED_MAX): number {
+    let n = 0;
+    for (const { value } of this.#chunks.range()) {
+      const entry = decodeClusterEntry(value);
+      if (entry.refcount === 0) continue;
+      for (const f of entry.fragments) if (f?.node === node) n++;
+      if (n >= max) return max;
+    }
+    return n;
+  }
+
   /** The local pool's report, with the cluster's degraded chunks and durability. */
   poolReport(): PoolReport {
     return {
@@ -482,7 +562,7 @@ export class ClusterChunkStore implements ChunkStore {
   nodes(): (ClusterMember & { devices: number })[] {
     return this.#members.nodes().map((m) => ({
       ...m,
-      state: this.#isDown(m.id) ? "down" : m.state,
+      state: this.#isDown(m.id) && !evicts(m.state) ? "unreachable" : m.state,
       devices: m.id === this.self
         ? this.local.inventory().devices.length
         : this.#inventories.get(m.id)?.inventory.devices.length ?? 0,
@@ -545,7 +625,8 @@ export class ClusterChunkStore implements ChunkStore {
     const refused = new Set<string>();
     for (let round = 0; round < CLUSTER_PLACEMENT_ROUNDS_MAX; round++) {
       const placement = await this.#currentPlacement();
-      const total = this.#members.nodes().length;
+      const eligible = this.#eligibleNodes();
+      const total = Math.max(1, eligible.size);
       const fixed = new Map<number, number>();
       placed.forEach((p, f) => {
         if (p === null) return;
@@ -558,7 +639,7 @@ export class ClusterChunkStore implements ChunkStore {
         exclude: (i) => {
           const dev = placement.devices[i]!;
           return refused.has(`${dev.node}/${dev.id}`) || avoid.has(dev.node) ||
-            this.#isDown(dev.node) ||
+            !eligible.has(dev.node) || this.#isDown(dev.node) ||
             !this.#writable(dev.node, dev.id);
         },
       });
@@ -839,11 +920,16 @@ export class ClusterChunkStore implements ChunkStore {
   async #locateWritten(id: Uint8Array, writer: number): Promise<ClusterEntry | null> {
     const key = writerChunkId(id, writer);
     const placement = await this.#currentPlacement();
-    const members = this.#members.nodes().map((m) => m.id);
+    const states = this.#states();
+    const members = [...states.keys()];
     const ranked = (f: number) => {
       const order = [...new Set(placement.rank(key, f).map((i) => placement.nodeOf(i)))];
       for (const m of members) if (!order.includes(m)) order.push(m);
-      return order.filter((n) => n === this.self || !this.#isDown(n));
+      // A node recorded down or removed is not asked (a draining one still holds its own).
+      return order.filter((n) =>
+        n === this.self ||
+        (!this.#isDown(n) && states.get(n) !== "down" && states.get(n) !== "removed")
+      );
     };
     const holderOf = async (f: number): Promise<number | null> => {
       for (const node of ranked(f)) {
@@ -949,16 +1035,24 @@ export class ClusterChunkStore implements ChunkStore {
     return { examined: ids.length, erased };
   }
 
-  /** Sends queued fragment releases; those to unreachable nodes stay queued. */
+  /**
+   * Sends queued fragment releases; those to unreachable nodes stay queued, those to a node
+   * removed from the cluster are dropped (its data left with it).
+   */
   async releasePending(max = CLUSTER_RELEASES_STEP_MAX): Promise<number> {
     const keys: Uint8Array[] = [];
     for (const { key } of this.#releases.range({ limit: max })) keys.push(key);
     const done: Uint8Array[] = [];
+    const states = this.#states();
     await Promise.all(keys.map(async (key) => {
       const view = new DataView(key.buffer, key.byteOffset, key.byteLength);
       const id = key.slice(0, 32);
       const index = view.getUint32(32);
       const node = view.getUint32(36);
+      if (node !== this.self && states.get(node) === "removed") {
+        done.push(key);
+        return;
+      }
       if (node !== this.self && this.#isDown(node)) return;
       try {
         if (node === this.self) await this.local.release(id, index);
@@ -1026,10 +1120,21 @@ export class ClusterChunkStore implements ChunkStore {
     const gone = new Set<number>();
     /** Holders of a broken record: it goes elsewhere, and our reference there is dropped. */
     const broken = new Map<number, number>();
+    /**
+     * Holders recorded down, draining or removed: the fragment is made again elsewhere (from
+     * any k, or copied), and the holder's reference is dropped once it answers again.
+     */
+    const leaving = new Map<number, number>();
+    const states = this.#states();
     const key = writerChunkId(id, entry.writer);
     await Promise.all(entry.fragments.map(async (f, i) => {
       if (f === null) {
         gone.add(i);
+        return;
+      }
+      if (evicts(states.get(f.node) ?? "unknown")) {
+        gone.add(i);
+        leaving.set(i, f.node);
         return;
       }
       try {
@@ -1056,6 +1161,7 @@ export class ClusterChunkStore implements ChunkStore {
     const read = await this.#readEntry(id, entry);
     if (read.bytes === null) {
       this.#logger.warn("degraded chunk not readable now; repair later", { chunk: hex(id) });
+      this.#blockRepair(id);
       return { repaired: false, bytes: 0 };
     }
     const d = entry.durability;
@@ -1070,17 +1176,21 @@ export class ClusterChunkStore implements ChunkStore {
     const written = placed.filter((p) => p !== null).length - before;
     const next: ClusterEntry = {
       ...entry,
+      // A fragment that could not leave its holder yet stays named there: it is still held
+      // (and still holds its reference) until a later pass finds it a place.
       fragments: placed.map((p, i) =>
-        p === null ? null : { node: p.node, device: p.deviceId, crc: crcs[i]! }
+        p === null
+          ? (leaving.has(i) ? entry.fragments[i]! : null)
+          : { node: p.node, device: p.deviceId, crc: crcs[i]! }
       ),
     };
-    const complete = next.fragments.every((f) => f !== null);
+    const complete = placed.every((p) => p !== null);
     await this.#commit((txn) => {
       txn.put(this.#chunks, id, encodeClusterEntry(next));
       if (complete) txn.delete(this.#degraded, id);
       // A broken record still holds this chunk's reference on its node: give it back (a
       // fragment that was simply not there holds none).
-      for (const [i, node] of broken) {
+      for (const [i, node] of [...broken, ...leaving]) {
         if (placed[i] !== null) {
           txn.put(this.#releases, releaseKey(key, i, node), new Uint8Array(0));
         }
@@ -1088,6 +1198,12 @@ export class ClusterChunkStore implements ChunkStore {
     });
     const bytes = written * entry.fragmentBytes;
     repairBytes.inc({ pool: this.poolName }, bytes);
+    const left = [...leaving.keys()].filter((i) => placed[i] !== null).length;
+    if (left > 0) {
+      movedFragments.inc({ pool: this.poolName, reason: "evacuate" }, left);
+    }
+    if (complete) this.#repairBlocked.delete(hex(id));
+    else this.#blockRepair(id);
     if (complete) {
       repairedChunks.inc({ pool: this.poolName });
       this.#logger.info("chunk repaired", { chunk: hex(id), fragments: written });
@@ -1111,11 +1227,14 @@ export class ClusterChunkStore implements ChunkStore {
       batch.push({ id: key, entry: decodeClusterEntry(value) });
     }
     this.#verifyCursor = batch.length < max ? null : batch[batch.length - 1]!.id;
+    const states = this.#states();
     const missing: Uint8Array[] = [];
     await Promise.all(batch.map(async ({ id, entry }) => {
       if (entry.refcount === 0) return;
       const held = await Promise.all(entry.fragments.map(async (f, i) => {
         if (f === null) return false;
+        // A holder recorded down, draining or removed: the fragment must move.
+        if (evicts(states.get(f.node) ?? "unknown")) return false;
         if (f.node !== this.self && this.#isDown(f.node)) return true;
         try {
           const key = writerChunkId(id, entry.writer);
@@ -1156,6 +1275,8 @@ export class ClusterChunkStore implements ChunkStore {
           resolve();
         };
       });
+    let verifiedAt = -Infinity;
+    let verifyHot = false;
     const loop = (async () => {
       while (!stopped) {
         let busy = false;
@@ -1165,13 +1286,26 @@ export class ClusterChunkStore implements ChunkStore {
           if (this.#holdsAnything()) await this.#refreshInventories(true);
           const gc = await this.collect();
           await this.releasePending();
-          await this.verifyStep();
-          // Repair bytes in one step: a second's worth at the configured rate.
+          // The verify walk asks every holder about every fragment: one step a pass interval,
+          // except that a walk which found work (a drain, a node down, a wiped one) goes on
+          // step after step to the end of the index.
+          let missing = 0;
+          if (verifyHot || this.#now() - verifiedAt >= this.#repairIntervalMs) {
+            verifiedAt = this.#now();
+            missing = (await this.verifyStep()).missing;
+            verifyHot = missing > 0 || (verifyHot && this.#verifyCursor !== null);
+          }
+          // Repair and rebalance bytes in one step: a second's worth at the configured rate
+          // (repair first: it restores redundancy, rebalance only spreads it).
           const started = this.#now();
           const r = await this.repairStep({ bytesMax: this.#repairBytesPerSecond });
-          busy = gc.examined > 0 || r.more;
-          if (r.bytes > 0) {
-            const owedMs = (r.bytes / this.#repairBytesPerSecond) * 1000 - (this.#now() - started);
+          const b = await this.rebalanceStep({
+            bytesMax: Math.max(0, this.#repairBytesPerSecond - r.bytes),
+          });
+          busy = gc.examined > 0 || r.more || b.more || missing > 0 || verifyHot;
+          const spent = r.bytes + b.bytes;
+          if (spent > 0) {
+            const owedMs = (spent / this.#repairBytesPerSecond) * 1000 - (this.#now() - started);
             if (owedMs > 0 && !stopped) await sleep(owedMs);
           }
         } catch (e) {
@@ -1193,7 +1327,190 @@ export class ClusterChunkStore implements ChunkStore {
     return handle;
   }
 
+  /**
+   * Moves fragments of up to `max` of this node's chunks to where placement over the current
+   * membership puts them (a node joined: about its share moves to it), writing at most about
+   * `bytesMax` bytes. A sweep runs once over every chunk each time the membership changes;
+   * chunks with a fragment missing or on a node that is not answering are left to repair.
+   */
+  async rebalanceStep(
+    options: { max?: number; bytesMax?: number } = {},
+  ): Promise<{ examined: number; moved: number; bytes: number; more: boolean }> {
+    this.#checkOpen();
+    const max = options.max ?? CLUSTER_REBALANCE_CHUNKS_MAX;
+    const bytesMax = options.bytesMax ?? Infinity;
+    // No chunk, nothing to move, and no peer to ask for its devices: a store that just
+    // started must not find its peers not listening yet and skip them for the retry delay.
+    let empty = true;
+    for (const _ of this.#chunks.range({ limit: 1 })) empty = false;
+    if (empty) return { examined: 0, moved: 0, bytes: 0, more: false };
+    const placement = await this.#currentPlacement();
+    const eligible = this.#eligibleNodes();
+    // Until every member that takes fragments said what devices it has, a placement would
+    // move fragments for want of its devices, and back again later.
+    if ([...eligible].some((n) => !placement.nodes.includes(n))) {
+      return { examined: 0, moved: 0, bytes: 0, more: false };
+    }
+    const sweepKey = `${placement.devices.map((d) => `${d.node}/${d.id}`).join(",")}|${
+      [...eligible].sort((a, b) => a - b).join(",")
+    }`;
+    if (this.#rebalance?.key !== sweepKey) {
+      let total = 0;
+      for (const _ of this.#chunks.range({ limit: CLUSTER_REBALANCE_COUNTED_MAX })) total++;
+      // Also once after opening: the membership may have changed while the node was away.
+      this.#rebalance = { key: sweepKey, cursor: null, done: false, examined: 0, total, moved: 0 };
+    }
+    const sweep = this.#rebalance;
+    if (sweep.done) return { examined: 0, moved: 0, bytes: 0, more: false };
+    const start = sweep.cursor ?? undefined;
+    const ids: Uint8Array[] = [];
+    for (const { key } of this.#chunks.range({ start, limit: max + 1 })) {
+      if (start !== undefined && ids.length === 0 && bytesEqual(key, start)) continue;
+      if (ids.length === max) break;
+      ids.push(key);
+    }
+    let moved = 0;
+    let bytes = 0;
+    let examined = 0;
+    for (const id of ids) {
+      if (bytes >= bytesMax) break;
+      examined++;
+      sweep.cursor = id;
+      const r = await this.#withLock(id, () => this.#rebalanceChunk(id, placement, eligible));
+      moved += r.moved;
+      bytes += r.bytes;
+    }
+    sweep.examined += examined;
+    sweep.moved += moved;
+    if (examined === ids.length && ids.length < max) sweep.done = true;
+    if (moved > 0) movedFragments.inc({ pool: this.poolName, reason: "rebalance" }, moved);
+    return { examined, moved, bytes, more: !sweep.done };
+  }
+
+  async #rebalanceChunk(
+    id: Uint8Array,
+    placement: ClusterPlacement,
+    eligible: ReadonlySet<number>,
+  ): Promise<{ moved: number; bytes: number }> {
+    const entry = this.#entry(id);
+    if (entry === undefined || entry.refcount === 0) return { moved: 0, bytes: 0 };
+    if (this.#degraded.getSync(id) !== undefined) return { moved: 0, bytes: 0 };
+    const current: number[] = [];
+    for (const f of entry.fragments) {
+      if (f === null || !eligible.has(f.node) || this.#isDown(f.node)) {
+        return { moved: 0, bytes: 0 };
+      }
+      const index = placement.indexOf(f.node, f.device);
+      if (index < 0) return { moved: 0, bytes: 0 };
+      current.push(index);
+    }
+    const d = entry.durability;
+    const perNodeMax = perNodeMaxFor(d, Math.max(1, eligible.size));
+    const choice = placement.place(writerChunkId(id, entry.writer), current.length, {
+      perNodeMax,
+      // Not excluding nodes failing requests now: their share is not taken from them.
+      exclude: (i) => {
+        const dev = placement.devices[i]!;
+        return !eligible.has(dev.node) || !this.#writable(dev.node, dev.id);
+      },
+    });
+    const key = writerChunkId(id, entry.writer);
+    const next: ClusterEntry = { ...entry, fragments: [...entry.fragments] };
+    const releases: { index: number; node: number }[] = [];
+    let bytes = 0;
+    // Only as many fragments move as nodes are short of the count placement gives them:
+    // each from a node holding more than its count, to a device placement chose on a node
+    // holding fewer. Which fragment goes where does not matter to reads (the index names the
+    // holder), so a node's arrival moves about its share and nothing shifts between the
+    // others; every step keeps devices distinct and nodes within the per-node bound.
+    const countByNode = (devices: readonly (number | null)[]) => {
+      const counts = new Map<number, number>();
+      for (const dev of devices) {
+        if (dev !== null) {
+          counts.set(placement.nodeOf(dev), (counts.get(placement.nodeOf(dev)) ?? 0) + 1);
+        }
+      }
+      return counts;
+    };
+    const want = countByNode(choice);
+    const have = countByNode(current);
+    const moves: { fragment: number; target: number }[] = [];
+    for (const target of choice) {
+      if (target === null || current.includes(target)) continue;
+      const targetNode = placement.nodeOf(target);
+      if ((have.get(targetNode) ?? 0) >= (want.get(targetNode) ?? 0)) continue;
+      if (this.#isDown(targetNode)) continue;
+      // The fragment to move: on a node over its count, preferably on a device placement
+      // no longer chose.
+      let fragment = -1;
+      for (let g = 0; g < current.length; g++) {
+        const node = placement.nodeOf(current[g]!);
+        if ((have.get(node) ?? 0) <= (want.get(node) ?? 0)) continue;
+        if (moves.some((m) => m.fragment === g)) continue;
+        if (
+          fragment < 0 || (choice.includes(current[fragment]!) && !choice.includes(current[g]!))
+        ) {
+          fragment = g;
+        }
+      }
+      if (fragment < 0) break;
+      const from = placement.nodeOf(current[fragment]!);
+      have.set(from, have.get(from)! - 1);
+      have.set(targetNode, (have.get(targetNode) ?? 0) + 1);
+      moves.push({ fragment, target });
+    }
+    for (const { fragment: f, target } of moves) {
+      const from = placement.devices[current[f]!]!;
+      const to = placement.devices[target]!;
+      try {
+        const frame = await this.#getFragment(
+          from.node,
+          key,
+          f,
+          FRAGMENT_FRAME_HEADER_BYTES + entry.fragmentBytes,
+        );
+        if (frame === null) continue;
+        const { header } = decodeFragmentFrame(frame, f);
+        const crc = entry.fragments[f]!.crc;
+        if (header.payloadCrc !== crc || header.lengthBytes !== entry.lengthBytes) continue;
+        await this.#putFragment(to.node, key, f, frame, to.id);
+        bytes += frame.length;
+      } catch (e) {
+        this.#logger.debug("fragment not moved", { chunk: hex(id), fragment: f, error: e });
+        continue;
+      }
+      next.fragments[f] = { node: to.node, device: to.id, crc: entry.fragments[f]!.crc };
+      releases.push({ index: f, node: from.node });
+      current[f] = target;
+    }
+    if (releases.length === 0) return { moved: 0, bytes };
+    await this.#commit((txn) => {
+      txn.put(this.#chunks, id, encodeClusterEntry(next));
+      for (const r of releases) {
+        txn.put(this.#releases, releaseKey(key, r.index, r.node), new Uint8Array(0));
+      }
+    });
+    return { moved: releases.length, bytes };
+  }
+
   // ---- nodes and placement ---------------------------------------------------------------------
+
+  /** Each member's state (recorded, or as the static peers know it), by id. */
+  #states(): Map<number, ClusterNodeState> {
+    return new Map(this.#members.nodes().map((m) => [m.id, m.state]));
+  }
+
+  /** Nodes that take new fragments (reachable or not right now). */
+  #eligibleNodes(): Set<number> {
+    return new Set(this.#members.nodes().filter((m) => takesFragments(m.state)).map((m) => m.id));
+  }
+
+  #blockRepair(id: Uint8Array): void {
+    if (this.#repairBlocked.size >= CLUSTER_REPAIR_BLOCKED_MAX) {
+      this.#repairBlocked.delete(this.#repairBlocked.values().next().value!);
+    }
+    this.#repairBlocked.add(hex(id));
+  }
 
   #holdsAnything(): boolean {
     for (const table of [this.#chunks, this.#releases, this.#degraded, this.#unreferenced]) {
@@ -1243,7 +1560,7 @@ export class ClusterChunkStore implements ChunkStore {
     const now = this.#now();
     await Promise.all(
       this.#members.nodes().map(async (m) => {
-        if (m.id === this.self) return;
+        if (m.id === this.self || m.state === "removed") return;
         // A node found down is skipped by writes until its retry delay, but a background pass
         // (stale) asks it every time, so a node that is back is used again within a pass.
         const down = this.#isDown(m.id);
@@ -1277,6 +1594,7 @@ export class ClusterChunkStore implements ChunkStore {
     await this.#refreshInventories(false);
     const devices: { node: number; id: string; weight: number }[] = [];
     for (const m of this.#members.nodes()) {
+      if (m.state === "removed") continue;
       const inventory = m.id === this.self
         ? this.#ownInventory()
         : this.#inventories.get(m.id)?.inventory;

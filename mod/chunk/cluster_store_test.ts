@@ -16,7 +16,14 @@ import {
 } from "./_testing.ts";
 import { ChunkStoreError, LocalChunkStore } from "./chunk_store.ts";
 import { defineChunkStoreConformance } from "./chunk_store_conformance.ts";
-import { ClusterChunkStore, type FragmentPeers, StaticClusterMembers } from "./cluster_store.ts";
+import {
+  ClusterChunkStore,
+  type ClusterMembers,
+  type FragmentPeers,
+  RecordedClusterMembers,
+  type RecordedNode,
+  StaticClusterMembers,
+} from "./cluster_store.ts";
 import { FabricFragmentPeers, fragmentHandler } from "./fabric_fragments.ts";
 import { LocalFragmentStore, writerChunkId } from "./fragment_store.ts";
 import { FRAGMENT_FRAME_HEADER_BYTES } from "./fragment_frame.ts";
@@ -83,6 +90,8 @@ async function startCluster(
     repairIntervalMs?: number;
     /** Wraps the fabric peers of node `self` (to slow or fail some of its requests). */
     wrapPeers?: (peers: FragmentPeers, self: number) => FragmentPeers;
+    /** Membership of every node's store (default: the static peers). */
+    members?: (peers: { id: number; addr: string }[]) => ClusterMembers;
   } = {},
 ): Promise<TestCluster> {
   const nodes: TestNode[] = [];
@@ -109,6 +118,7 @@ async function startCluster(
     nodes.push(node);
   }
   const peers = nodes.map((n) => ({ id: n.id, addr: `${n.host}:${n.port}` }));
+  const members = options.members?.(peers);
   for (const node of nodes) {
     node.client = new FabricClient({
       nodeId: node.id,
@@ -123,7 +133,7 @@ async function startCluster(
     node.open = () =>
       new ClusterChunkStore({
         self: node.id,
-        members: new StaticClusterMembers(peers),
+        members: members ?? new StaticClusterMembers(peers),
         local: node.local,
         peers: (options.wrapPeers ?? ((p) => p))(
           new FabricFragmentPeers({ client: node.client, timeoutMs: 2000 }),
@@ -604,6 +614,194 @@ Deno.test("StaticClusterMembers reports node state from reachability", () => {
   members.report(2, false);
   members.report(1, true);
   members.report(9, true);
-  assert.deepEqual(members.nodes().map((n) => `${n.id}:${n.state}`), ["1:up", "2:down"]);
+  assert.deepEqual(members.nodes().map((n) => `${n.id}:${n.state}`), ["1:up", "2:unreachable"]);
   assert.equal(formatHostPort({ host: "127.0.0.1", port: 1 }), "127.0.0.1:1");
+});
+
+/** Node records as the cluster state would hold them, changed by the test. */
+function recorded(
+  peers: { id: number; addr: string }[],
+  states: Map<number, RecordedNode["state"]>,
+) {
+  return new RecordedClusterMembers(
+    () => peers.filter((p) => states.has(p.id)).map((p) => ({ ...p, state: states.get(p.id)! })),
+    // The configured peers: those recorded at the start (a node added later is not one).
+    new StaticClusterMembers(peers.filter((p) => states.has(p.id))),
+  );
+}
+
+/** Runs verify, repair and release passes (bounded) until `done()` holds. */
+async function settle(
+  store: ClusterChunkStore,
+  done: () => boolean | Promise<boolean>,
+  what: string,
+) {
+  // A node that failed a request is skipped for nodeRetryMs (200 ms here): passes are paced.
+  for (let pass = 0; pass < 100 && !(await done()); pass++) {
+    await store.verifyStep();
+    await store.repairStep();
+    await store.rebalanceStep();
+    await store.releasePending();
+    await new Promise((r) => setTimeout(r, 20));
+  }
+  assert.ok(await done(), `${what} within 100 passes`);
+}
+
+Deno.test("ClusterChunkStore moves every fragment off a node recorded draining, then releases it there", async () => {
+  const states = new Map<number, RecordedNode["state"]>([[1, "up"], [2, "up"], [3, "up"], [
+    4,
+    "up",
+  ]]);
+  const cluster = await startCluster(4, { kind: "copies", copies: 3 }, {
+    members: (peers) => recorded(peers, states),
+  });
+  try {
+    const [a, , , d] = cluster.nodes;
+    const data = chunks(16, 21, 20_000);
+    for (const c of data) await a!.store.put(c.id, c.bytes);
+    const before = a!.store.fragmentsOn(4);
+    assert.ok(before > 0, "node 4 holds some fragments before the drain");
+    states.set(4, "draining");
+    await settle(
+      a!.store,
+      () => a!.store.fragmentsOn(4) === 0 && a!.store.pendingReleases() === 0,
+      "drained",
+    );
+    assert.equal(a!.store.degradedCount(), 0);
+    for (const c of data) {
+      assert.deepEqual(await a!.store.get(c.id), c.bytes);
+      const { stat, held } = await checkPlaced(cluster, a!, c);
+      assert.equal(stat.fragments.filter((f) => !f.lost).length, 3, "full redundancy");
+      assert.deepEqual(held.slice().sort(), [...new Set(held)].sort(), "one copy per node");
+      assert.ok(!held.includes(4), "nothing left on the drained node");
+      for (let i = 0; i < 3; i++) {
+        assert.equal(await d!.local.size(writerChunkId(c.id, a!.id), i), null, "released");
+      }
+    }
+  } finally {
+    await cluster.close();
+  }
+});
+
+Deno.test("ClusterChunkStore rebuilds the fragments of a node recorded down from the survivors", async () => {
+  const states = new Map<number, RecordedNode["state"]>([[1, "up"], [2, "up"], [3, "up"], [
+    4,
+    "up",
+  ]]);
+  const cluster = await startCluster(4, { kind: "ec", k: 2, m: 1 }, {
+    members: (peers) => recorded(peers, states),
+  });
+  try {
+    const [a, , , d] = cluster.nodes;
+    const data = chunks(12, 22, 30_000);
+    for (const c of data) await a!.store.put(c.id, c.bytes);
+    assert.ok(a!.store.fragmentsOn(4) > 0);
+    await d!.stop();
+    states.set(4, "down");
+    await settle(a!.store, () => a!.store.fragmentsOn(4) === 0, "rebuilt");
+    assert.equal(a!.store.degradedCount(), 0);
+    // Releases to the node that is away wait for it.
+    assert.ok(a!.store.pendingReleases() > 0, "releases wait for node 4");
+    for (const c of data) {
+      const { held } = await checkPlaced(cluster, a!, c);
+      assert.equal(held.length, 3);
+      assert.equal(new Set(held).size, 3, "one fragment per node");
+      assert.deepEqual(await a!.store.get(c.id), c.bytes);
+    }
+    // Node 4 comes back: its stale fragments are given back, and it takes new ones again.
+    await d!.listen();
+    states.set(4, "up");
+    await settle(a!.store, () => a!.store.pendingReleases() === 0, "stale fragments released");
+    for (const c of data) {
+      const { held } = await checkPlaced(cluster, a!, c);
+      for (let i = 0; i < 3; i++) {
+        if (!held.includes(4)) {
+          assert.equal(await d!.local.size(writerChunkId(c.id, a!.id), i), null, "stale, released");
+        }
+      }
+    }
+  } finally {
+    await cluster.close();
+  }
+});
+
+Deno.test("ClusterChunkStore rebalances about a node's share onto a node that joins", async () => {
+  const states = new Map<number, RecordedNode["state"]>([[1, "up"], [2, "up"], [3, "up"]]);
+  const cluster = await startCluster(4, { kind: "copies", copies: 3 }, {
+    members: (peers) => recorded(peers, states),
+  });
+  try {
+    const [a, , , d] = cluster.nodes;
+    const data = chunks(24, 23, 10_000);
+    for (const c of data) await a!.store.put(c.id, c.bytes);
+    assert.equal(a!.store.fragmentsOn(4), 0);
+    // The sweep after opening finds every fragment where placement puts it.
+    await settle(a!.store, () => a!.store.rebalanceProgress().state === "idle", "first sweep");
+    assert.equal(a!.store.rebalanceProgress().moved, 0, "nothing moves without a change");
+    states.set(4, "up");
+    await a!.store.rebalanceStep({ max: 4 });
+    assert.equal(a!.store.rebalanceProgress().state, "running");
+    await settle(a!.store, () => a!.store.rebalanceProgress().state === "idle", "rebalanced");
+    const progress = a!.store.rebalanceProgress();
+    assert.equal(progress.examined, data.length);
+    const moved = a!.store.fragmentsOn(4);
+    // 72 fragments over 4 nodes: the newcomer's fair share is 18; rendezvous moves about that.
+    assert.ok(moved >= 9 && moved <= 27, `moved ${moved} fragments, about a quarter of 72`);
+    // Every fragment that moved went to the newcomer: nothing shifts between the others.
+    assert.equal(progress.moved, moved);
+    await settle(a!.store, () => a!.store.pendingReleases() === 0, "released");
+    for (const c of data) {
+      assert.deepEqual(await a!.store.get(c.id), c.bytes);
+      const { held } = await checkPlaced(cluster, a!, c);
+      assert.equal(new Set(held).size, 3, "three copies on three nodes");
+    }
+    assert.ok(d!.localStore.poolReport().liveBytes > 0, "node 4 holds data");
+  } finally {
+    await cluster.close();
+  }
+});
+
+Deno.test("RecordedClusterMembers takes the recorded states and the configured peers not yet recorded", () => {
+  const peers = [{ id: 1, addr: "a:1" }, { id: 2, addr: "b:1" }, { id: 3, addr: "c:1" }];
+  const members = new RecordedClusterMembers(
+    () => [{ id: 2, addr: "b:2", state: "draining" }, { id: 5, addr: "e:1", state: "removed" }],
+    new StaticClusterMembers(peers),
+  );
+  members.report(3, false);
+  assert.deepEqual(
+    members.nodes().map((n) => `${n.id}@${n.addr}:${n.state}`),
+    ["1@a:1:unknown", "2@b:2:draining", "3@c:1:unreachable", "5@e:1:removed"],
+  );
+});
+
+Deno.test("ClusterChunkStore rebuilds what a removed node held and drops the releases meant for it", async () => {
+  const states = new Map<number, RecordedNode["state"]>([
+    [1, "up"],
+    [2, "up"],
+    [3, "up"],
+    [4, "up"],
+  ]);
+  const cluster = await startCluster(4, { kind: "copies", copies: 3 }, {
+    members: (peers) => recorded(peers, states),
+  });
+  try {
+    const [a, , , d] = cluster.nodes;
+    const data = chunks(8, 24, 20_000);
+    for (const c of data) await a!.store.put(c.id, c.bytes);
+    assert.ok(a!.store.fragmentsOn(4) > 0);
+    await d!.stop();
+    states.set(4, "removed");
+    await settle(
+      a!.store,
+      () => a!.store.fragmentsOn(4) === 0 && a!.store.pendingReleases() === 0,
+      "rebuilt, releases to node 4 dropped",
+    );
+    for (const c of data) {
+      const { held } = await checkPlaced(cluster, a!, c);
+      assert.equal(new Set(held).size, 3, "three copies on the three nodes left");
+      assert.deepEqual(await a!.store.get(c.id), c.bytes);
+    }
+  } finally {
+    await cluster.close();
+  }
 });

@@ -46,8 +46,11 @@ export {
   CLUSTER_FRAGMENT_TIMEOUT_MS_DEFAULT,
   CLUSTER_REPAIR_BYTES_PER_SECOND_DEFAULT,
   ClusterChunkStore,
+  evicts,
   FragmentPeerError,
+  RecordedClusterMembers,
   StaticClusterMembers,
+  takesFragments,
 } from "./cluster_store.ts";
 export type {
   ClusterChunkStoreOptions,
@@ -55,8 +58,15 @@ export type {
   ClusterMembers,
   ClusterNodeState,
   FragmentPeers,
+  RebalanceProgress,
+  RecordedNode,
 } from "./cluster_store.ts";
-export { ClusterPlacement, perNodeMaxFor, safeFragmentsFor } from "./cluster_placement.ts";
+export {
+  ClusterPlacement,
+  nodeLossesSurvivable,
+  perNodeMaxFor,
+  safeFragmentsFor,
+} from "./cluster_placement.ts";
 export type { ClusterDevice } from "./cluster_placement.ts";
 export { FabricFragmentPeers, fragmentHandler } from "./fabric_fragments.ts";
 export { fragmentId, LocalFragmentStore } from "./fragment_store.ts";

@@ -99,7 +99,12 @@ export type ClusterRecord =
   | { type: "key_epoch"; epoch: ClusterKeyEpoch }
   | { type: "tenant_kek"; tenant: string; createdAtMs: number; sealedKek: Uint8Array }
   | { type: "tenant_kek_destroy"; tenant: string; atMs: number }
-  | { type: "node"; node: ClusterNode };
+  | { type: "node"; node: ClusterNode }
+  /**
+   * Node `by` moved every fragment of its chunks off node `node`, drained since
+   * `drainSinceMs` (a node's removal waits for every node's report).
+   */
+  | { type: "node_evacuated"; node: number; by: number; drainSinceMs: number };
 
 /** What applying a record did: accepted, or refused with a reason (the same on every node). */
 export type ClusterApplyOutcome = { ok: true; index: number } | { ok: false; refused: string };
@@ -235,6 +240,13 @@ function fromJson(j: any): ClusterRecord {
         },
       };
     }
+    case "node_evacuated":
+      return {
+        type: "node_evacuated",
+        node: num(j.node, "node"),
+        by: num(j.by, "by"),
+        drainSinceMs: num(j.drainSinceMs, "drainSinceMs"),
+      };
     default:
       throw new ClusterRecordError(`unknown cluster record type ${JSON.stringify(j.type)}`);
   }
@@ -289,6 +301,8 @@ export class ClusterStateMachine {
   #currentEpoch = 0;
   readonly #keks = new Map<string, ClusterTenantKek>();
   readonly #nodes = new Map<number, ClusterNode>();
+  /** Nodes that reported a draining node evacuated of their chunks (for its current drain). */
+  readonly #evacuated = new Map<number, Set<number>>();
   readonly #listeners: ClusterStateListener[] = [];
 
   /** The Raft host's entry point: one committed command. */
@@ -389,12 +403,30 @@ export class ClusterStateMachine {
         this.#keks.set(r.tenant, { state: "destroyed", destroyedAtMs: r.atMs });
         return null;
       }
-      case "node":
-        if (!this.#nodes.has(r.node.id) && this.#nodes.size >= CLUSTER_NODES_MAX) {
+      case "node": {
+        const had = this.#nodes.get(r.node.id);
+        if (had === undefined && this.#nodes.size >= CLUSTER_NODES_MAX) {
           return `the cluster names ${CLUSTER_NODES_MAX} nodes`;
+        }
+        // Reports of an evacuation belong to one drain: any change of state starts over.
+        if (had?.state !== r.node.state || had.sinceMs !== r.node.sinceMs) {
+          this.#evacuated.delete(r.node.id);
         }
         this.#nodes.set(r.node.id, { ...r.node });
         return null;
+      }
+      case "node_evacuated": {
+        const n = this.#nodes.get(r.node);
+        if (n?.state !== "draining" || n.sinceMs !== r.drainSinceMs) {
+          return `node ${r.node} is not in the drain of ${r.drainSinceMs}`;
+        }
+        if (!this.#nodes.has(r.by)) return `node ${r.by} is not a member`;
+        const by = this.#evacuated.get(r.node) ?? new Set<number>();
+        if (by.has(r.by)) return `node ${r.by} already reported node ${r.node} evacuated`;
+        by.add(r.by);
+        this.#evacuated.set(r.node, by);
+        return null;
+      }
     }
   }
 
@@ -452,6 +484,11 @@ export class ClusterStateMachine {
     return [...this.#nodes.values()].sort((a, b) => a.id - b.id).map((n) => ({ ...n }));
   }
 
+  /** Nodes that reported draining node `node` evacuated of their chunks, by id. */
+  evacuatedBy(node: number): number[] {
+    return [...(this.#evacuated.get(node) ?? [])].sort((a, b) => a - b);
+  }
+
   // ---- snapshots ---------------------------------------------------------------------------
 
   /**
@@ -474,6 +511,10 @@ export class ClusterStateMachine {
           : { tenant, state: k.state, destroyedAtMs: k.destroyedAtMs }
       ),
       nodes: this.nodes(),
+      evacuated: [...this.#evacuated].map(([node, by]) => ({
+        node,
+        by: [...by].sort((a, b) => a - b),
+      })),
     };
     const body = encoder.encode(JSON.stringify(state));
     const out = new Uint8Array(1 + body.length);
@@ -511,6 +552,13 @@ export class ClusterStateMachine {
       }
     }
     for (const n of s.nodes) this.#must(fromJson({ type: "node", node: n }));
+    // Absent from snapshots taken before drains were recorded.
+    for (const e of s.evacuated ?? []) {
+      const drainSinceMs = this.#nodes.get(e.node)?.sinceMs ?? -1;
+      for (const by of e.by) {
+        this.#must(fromJson({ type: "node_evacuated", node: e.node, by, drainSinceMs }));
+      }
+    }
   }
 
   #must(record: ClusterRecord): void {
@@ -527,5 +575,6 @@ export class ClusterStateMachine {
     this.#currentEpoch = 0;
     this.#keks.clear();
     this.#nodes.clear();
+    this.#evacuated.clear();
   }
 }

@@ -183,6 +183,25 @@ export class ClusterStateService implements NodeDirectory {
     await this.propose({ type: "node", node: { id, addr, state, sinceMs: this.clock.nowMs() } });
   }
 
+  /**
+   * Says this node moved every fragment of its chunks off `node`, in its drain that started
+   * at `drainSinceMs` (refused quietly when the drain is over or already reported).
+   */
+  async reportEvacuated(node: number, drainSinceMs: number): Promise<boolean> {
+    const outcome = await this.propose({
+      type: "node_evacuated",
+      node,
+      by: this.nodeId,
+      drainSinceMs,
+    });
+    return outcome.ok;
+  }
+
+  /** Nodes that reported draining node `node` evacuated of their chunks. */
+  evacuatedBy(node: number): number[] {
+    return this.stateMachine.evacuatedBy(node);
+  }
+
   /** Everything committed in the cluster state before this call is applied here after it. */
   async sync(): Promise<void> {
     try {

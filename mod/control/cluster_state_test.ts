@@ -49,6 +49,7 @@ Deno.test("encodeClusterRecord() round-trips every record kind, sealed bytes inc
     { type: "tenant_kek", tenant: TENANT, createdAtMs: 3, sealedKek: Uint8Array.of(4) },
     { type: "tenant_kek_destroy", tenant: TENANT, atMs: 11 },
     { type: "node", node: { id: 2, addr: "10.0.0.2:9300", state: "draining", sinceMs: 12 } },
+    { type: "node_evacuated", node: 2, by: 1, drainSinceMs: 12 },
   ];
   for (const r of records) assert.deepEqual(decodeClusterRecord(encodeClusterRecord(r)), r);
 });
@@ -145,6 +146,24 @@ Deno.test("ClusterStateMachine records node membership and state for nodes()", (
   ]);
 });
 
+Deno.test("ClusterStateMachine counts evacuation reports for a node's current drain only", () => {
+  const { sm, apply } = applier();
+  apply({ type: "node", node: { id: 1, addr: "a:9300", state: "up", sinceMs: 1 } });
+  apply({ type: "node", node: { id: 2, addr: "b:9300", state: "up", sinceMs: 1 } });
+  const early = apply({ type: "node_evacuated", node: 2, by: 1, drainSinceMs: 1 });
+  assert.equal(early?.ok, false, "not draining: refused");
+  apply({ type: "node", node: { id: 2, addr: "b:9300", state: "draining", sinceMs: 5 } });
+  assert.equal(apply({ type: "node_evacuated", node: 2, by: 9, drainSinceMs: 5 })?.ok, false);
+  assert.equal(apply({ type: "node_evacuated", node: 2, by: 1, drainSinceMs: 4 })?.ok, false);
+  assert.equal(apply({ type: "node_evacuated", node: 2, by: 1, drainSinceMs: 5 })?.ok, true);
+  assert.equal(apply({ type: "node_evacuated", node: 2, by: 1, drainSinceMs: 5 })?.ok, false);
+  apply({ type: "node_evacuated", node: 2, by: 2, drainSinceMs: 5 });
+  assert.deepEqual(sm.evacuatedBy(2), [1, 2]);
+  // A new state (back up, or drained again) starts the count over.
+  apply({ type: "node", node: { id: 2, addr: "b:9300", state: "up", sinceMs: 6 } });
+  assert.deepEqual(sm.evacuatedBy(2), []);
+});
+
 Deno.test("ClusterStateMachine.snapshot() restores the same state, sealed fields still sealed", () => {
   const { sm, apply } = applier();
   apply(create);
@@ -154,6 +173,8 @@ Deno.test("ClusterStateMachine.snapshot() restores the same state, sealed fields
   apply({ type: "tenant_kek", tenant: "t2", createdAtMs: 3, sealedKek: Uint8Array.of(5) });
   apply({ type: "tenant_kek_destroy", tenant: "t2", atMs: 6 });
   apply({ type: "node", node: { id: 1, addr: "a:9300", state: "up", sinceMs: 1 } });
+  apply({ type: "node", node: { id: 2, addr: "b:9300", state: "draining", sinceMs: 7 } });
+  apply({ type: "node_evacuated", node: 2, by: 1, drainSinceMs: 7 });
   const copy = new ClusterStateMachine();
   copy.restore({
     meta: { index: sm.lastApplied, term: 1, conf: { voters: [1], learners: [] } },
@@ -163,6 +184,7 @@ Deno.test("ClusterStateMachine.snapshot() restores the same state, sealed fields
   assert.equal(copy.lastApplied, sm.lastApplied);
   assert.deepEqual(copy.accessKey("KSKIAAAAAAAAAAAAAAAB")?.sealedSecret, Uint8Array.of(1, 2, 3));
   assert.equal(copy.tenantKek("t2")?.state, "destroyed");
+  assert.deepEqual(copy.evacuatedBy(2), [1]);
   // The one-byte bootstrap snapshot is an empty state.
   copy.restore({
     meta: { index: 1, term: 1, conf: { voters: [1], learners: [] } },

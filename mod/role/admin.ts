@@ -13,6 +13,9 @@ Usage: kiseki-admin status [--node host:port] [--json]
        kiseki-admin scrub [status|start] [--node host:port] [--json]
        kiseki-admin pools [--node host:port] [--json]
        kiseki-admin tenants shred --tenant T --yes [--node host:port] [--json]
+       kiseki-admin node list [--node host:port] [--json]
+       kiseki-admin node add --id N [--addr host:port] [--node host:port] [--json]
+       kiseki-admin node drain|remove --id N [--wait] [--node host:port] [--json]
 
   status          health and identity of a node (its KISEKI_METRICS_ADDR endpoint), and the
                   cluster as it sees it: nodes, shards (leader, term, members, commit
@@ -25,6 +28,11 @@ Usage: kiseki-admin status [--node host:port] [--json]
   tenants shred   crypto-shred a tenant (32 hex digits, or 'default'): revokes its access
                   keys, destroys its key, drops its names and inline data and gives back its
                   chunks; irreversible, so it needs --yes
+  node            cluster membership, through the cluster state (any node): list the nodes
+                  and their state; add a configured node (or one removed before); drain a
+                  node (its fragments move to the others; refused when that would lower the
+                  node losses chunks survive); remove a drained node. --wait follows a
+                  drain with a progress bar until every node has moved its chunks off it
   --node          the node's operator endpoint (default: KISEKI_METRICS_ADDR, 127.0.0.1:9090)
   --json          machine-readable output
 `;
@@ -52,6 +60,7 @@ export async function main(args: string[]): Promise<number> {
   if (command === "scrub") return await scrub(rest);
   if (command === "pools") return await pools(rest);
   if (command === "tenants") return await tenants(rest);
+  if (command === "node" || command === "nodes") return await nodeCommand(rest);
   if (command !== "status") {
     console.error(`kiseki-admin: unknown command '${command}' (see --help)`);
     return 2;
@@ -336,7 +345,14 @@ export function printCluster(view: ClusterView): void {
     view.nodes.map((n) => [
       `${n.id}${n.self ? " *" : ""}`,
       n.address,
-      n.stateSource === "cluster" ? n.state : `${n.state} (${n.stateSource})`,
+      (n.stateSource === "cluster" ? n.state : `${n.state} (${n.stateSource})`) +
+      (n.drain === undefined ? "" : ` ${
+        progressBar(
+          n.drain.evacuatedBy.length,
+          n.drain.evacuatedBy.length + n.drain.waitingFor.length,
+          10,
+        )
+      } nodes moved off`),
       n.devices === null
         ? "?"
         : `${n.devices.filter((d) => d.status === "ok").length}/${n.devices.length} ok`,
@@ -359,10 +375,129 @@ export function printCluster(view: ClusterView): void {
     ]),
   );
   console.log("");
+  const r = view.chunks.rebalance;
   printTable(
-    ["degraded chunks", "repairing chunks"],
-    [[String(view.chunks.degraded), String(view.chunks.repairing)]],
+    ["degraded chunks", "repairing chunks", "rebalance"],
+    [[
+      String(view.chunks.degraded),
+      String(view.chunks.repairing),
+      r === undefined
+        ? "-"
+        : r.state === "idle"
+        ? `idle (last: ${r.moved} fragments moved)`
+        : `${progressBar(r.examined, r.total)} ${r.moved} fragments moved`,
+    ]],
   );
+}
+
+/** `[#####.....] 50% (5/10)`: a fixed-width bar for long operations. */
+export function progressBar(done: number, total: number, width = 20): string {
+  const fraction = total <= 0 ? 1 : Math.min(1, Math.max(0, done / total));
+  const filled = Math.round(fraction * width);
+  return `[${"#".repeat(filled)}${".".repeat(width - filled)}] ${Math.floor(fraction * 100)}% ` +
+    `(${done}/${total})`;
+}
+
+interface NodeAnswer {
+  id: number;
+  addr: string;
+  state: string;
+  sinceMs: number;
+  link: string | null;
+  evacuatedBy?: number[];
+  waitingFor?: number[];
+  fragmentsHere: number | null;
+}
+
+/** Pause between polls of a drain followed with --wait. */
+const DRAIN_POLL_MS = 1_000;
+/** A drain followed with --wait gives up after this long (the drain itself goes on). */
+const DRAIN_WAIT_MS = 6 * 3_600_000;
+
+async function nodeCommand(args: string[]): Promise<number> {
+  const config = loadRoleConfig("admin");
+  if (config === null) return 2;
+  const [action, ...rest] = args;
+  let node = formatHostPort(config.metricsAddr);
+  let json = false;
+  let wait = false;
+  let id: number | null = null;
+  let addr: string | undefined;
+  for (let i = 0; i < rest.length; i++) {
+    const arg = rest[i]!;
+    if (arg === "--json") json = true;
+    else if (arg === "--wait") wait = true;
+    else if (arg === "--node" && i + 1 < rest.length) node = rest[++i]!;
+    else if (arg === "--addr" && i + 1 < rest.length) addr = rest[++i]!;
+    else if (arg === "--id" && i + 1 < rest.length && /^[0-9]{1,10}$/.test(rest[i + 1]!)) {
+      id = Number(rest[++i]);
+    } else {
+      console.error(`kiseki-admin: unknown argument '${arg}' (see --help)`);
+      return 2;
+    }
+  }
+  const list = action === undefined || action === "list";
+  if (!list && !["add", "drain", "remove"].includes(action)) {
+    console.error(`kiseki-admin: node needs list, add, drain or remove (see --help)`);
+    return 2;
+  }
+  if (!list && id === null) {
+    console.error(`kiseki-admin: node ${action} needs --id N`);
+    return 2;
+  }
+  let answer = list
+    ? await callApi(config.dataDir, node, { method: "GET", path: "/api/v1/nodes" })
+    : await callApi(config.dataDir, node, {
+      method: "POST",
+      path: `/api/v1/nodes/${id}/${action}`,
+      body: addr === undefined ? {} : { addr },
+    });
+  if (answer === null) return 1;
+  if (wait && action === "drain") {
+    const started = Date.now();
+    for (;;) {
+      const n = (answer!.nodes as NodeAnswer[]).find((x) => x.id === id);
+      const waiting = n?.waitingFor ?? [];
+      const done = n?.evacuatedBy?.length ?? 0;
+      if (!json) {
+        const local = n?.fragmentsHere ?? 0;
+        console.error(
+          `node ${id} draining ${progressBar(done, done + waiting.length)} ` +
+            `nodes done; ${local} fragment(s) of ${node}'s chunks still there` +
+            (waiting.length > 0 ? `; waiting for ${waiting.join(", ")}` : ""),
+        );
+      }
+      if (n === undefined || n.state !== "draining" || waiting.length === 0) break;
+      if (Date.now() - started > DRAIN_WAIT_MS) {
+        console.error(`kiseki-admin: stopped waiting; the drain of node ${id} goes on`);
+        return 1;
+      }
+      await new Promise((r) => setTimeout(r, DRAIN_POLL_MS));
+      const next = await callApi(config.dataDir, node, { method: "GET", path: "/api/v1/nodes" });
+      if (next === null) return 1;
+      answer = next;
+    }
+  }
+  if (json) {
+    console.log(JSON.stringify(answer, null, 2));
+    return 0;
+  }
+  if (!list) console.log(`node ${id}: ${action} accepted`);
+  printTable(
+    ["node", "address", "state", "link", "drain"],
+    (answer.nodes as NodeAnswer[]).map((n) => [
+      String(n.id),
+      n.addr,
+      n.state,
+      n.link ?? "self",
+      n.state !== "draining"
+        ? "-"
+        : (n.waitingFor ?? []).length === 0
+        ? "evacuated: ready to remove"
+        : `${(n.evacuatedBy ?? []).length} node(s) done, waiting for ${n.waitingFor!.join(", ")}`,
+    ]),
+  );
+  return 0;
 }
 
 function printTable(headers: string[], rows: string[][]): void {

@@ -2,7 +2,8 @@
 // (the LocalFragmentStore), served to the other nodes by a fabric server on the Raft port,
 // and the engine stores chunks through a ClusterChunkStore that places their fragments on
 // every node's devices over a fabric client with the Raft port's TLS material. The nodes are
-// the configured Raft peers, up or down as the fabric finds them.
+// those the cluster state records (up, down, draining, removed); the configured Raft peers
+// stand in until the cluster state is reached.
 
 import { type Config, formatHostPort } from "../base/mod.ts";
 import {
@@ -14,6 +15,8 @@ import {
   fragmentHandler,
   type LocalChunkStore,
   LocalFragmentStore,
+  RecordedClusterMembers,
+  type RecordedNode,
   StaticClusterMembers,
 } from "../chunk/mod.ts";
 import type { ErasureCodecFactory } from "../ec/mod.ts";
@@ -47,6 +50,8 @@ export async function startChunkFabric(options: {
   codecs: ErasureCodecFactory;
   /** The pool's durability across the cluster. */
   durability: Durability;
+  /** The node records of the cluster state (empty until it is reached). */
+  nodes: () => readonly RecordedNode[];
   logger: Logger;
 }): Promise<ChunkFabric> {
   const { config, transport, logger } = options;
@@ -66,8 +71,11 @@ export async function startChunkFabric(options: {
   });
   const store = new ClusterChunkStore({
     self: config.nodeId,
-    members: new StaticClusterMembers(
-      config.raftPeers.map((p) => ({ id: p.id, addr: formatHostPort(p.addr) })),
+    members: new RecordedClusterMembers(
+      options.nodes,
+      new StaticClusterMembers(
+        config.raftPeers.map((p) => ({ id: p.id, addr: formatHostPort(p.addr) })),
+      ),
     ),
     local: fragments,
     peers: new FabricFragmentPeers({ client, timeoutMs: CLUSTER_FRAGMENT_TIMEOUT_MS_DEFAULT }),

@@ -1,7 +1,8 @@
 // Wires the cluster view (GET /ui/api/cluster) to what this node has: its Raft transport's
 // links for the state of its peers, its own pools for devices and capacity, and each
-// shard's Raft group. Node states and remote devices from the replicated cluster state, and
-// chunk repair counts, plug in through the optional sources.
+// shard's Raft group. The node states the cluster state records (down, draining, removed),
+// the chunk store's degraded, repairing and rebalance counts, and remote devices plug in
+// through the optional sources.
 
 import { formatHostPort } from "../base/mod.ts";
 import type { PoolReport } from "../chunk/mod.ts";
@@ -9,6 +10,7 @@ import {
   buildClusterView,
   type ChunkHealthView,
   type ClusterView,
+  type DrainView,
   type NodeViewState,
 } from "../admin/mod.ts";
 import type { Cluster } from "./cluster.ts";
@@ -22,6 +24,7 @@ export interface ClusterViewSources {
   /** Another node's pools, when the cluster state carries its device inventory. */
   remotePools?: (nodeId: number) => readonly PoolReport[] | null;
   chunks?: () => ChunkHealthView;
+  drain?: (nodeId: number) => DrainView | null;
 }
 
 export function clusterView(sources: ClusterViewSources): ClusterView {
@@ -39,6 +42,7 @@ export function clusterView(sources: ClusterViewSources): ClusterView {
     nodeId: self,
     members,
     clusterState: sources.clusterState,
+    drain: sources.drain,
     pools: (id) => id === self ? sources.localPools() : sources.remotePools?.(id) ?? null,
     shards: () =>
       cluster.shardIds.map((shardId) => {

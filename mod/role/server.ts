@@ -45,6 +45,7 @@ import {
   startChunkFabric,
 } from "./chunk_fabric.ts";
 import { SCRUB_API_PREFIX, type ScrubService, startScrub } from "./scrub.ts";
+import { drainOf, nodesApi, startNodeMembership } from "./node_membership.ts";
 import { logErrorMapper, logServiceBinding } from "../log/log_grpc.ts";
 import { type GrpcServer, readTlsMaterial, startGrpcServer } from "../transport/mod.ts";
 import { type ClientService, startClientService } from "./client_service.ts";
@@ -134,6 +135,7 @@ async function runServer(config: Config): Promise<number> {
   let gc: GcBackground | undefined;
   let scrub: ScrubService | undefined;
   let clientService: ClientService | undefined;
+  let membership: { stop(): Promise<void> } | undefined;
   try {
     admin = startAdminServer({
       addr: config.metricsAddr,
@@ -221,6 +223,7 @@ async function runServer(config: Config): Promise<number> {
             local,
             codecs: ec,
             durability: pool.durability,
+            nodes: () => clusterState.nodes(),
             logger,
           })
         : undefined,
@@ -396,17 +399,48 @@ async function runServer(config: Config): Promise<number> {
       }]),
     );
     const metadataPlane = cluster!;
+    // Membership: peers away past KISEKI_NODE_DOWN_GRACE are recorded down (by the leader of
+    // the cluster state), drains are reported, `kiseki admin node` is served.
+    membership = startNodeMembership({
+      state: clusterState,
+      cluster: metadataPlane,
+      store: () => fabric?.store,
+      graceMs: config.nodeDownGraceMs,
+      logger,
+    });
+    const linkOf = (id: number) =>
+      id === config.nodeId
+        ? null
+        : metadataPlane.transport.peerLinks().find((p) => p.id === id)?.link ?? "never";
+    const nodesOptions = {
+      state: clusterState,
+      configured: config.raftPeers.map((p) => p.id),
+      durability: pool.durability,
+      store: () => fabric?.store,
+      link: linkOf,
+      logger,
+    };
+    api.mount("/api/v1/nodes", (req, url) => nodesApi(req, url, nodesOptions));
     ui.mount(
       "/ui/api/cluster",
       clusterViewHandler(() =>
         clusterView({
           cluster: metadataPlane,
           localPools: () => [(fabric?.store ?? chunkStore).poolReport()],
+          drain: (id) => drainOf(nodesOptions, id),
+          // What the cluster decided (down, draining, removed); a node recorded up is shown
+          // as this node's transport finds it (reachable or not).
+          clusterState: (id) => {
+            const recorded = clusterState.nodes().find((n) => n.id === id)?.state;
+            return recorded === undefined || recorded === "up" ? null : recorded;
+          },
           // Degraded chunks are those this node wrote with less than full redundancy; the
           // repairer works through them in the background.
-          chunks: fabric === undefined
-            ? undefined
-            : () => ({ degraded: fabric!.store.degradedCount(), repairing: 0 }),
+          chunks: fabric === undefined ? undefined : () => ({
+            degraded: fabric!.store.degradedCount(),
+            repairing: fabric!.store.repairingCount(),
+            rebalance: fabric!.store.rebalanceProgress(),
+          }),
         })
       ),
     );
@@ -420,6 +454,7 @@ async function runServer(config: Config): Promise<number> {
   } catch (e) {
     if (e instanceof DataDirError) logger.error(e.message);
     else logger.error("start-up failed", { error: e });
+    await membership?.stop();
     await scrub?.stop();
     await nfs?.close();
     await s3?.close();
@@ -439,6 +474,7 @@ async function runServer(config: Config): Promise<number> {
   await grpcServer.close();
   await clientService.close();
   await scrub?.stop();
+  await membership?.stop();
   // The engine stack closes the metadata plane it was given.
   await stack.close();
   logger.info("stopped");

@@ -117,7 +117,11 @@ Deno.test("GET /ui/api/cluster and kiseki admin status show three real nodes, th
         assert.equal(s.members.filter((m) => m.role === "leader").length, 1);
         assert(s.log.firstIndex >= 1 && s.log.lastIndex >= s.log.firstIndex - 1);
       }
-      assert.deepEqual(v.chunks, { degraded: 0, repairing: 0 });
+      assert.deepEqual(v.chunks, {
+        degraded: 0,
+        repairing: 0,
+        rebalance: { state: "idle", examined: 0, total: 0, moved: 0 },
+      });
     }
 
     const table = await admin(["status", "--node", addrs(1).KISEKI_METRICS_ADDR]);
@@ -133,7 +137,10 @@ Deno.test("GET /ui/api/cluster and kiseki admin status show three real nodes, th
       /^shard\s+leader\s+term\s+commit\s+applied\s+state\s+members\s+log$/m,
     );
     assert.match(table.stdout, /^0\s+[123]\s+\d+\s+\d+/m);
-    assert.match(table.stdout, /^degraded chunks\s+repairing chunks\n0\s+0$/m);
+    assert.match(
+      table.stdout,
+      /^degraded chunks\s+repairing chunks\s+rebalance\n0\s+0\s+idle \(last: 0 fragments moved\)$/m,
+    );
 
     // Node 3 dies: the others see it unreachable and their shards degraded, not lost.
     await nodes[2]!.stop("SIGKILL");
