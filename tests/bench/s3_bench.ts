@@ -103,7 +103,7 @@ const LIST_CASES = [
   },
 ];
 
-interface LoadResult {
+export interface LoadResult {
   op: Op;
   size: number;
   concurrency: number;
@@ -146,7 +146,7 @@ interface Row {
   met?: boolean;
 }
 
-async function runLoad(args: string[], boundSeconds: number): Promise<LoadResult> {
+export async function runLoad(args: string[], boundSeconds: number): Promise<LoadResult> {
   const child = new Deno.Command(Deno.execPath(), {
     args: ["run", "-A", "--quiet", LOAD, ...args],
     stdout: "piped",
@@ -260,7 +260,7 @@ async function engineCeiling(): Promise<EngineCeiling | null> {
 
 // ---- the node ------------------------------------------------------------------------------
 
-async function createBucket(
+export async function createBucket(
   endpoint: string,
   credentials: { accessKeyId: string; secretAccessKey: string },
 ): Promise<void> {
@@ -294,13 +294,17 @@ async function createBucket(
 
 // ---- one server ------------------------------------------------------------------------------
 
-interface Node {
+export interface Node {
+  /** The server's pid (for its CPU time and memory). */
+  pid: number;
+  /** The load generator's endpoint, bucket and credential arguments for this node. */
+  common: string[];
   /** Runs the load generator against this node's bucket. */
   run(args: string[], bound: number): Promise<LoadResult & ServerSide>;
 }
 
 /** What the server side measured during one case. */
-interface ServerSide {
+export interface ServerSide {
   cacheHitRatio: number | null;
   serverCpuUsPerOp: number | null;
 }
@@ -309,7 +313,7 @@ interface ServerSide {
 const USER_HZ = 100;
 
 /** User plus system CPU time of a process so far, in µs; null when /proc cannot say. */
-async function cpuMicros(pid: number): Promise<number | null> {
+export async function cpuMicros(pid: number): Promise<number | null> {
   try {
     const stat = await Deno.readTextFile(`/proc/${pid}/stat`);
     // Fields after the command name (which may hold spaces) start after the last ')'.
@@ -321,12 +325,13 @@ async function cpuMicros(pid: number): Promise<number | null> {
 }
 
 /** Starts a fresh `kiseki server` (role table flags, temp data dir), creates the bucket. */
-async function withServer(
+export async function withServer(
   extraEnv: Record<string, string>,
   fn: (node: Node) => Promise<void>,
+  hostOctet = HOST_OCTET,
 ): Promise<void> {
   const dataDir = await Deno.makeTempDir({ prefix: "kiseki-s3-bench-" });
-  const addrs = testAddrs(HOST_OCTET);
+  const addrs = testAddrs(hostOctet);
   let server: RunningRole | null = null;
   try {
     server = startRole("server", {
@@ -352,6 +357,8 @@ async function withServer(
     ];
     const metricsUrl = `http://${addrs.KISEKI_METRICS_ADDR}/metrics`;
     await fn({
+      pid: server.pid,
+      common,
       run: async (args, bound) => {
         const before = await cacheLookups(metricsUrl);
         const cpuBefore = await cpuMicros(server!.pid);
@@ -594,4 +601,4 @@ async function main(): Promise<void> {
   progress(`wrote ${RESULTS_PATH.pathname}`);
 }
 
-await main();
+if (import.meta.main) await main();
