@@ -31,6 +31,20 @@ export const HASH_SYMBOLS = {
     result: "i32",
   },
   kiseki_hash_crc32c: { parameters: ["u32", "buffer", "u64"], result: "u32" },
+  // The same two on a runtime worker thread (nonblocking): the put path's hashing off the
+  // event loop, on the other core.
+  kiseki_hash_update_async: {
+    name: "kiseki_hash_update",
+    parameters: ["pointer", "buffer", "u64"],
+    result: "i32",
+    nonblocking: true,
+  },
+  kiseki_hash_chunk_async: {
+    name: "kiseki_hash_chunk",
+    parameters: ["pointer", "buffer", "u64", "buffer", "u64", "buffer"],
+    result: "i32",
+    nonblocking: true,
+  },
 } as const satisfies Deno.ForeignLibraryInterface;
 
 export type HashSymbols = typeof HASH_SYMBOLS;

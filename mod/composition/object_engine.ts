@@ -28,8 +28,10 @@ import {
 } from "../chunk/mod.ts";
 import {
   type Aead,
+  type AsyncStreamDigest,
   ENVELOPE_HEADER_BYTES,
   envelopeBytes,
+  type Hashing,
   openChunk,
   sealChunk,
 } from "../crypto/mod.ts";
@@ -182,6 +184,12 @@ export interface ObjectEngineOptions {
    * A put's session stays on one worker (its MD5 runs in order); puts spread over them.
    */
   hashWorkers?: number;
+  /**
+   * Hashing whose async calls run off the event loop (the OpenSSL shim): when given, a put's
+   * MD5 runs in order and its chunk ids side by side on runtime worker threads, in place of
+   * the hash workers (which are then not started).
+   */
+  hashing?: Hashing;
   logger?: Logger;
 }
 
@@ -707,6 +715,7 @@ export class ObjectEngine {
   readonly #envelopes: EnvelopeBuffers;
   readonly #assembly: BufferLender;
   readonly #hasher: HashWorkers | null;
+  readonly #hashing: Hashing | null;
   readonly #masterKeys = new Map<number, Uint8Array>();
   /** Releases running behind the writes that caused them (see #releaseBehind). */
   readonly #behind = new Set<Promise<void>>();
@@ -763,7 +772,10 @@ export class ObjectEngine {
       Number.isInteger(workers) && workers >= 1 && workers <= ENGINE_HASH_WORKERS_MAX,
       `hashWorkers must be 1..${ENGINE_HASH_WORKERS_MAX}`,
     );
-    this.#hasher = options.hashWorker === false ? null : HashWorkers.start(workers, this.#log);
+    this.#hashing = options.hashing?.offLoop ? options.hashing : null;
+    this.#hasher = options.hashWorker === false || this.#hashing !== null
+      ? null
+      : HashWorkers.start(workers, this.#log);
     this.#envelopes = new EnvelopeBuffers(
       envelopeBytes(this.cdc.maxBytes),
       ENGINE_CHUNK_BUFFERS_MAX,
@@ -1393,9 +1405,15 @@ export class ObjectEngine {
     op: string,
     refsMax: number,
   ): Promise<StoredChunks> {
-    const hasher = this.#hasher !== null && !this.#hasher.failed ? this.#hasher : null;
+    const hashing = this.#hashing;
+    const hasher = hashing === null && this.#hasher !== null && !this.#hasher.failed
+      ? this.#hasher
+      : null;
     const session = hasher?.start(ctx.dedupKey) ?? 0;
-    const md5 = hasher === null ? createHash("md5") : null;
+    // Off-loop hashing: the MD5 is fed chunk by chunk in stream order (each update after the
+    // last), while chunk ids run side by side.
+    const md5Async: AsyncStreamDigest | null = hashing?.md5Async() ?? null;
+    const md5 = hasher === null && hashing === null ? createHash("md5") : null;
     const assembly = await this.#assembly.acquire();
     const refs: ChunkRef[] = [];
     let total = 0;
@@ -1410,6 +1428,16 @@ export class ObjectEngine {
       let id: Promise<Uint8Array>;
       if (hasher !== null) {
         id = hasher.chunk(session, buffer, ENVELOPE_HEADER_BYTES, length, last);
+      } else if (hashing !== null) {
+        // Both read the plaintext where it lies; sealing overwrites it in place, so the
+        // chunk's id is ready only when its MD5 update has also finished.
+        const body = buffer.bytes.subarray(ENVELOPE_HEADER_BYTES, ENVELOPE_HEADER_BYTES + length);
+        id = Promise.allSettled([md5Async!.update(body), hashing.chunkIdAsync(body, ctx.dedupKey)])
+          .then(([m, i]) => {
+            if (m.status === "rejected") throw m.reason;
+            if (i.status === "rejected") throw i.reason;
+            return i.value;
+          });
       } else {
         const body = buffer.bytes.subarray(ENVELOPE_HEADER_BYTES, ENVELOPE_HEADER_BYTES + length);
         md5!.update(body);
@@ -1468,9 +1496,14 @@ export class ObjectEngine {
     }
     if (failed.length > 0) {
       hasher?.abort(session);
+      await md5Async?.dispose();
       throw failed[0]!.error;
     }
-    const etag = hasher !== null ? await hasher.finish(session) : md5!.digest("hex");
+    const etag = hasher !== null
+      ? await hasher.finish(session)
+      : md5Async !== null
+      ? toHex(await md5Async.digest())
+      : md5!.digest("hex");
     return { refs, size: total, etag };
   }
 

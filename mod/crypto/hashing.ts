@@ -14,8 +14,22 @@ export interface StreamDigest {
   dispose(): void;
 }
 
+/**
+ * A streaming digest fed off the event loop where the implementation can: updates run in
+ * the order called; `bytes` must stay unchanged until its update settles.
+ */
+export interface AsyncStreamDigest {
+  update(bytes: Uint8Array): Promise<void>;
+  /** After every update settled; ends the digest. */
+  digest(): Promise<Uint8Array>;
+  /** Ends the digest without one once its updates settled (an aborted put). */
+  dispose(): Promise<void>;
+}
+
 export interface Hashing {
   readonly implementation: "node" | "openssl";
+  /** True when the *Async calls run on another thread (worth using over hash workers). */
+  readonly offLoop: boolean;
   sha256(): StreamDigest;
   md5(): StreamDigest;
   /**
@@ -24,6 +38,28 @@ export interface Hashing {
    * can.
    */
   chunkId(chunk: Uint8Array, key: Uint8Array | null, md5: StreamDigest | null): Uint8Array;
+  md5Async(): AsyncStreamDigest;
+  /** chunkId() without an MD5, off the event loop where the implementation can. */
+  chunkIdAsync(chunk: Uint8Array, key: Uint8Array | null): Promise<Uint8Array>;
+}
+
+/** A StreamDigest behind the async interface (the twin hashes on the calling thread). */
+export class SyncAsyncDigest implements AsyncStreamDigest {
+  readonly #digest: StreamDigest;
+  constructor(digest: StreamDigest) {
+    this.#digest = digest;
+  }
+  update(bytes: Uint8Array): Promise<void> {
+    this.#digest.update(bytes);
+    return Promise.resolve();
+  }
+  digest(): Promise<Uint8Array> {
+    return Promise.resolve(this.#digest.digest());
+  }
+  dispose(): Promise<void> {
+    this.#digest.dispose();
+    return Promise.resolve();
+  }
 }
 
 class NodeDigest implements StreamDigest {
@@ -43,6 +79,7 @@ class NodeDigest implements StreamDigest {
 /** The pure twin: node:crypto. */
 export class NodeHashing implements Hashing {
   readonly implementation = "node" as const;
+  readonly offLoop = false;
   sha256(): StreamDigest {
     return new NodeDigest("sha256");
   }
@@ -53,5 +90,11 @@ export class NodeHashing implements Hashing {
     md5?.update(chunk);
     const h = key === null ? createHash("sha256") : createHmac("sha256", key);
     return new Uint8Array(h.update(chunk).digest());
+  }
+  md5Async(): AsyncStreamDigest {
+    return new SyncAsyncDigest(this.md5());
+  }
+  chunkIdAsync(chunk: Uint8Array, key: Uint8Array | null): Promise<Uint8Array> {
+    return Promise.resolve(this.chunkId(chunk, key, null));
   }
 }

@@ -97,6 +97,32 @@ for (const impl of implementations) {
     }
   });
 
+  Deno.test({
+    name: `${impl.name}: md5Async() and chunkIdAsync() agree with the sync calls`,
+    ignore: impl.ignore,
+    fn: async () => {
+      const h = impl.make();
+      const data = new Uint8Array(200_001);
+      crypto.getRandomValues(data.subarray(0, 65536));
+      data.copyWithin(65536, 0, 200_001 - 65536);
+      const md5 = h.md5Async();
+      const ids = await Promise.all(
+        [0, 50_000, 150_000].map((at, i, all) => {
+          const chunk = data.subarray(at, all[i + 1] ?? data.length);
+          const key = i === 1 ? utf8("a tenant key of 32 bytes or so..") : null;
+          return Promise.all([md5.update(chunk), h.chunkIdAsync(chunk, key)]).then(([, id]) =>
+            toHex(id) === toHex(h.chunkId(chunk, key, null))
+          );
+        }),
+      );
+      assert.deepEqual(ids, [true, true, true]);
+      assert.equal(toHex(await md5.digest()), createHash("md5").update(data).digest("hex"));
+      const dropped = h.md5Async();
+      await dropped.update(data);
+      await dropped.dispose();
+    },
+  });
+
   test("dispose() ends a digest without one", (h) => {
     const d = h.md5();
     d.update(utf8("x"));

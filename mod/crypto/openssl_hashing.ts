@@ -1,6 +1,7 @@
-// Hashing through libkiseki_hash.so (ffi/hash): OpenSSL's SHA-256 (SHA-NI) and MD5, about
-// 3-5x node:crypto's here, and the chunk id + MD5 in one pass over each chunk. Calls are
-// blocking and short per call; the put path makes them on its hash workers, off the loop.
+// Hashing through libkiseki_hash.so (ffi/hash): OpenSSL's SHA-256 (SHA-NI) and MD5, and the
+// chunk id + MD5 in one pass over each chunk. The *Async calls are nonblocking FFI (a
+// runtime worker thread each): a put's MD5 runs in order while its chunk ids run side by
+// side, on the core the event loop is not using.
 
 import type { ShimOptions } from "../../ffi/loader.ts";
 import {
@@ -12,7 +13,7 @@ import {
   type HashShimLoad,
   loadHashShim,
 } from "../../ffi/hash/bindings.ts";
-import type { Hashing, StreamDigest } from "./hashing.ts";
+import type { AsyncStreamDigest, Hashing, StreamDigest } from "./hashing.ts";
 
 type Symbols = Extract<HashShimLoad, { ok: true }>["symbols"];
 
@@ -62,6 +63,50 @@ class NativeDigest implements StreamDigest {
   }
 }
 
+/** A native digest whose updates run on runtime worker threads, one after another. */
+class NativeAsyncDigest implements AsyncStreamDigest {
+  readonly #symbols: Symbols;
+  readonly #digest: NativeDigest;
+  /** The last update queued (settled, never rejected): the next one starts after it. */
+  #tail: Promise<void> = Promise.resolve();
+  #failure: Error | null = null;
+
+  constructor(symbols: Symbols, kind: number, size: number) {
+    this.#symbols = symbols;
+    this.#digest = new NativeDigest(symbols, kind, size);
+  }
+
+  update(bytes: Uint8Array): Promise<void> {
+    const run = this.#tail.then(async () => {
+      if (this.#failure !== null) throw this.#failure;
+      const status = await this.#symbols.kiseki_hash_update_async(
+        this.#digest.context,
+        bytes,
+        BigInt(bytes.length),
+      );
+      if (status !== HASH_OK) {
+        throw this.#failure = new Error(`hash shim: ${describeHashStatus(status)}`);
+      }
+    });
+    this.#tail = run.catch(() => {});
+    return run;
+  }
+
+  async digest(): Promise<Uint8Array> {
+    await this.#tail;
+    if (this.#failure !== null) {
+      this.#digest.dispose();
+      throw this.#failure;
+    }
+    return this.#digest.digest();
+  }
+
+  async dispose(): Promise<void> {
+    await this.#tail;
+    this.#digest.dispose();
+  }
+}
+
 function check(status: number): void {
   if (status !== HASH_OK) throw new Error(`hash shim: ${describeHashStatus(status)}`);
 }
@@ -72,6 +117,7 @@ export type OpensslHashingLoad =
 
 export class OpensslHashing implements Hashing {
   readonly implementation = "openssl" as const;
+  readonly offLoop = true;
   readonly #symbols: Symbols;
 
   private constructor(symbols: Symbols) {
@@ -102,6 +148,26 @@ export class OpensslHashing implements Hashing {
     check(
       this.#symbols.kiseki_hash_chunk(
         md5?.context ?? null,
+        k,
+        BigInt(k.length),
+        chunk,
+        BigInt(chunk.length),
+        id,
+      ),
+    );
+    return id;
+  }
+
+  md5Async(): AsyncStreamDigest {
+    return new NativeAsyncDigest(this.#symbols, HASH_MD5, 16);
+  }
+
+  async chunkIdAsync(chunk: Uint8Array, key: Uint8Array | null): Promise<Uint8Array> {
+    const id = new Uint8Array(32);
+    const k = key ?? NO_KEY;
+    check(
+      await this.#symbols.kiseki_hash_chunk_async(
+        null,
         k,
         BigInt(k.length),
         chunk,
