@@ -39,6 +39,7 @@ export interface Hashing {
    */
   chunkId(chunk: Uint8Array, key: Uint8Array | null, md5: StreamDigest | null): Uint8Array;
   md5Async(): AsyncStreamDigest;
+  sha256Async(): AsyncStreamDigest;
   /** chunkId() without an MD5, off the event loop where the implementation can. */
   chunkIdAsync(chunk: Uint8Array, key: Uint8Array | null): Promise<Uint8Array>;
 }
@@ -93,6 +94,9 @@ export class NodeHashing implements Hashing {
   }
   md5Async(): AsyncStreamDigest {
     return new SyncAsyncDigest(this.md5());
+  }
+  sha256Async(): AsyncStreamDigest {
+    return new SyncAsyncDigest(this.sha256());
   }
   chunkIdAsync(chunk: Uint8Array, key: Uint8Array | null): Promise<Uint8Array> {
     return Promise.resolve(this.chunkId(chunk, key, null));

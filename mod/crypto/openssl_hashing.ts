@@ -162,6 +162,10 @@ export class OpensslHashing implements Hashing {
     return new NativeAsyncDigest(this.#symbols, HASH_MD5, 16);
   }
 
+  sha256Async(): AsyncStreamDigest {
+    return new NativeAsyncDigest(this.#symbols, HASH_SHA256, 32);
+  }
+
   async chunkIdAsync(chunk: Uint8Array, key: Uint8Array | null): Promise<Uint8Array> {
     const id = new Uint8Array(32);
     const k = key ?? NO_KEY;

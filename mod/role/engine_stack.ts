@@ -663,7 +663,7 @@ export async function startEngineStack(options: EngineStackOptions): Promise<Eng
  * The OpenSSL hashing shim when it loads (said once in the log either way), else undefined:
  * the engine then hashes on its workers with node:crypto.
  */
-function selectHashing(shim: ShimOptions, logger: Logger): Hashing | undefined {
+export function selectHashing(shim: ShimOptions, logger: Logger): Hashing | undefined {
   const loaded = OpensslHashing.load(shim);
   if (!hashingAnnounced) {
     hashingAnnounced = true;
