@@ -13,7 +13,7 @@
 // leaks refs rather than risk dropping one still in use: space, never data.
 
 import { createHash } from "node:crypto";
-import { assert, BufferPool } from "../base/mod.ts";
+import { assert } from "../base/mod.ts";
 import {
   type CdcOptions,
   type CdcParams,
@@ -60,45 +60,39 @@ import type {
 import type { Namespace, NamespaceKind, NamespaceRef } from "./namespace.ts";
 import { PayloadUnreadableError } from "./payload_cipher.ts";
 import type { CompositionService, PutInput } from "./service.ts";
+import { BufferLender, type EnvelopeBuffer, EnvelopeBuffers } from "./object_engine_buffers.ts";
+import { HashWorkers } from "./object_engine_hash.ts";
+import {
+  type ByteRange,
+  firstEndingAfter,
+  firstStartingAt,
+  rebase,
+  resolvePart,
+  resolveRange,
+} from "./object_engine_ranges.ts";
+import {
+  ENGINE_ASSEMBLY_BUFFERS_MAX,
+  ENGINE_CHUNK_BUFFERS_MAX,
+  ENGINE_HASH_WORKERS_MAX,
+  ENGINE_MASTER_KEYS_CACHED_MAX,
+  ENGINE_OBJECT_BYTES_MAX,
+  ENGINE_PART_BYTES_MIN_DEFAULT,
+  ENGINE_PUT_CHUNKS_IN_FLIGHT_MAX,
+  ENGINE_READ_AHEAD_CHUNKS,
+  ENGINE_READ_STALL_MS,
+  ENGINE_RELEASES_BEHIND_MAX,
+  ENGINE_RELEASES_IN_FLIGHT_MAX,
+} from "./object_engine_limits.ts";
 
-/** Chunks one put seals and stores concurrently (each holds one envelope buffer). */
-export const ENGINE_PUT_CHUNKS_IN_FLIGHT_MAX = 8;
-/** Envelope buffers the engine owns across all puts; a put waits for one when all are lent. */
-export const ENGINE_CHUNK_BUFFERS_MAX = 64;
-/** CDC assembly buffers (one per put being chunked); further puts wait. */
-export const ENGINE_ASSEMBLY_BUFFERS_MAX = 32;
-/** Puts that may wait for a buffer before new ones are refused as "unavailable". */
-export const ENGINE_BUFFER_WAITERS_MAX = 4096;
-/**
- * Chunks a get fetches ahead of the one its reader is consuming. Measured with 1 MiB chunks
- * on EC 4+2 through the S3 gateway: 4 ahead streamed a 64 MiB GET at 900-985 MB/s, 8 at
- * 795-815, 16 at 640: reads merged into one disk round complete together, so a deep window
- * delays the chunk the reader waits for behind the ones it does not need yet.
- */
-export const ENGINE_READ_AHEAD_CHUNKS = 4;
-/**
- * A get whose reader takes no bytes for this long gives up its fetched chunks and fails: a
- * client that stops reading must not hold read-ahead memory (and its connection) forever.
- * 120 s lets a 64 KB/s reader take a 4 MiB chunk (the CDC maximum) with room to spare.
- */
-export const ENGINE_READ_STALL_MS = 120_000;
-/** Most hash workers an engine runs (MD5 and chunk ids; one saturates at ~500 MB/s). */
-export const ENGINE_HASH_WORKERS_MAX = 4;
-/** References given back concurrently after a commit released them. */
-export const ENGINE_RELEASES_IN_FLIGHT_MAX = 32;
-/** Overwrites whose releases may run behind their writers at once. */
-export const ENGINE_RELEASES_BEHIND_MAX = 256;
-/** S3's limit on one object. */
-export const ENGINE_OBJECT_BYTES_MAX = 5 * 1024 ** 4;
-/** S3's minimum size of every part but the last. */
-export const ENGINE_PART_BYTES_MIN_DEFAULT = 5 << 20;
-/** System key epochs whose master keys the engine keeps in memory. */
-export const ENGINE_MASTER_KEYS_CACHED_MAX = 64;
-
-assert(
-  ENGINE_PUT_CHUNKS_IN_FLIGHT_MAX <= ENGINE_CHUNK_BUFFERS_MAX,
-  "one put can have all its chunks in flight",
-);
+// The engine's limits live in object_engine_limits.ts; this door keeps exporting them.
+export * from "./object_engine_limits.ts";
+export {
+  type ByteRange,
+  ObjectPartError,
+  ObjectRangeError,
+  resolvePart,
+  resolveRange,
+} from "./object_engine_ranges.ts";
 
 const MD5_HEX = /^[0-9a-f]{32}$/;
 /** Placeholder of a ref whose chunk id is still being computed. */
@@ -239,7 +233,6 @@ export interface ObjectInfo {
 }
 
 /** Bytes `start`..`end` inclusive (end omitted: to the last byte), or the last `suffixBytes`. */
-export type ByteRange = { start: number; end?: number } | { suffixBytes: number };
 
 export interface GetObjectOptions {
   range?: ByteRange;
@@ -289,22 +282,6 @@ export interface EngineStats {
   releaseFailures: number;
 }
 
-/** A range that does not overlap the object (S3 InvalidRange, HTTP 416). */
-export class ObjectRangeError extends CompositionError {
-  override name = "ObjectRangeError";
-  constructor(message: string, readonly sizeBytes: number) {
-    super("invalid_argument", message);
-  }
-}
-
-/** A part number past the object's parts (S3 InvalidPartNumber, HTTP 416). */
-export class ObjectPartError extends CompositionError {
-  override name = "ObjectPartError";
-  constructor(readonly partNumber: number, readonly partsCount: number) {
-    super("invalid_argument", `part ${partNumber} of an object of ${partsCount} parts`);
-  }
-}
-
 /** A body stored as chunks: their refs (each holding one reference), size and MD5. */
 interface StoredChunks {
   refs: ChunkRef[];
@@ -326,369 +303,6 @@ interface WriteContext {
 }
 
 type RefHolder = Pick<WriteContext, "taken" | "uncertain">;
-
-/** Lends buffers of one size from a BufferPool, queueing borrowers when all are out. */
-class BufferLender {
-  readonly #pool: BufferPool;
-  readonly #waiters: ((buffer: Uint8Array) => void)[] = [];
-
-  constructor(bufferSizeBytes: number, countMax: number) {
-    this.#pool = new BufferPool({ bufferSizeBytes, countMax });
-  }
-
-  acquire(): Promise<Uint8Array> {
-    const buffer = this.#pool.acquire();
-    if (buffer !== null) return Promise.resolve(buffer);
-    return waitFor(this.#waiters);
-  }
-
-  release(buffer: Uint8Array): void {
-    const waiter = this.#waiters.shift();
-    if (waiter !== undefined) waiter(buffer);
-    else this.#pool.release(buffer);
-  }
-}
-
-function waitFor<T>(waiters: ((value: T) => void)[]): Promise<T> {
-  if (waiters.length >= ENGINE_BUFFER_WAITERS_MAX) {
-    return Promise.reject(
-      new CompositionError("unavailable", "the engine is out of write buffers; retry"),
-    );
-  }
-  return new Promise((resolve) => waiters.push(resolve));
-}
-
-/** An envelope buffer: shared memory, so the hash worker reads the chunk where it lies. */
-interface EnvelopeBuffer {
-  bytes: Uint8Array;
-  /** Its number at the hash worker (-1: not registered). */
-  index: number;
-}
-
-/**
- * Envelope buffers of one size in SharedArrayBuffers, allocated on first need (each page
- * touched once) up to `countMax`, then reused; borrowers queue when all are lent.
- */
-class EnvelopeBuffers {
-  readonly #size: number;
-  readonly #countMax: number;
-  readonly #register: (buffer: SharedArrayBuffer) => number;
-  readonly #free: EnvelopeBuffer[] = [];
-  readonly #waiters: ((buffer: EnvelopeBuffer) => void)[] = [];
-  #allocated = 0;
-
-  constructor(
-    size: number,
-    countMax: number,
-    preallocate: number,
-    register: (buffer: SharedArrayBuffer) => number,
-  ) {
-    this.#size = size;
-    this.#countMax = countMax;
-    this.#register = register;
-    for (let i = 0; i < preallocate; i++) this.#free.push(this.#allocate());
-  }
-
-  acquire(): Promise<EnvelopeBuffer> {
-    const free = this.#free.pop() ?? (this.#allocated < this.#countMax ? this.#allocate() : null);
-    return free !== null ? Promise.resolve(free) : waitFor(this.#waiters);
-  }
-
-  release(buffer: EnvelopeBuffer): void {
-    const waiter = this.#waiters.shift();
-    if (waiter !== undefined) waiter(buffer);
-    else this.#free.push(buffer);
-  }
-
-  #allocate(): EnvelopeBuffer {
-    const shared = new SharedArrayBuffer(this.#size);
-    const bytes = new Uint8Array(shared);
-    for (let i = 0; i < bytes.length; i += 4096) bytes[i] = 0;
-    this.#allocated++;
-    return { bytes, index: this.#register(shared) };
-  }
-}
-
-/**
- * The hash worker's code: MD5 of each put's chunks in order (the etag) and each chunk's id
- * (SHA-256, or HMAC-SHA256 under the session's tenant key: the same functions as
- * computeChunkId(); a test compares them), read from the shared envelope buffers.
- */
-const HASH_WORKER_SOURCE = `
-import { createHash, createHmac } from "node:crypto";
-const buffers = [];
-const sessions = new Map();
-self.onmessage = (event) => {
-  const m = event.data;
-  try {
-    if (m.op === "buffer") {
-      buffers[m.index] = new Uint8Array(m.buffer);
-    } else if (m.op === "chunk") {
-      // The first chunk of a session starts it (key: null or the tenant's dedup key); the
-      // last one (m.last) also finishes it and answers with the MD5 too.
-      if (m.start) sessions.set(m.session, { md5: createHash("md5"), key: m.key });
-      const s = sessions.get(m.session);
-      const view = buffers[m.index].subarray(m.offset, m.offset + m.length);
-      s.md5.update(view);
-      const digest = s.key === null
-        ? createHash("sha256").update(view).digest()
-        : createHmac("sha256", s.key).update(view).digest();
-      const id = new Uint8Array(32);
-      id.set(digest);
-      let md5;
-      if (m.last) {
-        sessions.delete(m.session);
-        md5 = s.md5.digest("hex");
-      }
-      self.postMessage({ request: m.request, id, md5 }, [id.buffer]);
-    } else if (m.op === "finish") {
-      if (m.start) sessions.set(m.session, { md5: createHash("md5"), key: m.key });
-      const s = sessions.get(m.session);
-      sessions.delete(m.session);
-      self.postMessage({ request: m.request, md5: s.md5.digest("hex") });
-    } else if (m.op === "abort") {
-      sessions.delete(m.session);
-    }
-  } catch (e) {
-    if (m.request !== undefined) self.postMessage({ request: m.request, error: String(e) });
-  }
-};
-`;
-
-/** Requests to the hash worker awaiting an answer; bounded by the buffers and puts in flight. */
-const HASH_REQUESTS_MAX = ENGINE_CHUNK_BUFFERS_MAX + ENGINE_ASSEMBLY_BUFFERS_MAX;
-
-/**
- * MD5 and chunk ids computed on a worker thread, so they overlap with chunking, sealing
- * and storing on the event loop (on two cores this is most of a put's CPU time). Messages
- * are handled in the order posted, which keeps each put's MD5 in stream order.
- */
-/** A hash worker's answer: a chunk's id, the session's MD5 (hex) at its end, or both. */
-interface HashAnswer {
-  id?: Uint8Array;
-  md5?: string;
-}
-
-class HashWorker {
-  readonly #worker: Worker;
-  readonly #url: string;
-  readonly #pending = new Map<
-    number,
-    { resolve: (v: HashAnswer) => void; reject: (e: Error) => void }
-  >();
-  #requests = 0;
-  #sessions = 0;
-  #buffers = 0;
-  #failure: Error | null = null;
-  /** Sessions started here whose start has not gone to the worker yet: their keys. */
-  readonly #unstarted = new Map<number, Uint8Array | null>();
-  /** MD5s that came back with a session's last chunk, until finish() takes them. */
-  readonly #finished = new Map<number, string>();
-
-  private constructor(worker: Worker, url: string) {
-    this.#worker = worker;
-    this.#url = url;
-    worker.onmessage = (event: MessageEvent) => {
-      const m = event.data as HashAnswer & { request: number; error?: string };
-      const waiter = this.#pending.get(m.request);
-      if (waiter === undefined) return;
-      this.#pending.delete(m.request);
-      if (m.error !== undefined) waiter.reject(new Error(`hash worker: ${m.error}`));
-      else waiter.resolve(m);
-    };
-    worker.onerror = (event: ErrorEvent) => {
-      event.preventDefault();
-      this.#fail(new Error(`hash worker failed: ${event.message}`));
-    };
-    worker.onmessageerror = () => this.#fail(new Error("hash worker: a message did not decode"));
-  }
-
-  /** A running worker, or null where workers cannot start (the caller hashes inline). */
-  static start(logger: Logger): HashWorker | null {
-    let url: string | null = null;
-    try {
-      url = URL.createObjectURL(new Blob([HASH_WORKER_SOURCE], { type: "text/javascript" }));
-      return new HashWorker(new Worker(url, { type: "module", name: "kiseki-hash" }), url);
-    } catch (e) {
-      if (url !== null) URL.revokeObjectURL(url);
-      logger.warn("hash worker unavailable: hashing on the event loop", {
-        error: (e as Error).message,
-      });
-      return null;
-    }
-  }
-
-  get failed(): boolean {
-    return this.#failure !== null;
-  }
-
-  register(buffer: SharedArrayBuffer): number {
-    const index = this.#buffers++;
-    this.#worker.postMessage({ op: "buffer", index, buffer });
-    return index;
-  }
-
-  /** A new session; nothing goes to the worker until its first chunk (or finish). */
-  start(key: Uint8Array | null): number {
-    const session = ++this.#sessions;
-    this.#unstarted.set(session, key);
-    return session;
-  }
-
-  /**
-   * The chunk id of `length` bytes at `offset` of `buffer`, hashed into the session's MD5.
-   * `last`: the session's final chunk; the MD5 comes back with it (finish() then costs no
-   * message), so a one-chunk object is one message each way.
-   */
-  async chunk(
-    session: number,
-    buffer: EnvelopeBuffer,
-    offset: number,
-    length: number,
-    last = false,
-  ): Promise<Uint8Array> {
-    const key = this.#unstarted.get(session);
-    const start = key !== undefined;
-    if (start) this.#unstarted.delete(session);
-    const answer = await this.#ask({
-      op: "chunk",
-      session,
-      index: buffer.index,
-      offset,
-      length,
-      last,
-      start,
-      key: key ?? null,
-    });
-    if (answer.md5 !== undefined) this.#finished.set(session, answer.md5);
-    return answer.id!;
-  }
-
-  /** The session's MD5 (hex): from its last chunk's answer, or asked for now. */
-  finish(session: number): Promise<string> {
-    const md5 = this.#finished.get(session);
-    if (md5 !== undefined) {
-      this.#finished.delete(session);
-      return Promise.resolve(md5);
-    }
-    const key = this.#unstarted.get(session);
-    const start = key !== undefined;
-    if (start) this.#unstarted.delete(session);
-    return this.#ask({ op: "finish", session, start, key: key ?? null }).then((a) => a.md5!);
-  }
-
-  abort(session: number): void {
-    this.#finished.delete(session);
-    if (this.#unstarted.delete(session)) return;
-    if (this.#failure === null) this.#worker.postMessage({ op: "abort", session });
-  }
-
-  close(): void {
-    this.#fail(new Error("the engine is closed"));
-  }
-
-  #ask(message: Record<string, unknown>): Promise<HashAnswer> {
-    if (this.#failure !== null) return Promise.reject(this.#failure);
-    assert(this.#pending.size < HASH_REQUESTS_MAX, "hash worker requests within their bound");
-    const request = ++this.#requests;
-    return new Promise((resolve, reject) => {
-      this.#pending.set(request, { resolve, reject });
-      this.#worker.postMessage({ ...message, request });
-    });
-  }
-
-  #fail(error: Error): void {
-    if (this.#failure !== null) return;
-    this.#failure = error;
-    this.#worker.terminate();
-    URL.revokeObjectURL(this.#url);
-    for (const waiter of this.#pending.values()) waiter.reject(error);
-    this.#pending.clear();
-  }
-}
-
-/**
- * Several hash workers behind HashWorker's interface: every envelope buffer is registered
- * with all of them (same index everywhere), and each session is pinned to the worker with
- * the fewest open sessions when it starts.
- */
-class HashWorkers {
-  readonly #workers: HashWorker[];
-  readonly #open: number[];
-  readonly #sessions = new Map<number, { worker: number; session: number }>();
-  #next = 0;
-
-  private constructor(workers: HashWorker[]) {
-    this.#workers = workers;
-    this.#open = workers.map(() => 0);
-  }
-
-  /** `count` running workers (fewer if some cannot start), or null if none can. */
-  static start(count: number, logger: Logger): HashWorkers | null {
-    const workers: HashWorker[] = [];
-    for (let i = 0; i < count; i++) {
-      const worker = HashWorker.start(logger);
-      if (worker === null) break;
-      workers.push(worker);
-    }
-    return workers.length === 0 ? null : new HashWorkers(workers);
-  }
-
-  get failed(): boolean {
-    return this.#workers.some((w) => w.failed);
-  }
-
-  register(buffer: SharedArrayBuffer): number {
-    const indexes = this.#workers.map((w) => w.register(buffer));
-    assert(indexes.every((i) => i === indexes[0]), "hash workers number buffers alike");
-    return indexes[0]!;
-  }
-
-  start(key: Uint8Array | null): number {
-    let worker = 0;
-    for (let i = 1; i < this.#workers.length; i++) {
-      if (this.#open[i]! < this.#open[worker]!) worker = i;
-    }
-    this.#open[worker]!++;
-    const id = ++this.#next;
-    this.#sessions.set(id, { worker, session: this.#workers[worker]!.start(key) });
-    return id;
-  }
-
-  chunk(
-    id: number,
-    buffer: EnvelopeBuffer,
-    offset: number,
-    length: number,
-    last = false,
-  ): Promise<Uint8Array> {
-    const s = this.#sessions.get(id)!;
-    return this.#workers[s.worker]!.chunk(s.session, buffer, offset, length, last);
-  }
-
-  finish(id: number): Promise<string> {
-    const s = this.#end(id);
-    return this.#workers[s.worker]!.finish(s.session);
-  }
-
-  abort(id: number): void {
-    const s = this.#sessions.get(id);
-    if (s === undefined) return;
-    this.#end(id);
-    this.#workers[s.worker]!.abort(s.session);
-  }
-
-  close(): void {
-    for (const w of this.#workers) w.close();
-  }
-
-  #end(id: number): { worker: number; session: number } {
-    const s = this.#sessions.get(id)!;
-    this.#sessions.delete(id);
-    this.#open[s.worker]!--;
-    return s;
-  }
-}
 
 const globalDedup: TenantDedup = {
   modeFor: () => "global",
@@ -1936,102 +1550,6 @@ function checkSize(size: number, sizeHint: number | undefined): void {
       `the body was ${size} bytes, ${sizeHint} were announced (truncated or oversized upload)`,
     );
   }
-}
-
-/** Resolves a requested range against the object's size (null: the whole object). */
-export function resolveRange(
-  range: ByteRange | undefined,
-  size: number,
-): { start: number; end: number } | null {
-  if (range === undefined) return null;
-  let start: number;
-  let end: number;
-  if ("suffixBytes" in range) {
-    const n = range.suffixBytes;
-    if (!Number.isSafeInteger(n) || n < 0) {
-      throw new CompositionError("invalid_argument", `suffix length ${n} is invalid`);
-    }
-    if (n === 0 || size === 0) {
-      throw new ObjectRangeError(`the last ${n} bytes of a ${size}-byte object is empty`, size);
-    }
-    start = Math.max(size - n, 0);
-    end = size - 1;
-  } else {
-    start = range.start;
-    const last = range.end;
-    if (
-      !Number.isSafeInteger(start) || start < 0 ||
-      (last !== undefined && (!Number.isSafeInteger(last) || last < start))
-    ) {
-      throw new CompositionError("invalid_argument", `range ${start}-${last ?? ""} is invalid`);
-    }
-    end = last ?? size - 1;
-    if (start >= size) {
-      throw new ObjectRangeError(`range starts at ${start}, past the ${size}-byte object`, size);
-    }
-    end = Math.min(end, size - 1);
-  }
-  return { start, end };
-}
-
-/**
- * The bytes of part `partNumber` as S3 serves GET ?partNumber: a multipart object's part
- * (an empty part: end = start - 1), or null (the whole object) for part 1 of a single-part
- * object. ObjectPartError past the last part.
- */
-export function resolvePart(
-  partSizes: readonly number[] | null,
-  size: number,
-  partNumber: number,
-): { start: number; end: number } | null {
-  if (!Number.isInteger(partNumber) || partNumber < 1 || partNumber > PART_NUMBER_MAX) {
-    throw new CompositionError(
-      "invalid_argument",
-      `part number ${partNumber} is not 1..${PART_NUMBER_MAX}`,
-    );
-  }
-  const count = partSizes?.length ?? 1;
-  if (partNumber > count) {
-    throw new ObjectPartError(partNumber, count);
-  }
-  if (partSizes === null) return null;
-  let start = 0;
-  for (let i = 0; i < partNumber - 1; i++) start += partSizes[i]!;
-  const end = start + partSizes[partNumber - 1]! - 1;
-  assert(end < size, "a part lies within its object");
-  return { start, end };
-}
-
-/** Index of the first ref ending after `offset` (refs ascend without overlap). */
-function firstEndingAfter(refs: readonly ChunkRef[], offset: number): number {
-  return search(refs, (r) => r.offsetBytes + r.lengthBytes > offset);
-}
-
-/** Index of the first ref starting at or after `offset` (refs.length if none). */
-function firstStartingAt(refs: readonly ChunkRef[], offset: number): number {
-  return search(refs, (r) => r.offsetBytes >= offset);
-}
-
-/** The first index where `past` holds (it holds for every later index too). */
-function search(refs: readonly ChunkRef[], past: (r: ChunkRef) => boolean): number {
-  let lo = 0;
-  let hi = refs.length;
-  while (lo < hi) {
-    const mid = (lo + hi) >>> 1;
-    if (past(refs[mid]!)) hi = mid;
-    else lo = mid + 1;
-  }
-  return lo;
-}
-
-function offsetOf(refs: readonly ChunkRef[]): number {
-  return refs.length === 0 ? 0 : refs[0]!.offsetBytes;
-}
-
-/** Refs moved to start at offset 0 (a part's refs tile the part). */
-function rebase(refs: readonly ChunkRef[]): ChunkRef[] {
-  const base = offsetOf(refs);
-  return refs.map((r) => ({ ...r, offsetBytes: r.offsetBytes - base }));
 }
 
 function sourceOf(body: Body): AsyncIterable<Uint8Array> {
