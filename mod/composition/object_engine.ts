@@ -390,10 +390,12 @@ export class ObjectEngine {
     this.#hasher = options.hashWorker === false || this.#hashing !== null
       ? null
       : HashWorkers.start(workers, this.#log);
+    // None allocated ahead: an idle server holds no envelope memory (8 of them would be
+    // 32 MiB of touched pages at the default CDC maximum); the first puts fault theirs in.
     this.#envelopes = new EnvelopeBuffers(
       envelopeBytes(this.cdc.maxBytes),
       ENGINE_CHUNK_BUFFERS_MAX,
-      this.#chunksInFlightMax,
+      0,
       (buffer) => this.#hasher?.register(buffer) ?? -1,
     );
     this.#assembly = new BufferLender(this.cdc.maxBytes, ENGINE_ASSEMBLY_BUFFERS_MAX);

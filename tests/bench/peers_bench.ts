@@ -74,6 +74,12 @@ const CASES: { size: number; concurrency: number }[] = [
 ];
 const TARGET_SMALL = 1.5;
 const TARGET_LARGE = 1.2;
+/** Kiseki's memory targets: idle VmRSS, and RssAnon under load beyond the chunk cache. */
+const TARGET_IDLE_RSS_MIB = 150;
+const TARGET_ANON_MIB_BEYOND_CACHE = 512;
+/** The server's chunk cache as this bench runs it (the default KISEKI_CHUNK_CACHE_MAX). */
+const CHUNK_CACHE_MIB = 256;
+const TARGET_ANON_MIB = TARGET_ANON_MIB_BEYOND_CACHE + CHUNK_CACHE_MIB;
 
 const encoder = new TextEncoder();
 const print = (line = "") => Deno.stdout.writeSync(encoder.encode(line + "\n"));
@@ -112,16 +118,18 @@ interface Row {
 
 // ---- process measurements -------------------------------------------------------------------
 
-/** Anonymous resident memory of a process (RssAnon), in KiB; null when /proc cannot say. */
-async function rssAnonKib(pid: number): Promise<number | null> {
+/** A resident memory figure of a process (RssAnon, VmRSS) in KiB; null when /proc cannot say. */
+async function rssKib(pid: number, field = "RssAnon"): Promise<number | null> {
   try {
     const status = await Deno.readTextFile(`/proc/${pid}/status`);
-    const m = status.match(/^RssAnon:\s+(\d+) kB$/m);
+    const m = status.match(new RegExp(`^${field}:\\s+(\\d+) kB$`, "m"));
     return m ? Number(m[1]) : null;
   } catch {
     return null;
   }
 }
+const rssAnonKib = (pid: number) => rssKib(pid, "RssAnon");
+const mib = (kib: number | null) => kib === null ? null : round(kib / 1024, 1);
 
 /** Runs one case against one server: load, CPU time and peak RssAnon of the server. */
 async function measure(target: Target, args: string[], bound: number): Promise<Measured> {
@@ -397,20 +405,24 @@ async function main(): Promise<void> {
   }
   let rows: Row[] = [];
   let idleRssMib: { kiseki: number | null; minio: number | null } = { kiseki: null, minio: null };
+  let idleVmRssMib: { kiseki: number | null; minio: number | null } = {
+    kiseki: null,
+    minio: null,
+  };
   await withServer({}, async (node: KisekiNode) => {
     const kiseki: Target = { system: "kiseki", pid: node.pid, common: node.common };
     // Idle, after start-up and bucket creation (before any object).
     await sleep(1000);
-    const kIdle = await rssAnonKib(node.pid);
-    idleRssMib.kiseki = kIdle === null ? null : round(kIdle / 1024, 1);
+    idleRssMib.kiseki = mib(await rssAnonKib(node.pid));
+    idleVmRssMib.kiseki = mib(await rssKib(node.pid, "VmRSS"));
     if (binary.path === null) {
       rows = await runCases(kiseki, null);
       return;
     }
     await withMinio(binary.path, async (minio) => {
       await sleep(1000);
-      const mIdle = await rssAnonKib(minio.pid);
-      idleRssMib = { ...idleRssMib, minio: mIdle === null ? null : round(mIdle / 1024, 1) };
+      idleRssMib = { ...idleRssMib, minio: mib(await rssAnonKib(minio.pid)) };
+      idleVmRssMib = { ...idleVmRssMib, minio: mib(await rssKib(minio.pid, "VmRSS")) };
       rows = await runCases(kiseki, minio);
     });
   }, HOST_OCTET);
@@ -426,8 +438,18 @@ async function main(): Promise<void> {
     "Kiseki: kiseki server defaults (AES-256-GCM, EC 4+2 over six O_DIRECT device files); " +
       minioLine,
   );
+  const idleMet = idleVmRssMib.kiseki !== null && idleVmRssMib.kiseki <= TARGET_IDLE_RSS_MIB;
+  const peakAnon = Math.max(...rows.map((r) => r.kiseki.rssAnonPeakMib ?? 0));
   print(
-    `idle RssAnon: kiseki ${idleRssMib.kiseki ?? "-"} MiB, minio ${idleRssMib.minio ?? "-"} MiB`,
+    `idle VmRSS (RssAnon): kiseki ${idleVmRssMib.kiseki ?? "-"} (${idleRssMib.kiseki ?? "-"}) ` +
+      `MiB, minio ${idleVmRssMib.minio ?? "-"} (${idleRssMib.minio ?? "-"}) MiB; kiseki target ` +
+      `idle VmRSS <= ${TARGET_IDLE_RSS_MIB} MiB: ${idleMet ? "MET" : "NOT MET"}`,
+  );
+  print(
+    `kiseki peak RssAnon over every case ${peakAnon} MiB; target <= ${TARGET_ANON_MIB_BEYOND_CACHE}` +
+      ` MiB + ${CHUNK_CACHE_MIB} MiB chunk cache: ${
+        peakAnon <= TARGET_ANON_MIB ? "MET" : "NOT MET"
+      }`,
   );
   print();
   const dash = (v: number | null | undefined) => v ?? "-";
@@ -489,6 +511,14 @@ async function main(): Promise<void> {
         },
         minio: binary.path === null ? { skipped: binary.why } : { binary: binary.why },
         idleRssAnonMib: idleRssMib,
+        idleVmRssMib,
+        memoryTargets: {
+          idleVmRssMibMax: TARGET_IDLE_RSS_MIB,
+          idleMet,
+          rssAnonPeakMib: peakAnon,
+          rssAnonMibMax: TARGET_ANON_MIB,
+          rssAnonMet: peakAnon <= TARGET_ANON_MIB,
+        },
         rows,
       },
       null,
