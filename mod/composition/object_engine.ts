@@ -11,6 +11,29 @@
 // back when a commit releases them (overwrite, delete, abort, unlisted parts), or when the
 // commit is definitely refused. A crash, or a commit whose fate is unknown ("unavailable"),
 // leaks refs rather than risk dropping one still in use: space, never data.
+//
+// Where the bytes of a streamed PUT are copied, and why (with the hashing shim loaded):
+//  1. socket -> a fresh read buffer (mod/s3/http1.ts readSome, up to 256 KiB a read): the
+//     kernel's copy out of the socket. Bytes that arrived with the head are sliced out of
+//     the connection's buffer instead (it is reused for the next request).
+//     The SigV4 payload SHA-256 reads these pieces where they are, on a runtime thread
+//     (mod/s3/checksums.ts BodyDigestStream), at most S3_PAYLOAD_HASH_AHEAD_BYTES_MAX ahead.
+//  2. pieces -> the CDC assembly buffer (chunkStream), only for a chunk that spans pieces:
+//     a chunk must be contiguous to be named and sealed. A chunk inside one piece is not
+//     copied here.
+//  3. chunk -> an envelope buffer at ENVELOPE_HEADER_BYTES (#storeStream): the assembly
+//     buffer and the pieces move on while the chunk is hashed, sealed and stored, and the
+//     envelope buffer has room for the header and tag around it. The MD5 (in stream order)
+//     and the chunk id read it in place on runtime threads, before sealing.
+//  4. none for sealing: AES-256-GCM encrypts the envelope buffer in place (sealChunk out =
+//     the same buffer).
+//  5. envelope -> k aligned fragment buffers (chunk store #fill): O_DIRECT needs aligned,
+//     padded buffers per device; ISA-L computes the m parity fragments from them in place.
+//  6. fragments -> devices: io_uring O_DIRECT writes (DMA from the fragment buffers).
+// A GET: the k data fragments are read (O_DIRECT) straight into their places in one
+// envelope buffer (a degraded read reconstructs the missing ones there), the envelope is
+// opened in place (openChunk out = the envelope body) and the plaintext is enqueued as a
+// view of it (a range is a subarray): no copy between the device read and the socket write.
 
 import { createHash } from "node:crypto";
 import { assert } from "../base/mod.ts";
