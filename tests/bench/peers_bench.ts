@@ -361,8 +361,10 @@ async function runCases(kiseki: Target, minio: Target | null): Promise<Row[]> {
   let turn = 0;
   for (const { size, concurrency } of CASES) {
     const keys = size >= LARGE ? Math.max(concurrency, LARGE_OPS[concurrency]!) : keysFor(size);
+    /** Keys the PUT case wrote on both servers: what the GET case reads. */
+    let written = keys;
     for (const op of ["put", "get"] as const) {
-      const c = caseArgs(op, size, concurrency, keys);
+      const c = caseArgs(op, size, concurrency, op === "put" ? keys : Math.max(1, written));
       // Alternate which server goes first, so neither always runs on a warmer machine.
       const order = minio === null ? [kiseki] : turn++ % 2 === 0 ? [kiseki, minio] : [
         minio,
@@ -372,6 +374,9 @@ async function runCases(kiseki: Target, minio: Target | null): Promise<Row[]> {
       for (const t of order) got.set(t.system, await measure(t, c.args, c.bound));
       const k = got.get("kiseki")!;
       const m = got.get("minio") ?? null;
+      if (op === "put") {
+        written = Math.min(k.keysWritten ?? 0, m === null ? Infinity : m.keysWritten ?? 0);
+      }
       const large = size >= LARGE;
       const opsRatio = m && m.opsPerSecond > 0 ? round(k.opsPerSecond / m.opsPerSecond, 2) : null;
       const cpuRatio = m && m.serverCpuUsPerOp && k.serverCpuUsPerOp !== null
