@@ -255,8 +255,6 @@ export interface ObjectInfo {
   completedUploadId?: string;
 }
 
-/** Bytes `start`..`end` inclusive (end omitted: to the last byte), or the last `suffixBytes`. */
-
 export interface GetObjectOptions {
   range?: ByteRange;
   /**

@@ -6,6 +6,7 @@ import { assert } from "../base/mod.ts";
 import { type ChunkRef, PART_NUMBER_MAX } from "./composition.ts";
 import { CompositionError } from "./errors.ts";
 
+/** Bytes `start`..`end` inclusive (end omitted: to the last byte), or the last `suffixBytes`. */
 export type ByteRange = { start: number; end?: number } | { suffixBytes: number };
 
 /** A range that does not overlap the object (S3 InvalidRange, HTTP 416). */
