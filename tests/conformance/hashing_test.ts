@@ -5,9 +5,9 @@
 import assert from "node:assert/strict";
 import { createHash } from "node:crypto";
 import { defaultShimOptions } from "../../ffi/loader.ts";
-import { crc32cPure, missingPart, toHex } from "../base/mod.ts";
-import { type Hashing, NodeHashing } from "./hashing.ts";
-import { OpensslHashing } from "./openssl_hashing.ts";
+import { crc32cPure, missingPart, toHex } from "../../mod/base/mod.ts";
+import { type Hashing, NodeHashing } from "../../mod/crypto/hashing.ts";
+import { OpensslHashing } from "../../mod/crypto/openssl_hashing.ts";
 
 const loaded = OpensslHashing.load(defaultShimOptions());
 const utf8 = (s: string) => new TextEncoder().encode(s);
