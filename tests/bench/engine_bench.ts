@@ -19,7 +19,7 @@
 
 import { createHash } from "node:crypto";
 import { crc32c, crc32cImplementation, installCrc32c } from "../../mod/base/mod.ts";
-import { SOURCE_FFI_DIR } from "../../ffi/loader.ts";
+import { defaultShimOptions, SOURCE_FFI_DIR } from "../../ffi/loader.ts";
 import { selectCrc32c } from "../../ffi/ec/crc32c.ts";
 import { cdcParams, ContentDefinedChunker } from "../../mod/chunk/mod.ts";
 import { startEngineStack } from "../../mod/role/engine_stack.ts";
@@ -35,6 +35,7 @@ import {
 import { selectDisk } from "../../mod/disk/mod.ts";
 import { selectErasureCodec } from "../../mod/ec/mod.ts";
 import { createLogger } from "../../mod/obs/mod.ts";
+import { type Hashing, NodeHashing, OpensslHashing } from "../../mod/crypto/mod.ts";
 import { table } from "./_table.ts";
 
 // CRC-32C as the server runs it (ISA-L when the ec shim loads), installed before anything.
@@ -140,18 +141,32 @@ async function measure(bytes: number, fn: () => void | Promise<void>): Promise<n
 
 async function cpuStages(
   aead: Aead,
-): Promise<{ stages: Stage[]; aeadSeal: number; ecEncode: number }> {
+): Promise<
+  { stages: Stage[]; aeadSeal: number; ecEncode: number; node: { md5: number; sha: number } }
+> {
   const data = randomBytes(STAGE_BYTES);
   const pieces = Array.from(
     { length: STAGE_BYTES / MIB },
     (_, i) => data.subarray(i * MIB, (i + 1) * MIB),
   );
+  // MD5 and chunk ids as the engine computes them (the hashing shim when it loads), and
+  // with node:crypto for comparison.
+  const loaded = OpensslHashing.load(defaultShimOptions());
+  const hashing: Hashing = loaded.ok ? loaded.hashing : new NodeHashing();
   const md5 = await measure(STAGE_BYTES, () => {
-    const h = createHash("md5");
+    const h = hashing.md5();
     for (const p of pieces) h.update(p);
     h.digest();
   });
   const sha = await measure(STAGE_BYTES, () => {
+    for (const p of pieces) hashing.chunkId(p, null, null);
+  });
+  const nodeMd5 = await measure(STAGE_BYTES, () => {
+    const h = createHash("md5");
+    for (const p of pieces) h.update(p);
+    h.digest();
+  });
+  const nodeSha = await measure(STAGE_BYTES, () => {
     for (const p of pieces) createHash("sha256").update(p).digest();
   });
   const cdc = await measure(STAGE_BYTES, () => {
@@ -192,8 +207,18 @@ async function cpuStages(
   const ns = (mb: number) => 1000 / mb;
   const fan = (K + M) / K;
   const stages: Stage[] = [
-    { stage: "MD5 (etag)", mbPerSecond: md5, writeNsPerByte: ns(md5), readNsPerByte: 0 },
-    { stage: "SHA-256 (chunk id)", mbPerSecond: sha, writeNsPerByte: ns(sha), readNsPerByte: 0 },
+    {
+      stage: `MD5 (etag, ${hashing.implementation})`,
+      mbPerSecond: md5,
+      writeNsPerByte: ns(md5),
+      readNsPerByte: 0,
+    },
+    {
+      stage: `SHA-256 (chunk id, ${hashing.implementation})`,
+      mbPerSecond: sha,
+      writeNsPerByte: ns(sha),
+      readNsPerByte: 0,
+    },
     { stage: "CDC (FastCDC)", mbPerSecond: cdc, writeNsPerByte: ns(cdc), readNsPerByte: 0 },
     {
       stage: `CRC-32C ${crc32cImplementation().name} (fragments, x${fan} on writes)`,
@@ -220,7 +245,7 @@ async function cpuStages(
       readNsPerByte: 0,
     },
   ];
-  return { stages, aeadSeal: seal, ecEncode: ec };
+  return { stages, aeadSeal: seal, ecEncode: ec, node: { md5: nodeMd5, sha: nodeSha } };
 }
 
 // ---- device ceiling --------------------------------------------------------------------------
@@ -504,7 +529,8 @@ async function main(): Promise<void> {
     print(
       `ceilings: ${version} x${DEVICES} files: write ${round(fioWrite)} MB/s ` +
         `(data ${round(ceilings.write)} MB/s at ${K}+${M}), read ${round(fioRead)} MB/s; ` +
-        `AEAD seal 1 MiB ${round(cpu.aeadSeal)} MB/s; EC encode ${round(cpu.ecEncode)} MB/s`,
+        `AEAD seal 1 MiB ${round(cpu.aeadSeal)} MB/s; EC encode ${round(cpu.ecEncode)} MB/s; ` +
+        `node:crypto MD5 ${round(cpu.node.md5)} MB/s, SHA-256 ${round(cpu.node.sha)} MB/s`,
     );
     print();
     print("where one core's time goes, per byte of object data:");
@@ -550,6 +576,8 @@ async function main(): Promise<void> {
             dataReadMbPerSecond: round(ceilings.read, 1),
             aeadSeal1MiBMbPerSecond: round(cpu.aeadSeal, 1),
             ecEncode4p2MbPerSecond: round(cpu.ecEncode, 1),
+            nodeCryptoMd5MbPerSecond: round(cpu.node.md5, 1),
+            nodeCryptoSha256MbPerSecond: round(cpu.node.sha, 1),
           },
           stages: cpu.stages.map((s) => ({
             ...s,
