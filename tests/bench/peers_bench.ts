@@ -52,6 +52,9 @@ const MINIO_PASSWORD = "kisekibench-secret";
 /** MinIO's static KMS key (name:base64 of 32 bytes): a bench-only key for SSE-S3. */
 const MINIO_KMS_KEY = `kiseki-bench:${btoa(String.fromCharCode(...new Uint8Array(32).fill(7)))}`;
 const MINIO_DRIVES = 6;
+/** CreateBucket retries while MinIO answers 503 (initialising), and the pause between. */
+const MINIO_INIT_RETRIES = 240;
+const MINIO_INIT_RETRY_MS = 250;
 /** `go install` of MinIO takes ~10 min on 2 cores; bounded so a stuck build cannot hang. */
 const GO_BUILD_TIMEOUT_MS = 40 * 60_000;
 const CASE_SECONDS = QUICK ? 1.5 : 6;
@@ -290,7 +293,13 @@ async function withMinio(binary: string, fn: (target: Target) => Promise<void>):
         throw new Error(`minio exited ${s.code}: ${stderr}`);
       }),
     ]);
+    // MinIO may say ready before its object layer is (503 XMinioServerNotInitialized).
     let r = await minioRequest("PUT", `/${BUCKET}`, {});
+    for (let i = 0; r.status === 503 && i < MINIO_INIT_RETRIES; i++) {
+      await r.body?.cancel();
+      await sleep(MINIO_INIT_RETRY_MS);
+      r = await minioRequest("PUT", `/${BUCKET}`, {});
+    }
     if (r.status !== 200) throw new Error(`MinIO CreateBucket: ${r.status} ${await r.text()}`);
     await r.body?.cancel();
     const sse = encoder.encode(
