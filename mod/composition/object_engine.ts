@@ -11,9 +11,32 @@
 // back when a commit releases them (overwrite, delete, abort, unlisted parts), or when the
 // commit is definitely refused. A crash, or a commit whose fate is unknown ("unavailable"),
 // leaks refs rather than risk dropping one still in use: space, never data.
+//
+// Where the bytes of a streamed PUT are copied, and why (with the hashing shim loaded):
+//  1. socket -> a fresh read buffer (mod/s3/http1.ts readSome, up to 256 KiB a read): the
+//     kernel's copy out of the socket. Bytes that arrived with the head are sliced out of
+//     the connection's buffer instead (it is reused for the next request).
+//     The SigV4 payload SHA-256 reads these pieces where they are, on a runtime thread
+//     (mod/s3/checksums.ts BodyDigestStream), at most S3_PAYLOAD_HASH_AHEAD_BYTES_MAX ahead.
+//  2. pieces -> the CDC assembly buffer (chunkStream), only for a chunk that spans pieces:
+//     a chunk must be contiguous to be named and sealed. A chunk inside one piece is not
+//     copied here.
+//  3. chunk -> an envelope buffer at ENVELOPE_HEADER_BYTES (#storeStream): the assembly
+//     buffer and the pieces move on while the chunk is hashed, sealed and stored, and the
+//     envelope buffer has room for the header and tag around it. The MD5 (in stream order)
+//     and the chunk id read it in place on runtime threads, before sealing.
+//  4. none for sealing: AES-256-GCM encrypts the envelope buffer in place (sealChunk out =
+//     the same buffer).
+//  5. envelope -> k aligned fragment buffers (chunk store #fill): O_DIRECT needs aligned,
+//     padded buffers per device; ISA-L computes the m parity fragments from them in place.
+//  6. fragments -> devices: io_uring O_DIRECT writes (DMA from the fragment buffers).
+// A GET: the k data fragments are read (O_DIRECT) straight into their places in one
+// envelope buffer (a degraded read reconstructs the missing ones there), the envelope is
+// opened in place (openChunk out = the envelope body) and the plaintext is enqueued as a
+// view of it (a range is a subarray): no copy between the device read and the socket write.
 
 import { createHash } from "node:crypto";
-import { assert, BufferPool } from "../base/mod.ts";
+import { assert } from "../base/mod.ts";
 import {
   type CdcOptions,
   type CdcParams,
@@ -28,8 +51,10 @@ import {
 } from "../chunk/mod.ts";
 import {
   type Aead,
+  type AsyncStreamDigest,
   ENVELOPE_HEADER_BYTES,
   envelopeBytes,
+  type Hashing,
   openChunk,
   sealChunk,
 } from "../crypto/mod.ts";
@@ -58,45 +83,39 @@ import type {
 import type { Namespace, NamespaceKind, NamespaceRef } from "./namespace.ts";
 import { PayloadUnreadableError } from "./payload_cipher.ts";
 import type { CompositionService, PutInput } from "./service.ts";
+import { BufferLender, type EnvelopeBuffer, EnvelopeBuffers } from "./object_engine_buffers.ts";
+import { HashWorkers } from "./object_engine_hash.ts";
+import {
+  type ByteRange,
+  firstEndingAfter,
+  firstStartingAt,
+  rebase,
+  resolvePart,
+  resolveRange,
+} from "./object_engine_ranges.ts";
+import {
+  ENGINE_ASSEMBLY_BUFFERS_MAX,
+  ENGINE_CHUNK_BUFFERS_MAX,
+  ENGINE_HASH_WORKERS_MAX,
+  ENGINE_MASTER_KEYS_CACHED_MAX,
+  ENGINE_OBJECT_BYTES_MAX,
+  ENGINE_PART_BYTES_MIN_DEFAULT,
+  ENGINE_PUT_CHUNKS_IN_FLIGHT_MAX,
+  ENGINE_READ_AHEAD_CHUNKS,
+  ENGINE_READ_STALL_MS,
+  ENGINE_RELEASES_BEHIND_MAX,
+  ENGINE_RELEASES_IN_FLIGHT_MAX,
+} from "./object_engine_limits.ts";
 
-/** Chunks one put seals and stores concurrently (each holds one envelope buffer). */
-export const ENGINE_PUT_CHUNKS_IN_FLIGHT_MAX = 8;
-/** Envelope buffers the engine owns across all puts; a put waits for one when all are lent. */
-export const ENGINE_CHUNK_BUFFERS_MAX = 64;
-/** CDC assembly buffers (one per put being chunked); further puts wait. */
-export const ENGINE_ASSEMBLY_BUFFERS_MAX = 32;
-/** Puts that may wait for a buffer before new ones are refused as "unavailable". */
-export const ENGINE_BUFFER_WAITERS_MAX = 4096;
-/**
- * Chunks a get fetches ahead of the one its reader is consuming. Measured with 1 MiB chunks
- * on EC 4+2 through the S3 gateway: 4 ahead streamed a 64 MiB GET at 900-985 MB/s, 8 at
- * 795-815, 16 at 640: reads merged into one disk round complete together, so a deep window
- * delays the chunk the reader waits for behind the ones it does not need yet.
- */
-export const ENGINE_READ_AHEAD_CHUNKS = 4;
-/**
- * A get whose reader takes no bytes for this long gives up its fetched chunks and fails: a
- * client that stops reading must not hold read-ahead memory (and its connection) forever.
- * 120 s lets a 64 KB/s reader take a 4 MiB chunk (the CDC maximum) with room to spare.
- */
-export const ENGINE_READ_STALL_MS = 120_000;
-/** Most hash workers an engine runs (MD5 and chunk ids; one saturates at ~500 MB/s). */
-export const ENGINE_HASH_WORKERS_MAX = 4;
-/** References given back concurrently after a commit released them. */
-export const ENGINE_RELEASES_IN_FLIGHT_MAX = 32;
-/** Overwrites whose releases may run behind their writers at once. */
-export const ENGINE_RELEASES_BEHIND_MAX = 256;
-/** S3's limit on one object. */
-export const ENGINE_OBJECT_BYTES_MAX = 5 * 1024 ** 4;
-/** S3's minimum size of every part but the last. */
-export const ENGINE_PART_BYTES_MIN_DEFAULT = 5 << 20;
-/** System key epochs whose master keys the engine keeps in memory. */
-export const ENGINE_MASTER_KEYS_CACHED_MAX = 64;
-
-assert(
-  ENGINE_PUT_CHUNKS_IN_FLIGHT_MAX <= ENGINE_CHUNK_BUFFERS_MAX,
-  "one put can have all its chunks in flight",
-);
+// The engine's limits live in object_engine_limits.ts; this door keeps exporting them.
+export * from "./object_engine_limits.ts";
+export {
+  type ByteRange,
+  ObjectPartError,
+  ObjectRangeError,
+  resolvePart,
+  resolveRange,
+} from "./object_engine_ranges.ts";
 
 const MD5_HEX = /^[0-9a-f]{32}$/;
 /** Placeholder of a ref whose chunk id is still being computed. */
@@ -182,6 +201,12 @@ export interface ObjectEngineOptions {
    * A put's session stays on one worker (its MD5 runs in order); puts spread over them.
    */
   hashWorkers?: number;
+  /**
+   * Hashing whose async calls run off the event loop (the OpenSSL shim): when given, a put's
+   * MD5 runs in order and its chunk ids side by side on runtime worker threads, in place of
+   * the hash workers (which are then not started).
+   */
+  hashing?: Hashing;
   logger?: Logger;
 }
 
@@ -229,9 +254,6 @@ export interface ObjectInfo {
   /** The multipart upload (hex id) this version was completed from; absent otherwise. */
   completedUploadId?: string;
 }
-
-/** Bytes `start`..`end` inclusive (end omitted: to the last byte), or the last `suffixBytes`. */
-export type ByteRange = { start: number; end?: number } | { suffixBytes: number };
 
 export interface GetObjectOptions {
   range?: ByteRange;
@@ -281,22 +303,6 @@ export interface EngineStats {
   releaseFailures: number;
 }
 
-/** A range that does not overlap the object (S3 InvalidRange, HTTP 416). */
-export class ObjectRangeError extends CompositionError {
-  override name = "ObjectRangeError";
-  constructor(message: string, readonly sizeBytes: number) {
-    super("invalid_argument", message);
-  }
-}
-
-/** A part number past the object's parts (S3 InvalidPartNumber, HTTP 416). */
-export class ObjectPartError extends CompositionError {
-  override name = "ObjectPartError";
-  constructor(readonly partNumber: number, readonly partsCount: number) {
-    super("invalid_argument", `part ${partNumber} of an object of ${partsCount} parts`);
-  }
-}
-
 /** A body stored as chunks: their refs (each holding one reference), size and MD5. */
 interface StoredChunks {
   refs: ChunkRef[];
@@ -318,369 +324,6 @@ interface WriteContext {
 }
 
 type RefHolder = Pick<WriteContext, "taken" | "uncertain">;
-
-/** Lends buffers of one size from a BufferPool, queueing borrowers when all are out. */
-class BufferLender {
-  readonly #pool: BufferPool;
-  readonly #waiters: ((buffer: Uint8Array) => void)[] = [];
-
-  constructor(bufferSizeBytes: number, countMax: number) {
-    this.#pool = new BufferPool({ bufferSizeBytes, countMax });
-  }
-
-  acquire(): Promise<Uint8Array> {
-    const buffer = this.#pool.acquire();
-    if (buffer !== null) return Promise.resolve(buffer);
-    return waitFor(this.#waiters);
-  }
-
-  release(buffer: Uint8Array): void {
-    const waiter = this.#waiters.shift();
-    if (waiter !== undefined) waiter(buffer);
-    else this.#pool.release(buffer);
-  }
-}
-
-function waitFor<T>(waiters: ((value: T) => void)[]): Promise<T> {
-  if (waiters.length >= ENGINE_BUFFER_WAITERS_MAX) {
-    return Promise.reject(
-      new CompositionError("unavailable", "the engine is out of write buffers; retry"),
-    );
-  }
-  return new Promise((resolve) => waiters.push(resolve));
-}
-
-/** An envelope buffer: shared memory, so the hash worker reads the chunk where it lies. */
-interface EnvelopeBuffer {
-  bytes: Uint8Array;
-  /** Its number at the hash worker (-1: not registered). */
-  index: number;
-}
-
-/**
- * Envelope buffers of one size in SharedArrayBuffers, allocated on first need (each page
- * touched once) up to `countMax`, then reused; borrowers queue when all are lent.
- */
-class EnvelopeBuffers {
-  readonly #size: number;
-  readonly #countMax: number;
-  readonly #register: (buffer: SharedArrayBuffer) => number;
-  readonly #free: EnvelopeBuffer[] = [];
-  readonly #waiters: ((buffer: EnvelopeBuffer) => void)[] = [];
-  #allocated = 0;
-
-  constructor(
-    size: number,
-    countMax: number,
-    preallocate: number,
-    register: (buffer: SharedArrayBuffer) => number,
-  ) {
-    this.#size = size;
-    this.#countMax = countMax;
-    this.#register = register;
-    for (let i = 0; i < preallocate; i++) this.#free.push(this.#allocate());
-  }
-
-  acquire(): Promise<EnvelopeBuffer> {
-    const free = this.#free.pop() ?? (this.#allocated < this.#countMax ? this.#allocate() : null);
-    return free !== null ? Promise.resolve(free) : waitFor(this.#waiters);
-  }
-
-  release(buffer: EnvelopeBuffer): void {
-    const waiter = this.#waiters.shift();
-    if (waiter !== undefined) waiter(buffer);
-    else this.#free.push(buffer);
-  }
-
-  #allocate(): EnvelopeBuffer {
-    const shared = new SharedArrayBuffer(this.#size);
-    const bytes = new Uint8Array(shared);
-    for (let i = 0; i < bytes.length; i += 4096) bytes[i] = 0;
-    this.#allocated++;
-    return { bytes, index: this.#register(shared) };
-  }
-}
-
-/**
- * The hash worker's code: MD5 of each put's chunks in order (the etag) and each chunk's id
- * (SHA-256, or HMAC-SHA256 under the session's tenant key: the same functions as
- * computeChunkId(); a test compares them), read from the shared envelope buffers.
- */
-const HASH_WORKER_SOURCE = `
-import { createHash, createHmac } from "node:crypto";
-const buffers = [];
-const sessions = new Map();
-self.onmessage = (event) => {
-  const m = event.data;
-  try {
-    if (m.op === "buffer") {
-      buffers[m.index] = new Uint8Array(m.buffer);
-    } else if (m.op === "chunk") {
-      // The first chunk of a session starts it (key: null or the tenant's dedup key); the
-      // last one (m.last) also finishes it and answers with the MD5 too.
-      if (m.start) sessions.set(m.session, { md5: createHash("md5"), key: m.key });
-      const s = sessions.get(m.session);
-      const view = buffers[m.index].subarray(m.offset, m.offset + m.length);
-      s.md5.update(view);
-      const digest = s.key === null
-        ? createHash("sha256").update(view).digest()
-        : createHmac("sha256", s.key).update(view).digest();
-      const id = new Uint8Array(32);
-      id.set(digest);
-      let md5;
-      if (m.last) {
-        sessions.delete(m.session);
-        md5 = s.md5.digest("hex");
-      }
-      self.postMessage({ request: m.request, id, md5 }, [id.buffer]);
-    } else if (m.op === "finish") {
-      if (m.start) sessions.set(m.session, { md5: createHash("md5"), key: m.key });
-      const s = sessions.get(m.session);
-      sessions.delete(m.session);
-      self.postMessage({ request: m.request, md5: s.md5.digest("hex") });
-    } else if (m.op === "abort") {
-      sessions.delete(m.session);
-    }
-  } catch (e) {
-    if (m.request !== undefined) self.postMessage({ request: m.request, error: String(e) });
-  }
-};
-`;
-
-/** Requests to the hash worker awaiting an answer; bounded by the buffers and puts in flight. */
-const HASH_REQUESTS_MAX = ENGINE_CHUNK_BUFFERS_MAX + ENGINE_ASSEMBLY_BUFFERS_MAX;
-
-/**
- * MD5 and chunk ids computed on a worker thread, so they overlap with chunking, sealing
- * and storing on the event loop (on two cores this is most of a put's CPU time). Messages
- * are handled in the order posted, which keeps each put's MD5 in stream order.
- */
-/** A hash worker's answer: a chunk's id, the session's MD5 (hex) at its end, or both. */
-interface HashAnswer {
-  id?: Uint8Array;
-  md5?: string;
-}
-
-class HashWorker {
-  readonly #worker: Worker;
-  readonly #url: string;
-  readonly #pending = new Map<
-    number,
-    { resolve: (v: HashAnswer) => void; reject: (e: Error) => void }
-  >();
-  #requests = 0;
-  #sessions = 0;
-  #buffers = 0;
-  #failure: Error | null = null;
-  /** Sessions started here whose start has not gone to the worker yet: their keys. */
-  readonly #unstarted = new Map<number, Uint8Array | null>();
-  /** MD5s that came back with a session's last chunk, until finish() takes them. */
-  readonly #finished = new Map<number, string>();
-
-  private constructor(worker: Worker, url: string) {
-    this.#worker = worker;
-    this.#url = url;
-    worker.onmessage = (event: MessageEvent) => {
-      const m = event.data as HashAnswer & { request: number; error?: string };
-      const waiter = this.#pending.get(m.request);
-      if (waiter === undefined) return;
-      this.#pending.delete(m.request);
-      if (m.error !== undefined) waiter.reject(new Error(`hash worker: ${m.error}`));
-      else waiter.resolve(m);
-    };
-    worker.onerror = (event: ErrorEvent) => {
-      event.preventDefault();
-      this.#fail(new Error(`hash worker failed: ${event.message}`));
-    };
-    worker.onmessageerror = () => this.#fail(new Error("hash worker: a message did not decode"));
-  }
-
-  /** A running worker, or null where workers cannot start (the caller hashes inline). */
-  static start(logger: Logger): HashWorker | null {
-    let url: string | null = null;
-    try {
-      url = URL.createObjectURL(new Blob([HASH_WORKER_SOURCE], { type: "text/javascript" }));
-      return new HashWorker(new Worker(url, { type: "module", name: "kiseki-hash" }), url);
-    } catch (e) {
-      if (url !== null) URL.revokeObjectURL(url);
-      logger.warn("hash worker unavailable: hashing on the event loop", {
-        error: (e as Error).message,
-      });
-      return null;
-    }
-  }
-
-  get failed(): boolean {
-    return this.#failure !== null;
-  }
-
-  register(buffer: SharedArrayBuffer): number {
-    const index = this.#buffers++;
-    this.#worker.postMessage({ op: "buffer", index, buffer });
-    return index;
-  }
-
-  /** A new session; nothing goes to the worker until its first chunk (or finish). */
-  start(key: Uint8Array | null): number {
-    const session = ++this.#sessions;
-    this.#unstarted.set(session, key);
-    return session;
-  }
-
-  /**
-   * The chunk id of `length` bytes at `offset` of `buffer`, hashed into the session's MD5.
-   * `last`: the session's final chunk; the MD5 comes back with it (finish() then costs no
-   * message), so a one-chunk object is one message each way.
-   */
-  async chunk(
-    session: number,
-    buffer: EnvelopeBuffer,
-    offset: number,
-    length: number,
-    last = false,
-  ): Promise<Uint8Array> {
-    const key = this.#unstarted.get(session);
-    const start = key !== undefined;
-    if (start) this.#unstarted.delete(session);
-    const answer = await this.#ask({
-      op: "chunk",
-      session,
-      index: buffer.index,
-      offset,
-      length,
-      last,
-      start,
-      key: key ?? null,
-    });
-    if (answer.md5 !== undefined) this.#finished.set(session, answer.md5);
-    return answer.id!;
-  }
-
-  /** The session's MD5 (hex): from its last chunk's answer, or asked for now. */
-  finish(session: number): Promise<string> {
-    const md5 = this.#finished.get(session);
-    if (md5 !== undefined) {
-      this.#finished.delete(session);
-      return Promise.resolve(md5);
-    }
-    const key = this.#unstarted.get(session);
-    const start = key !== undefined;
-    if (start) this.#unstarted.delete(session);
-    return this.#ask({ op: "finish", session, start, key: key ?? null }).then((a) => a.md5!);
-  }
-
-  abort(session: number): void {
-    this.#finished.delete(session);
-    if (this.#unstarted.delete(session)) return;
-    if (this.#failure === null) this.#worker.postMessage({ op: "abort", session });
-  }
-
-  close(): void {
-    this.#fail(new Error("the engine is closed"));
-  }
-
-  #ask(message: Record<string, unknown>): Promise<HashAnswer> {
-    if (this.#failure !== null) return Promise.reject(this.#failure);
-    assert(this.#pending.size < HASH_REQUESTS_MAX, "hash worker requests within their bound");
-    const request = ++this.#requests;
-    return new Promise((resolve, reject) => {
-      this.#pending.set(request, { resolve, reject });
-      this.#worker.postMessage({ ...message, request });
-    });
-  }
-
-  #fail(error: Error): void {
-    if (this.#failure !== null) return;
-    this.#failure = error;
-    this.#worker.terminate();
-    URL.revokeObjectURL(this.#url);
-    for (const waiter of this.#pending.values()) waiter.reject(error);
-    this.#pending.clear();
-  }
-}
-
-/**
- * Several hash workers behind HashWorker's interface: every envelope buffer is registered
- * with all of them (same index everywhere), and each session is pinned to the worker with
- * the fewest open sessions when it starts.
- */
-class HashWorkers {
-  readonly #workers: HashWorker[];
-  readonly #open: number[];
-  readonly #sessions = new Map<number, { worker: number; session: number }>();
-  #next = 0;
-
-  private constructor(workers: HashWorker[]) {
-    this.#workers = workers;
-    this.#open = workers.map(() => 0);
-  }
-
-  /** `count` running workers (fewer if some cannot start), or null if none can. */
-  static start(count: number, logger: Logger): HashWorkers | null {
-    const workers: HashWorker[] = [];
-    for (let i = 0; i < count; i++) {
-      const worker = HashWorker.start(logger);
-      if (worker === null) break;
-      workers.push(worker);
-    }
-    return workers.length === 0 ? null : new HashWorkers(workers);
-  }
-
-  get failed(): boolean {
-    return this.#workers.some((w) => w.failed);
-  }
-
-  register(buffer: SharedArrayBuffer): number {
-    const indexes = this.#workers.map((w) => w.register(buffer));
-    assert(indexes.every((i) => i === indexes[0]), "hash workers number buffers alike");
-    return indexes[0]!;
-  }
-
-  start(key: Uint8Array | null): number {
-    let worker = 0;
-    for (let i = 1; i < this.#workers.length; i++) {
-      if (this.#open[i]! < this.#open[worker]!) worker = i;
-    }
-    this.#open[worker]!++;
-    const id = ++this.#next;
-    this.#sessions.set(id, { worker, session: this.#workers[worker]!.start(key) });
-    return id;
-  }
-
-  chunk(
-    id: number,
-    buffer: EnvelopeBuffer,
-    offset: number,
-    length: number,
-    last = false,
-  ): Promise<Uint8Array> {
-    const s = this.#sessions.get(id)!;
-    return this.#workers[s.worker]!.chunk(s.session, buffer, offset, length, last);
-  }
-
-  finish(id: number): Promise<string> {
-    const s = this.#end(id);
-    return this.#workers[s.worker]!.finish(s.session);
-  }
-
-  abort(id: number): void {
-    const s = this.#sessions.get(id);
-    if (s === undefined) return;
-    this.#end(id);
-    this.#workers[s.worker]!.abort(s.session);
-  }
-
-  close(): void {
-    for (const w of this.#workers) w.close();
-  }
-
-  #end(id: number): { worker: number; session: number } {
-    const s = this.#sessions.get(id)!;
-    this.#sessions.delete(id);
-    this.#open[s.worker]!--;
-    return s;
-  }
-}
 
 const globalDedup: TenantDedup = {
   modeFor: () => "global",
@@ -707,6 +350,7 @@ export class ObjectEngine {
   readonly #envelopes: EnvelopeBuffers;
   readonly #assembly: BufferLender;
   readonly #hasher: HashWorkers | null;
+  readonly #hashing: Hashing | null;
   readonly #masterKeys = new Map<number, Uint8Array>();
   /** Releases running behind the writes that caused them (see #releaseBehind). */
   readonly #behind = new Set<Promise<void>>();
@@ -763,11 +407,16 @@ export class ObjectEngine {
       Number.isInteger(workers) && workers >= 1 && workers <= ENGINE_HASH_WORKERS_MAX,
       `hashWorkers must be 1..${ENGINE_HASH_WORKERS_MAX}`,
     );
-    this.#hasher = options.hashWorker === false ? null : HashWorkers.start(workers, this.#log);
+    this.#hashing = options.hashing?.offLoop ? options.hashing : null;
+    this.#hasher = options.hashWorker === false || this.#hashing !== null
+      ? null
+      : HashWorkers.start(workers, this.#log);
+    // None allocated ahead: an idle server holds no envelope memory (8 of them would be
+    // 32 MiB of touched pages at the default CDC maximum); the first puts fault theirs in.
     this.#envelopes = new EnvelopeBuffers(
       envelopeBytes(this.cdc.maxBytes),
       ENGINE_CHUNK_BUFFERS_MAX,
-      this.#chunksInFlightMax,
+      0,
       (buffer) => this.#hasher?.register(buffer) ?? -1,
     );
     this.#assembly = new BufferLender(this.cdc.maxBytes, ENGINE_ASSEMBLY_BUFFERS_MAX);
@@ -1393,9 +1042,15 @@ export class ObjectEngine {
     op: string,
     refsMax: number,
   ): Promise<StoredChunks> {
-    const hasher = this.#hasher !== null && !this.#hasher.failed ? this.#hasher : null;
+    const hashing = this.#hashing;
+    const hasher = hashing === null && this.#hasher !== null && !this.#hasher.failed
+      ? this.#hasher
+      : null;
     const session = hasher?.start(ctx.dedupKey) ?? 0;
-    const md5 = hasher === null ? createHash("md5") : null;
+    // Off-loop hashing: the MD5 is fed chunk by chunk in stream order (each update after the
+    // last), while chunk ids run side by side.
+    const md5Async: AsyncStreamDigest | null = hashing?.md5Async() ?? null;
+    const md5 = hasher === null && hashing === null ? createHash("md5") : null;
     const assembly = await this.#assembly.acquire();
     const refs: ChunkRef[] = [];
     let total = 0;
@@ -1410,6 +1065,16 @@ export class ObjectEngine {
       let id: Promise<Uint8Array>;
       if (hasher !== null) {
         id = hasher.chunk(session, buffer, ENVELOPE_HEADER_BYTES, length, last);
+      } else if (hashing !== null) {
+        // Both read the plaintext where it lies; sealing overwrites it in place, so the
+        // chunk's id is ready only when its MD5 update has also finished.
+        const body = buffer.bytes.subarray(ENVELOPE_HEADER_BYTES, ENVELOPE_HEADER_BYTES + length);
+        id = Promise.allSettled([md5Async!.update(body), hashing.chunkIdAsync(body, ctx.dedupKey)])
+          .then(([m, i]) => {
+            if (m.status === "rejected") throw m.reason;
+            if (i.status === "rejected") throw i.reason;
+            return i.value;
+          });
       } else {
         const body = buffer.bytes.subarray(ENVELOPE_HEADER_BYTES, ENVELOPE_HEADER_BYTES + length);
         md5!.update(body);
@@ -1468,9 +1133,14 @@ export class ObjectEngine {
     }
     if (failed.length > 0) {
       hasher?.abort(session);
+      await md5Async?.dispose();
       throw failed[0]!.error;
     }
-    const etag = hasher !== null ? await hasher.finish(session) : md5!.digest("hex");
+    const etag = hasher !== null
+      ? await hasher.finish(session)
+      : md5Async !== null
+      ? toHex(await md5Async.digest())
+      : md5!.digest("hex");
     return { refs, size: total, etag };
   }
 
@@ -1903,102 +1573,6 @@ function checkSize(size: number, sizeHint: number | undefined): void {
       `the body was ${size} bytes, ${sizeHint} were announced (truncated or oversized upload)`,
     );
   }
-}
-
-/** Resolves a requested range against the object's size (null: the whole object). */
-export function resolveRange(
-  range: ByteRange | undefined,
-  size: number,
-): { start: number; end: number } | null {
-  if (range === undefined) return null;
-  let start: number;
-  let end: number;
-  if ("suffixBytes" in range) {
-    const n = range.suffixBytes;
-    if (!Number.isSafeInteger(n) || n < 0) {
-      throw new CompositionError("invalid_argument", `suffix length ${n} is invalid`);
-    }
-    if (n === 0 || size === 0) {
-      throw new ObjectRangeError(`the last ${n} bytes of a ${size}-byte object is empty`, size);
-    }
-    start = Math.max(size - n, 0);
-    end = size - 1;
-  } else {
-    start = range.start;
-    const last = range.end;
-    if (
-      !Number.isSafeInteger(start) || start < 0 ||
-      (last !== undefined && (!Number.isSafeInteger(last) || last < start))
-    ) {
-      throw new CompositionError("invalid_argument", `range ${start}-${last ?? ""} is invalid`);
-    }
-    end = last ?? size - 1;
-    if (start >= size) {
-      throw new ObjectRangeError(`range starts at ${start}, past the ${size}-byte object`, size);
-    }
-    end = Math.min(end, size - 1);
-  }
-  return { start, end };
-}
-
-/**
- * The bytes of part `partNumber` as S3 serves GET ?partNumber: a multipart object's part
- * (an empty part: end = start - 1), or null (the whole object) for part 1 of a single-part
- * object. ObjectPartError past the last part.
- */
-export function resolvePart(
-  partSizes: readonly number[] | null,
-  size: number,
-  partNumber: number,
-): { start: number; end: number } | null {
-  if (!Number.isInteger(partNumber) || partNumber < 1 || partNumber > PART_NUMBER_MAX) {
-    throw new CompositionError(
-      "invalid_argument",
-      `part number ${partNumber} is not 1..${PART_NUMBER_MAX}`,
-    );
-  }
-  const count = partSizes?.length ?? 1;
-  if (partNumber > count) {
-    throw new ObjectPartError(partNumber, count);
-  }
-  if (partSizes === null) return null;
-  let start = 0;
-  for (let i = 0; i < partNumber - 1; i++) start += partSizes[i]!;
-  const end = start + partSizes[partNumber - 1]! - 1;
-  assert(end < size, "a part lies within its object");
-  return { start, end };
-}
-
-/** Index of the first ref ending after `offset` (refs ascend without overlap). */
-function firstEndingAfter(refs: readonly ChunkRef[], offset: number): number {
-  return search(refs, (r) => r.offsetBytes + r.lengthBytes > offset);
-}
-
-/** Index of the first ref starting at or after `offset` (refs.length if none). */
-function firstStartingAt(refs: readonly ChunkRef[], offset: number): number {
-  return search(refs, (r) => r.offsetBytes >= offset);
-}
-
-/** The first index where `past` holds (it holds for every later index too). */
-function search(refs: readonly ChunkRef[], past: (r: ChunkRef) => boolean): number {
-  let lo = 0;
-  let hi = refs.length;
-  while (lo < hi) {
-    const mid = (lo + hi) >>> 1;
-    if (past(refs[mid]!)) hi = mid;
-    else lo = mid + 1;
-  }
-  return lo;
-}
-
-function offsetOf(refs: readonly ChunkRef[]): number {
-  return refs.length === 0 ? 0 : refs[0]!.offsetBytes;
-}
-
-/** Refs moved to start at offset 0 (a part's refs tile the part). */
-function rebase(refs: readonly ChunkRef[]): ChunkRef[] {
-  const base = offsetOf(refs);
-  return refs.map((r) => ({ ...r, offsetBytes: r.offsetBytes - base }));
 }
 
 function sourceOf(body: Body): AsyncIterable<Uint8Array> {

@@ -15,6 +15,10 @@ import type { NamespaceRef } from "./namespace.ts";
 import { hmacChunkId, sha256ChunkId, splitChunks } from "../chunk/mod.ts";
 import { ObjectEngine, ObjectPartError, ObjectRangeError, resolvePart } from "./object_engine.ts";
 import { kmsTenantName } from "./tenant_payload_cipher.ts";
+import { defaultShimOptions } from "../../ffi/loader.ts";
+import { OpensslHashing } from "../crypto/mod.ts";
+
+const nativeHashing = OpensslHashing.load(defaultShimOptions());
 
 const quiet = createLogger({ level: "error", format: "text", sink: { write: () => {} } });
 const MiB = 1 << 20;
@@ -1048,6 +1052,56 @@ Deno.test("ObjectEngine hashes alike on the worker and on the event loop, in bot
     assert.equal(put.etag, md5(prngBytes(150, 2 * MiB)));
     assert.ok(same(await get(stack, ns, "after"), prngBytes(150, 2 * MiB)));
   }, { dedupModeFor: (t) => (t[15] === 2 ? "tenant" : "global") });
+});
+
+Deno.test({
+  name: "ObjectEngine hashes off the event loop (OpenSSL shim) as on the loop, in both dedup modes",
+  ignore: !nativeHashing.ok,
+  fn: async () => {
+    if (!nativeHashing.ok) return;
+    const hashing = nativeHashing.hashing;
+    await withStack(async (stack) => {
+      const make = (options: { hashing?: typeof hashing; hashWorker?: boolean }) =>
+        new ObjectEngine({
+          service: stack.service,
+          chunkStore: stack.chunkStore,
+          aead: stack.aead,
+          systemKeys: stack.systemKeys,
+          tenantGate: stack.cipher,
+          dedup: stack.dedup,
+          logger: quiet,
+          ...options,
+        });
+      const native = make({ hashing });
+      const inline = make({ hashWorker: false });
+      try {
+        for (const t of [1, 2]) {
+          const ns = await stack.engine.createNamespace(tenant(t), `native-${t}`);
+          const sizes = [3 * MiB + 1, 2 * MiB, 5 * MiB + 3, 700_000, 1];
+          const puts = await Promise.all(
+            sizes.map((size, i) => native.putObject(ns, `n${i}`, prngStream(180 + i, size))),
+          );
+          for (const [i, size] of sizes.entries()) {
+            const bytes = prngBytes(180 + i, size);
+            assert.equal(puts[i]!.etag, md5(bytes), `put ${i} of tenant ${t}`);
+            const again = await inline.putObject(ns, `l${i}`, prngStream(180 + i, size));
+            assert.equal(again.etag, puts[i]!.etag);
+            assert.deepEqual(chunkIds(stack, ns, `l${i}`), chunkIds(stack, ns, `n${i}`));
+            assert.ok(same(await get(stack, ns, `n${i}`), bytes));
+          }
+          const first = splitChunks(prngBytes(180, sizes[0]!), stack.engine.cdc)[0]!;
+          const expected = t === 1
+            ? sha256ChunkId(first)
+            : hmacChunkId(await stack.dedup.keyFor(tenant(t)), first);
+          assert.deepEqual(chunkIds(stack, ns, "n0")[0], expected);
+        }
+        assert.equal(inline.stats().chunksStored, 0, "the loop's copies deduplicate entirely");
+      } finally {
+        await native.close();
+        await inline.close();
+      }
+    }, { dedupModeFor: (t) => (t[15] === 2 ? "tenant" : "global") });
+  },
 });
 
 Deno.test("startEngineStack() runs on a metadata plane it is given, attaching the views to every shard", async () => {

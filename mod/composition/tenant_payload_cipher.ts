@@ -92,7 +92,19 @@ export class KmsPayloadCipher implements PayloadCipher {
    * (crypto-shred). Cheap after the first call: the data key is cached until a destroy.
    */
   async probe(tenantId: Uint8Array): Promise<void> {
-    await this.seal(tenantId, new Uint8Array(0));
+    // Every object operation probes: a held data key answers without sealing anything.
+    const name = tenantName(tenantId);
+    try {
+      await this.#keys.ready(name);
+    } catch (e) {
+      if (!(e instanceof TenantKeyNotFoundError) || !this.#createKeys) throw unreadableIf(e);
+      try {
+        await this.#keys.kms.createKey(name);
+        await this.#keys.ready(name);
+      } catch (again) {
+        throw unreadableIf(again);
+      }
+    }
   }
 
   /** Drops the keys held for the tenant (a shred announced by another node). */

@@ -147,3 +147,35 @@ Deno.test("kmsTenantName() is the lower-case hex of the tenant id", () => {
   assert.equal(kmsTenantName(tenantA), "0a".repeat(16));
   assert.ok(!(new TenantKeyNotFoundError("x") instanceof PayloadUnreadableError));
 });
+
+Deno.test("KmsPayloadCipher.probe() asks the KMS once, seals nothing, and fails after a shred", async () => {
+  let wraps = 0;
+  await withCipher(async ({ kms, cipher }) => {
+    // A tenant unknown to the KMS gets its key (createKeys) on a first probe.
+    await cipher.probe(tenantB);
+    await kms.createKey(kmsTenantName(tenantA));
+    wraps = 0;
+    // The first probe fetches the data key (one wrap); later ones and the seal reuse it.
+    await cipher.probe(tenantA);
+    for (let i = 0; i < 50; i++) await cipher.probe(tenantA);
+    const sealed = await cipher.seal(tenantA, new Uint8Array([5]));
+    assert.equal(wraps, 1, "probes and the seal share one data key");
+    assert.deepEqual(await cipher.open(tenantA, sealed), new Uint8Array([5]));
+    await kms.destroyKey(kmsTenantName(tenantA));
+    await assert.rejects(() => cipher.probe(tenantA), PayloadUnreadableError);
+  }, {
+    wrapKms: (kms) =>
+      new Proxy(kms, {
+        get(target, prop, receiver) {
+          const value = Reflect.get(target, prop, receiver);
+          if (prop === "wrap") {
+            return (...args: Parameters<TenantKms["wrap"]>) => {
+              wraps++;
+              return target.wrap(...args);
+            };
+          }
+          return typeof value === "function" ? value.bind(target) : value;
+        },
+      }),
+  });
+});

@@ -36,3 +36,7 @@ export type {
   RandomSource,
   SealChunkOptions,
 } from "./envelope.ts";
+export { NodeHashing, SyncAsyncDigest } from "./hashing.ts";
+export type { AsyncStreamDigest, Hashing, StreamDigest } from "./hashing.ts";
+export { OpensslHashing } from "./openssl_hashing.ts";
+export type { OpensslHashingLoad } from "./openssl_hashing.ts";

@@ -566,19 +566,34 @@ export class TenantDataKeys {
     return out;
   }
 
+  /**
+   * Resolves when seal() could seal for the tenant now, without sealing: its data key is
+   * held (dropped on a destroy), or is fetched from the KMS as seal() would, failing as
+   * seal() fails (TenantKeyDestroyedError after a crypto-shred). A check per request costs
+   * a lookup, not an AEAD seal.
+   */
+  async ready(tenantId: string): Promise<void> {
+    tenantIdBytes(tenantId);
+    const entry = this.#entry(tenantId);
+    await (entry.seal ?? this.#startSealKey(tenantId, entry));
+  }
+
+  #startSealKey(tenantId: string, entry: TenantEntry): Promise<SealKey> {
+    const pending = this.#newSealKey(tenantId, entry);
+    entry.seal = pending;
+    // A failure (say, the tenant key was destroyed) must not stick to the entry.
+    pending.catch(() => {
+      if (entry.seal === pending) entry.seal = null;
+    });
+    return pending;
+  }
+
   /** The data key new payloads of the tenant are sealed under (created on first use). */
   async #sealKey(tenantId: string): Promise<SealKey> {
     const entry = this.#entry(tenantId);
     for (;;) {
-      if (entry.seal === null) {
-        const pending = this.#newSealKey(tenantId, entry);
-        entry.seal = pending;
-        // A failure (say, the tenant key was destroyed) must not stick to the entry.
-        pending.catch(() => {
-          if (entry.seal === pending) entry.seal = null;
-        });
-      }
-      const current = entry.seal;
+      if (entry.seal === null) this.#startSealKey(tenantId, entry);
+      const current = entry.seal!;
       const sealKey = await current;
       if (sealKey.seals < this.sealsPerKeyMax) {
         sealKey.seals++;

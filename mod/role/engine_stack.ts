@@ -17,7 +17,14 @@ import {
   type PoolSpec,
   TENANT_DEDUP_KEY_BYTES_MIN,
 } from "../chunk/mod.ts";
-import { type Aead, AEAD_KEY_BYTES, selectAead, systemRandom } from "../crypto/mod.ts";
+import {
+  type Aead,
+  AEAD_KEY_BYTES,
+  type Hashing,
+  OpensslHashing,
+  selectAead,
+  systemRandom,
+} from "../crypto/mod.ts";
 import type { KvEnv, KvPageKeys, KvTable } from "../disk/mod.ts";
 import { type ErasureCodecFactory, selectErasureCodec } from "../ec/mod.ts";
 import {
@@ -335,6 +342,7 @@ export interface EngineStackOptions {
     | "chunkCacheBytes"
     | "hashWorker"
     | "hashWorkers"
+    | "hashing"
   >;
 }
 
@@ -606,6 +614,9 @@ export async function startEngineStack(options: EngineStackOptions): Promise<Eng
       tenantGate: cipher,
       dedup,
       logger,
+      // The put path's hashing off the event loop when the shim loads (else hash workers);
+      // an engine told to hash inline (hashWorker: false) keeps doing so.
+      hashing: options.engine?.hashWorker === false ? undefined : selectHashing(shim, logger),
       ...options.engine,
     });
     closers.push(() => engine.close());
@@ -647,3 +658,20 @@ export async function startEngineStack(options: EngineStackOptions): Promise<Eng
     throw e;
   }
 }
+
+/**
+ * The OpenSSL hashing shim when it loads (said once in the log either way), else undefined:
+ * the engine then hashes on its workers with node:crypto.
+ */
+export function selectHashing(shim: ShimOptions, logger: Logger): Hashing | undefined {
+  const loaded = OpensslHashing.load(shim);
+  if (!hashingAnnounced) {
+    hashingAnnounced = true;
+    logger.info("hashing implementation", {
+      impl: loaded.ok ? "openssl" : "node",
+      reason: loaded.ok ? `shim loaded from ${loaded.path}` : loaded.reason,
+    });
+  }
+  return loaded.ok ? loaded.hashing : undefined;
+}
+let hashingAnnounced = false;

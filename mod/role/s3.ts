@@ -4,6 +4,7 @@
 // aws-cli credentials format, where the operator looks.
 
 import { type Config, formatHostPort } from "../base/mod.ts";
+import type { Hashing } from "../crypto/mod.ts";
 import type { Logger } from "../obs/mod.ts";
 import { adminJson as json, type AdminRoute } from "../admin/mod.ts";
 import { CompositionError } from "../composition/mod.ts";
@@ -27,6 +28,8 @@ export interface StartS3Options {
   defaultTenant: () => string | null;
   log: Logger;
   signal: AbortSignal;
+  /** Hashing off the event loop for streamed bodies' payload SHA-256 (the OpenSSL shim). */
+  hashing?: Hashing;
 }
 
 /** The gateway's view of the cluster's keys: a cluster state that cannot answer is a 503. */
@@ -53,6 +56,7 @@ export function startS3Gateway(options: StartS3Options): S3Endpoint {
     credentials: gatewayCredentials(credentials),
     hostId: `kiseki-node-${config.nodeId}`,
     logger: log,
+    hashing: options.hashing,
   });
   const server = listenS3({
     hostname: config.s3Addr.host,

@@ -28,7 +28,7 @@ import { loadRoleConfig, VERSION } from "./_run.ts";
 import { DataDirError, prepareDataDir } from "./data_dir.ts";
 import { type Cluster, startCluster } from "./cluster.ts";
 import { clusterView } from "./cluster_view.ts";
-import { type EngineStack, evenShardMap, startEngineStack } from "./engine_stack.ts";
+import { type EngineStack, evenShardMap, selectHashing, startEngineStack } from "./engine_stack.ts";
 import { fromHex, TENANT_ID_BYTES } from "../composition/mod.ts";
 import { type GcBackground, loadPoolSpecs } from "../chunk/mod.ts";
 import { announceDefaultTenant, startS3Gateway } from "./s3.ts";
@@ -300,6 +300,7 @@ async function runServer(config: Config): Promise<number> {
       defaultTenant: () => clusterState.isReady() ? clusterState.defaultTenant() : null,
       log: logger,
       signal: stop.signal,
+      hashing: selectHashing(shim, logger),
     });
     s3 = s3Endpoint;
     // NFS serves the default tenant's buckets (one namespace with S3) to loopback clients,

@@ -5,7 +5,8 @@
 
 import { createHash, type Hash } from "node:crypto";
 import { crc32 as zlibCrc32 } from "node:zlib";
-import { crc32c } from "../base/mod.ts";
+import { assert, crc32c } from "../base/mod.ts";
+import type { AsyncStreamDigest, Hashing } from "../crypto/mod.ts";
 import { S3Error } from "./errors.ts";
 
 export type ChecksumAlgorithm = "CRC32" | "CRC32C" | "CRC64NVME" | "SHA1" | "SHA256";
@@ -28,6 +29,11 @@ export const CHECKSUM_BYTES: Readonly<Record<ChecksumAlgorithm, number>> = Objec
 });
 
 export const MD5_BYTES = 16;
+/**
+ * Bytes of a streamed body passed on while their payload SHA-256 still runs off the event
+ * loop; past them the stream waits for the hash (they are held until hashed).
+ */
+export const S3_PAYLOAD_HASH_AHEAD_BYTES_MAX = 8 * 1024 * 1024;
 
 /** An incremental digest: feed with update(), read once with digest(). */
 export interface IncrementalHash {
@@ -326,6 +332,12 @@ export interface BodyDigestOptions {
   computeMd5?: boolean;
   /** Checksums to compute; with a value, checked at the end (BadDigest). */
   checksums?: ReadonlyArray<{ algorithm: ChecksumAlgorithm; expected?: Uint8Array }>;
+  /**
+   * Hashing that runs off the event loop: a streamed body's payload SHA-256 goes there
+   * (BodyDigestStream only; the pieces must not change until hashed, as body pieces from
+   * the socket never do).
+   */
+  hashing?: Hashing;
 }
 
 export interface BodyDigests {
@@ -345,6 +357,8 @@ export class BodyDigester {
   readonly #options: BodyDigestOptions;
   readonly #md5: ReturnType<typeof createMd5> | null;
   readonly #sha256: ReturnType<typeof createChecksum> | null;
+  /** The payload SHA-256 off the event loop, in place of #sha256 (see updateAsync). */
+  readonly #sha256Async: AsyncStreamDigest | null;
   readonly #checksums: {
     algorithm: ChecksumAlgorithm;
     expected?: Uint8Array;
@@ -355,12 +369,45 @@ export class BodyDigester {
   constructor(options: BodyDigestOptions = {}) {
     this.#options = options;
     this.#md5 = options.computeMd5 || options.expectedMd5 !== undefined ? createMd5() : null;
-    const sha256 = options.expectedSha256Hex === undefined ? null : createChecksum("SHA256");
+    const offLoop = options.expectedSha256Hex !== undefined && options.hashing?.offLoop === true;
+    this.#sha256Async = offLoop ? options.hashing!.sha256Async() : null;
+    const sha256 = options.expectedSha256Hex === undefined || offLoop
+      ? null
+      : createChecksum("SHA256");
     this.#sha256 = sha256;
     this.#checksums = (options.checksums ?? []).map((c) => ({
       ...c,
-      hash: c.algorithm === "SHA256" && sha256 !== null ? null : createChecksum(c.algorithm),
+      hash: c.algorithm === "SHA256" && (sha256 !== null || offLoop)
+        ? null
+        : createChecksum(c.algorithm),
     }));
+  }
+
+  /**
+   * update(), with the payload SHA-256 (when off the loop) queued on another thread: the
+   * promise settles once `chunk` is hashed (it must not change before), null when nothing
+   * was queued.
+   */
+  updateAsync(chunk: Uint8Array): Promise<void> | null {
+    this.update(chunk);
+    return this.#sha256Async?.update(chunk) ?? null;
+  }
+
+  /** finish(), after the payload SHA-256 queued off the loop has ended. */
+  async finishAsync(): Promise<BodyDigests> {
+    if (this.#sha256Async === null) return this.finish();
+    try {
+      this.#checkSize();
+    } catch (e) {
+      await this.#sha256Async.dispose();
+      throw e;
+    }
+    return this.#finish(await this.#sha256Async.digest());
+  }
+
+  /** Ends the payload SHA-256 queued off the loop without a digest (a failed body). */
+  async abandon(): Promise<void> {
+    await this.#sha256Async?.dispose();
   }
 
   update(chunk: Uint8Array): void {
@@ -378,16 +425,24 @@ export class BodyDigester {
   }
 
   finish(): BodyDigests {
-    const options = this.#options;
-    const expectedSize = options.expectedSizeBytes;
+    assert(this.#sha256Async === null, "a digester hashing off the loop ends with finishAsync()");
+    this.#checkSize();
+    return this.#finish(this.#sha256?.digest());
+  }
+
+  #checkSize(): void {
+    const expectedSize = this.#options.expectedSizeBytes;
     if (expectedSize !== undefined && this.#size !== expectedSize) {
       throw new S3Error(
         "IncompleteBody",
         `The body ended after ${this.#size} of the ${expectedSize} bytes the request announced`,
       );
     }
+  }
+
+  #finish(sha256Digest: Uint8Array | undefined): BodyDigests {
+    const options = this.#options;
     const md5Digest = this.#md5?.digest() ?? null;
-    const sha256Digest = this.#sha256?.digest();
     if (
       sha256Digest !== undefined && toHex(sha256Digest) !== options.expectedSha256Hex!.toLowerCase()
     ) {
@@ -421,6 +476,9 @@ export class BodyDigestStream extends TransformStream<Uint8Array, Uint8Array> {
 
   constructor(options: BodyDigestOptions = {}) {
     const digester = new BodyDigester(options);
+    /** Payload hash updates still running off the loop, oldest first, with their sizes. */
+    const hashing: { done: Promise<void>; bytes: number }[] = [];
+    let hashingBytes = 0;
     let resolve!: (d: BodyDigests) => void;
     let reject!: (e: unknown) => void;
     const digests = new Promise<BodyDigests>((res, rej) => {
@@ -429,24 +487,41 @@ export class BodyDigestStream extends TransformStream<Uint8Array, Uint8Array> {
     });
     // Nobody may be listening when the body fails; the stream error is what reports it.
     digests.catch(() => {});
-    const failing = (fn: () => void) => {
-      try {
-        fn();
-      } catch (e) {
-        reject(e);
-        throw e;
-      }
+    const abandon = (e: unknown) => {
+      reject(e);
+      void digester.abandon().catch(() => {});
+      throw e;
     };
     super({
-      transform(chunk, controller) {
-        failing(() => digester.update(chunk));
+      async transform(chunk, controller) {
+        let done: Promise<void> | null;
+        try {
+          done = digester.updateAsync(chunk);
+        } catch (e) {
+          abandon(e);
+          return;
+        }
+        if (done !== null) {
+          // The piece goes on while it is hashed; past the bound the stream waits, so a body
+          // never holds more than S3_PAYLOAD_HASH_AHEAD_BYTES_MAX of pieces for its hash.
+          // A failed update fails the digest too (finishAsync); this one need not be heard.
+          done.catch(() => {});
+          hashing.push({ done, bytes: chunk.length });
+          hashingBytes += chunk.length;
+          while (hashingBytes > S3_PAYLOAD_HASH_AHEAD_BYTES_MAX) {
+            const oldest = hashing.shift()!;
+            hashingBytes -= oldest.bytes;
+            await oldest.done.catch(abandon);
+          }
+        }
         controller.enqueue(chunk);
       },
       flush() {
-        failing(() => resolve(digester.finish()));
+        return digester.finishAsync().then(resolve, abandon);
       },
       cancel(reason) {
         reject(reason);
+        return digester.abandon();
       },
     });
     this.digests = digests;

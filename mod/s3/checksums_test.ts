@@ -1,5 +1,7 @@
 import assert from "node:assert/strict";
 import { Prng } from "../base/mod.ts";
+import { defaultShimOptions } from "../../ffi/loader.ts";
+import { OpensslHashing } from "../crypto/mod.ts";
 import {
   BodyDigestStream,
   CHECKSUM_ALGORITHMS,
@@ -15,6 +17,7 @@ import {
   parseChecksumAlgorithm,
   parseChecksumValue,
   parseContentMd5,
+  S3_PAYLOAD_HASH_AHEAD_BYTES_MAX,
   toBase64,
   toHex,
 } from "./checksums.ts";
@@ -220,4 +223,52 @@ Deno.test("combineCrcs() gives the CRC of the parts laid end to end", () => {
   }
   assert.ok(!isCombinable("SHA256"));
   assert.throws(() => combineCrcs("SHA1", []), RangeError);
+});
+
+const offLoop = OpensslHashing.load(defaultShimOptions());
+
+Deno.test({
+  name: "BodyDigestStream checks the payload SHA-256 off the event loop, past its ahead bound",
+  ignore: !offLoop.ok,
+  fn: async () => {
+    if (!offLoop.ok) return;
+    const hashing = offLoop.hashing;
+    // More than S3_PAYLOAD_HASH_AHEAD_BYTES_MAX in 1 MiB pieces: the stream waits on its hash.
+    const piece = 1 << 20;
+    const count = S3_PAYLOAD_HASH_AHEAD_BYTES_MAX / piece + 5;
+    const prng = new Prng(77);
+    const parts = Array.from({ length: count }, () => prng.bytes(piece));
+    const whole = new Uint8Array(piece * count);
+    parts.forEach((p, i) => whole.set(p, i * piece));
+    const sha = digestHex("SHA256", whole);
+    const stream = new BodyDigestStream({
+      expectedSizeBytes: whole.length,
+      expectedSha256Hex: sha,
+      checksums: [{ algorithm: "SHA256" }],
+      hashing,
+    });
+    assert.deepEqual(await pump(stream, parts), whole);
+    const digests = await stream.digests;
+    assert.equal(digests.checksums.SHA256, toBase64(fromHex(sha)));
+    // A mismatch, a short body and a long one fail the stream as on the loop.
+    await rejectsCode(
+      pump(new BodyDigestStream({ expectedSha256Hex: "00".repeat(32), hashing }), parts),
+      "XAmzContentSHA256Mismatch",
+    );
+    await rejectsCode(
+      pump(
+        new BodyDigestStream({
+          expectedSizeBytes: whole.length + 1,
+          expectedSha256Hex: sha,
+          hashing,
+        }),
+        parts,
+      ),
+      "IncompleteBody",
+    );
+    await rejectsCode(
+      pump(new BodyDigestStream({ expectedSizeBytes: 5, expectedSha256Hex: sha, hashing }), parts),
+      "InvalidRequest",
+    );
+  },
 });

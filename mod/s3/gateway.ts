@@ -16,7 +16,7 @@ import {
   TENANT_ID_BYTES,
   toHex,
 } from "../composition/mod.ts";
-import { type RandomSource, systemRandom } from "../crypto/mod.ts";
+import { type Hashing, type RandomSource, systemRandom } from "../crypto/mod.ts";
 import { counter, histogram, log as rootLog, type Logger } from "../obs/mod.ts";
 import { AwsChunkedDecoder } from "./aws_chunked.ts";
 import type { BackendBody, BackendByteRange, BackendObjectInfo, S3Backend } from "./backend.ts";
@@ -148,6 +148,11 @@ export interface S3GatewayOptions {
   hostId?: string;
   /** The backend's tenant id of a credential's tenant (default: 32 hex digits). */
   tenantIdOf?: (tenantId: string) => Uint8Array;
+  /**
+   * Hashing off the event loop (the OpenSSL shim) for streamed bodies' payload SHA-256;
+   * default: node:crypto on the loop.
+   */
+  hashing?: Hashing;
 }
 
 /** What every operation gets: the parsed request, who signed it, the raw request. */
@@ -404,6 +409,7 @@ export class S3Gateway {
   readonly #log: Logger;
   readonly #hostId: string;
   readonly #tenantIdOf: (tenantId: string) => Uint8Array;
+  readonly #hashing: Hashing | undefined;
 
   constructor(options: S3GatewayOptions) {
     this.backend = options.backend;
@@ -416,6 +422,7 @@ export class S3Gateway {
     this.#log = options.logger ?? rootLog;
     this.#hostId = options.hostId ?? "kiseki";
     this.#tenantIdOf = options.tenantIdOf ?? hexTenantId;
+    this.#hashing = options.hashing;
   }
 
   /** Answers one request; never throws (every failure is an S3 error response). */
@@ -645,7 +652,9 @@ export class S3Gateway {
       throw new S3Error("MissingContentLength");
     }
     const { options, declaredChecksums } = this.#digestOptions(ctx, sizeBytes, checksumsOfBody);
-    const digests = new BodyDigestStream(options);
+    // A streamed body's payload SHA-256 may run off the event loop (its pieces come from the
+    // socket and are never changed after).
+    const digests = new BodyDigestStream({ ...options, hashing: this.#hashing });
     const trailed = trailerChecksums;
     const all = trailed === null ? digests.digests : Promise.all([digests.digests, trailed])
       .then(([d, t]) => ({ ...d, checksums: { ...d.checksums, ...t } }));

@@ -27,6 +27,8 @@ import {
   startEngineStack,
 } from "../role/engine_stack.ts";
 import { missingPart } from "../base/mod.ts";
+import { type Hashing, OpensslHashing } from "../crypto/mod.ts";
+import { defaultShimOptions } from "../../ffi/loader.ts";
 import { createLogger } from "../obs/mod.ts";
 import type { S3Backend } from "./backend.ts";
 import { LocalCredentialStore, type NewAccessKey } from "./credentials.ts";
@@ -61,6 +63,7 @@ interface Harness {
 async function withGateway(
   fn: (h: Harness) => Promise<void>,
   engine: EngineStackOptions["engine"] = {},
+  hashing?: Hashing,
 ): Promise<void> {
   const dataDir = await Deno.makeTempDir({ prefix: "kiseki-s3-gateway-" });
   const stack = await startEngineStack({
@@ -80,6 +83,7 @@ async function withGateway(
     credentials,
     baseDomains: ["s3.localhost"],
     logger: quiet,
+    hashing,
   });
   // The listener the server runs, so real clients meet its HTTP as well.
   const server = listenS3({
@@ -411,55 +415,70 @@ Deno.test("S3Gateway keeps tenants apart", async () => {
   });
 });
 
-Deno.test("S3Gateway refuses bodies that differ from their digests and stores nothing", async () => {
-  await withGateway(async (h) => {
-    await send(h, "PUT", "/bkt");
-    const badMd5 = await send(h, "PUT", "/bkt/md5", {
-      body: "hello",
-      headers: { "content-md5": "AAAAAAAAAAAAAAAAAAAAAA==" },
-    });
-    assert.equal(badMd5.status, 400);
-    assert.equal(errorCode(badMd5.text), "BadDigest");
-    const badSha = await send(h, "PUT", "/bkt/sha", {
-      body: "hello",
-      payloadHash: sha256Hex("other"),
-    });
-    assert.equal(errorCode(badSha.text), "XAmzContentSHA256Mismatch");
-    const badCrc = await send(h, "PUT", "/bkt/crc", {
-      body: "hello",
-      headers: { "x-amz-checksum-crc32": "AAAAAA==" },
-    });
-    assert.equal(errorCode(badCrc.text), "BadDigest");
-    for (const key of ["md5", "sha", "crc"]) {
-      assert.equal((await send(h, "HEAD", `/bkt/${key}`)).status, 404, key);
-    }
-    const good = await send(h, "PUT", "/bkt/good", {
-      body: "hello",
-      headers: { "content-md5": "XUFAKrxLKna5cZ2REBfFkg==", "x-amz-checksum-crc32": "NhCmhg==" },
-    });
-    assert.equal(good.status, 200);
-    assert.equal(good.headers.get("etag"), '"5d41402abc4b2a76b9719d911017c592"');
-    assert.equal(good.headers.get("x-amz-checksum-crc32"), "NhCmhg==");
-    // Above WHOLE_BODY_BYTES_MAX the body streams through the same checks.
-    const big = new Uint8Array(WHOLE_BODY_BYTES_MAX + 1).fill(7);
-    const bigSha = await send(h, "PUT", "/bkt/big-sha", {
-      body: big,
-      payloadHash: sha256Hex("other"),
-    });
-    assert.equal(errorCode(bigSha.text), "XAmzContentSHA256Mismatch");
-    const bigMd5 = await send(h, "PUT", "/bkt/big-md5", {
-      body: big,
-      headers: { "content-md5": "AAAAAAAAAAAAAAAAAAAAAA==" },
-    });
-    assert.equal(errorCode(bigMd5.text), "BadDigest");
-    for (const key of ["big-sha", "big-md5"]) {
-      assert.equal((await send(h, "HEAD", `/bkt/${key}`)).status, 404, key);
-    }
-    const bigGood = await send(h, "PUT", "/bkt/big-good", { body: big });
-    assert.equal(bigGood.status, 200);
-    assert.equal(bigGood.headers.get("etag"), `"${createHash("md5").update(big).digest("hex")}"`);
+const offLoopHashing = OpensslHashing.load(defaultShimOptions());
+
+for (const hashing of [undefined, offLoopHashing.ok ? offLoopHashing.hashing : null]) {
+  Deno.test({
+    name: "S3Gateway refuses bodies that differ from their digests and stores nothing" +
+      (hashing === undefined ? "" : " (payload SHA-256 off the event loop)"),
+    ignore: hashing === null,
+    fn: () => refusesBadDigests(hashing ?? undefined),
   });
-});
+}
+
+async function refusesBadDigests(hashing: Hashing | undefined): Promise<void> {
+  await withGateway(
+    async (h) => {
+      await send(h, "PUT", "/bkt");
+      const badMd5 = await send(h, "PUT", "/bkt/md5", {
+        body: "hello",
+        headers: { "content-md5": "AAAAAAAAAAAAAAAAAAAAAA==" },
+      });
+      assert.equal(badMd5.status, 400);
+      assert.equal(errorCode(badMd5.text), "BadDigest");
+      const badSha = await send(h, "PUT", "/bkt/sha", {
+        body: "hello",
+        payloadHash: sha256Hex("other"),
+      });
+      assert.equal(errorCode(badSha.text), "XAmzContentSHA256Mismatch");
+      const badCrc = await send(h, "PUT", "/bkt/crc", {
+        body: "hello",
+        headers: { "x-amz-checksum-crc32": "AAAAAA==" },
+      });
+      assert.equal(errorCode(badCrc.text), "BadDigest");
+      for (const key of ["md5", "sha", "crc"]) {
+        assert.equal((await send(h, "HEAD", `/bkt/${key}`)).status, 404, key);
+      }
+      const good = await send(h, "PUT", "/bkt/good", {
+        body: "hello",
+        headers: { "content-md5": "XUFAKrxLKna5cZ2REBfFkg==", "x-amz-checksum-crc32": "NhCmhg==" },
+      });
+      assert.equal(good.status, 200);
+      assert.equal(good.headers.get("etag"), '"5d41402abc4b2a76b9719d911017c592"');
+      assert.equal(good.headers.get("x-amz-checksum-crc32"), "NhCmhg==");
+      // Above WHOLE_BODY_BYTES_MAX the body streams through the same checks.
+      const big = new Uint8Array(WHOLE_BODY_BYTES_MAX + 1).fill(7);
+      const bigSha = await send(h, "PUT", "/bkt/big-sha", {
+        body: big,
+        payloadHash: sha256Hex("other"),
+      });
+      assert.equal(errorCode(bigSha.text), "XAmzContentSHA256Mismatch");
+      const bigMd5 = await send(h, "PUT", "/bkt/big-md5", {
+        body: big,
+        headers: { "content-md5": "AAAAAAAAAAAAAAAAAAAAAA==" },
+      });
+      assert.equal(errorCode(bigMd5.text), "BadDigest");
+      for (const key of ["big-sha", "big-md5"]) {
+        assert.equal((await send(h, "HEAD", `/bkt/${key}`)).status, 404, key);
+      }
+      const bigGood = await send(h, "PUT", "/bkt/big-good", { body: big });
+      assert.equal(bigGood.status, 200);
+      assert.equal(bigGood.headers.get("etag"), `"${createHash("md5").update(big).digest("hex")}"`);
+    },
+    {},
+    hashing,
+  );
+}
 
 /** An aws-chunked body signed from `seed`, as SDKs that sign chunks send it. */
 function signedChunked(

@@ -823,11 +823,11 @@ export class SigV4Verifier {
   }
 
   #checkTime(parsed: ParsedSigV4, nowMs: number): number | undefined {
-    const serverTime = formatAmzDate(nowMs);
+    // Formatted only for an error's details: every request checks its time.
     if (parsed.kind === "presigned") {
       if (parsed.requestTimeMs - nowMs > this.clockSkewMsMax) {
         throw new S3Error("AccessDenied", "Request is not valid yet", {
-          details: { "X-Amz-Date": parsed.amzDate, ServerTime: serverTime },
+          details: { "X-Amz-Date": parsed.amzDate, ServerTime: formatAmzDate(nowMs) },
         });
       }
       const expiresAtMs = parsed.requestTimeMs + parsed.expiresSeconds! * 1000;
@@ -846,7 +846,7 @@ export class SigV4Verifier {
       throw new S3Error("RequestTimeTooSkewed", undefined, {
         details: {
           RequestTime: parsed.amzDate,
-          ServerTime: serverTime,
+          ServerTime: formatAmzDate(nowMs),
           MaxAllowedSkewMilliseconds: String(this.clockSkewMsMax),
         },
       });

@@ -15,11 +15,12 @@ interface Row {
 async function runBench(
   name: string,
   rowsOf: (json: Record<string, unknown>) => Row[],
+  env: Record<string, string> = {},
 ): Promise<void> {
   const out = await new Deno.Command(Deno.execPath(), {
     args: ["run", "-A", `${ROOT}tests/bench/${name}_bench.ts`, "--quick"],
     cwd: ROOT,
-    env: { NO_COLOR: "1" },
+    env: { NO_COLOR: "1", ...env },
     stdout: "piped",
     stderr: "piped",
   }).output();
@@ -174,4 +175,30 @@ Deno.test("bench:transport --quick streams frames through each transport against
       ratio: r.ratio!,
     }));
   });
+Deno.test("bench:peers --quick runs Kiseki and MinIO in turns (MinIO skipped with a line when not built)", async () => {
+  // A MinIO build takes ~10 minutes: the test uses a cached one and otherwise checks the
+  // skip, rather than building it.
+  const cached = `${Deno.env.get("HOME") ?? "/root"}/.cache/kiseki/bin/minio`;
+  const minio = Deno.env.get("KISEKI_MINIO_BIN") ??
+    (await Deno.stat(cached).then(() => cached, () => "/nonexistent/kiseki-minio"));
+  await runBench("peers", (json) => {
+    assert.equal(json.mode, "quick");
+    const rows = json.rows as {
+      kiseki: { opsPerSecond: number; errors: number };
+      minio: { opsPerSecond: number; errors: number } | null;
+      opsRatio: number | null;
+    }[];
+    assert.equal(rows.length, 10, "PUT and GET of five size/concurrency cases");
+    const skipped = (json.minio as { skipped?: string }).skipped;
+    for (const r of rows) {
+      assert.equal(r.kiseki.errors, 0);
+      assert.equal(r.minio === null, skipped !== undefined, "MinIO rows exactly when it ran");
+      if (r.minio !== null) assert.equal(r.minio.errors, 0);
+    }
+    return rows.map((r) => ({
+      mb: r.kiseki.opsPerSecond,
+      ceiling: r.minio?.opsPerSecond ?? null,
+      ratio: r.opsRatio,
+    }));
+  }, { KISEKI_MINIO_BIN: minio });
 });
