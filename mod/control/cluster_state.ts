@@ -14,6 +14,12 @@
 
 import { assert } from "../base/mod.ts";
 import type { Entry, Snapshot } from "../raft/mod.ts";
+import {
+  type NfsExport,
+  type NfsExportRecord,
+  nfsExportSpecFromJson,
+  NfsExportTable,
+} from "./nfs_exports.ts";
 
 /** The Raft group that carries cluster state (never a data shard id). */
 export const CLUSTER_STATE_GROUP_ID = 0xffff_ff00;
@@ -99,7 +105,8 @@ export type ClusterRecord =
   | { type: "key_epoch"; epoch: ClusterKeyEpoch }
   | { type: "tenant_kek"; tenant: string; createdAtMs: number; sealedKek: Uint8Array }
   | { type: "tenant_kek_destroy"; tenant: string; atMs: number }
-  | { type: "node"; node: ClusterNode };
+  | { type: "node"; node: ClusterNode }
+  | NfsExportRecord;
 
 /** What applying a record did: accepted, or refused with a reason (the same on every node). */
 export type ClusterApplyOutcome = { ok: true; index: number } | { ok: false; refused: string };
@@ -235,6 +242,13 @@ function fromJson(j: any): ClusterRecord {
         },
       };
     }
+    case "nfs_export":
+      return {
+        type: "nfs_export",
+        spec: nfsExportSpecFromJson(j.spec, (why) => new ClusterRecordError(why)),
+      };
+    case "nfs_export_remove":
+      return { type: "nfs_export_remove", path: text(j.path, "export path") };
     default:
       throw new ClusterRecordError(`unknown cluster record type ${JSON.stringify(j.type)}`);
   }
@@ -289,6 +303,7 @@ export class ClusterStateMachine {
   #currentEpoch = 0;
   readonly #keks = new Map<string, ClusterTenantKek>();
   readonly #nodes = new Map<number, ClusterNode>();
+  readonly #nfsExports = new NfsExportTable();
   readonly #listeners: ClusterStateListener[] = [];
 
   /** The Raft host's entry point: one committed command. */
@@ -395,6 +410,9 @@ export class ClusterStateMachine {
         }
         this.#nodes.set(r.node.id, { ...r.node });
         return null;
+      case "nfs_export":
+      case "nfs_export_remove":
+        return this.#nfsExports.apply(r);
     }
   }
 
@@ -452,6 +470,11 @@ export class ClusterStateMachine {
     return [...this.#nodes.values()].sort((a, b) => a.id - b.id).map((n) => ({ ...n }));
   }
 
+  /** The NFS exports, by path. */
+  nfsExports(): NfsExport[] {
+    return this.#nfsExports.list();
+  }
+
   // ---- snapshots ---------------------------------------------------------------------------
 
   /**
@@ -474,6 +497,7 @@ export class ClusterStateMachine {
           : { tenant, state: k.state, destroyedAtMs: k.destroyedAtMs }
       ),
       nodes: this.nodes(),
+      nfsExports: this.#nfsExports.snapshot(),
     };
     const body = encoder.encode(JSON.stringify(state));
     const out = new Uint8Array(1 + body.length);
@@ -511,6 +535,7 @@ export class ClusterStateMachine {
       }
     }
     for (const n of s.nodes) this.#must(fromJson({ type: "node", node: n }));
+    this.#nfsExports.restore(s.nfsExports, (why) => new ClusterRecordError(why));
   }
 
   #must(record: ClusterRecord): void {
@@ -527,5 +552,6 @@ export class ClusterStateMachine {
     this.#currentEpoch = 0;
     this.#keks.clear();
     this.#nodes.clear();
+    this.#nfsExports.clear();
   }
 }
