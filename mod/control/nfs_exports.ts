@@ -179,9 +179,10 @@ export function nfsExportSpecProblem(spec: NfsExportSpec): string | null {
 }
 
 /** The spec of a JSON record, checked; throws with the problem (the caller's error type). */
-// deno-lint-ignore no-explicit-any
-export function nfsExportSpecFromJson(j: any, fail: (why: string) => Error): NfsExportSpec {
-  if (typeof j !== "object" || j === null) throw fail("an export spec is an object");
+export function nfsExportSpecFromJson(json: unknown, fail: (why: string) => Error): NfsExportSpec {
+  if (typeof json !== "object" || json === null) throw fail("an export spec is an object");
+  // deno-lint-ignore no-explicit-any
+  const j = json as any;
   const spec: NfsExportSpec = {
     path: j.path,
     tenantId: j.tenantId,
@@ -237,10 +238,11 @@ export class NfsExportTable {
   }
 
   /** Replaces the table with a snapshot's; throws `fail(problem)` on a bad one. */
-  // deno-lint-ignore no-explicit-any
-  restore(s: any, fail: (why: string) => Error): void {
+  restore(snapshot: unknown, fail: (why: string) => Error): void {
     this.clear();
-    if (s === undefined || s === null) return;
+    if (snapshot === undefined || snapshot === null) return;
+    // deno-lint-ignore no-explicit-any
+    const s = snapshot as any;
     for (const e of s.exports ?? []) {
       const spec = nfsExportSpecFromJson(e, fail);
       const id = e.id;
