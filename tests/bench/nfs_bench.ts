@@ -260,7 +260,7 @@ function measure(nfs: Libnfs, name: string, url: string, dir: string): ServerRes
 
 // ---- the servers ---------------------------------------------------------------------------
 
-async function freePort(host: string): Promise<number> {
+function freePort(host: string): number {
   const l = Deno.listen({ hostname: host, port: 0 });
   const port = (l.addr as Deno.NetAddr).port;
   l.close();
@@ -292,8 +292,8 @@ async function startGanesha(workDir: string, exportDir: string) {
       await new Promise((r) => setTimeout(r, 250));
     }
   }
-  const nfsPort = await freePort(GANESHA_HOST);
-  const mntPort = await freePort(GANESHA_HOST);
+  const nfsPort = freePort(GANESHA_HOST);
+  const mntPort = freePort(GANESHA_HOST);
   await Deno.mkdir(`${workDir}/recov`, { recursive: true });
   const conf = `${workDir}/ganesha.conf`;
   await Deno.writeTextFile(
