@@ -991,6 +991,12 @@ export class BucketFs {
     const fromRef = this.#ref(src.ns), toRef = this.#ref(toDir.ns);
     if (src.kind === "object") {
       await this.#settle(src);
+      if (to !== null && to.node.kind === "object" && hex(to.node.ns) === hex(src.ns)) {
+        // Two names of one file: rename(2) leaves both as they are.
+        const [a, b] = [await this.#head(src.ns, src.path), await this.#head(src.ns, to.node.path)];
+        const inode = a?.metadata[INODE_KEY];
+        if (inode !== undefined && b?.metadata[INODE_KEY] === inode) return;
+      }
       if (to !== null && to.node.kind === "object") {
         // The replaced name leaves its file: its other names forget it.
         const old = await this.#head(to.node.ns, to.node.path);

@@ -479,6 +479,10 @@ Deno.test("NFSv3: hard links are names of one file, for NFS and as S3 objects", 
     const b2 = await h.client.lookup(b, "b2");
     assert.equal(DECODER.decode((await h.client.read(b2.fh!, 0, 5)).data), "FIRST");
     assert.equal(await h.stack.engine.headObject(ns, "sub/b").catch(() => null), null);
+    // Renaming a name over another name of the same file changes nothing.
+    assert.equal((await h.client.rename(b, "c", b, "b2")).status, 0);
+    assert.equal((await h.client.lookup(b, "c")).attr!.nlink, 2);
+    assert.equal((await h.client.lookup(b, "b2")).attr!.nlink, 2);
   });
 });
 
