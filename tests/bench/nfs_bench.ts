@@ -383,7 +383,7 @@ async function main(): Promise<void> {
     await Deno.remove(base, { recursive: true }).catch(() => {});
   }
   const [k, g] = results as [ServerResult, ServerResult];
-  const ratio = (a: number, b: number) => (a / b).toFixed(2);
+  const ratio = (a: number, b: number) => (a / b).toPrecision(2);
   const rows: (string | number)[][] = [
     [`write ${SIZE_MIB} MiB (MB/s)`, k.writeMBps.toFixed(1), g.writeMBps.toFixed(1)],
     [`read ${SIZE_MIB} MiB (MB/s)`, k.readMBps.toFixed(1), g.readMBps.toFixed(1)],
