@@ -207,8 +207,10 @@ Deno.test("a node back after the log moved past it catches up by a snapshot stre
     assert(bounds.firstIndex > stoppedAt, `node 3's log starts at ${bounds.firstIndex}`);
     // The sender counts a stream once it reads node 3's answer, which node 3 writes after
     // it has counted the install: wait for that answer to arrive.
-    await until("a leader to count the snapshot as sent", () =>
-      nodes.reduce((n, node) => n + (node?.cluster.snapshots.stats().sent ?? 0), 0) >= 1);
+    await until(
+      "a leader to count the snapshot as sent",
+      () => nodes.reduce((n, node) => n + (node?.cluster.snapshots.stats().sent ?? 0), 0) >= 1,
+    );
     // Everything of the namespace came across, listing included (reads are refused, never
     // half-answered, while a later snapshot is being installed).
     await until("node 3 to list every key", () => {
