@@ -14,6 +14,12 @@
 
 import { assert } from "../base/mod.ts";
 import type { Entry, Snapshot } from "../raft/mod.ts";
+import {
+  type NfsExport,
+  type NfsExportRecord,
+  nfsExportSpecFromJson,
+  NfsExportTable,
+} from "./nfs_exports.ts";
 
 /** The Raft group that carries cluster state (never a data shard id). */
 export const CLUSTER_STATE_GROUP_ID = 0xffff_ff00;
@@ -104,7 +110,8 @@ export type ClusterRecord =
    * Node `by` moved every fragment of its chunks off node `node`, drained since
    * `drainSinceMs` (a node's removal waits for every node's report).
    */
-  | { type: "node_evacuated"; node: number; by: number; drainSinceMs: number };
+  | { type: "node_evacuated"; node: number; by: number; drainSinceMs: number }
+  | NfsExportRecord;
 
 /** What applying a record did: accepted, or refused with a reason (the same on every node). */
 export type ClusterApplyOutcome = { ok: true; index: number } | { ok: false; refused: string };
@@ -247,6 +254,13 @@ function fromJson(j: any): ClusterRecord {
         by: num(j.by, "by"),
         drainSinceMs: num(j.drainSinceMs, "drainSinceMs"),
       };
+    case "nfs_export":
+      return {
+        type: "nfs_export",
+        spec: nfsExportSpecFromJson(j.spec, (why) => new ClusterRecordError(why)),
+      };
+    case "nfs_export_remove":
+      return { type: "nfs_export_remove", path: text(j.path, "export path") };
     default:
       throw new ClusterRecordError(`unknown cluster record type ${JSON.stringify(j.type)}`);
   }
@@ -303,6 +317,7 @@ export class ClusterStateMachine {
   readonly #nodes = new Map<number, ClusterNode>();
   /** Nodes that reported a draining node evacuated of their chunks (for its current drain). */
   readonly #evacuated = new Map<number, Set<number>>();
+  readonly #nfsExports = new NfsExportTable();
   readonly #listeners: ClusterStateListener[] = [];
 
   /** The Raft host's entry point: one committed command. */
@@ -427,6 +442,9 @@ export class ClusterStateMachine {
         this.#evacuated.set(r.node, by);
         return null;
       }
+      case "nfs_export":
+      case "nfs_export_remove":
+        return this.#nfsExports.apply(r);
     }
   }
 
@@ -489,6 +507,11 @@ export class ClusterStateMachine {
     return [...(this.#evacuated.get(node) ?? [])].sort((a, b) => a - b);
   }
 
+  /** The NFS exports, by path. */
+  nfsExports(): NfsExport[] {
+    return this.#nfsExports.list();
+  }
+
   // ---- snapshots ---------------------------------------------------------------------------
 
   /**
@@ -515,6 +538,7 @@ export class ClusterStateMachine {
         node,
         by: [...by].sort((a, b) => a - b),
       })),
+      nfsExports: this.#nfsExports.snapshot(),
     };
     const body = encoder.encode(JSON.stringify(state));
     const out = new Uint8Array(1 + body.length);
@@ -559,6 +583,7 @@ export class ClusterStateMachine {
         this.#must(fromJson({ type: "node_evacuated", node: e.node, by, drainSinceMs }));
       }
     }
+    this.#nfsExports.restore(s.nfsExports, (why) => new ClusterRecordError(why));
   }
 
   #must(record: ClusterRecord): void {
@@ -576,5 +601,6 @@ export class ClusterStateMachine {
     this.#keks.clear();
     this.#nodes.clear();
     this.#evacuated.clear();
+    this.#nfsExports.clear();
   }
 }

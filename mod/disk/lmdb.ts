@@ -28,7 +28,7 @@
 // environments. A commit lmdb fails as "damaged" rebuilds the environment from its records
 // (rebuild()), so a free-list inconsistency costs a copy, not the node.
 
-import type { Database, RootDatabase, Transaction } from "lmdb";
+import type { Database, RootDatabase } from "lmdb";
 import { assert } from "../base/mod.ts";
 import { log } from "../obs/mod.ts";
 
@@ -96,16 +96,13 @@ export const KV_TXN_OPERATIONS_MAX = 1 << 20;
 export const KV_PAGE_KEY_BYTES = 24;
 /** Records copied per write transaction by rekey(). */
 export const KV_REKEY_BATCH_RECORDS = 4096;
-/**
- * How long reads share one held read snapshot at most. A read transaction is costly to start
- * on a page-encrypted environment (its pages are decrypted anew for each transaction: ~45 µs
- * against ~5 µs plain, measured here), and lmdb-js starts one per event turn; reads (point
- * and range) therefore share one snapshot until the next commit of this environment resolves
- * (so every read after it sees it) or this bound, whichever comes first. Mixing the shared
- * snapshot with lmdb-js's own per-turn one costs more than either (measured: 1.6x the CPU
- * per cached GET).
- */
-export const KV_READ_SNAPSHOT_MS = 100;
+// Reads use lmdb-js's own read transaction (one per event turn, renewed after each commit).
+// A read snapshot held across turns and handed to lmdb-js as `transaction` (to save starting
+// a transaction on a page-encrypted environment) was tried and is not used: lmdb-js renews,
+// revives and ends its shared read transaction on its own schedule, and reads through the
+// held one then went to the wrong database (the view's namespace table answered with the
+// main database's table names: `deno task fuzz:nfs` failed "the tenant index names a
+// missing namespace", and segfaulted).
 /** The directory beside the environment where rekey() builds the copy. */
 const REKEY_SUFFIX = ".rekey";
 /** In it: written once the copy is complete and synced (from then on the swap is redone). */
@@ -685,13 +682,7 @@ class LmdbKvTable implements KvTable {
   getSync(key: Uint8Array): Uint8Array | undefined {
     this.env.assertOpen();
     checkKey(key);
-    // lmdb-js takes read options (the snapshot) here; its typings do not say so.
-    const getBinary = this.db.getBinary as (
-      this: Database<Uint8Array, Uint8Array>,
-      key: Uint8Array,
-      options: { transaction: Transaction },
-    ) => Uint8Array | undefined;
-    const value = getBinary.call(this.db, key, this.env.readOptions());
+    const value = this.db.getBinary(key);
     return value === undefined ? undefined : plain(value);
   }
 
@@ -716,10 +707,9 @@ class LmdbKvTable implements KvTable {
         limit: options.limit,
       }
       : { start: options.start, end: options.end, limit: options.limit };
-    // The shared snapshot too (two read transactions in one turn would each be paid for);
-    // getRange() holds its own reference on it until the iteration ends.
-    const ranged = { ...lmdbOptions, transaction: this.env.readOptions().transaction };
-    for (const { key, value } of this.db.getRange(ranged)) {
+    // getRange() holds its own reference on lmdb-js's read transaction until the iteration
+    // ends, so an iteration across an await keeps one snapshot.
+    for (const { key, value } of this.db.getRange(lmdbOptions)) {
       yield { key: plain(key as Uint8Array), value: plain(value) };
     }
   }
@@ -783,10 +773,6 @@ class LmdbKvEnv implements KvEnv {
   #rekeying: Promise<void> | null = null;
   #rebuilds = 0;
   #injectedFailure: string | null = null;
-  /** The read snapshot reads share (see KV_READ_SNAPSHOT_MS); null until the next read. */
-  #snapshot:
-    | { options: { transaction: Transaction }; timer: ReturnType<typeof setTimeout> }
-    | null = null;
 
   constructor(
     path: string,
@@ -804,26 +790,6 @@ class LmdbKvEnv implements KvEnv {
     assert(!this.#closed, `lmdb environment ${this.path} is closed`);
   }
 
-  /** Read options naming the shared read snapshot, started if there is none. */
-  readOptions(): { transaction: Transaction } {
-    if (this.#snapshot !== null) return this.#snapshot.options;
-    const transaction = this.#root.useReadTransaction();
-    const timer = setTimeout(() => this.#releaseSnapshot(), KV_READ_SNAPSHOT_MS);
-    Deno.unrefTimer(timer as unknown as number);
-    const options = { transaction };
-    this.#snapshot = { options, timer };
-    return options;
-  }
-
-  /** Lets go of the shared snapshot: the next read starts a new one (after a commit, current). */
-  #releaseSnapshot(): void {
-    const held = this.#snapshot;
-    if (held === null) return;
-    this.#snapshot = null;
-    clearTimeout(held.timer);
-    held.options.transaction.done();
-  }
-
   table(name: string): KvTable {
     this.assertOpen();
     assert(/^[a-z][a-z0-9_]{0,62}$/.test(name), `table name ${JSON.stringify(name)} is invalid`);
@@ -833,8 +799,6 @@ class LmdbKvEnv implements KvEnv {
         this.#tables.size < this.#tablesMax,
         `lmdb environment holds at most ${this.#tablesMax} tables`,
       );
-      // A table opened after a read snapshot began is not valid in it (EINVAL).
-      this.#releaseSnapshot();
       table = new LmdbKvTable(this, name, openTable(this.#root, name));
       this.#tables.set(name, table);
     }
@@ -878,7 +842,7 @@ class LmdbKvEnv implements KvEnv {
       assert(ok !== false, "lmdb batch without conditions reported a failed condition");
       assert(committed.flushed !== undefined, "lmdb-js did not give a flushed promise");
       await committed.flushed;
-    })().finally(() => this.#releaseSnapshot());
+    })();
     this.#pending.add(durable);
     try {
       await durable;
@@ -1007,7 +971,6 @@ class LmdbKvEnv implements KvEnv {
     syncDirSync(fresh);
     // The swap, without an await: no read sees a closed environment (tables are rebound in
     // the same turn).
-    this.#releaseSnapshot();
     this.#root.close().catch(() => {});
     swapIn(this.path, pageKeys?.keyFile ?? null);
     this.#root = openRoot(lmdb, this.path, settings, keyText);
@@ -1020,7 +983,6 @@ class LmdbKvEnv implements KvEnv {
     this.#closed = true;
     await this.#rekeying?.catch(() => {});
     await Promise.allSettled([...this.#pending]);
-    this.#releaseSnapshot();
     try {
       await this.#root.close();
     } finally {

@@ -4,6 +4,19 @@
 // a symlink is an object whose mode (user metadata `mode`, as s3fs writes it) says S_IFLNK.
 // Owners, modes and mtimes are the user metadata `uid`, `gid`, `mode`, `mtime`, so an object
 // written over S3 reads with defaults and one written over NFS keeps what the client set.
+//
+// Hard links (DESIGN): a file with several names is several objects, one per name, so S3
+// lists and reads each name as an ordinary object. They share one content (the same chunk
+// references: a link, a write's propagation and a rename copy references, never bytes) and
+// carry two gateway-private metadata entries: ":nfs-inode", the file's identity (its fileid,
+// the same under every name), and ":nfs-links", every name of the file (its link count).
+// A change stored under one name (a write when committed, a setattr) is copied to the other
+// names that still carry the same inode; unlinking a name drops it from the others' lists.
+// An S3 PUT to one name replaces that object, so it leaves the link (as replacing a name by
+// rename does in POSIX). The names are updated one after another, not atomically: a crash
+// between two leaves a name with its previous content or list, never a lost file.
+// Rename moves the composition (chunk references) to the new key and deletes the old one:
+// no data is read or written, however large the file.
 
 import { toHex } from "../base/mod.ts";
 import type {
@@ -31,6 +44,7 @@ import {
   NFS3ERR_FBIG,
   NFS3ERR_INVAL,
   NFS3ERR_ISDIR,
+  NFS3ERR_MLINK,
   NFS3ERR_NAMETOOLONG,
   NFS3ERR_NOENT,
   NFS3ERR_NOT_SYNC,
@@ -39,6 +53,7 @@ import {
   NFS3ERR_NOTSUPP,
   NFS3ERR_PERM,
   NFS3ERR_STALE,
+  NFS3ERR_XDEV,
   NfsError,
 } from "./errors.ts";
 import { fileIdOf, type FsNode } from "./file_handle.ts";
@@ -88,6 +103,10 @@ export const RENAME_KEYS_MAX = 10_000;
  * the gateway write terabytes with one call.
  */
 export const WRITE_HOLE_BYTES_MAX = 1 << 30;
+/** Names one file may have (PATHCONF linkmax). */
+export const LINKS_MAX = 64;
+/** The bytes of a file's list of names at most (it rides in each name's metadata). */
+export const LINK_NAMES_BYTES_MAX = 8 * 1024;
 /** Buckets whose change time is tracked (for directory mtimes). */
 export const TRACKED_BUCKETS_MAX = 4096;
 
@@ -104,6 +123,10 @@ const MTIME_KEY = "mtime";
 const VERIFIER_KEY = ":nfs-create-verifier";
 /** Extended attributes (gateway-private, as the verifier). */
 const XATTR_PREFIX = ":xattr:";
+/** A linked file's identity (hex), the same under each of its names. */
+const INODE_KEY = ":nfs-inode";
+/** A linked file's names (JSON array of keys in its bucket). */
+const LINKS_KEY = ":nfs-links";
 const DEFAULT_CONTENT_TYPE = "application/octet-stream";
 
 export type FileType = "dir" | "file" | "symlink";
@@ -217,6 +240,18 @@ function checkHole(size: number, offset: number, max: number): void {
   }
 }
 
+/** The names of a linked file, or null for a file with one name. */
+function linksOf(m: Metadata): string[] | null {
+  const raw = m[LINKS_KEY];
+  if (raw === undefined) return null;
+  try {
+    const v: unknown = JSON.parse(raw);
+    return Array.isArray(v) && v.every((x) => typeof x === "string") ? v : null;
+  } catch {
+    return null;
+  }
+}
+
 function parseNumber(v: string | undefined): number | undefined {
   if (v === undefined || !/^[0-9]+(\.[0-9]+)?$/.test(v)) return undefined;
   const n = Number(v);
@@ -252,7 +287,16 @@ export class BucketFs {
       logger: this.#log,
       now: this.#now,
       idleMs: options.writeIdleMs ?? WRITE_IDLE_MS,
-      stored: (ns) => this.#touchBucket(ns),
+      stored: (ns, path) => {
+        this.#touchBucket(ns);
+        // A write stored in the background reaches the file's other names too.
+        this.#propagate(ns, path).catch((e) =>
+          this.#log?.warn("nfs: copying a write to the other names of a file failed", {
+            path,
+            error: e,
+          })
+        );
+      },
       metadataOf: (m) => ({ ...m, [MTIME_KEY]: (this.#now() / 1000).toFixed(3) }),
     });
     this.#startedMs = this.#now();
@@ -261,6 +305,11 @@ export class BucketFs {
 
   #ref(ns: Uint8Array): NamespaceRef {
     return { tenantId: this.#tenant, id: ns };
+  }
+
+  /** The namespace id of this tenant's bucket `name`. */
+  namespaceIdOf(name: string): Uint8Array {
+    return this.#backend.namespace(this.#tenant, name).id;
   }
 
   // ---- attributes ----------------------------------------------------------------------------
@@ -384,14 +433,17 @@ export class BucketFs {
       size = pending.size;
       mtimeMs = Math.max(mtimeMs, pending.lastWriteMs);
     }
+    const inode = m[INODE_KEY];
     return {
       type,
       mode: rawMode === undefined ? (type === "symlink" ? 0o777 : 0o644) : rawMode & 0o7777,
-      nlink: 1,
+      nlink: Math.max(1, linksOf(m)?.length ?? 1),
       uid: parseNumber(m[UID_KEY]) ?? 0,
       gid: parseNumber(m[GID_KEY]) ?? 0,
       size,
-      fileid: fileIdOf(node),
+      fileid: inode === undefined || node.kind === "root"
+        ? fileIdOf(node)
+        : fileIdOf({ kind: "object", ns: node.ns, path: `\0inode\0${inode}` }),
       atimeMs: mtimeMs,
       mtimeMs,
       ctimeMs: Math.max(info.modifiedMs, mtimeMs),
@@ -798,6 +850,89 @@ export class BucketFs {
     return new TextDecoder().decode(bytes);
   }
 
+  /** LINK: `name` in `dir` becomes another name of the file `file` (same bucket). */
+  async link(file: FsNode, dir: FsNode, name: string, caller: Caller): Promise<FileAttr> {
+    checkName(name);
+    if (file.kind !== "object") throw new NfsError(NFS3ERR_ISDIR, "a directory has one name");
+    await this.#writableDir(dir, caller);
+    if (dir.kind !== "dir") throw new NfsError(NFS3ERR_ACCES, "files live in buckets, not at /");
+    if (hex(dir.ns) !== hex(file.ns)) {
+      throw new NfsError(NFS3ERR_XDEV, "a hard link stays within its bucket");
+    }
+    const path = childPath(dir.path, name);
+    checkKey(path);
+    if ((await this.#child(dir, name)) !== null) throw new NfsError(NFS3ERR_EXIST, "exists");
+    await this.#settle(file);
+    const info = await this.#head(file.ns, file.path);
+    if (info === null) throw new NfsError(NFS3ERR_STALE, "the file is gone");
+    const names = linksOf(info.metadata) ?? [file.path];
+    if (names.length >= LINKS_MAX) {
+      throw new NfsError(NFS3ERR_MLINK, `a file has at most ${LINKS_MAX} names`);
+    }
+    const next = [...names.filter((n) => n !== path), path];
+    const list = JSON.stringify(next);
+    if (ENCODER.encode(list).length > LINK_NAMES_BYTES_MAX) {
+      throw new NfsError(
+        NFS3ERR_MLINK,
+        `a file's names take at most ${LINK_NAMES_BYTES_MAX} bytes`,
+      );
+    }
+    const inode = info.metadata[INODE_KEY] ??
+      hex(crypto.getRandomValues(new Uint8Array(16)));
+    const ref = this.#ref(file.ns);
+    // The new name first (sharing the content's chunks), then the others learn of it.
+    await this.#backend.copyObject(ref, file.path, ref, path, {
+      metadataOf: (m) => ({ ...m, [INODE_KEY]: inode, [LINKS_KEY]: list }),
+    });
+    await this.#relink(file.ns, next, inode, path);
+    this.#touchBucket(file.ns);
+    return await this.getattr(file);
+  }
+
+  /** Writes `names` as the name list of every name of file `inode` but `except`. */
+  async #relink(ns: Uint8Array, names: string[], inode: string, except: string): Promise<void> {
+    const ref = this.#ref(ns);
+    const list = JSON.stringify(names);
+    for (const other of names) {
+      if (other === except) continue;
+      const info = await this.#head(ns, other);
+      // A name replaced since (an S3 PUT) is another file now.
+      if (info === null || (info.metadata[INODE_KEY] ?? inode) !== inode) continue;
+      await this.#settle({ kind: "object", ns, path: other });
+      await this.#backend.copyObject(ref, other, ref, other, {
+        metadataOf: (m) => ({ ...m, [INODE_KEY]: inode, [LINKS_KEY]: list }),
+      });
+    }
+  }
+
+  /** Copies the content and attributes stored under `path` to the file's other names. */
+  async #propagate(ns: Uint8Array, path: string): Promise<void> {
+    const info = await this.#head(ns, path);
+    if (info === null) return;
+    const names = linksOf(info.metadata);
+    const inode = info.metadata[INODE_KEY];
+    if (names === null || names.length < 2 || inode === undefined) return;
+    const ref = this.#ref(ns);
+    for (const other of names) {
+      if (other === path) continue;
+      const had = await this.#head(ns, other);
+      if (had === null || had.metadata[INODE_KEY] !== inode) continue;
+      const same = had.etag === info.etag && had.size === info.size &&
+        JSON.stringify(had.metadata) === JSON.stringify(info.metadata);
+      if (same) continue;
+      await this.#backend.copyObject(ref, path, ref, other);
+    }
+  }
+
+  /** After `path` stopped being a name of its file: the other names forget it. */
+  async #unlinked(ns: Uint8Array, path: string, info: ObjectInfo): Promise<void> {
+    const names = linksOf(info.metadata);
+    const inode = info.metadata[INODE_KEY];
+    if (names === null || inode === undefined) return;
+    const rest = names.filter((n) => n !== path);
+    if (rest.length > 0) await this.#relink(ns, rest, inode, path);
+  }
+
   async remove(dir: FsNode, name: string, caller: Caller): Promise<void> {
     checkName(name);
     await this.#writableDir(dir, caller);
@@ -805,8 +940,10 @@ export class BucketFs {
     if (found === null) throw new NfsError(NFS3ERR_NOENT, `no ${JSON.stringify(name)}`);
     if (found.node.kind !== "object") throw new NfsError(NFS3ERR_ISDIR, "is a directory");
     await this.#settle(found.node);
+    const info = await this.#head(found.node.ns, found.node.path);
     const { deleted } = await this.#backend.deleteObject(this.#ref(found.node.ns), found.node.path);
     if (!deleted) throw new NfsError(NFS3ERR_NOENT, `no ${JSON.stringify(name)}`);
+    if (info !== null) await this.#unlinked(found.node.ns, found.node.path, info);
     this.#touchBucket(found.node.ns);
     await this.#keepDir(dir);
   }
@@ -856,8 +993,42 @@ export class BucketFs {
     const fromRef = this.#ref(src.ns), toRef = this.#ref(toDir.ns);
     if (src.kind === "object") {
       await this.#settle(src);
-      await this.#backend.copyObject(fromRef, src.path, toRef, target);
+      if (to !== null && to.node.kind === "object" && hex(to.node.ns) === hex(src.ns)) {
+        // Two names of one file: rename(2) leaves both as they are.
+        const [a, b] = [await this.#head(src.ns, src.path), await this.#head(src.ns, to.node.path)];
+        const inode = a?.metadata[INODE_KEY];
+        if (inode !== undefined && b?.metadata[INODE_KEY] === inode) return;
+      }
+      if (to !== null && to.node.kind === "object") {
+        // The replaced name leaves its file: its other names forget it.
+        const old = await this.#head(to.node.ns, to.node.path);
+        if (old !== null) await this.#unlinked(to.node.ns, to.node.path, old);
+      }
+      const info = await this.#head(src.ns, src.path);
+      if (info === null) throw new NfsError(NFS3ERR_NOENT, `no ${JSON.stringify(fromName)}`);
+      const names = linksOf(info.metadata);
+      const inode = info.metadata[INODE_KEY];
+      const sameBucket = hex(src.ns) === hex(toDir.ns);
+      // A linked file renamed within its bucket keeps its links; moved to another bucket, the
+      // moved name is a file of its own there.
+      const renamed = names === null || inode === undefined
+        ? null
+        : sameBucket
+        ? names.map((n) => (n === src.path ? target : n))
+        : null;
+      // The composition (its chunk references) moves; no byte of the file is read or written.
+      await this.#backend.copyObject(fromRef, src.path, toRef, target, {
+        metadataOf: (m) => {
+          if (names === null) return m;
+          const { [LINKS_KEY]: _l, [INODE_KEY]: _i, ...rest } = m;
+          return renamed === null
+            ? rest
+            : { ...rest, [INODE_KEY]: inode!, [LINKS_KEY]: JSON.stringify(renamed) };
+        },
+      });
       await this.#backend.deleteObject(fromRef, src.path);
+      if (renamed !== null) await this.#relink(src.ns, renamed, inode!, target);
+      else if (names !== null) await this.#unlinked(src.ns, src.path, info);
     } else {
       if (src.path === "") throw new NfsError(NFS3ERR_NOTSUPP, "a bucket cannot be renamed");
       const srcPrefix = `${src.path}/`;
@@ -973,6 +1144,8 @@ export class BucketFs {
         metadataOf: (m) => ({ ...m, ...changes }),
       });
     }
+    // Size, owner, mode and times are the file's, whichever name they were set through.
+    if (node.kind === "object") await this.#propagate(node.ns, node.path);
     this.#touchBucket(node.ns);
     return await this.getattr(node);
   }
@@ -1102,7 +1275,9 @@ export class BucketFs {
 
   /** Makes every write to `node` durable (COMMIT). */
   async commit(node: FsNode): Promise<void> {
-    if (node.kind === "object") await this.#files.commit(node.ns, node.path);
+    if (node.kind !== "object") return;
+    await this.#files.commit(node.ns, node.path);
+    await this.#propagate(node.ns, node.path);
   }
 
   /** Stores pending writes of `node` before it is read, copied or removed. */

@@ -5,7 +5,7 @@
 
 import { toHex } from "../base/mod.ts";
 import { createHash } from "node:crypto";
-import { bytesEqual } from "../base/mod.ts";
+import { assert, bytesEqual } from "../base/mod.ts";
 import { NAMESPACE_ID_BYTES } from "../composition/mod.ts";
 import { NFS3ERR_BADHANDLE, NFS3ERR_STALE, NfsError } from "./errors.ts";
 
@@ -45,11 +45,15 @@ export class HandleTable {
     return this.#longPaths.size;
   }
 
-  encode(node: FsNode): Uint8Array {
-    if (node.kind === "root") return new Uint8Array([FH_VERSION, KIND_CODE.root, FORM_INLINE, 0]);
+  /** The handle of `node` under export `exportId` (0: the default export). */
+  encode(node: FsNode, exportId = 0): Uint8Array {
+    assert(Number.isInteger(exportId) && exportId >= 0 && exportId <= 255, "export id is a byte");
+    if (node.kind === "root") {
+      return new Uint8Array([FH_VERSION, KIND_CODE.root, FORM_INLINE, exportId]);
+    }
     const path = ENCODER.encode(node.path);
     const head = new Uint8Array(HEADER_BYTES);
-    head.set([FH_VERSION, KIND_CODE[node.kind], FORM_INLINE, 0]);
+    head.set([FH_VERSION, KIND_CODE[node.kind], FORM_INLINE, exportId]);
     head.set(node.ns, 4);
     if (path.length <= INLINE_PATH_BYTES_MAX) {
       const fh = new Uint8Array(HEADER_BYTES + path.length);
@@ -73,7 +77,7 @@ export class HandleTable {
 
   /** The node a handle names; BADHANDLE when malformed, STALE when no longer known. */
   decode(fh: Uint8Array): FsNode {
-    if (fh.length < 4 || fh[0] !== FH_VERSION || fh[3] !== 0) {
+    if (fh.length < 4 || fh[0] !== FH_VERSION) {
       throw new NfsError(NFS3ERR_BADHANDLE, "not a handle of this server");
     }
     const kind = fh[1];
@@ -116,6 +120,11 @@ function digestOf(ns: Uint8Array, path: Uint8Array): Uint8Array {
 }
 
 const hex = toHex;
+
+/** The export a handle was issued under (its fourth byte); null when it is too short. */
+export function exportIdOf(fh: Uint8Array): number | null {
+  return fh.length < 4 ? null : fh[3]!;
+}
 
 /** A stable 63-bit file id of a node (fileid3): the root is 1. */
 export function fileIdOf(node: FsNode): bigint {

@@ -77,7 +77,7 @@ export interface FileWritesOptions {
   idleMs?: number;
   logger?: Logger;
   /** Told when a file's new version was stored (or failed to be). */
-  stored?: (ns: Uint8Array) => void;
+  stored?: (ns: Uint8Array, path: string) => void;
   /** The new version's metadata from the old one's (its mtime, say). */
   metadataOf?: (old: Metadata) => Metadata;
   sessionsMax?: number;
@@ -90,7 +90,7 @@ export class FileWrites {
   readonly #now: () => number;
   readonly #idleMs: number;
   readonly #log: Logger | undefined;
-  readonly #stored: (ns: Uint8Array) => void;
+  readonly #stored: (ns: Uint8Array, path: string) => void;
   readonly #metadataOf: (old: Metadata) => Metadata;
   readonly #sessionsMax: number;
 
@@ -194,7 +194,7 @@ export class FileWrites {
     const session = this.#session(ns, path, info);
     session.truncate(size);
     await session.finish();
-    this.#stored(ns);
+    this.#stored(ns, path);
   }
 
   /** Commits every file's pending writes (shutdown). */
@@ -280,7 +280,7 @@ export class FileWrites {
       this.#log?.warn("nfs: storing written data failed", { path: open.path, error: e });
     } finally {
       open.session = null;
-      this.#stored(open.ns);
+      this.#stored(open.ns, open.path);
     }
   }
 

@@ -4,7 +4,8 @@
 
 import type { HostPort } from "../base/mod.ts";
 import type { Logger } from "../obs/mod.ts";
-import { BucketFs, type NfsObjectBackend } from "./bucket_fs.ts";
+import type { NfsObjectBackend } from "./bucket_fs.ts";
+import { type NfsExport, NfsExports } from "./exports.ts";
 import { HandleTable } from "./file_handle.ts";
 import { MOUNT_PROGRAM, MOUNT_V3, MountProgram } from "./mount.ts";
 import { Nfs3Program, NFS_PROGRAM, NFS_V3 } from "./nfs3.ts";
@@ -17,12 +18,14 @@ import { listenRpc, RpcDispatcher, type RpcServer, type RpcServerStats } from ".
 
 export interface NfsGatewayOptions {
   backend: NfsObjectBackend;
-  /** The tenant whose buckets are served under "/". */
+  /** The tenant whose buckets are served under "/" while no export is configured. */
   tenantId: Uint8Array;
+  /** The configured exports (the cluster state's), read at every call. */
+  exports?: () => NfsExport[];
   addr: HostPort;
   portmapAddr?: HostPort | null;
   logger?: Logger;
-  /** Whether a client address may mount and use the file system (default: loopback). */
+  /** Who may use the built-in export, while none is configured (default: loopback). */
   clientAllowed?: (host: string) => boolean;
   /** Pool space for FSSTAT. */
   space?: () => { totalBytes: number; freeBytes: number };
@@ -48,9 +51,12 @@ export interface NfsGateway {
 
 export function startNfsGateway(options: NfsGatewayOptions): NfsGateway {
   const handles = new HandleTable();
-  const fs = new BucketFs({
+  const exports = new NfsExports({
     backend: options.backend,
-    tenantId: options.tenantId,
+    defaultTenant: options.tenantId,
+    handles,
+    exports: options.exports,
+    defaultClientAllowed: options.clientAllowed,
     logger: options.logger,
     writeIdleMs: options.writeIdleMs,
     writeHoleBytesMax: options.writeHoleBytesMax,
@@ -83,13 +89,15 @@ export function startNfsGateway(options: NfsGatewayOptions): NfsGateway {
     store: records,
     logger: options.logger,
     ready: loaded,
+    // NFSv4 serves the default tenant's namespace (the built-in export) to clients some
+    // export admits; per-export roots, read-only and root squash are v3's so far.
     ops: nfs4Ops({
-      fs,
+      fs: exports.defaultFs,
       handles,
       state: nfs4State,
       writeVerifier,
       cookieVerifier,
-      clientAllowed: options.clientAllowed,
+      clientAllowed: (host) => exports.anyAllowed(host),
       space: options.space,
       logger: options.logger,
     }),
@@ -97,14 +105,12 @@ export function startNfsGateway(options: NfsGatewayOptions): NfsGateway {
   const dispatcher = new RpcDispatcher(
     [
       portmap,
-      new MountProgram({ fs, handles, clientAllowed: options.clientAllowed }),
+      new MountProgram({ exports }),
       new NfsProgram(
         new Nfs3Program({
-          fs,
-          handles,
+          exports,
           writeVerifier,
           cookieVerifier,
-          clientAllowed: options.clientAllowed,
           space: options.space,
           logger: options.logger,
         }),
@@ -144,7 +150,7 @@ export function startNfsGateway(options: NfsGatewayOptions): NfsGateway {
     async close() {
       await portmapServer?.close();
       await server.close();
-      await fs.close();
+      await exports.close();
     },
   };
 }

@@ -1,11 +1,10 @@
 // MOUNT version 3 (RFC 1813 appendix I), program 100005: MNT turns an export path into the
 // root file handle, UMNT/UMNTALL forget a client's mounts, DUMP lists them, EXPORT lists
-// what may be mounted. Served on the NFS port, so no rpcbind or mountd is needed.
+// what may be mounted. Served on the NFS port, so no rpcbind or mountd is needed. Which
+// export a path falls under, and whether the client may mount it, is NfsExports' answer.
 
-import { isLoopbackAddress } from "../base/mod.ts";
-import type { BucketFs } from "./bucket_fs.ts";
 import { NfsError } from "./errors.ts";
-import type { HandleTable } from "./file_handle.ts";
+import type { NfsExports } from "./exports.ts";
 import { AUTH_SYS, PROC_UNAVAIL } from "./rpc.ts";
 import { RpcAcceptError, type RpcContext, type RpcProgram } from "./rpc_server.ts";
 import { type XdrReader, XdrWriter } from "./xdr.ts";
@@ -46,20 +45,12 @@ export class MountProgram implements RpcProgram {
   readonly prog = MOUNT_PROGRAM;
   readonly versLow = MOUNT_V3;
   readonly versHigh = MOUNT_V3;
-  readonly #fs: BucketFs;
-  readonly #handles: HandleTable;
-  readonly #allowed: (host: string) => boolean;
+  readonly #exports: NfsExports;
   /** "host\0path" of the mounts clients made. */
   readonly #mounts = new Set<string>();
 
-  constructor(options: {
-    fs: BucketFs;
-    handles: HandleTable;
-    clientAllowed?: (host: string) => boolean;
-  }) {
-    this.#fs = options.fs;
-    this.#handles = options.handles;
-    this.#allowed = options.clientAllowed ?? isLoopbackAddress;
+  constructor(options: { exports: NfsExports }) {
+    this.#exports = options.exports;
   }
 
   get mounts(): number {
@@ -78,14 +69,9 @@ export class MountProgram implements RpcProgram {
         break;
       case MOUNTPROC3_MNT: {
         const path = args.string(MNTPATHLEN);
-        if (!this.#allowed(ctx.peerHost)) {
-          w.u32(MNT3ERR_ACCES);
-          break;
-        }
-        const caller = { uid: ctx.auth!.uid, gid: ctx.auth!.gid, gids: ctx.auth!.gids };
         try {
-          const node = await this.#fs.resolve(path, caller);
-          w.u32(MNT3_OK).opaque(this.#handles.encode(node));
+          const { handle } = await this.#exports.mount(path, ctx.peerHost, ctx.auth!);
+          w.u32(MNT3_OK).opaque(handle);
           w.u32(1).u32(AUTH_SYS);
           const key = `${ctx.peerHost}\0${path}`;
           this.#mounts.delete(key);
@@ -116,9 +102,12 @@ export class MountProgram implements RpcProgram {
         }
         break;
       case MOUNTPROC3_EXPORT:
-        // One export: the tenant's buckets under "/", for loopback clients.
-        w.bool(true).string("/");
-        w.bool(true).string("127.0.0.1/8").bool(true).string("::1").bool(false);
+        // Each export with the client networks it serves (groups are what exports(5) lists).
+        for (const e of this.#exports.list()) {
+          w.bool(true).string(e.path);
+          for (const c of e.clients) w.bool(true).string(c);
+          w.bool(false);
+        }
         w.bool(false);
         break;
       default:

@@ -2,11 +2,16 @@
 // arguments, calling the file system, and encoding its result shape: every failure carries
 // the status and the attributes its resfail arm holds, so the client's caches stay right.
 
-import { isLoopbackAddress } from "../base/mod.ts";
-import type { BucketFs, Caller, CreateHow, FileAttr, SetAttr } from "./bucket_fs.ts";
+import {
+  type Caller,
+  type CreateHow,
+  type FileAttr,
+  LINKS_MAX,
+  type SetAttr,
+} from "./bucket_fs.ts";
+import type { ExportFs, NfsExports } from "./exports.ts";
 import {
   NFS3_OK,
-  NFS3ERR_ACCES,
   NFS3ERR_BAD_COOKIE,
   NFS3ERR_FBIG,
   NFS3ERR_INVAL,
@@ -15,7 +20,7 @@ import {
   NfsError,
   nfsStatusOf,
 } from "./errors.ts";
-import { type FsNode, type HandleTable, NFS3_FHSIZE } from "./file_handle.ts";
+import { type FsNode, NFS3_FHSIZE } from "./file_handle.ts";
 import { PROC_UNAVAIL, RPC_RECORD_BYTES_MAX } from "./rpc.ts";
 import { assert } from "../base/mod.ts";
 import { counter, histogram } from "../obs/mod.ts";
@@ -108,14 +113,12 @@ const NON_IDEMPOTENT = new Set([
 ]);
 
 export interface Nfs3Options {
-  fs: BucketFs;
-  handles: HandleTable;
+  /** Which export a handle is of, who may use it, and the file system it shows. */
+  exports: NfsExports;
   /** 8 bytes that change on every start: the WRITE/COMMIT verifier. */
   writeVerifier: Uint8Array;
   /** 8 bytes that change on every start: the READDIR cookie verifier. */
   cookieVerifier: Uint8Array;
-  /** Whether a client address may use the file system (default: loopback only). */
-  clientAllowed?: (host: string) => boolean;
   /** Pool space for FSSTAT. */
   space?: () => { totalBytes: number; freeBytes: number };
   /** The fsid of attributes. */
@@ -169,26 +172,25 @@ export class Nfs3Program implements RpcProgram {
   readonly prog = NFS_PROGRAM;
   readonly versLow = NFS_V3;
   readonly versHigh = NFS_V3;
-  readonly #fs: BucketFs;
-  readonly #handles: HandleTable;
+  readonly #exports: NfsExports;
+  /** One procedure table per export's file system (the closures hold it). */
+  readonly #tables = new WeakMap<ExportFs, (Proc | undefined)[]>();
+  /** Names and reply shapes of the procedures (a table whose procedures never run). */
+  readonly #shapes: (Proc | undefined)[];
   readonly #writeVerifier: Uint8Array;
   readonly #cookieVerifier: Uint8Array;
-  readonly #allowed: (host: string) => boolean;
   readonly #space: (() => { totalBytes: number; freeBytes: number }) | undefined;
   readonly #fsid: bigint;
-  readonly #procs: (Proc | undefined)[];
   readonly #log: Logger | undefined;
 
   constructor(options: Nfs3Options) {
-    this.#fs = options.fs;
-    this.#handles = options.handles;
+    this.#exports = options.exports;
+    this.#shapes = this.#table(null as unknown as ExportFs);
     this.#writeVerifier = options.writeVerifier;
     this.#cookieVerifier = options.cookieVerifier;
-    this.#allowed = options.clientAllowed ?? isLoopbackAddress;
     this.#space = options.space;
     this.#fsid = options.fsid ?? 0x6b69_7365n;
     this.#log = options.logger;
-    this.#procs = this.#table();
   }
 
   nonIdempotent(_vers: number, proc: number): boolean {
@@ -197,28 +199,38 @@ export class Nfs3Program implements RpcProgram {
 
   async call(_vers: number, proc: number, args: XdrReader, ctx: RpcContext): Promise<Uint8Array> {
     if (proc === NFSPROC3_NULL) return new Uint8Array(0);
-    const p = this.#procs[proc];
+    const p = this.#shapes[proc];
     if (p === undefined) throw new RpcAcceptError(PROC_UNAVAIL, `NFSv3 procedure ${proc}`);
     const started = performance.now();
-    const reply = await this.#run(p, args, ctx);
+    const reply = await this.#run(proc, p, args, ctx);
     const status = new DataView(reply.buffer, reply.byteOffset, 4).getUint32(0);
     requestsTotal.inc({ proc: p.name, status: status === NFS3_OK ? "ok" : String(status) });
     requestSeconds.observe({ proc: p.name }, (performance.now() - started) / 1000);
     return reply;
   }
 
-  async #run(p: Proc, args: XdrReader, ctx: RpcContext): Promise<Uint8Array> {
+  async #run(proc: number, p: Proc, args: XdrReader, ctx: RpcContext): Promise<Uint8Array> {
     const auth = ctx.auth!;
-    const caller: Caller = { uid: auth.uid, gid: auth.gid, gids: auth.gids };
     // READ and READDIR replies are large: one allocation instead of doublings.
     const w = new XdrWriter(p.large ? NFS3_IO_BYTES_MAX + 4096 : 256);
-    if (!this.#allowed(ctx.peerHost)) {
-      w.u32(NFS3ERR_ACCES);
+    // Every procedure's arguments start with a handle: its export decides who may call, and
+    // which file system the call sees.
+    let fs: ExportFs;
+    try {
+      fs = this.#exports.scopeOf(args.fork().opaque(NFS3_FHSIZE), ctx.peerHost);
+    } catch (e) {
+      if (!(e instanceof NfsError)) throw e;
+      w.u32(e.status);
       this.#failBody(w, p.fail);
       return w.finish();
     }
+    let table = this.#tables.get(fs);
+    if (table === undefined) {
+      table = this.#table(fs);
+      this.#tables.set(fs, table);
+    }
     try {
-      await p.run(args, w, caller);
+      await table[proc]!.run(args, w, fs.caller(auth));
       return w.finish();
     } catch (e) {
       if (e instanceof XdrError || e instanceof RpcAcceptError) throw e;
@@ -237,11 +249,6 @@ export class Nfs3Program implements RpcProgram {
     else if (shape === "wcc") w.bool(false).bool(false);
     else if (shape === "wcc2") w.bool(false).bool(false).bool(false).bool(false);
     else if (shape === "link") w.bool(false).bool(false).bool(false);
-  }
-
-  #node(r: XdrReader): FsNode {
-    const fh = r.opaque(NFS3_FHSIZE);
-    return this.#handles.decode(fh);
   }
 
   #fattr(w: XdrWriter, a: FileAttr): void {
@@ -269,32 +276,29 @@ export class Nfs3Program implements RpcProgram {
     }
   }
 
-  /** Attributes when they can be had; a failure to get them is no failure of the call. */
-  async #attrOf(node: FsNode): Promise<FileAttr | null> {
-    try {
-      return await this.#fs.getattr(node);
-    } catch {
-      return null;
-    }
-  }
-
-  async #wcc(w: XdrWriter, node: FsNode, before: FileAttr | null): Promise<void> {
-    this.#preOp(w, before);
-    this.#postOp(w, await this.#attrOf(node));
-  }
-
-  #fh(w: XdrWriter, node: FsNode): void {
-    w.opaque(this.#handles.encode(node));
-  }
-
-  #table(): (Proc | undefined)[] {
-    const fs = this.#fs;
+  #table(fs: ExportFs): (Proc | undefined)[] {
+    const readFh = (r: XdrReader): FsNode => fs.decode(r.opaque(NFS3_FHSIZE));
+    const putFh = (w: XdrWriter, node: FsNode): void => {
+      w.opaque(fs.handle(node));
+    };
+    /** Attributes when they can be had; a failure to get them is no failure of the call. */
+    const attrOf = async (node: FsNode): Promise<FileAttr | null> => {
+      try {
+        return await fs.getattr(node);
+      } catch {
+        return null;
+      }
+    };
+    const wcc = async (w: XdrWriter, node: FsNode, before: FileAttr | null): Promise<void> => {
+      this.#preOp(w, before);
+      this.#postOp(w, await attrOf(node));
+    };
     const t: (Proc | undefined)[] = [];
     t[NFSPROC3_GETATTR] = {
       name: "GETATTR",
       fail: "status",
       run: async (r, w) => {
-        const node = this.#node(r);
+        const node = readFh(r);
         const a = await fs.getattr(node);
         w.u32(NFS3_OK);
         this.#fattr(w, a);
@@ -304,7 +308,7 @@ export class Nfs3Program implements RpcProgram {
       name: "SETATTR",
       fail: "wcc",
       run: async (r, w, caller) => {
-        const node = this.#node(r);
+        const node = readFh(r);
         const attr = readSattr(r);
         const guard = r.bool() ? readTime(r) : null;
         const before = await fs.getattr(node);
@@ -315,7 +319,7 @@ export class Nfs3Program implements RpcProgram {
           this.#postOp(w, after);
         } catch (e) {
           w.u32(nfsStatusOf(e));
-          await this.#wcc(w, node, before);
+          await wcc(w, node, before);
           if (!(e instanceof NfsError)) throw e;
         }
       },
@@ -324,17 +328,17 @@ export class Nfs3Program implements RpcProgram {
       name: "LOOKUP",
       fail: "post",
       run: async (r, w, caller) => {
-        const dir = this.#node(r);
+        const dir = readFh(r);
         const name = readFilename(r);
         try {
           const found = await fs.lookup(dir, name, caller);
           w.u32(NFS3_OK);
-          this.#fh(w, found.node);
+          putFh(w, found.node);
           this.#postOp(w, found.attr);
-          this.#postOp(w, await this.#attrOf(dir));
+          this.#postOp(w, await attrOf(dir));
         } catch (e) {
           w.u32(nfsStatusOf(e));
-          this.#postOp(w, await this.#attrOf(dir));
+          this.#postOp(w, await attrOf(dir));
         }
       },
     };
@@ -342,7 +346,7 @@ export class Nfs3Program implements RpcProgram {
       name: "ACCESS",
       fail: "post",
       run: async (r, w, caller) => {
-        const node = this.#node(r);
+        const node = readFh(r);
         const asked = r.u32();
         const a = await fs.getattr(node);
         w.u32(NFS3_OK);
@@ -354,10 +358,10 @@ export class Nfs3Program implements RpcProgram {
       name: "READLINK",
       fail: "post",
       run: async (r, w) => {
-        const node = this.#node(r);
+        const node = readFh(r);
         const target = await fs.readlink(node);
         w.u32(NFS3_OK);
-        this.#postOp(w, await this.#attrOf(node));
+        this.#postOp(w, await attrOf(node));
         w.string(target);
       },
     };
@@ -366,7 +370,7 @@ export class Nfs3Program implements RpcProgram {
       large: true,
       fail: "post",
       run: async (r, w, caller) => {
-        const node = this.#node(r);
+        const node = readFh(r);
         const offset = r.u64Number("offset");
         const count = Math.min(r.u32(), NFS3_IO_BYTES_MAX);
         const got = await fs.read(node, offset, count, caller);
@@ -379,7 +383,7 @@ export class Nfs3Program implements RpcProgram {
       name: "WRITE",
       fail: "wcc",
       run: async (r, w, caller) => {
-        const node = this.#node(r);
+        const node = readFh(r);
         const offset = r.u64Number("offset");
         const count = r.u32();
         const stable = r.u32();
@@ -395,7 +399,7 @@ export class Nfs3Program implements RpcProgram {
         // A view of the record, which no one else holds: pending writes keep it until stored.
         await fs.write(node, offset, data, stable !== UNSTABLE, caller);
         w.u32(NFS3_OK);
-        await this.#wcc(w, node, before);
+        await wcc(w, node, before);
         w.u32(data.length).u32(stable === UNSTABLE ? UNSTABLE : FILE_SYNC).fixed(
           this.#writeVerifier,
         );
@@ -411,12 +415,12 @@ export class Nfs3Program implements RpcProgram {
         const done = await op();
         w.u32(NFS3_OK);
         w.bool(true);
-        this.#fh(w, done.node);
+        putFh(w, done.node);
         this.#postOp(w, done.attr);
-        await this.#wcc(w, dir, before);
+        await wcc(w, dir, before);
       } catch (e) {
         w.u32(nfsStatusOf(e));
-        await this.#wcc(w, dir, before);
+        await wcc(w, dir, before);
         if (!(e instanceof NfsError)) throw e;
       }
     };
@@ -424,7 +428,7 @@ export class Nfs3Program implements RpcProgram {
       name: "CREATE",
       fail: "wcc",
       run: async (r, w, caller) => {
-        const dir = this.#node(r);
+        const dir = readFh(r);
         const name = readFilename(r);
         const mode = r.u32();
         let how: CreateHow;
@@ -433,7 +437,7 @@ export class Nfs3Program implements RpcProgram {
         } else if (mode === CREATE_EXCLUSIVE) {
           how = { mode: "exclusive", verifier: r.fixed(8).slice() };
         } else throw new XdrError(`createmode3 ${mode}`);
-        const before = await this.#attrOf(dir);
+        const before = await attrOf(dir);
         await made(w, dir, before, () => fs.create(dir, name, how, caller));
       },
     };
@@ -441,10 +445,10 @@ export class Nfs3Program implements RpcProgram {
       name: "MKDIR",
       fail: "wcc",
       run: async (r, w, caller) => {
-        const dir = this.#node(r);
+        const dir = readFh(r);
         const name = readFilename(r);
         const attr = readSattr(r);
-        const before = await this.#attrOf(dir);
+        const before = await attrOf(dir);
         await made(w, dir, before, () => fs.mkdir(dir, name, attr, caller));
       },
     };
@@ -452,11 +456,11 @@ export class Nfs3Program implements RpcProgram {
       name: "SYMLINK",
       fail: "wcc",
       run: async (r, w, caller) => {
-        const dir = this.#node(r);
+        const dir = readFh(r);
         const name = readFilename(r);
         const attr = readSattr(r);
         const target = r.string(SYMLINK_BYTES_DECODE_MAX);
-        const before = await this.#attrOf(dir);
+        const before = await attrOf(dir);
         await made(w, dir, before, () => fs.symlink(dir, name, target, attr, caller));
       },
     };
@@ -464,7 +468,7 @@ export class Nfs3Program implements RpcProgram {
       name: "MKNOD",
       fail: "wcc",
       run: async (r, w) => {
-        const dir = this.#node(r);
+        const dir = readFh(r);
         readFilename(r);
         const type = r.u32();
         if (type === 3 || type === 4) {
@@ -475,7 +479,7 @@ export class Nfs3Program implements RpcProgram {
         else if (type < 1 || type > 7) throw new XdrError(`ftype3 ${type}`);
         // Devices, sockets and fifos have no object form: refused, never half-made.
         w.u32(NFS3ERR_NOTSUPP);
-        await this.#wcc(w, dir, await this.#attrOf(dir));
+        await wcc(w, dir, await attrOf(dir));
       },
     };
     const removing = async (
@@ -483,9 +487,9 @@ export class Nfs3Program implements RpcProgram {
       w: XdrWriter,
       op: (dir: FsNode, name: string) => Promise<void>,
     ) => {
-      const dir = this.#node(r);
+      const dir = readFh(r);
       const name = readFilename(r);
-      const before = await this.#attrOf(dir);
+      const before = await attrOf(dir);
       try {
         await op(dir, name);
         w.u32(NFS3_OK);
@@ -495,7 +499,7 @@ export class Nfs3Program implements RpcProgram {
           this.#log?.warn("nfs3: remove failed", { error: e });
         }
       }
-      await this.#wcc(w, dir, before);
+      await wcc(w, dir, before);
     };
     t[NFSPROC3_REMOVE] = {
       name: "REMOVE",
@@ -511,12 +515,12 @@ export class Nfs3Program implements RpcProgram {
       name: "RENAME",
       fail: "wcc2",
       run: async (r, w, caller) => {
-        const from = this.#node(r);
+        const from = readFh(r);
         const fromName = readFilename(r);
-        const to = this.#node(r);
+        const to = readFh(r);
         const toName = readFilename(r);
-        const fromBefore = await this.#attrOf(from);
-        const toBefore = await this.#attrOf(to);
+        const fromBefore = await attrOf(from);
+        const toBefore = await attrOf(to);
         try {
           await fs.rename(from, fromName, to, toName, caller);
           w.u32(NFS3_OK);
@@ -524,25 +528,31 @@ export class Nfs3Program implements RpcProgram {
           w.u32(nfsStatusOf(e));
           if (!(e instanceof NfsError)) this.#log?.warn("nfs3: rename failed", { error: e });
         }
-        await this.#wcc(w, from, fromBefore);
-        await this.#wcc(w, to, toBefore);
+        await wcc(w, from, fromBefore);
+        await wcc(w, to, toBefore);
       },
     };
     t[NFSPROC3_LINK] = {
       name: "LINK",
       fail: "link",
-      run: async (r, w) => {
-        const file = this.#node(r);
-        const dir = this.#node(r);
-        readFilename(r);
-        // An object has one name: hard links have no object form.
-        w.u32(NFS3ERR_NOTSUPP);
-        this.#postOp(w, await this.#attrOf(file));
-        await this.#wcc(w, dir, await this.#attrOf(dir));
+      run: async (r, w, caller) => {
+        const file = readFh(r);
+        const dir = readFh(r);
+        const name = readFilename(r);
+        const before = await attrOf(dir);
+        try {
+          await fs.link(file, dir, name, caller);
+          w.u32(NFS3_OK);
+        } catch (e) {
+          w.u32(nfsStatusOf(e));
+          if (!(e instanceof NfsError)) this.#log?.warn("nfs3: link failed", { error: e });
+        }
+        this.#postOp(w, await attrOf(file));
+        await wcc(w, dir, before);
       },
     };
     const readdir = async (r: XdrReader, w: XdrWriter, caller: Caller, plus: boolean) => {
-      const dir = this.#node(r);
+      const dir = readFh(r);
       const cookie = r.u64();
       const verifier = r.fixed(8);
       const dircount = r.u32();
@@ -559,7 +569,7 @@ export class Nfs3Program implements RpcProgram {
         Math.min(NFS3_READDIR_ENTRIES_MAX, Math.floor((replyMax - 120) / estimate) + 2),
       );
       const listed = await fs.readdir(dir, cookie, want, plus, caller);
-      const dirAttr = await this.#attrOf(dir);
+      const dirAttr = await attrOf(dir);
       w.u32(NFS3_OK);
       this.#postOp(w, dirAttr);
       w.fixed(this.#cookieVerifier);
@@ -573,7 +583,7 @@ export class Nfs3Program implements RpcProgram {
         if (plus) {
           this.#postOp(entry, e.attr ?? null);
           entry.bool(true);
-          this.#fh(entry, e.node);
+          putFh(entry, e.node);
         }
         const bytes = entry.finish();
         if (
@@ -608,7 +618,7 @@ export class Nfs3Program implements RpcProgram {
       name: "FSSTAT",
       fail: "post",
       run: async (r, w) => {
-        const node = this.#node(r);
+        const node = readFh(r);
         const a = await fs.getattr(node);
         const usage = await fs.usage();
         const space = this.#space?.() ?? null;
@@ -628,7 +638,7 @@ export class Nfs3Program implements RpcProgram {
       name: "FSINFO",
       fail: "post",
       run: async (r, w) => {
-        const node = this.#node(r);
+        const node = readFh(r);
         const a = await fs.getattr(node);
         w.u32(NFS3_OK);
         this.#postOp(w, a);
@@ -644,24 +654,24 @@ export class Nfs3Program implements RpcProgram {
       name: "PATHCONF",
       fail: "post",
       run: async (r, w) => {
-        const node = this.#node(r);
+        const node = readFh(r);
         const a = await fs.getattr(node);
         w.u32(NFS3_OK);
         this.#postOp(w, a);
-        w.u32(1).u32(255).bool(true).bool(true).bool(false).bool(true);
+        w.u32(LINKS_MAX).u32(255).bool(true).bool(true).bool(false).bool(true);
       },
     };
     t[NFSPROC3_COMMIT] = {
       name: "COMMIT",
       fail: "wcc",
       run: async (r, w) => {
-        const node = this.#node(r);
+        const node = readFh(r);
         r.u64();
         r.u32();
         const before = await fs.getattr(node);
         await fs.commit(node);
         w.u32(NFS3_OK);
-        await this.#wcc(w, node, before);
+        await wcc(w, node, before);
         w.fixed(this.#writeVerifier);
       },
     };

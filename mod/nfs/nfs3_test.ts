@@ -3,6 +3,7 @@ import { createHash } from "node:crypto";
 import { type EngineStack, startEngineStack } from "../role/engine_stack.ts";
 import { createLogger } from "../obs/mod.ts";
 import { type NfsGateway, startNfsGateway } from "./gateway.ts";
+import type { NfsObjectBackend } from "./bucket_fs.ts";
 import { NF3DIR, NF3LNK, Nfs3Client } from "./nfs3_client.ts";
 import { RpcClient } from "./rpc_client.ts";
 import {
@@ -45,6 +46,8 @@ async function withNfs(
     clientAllowed?: (host: string) => boolean;
     writeIdleMs?: number;
     writeHoleBytesMax?: number;
+    /** What the gateway sees of the engine (default: the engine itself). */
+    backend?: (engine: EngineStack["engine"]) => NfsObjectBackend;
   } = {},
 ): Promise<void> {
   const dataDir = await Deno.makeTempDir({ prefix: "kiseki-nfs3-" });
@@ -54,7 +57,7 @@ async function withNfs(
     pool: { deviceSizeBytes: 256 << 20, segmentSizeBytes: 4 << 20 },
   });
   const gateway = startNfsGateway({
-    backend: stack.engine,
+    backend: options.backend?.(stack.engine) ?? stack.engine,
     tenantId: TENANT,
     addr: { host: "127.0.0.1", port: 0 },
     logger: quiet,
@@ -259,12 +262,9 @@ Deno.test("NFSv3: create modes, mkdir, symlink, remove, rmdir, rename and refuse
       assert.equal(l.attr!.type, NF3LNK);
       assert.equal((await h.client.readlink(b)).status, 22);
     });
-    await t.step("MKNOD and LINK are refused with NFS3ERR_NOTSUPP and change nothing", async () => {
+    await t.step("MKNOD is refused with NFS3ERR_NOTSUPP and changes nothing", async () => {
       assert.equal((await h.client.mknod(b, "fifo", 7)).status, NFS3ERR_NOTSUPP);
       assert.equal((await h.client.mknod(b, "dev", 4)).status, NFS3ERR_NOTSUPP);
-      const f = await h.client.lookup(b, "lock");
-      assert.equal((await h.client.link(f.fh!, b, "hard")).status, NFS3ERR_NOTSUPP);
-      assert.equal((await h.client.lookup(b, "hard")).status, NFS3ERR_NOENT);
       assert.equal((await h.client.lookup(b, "fifo")).status, NFS3ERR_NOENT);
     });
     await t.step("rename moves files and directories across directories", async () => {
@@ -438,6 +438,103 @@ Deno.test("NFSv3: READDIR pages with cookies, and a cookie of another start is r
   });
 });
 
+Deno.test("NFSv3: hard links are names of one file, for NFS and as S3 objects", async () => {
+  await withNfs(async (h) => {
+    const b = await bucket(h, "links");
+    const ns = h.stack.engine.namespace(TENANT, "links");
+    const d = (await h.client.mkdir(b, "sub")).fh!;
+    const f = await h.client.create(b, "a", { mode: 0, attr: {} });
+    assert.equal((await h.client.write(f.fh!, 0, ENCODER.encode("first"), 2)).status, 0);
+    assert.equal((await h.client.link(f.fh!, d, "b")).status, 0);
+    assert.equal((await h.client.link(f.fh!, d, "b")).status, NFS3ERR_EXIST);
+    assert.equal((await h.client.link(b, d, "dirlink")).status, NFS3ERR_ISDIR);
+    const a1 = (await h.client.getattr(f.fh!)).attr!;
+    const l = await h.client.lookup(d, "b");
+    assert.equal(a1.nlink, 2);
+    assert.equal(l.attr!.nlink, 2);
+    assert.equal(l.attr!.fileid, a1.fileid, "one file: one fileid under both names");
+    // A write through one name (unstable, then COMMIT) reads through the other.
+    assert.equal((await h.client.write(l.fh!, 5, ENCODER.encode(" and second"), 0)).status, 0);
+    assert.equal((await h.client.commit(l.fh!)).status, 0);
+    const viaA = await h.client.read(f.fh!, 0, 100);
+    assert.equal(DECODER.decode(viaA.data), "first and second");
+    // Attributes are the file's too.
+    assert.equal((await h.client.setattr(f.fh!, { mode: 0o600 })).status, 0);
+    assert.equal((await h.client.getattr(l.fh!)).attr!.mode, 0o600);
+    // S3 sees each name as an object with the content.
+    assert.equal(await s3Text(h, "links", "a"), "first and second");
+    assert.equal(await s3Text(h, "links", "sub/b"), "first and second");
+    // Unlinking one name keeps the other, with one link left.
+    assert.equal((await h.client.remove(b, "a")).status, 0);
+    assert.equal((await h.client.lookup(b, "a")).status, NFS3ERR_NOENT);
+    const left = await h.client.lookup(d, "b");
+    assert.equal(left.attr!.nlink, 1);
+    assert.equal(DECODER.decode((await h.client.read(left.fh!, 0, 100)).data), "first and second");
+    // A renamed link keeps its links; the other name learns the new one.
+    assert.equal((await h.client.link(left.fh!, b, "c")).status, 0);
+    assert.equal((await h.client.rename(d, "b", b, "b2")).status, 0);
+    const c = await h.client.lookup(b, "c");
+    assert.equal(c.attr!.nlink, 2);
+    assert.equal((await h.client.write(c.fh!, 0, ENCODER.encode("FIRST"), 2)).status, 0);
+    const b2 = await h.client.lookup(b, "b2");
+    assert.equal(DECODER.decode((await h.client.read(b2.fh!, 0, 5)).data), "FIRST");
+    assert.equal(await h.stack.engine.headObject(ns, "sub/b").catch(() => null), null);
+    // Renaming a name over another name of the same file changes nothing.
+    assert.equal((await h.client.rename(b, "c", b, "b2")).status, 0);
+    assert.equal((await h.client.lookup(b, "c")).attr!.nlink, 2);
+    assert.equal((await h.client.lookup(b, "b2")).attr!.nlink, 2);
+  });
+});
+
+Deno.test("NFSv3: RENAME moves a large file's chunk references, not its bytes", async () => {
+  // Every byte the gateway reads or stores through the engine, counted.
+  const moved = { read: 0, stored: 0 };
+  const counting = (engine: EngineStack["engine"]): NfsObjectBackend =>
+    new Proxy(engine, {
+      get(target, name, receiver) {
+        const value = Reflect.get(target, name, receiver);
+        if (typeof value !== "function") return value;
+        if (name === "getObject") {
+          return async (...args: Parameters<typeof engine.getObject>) => {
+            const got = await engine.getObject(...args);
+            moved.read += got.contentLength;
+            return got;
+          };
+        }
+        if (name === "putObject") {
+          return (...args: Parameters<typeof engine.putObject>) => {
+            const body = args[2];
+            if (body instanceof Uint8Array) moved.stored += body.length;
+            else moved.stored += Number.MAX_SAFE_INTEGER; // a stream: data
+            return engine.putObject(...args);
+          };
+        }
+        return value.bind(target);
+      },
+    });
+  await withNfs(async (h) => {
+    const b = await bucket(h, "moves");
+    const ns = h.stack.engine.namespace(TENANT, "moves");
+    const big = crypto.getRandomValues(new Uint8Array(8 << 20).subarray(0, 65536));
+    const body = new Uint8Array(8 << 20);
+    for (let i = 0; i < body.length; i += big.length) body.set(big, i);
+    await h.stack.engine.putObject(ns, "big.bin", body);
+    const sub = (await h.client.mkdir(b, "dir")).fh!;
+    moved.read = moved.stored = 0;
+    assert.equal((await h.client.rename(b, "big.bin", sub, "moved.bin")).status, 0);
+    // Moving 8 MiB read no byte of it and stored none (a directory marker at most).
+    assert.deepEqual(moved, { read: 0, stored: 0 });
+    const found = await h.client.lookup(sub, "moved.bin");
+    assert.equal(found.attr!.size, body.length);
+    const got = await h.stack.engine.getObject(ns, "dir/moved.bin");
+    const bytes = new Uint8Array(await new Response(got.body).arrayBuffer());
+    assert.equal(
+      createHash("sha256").update(bytes).digest("hex"),
+      createHash("sha256").update(body).digest("hex"),
+    );
+  }, { backend: counting });
+});
+
 Deno.test("NFSv3: FSINFO, FSSTAT and PATHCONF report the server's real limits", async () => {
   await withNfs(async (h) => {
     const info = await h.client.fsinfo(h.root);
@@ -457,7 +554,7 @@ Deno.test("NFSv3: FSINFO, FSSTAT and PATHCONF report the server's real limits", 
     assert.ok(stat.tbytes! >= 1000);
     assert.deepEqual(await h.client.pathconf(b), {
       status: 0,
-      linkmax: 1,
+      linkmax: 64,
       nameMax: 255,
       noTrunc: true,
       chownRestricted: true,

@@ -29,6 +29,11 @@ export class XdrReader {
     return this.#at;
   }
 
+  /** A reader of the same bytes from the current offset (to look ahead without consuming). */
+  fork(): XdrReader {
+    return new XdrReader(this.#bytes, this.#at);
+  }
+
   get remaining(): number {
     return this.#bytes.length - this.#at;
   }

@@ -16,6 +16,9 @@ Usage: kiseki-admin status [--node host:port] [--json]
        kiseki-admin node list [--node host:port] [--json]
        kiseki-admin node add --id N [--addr host:port] [--node host:port] [--json]
        kiseki-admin node drain|remove --id N [--wait] [--node host:port] [--json]
+       kiseki-admin nfs-export add --path /P [--tenant T] [--bucket B] [--clients CIDR,...]
+                    [--ro] [--no-root-squash] [--anon-uid N] [--anon-gid N] [--node host:port]
+       kiseki-admin nfs-export list|remove [--path /P] [--node host:port] [--json]
 
   status          health and identity of a node (its KISEKI_METRICS_ADDR endpoint), and the
                   cluster as it sees it: nodes, shards (leader, term, members, commit
@@ -33,6 +36,11 @@ Usage: kiseki-admin status [--node host:port] [--json]
                   node (its fragments move to the others; refused when that would lower the
                   node losses chunks survive); remove a drained node. --wait follows a
                   drain with a progress bar until every node has moved its chunks off it
+  nfs-export      NFS exports (cluster state): a path clients mount, the tenant (32 hex
+                  digits, or 'default') and optionally the one bucket it shows, the client
+                  networks allowed (default loopback), read-only with --ro, root squashed
+                  to --anon-uid/--anon-gid (65534) unless --no-root-squash. With no export,
+                  the default tenant's buckets are served under / to loopback clients
   --node          the node's operator endpoint (default: KISEKI_METRICS_ADDR, 127.0.0.1:9090)
   --json          machine-readable output
 `;
@@ -61,6 +69,7 @@ export async function main(args: string[]): Promise<number> {
   if (command === "pools") return await pools(rest);
   if (command === "tenants") return await tenants(rest);
   if (command === "node" || command === "nodes") return await nodeCommand(rest);
+  if (command === "nfs-export") return await nfsExport(rest);
   if (command !== "status") {
     console.error(`kiseki-admin: unknown command '${command}' (see --help)`);
     return 2;
@@ -155,6 +164,103 @@ async function s3Credentials(args: string[]): Promise<number> {
     for (const k of keys) console.log(`${k.accessKeyId}  ${new Date(k.createdAtMs).toISOString()}`);
     if (keys.length === 0) console.log(`no access keys for tenant ${body.tenant}`);
   } else console.log(`revoked ${key}`);
+  return 0;
+}
+
+interface NfsExportAnswer {
+  id: number;
+  path: string;
+  tenantId: string;
+  bucket: string | null;
+  clients: string[];
+  access: string;
+  rootSquash: boolean;
+  anonUid: number;
+  anonGid: number;
+}
+
+async function nfsExport(args: string[]): Promise<number> {
+  const config = loadRoleConfig("admin");
+  if (config === null) return 2;
+  const [action, ...rest] = args;
+  let node = formatHostPort(config.metricsAddr);
+  let json = false;
+  const body: Record<string, unknown> = {};
+  const whole = (v: string, what: string): number | null => {
+    const n = Number(v);
+    if (!Number.isSafeInteger(n) || n < 0) {
+      console.error(`kiseki-admin: ${what} needs a whole number`);
+      return null;
+    }
+    return n;
+  };
+  for (let i = 0; i < rest.length; i++) {
+    const arg = rest[i]!;
+    const value = i + 1 < rest.length ? rest[i + 1]! : undefined;
+    if (arg === "--json") json = true;
+    else if (arg === "--ro") body.access = "ro";
+    else if (arg === "--rw") body.access = "rw";
+    else if (arg === "--no-root-squash") body.rootSquash = false;
+    else if (arg === "--root-squash") body.rootSquash = true;
+    else if (value === undefined) {
+      console.error(`kiseki-admin: unknown argument '${arg}' (see --help)`);
+      return 2;
+    } else if (arg === "--node") node = rest[++i]!;
+    else if (arg === "--path") body.path = rest[++i]!;
+    else if (arg === "--tenant") body.tenant = rest[++i]!;
+    else if (arg === "--bucket") body.bucket = rest[++i]!;
+    else if (arg === "--clients") body.clients = rest[++i]!.split(",").filter((c) => c !== "");
+    else if (arg === "--anon-uid" || arg === "--anon-gid") {
+      const n = whole(rest[++i]!, arg);
+      if (n === null) return 2;
+      body[arg === "--anon-uid" ? "anonUid" : "anonGid"] = n;
+    } else {
+      console.error(`kiseki-admin: unknown argument '${arg}' (see --help)`);
+      return 2;
+    }
+  }
+  if (action !== "add" && action !== "list" && action !== "remove") {
+    console.error("kiseki-admin: nfs-export needs add, list or remove (see --help)");
+    return 2;
+  }
+  if (action !== "list" && typeof body.path !== "string") {
+    console.error(`kiseki-admin: nfs-export ${action} needs --path /P`);
+    return 2;
+  }
+  const base = "/api/v1/nfs-exports";
+  const answer = await callApi(config.dataDir, node, {
+    method: action === "add" ? "POST" : action === "remove" ? "DELETE" : "GET",
+    path: action === "remove" ? `${base}?path=${encodeURIComponent(body.path as string)}` : base,
+    body: action === "add" ? body : undefined,
+  });
+  if (answer === null) return 1;
+  if (json) {
+    console.log(JSON.stringify(answer, null, 2));
+    return 0;
+  }
+  if (action === "remove") {
+    console.log(`removed NFS export ${answer.removed}`);
+    return 0;
+  }
+  const list = action === "add"
+    ? [answer.export as NfsExportAnswer]
+    : answer.exports as NfsExportAnswer[];
+  if (list.length === 0) {
+    console.log("no NFS exports: the default tenant's buckets are served under / to loopback");
+    return 0;
+  }
+  printTable(
+    ["id", "path", "tenant", "bucket", "clients", "access", "root squash"],
+    list.map((e) => [
+      String(e.id),
+      e.path,
+      e.tenantId,
+      e.bucket ?? "(all)",
+      e.clients.join(","),
+      e.access,
+      e.rootSquash ? `yes (${e.anonUid}:${e.anonGid})` : "no",
+    ]),
+  );
   return 0;
 }
 

@@ -33,6 +33,7 @@ import { fromHex, TENANT_ID_BYTES } from "../composition/mod.ts";
 import { type GcBackground, loadPoolSpecs } from "../chunk/mod.ts";
 import { announceDefaultTenant, startS3Gateway } from "./s3.ts";
 import { ClusterStateMachine, ClusterStateService } from "../control/mod.ts";
+import { NFS_EXPORTS_API_PREFIX, nfsExportsApi } from "./nfs_exports_api.ts";
 import { engineKeysOf, joinClusterState, serveClusterKeyOnPort } from "./cluster_state.ts";
 import { clusterReadBarrier } from "./read_barrier.ts";
 import { ReadBarrierBackend } from "../s3/mod.ts";
@@ -310,6 +311,7 @@ async function runServer(config: Config): Promise<number> {
       nfs = startNfsGateway({
         backend: gatewayBackend,
         tenantId: fromHex(tenant, TENANT_ID_BYTES)!,
+        exports: () => clusterState.stateMachine.nfsExports(),
         addr: config.nfsAddr,
         portmapAddr: config.portmapAddr,
         logger,
@@ -335,6 +337,7 @@ async function runServer(config: Config): Promise<number> {
       }, () => {});
     }
     api.mount("/api/v1/s3-credentials", s3Endpoint.api);
+    api.mount(NFS_EXPORTS_API_PREFIX, nfsExportsApi(clusterState));
     const engineStack = stack;
     // Shreds this node runs itself; a tenant KEK destroyed through another node makes this
     // node drop the tenant's view records too (the KEK itself is gone cluster-wide).

@@ -175,6 +175,8 @@ Deno.test("bench:transport --quick streams frames through each transport against
       ratio: r.ratio!,
     }));
   });
+});
+
 Deno.test("bench:peers --quick runs Kiseki and MinIO in turns (MinIO skipped with a line when not built)", async () => {
   // A MinIO build takes ~10 minutes: the test uses a cached one and otherwise checks the
   // skip, rather than building it.

@@ -59,7 +59,7 @@ Deno.test({
         guestRun.status === null ? guestRun.console.slice(-4000) : "",
       );
       assert.doesNotMatch(guestRun.output, /FAIL:/);
-      assert.equal((guestRun.output.match(/^ok: /gm) ?? []).length, 17);
+      assert.equal((guestRun.output.match(/^ok: /gm) ?? []).length, 19);
 
       // What the kernel client wrote is there over S3.
       const get = await aws("s3", "cp", "s3://kernel/big.bin", `${work}/big.bin`);
