@@ -16,6 +16,7 @@ import {
   OP_EXCHANGE_ID,
   OP_GETATTR,
   OP_GETFH,
+  OP_LINK,
   OP_LOCK,
   OP_LOCKT,
   OP_LOCKU,
@@ -136,6 +137,7 @@ const RESULTS: Record<number, (r: XdrReader) => unknown> = {
     return { verifier, entries, eof: r.bool() };
   },
   [OP_CREATE]: (r) => ({ cinfo: cinfo(r), attrset: bitmap(r) }),
+  [OP_LINK]: cinfo,
   [OP_REMOVE]: cinfo,
   [OP_RENAME]: (r) => ({ source: cinfo(r), target: cinfo(r) }),
   [OP_READLINK]: (r) => r.string(8192),

@@ -569,12 +569,13 @@ export function nfs4Ops(options: Nfs4OpsOptions): OpTable {
     cinfo(w, fromBefore, await attrOf(from));
     cinfo(w, toBefore, await attrOf(to));
   };
-  t[OP_LINK] = async (r, _w, c) => {
-    readComponent(r);
-    sfh(c);
-    await dirOf(c);
-    // An object has one name: hard links have no object form (as NFSv3's LINK).
-    throw new Nfs4Error(NFS4ERR_NOTSUPP, "hard links");
+  t[OP_LINK] = async (r, w, c) => {
+    const name = readComponent(r);
+    const file = sfh(c);
+    const { node: dir, attr: before } = await dirOf(c);
+    // Names of one file share its chunk references and fileid (BucketFs's hard links).
+    await fs.link(file, dir, name, c.caller);
+    cinfo(w, before, await attrOf(dir));
   };
   t[OP_READLINK] = async (_r, w, c) => {
     const node = cfh(c);

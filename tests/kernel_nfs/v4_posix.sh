@@ -39,8 +39,15 @@ mv $M/a/b $M/moved && [ -d $M/moved/c/d/e/f/g/h ] && [ ! -e $M/a/b ] \
 
 ln -s a/leaf2 $M/link && [ "$(readlink $M/link)" = a/leaf2 ] && [ "$(cat $M/link)" = leaf ] \
   && ok "symlink" || bad "symlink"
-if ln $M/a/leaf2 $M/hard 2>/tmp/lnerr; then ok "hard link made"; else
-  ok "hard link refused: $(cat /tmp/lnerr)"; fi
+if ln $M/a/leaf2 $M/hard 2>/tmp/lnerr; then
+  [ "$(stat -c %h $M/hard)" = 2 ] && [ "$(stat -c %i $M/hard)" = "$(stat -c %i $M/a/leaf2)" ] \
+    && ok "hard link: one inode, two links" || bad "hard link: $(stat -c '%h %i' $M/hard $M/a/leaf2)"
+  echo more >> $M/hard
+  [ "$(cat $M/a/leaf2)" = "$(printf 'leaf\nmore')" ] && ok "a write through one name reads through the other" \
+    || bad "hard link write: $(cat $M/a/leaf2)"
+  rm $M/hard && [ "$(cat $M/a/leaf2)" = "$(printf 'leaf\nmore')" ] && [ ! -e $M/hard ] \
+    && ok "unlinking one name keeps the other" || bad "hard link unlink"
+else bad "hard link: $(cat /tmp/lnerr)"; fi
 
 chmod 640 $M/a/leaf2 && [ "$(stat -c %a $M/a/leaf2)" = 640 ] && ok "chmod" || bad "chmod $(stat -c %a $M/a/leaf2)"
 chown 1000:100 $M/a/leaf2 && [ "$(stat -c %u:%g $M/a/leaf2)" = 1000:100 ] && ok "chown" || bad "chown $(stat -c %u:%g $M/a/leaf2)"
