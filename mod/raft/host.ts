@@ -163,6 +163,12 @@ function decodeConfContext(context: Uint8Array): { proposalId: bigint | null; ad
 
 /** Ticks between a leader's looks for learners caught up enough to become voters. */
 export const LEARNER_PROMOTION_CHECK_TICKS = 5;
+/**
+ * How far behind the commit index a learner may be and still be promoted: under a steady
+ * stream of writes it never quite reaches the commit index, and a voter this close slows
+ * no quorum (it is sent the rest in the next append).
+ */
+export const LEARNER_PROMOTION_LAG_ENTRIES_MAX = 64;
 
 class Group {
   readonly node: RaftNode;
@@ -300,7 +306,8 @@ export class RaftHost {
 
   /**
    * On every group this node leads, proposes add_voter for a learner whose log has caught
-   * up with the commit index (by entries or a snapshot) and that answers: a learner only
+   * up with the commit index (by entries or a snapshot: it is being replicated to, not
+   * probed or sent a snapshot) and that answers: a learner only
    * exists here to become a voter once it can vote without slowing the quorum.
    */
   #promoteCaughtUpLearners(): void {
@@ -310,7 +317,12 @@ export class RaftHost {
       if (status.conf.learners.length === 0 || g.confChanges.size > 0) continue;
       for (const learner of status.conf.learners) {
         const pr = status.progress.get(learner);
-        if (pr === undefined || !pr.recentActive || pr.match < status.commit) continue;
+        if (
+          pr === undefined || !pr.recentActive || pr.state !== "replicate" ||
+          pr.match + LEARNER_PROMOTION_LAG_ENTRIES_MAX < status.commit
+        ) {
+          continue;
+        }
         this.#options.log.info("promoting a caught-up learner to voter", {
           shard: shardId,
           peer: learner,

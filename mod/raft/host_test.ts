@@ -167,11 +167,10 @@ Deno.test("RaftHost.changeMembership() adds a learner that catches up by snapsho
       addr: "127.0.0.4:9300",
     })
   );
-  await sim.until("learner added", () =>
-    sim.nodes.get(1)!.host.conf(0).learners.includes(4) ||
-    sim.nodes.get(1)!.host.conf(0).voters.includes(4));
-  // The leader of group 0 dies mid-change: the learner is added but not yet promoted (or
-  // just promoted); the new leader finishes the promotion.
+  await sim.until("learner added", () => sim.leader(0)!.host.conf(0).learners.includes(4));
+  // The leader of group 0 dies mid-change: the learner is added but not yet promoted (it
+  // is still catching up); the next leader finishes the promotion.
+  assert.ok(!sim.leader(0)!.host.conf(0).voters.includes(4), "not promoted before catching up");
   const killed = sim.leader(0)!.id;
   await sim.kill(killed);
   await sim.until("node 4 is a voter in every group", voterEverywhere(sim, 4));
