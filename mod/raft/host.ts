@@ -184,6 +184,8 @@ class Group {
   durableTerm = -1;
   durableVote = -1;
   busy = false;
+  /** Index of the last conf change applied here (0: none this life). */
+  lastConfChangeIndex = 0;
   /** Whether a leader holding this node to entries it lost was logged (once per life). */
   lostLogReported = false;
 
@@ -403,6 +405,8 @@ export class RaftHost {
    * Records `snapshot` (the state machine's inline state at `snapshot.index`, which must be
    * applied) as the group's snapshot and drops the log up to `compactTo` (<= its index), in
    * one durable write. Entries after `compactTo` stay for followers a little behind.
+   * Does nothing when a conf change was applied after `snapshot.index` (the snapshot would
+   * carry a later membership than its own); the next compaction passes it.
    */
   async compact(
     shardId: number,
@@ -413,6 +417,9 @@ export class RaftHost {
     if (this.#stopped) throw new RaftUnavailableError("node is stopping");
     assert(snapshot.index <= g.applied, `snapshot at ${snapshot.index} is past applied`);
     assert(compactTo <= snapshot.index, "the log is compacted only behind a snapshot");
+    // The snapshot records the membership as this node has it now; a conf change applied
+    // after the snapshot's index would put a later membership in it. Wait for a later one.
+    if (g.lastConfChangeIndex > snapshot.index) return;
     const store = g.options.store;
     if (snapshot.index > store.snapshot().meta.index) {
       store.createSnapshot(snapshot.index, this.conf(shardId), snapshot.data);
@@ -713,6 +720,7 @@ export class RaftHost {
     }
     const conf = g.node.applyConfChange(change);
     g.applied = entry.index;
+    g.lastConfChangeIndex = entry.index;
     const { proposalId, addr } = decodeConfContext(change.context);
     this.#options.log.info("membership changed", {
       shard: g.options.shardId,

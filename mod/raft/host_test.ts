@@ -201,6 +201,7 @@ Deno.test("RaftHost.changeMembership() adds a learner that catches up by snapsho
 
   // Remove a surviving original voter: it leaves every group, the rest keep committing.
   const gone = [1, 2, 3].find((id) => id !== killed)!;
+  const appliedBeforeRemoval = four.host.status(0).applied;
   for (const g of GROUPS) {
     let conf: ConfState | null = null;
     for (let attempt = 0; attempt < 5 && conf === null; attempt++) {
@@ -222,6 +223,11 @@ Deno.test("RaftHost.changeMembership() adds a learner that catches up by snapsho
         GROUPS.every((g) => !sim.nodes.get(id)!.host.conf(g).voters.includes(gone))
       ),
   );
+  // A snapshot taken before the removal would carry the later membership: not taken.
+  const snapshotIndex = four.stores.get(0)!.snapshot().meta.index;
+  assert.ok(appliedBeforeRemoval > snapshotIndex, "a snapshot there would be news");
+  await four.host.compact(0, { index: appliedBeforeRemoval, data: Uint8Array.of(0) }, 0);
+  assert.equal(four.stores.get(0)!.snapshot().meta.index, snapshotIndex);
   await sim.kill(gone);
   for (const g of GROUPS) {
     await sim.until(`group ${g} leader among survivors`, () => sim.leader(g) !== undefined);
