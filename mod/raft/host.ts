@@ -184,8 +184,13 @@ class Group {
   durableTerm = -1;
   durableVote = -1;
   busy = false;
-  /** Index of the last conf change applied here (0: none this life). */
-  lastConfChangeIndex = 0;
+  /**
+   * The conf changes applied here this life (the last CONF_HISTORY_MAX), each with the
+   * membership before it: the membership at any index since `confHistoryFrom` is known.
+   */
+  readonly confHistory: { index: number; before: ConfState }[] = [];
+  /** Conf changes at or before this index may be missing from confHistory. */
+  confHistoryFrom: number;
   /** Whether a leader holding this node to entries it lost was logged (once per life). */
   lostLogReported = false;
 
@@ -195,6 +200,8 @@ class Group {
   ) {
     this.node = createRaftNode(config);
     this.applied = options.applied;
+    // Changes up to `applied` were replayed by the core, not seen here.
+    this.confHistoryFrom = options.applied;
     const durable = options.store.initialState().hardState;
     this.durableTerm = durable.term;
     this.durableVote = durable.vote;
@@ -405,8 +412,8 @@ export class RaftHost {
    * Records `snapshot` (the state machine's inline state at `snapshot.index`, which must be
    * applied) as the group's snapshot and drops the log up to `compactTo` (<= its index), in
    * one durable write. Entries after `compactTo` stay for followers a little behind.
-   * Does nothing when a conf change was applied after `snapshot.index` (the snapshot would
-   * carry a later membership than its own); the next compaction passes it.
+   * Does nothing when the membership at `snapshot.index` is no longer known (more than
+   * CONF_HISTORY_MAX conf changes since); a later compaction passes it.
    */
   async compact(
     shardId: number,
@@ -417,12 +424,12 @@ export class RaftHost {
     if (this.#stopped) throw new RaftUnavailableError("node is stopping");
     assert(snapshot.index <= g.applied, `snapshot at ${snapshot.index} is past applied`);
     assert(compactTo <= snapshot.index, "the log is compacted only behind a snapshot");
-    // The snapshot records the membership as this node has it now; a conf change applied
-    // after the snapshot's index would put a later membership in it. Wait for a later one.
-    if (g.lastConfChangeIndex > snapshot.index) return;
+    // The snapshot records the membership at its own index, not a later one.
+    const conf = confAt(g, snapshot.index, this.conf(shardId));
+    if (conf === null) return;
     const store = g.options.store;
     if (snapshot.index > store.snapshot().meta.index) {
-      store.createSnapshot(snapshot.index, this.conf(shardId), snapshot.data);
+      store.createSnapshot(snapshot.index, conf, snapshot.data);
     }
     if (compactTo >= store.firstIndex()) store.compact(compactTo);
     await store.persist();
@@ -718,9 +725,13 @@ export class RaftHost {
       g.applied = entry.index;
       return;
     }
+    const before = g.node.status().conf;
     const conf = g.node.applyConfChange(change);
     g.applied = entry.index;
-    g.lastConfChangeIndex = entry.index;
+    g.confHistory.push({ index: entry.index, before });
+    if (g.confHistory.length > CONF_HISTORY_MAX) {
+      g.confHistoryFrom = g.confHistory.shift()!.index;
+    }
     const { proposalId, addr } = decodeConfContext(change.context);
     this.#options.log.info("membership changed", {
       shard: g.options.shardId,
@@ -779,6 +790,16 @@ const LEADER_EARLY_MESSAGES: ReadonlySet<Message["type"]> = new Set([
   "heartbeat",
   "snapshot",
 ]);
+
+/** Conf changes a group remembers the membership before (for snapshots behind them). */
+const CONF_HISTORY_MAX = 16;
+
+/** The membership of `g` at `index` (`now` when no change followed), or null if unknown. */
+function confAt(g: Group, index: number, now: ConfState): ConfState | null {
+  if (index < g.confHistoryFrom) return null;
+  const next = g.confHistory.find((h) => h.index > index);
+  return next === undefined ? now : next.before;
+}
 
 /** Bounds one drain so a flood of messages cannot starve timers and I/O. */
 const DRAIN_PASSES_MAX = 64;

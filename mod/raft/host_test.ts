@@ -223,11 +223,14 @@ Deno.test("RaftHost.changeMembership() adds a learner that catches up by snapsho
         GROUPS.every((g) => !sim.nodes.get(id)!.host.conf(g).voters.includes(gone))
       ),
   );
-  // A snapshot taken before the removal would carry the later membership: not taken.
+  // A snapshot taken at an index before the removal records the membership there.
   const snapshotIndex = four.stores.get(0)!.snapshot().meta.index;
-  assert.ok(appliedBeforeRemoval > snapshotIndex, "a snapshot there would be news");
+  assert.ok(appliedBeforeRemoval > snapshotIndex, "a snapshot there is news");
   await four.host.compact(0, { index: appliedBeforeRemoval, data: Uint8Array.of(0) }, 0);
-  assert.equal(four.stores.get(0)!.snapshot().meta.index, snapshotIndex);
+  const snap = four.stores.get(0)!.snapshot().meta;
+  assert.equal(snap.index, appliedBeforeRemoval);
+  assert.ok(snap.conf.voters.includes(gone), "the removal came after the snapshot's index");
+  assert.ok(!four.host.conf(0).voters.includes(gone));
   await sim.kill(gone);
   for (const g of GROUPS) {
     await sim.until(`group ${g} leader among survivors`, () => sim.leader(g) !== undefined);
