@@ -197,6 +197,16 @@ Deno.test({
       n2.role = null;
       await put(n4, "after-remove", bytesOf(4, 100 * 1024));
       for (const n of [n1, n3, n4]) await readAll(n);
+
+      // The joined node keeps its membership through kill -9 and a restart (still named by
+      // no one's KISEKI_RAFT_PEERS): a voter of every group, serving every object.
+      await n4.role!.stop("SIGKILL");
+      n4.role = startRole("server", n4.env);
+      await healthy(n4);
+      for (const members of await shardMembers(n4)) {
+        assert.deepEqual(members, ["1:voter", "3:voter", "4:voter"]);
+      }
+      await readAll(n4);
     } catch (e) {
       for (const n of all) {
         if (n.role !== null) console.error(`--- node ${n.id}\n${n.role.stderr().slice(-3000)}`);
