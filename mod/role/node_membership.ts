@@ -450,6 +450,11 @@ export async function nodesApi(
           `(they have not reported it evacuated yet); try again when the drain is done`,
       );
     }
+    if (id === state.nodeId && options.raft !== undefined) {
+      // A node taken out of a group may never hear that the change committed: it could not
+      // tell when it is done. Another member can.
+      return refuse(`node ${id} is the node answering: ask another node to remove it (--node)`);
+    }
     // Out of the groups first: a node recorded removed but still voting would count toward
     // (and could block) every quorum.
     if (options.raft !== undefined) await leaveRaftGroups(options.raft, id, options.logger);
