@@ -56,6 +56,8 @@ export interface Config {
   scrubIntervalMs: number;
   /** Server: how long a node may be unreachable before it is marked down and rebuilt. */
   nodeDownGraceMs: number;
+  /** Server: IPv4 networks (CIDR) where nodes added later may be; its sandbox may dial them. */
+  peerNetworks: string[];
   /** Server: bound of the chunk bytes all reads hold ahead of their readers. */
   readAheadMaxBytes: number;
   /** Server: open connections the S3 listener keeps at most. */
@@ -228,6 +230,14 @@ export const CONFIG_VARIABLES: readonly ConfigVariable[] = [
     description: "a node unreachable this long is marked down and its fragments rebuilt elsewhere",
   },
   {
+    name: "KISEKI_PEER_NETWORKS",
+    default: "",
+    expects: "comma-separated IPv4 networks in CIDR form (e.g. 10.0.0.0/24)",
+    description:
+      "where nodes added later (kiseki admin node add) may be: the server's sandbox lets it " +
+      "dial them, besides the nodes in KISEKI_RAFT_PEERS",
+  },
+  {
     name: "KISEKI_READ_AHEAD_MAX",
     default: "268435456",
     expects: "a byte count of at least 16MiB (e.g. 256MiB)",
@@ -388,8 +398,15 @@ export function parseConfig(env: ConfigEnv, options: ParseConfigOptions = {}): C
   if (peersRaw !== undefined) {
     try {
       raftPeers = parseRaftPeers(peersRaw);
-      if (!raftPeers.some((p) => p.id === nodeId)) {
-        bad("KISEKI_RAFT_PEERS", peersRaw, `KISEKI_NODE_ID=${nodeId} is not in the list`);
+      // A node not in the list joins a running cluster (its members are the list) once
+      // `kiseki admin node add` adds it; it cannot be the one that creates the cluster.
+      if (!raftPeers.some((p) => p.id === nodeId) && raw("KISEKI_BOOTSTRAP") === "true") {
+        bad(
+          "KISEKI_RAFT_PEERS",
+          peersRaw,
+          `KISEKI_NODE_ID=${nodeId} is not in the list, so it joins a running cluster and ` +
+            `cannot bootstrap one (KISEKI_BOOTSTRAP=true)`,
+        );
       }
     } catch (e) {
       bad("KISEKI_RAFT_PEERS", peersRaw, (e as Error).message);
@@ -514,6 +531,18 @@ export function parseConfig(env: ConfigEnv, options: ParseConfigOptions = {}): C
     if (ms >= 1000 && ms <= 30 * 86_400_000) nodeDownGraceMs = ms;
     else bad("KISEKI_NODE_DOWN_GRACE", graceRaw);
   }
+  const peerNetworks: string[] = [];
+  const networksRaw = raw("KISEKI_PEER_NETWORKS");
+  if (networksRaw !== undefined && networksRaw.trim() !== "") {
+    for (const part of networksRaw.split(",").map((p) => p.trim())) {
+      const m = /^([0-9]{1,3})\.([0-9]{1,3})\.([0-9]{1,3})\.([0-9]{1,3})\/([0-9]{1,2})$/.exec(part);
+      if (m === null || m.slice(1, 5).some((o) => +o > 255) || +m[5]! < 8 || +m[5]! > 32) {
+        bad("KISEKI_PEER_NETWORKS", networksRaw, `${part} is not an IPv4 network a.b.c.d/8..32`);
+        break;
+      }
+      peerNetworks.push(part);
+    }
+  }
   let s3ConnectionsMax = 1024;
   const connectionsRaw = raw("KISEKI_S3_CONNECTIONS_MAX");
   if (connectionsRaw !== undefined) {
@@ -553,6 +582,7 @@ export function parseConfig(env: ConfigEnv, options: ParseConfigOptions = {}): C
     scrubRateBytesPerSecond: bytes("KISEKI_SCRUB_RATE", 16 * 2 ** 20),
     scrubIntervalMs,
     nodeDownGraceMs,
+    peerNetworks,
     readAheadMaxBytes,
     s3ConnectionsMax,
     otlpEndpoint,

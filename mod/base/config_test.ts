@@ -90,9 +90,16 @@ Deno.test("parseConfig() reports every bad variable, one line each", () => {
   for (const line of p) assert.deepEqual(line.includes("\n"), false);
 });
 
-Deno.test("parseConfig() rejects a node id missing from the peer list", () => {
-  const p = problems({ KISEKI_NODE_ID: "4", KISEKI_RAFT_PEERS: "1=a:9300,2=b:9300" });
-  assert.match(p[0]!, /KISEKI_RAFT_PEERS=.*KISEKI_NODE_ID=4 is not in the list/);
+Deno.test("parseConfig() takes a node id missing from the peer list as a joining node, which cannot bootstrap", () => {
+  const c = parseConfig({ KISEKI_NODE_ID: "4", KISEKI_RAFT_PEERS: "1=a:9300,2=b:9300" });
+  assert.deepEqual(c.raftPeers.map((p) => p.id), [1, 2]);
+  assert.equal(c.bootstrap, false);
+  const p = problems({
+    KISEKI_NODE_ID: "4",
+    KISEKI_RAFT_PEERS: "1=a:9300,2=b:9300",
+    KISEKI_BOOTSTRAP: "true",
+  });
+  assert.match(p[0]!, /KISEKI_RAFT_PEERS=.*KISEKI_NODE_ID=4 is not in the list.*cannot bootstrap/);
 });
 
 Deno.test("parseConfig() rejects partial TLS settings", () => {

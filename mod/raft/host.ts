@@ -9,7 +9,10 @@ import { setImmediate } from "node:timers";
 import { assert } from "../base/mod.ts";
 import type { Logger } from "../obs/mod.ts";
 import { createRaftNode } from "./raw_node.ts";
+import { decodeConfChange } from "./conf_change.ts";
 import {
+  type ConfChange,
+  type ConfChangeType,
   type ConfState,
   type Entry,
   type Message,
@@ -64,6 +67,20 @@ export interface RaftHostOptions {
    * the outcome through reportSnapshot(). Without it the sink gets them as one message.
    */
   snapshotSender?: (shardId: number, message: Message) => void;
+  /**
+   * Sees every conf change as this node applies it (including those replayed after a
+   * restart), with the member's address when the change carried one: the transport dials
+   * members added after start-up through it.
+   */
+  onConfChange?: (shardId: number, change: MembershipChange, conf: ConfState) => void;
+}
+
+/** A membership change as the host proposes and reports it. */
+export interface MembershipChange {
+  type: ConfChangeType;
+  nodeId: NodeId;
+  /** The member's Raft address ("host:port"), carried in the log so every member learns it. */
+  addr?: string;
 }
 
 export interface RaftHostObserver {
@@ -125,9 +142,38 @@ interface Waiter<T> {
   startedMs: number;
 }
 
+// A conf change's context is [u64 proposal id][address, UTF-8]: the id lets the proposer
+// match the applied entry to its waiter, the address tells every member how to reach the node.
+const CONF_CONTEXT_HEADER_BYTES = 8;
+
+function encodeConfContext(proposalId: bigint, addr: string | undefined): Uint8Array {
+  const a = new TextEncoder().encode(addr ?? "");
+  const out = new Uint8Array(CONF_CONTEXT_HEADER_BYTES + a.length);
+  new DataView(out.buffer).setBigUint64(0, proposalId);
+  out.set(a, CONF_CONTEXT_HEADER_BYTES);
+  return out;
+}
+
+function decodeConfContext(context: Uint8Array): { proposalId: bigint | null; addr?: string } {
+  if (context.length < CONF_CONTEXT_HEADER_BYTES) return { proposalId: null };
+  const view = new DataView(context.buffer, context.byteOffset, context.byteLength);
+  const addr = new TextDecoder().decode(context.subarray(CONF_CONTEXT_HEADER_BYTES));
+  return { proposalId: view.getBigUint64(0), ...(addr.length > 0 ? { addr } : {}) };
+}
+
+/** Ticks between a leader's looks for learners caught up enough to become voters. */
+export const LEARNER_PROMOTION_CHECK_TICKS = 5;
+/**
+ * How far behind the commit index a learner may be and still be promoted: under a steady
+ * stream of writes it never quite reaches the commit index, and a voter this close slows
+ * no quorum (it is sent the rest in the next append).
+ */
+export const LEARNER_PROMOTION_LAG_ENTRIES_MAX = 64;
+
 class Group {
   readonly node: RaftNode;
   readonly proposals = new Map<bigint, Waiter<ProposalResult>>();
+  readonly confChanges = new Map<bigint, Waiter<ConfState>>();
   readonly reads = new Map<bigint, Waiter<number>>();
   /** Reads whose read point is known, waiting for apply to reach it. */
   readonly readsAwaitingApply: { index: number; waiter: Waiter<number> }[] = [];
@@ -138,6 +184,13 @@ class Group {
   durableTerm = -1;
   durableVote = -1;
   busy = false;
+  /**
+   * The conf changes applied here this life (the last CONF_HISTORY_MAX), each with the
+   * membership before it: the membership at any index since `confHistoryFrom` is known.
+   */
+  readonly confHistory: { index: number; before: ConfState }[] = [];
+  /** Conf changes at or before this index may be missing from confHistory. */
+  confHistoryFrom: number;
   /** Whether a leader holding this node to entries it lost was logged (once per life). */
   lostLogReported = false;
 
@@ -147,6 +200,8 @@ class Group {
   ) {
     this.node = createRaftNode(config);
     this.applied = options.applied;
+    // Changes up to `applied` were replayed by the core, not seen here.
+    this.confHistoryFrom = options.applied;
     const durable = options.store.initialState().hardState;
     this.durableTerm = durable.term;
     this.durableVote = durable.vote;
@@ -158,6 +213,7 @@ export class RaftHost {
   readonly #options: RaftHostOptions;
   readonly #groups = new Map<number, Group>();
   #nextProposal = 0n;
+  #ticks = 0;
   #drainScheduled = false;
   #draining = false;
   #stopped = false;
@@ -210,7 +266,87 @@ export class RaftHost {
   tick(): void {
     if (this.#stopped) return;
     for (const g of this.#groups.values()) g.node.tick();
+    if (++this.#ticks % LEARNER_PROMOTION_CHECK_TICKS === 0) this.#promoteCaughtUpLearners();
     this.#scheduleDrain();
+  }
+
+  /**
+   * Proposes a membership change of `shardId` (from any member: a follower forwards it to
+   * the leader); resolves with the new membership once the change is committed and applied
+   * here. The core takes one change at a time per group: a change proposed while another is
+   * pending is dropped and this call times out (RaftUnavailableError), so callers retry.
+   * A learner added here becomes a voter by itself once it has caught up (the leader of the
+   * group, whoever it is by then, promotes it), so a change survives a leader change.
+   */
+  changeMembership(shardId: number, change: MembershipChange): Promise<ConfState> {
+    const g = this.#group(shardId);
+    const refused = this.#refusal(g, shardId);
+    if (refused !== null) return Promise.reject(refused);
+    const id = this.#nextProposal++;
+    return new Promise<ConfState>((resolve, reject) => {
+      const waiter = this.#waiter(
+        g.confChanges,
+        id,
+        resolve,
+        reject,
+        `shard ${shardId}: ${change.type} ${change.nodeId}`,
+      );
+      try {
+        g.node.proposeConfChange({
+          type: change.type,
+          nodeId: change.nodeId,
+          context: encodeConfContext(id, change.addr),
+        });
+      } catch (e) {
+        clearTimeout(waiter.timer);
+        g.confChanges.delete(id);
+        reject(
+          e instanceof ProposalDroppedError
+            ? new RaftProposalDroppedError(
+              `shard ${shardId}: no leader to take the membership change (${e.message})`,
+            )
+            : e as Error,
+        );
+        return;
+      }
+      this.#scheduleDrain();
+    });
+  }
+
+  /**
+   * On every group this node leads, proposes add_voter for a learner whose log has caught
+   * up with the commit index (by entries or a snapshot: it is being replicated to, not
+   * probed or sent a snapshot) and that answers: a learner only
+   * exists here to become a voter once it can vote without slowing the quorum.
+   */
+  #promoteCaughtUpLearners(): void {
+    for (const [shardId, g] of this.#groups) {
+      const status = g.node.status();
+      if (status.role !== "leader" || status.progress === null) continue;
+      if (status.conf.learners.length === 0 || g.confChanges.size > 0) continue;
+      for (const learner of status.conf.learners) {
+        const pr = status.progress.get(learner);
+        if (
+          pr === undefined || !pr.recentActive || pr.state !== "replicate" ||
+          pr.match + LEARNER_PROMOTION_LAG_ENTRIES_MAX < status.commit
+        ) {
+          continue;
+        }
+        this.#options.log.info("promoting a caught-up learner to voter", {
+          shard: shardId,
+          peer: learner,
+          match: pr.match,
+        });
+        this.changeMembership(shardId, { type: "add_voter", nodeId: learner }).catch((e) =>
+          this.#options.log.debug("learner promotion not applied yet", {
+            shard: shardId,
+            peer: learner,
+            error: (e as Error).message,
+          })
+        );
+        break; // one change at a time per group
+      }
+    }
   }
 
   /** A message for `shardId` from the transport; unknown shards are dropped. */
@@ -276,6 +412,8 @@ export class RaftHost {
    * Records `snapshot` (the state machine's inline state at `snapshot.index`, which must be
    * applied) as the group's snapshot and drops the log up to `compactTo` (<= its index), in
    * one durable write. Entries after `compactTo` stay for followers a little behind.
+   * Does nothing when the membership at `snapshot.index` is no longer known (more than
+   * CONF_HISTORY_MAX conf changes since); a later compaction passes it.
    */
   async compact(
     shardId: number,
@@ -286,9 +424,12 @@ export class RaftHost {
     if (this.#stopped) throw new RaftUnavailableError("node is stopping");
     assert(snapshot.index <= g.applied, `snapshot at ${snapshot.index} is past applied`);
     assert(compactTo <= snapshot.index, "the log is compacted only behind a snapshot");
+    // The snapshot records the membership at its own index, not a later one.
+    const conf = confAt(g, snapshot.index, this.conf(shardId));
+    if (conf === null) return;
     const store = g.options.store;
     if (snapshot.index > store.snapshot().meta.index) {
-      store.createSnapshot(snapshot.index, this.conf(shardId), snapshot.data);
+      store.createSnapshot(snapshot.index, conf, snapshot.data);
     }
     if (compactTo >= store.firstIndex()) store.compact(compactTo);
     await store.persist();
@@ -337,7 +478,9 @@ export class RaftHost {
   /** Why a new proposal or read cannot wait on `g` now, or null when it can. */
   #refusal(g: Group, shardId: number): RaftUnavailableError | null {
     if (this.#stopped) return new RaftUnavailableError("node is stopping");
-    if (g.proposals.size + g.reads.size >= this.#options.waitersPerGroupMax) {
+    if (
+      g.proposals.size + g.reads.size + g.confChanges.size >= this.#options.waitersPerGroupMax
+    ) {
       return new RaftUnavailableError(`shard ${shardId}: too many requests in flight`);
     }
     return null;
@@ -362,10 +505,11 @@ export class RaftHost {
   async stop(): Promise<void> {
     this.#stopped = true;
     for (const g of this.#groups.values()) {
-      for (const w of [...g.proposals.values(), ...g.reads.values()]) {
+      for (const w of [...g.proposals.values(), ...g.reads.values(), ...g.confChanges.values()]) {
         clearTimeout(w.timer);
         w.reject(new RaftUnavailableError("node is stopping"));
       }
+      g.confChanges.clear();
       g.proposals.clear();
       g.reads.clear();
     }
@@ -540,8 +684,7 @@ export class RaftHost {
     for (const entry of committed) {
       if (entry.index <= g.applied) continue;
       if (entry.type === "conf_change") {
-        // Membership is static in this release's server; the core applies it for simulation.
-        g.applied = entry.index;
+        this.#applyConfChange(g, entry);
         continue;
       }
       const decoded = entry.data.length === 0 ? null : decodeCommand(entry.data);
@@ -562,6 +705,52 @@ export class RaftHost {
     }
     this.#options.observer?.applied(g.options.shardId, committed.length);
     await sm.afterApply?.(g.applied);
+  }
+
+  /**
+   * Applies a committed conf change to the core (it is in the log, so a restarted node
+   * replays it: membership persists with the log and, once compacted, in the snapshot's conf).
+   */
+  #applyConfChange(g: Group, entry: Entry): void {
+    let change: ConfChange;
+    try {
+      change = decodeConfChange(entry.data);
+    } catch (e) {
+      // The leader admits only decodable changes; a bad one is skipped by every member alike.
+      this.#options.log.error("undecodable conf change skipped", {
+        shard: g.options.shardId,
+        index: entry.index,
+        error: e,
+      });
+      g.applied = entry.index;
+      return;
+    }
+    const before = g.node.status().conf;
+    const conf = g.node.applyConfChange(change);
+    g.applied = entry.index;
+    g.confHistory.push({ index: entry.index, before });
+    if (g.confHistory.length > CONF_HISTORY_MAX) {
+      g.confHistoryFrom = g.confHistory.shift()!.index;
+    }
+    const { proposalId, addr } = decodeConfContext(change.context);
+    this.#options.log.info("membership changed", {
+      shard: g.options.shardId,
+      change: change.type,
+      peer: change.nodeId,
+      voters: conf.voters.join(","),
+      learners: conf.learners.join(","),
+    });
+    this.#options.onConfChange?.(
+      g.options.shardId,
+      { type: change.type, nodeId: change.nodeId, ...(addr !== undefined ? { addr } : {}) },
+      conf,
+    );
+    if (proposalId === null) return;
+    const waiter = g.confChanges.get(proposalId);
+    if (waiter === undefined) return;
+    g.confChanges.delete(proposalId);
+    clearTimeout(waiter.timer);
+    waiter.resolve(conf);
   }
 
   /**
@@ -601,6 +790,16 @@ const LEADER_EARLY_MESSAGES: ReadonlySet<Message["type"]> = new Set([
   "heartbeat",
   "snapshot",
 ]);
+
+/** Conf changes a group remembers the membership before (for snapshots behind them). */
+const CONF_HISTORY_MAX = 16;
+
+/** The membership of `g` at `index` (`now` when no change followed), or null if unknown. */
+function confAt(g: Group, index: number, now: ConfState): ConfState | null {
+  if (index < g.confHistoryFrom) return null;
+  const next = g.confHistory.find((h) => h.index > index);
+  return next === undefined ? now : next.before;
+}
 
 /** Bounds one drain so a flood of messages cannot starve timers and I/O. */
 const DRAIN_PASSES_MAX = 64;

@@ -14,7 +14,7 @@ Usage: kiseki-admin status [--node host:port] [--json]
        kiseki-admin pools [--node host:port] [--json]
        kiseki-admin tenants shred --tenant T --yes [--node host:port] [--json]
        kiseki-admin node list [--node host:port] [--json]
-       kiseki-admin node add --id N [--addr host:port] [--node host:port] [--json]
+       kiseki-admin node add --id N [--raft-addr host:port] [--node host:port] [--json]
        kiseki-admin node drain|remove --id N [--wait] [--node host:port] [--json]
        kiseki-admin nfs-export add --path /P [--tenant T] [--bucket B] [--clients CIDR,...]
                     [--ro] [--no-root-squash] [--anon-uid N] [--anon-gid N] [--node host:port]
@@ -32,9 +32,11 @@ Usage: kiseki-admin status [--node host:port] [--json]
                   keys, destroys its key, drops its names and inline data and gives back its
                   chunks; irreversible, so it needs --yes
   node            cluster membership, through the cluster state (any node): list the nodes
-                  and their state; add a configured node (or one removed before); drain a
+                  and their state; add a node (started with the members as its
+                  KISEKI_RAFT_PEERS, at --raft-addr, also --addr): it joins every Raft group
+                  as a learner and votes once caught up, then takes data; drain a
                   node (its fragments move to the others; refused when that would lower the
-                  node losses chunks survive); remove a drained node. --wait follows a
+                  node losses chunks survive); remove a drained node (it leaves every Raft group). --wait follows a
                   drain with a progress bar until every node has moved its chunks off it
   nfs-export      NFS exports (cluster state): a path clients mount, the tenant (32 hex
                   digits, or 'default') and optionally the one bucket it shows, the client
@@ -46,6 +48,8 @@ Usage: kiseki-admin status [--node host:port] [--json]
 `;
 
 const REQUEST_TIMEOUT_MS = 5_000;
+/** Room for a node add or remove (NODE_JOIN_WAIT_MS on the node, and some). */
+const NODE_CHANGE_TIMEOUT_MS = 75_000;
 /** A shred rekeys the node's environments: it may take a while on a large node. */
 const SHRED_TIMEOUT_MS = 30 * 60_000;
 
@@ -534,8 +538,9 @@ async function nodeCommand(args: string[]): Promise<number> {
     if (arg === "--json") json = true;
     else if (arg === "--wait") wait = true;
     else if (arg === "--node" && i + 1 < rest.length) node = rest[++i]!;
-    else if (arg === "--addr" && i + 1 < rest.length) addr = rest[++i]!;
-    else if (arg === "--id" && i + 1 < rest.length && /^[0-9]{1,10}$/.test(rest[i + 1]!)) {
+    else if ((arg === "--addr" || arg === "--raft-addr") && i + 1 < rest.length) {
+      addr = rest[++i]!;
+    } else if (arg === "--id" && i + 1 < rest.length && /^[0-9]{1,10}$/.test(rest[i + 1]!)) {
       id = Number(rest[++i]);
     } else {
       console.error(`kiseki-admin: unknown argument '${arg}' (see --help)`);
@@ -557,6 +562,8 @@ async function nodeCommand(args: string[]): Promise<number> {
       method: "POST",
       path: `/api/v1/nodes/${id}/${action}`,
       body: addr === undefined ? {} : { addr },
+      // An add waits for the node to catch up and vote in every Raft group.
+      timeoutMs: NODE_CHANGE_TIMEOUT_MS,
     });
   if (answer === null) return 1;
   if (wait && action === "drain") {

@@ -5,7 +5,7 @@
 // those the cluster state records (up, down, draining, removed); the configured Raft peers
 // stand in until the cluster state is reached.
 
-import { type Config, formatHostPort } from "../base/mod.ts";
+import { type Config, formatHostPort, type HostPort } from "../base/mod.ts";
 import {
   CLUSTER_FRAGMENT_TIMEOUT_MS_DEFAULT,
   ClusterChunkStore,
@@ -34,6 +34,8 @@ export const FRAGMENT_POOL_DURABILITY: Durability = Object.freeze({ kind: "copie
 
 export interface ChunkFabric {
   store: ClusterChunkStore;
+  /** Where node `id`'s Raft port is (nodes added after start-up). */
+  setPeer(id: number, addr: HostPort): void;
   close(): Promise<void>;
 }
 
@@ -91,6 +93,9 @@ export async function startChunkFabric(options: {
   });
   return {
     store,
+    setPeer: (id, addr) => {
+      if (id !== config.nodeId) client.setPeer(id, addr);
+    },
     async close() {
       await background.stop();
       await store.close();

@@ -1,9 +1,19 @@
 // The server's metadata plane: the lmdb Raft log, the node-to-node transport, one Raft
 // group per shard driven by the multi-group host, and the delta log service on top. Every
 // node in KISEKI_RAFT_PEERS starts every shard with the same voters, so the groups agree on
-// membership from the first entry; a lone node is a one-voter group on the same path.
+// membership from the first entry; a lone node is a one-voter group on the same path. A node
+// not in its own KISEKI_RAFT_PEERS joins a running cluster: it starts every group with the
+// existing members as voters and waits, without campaigning, until `kiseki admin node add`
+// adds it as a learner (the leaders then bring it up to date and promote it).
 
-import { type Config, formatHostPort, HybridLogicalClock, SystemClock } from "../base/mod.ts";
+import {
+  type Config,
+  formatHostPort,
+  type HostPort,
+  HybridLogicalClock,
+  parseHostPort,
+  SystemClock,
+} from "../base/mod.ts";
 import { counter, gauge, histogram, type Logger } from "../obs/mod.ts";
 import { RaftHost, type RaftHostObserver } from "../raft/host.ts";
 import type { NodeId, RaftStatus } from "../raft/mod.ts";
@@ -45,6 +55,15 @@ export interface Cluster {
   clusterState: ClusterStateGroup;
   compactor: LogCompactor;
   snapshots: SnapshotStreams;
+  /**
+   * The Raft address of `id` while it is a member of the cluster-state group (configured, or
+   * added later: its address came with the conf change or from the cluster state's records).
+   */
+  memberAddress(id: NodeId): HostPort | undefined;
+  /** Tells the transport where member `id` listens (members added after start-up). */
+  setPeerAddress(id: NodeId, addr: HostPort): void;
+  /** Whether this node started as a joining member (not in its own KISEKI_RAFT_PEERS). */
+  joining: boolean;
   close(): Promise<void>;
 }
 
@@ -69,7 +88,9 @@ export async function startCluster(options: ClusterOptions): Promise<Cluster> {
   const peers = config.raftPeers.length > 0
     ? config.raftPeers
     : [{ id: config.nodeId, addr: config.raftAddr }];
+  // A joining node's own id is not among the voters it starts with (see the module comment).
   const voters = peers.map((p) => p.id).sort((a, b) => a - b);
+  const joining = !voters.includes(config.nodeId);
   const env: KvEnv = await openRaftLogEnv({
     dataDir: config.dataDir,
     pageKeys: options.pageKeys,
@@ -113,7 +134,29 @@ export async function startCluster(options: ClusterOptions): Promise<Cluster> {
     },
     // A follower too far behind for the log gets the shard's state as a stream.
     snapshotSender: (shardId, message) => snapshots.send(shardId, message),
+    // Members added after start-up come with their address: dial them from now on.
+    onConfChange: (shardId, change) => {
+      if (change.addr === undefined || change.nodeId === config.nodeId) return;
+      try {
+        setPeerAddress(change.nodeId, parseHostPort(change.addr));
+      } catch (e) {
+        log.warn("conf change with an unusable address", {
+          shard: shardId,
+          peer: change.nodeId,
+          addr: change.addr,
+          error: (e as Error).message,
+        });
+      }
+    },
   });
+  const addresses = new Map<NodeId, HostPort>(peers.map((p) => [p.id, p.addr]));
+  function setPeerAddress(id: NodeId, addr: HostPort): void {
+    if (id === config.nodeId) return;
+    const known = addresses.get(id);
+    if (known !== undefined && known.host === addr.host && known.port === addr.port) return;
+    addresses.set(id, addr);
+    transport.setPeer(id, addr);
+  }
   const dataShardIds = Array.from({ length: config.shardCount }, (_, i) => i);
   const spread = new LeaderSpread(host, config.nodeId, voters, dataShardIds);
   transport.onMessage((shardId, message) => host.step(shardId, message));
@@ -196,14 +239,16 @@ export async function startCluster(options: ClusterOptions): Promise<Cluster> {
   });
   compactor.start();
 
-  const addresses = new Map<NodeId, string>(peers.map((p) => [p.id, formatHostPort(p.addr)]));
   const deltaLog = new DeltaLog({
     host,
     hlc: new HybridLogicalClock({ clock: new SystemClock() }),
     shards,
-    memberAddress: (id) => addresses.get(id) ?? "unknown",
+    memberAddress: (id) => {
+      const addr = id === config.nodeId ? config.raftAddr : addresses.get(id);
+      return addr === undefined ? "unknown" : formatHostPort(addr);
+    },
   });
-  log.info("metadata plane started", {
+  log.info(joining ? "metadata plane started, waiting to be added" : "metadata plane started", {
     shards: shards.size,
     voters: voters.join(","),
     raft: formatHostPort(transport.addr),
@@ -221,6 +266,13 @@ export async function startCluster(options: ClusterOptions): Promise<Cluster> {
     },
     compactor,
     snapshots,
+    memberAddress: (id) => {
+      const conf = host.conf(CLUSTER_STATE_GROUP_ID);
+      if (!conf.voters.includes(id) && !conf.learners.includes(id)) return undefined;
+      return id === config.nodeId ? config.raftAddr : addresses.get(id);
+    },
+    setPeerAddress,
+    joining,
     async close() {
       clearInterval(ticker);
       clearInterval(balancer);

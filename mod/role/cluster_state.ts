@@ -5,7 +5,7 @@
 // Every other node learns the state from the log and gets the cluster key from a peer over
 // the node transport (PeerClusterKeySource; the key server takes this over later).
 
-import { type Config, formatHostPort, toHex } from "../base/mod.ts";
+import { type Config, formatHostPort, type HostPort, toHex } from "../base/mod.ts";
 import type { Aead } from "../crypto/mod.ts";
 import {
   CLUSTER_KEY_BYTES,
@@ -92,6 +92,8 @@ export function serveClusterKeyOnPort(options: {
   config: Config;
   state: ClusterStateService;
   transport: TcpRaftTransport;
+  /** Members added after start-up (not in KISEKI_RAFT_PEERS): their Raft address. */
+  memberAddr?: (id: number) => HostPort | undefined;
   logger: Logger;
 }): void {
   const members = new Map(options.config.raftPeers.map((p) => [p.id, p.addr]));
@@ -99,7 +101,7 @@ export function serveClusterKeyOnPort(options: {
     transport: options.transport,
     nodeId: options.config.nodeId,
     key: () => options.state.clusterKey(),
-    memberAddr: (id) => members.get(id),
+    memberAddr: (id) => members.get(id) ?? options.memberAddr?.(id),
     tls: options.config.tls !== null,
     logger: options.logger,
   });

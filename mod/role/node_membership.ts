@@ -3,9 +3,11 @@
 // KISEKI_NODE_DOWN_GRACE (its fragments are then rebuilt elsewhere by every writer) and up
 // again once it answers steadily. Each node reports the draining nodes its own chunks no
 // longer use, and a removal waits for those reports. The operator API behind
-// `kiseki admin node add|drain|remove` lives here too.
+// `kiseki admin node add|drain|remove` lives here too: an add takes the node into every Raft
+// group (learner, then voter once caught up) before it takes data, a removal takes it out
+// of every group once its data is off it.
 
-import { assert, formatHostPort, parseHostPort } from "../base/mod.ts";
+import { assert, formatHostPort, type HostPort, parseHostPort } from "../base/mod.ts";
 import {
   type ClusterChunkStore,
   type Durability,
@@ -20,6 +22,7 @@ import {
 } from "../control/mod.ts";
 import { adminJson, type DrainView } from "../admin/mod.ts";
 import type { Logger } from "../obs/mod.ts";
+import { RaftUnavailableError } from "../raft/host.ts";
 import type { Cluster } from "./cluster.ts";
 
 /** How often peers' links are looked at. */
@@ -28,6 +31,12 @@ export const NODE_MONITOR_INTERVAL_MS = 1_000;
 export const NODE_RETURN_STABLE_MS = 3_000;
 /** How often this node looks for draining nodes its chunks no longer use. */
 export const NODE_EVACUATION_CHECK_MS = 5_000;
+/** How long an add waits for the node to become a voter of every group (it must catch up). */
+export const NODE_JOIN_WAIT_MS = 60_000;
+/** How long a removal waits for the node to leave every group. */
+export const NODE_LEAVE_WAIT_MS = 30_000;
+/** Pause between tries of a membership change (another change of the group may be pending). */
+const MEMBERSHIP_RETRY_MS = 250;
 
 /** What the monitor knows of one peer's link. */
 interface PeerSeen {
@@ -89,6 +98,8 @@ export interface NodeMembershipOptions {
   graceMs: number;
   logger: Logger;
   now?: () => number;
+  /** Also told where each recorded node's Raft port is (the chunk fabric dials it). */
+  onPeerAddress?: (id: number, addr: HostPort) => void;
 }
 
 /** Runs the monitor and the evacuation reports until stop(). */
@@ -126,6 +137,19 @@ export function startNodeMembership(options: NodeMembershipOptions): { stop(): P
     const t = now();
     observe(t);
     if (!state.isReady()) return;
+    // Members added after start-up are dialled at the address the cluster state records
+    // (after a restart, once the log that carried it is compacted, the only place it is).
+    for (const n of state.nodes()) {
+      if (n.id === self || n.state === "removed") continue;
+      let addr: HostPort;
+      try {
+        addr = parseHostPort(n.addr);
+      } catch {
+        continue;
+      }
+      cluster.setPeerAddress(n.id, addr);
+      options.onPeerAddress?.(n.id, addr);
+    }
     if (leading()) {
       for (
         const change of nodeTransitions({
@@ -187,6 +211,83 @@ export interface NodesApiOptions {
   /** This node's Raft link to `id` ("up", "down", "never"; null for itself). */
   link: (id: number) => "up" | "down" | "never" | null;
   logger: Logger;
+  /**
+   * The Raft groups a node is added to and removed from; without it only configured
+   * nodes are recorded (their groups already have them).
+   */
+  raft?: RaftMembership;
+  /** Whether this node's sandbox lets it dial `addr` (KISEKI_PEER_NETWORKS); default yes. */
+  canDial?: (addr: HostPort) => boolean;
+}
+
+/** What node add and remove need of the metadata plane. */
+export type RaftMembership = Pick<Cluster, "host">;
+
+const sleep = (ms: number) => new Promise((r) => setTimeout(r, ms));
+
+/**
+ * Makes `id` a voter of every Raft group: added as a learner (carrying its address), then
+ * promoted by each group's leader once caught up. Waits until this node has applied the
+ * promotion in every group; throws RaftUnavailableError past NODE_JOIN_WAIT_MS.
+ */
+export async function joinRaftGroups(
+  raft: RaftMembership,
+  id: number,
+  addr: string,
+  logger: Logger,
+): Promise<void> {
+  const host = raft.host;
+  const deadline = performance.now() + NODE_JOIN_WAIT_MS;
+  for (const shardId of host.shardIds()) {
+    for (;;) {
+      const conf = host.conf(shardId);
+      if (conf.voters.includes(id)) break;
+      if (performance.now() > deadline) {
+        throw new RaftUnavailableError(
+          `node ${id} is not a voter of group ${shardId} after ${NODE_JOIN_WAIT_MS} ms ` +
+            `(voters ${conf.voters.join(",")}, learners ${conf.learners.join(",")}): is it ` +
+            `running with the members as its KISEKI_RAFT_PEERS and reachable at ${addr}?`,
+        );
+      }
+      if (!conf.learners.includes(id)) {
+        try {
+          await host.changeMembership(shardId, { type: "add_learner", nodeId: id, addr });
+          logger.info("node added to a Raft group as a learner", { peer: id, shard: shardId });
+        } catch (e) {
+          if (!(e instanceof RaftUnavailableError)) throw e;
+        }
+      }
+      await sleep(MEMBERSHIP_RETRY_MS);
+    }
+  }
+}
+
+/** Takes `id` out of every Raft group; throws RaftUnavailableError past NODE_LEAVE_WAIT_MS. */
+export async function leaveRaftGroups(
+  raft: RaftMembership,
+  id: number,
+  logger: Logger,
+): Promise<void> {
+  const host = raft.host;
+  const deadline = performance.now() + NODE_LEAVE_WAIT_MS;
+  for (const shardId of host.shardIds()) {
+    for (;;) {
+      const conf = host.conf(shardId);
+      if (!conf.voters.includes(id) && !conf.learners.includes(id)) break;
+      if (performance.now() > deadline) {
+        throw new RaftUnavailableError(
+          `node ${id} is still a member of group ${shardId} after ${NODE_LEAVE_WAIT_MS} ms`,
+        );
+      }
+      try {
+        await host.changeMembership(shardId, { type: "remove_node", nodeId: id });
+        logger.info("node removed from a Raft group", { peer: id, shard: shardId });
+      } catch (e) {
+        if (!(e instanceof RaftUnavailableError)) throw e;
+        await sleep(MEMBERSHIP_RETRY_MS);
+      }
+    }
+  }
 }
 
 /**
@@ -277,10 +378,10 @@ export async function nodesApi(
       } catch {
         // An add without a body keeps the address the node had.
       }
-      if (!options.configured.includes(id)) {
+      if (!options.configured.includes(id) && options.raft === undefined) {
         return refuse(
-          `node ${id} is not in KISEKI_RAFT_PEERS: this release takes nodes into the Raft ` +
-            `groups only through that list (the same on every node)`,
+          `node ${id} is not in KISEKI_RAFT_PEERS, and this node runs no Raft groups to add ` +
+            `it to`,
         );
       }
       if (node !== undefined && node.state !== "removed") {
@@ -301,8 +402,20 @@ export async function nodesApi(
           message: `addr ${addr} is not host:port: ${(e as Error).message}`,
         });
       }
-      await state.setNode(id, formatHostPort(parseHostPort(addr)), "up");
-      options.logger.info("node added", { peer: id, addr });
+      const raftAddr = formatHostPort(parseHostPort(addr));
+      if (options.canDial !== undefined && !options.canDial(parseHostPort(addr))) {
+        return refuse(
+          `this node may not dial ${raftAddr}: start the nodes with KISEKI_PEER_NETWORKS ` +
+            `covering the new node's address (or name it in KISEKI_RAFT_PEERS)`,
+        );
+      }
+      // A voter first: it takes data only once it holds the metadata (and the cluster key,
+      // which its peers give to members of the cluster-state group).
+      if (options.raft !== undefined) {
+        await joinRaftGroups(options.raft, id, raftAddr, options.logger);
+      }
+      await state.setNode(id, raftAddr, "up");
+      options.logger.info("node added", { peer: id, addr: raftAddr });
       return adminJson(200, nodesView(options));
     }
     if (node === undefined) return adminJson(404, { error: "not_found", message: `no node ${id}` });
@@ -337,11 +450,19 @@ export async function nodesApi(
           `(they have not reported it evacuated yet); try again when the drain is done`,
       );
     }
+    if (id === state.nodeId && options.raft !== undefined) {
+      // A node taken out of a group may never hear that the change committed: it could not
+      // tell when it is done. Another member can.
+      return refuse(`node ${id} is the node answering: ask another node to remove it (--node)`);
+    }
+    // Out of the groups first: a node recorded removed but still voting would count toward
+    // (and could block) every quorum.
+    if (options.raft !== undefined) await leaveRaftGroups(options.raft, id, options.logger);
     await state.setNode(id, node.addr, "removed");
     options.logger.info("node removed", { peer: id });
     return adminJson(200, nodesView(options));
   } catch (e) {
-    if (e instanceof ClusterStateUnavailableError) {
+    if (e instanceof ClusterStateUnavailableError || e instanceof RaftUnavailableError) {
       return adminJson(503, { error: "unavailable", message: e.message });
     }
     options.logger.error("node API failed", { error: e });

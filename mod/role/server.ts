@@ -246,7 +246,13 @@ async function runServer(config: Config): Promise<number> {
         });
         const c = cluster;
         clusterState.attach(c.clusterState);
-        serveClusterKeyOnPort({ config, state: clusterState, transport: c.transport, logger });
+        serveClusterKeyOnPort({
+          config,
+          state: clusterState,
+          transport: c.transport,
+          memberAddr: (id) => c.memberAddress(id),
+          logger,
+        });
         return {
           deltaLog: c.deltaLog,
           stateMachines: c.stateMachines,
@@ -411,6 +417,7 @@ async function runServer(config: Config): Promise<number> {
       store: () => fabric?.store,
       graceMs: config.nodeDownGraceMs,
       logger,
+      onPeerAddress: (id, addr) => fabric?.setPeer(id, addr),
     });
     const linkOf = (id: number) =>
       id === config.nodeId
@@ -423,6 +430,10 @@ async function runServer(config: Config): Promise<number> {
       store: () => fabric?.store,
       link: linkOf,
       logger,
+      raft: metadataPlane,
+      canDial: (addr: { host: string; port: number }) =>
+        Deno.permissions.querySync({ name: "net", host: `${addr.host}:${addr.port}` }).state ===
+          "granted",
     };
     api.mount("/api/v1/nodes", (req, url) => nodesApi(req, url, nodesOptions));
     ui.mount(

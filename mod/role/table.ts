@@ -191,6 +191,9 @@ export function roleFlags(role: RoleName, config: Config, options: RoleFlagsOpti
         dial({ host: peer.addr.host, port: config.dataAddrs[0]!.port });
         dial({ host: peer.addr.host, port: config.metricsAddr.port });
       }
+      // Nodes added later (kiseki admin node add) are dialled where the cluster state says;
+      // the operator names the networks they may be on (a sandbox is fixed at start).
+      for (const network of config.peerNetworks) net.add(network);
       read.add(abs(config.dataDir));
       write.add(abs(config.dataDir));
       // The operator's copy of the default tenant's first S3 key (outside the data dir).

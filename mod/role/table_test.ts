@@ -13,6 +13,7 @@ Deno.test("roleFlags() scopes the server to its listeners, peers, data dir and s
     KISEKI_RAFT_PEERS: "1=node1:9300,2=node2:9300,3=10.0.0.3:9300",
     KISEKI_DATA_DIR: "/var/lib/kiseki",
     OTEL_EXPORTER_OTLP_ENDPOINT: "http://jaeger.internal:4317",
+    KISEKI_PEER_NETWORKS: "10.0.1.0/24",
   });
   const flags = roleFlags("server", config, {
     cwd: "/",
@@ -34,7 +35,14 @@ Deno.test("roleFlags() scopes the server to its listeners, peers, data dir and s
     assert.ok(net.includes(a), `listens on ${a}`);
   }
   for (
-    const a of ["node2:9300", "10.0.0.3:9300", "node2:9100", "node2:9090", "jaeger.internal:4317"]
+    const a of [
+      "node2:9300",
+      "10.0.0.3:9300",
+      "node2:9100",
+      "node2:9090",
+      "jaeger.internal:4317",
+      "10.0.1.0/24",
+    ]
   ) {
     assert.ok(net.includes(a), `dials ${a}`);
   }
