@@ -4,7 +4,13 @@
 // test's own file calls then go through the kernel, the client (sealing, cache, gRPC
 // metadata, client transport) and the server like any program's.
 
-import { type RunningRole, startRole, testAddrs, type TestAddrs, waitForHttp } from "../e2e/_role.ts";
+import {
+  type RunningRole,
+  startRole,
+  type TestAddrs,
+  testAddrs,
+  waitForHttp,
+} from "../e2e/_role.ts";
 export { fuseMissing, isMounted, lazyUnmount } from "./_mount_in_process.ts";
 import { isMounted, lazyUnmount } from "./_mount_in_process.ts";
 
@@ -24,6 +30,8 @@ export interface RunningServer {
   dataDir: string;
   /** The default tenant's first S3 key file (aws-cli's shared credentials format). */
   s3CredentialsFile: string;
+  /** The server role's exit code once it stopped, null while it runs. */
+  exitCode: number | null;
   /** Starts the server again on the same data dir and addresses (after stop()). */
   restart(): Promise<void>;
   stop(signal?: Deno.Signal): Promise<number>;
@@ -59,21 +67,30 @@ export async function startServer(
   };
   const start = async () => {
     const role = startRole("server", env);
+    let ready = false;
+    const died = role.exited.then((code) => {
+      if (!ready) throw new Error(`the server exited ${code}: ${role.stderr().slice(-4000)}`);
+    });
     try {
       await Promise.race([
         waitForHttp(`http://${addrs.KISEKI_METRICS_ADDR}/health`, "OK", SERVER_READY_MS),
-        role.exited.then((code) => {
-          throw new Error(`the server exited ${code}: ${role.stderr().slice(-4000)}`);
-        }),
+        died,
       ]);
+      ready = true;
     } catch (e) {
+      ready = true;
       await role.stop("SIGKILL");
       throw e;
     }
+    server.exitCode = null;
+    void role.exited.then((code) => {
+      if (server.role === role) server.exitCode = code;
+    });
     return role;
   };
   const server: RunningServer = {
-    role: await start(),
+    role: null as unknown as RunningRole,
+    exitCode: null,
     addrs,
     dataDir,
     s3CredentialsFile: `${dataDir}.s3-credentials`,
@@ -82,6 +99,7 @@ export async function startServer(
     },
     stop: (signal: Deno.Signal = "SIGTERM") => server.role.stop(signal),
   };
+  server.role = await start();
   return server;
 }
 
@@ -164,5 +182,7 @@ export function mountLogTail(m: RunningMount, chars = 6000): string {
   const client = m.stderr().split("\n").filter((l) =>
     !/op=(LOOKUP .*errno=2|GETXATTR .*errno=61) /.test(l)
   ).join("\n").slice(-chars);
-  return `${client}\nserver log:\n${m.server.role.stderr().slice(-chars / 2)}`;
+  const server = m.server.role;
+  const state = m.server.exitCode === null ? "running" : `exited ${m.server.exitCode}`;
+  return `${client}\nserver log${state}:\n${server.stderr().slice(-chars / 2)}`;
 }
