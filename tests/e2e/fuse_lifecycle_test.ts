@@ -2,7 +2,8 @@
 // role exits 0 with what was written stored on the server; a client killed outright leaves an
 // aborted mount that `umount -l` clears, and what was closed before the kill is there when a
 // new client mounts. Also the unprivileged path: fusermount3 mounts and unmounts (the role
-// runs as root here and mounts with mount(2), so that one runs the in-process mount).
+// runs as root here and mounts with mount(2), so that one runs the in-process mount). And
+// the mount outlives a server restart: an operation issued while the node is down completes.
 
 import assert from "node:assert/strict";
 import { missingPart } from "../../mod/base/testing.ts";
@@ -84,6 +85,47 @@ Deno.test({
           await again.cleanup();
         }
       });
+      await t.step(
+        "the mount survives a server restart: an op issued while it is down completes",
+        async () => {
+          const m = await startMount({ hostOctet: HOST_OCTET, server: server! });
+          try {
+            const dir = `${m.mountpoint}/restart`;
+            await Deno.mkdir(dir);
+            const before = new Uint8Array(3 << 20).map((_, i) => (i * 7) & 0xff);
+            await Deno.writeFile(`${dir}/before`, before);
+            assert.equal(await server!.stop("SIGTERM"), 0, server!.role.stderr());
+            // Issued while no node answers: the client retries until the node is back.
+            const during = new Uint8Array(2 << 20).map((_, i) => (i * 13) & 0xff);
+            let settled = false;
+            const written = Deno.writeFile(`${dir}/during`, during).finally(() => settled = true);
+            const listed = Array.fromAsync(Deno.readDir(dir));
+            await new Promise((r) => setTimeout(r, 1500));
+            await server!.restart();
+            await written;
+            assert.ok((await listed).some((e) => e.name === "before"));
+            assert.deepEqual(await Deno.readFile(`${dir}/during`), during);
+            // After the restart, through the same mount: old bytes (past the cache) and new ones.
+            await Deno.writeTextFile(`${dir}/after`, "written after the restart");
+            assert.equal(await Deno.readTextFile(`${dir}/after`), "written after the restart");
+            assert.deepEqual(await Deno.readFile(`${dir}/before`), before);
+            assert.equal(await m.stop("SIGTERM"), 0, m.stderr());
+          } finally {
+            await m.cleanup();
+          }
+          // A fresh client (empty cache) reads everything from the restarted server.
+          const again = await startMount({ hostOctet: HOST_OCTET, server: server! });
+          try {
+            assert.equal(
+              (await Deno.readFile(`${again.mountpoint}/restart/during`)).length,
+              2 << 20,
+            );
+            assert.equal(await again.stop("SIGTERM"), 0, again.stderr());
+          } finally {
+            await again.cleanup();
+          }
+        },
+      );
     } finally {
       await server?.stop("SIGTERM");
       await Deno.remove(base, { recursive: true }).catch(() => {});

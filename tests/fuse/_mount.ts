@@ -184,5 +184,5 @@ export function mountLogTail(m: RunningMount, chars = 6000): string {
   ).join("\n").slice(-chars);
   const server = m.server.role;
   const state = m.server.exitCode === null ? "running" : `exited ${m.server.exitCode}`;
-  return `${client}\nserver log${state}:\n${server.stderr().slice(-chars / 2)}`;
+  return `${client}\nserver log (${state}):\n${server.stderr().slice(-chars / 2)}`;
 }
