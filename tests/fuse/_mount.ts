@@ -103,13 +103,16 @@ export async function startServer(
   return server;
 }
 
-/** Starts a client-fuse role mounting on `mountpoint` against `server`; resolves once mounted. */
+/**
+ * Starts a client-fuse role mounting on `mountpoint` against the nodes in `dataAddr` (the
+ * KISEKI_DATA_ADDR list); resolves once mounted.
+ */
 export async function startClient(
-  options: { server: RunningServer; mountpoint: string; cacheDir: string; logLevel?: string },
+  options: { dataAddr: string; mountpoint: string; cacheDir: string; logLevel?: string },
 ): Promise<RunningRole> {
   await Deno.mkdir(options.cacheDir, { recursive: true });
   const client = startRole("client-fuse", {
-    KISEKI_DATA_ADDR: options.server.addrs.KISEKI_DATA_ADDR,
+    KISEKI_DATA_ADDR: options.dataAddr,
     KISEKI_CACHE_DIR: options.cacheDir,
     KISEKI_LOG_LEVEL: options.logLevel ?? Deno.env.get("KISEKI_FUSE_TEST_LOG_LEVEL") ?? "warn",
   }, ["--mountpoint", options.mountpoint]);
@@ -150,7 +153,7 @@ export async function startMount(
   let client: RunningRole;
   try {
     client = await startClient({
-      server,
+      dataAddr: server.addrs.KISEKI_DATA_ADDR,
       mountpoint,
       cacheDir: `${base}/cache`,
       logLevel: options.logLevel,
