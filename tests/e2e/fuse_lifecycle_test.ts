@@ -101,6 +101,7 @@ Deno.test({
             const written = Deno.writeFile(`${dir}/during`, during).finally(() => settled = true);
             const listed = Array.fromAsync(Deno.readDir(dir));
             await new Promise((r) => setTimeout(r, 1500));
+            assert.equal(settled, false, "the write waits for the node; it does not fail");
             await server!.restart();
             await written;
             assert.ok((await listed).some((e) => e.name === "before"));

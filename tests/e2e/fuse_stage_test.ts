@@ -35,7 +35,10 @@ Deno.test({
       await Deno.mkdir(`${m.mountpoint}/dataset/train`, { recursive: true });
       await Deno.mkdir(`${m.mountpoint}/dataset/trainx`);
       for (const [i, size] of FILE_BYTES.entries()) {
-        await Deno.writeFile(`${m.mountpoint}/dataset/train/f${i}`, withCanary(size, secret, i + 1));
+        await Deno.writeFile(
+          `${m.mountpoint}/dataset/train/f${i}`,
+          withCanary(size, secret, i + 1),
+        );
       }
       // Beside the prefix, not under it: never staged.
       await Deno.writeFile(`${m.mountpoint}/dataset/trainx/other`, withCanary(4 * MiB, secret, 9));
