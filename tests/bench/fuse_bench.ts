@@ -241,6 +241,12 @@ try {
       2,
     ) + "\n",
   );
+} catch (e) {
+  // What the roles said is the first thing to read when a run fails.
+  const c = client as RunningRole | null;
+  console.error(`client log:\n${c?.stderr().slice(-4000) ?? "(not running)"}`);
+  console.error(`server log:\n${server?.role.stderr().slice(-4000) ?? "(not running)"}`);
+  throw e;
 } finally {
   await (client as RunningRole | null)?.stop("SIGKILL");
   await lazyUnmount(mountpoint);
