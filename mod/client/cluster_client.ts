@@ -175,6 +175,15 @@ function isRetryable(e: unknown): boolean {
   return false;
 }
 
+/** One chunk of an object's current version (see ClusterClient.objectChunks()). */
+export interface ObjectChunk {
+  id: Uint8Array;
+  /** Plaintext bytes of the chunk the object uses. */
+  length: number;
+  /** The chunk's sealed bytes from a node (with failover). */
+  fetchSealed(): Promise<Uint8Array>;
+}
+
 export class ClusterClient implements NfsObjectBackend {
   readonly tenantId: Uint8Array;
   readonly #tls: TlsMaterial | null;
@@ -602,6 +611,40 @@ export class ClusterClient implements NfsObjectBackend {
       }, { highWaterMark: 0 });
     }
     return { ...info, range, contentLength: end - start, body };
+  }
+
+  /**
+   * The chunks of `key`'s current version, each with the means to fetch its sealed bytes
+   * (staging pins them into the cache sealed; they are opened only when read). An object
+   * stored inline has none.
+   */
+  async objectChunks(
+    ns: NamespaceRef,
+    key: string,
+  ): Promise<{ info: ObjectInfo; chunks: ObjectChunk[] }> {
+    const ctx: ReadContext = {
+      namespace: this.#nameOf(ns),
+      key,
+      keys: new Map(),
+      granted: new Set(),
+    };
+    const manifest = await this.#call((l) => this.#manifest(l, ctx));
+    const info = infoOf(manifest.info);
+    if (manifest.inline) return { info, chunks: [] };
+    const chunks = manifest.chunks.map((c) => {
+      const id = new Uint8Array(c.chunkId);
+      return {
+        id,
+        length: c.length,
+        fetchSealed: () =>
+          this.#call(async (l) => {
+            // A node answers chunk reads for a session it granted this object's manifest.
+            if (!ctx.granted.has(l.session)) await this.#manifest(l, ctx);
+            return await l.conn.get(id);
+          }),
+      };
+    });
+    return { info, chunks };
   }
 
   async #manifest(link: Link, ctx: ReadContext): Promise<ClientObjectManifest> {

@@ -9,6 +9,8 @@ import type { NfsObjectBackend } from "../nfs/mod.ts";
 import type { Logger } from "../obs/mod.ts";
 import type { TlsMaterial } from "../transport/mod.ts";
 import type { ChunkCache } from "./cache_port.ts";
+import type { NamespaceRef, ObjectInfo } from "../composition/mod.ts";
+import type { ObjectChunk } from "./cluster_client.ts";
 import { ClusterClient as ClusterClientImpl } from "./cluster_client.ts";
 
 export { bypassChunkCache } from "./cache_port.ts";
@@ -25,6 +27,14 @@ export {
   CLIENT_PUT_RETAINED_BYTES_MAX,
   CLIENT_READ_AHEAD_CHUNKS,
 } from "./cluster_client.ts";
+export type { ObjectChunk } from "./cluster_client.ts";
+export {
+  ClusterDatasetSource,
+  DATASET_LIST_PAGE_KEYS,
+  type DatasetClient,
+  DatasetPathError,
+  parseDatasetPath,
+} from "./dataset_source.ts";
 export { envelopeEpoch, openWithKey, sealWithKey } from "./sealing.ts";
 export type { SealWithKeyOptions } from "./sealing.ts";
 
@@ -53,6 +63,11 @@ export interface ClusterClient {
   readonly tenantId: Uint8Array;
   /** The node the client talks to now (it changes on failover). */
   readonly node: HostPort | null;
+  /** The chunks of an object's current version, fetched sealed (staging pins them so). */
+  objectChunks(
+    ns: NamespaceRef,
+    key: string,
+  ): Promise<{ info: ObjectInfo; chunks: ObjectChunk[] }>;
   /** Closes the connections (the cache passed in stays the caller's to close). */
   close(): Promise<void>;
 }

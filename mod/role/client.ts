@@ -1,7 +1,8 @@
 // Entry of kiseki-client: the compute node's CLI for its cache. `stage` pulls a dataset into
 // pinned L2 (KISEKI_CACHE_DIR) with a progress bar and resumes where an interrupted run
 // stopped; `--status` reports staged datasets; `--release` unpins one. Staging fetches
-// through a DatasetSource, which the cluster client provides (main()'s `connect`).
+// sealed chunks through the cluster client (KISEKI_DATA_ADDR, mTLS as the tenant, failover);
+// tests pass their own `connect`.
 
 import type { Config } from "../base/mod.ts";
 import {
@@ -15,6 +16,10 @@ import {
   Stager,
   type StageState,
 } from "../client/cache/mod.ts";
+import { ClusterDatasetSource, connectClusterClient, parseDatasetPath } from "../client/mod.ts";
+import { CompositionError } from "../composition/mod.ts";
+import { log } from "../obs/mod.ts";
+import { readTlsMaterial } from "../transport/mod.ts";
 import { EXIT_USAGE, loadRoleConfig } from "./_run.ts";
 import { ROLE_TABLE } from "./table.ts";
 
@@ -37,7 +42,7 @@ const PROGRESS_LOG_INTERVAL_MS = 5_000;
 export interface ClientDeps {
   /** Configuration (default: the environment, as every role reads it). */
   config?: Config;
-  /** Opens the cluster for staging; absent: staging reports it cannot reach the cluster. */
+  /** Opens the cluster for staging (default: the cluster client on KISEKI_DATA_ADDR). */
   connect?: (config: Config) => Promise<DatasetSource & { close(): Promise<void> }>;
   /** Where lines go (default: stdout / stderr). */
   out?: (line: string) => void;
@@ -68,6 +73,13 @@ function parseStageArgs(args: string[]): StageArgs | string {
   if (!parsed.status && parsed.dataset === null) return "--dataset PATH is required";
   if (parsed.dataset !== null && !parsed.dataset.startsWith("/")) {
     return "--dataset takes a path from the namespace root, starting with /";
+  }
+  if (parsed.dataset !== null && !parsed.status && !parsed.release) {
+    try {
+      parseDatasetPath(parsed.dataset);
+    } catch (e) {
+      return (e as Error).message;
+    }
   }
   return parsed;
 }
@@ -135,15 +147,18 @@ export async function main(args: string[], deps: ClientDeps = {}): Promise<numbe
       out(`${dataset}: released, ${n} chunks unpinned`);
       return 0;
     }
-    if (deps.connect === undefined) {
+    let source: DatasetSource & { close(): Promise<void> };
+    try {
+      source = await (deps.connect ?? connectCluster)(config);
+    } catch (e) {
       err(
-        "kiseki-client stage: this build has no cluster client to fetch chunks with " +
-          "(mod/client's DatasetSource is not connected yet)",
+        `kiseki-client stage: cannot reach the cluster at KISEKI_DATA_ADDR: ${
+          (e as Error).message
+        }`,
         true,
       );
-      return EXIT_USAGE;
+      return 1;
     }
-    const source = await deps.connect(config);
     client.disconnect?.connected();
     try {
       const tty = deps.isTerminal ?? Deno.stderr.isTerminal();
@@ -163,7 +178,8 @@ export async function main(args: string[], deps: ClientDeps = {}): Promise<numbe
       out(describe(state, dataset));
       return state.finished ? 0 : 1;
     } catch (e) {
-      if (e instanceof L2FullError || e instanceof StageError) {
+      // A cluster's refusal (no such bucket, an object gone) is said as the cluster said it.
+      if (e instanceof L2FullError || e instanceof StageError || e instanceof CompositionError) {
         err(`\nkiseki-client stage: ${e.message}; what is staged so far is kept`, true);
         return 1;
       }
@@ -174,6 +190,23 @@ export async function main(args: string[], deps: ClientDeps = {}): Promise<numbe
   } finally {
     await client.close();
   }
+}
+
+/** The cluster client as staging's source: sealed chunks, opened only when read. */
+async function connectCluster(
+  config: Config,
+): Promise<DatasetSource & { close(): Promise<void> }> {
+  const client = await connectClusterClient({
+    addrs: config.dataAddrs,
+    tls: config.tls ? await readTlsMaterial(config.tls) : null,
+    logger: log.child({ role: "client" }),
+  });
+  const source = new ClusterDatasetSource(client);
+  return {
+    listFiles: (path) => source.listFiles(path),
+    chunksOf: (file) => source.chunksOf(file),
+    close: () => client.close(),
+  };
 }
 
 if (import.meta.main) Deno.exit(await main(Deno.args));

@@ -1,66 +1,135 @@
-// How a FUSE mount ends: SIGTERM and SIGINT unmount and the process exits 0 with what was
-// written stored; a process killed outright leaves an aborted mount that `umount -l` clears,
-// and what was closed before the kill is there when the data directory is mounted again.
-// Also the unprivileged path: fusermount3 mounts and unmounts.
+// How a kiseki-client-fuse mount ends: SIGTERM and SIGINT of the client role unmount and the
+// role exits 0 with what was written stored on the server; a client killed outright leaves an
+// aborted mount that `umount -l` clears, and what was closed before the kill is there when a
+// new client mounts. Also the unprivileged path: fusermount3 mounts and unmounts (the role
+// runs as root here and mounts with mount(2), so that one runs the in-process mount). And
+// the mount outlives a server restart: an operation issued while the node is down completes.
 
 import assert from "node:assert/strict";
 import { missingPart } from "../../mod/base/testing.ts";
-import { fuseMissing, isMounted, lazyUnmount, startMount } from "../fuse/_mount.ts";
+import {
+  fuseMissing,
+  isMounted,
+  lazyUnmount,
+  type RunningServer,
+  startMount,
+  startServer,
+} from "../fuse/_mount.ts";
+import { startMount as startInProcessMount } from "../fuse/_mount_in_process.ts";
 
 const ignore = missingPart("a FUSE mount (/dev/fuse as root)", fuseMissing());
-
-for (const signal of ["SIGTERM", "SIGINT"] as const) {
-  Deno.test({
-    name: `FUSE mount unmounts cleanly on ${signal}`,
-    ignore,
-    sanitizeResources: false,
-    sanitizeOps: false,
-    async fn() {
-      const m = await startMount();
-      try {
-        await Deno.mkdir(`${m.mountpoint}/life`);
-        await Deno.writeTextFile(`${m.mountpoint}/life/kept`, "written before the signal");
-        assert.equal(await isMounted(m.mountpoint), true);
-        const code = await m.stop(signal);
-        assert.equal(code, 0, m.stderr());
-        assert.equal(await isMounted(m.mountpoint), false, "the mount is gone");
-        assert.match(m.stderr(), /"WRITE":1/);
-      } finally {
-        await m.cleanup();
-      }
-    },
-  });
-}
+const HOST_OCTET = 84;
 
 Deno.test({
-  name: "FUSE mount killed with SIGKILL leaves a mount that umount -l clears, data intact",
+  name: "kiseki-client-fuse unmounts cleanly on SIGTERM and SIGINT, and is killed -9 cleanly",
   ignore,
   sanitizeResources: false,
   sanitizeOps: false,
-  async fn() {
-    const m = await startMount();
+  async fn(t) {
+    const base = await Deno.makeTempDir({ prefix: "kiseki-fuse-life-" });
+    let server: RunningServer | null = null;
     try {
-      await Deno.mkdir(`${m.mountpoint}/crash`);
-      await Deno.writeTextFile(`${m.mountpoint}/crash/closed`, "closed before the kill");
-      const code = await m.stop("SIGKILL");
-      assert.equal(code, 137);
-      assert.equal(await isMounted(m.mountpoint), true, "a killed server leaves its mount");
-      const err = await Deno.stat(`${m.mountpoint}/crash`).then(() => "ok", (e) => String(e));
-      assert.match(err, /not connected/i);
-      await lazyUnmount(m.mountpoint);
-      assert.equal(await isMounted(m.mountpoint), false, "umount -l clears it");
-      const again = await startMount({ dataDir: m.dataDir });
-      try {
-        assert.equal(
-          await Deno.readTextFile(`${again.mountpoint}/crash/closed`),
-          "closed before the kill",
-        );
-      } finally {
-        assert.equal(await again.stop("SIGTERM"), 0, again.stderr());
-        await again.cleanup();
+      // One server for every client in this file: each step mounts a fresh client role.
+      server = await startServer({ hostOctet: HOST_OCTET, base });
+      for (const signal of ["SIGTERM", "SIGINT"] as const) {
+        await t.step(`${signal} unmounts and what was written is stored`, async () => {
+          const m = await startMount({ hostOctet: HOST_OCTET, server: server! });
+          try {
+            const dir = `${m.mountpoint}/life-${signal.toLowerCase()}`;
+            await Deno.mkdir(dir);
+            await Deno.writeTextFile(`${dir}/kept`, `written before ${signal}`);
+            assert.equal(await isMounted(m.mountpoint), true);
+            const code = await m.stop(signal);
+            assert.equal(code, 0, m.stderr());
+            assert.equal(await isMounted(m.mountpoint), false, "the mount is gone");
+          } finally {
+            await m.cleanup();
+          }
+          // A new client on the same server reads what the first one wrote.
+          const again = await startMount({ hostOctet: HOST_OCTET, server: server! });
+          try {
+            assert.equal(
+              await Deno.readTextFile(
+                `${again.mountpoint}/life-${signal.toLowerCase()}/kept`,
+              ),
+              `written before ${signal}`,
+            );
+            assert.equal(await again.stop("SIGTERM"), 0, again.stderr());
+          } finally {
+            await again.cleanup();
+          }
+        });
       }
+      await t.step("SIGKILL leaves a mount umount -l clears; closed files are stored", async () => {
+        const m = await startMount({ hostOctet: HOST_OCTET, server: server! });
+        try {
+          await Deno.mkdir(`${m.mountpoint}/crash`);
+          await Deno.writeTextFile(`${m.mountpoint}/crash/closed`, "closed before the kill");
+          assert.equal(await m.stop("SIGKILL"), 137);
+          assert.equal(await isMounted(m.mountpoint), true, "a killed client leaves its mount");
+          const err = await Deno.stat(`${m.mountpoint}/crash`).then(() => "ok", (e) => String(e));
+          assert.match(err, /not connected/i);
+          await lazyUnmount(m.mountpoint);
+          assert.equal(await isMounted(m.mountpoint), false, "umount -l clears it");
+        } finally {
+          await m.cleanup();
+        }
+        const again = await startMount({ hostOctet: HOST_OCTET, server: server! });
+        try {
+          assert.equal(
+            await Deno.readTextFile(`${again.mountpoint}/crash/closed`),
+            "closed before the kill",
+          );
+          assert.equal(await again.stop("SIGTERM"), 0, again.stderr());
+        } finally {
+          await again.cleanup();
+        }
+      });
+      await t.step(
+        "the mount survives a server restart: an op issued while it is down completes",
+        async () => {
+          const m = await startMount({ hostOctet: HOST_OCTET, server: server! });
+          try {
+            const dir = `${m.mountpoint}/restart`;
+            await Deno.mkdir(dir);
+            const before = new Uint8Array(3 << 20).map((_, i) => (i * 7) & 0xff);
+            await Deno.writeFile(`${dir}/before`, before);
+            assert.equal(await server!.stop("SIGTERM"), 0, server!.role.stderr());
+            // Issued while no node answers: the client retries until the node is back.
+            const during = new Uint8Array(2 << 20).map((_, i) => (i * 13) & 0xff);
+            let settled = false;
+            const written = Deno.writeFile(`${dir}/during`, during).finally(() => settled = true);
+            const listed = Array.fromAsync(Deno.readDir(dir));
+            await new Promise((r) => setTimeout(r, 1500));
+            assert.equal(settled, false, "the write waits for the node; it does not fail");
+            await server!.restart();
+            await written;
+            assert.ok((await listed).some((e) => e.name === "before"));
+            assert.deepEqual(await Deno.readFile(`${dir}/during`), during);
+            // After the restart, through the same mount: old bytes (past the cache) and new ones.
+            await Deno.writeTextFile(`${dir}/after`, "written after the restart");
+            assert.equal(await Deno.readTextFile(`${dir}/after`), "written after the restart");
+            assert.deepEqual(await Deno.readFile(`${dir}/before`), before);
+            assert.equal(await m.stop("SIGTERM"), 0, m.stderr());
+          } finally {
+            await m.cleanup();
+          }
+          // A fresh client (empty cache) reads everything from the restarted server.
+          const again = await startMount({ hostOctet: HOST_OCTET, server: server! });
+          try {
+            assert.equal(
+              (await Deno.readFile(`${again.mountpoint}/restart/during`)).length,
+              2 << 20,
+            );
+            assert.equal(await again.stop("SIGTERM"), 0, again.stderr());
+          } finally {
+            await again.cleanup();
+          }
+        },
+      );
     } finally {
-      await m.cleanup();
+      await server?.stop("SIGTERM");
+      await Deno.remove(base, { recursive: true }).catch(() => {});
     }
   },
 });
@@ -71,7 +140,7 @@ Deno.test({
   sanitizeResources: false,
   sanitizeOps: false,
   async fn() {
-    const m = await startMount({ fusermount: true });
+    const m = await startInProcessMount({ fusermount: true });
     try {
       const mounts = await Deno.readTextFile("/proc/self/mounts");
       assert.match(mounts, new RegExp(`${m.mountpoint} fuse.kiseki `));

@@ -1,5 +1,5 @@
-// The POSIX test list (tests/fuse/posix.ts) on a real FUSE mount whose file system is the
-// namespace S3 and NFS share, served by an object engine on real devices in a temp dir.
+// The POSIX test list (tests/fuse/posix.ts) on a real FUSE mount: a kiseki-client-fuse role
+// (client-side sealing, chunk cache, metadata over gRPC) against a kiseki server role.
 
 import { missingPart } from "../../mod/base/testing.ts";
 import { fuseMissing, mountLogTail, startMount } from "../fuse/_mount.ts";
@@ -11,7 +11,7 @@ Deno.test({
   sanitizeResources: false,
   sanitizeOps: false,
   async fn(t) {
-    const m = await startMount();
+    const m = await startMount({ hostOctet: 81 });
     let code = -1;
     try {
       const bucket = `${m.mountpoint}/posix`;

@@ -1,12 +1,13 @@
-// One namespace, three doors: a file written through the FUSE mount is an object over S3
-// (aws-cli) and a file over NFS (the project's NFSv3 client on the gateway), and what S3 and
-// NFS write shows through the mount. Mount, S3 and NFS serve the same engine in one process.
+// One namespace, three doors: a file written through a kiseki-client-fuse mount is an object
+// over S3 (aws-cli) and a file over NFS (the project's NFSv3 client), both served by the
+// kiseki server role the client talks to, and what S3 and NFS write shows through the mount.
 
 import assert from "node:assert/strict";
 import { missingPart } from "../../mod/base/testing.ts";
 import { Nfs3Client } from "../../mod/nfs/nfs3_client.ts";
 import { RpcClient } from "../../mod/nfs/rpc_client.ts";
 import { fuseMissing, startMount } from "../fuse/_mount.ts";
+import { readS3Credentials } from "./_role.ts";
 
 const AWS = "/usr/bin/aws";
 
@@ -32,22 +33,15 @@ Deno.test({
   sanitizeResources: false,
   sanitizeOps: false,
   async fn() {
-    const m = await startMount({ gateways: true });
+    const m = await startMount({ hostOctet: 85 });
     const work = await Deno.makeTempDir({ prefix: "kiseki-fuse-proto-" });
-    const line = m.banner.split("\n").find((l) => l.startsWith("gateways "));
-    assert.ok(line, m.banner);
-    const g = JSON.parse(line.slice("gateways ".length)) as {
-      s3: number;
-      nfs: number;
-      accessKeyId: string;
-      secretAccessKey: string;
-    };
+    const key = await readS3Credentials(m.server.s3CredentialsFile);
     const aws = async (...args: string[]) => {
       const out = await new Deno.Command(AWS, {
-        args: ["--endpoint-url", `http://127.0.0.1:${g.s3}`, ...args],
+        args: ["--endpoint-url", `http://${m.server.addrs.KISEKI_S3_ADDR}`, ...args],
         env: {
-          AWS_ACCESS_KEY_ID: g.accessKeyId,
-          AWS_SECRET_ACCESS_KEY: g.secretAccessKey,
+          AWS_ACCESS_KEY_ID: key.accessKeyId,
+          AWS_SECRET_ACCESS_KEY: key.secretAccessKey,
           AWS_DEFAULT_REGION: "us-east-1",
           AWS_CONFIG_FILE: "/dev/null",
           AWS_SHARED_CREDENTIALS_FILE: "/dev/null",
@@ -60,7 +54,8 @@ Deno.test({
       assert.ok(out.success, `aws ${args.join(" ")}: ${new TextDecoder().decode(out.stderr)}`);
       return text;
     };
-    const rpc = await RpcClient.connect("127.0.0.1", g.nfs);
+    const [nfsHost, nfsPort] = m.server.addrs.KISEKI_NFS_ADDR.split(":") as [string, string];
+    const rpc = await RpcClient.connect(nfsHost, Number(nfsPort));
     let code = -1;
     try {
       const nfs = new Nfs3Client(rpc);

@@ -1,4 +1,4 @@
-// Real tools on a real FUSE mount over the shared bucket namespace: cp -a, rsync -a, tar in
+// Real tools on a real FUSE mount (a kiseki-client-fuse role against a kiseki server role): cp -a, rsync -a, tar in
 // and out, git init/add/commit/clone, fio (sequential and random, with verify) and sqlite3.
 
 import assert from "node:assert/strict";
@@ -56,7 +56,7 @@ Deno.test({
   sanitizeResources: false,
   sanitizeOps: false,
   async fn(t) {
-    const m: RunningMount = await startMount();
+    const m: RunningMount = await startMount({ hostOctet: 82 });
     let code = -1;
     const local = await Deno.makeTempDir({ prefix: "kiseki-fuse-local-" });
     const b = `${m.mountpoint}/tools`;
