@@ -88,8 +88,9 @@ Deno.test("kiseki server with KISEKI_FFI=off runs on the pure twins and says why
     assert.match(metrics, /^kiseki_crc32c_implementation\{impl="typescript"\} 1$/m);
     const events = server.stderr().trim().split("\n").map((l) => JSON.parse(l));
     const chosen = events.filter((e) => /implementation/.test(e.msg));
-    // AES-GCM, erasure coding, device I/O and CRC-32C: each says once which twin runs and why.
-    assert.equal(chosen.length, 4, JSON.stringify(chosen));
+    // AES-GCM, erasure coding, device I/O, CRC-32C and hashing: each says once which twin
+    // runs and why.
+    assert.equal(chosen.length, 5, JSON.stringify(chosen));
     for (const e of chosen) assert.match(e.reason, /KISEKI_FFI=off/);
   } finally {
     await server.stop();
