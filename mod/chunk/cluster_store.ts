@@ -34,11 +34,17 @@ import {
   perNodeMaxFor,
   safeFragmentsFor,
 } from "./cluster_placement.ts";
-import { type DeviceInventory, type LocalFragmentStore, writerChunkId } from "./fragment_store.ts";
+import {
+  type DeviceInventory,
+  fragmentId,
+  type LocalFragmentStore,
+  writerChunkId,
+} from "./fragment_store.ts";
 import {
   decodeFragmentFrame,
   encodeFragmentFrame,
   FRAGMENT_FRAME_HEADER_BYTES,
+  type FragmentOrigin,
 } from "./fragment_frame.ts";
 import { type Durability, formatDurability, fragmentCount } from "./pool.ts";
 import {
@@ -119,6 +125,8 @@ export const CLUSTER_LOCATED_CACHED_MAX = 4096;
 export const CLUSTER_REBALANCE_CHUNKS_MAX = 256;
 /** Chunks a rebalance sweep counts up front (for its progress) at most. */
 export const CLUSTER_REBALANCE_COUNTED_MAX = 1_000_000;
+/** Local fragment records one adoption step reads at most. */
+export const CLUSTER_ADOPT_RECORDS_MAX = 256;
 /** Chunks whose last repair could not finish, remembered to tell repairing from waiting. */
 export const CLUSTER_REPAIR_BLOCKED_MAX = 100_000;
 
@@ -158,6 +166,11 @@ const remoteFragments = counter<"pool" | "op">({
   name: "kiseki_chunk_remote_fragments_total",
   help: "Fragments put to or read from other nodes",
   labelNames: ["pool", "op"],
+});
+const adoptedChunks = counter<"pool">({
+  name: "kiseki_chunk_adopted_total",
+  help: "Chunks taken over from a writer node recorded down or removed, to be repaired here",
+  labelNames: ["pool"],
 });
 const degradedReads = counter<"pool">({
   name: "kiseki_chunk_cluster_degraded_reads_total",
@@ -265,6 +278,12 @@ export class ClusterChunkStore implements ChunkStore {
     total: number;
     moved: number;
   } | null = null;
+  /**
+   * The adoption sweep over this node's fragment records: the writers (down or removed) it
+   * looks for, where it is, and whether a chunk had to be left for another sweep.
+   */
+  #adopt: { key: string; cursor: Uint8Array | null; done: boolean; deferred: boolean } | null =
+    null;
   /** Degraded chunks whose last repair could not finish (hex ids; bounded). */
   readonly #repairBlocked = new Set<string>();
   #inFlight = 0;
@@ -335,7 +354,10 @@ export class ClusterChunkStore implements ChunkStore {
           return { created: false };
         }
         const d = this.durability;
-        const { frames: fragments, crcs, fragmentBytes } = await this.#frames(bytes, d);
+        const { frames: fragments, crcs, fragmentBytes } = await this.#frames(bytes, d, {
+          chunkId: id,
+          writer: this.self,
+        });
         const failures = { unreachable: 0, refused: 0 };
         // Fragments go by the chunk id scoped to this writer (placement too).
         const key = writerChunkId(id, this.self);
@@ -477,6 +499,8 @@ export class ClusterChunkStore implements ChunkStore {
       const entry = this.#entry(id);
       if (entry === undefined && this.#legacy(id)) return await this.local.store.decRef(id);
       if (entry === undefined) throw notFound(id);
+      // The writer's count of references left with it: an adopted chunk is kept.
+      if (entry.adopted) return entry.refcount;
       if (entry.refcount === 0) {
         throw new ChunkStoreError(
           "refcount_underflow",
@@ -596,12 +620,13 @@ export class ClusterChunkStore implements ChunkStore {
   async #frames(
     bytes: Uint8Array,
     d: Durability,
+    origin: FragmentOrigin,
   ): Promise<{ frames: Uint8Array[]; crcs: number[]; fragmentBytes: number }> {
     const payloads = await this.#encode(bytes, d);
     const crcs: number[] = [];
     payloads.forEach((p, i) => crcs.push(i > 0 && p === payloads[0] ? crcs[0]! : crc32c(p)));
     return {
-      frames: payloads.map((p, i) => encodeFragmentFrame(d, i, bytes.length, p, crcs[i])),
+      frames: payloads.map((p, i) => encodeFragmentFrame(d, i, bytes.length, p, origin, crcs[i])),
       crcs,
       fragmentBytes: payloads[0]!.length,
     };
@@ -630,7 +655,12 @@ export class ClusterChunkStore implements ChunkStore {
       const fixed = new Map<number, number>();
       placed.forEach((p, f) => {
         if (p === null) return;
-        const index = placement.indexOf(p.node, p.deviceId);
+        let index = placement.indexOf(p.node, p.deviceId);
+        // A holder whose device is not known (an adopted chunk's): one of its node's devices
+        // stands for it, so the node counts as used.
+        if (index < 0 && p.deviceId === "") {
+          index = placement.devices.findIndex((dev) => dev.node === p.node);
+        }
         if (index >= 0) fixed.set(f, index);
       });
       const choice = placement.place(id, fragments.length, {
@@ -958,8 +988,11 @@ export class ClusterChunkStore implements ChunkStore {
       .catch(() => null);
     if (frame === null) return null;
     let header;
+    let payloadBytes;
     try {
-      header = decodeFragmentFrame(frame, first).header;
+      const decoded = decodeFragmentFrame(frame, first);
+      header = decoded.header;
+      payloadBytes = decoded.payload.length;
     } catch {
       return null;
     }
@@ -975,7 +1008,7 @@ export class ClusterChunkStore implements ChunkStore {
       durability: d,
       refcount: 1,
       lengthBytes: header.lengthBytes,
-      fragmentBytes: frame.length - FRAGMENT_FRAME_HEADER_BYTES,
+      fragmentBytes: payloadBytes,
       // The CRCs come with each frame; -1: no index of this node's to check them against.
       fragments: holders.map((node) => node === null ? null : { node, device: "", crc: -1 }),
       tenants: [],
@@ -1149,7 +1182,10 @@ export class ClusterChunkStore implements ChunkStore {
           return;
         }
         const { header } = decodeFragmentFrame(frame, i);
-        if (header.payloadCrc !== f.crc || header.lengthBytes !== entry.lengthBytes) {
+        // An adopted chunk's entry knows no CRCs (-1): the frame's own check stands.
+        if (
+          (f.crc >= 0 && header.payloadCrc !== f.crc) || header.lengthBytes !== entry.lengthBytes
+        ) {
           throw new Error("not the fragment the index names");
         }
       } catch (e) {
@@ -1165,7 +1201,10 @@ export class ClusterChunkStore implements ChunkStore {
       return { repaired: false, bytes: 0 };
     }
     const d = entry.durability;
-    const { frames: fragments, crcs } = await this.#frames(read.bytes.slice(), d);
+    const { frames: fragments, crcs } = await this.#frames(read.bytes.slice(), d, {
+      chunkId: id,
+      writer: entry.writer,
+    });
     const placement = await this.#currentPlacement();
     const placed: (Located | null)[] = entry.fragments.map((f, i) => {
       if (f === null || gone.has(i)) return null;
@@ -1209,6 +1248,132 @@ export class ClusterChunkStore implements ChunkStore {
       this.#logger.info("chunk repaired", { chunk: hex(id), fragments: written });
     }
     return { repaired: complete, bytes };
+  }
+
+  /**
+   * Takes over chunks whose writer is recorded down or removed, found from the fragments this
+   * node holds: every frame names its chunk and writer (fragment_frame.ts), placement is
+   * known, so the survivors find the chunk's other holders without the writer. One survivor
+   * adopts it (the lowest node id among the live holders, so all agree without talking),
+   * records it in its index as degraded, and the repairer rebuilds the writer's fragments
+   * elsewhere. The chosen design keeps the index per node (no cluster-wide index through
+   * Raft): the writer's reference count is lost with it, so an adopted chunk is retained
+   * rather than collected; if this node has its own copy of the same chunk, that copy serves
+   * the id, is retained likewise, and the orphan's fragments are released.
+   *
+   * Reads up to `max` of this node's records (about `bytesMax` bytes) per step; a sweep
+   * runs once each time the set of writers gone changes (again if it left a chunk).
+   */
+  async adoptStep(
+    options: { max?: number; bytesMax?: number } = {},
+  ): Promise<{ examined: number; adopted: number; bytes: number; more: boolean }> {
+    this.#checkOpen();
+    const max = options.max ?? CLUSTER_ADOPT_RECORDS_MAX;
+    const bytesMax = options.bytesMax ?? Infinity;
+    const idle = { examined: 0, adopted: 0, bytes: 0, more: false };
+    const gone = this.#members.nodes()
+      .filter((m) => m.id !== this.self && (m.state === "down" || m.state === "removed"))
+      .map((m) => m.id)
+      .sort((a, b) => a - b);
+    if (gone.length === 0) {
+      this.#adopt = null;
+      return idle;
+    }
+    const sweepKey = gone.join(",");
+    if (
+      this.#adopt === null || this.#adopt.key !== sweepKey ||
+      (this.#adopt.done && this.#adopt.deferred)
+    ) {
+      this.#adopt = { key: sweepKey, cursor: null, done: false, deferred: false };
+    }
+    const sweep = this.#adopt;
+    if (sweep.done) return idle;
+    const records = this.local.store.index.scan(sweep.cursor, max);
+    let examined = 0;
+    let adopted = 0;
+    let bytes = 0;
+    for (const { id: recordId, entry: record } of records) {
+      if (bytes >= bytesMax) break;
+      examined++;
+      sweep.cursor = recordId;
+      if (record.refcount === 0) continue;
+      let frame: Uint8Array;
+      try {
+        frame = await this.local.store.get(recordId);
+      } catch (e) {
+        // Unreadable here: the holder's scrub and the chunk's owner deal with it.
+        this.#logger.debug("fragment not read for adoption", { error: (e as Error).message });
+        continue;
+      }
+      bytes += frame.length;
+      let origin: FragmentOrigin | null;
+      let index: number;
+      try {
+        const { header } = decodeFragmentFrame(frame, null);
+        origin = header.origin;
+        index = header.index;
+      } catch {
+        continue; // a whole chunk from before the cluster, not a fragment
+      }
+      if (origin === null || !gone.includes(origin.writer)) continue;
+      const key = writerChunkId(origin.chunkId, origin.writer);
+      // The frame is the one kept under its own name (not a record that claims another's).
+      if (!bytesEqual(fragmentId(key, index), recordId)) continue;
+      const { chunkId, writer } = origin;
+      const outcome = await this.#withLock(chunkId, () => this.#adoptChunk(chunkId, writer));
+      if (outcome === "adopted") adopted++;
+      if (outcome === "deferred") sweep.deferred = true;
+    }
+    if (examined === records.length && records.length < max) sweep.done = true;
+    if (adopted > 0) adoptedChunks.inc({ pool: this.poolName }, adopted);
+    return { examined, adopted, bytes, more: !sweep.done };
+  }
+
+  async #adoptChunk(
+    id: Uint8Array,
+    writer: number,
+  ): Promise<"adopted" | "skipped" | "deferred"> {
+    const existing = this.#entry(id);
+    if (existing !== undefined && existing.writer === writer) return "skipped";
+    const key = writerChunkId(id, writer);
+    const found = await this.#locateWritten(id, writer);
+    if (found === null) {
+      this.#logger.warn("chunk of a node gone not readable from its holders now; later", {
+        chunk: hex(id),
+        writer,
+      });
+      return "deferred";
+    }
+    const holders = found.fragments.flatMap((f) => (f === null ? [] : [f.node]));
+    if (Math.min(...holders) !== this.self) return "skipped";
+    if (existing !== undefined) {
+      // This node's own copy of the same bytes serves the id; it now carries the orphan's
+      // references too (uncounted), and the orphan's fragments go.
+      await this.#commit((txn) => {
+        txn.put(this.#chunks, id, encodeClusterEntry({ ...existing, adopted: true }));
+        found.fragments.forEach((f, i) => {
+          if (f !== null) txn.put(this.#releases, releaseKey(key, i, f.node), new Uint8Array(0));
+        });
+      });
+      this.#logger.info("chunk of a node gone merged into this node's copy", {
+        chunk: hex(id),
+        writer,
+      });
+      return "adopted";
+    }
+    const fragments = await Promise.all(found.fragments.map(async (f, i) => {
+      if (f === null) return null;
+      const device = f.node === this.self ? (await this.local.deviceOf(key, i)) ?? "" : "";
+      return { node: f.node, device, crc: -1 };
+    }));
+    const entry: ClusterEntry = { ...found, refcount: 1, fragments, adopted: true };
+    await this.#commit((txn) => {
+      txn.put(this.#chunks, id, encodeClusterEntry(entry));
+      txn.put(this.#degraded, id, new Uint8Array(0));
+    });
+    this.#located.delete(hex(id));
+    this.#logger.info("chunk of a node gone adopted for repair", { chunk: hex(id), writer });
+    return "adopted";
   }
 
   /**
@@ -1298,12 +1463,16 @@ export class ClusterChunkStore implements ChunkStore {
           // Repair and rebalance bytes in one step: a second's worth at the configured rate
           // (repair first: it restores redundancy, rebalance only spreads it).
           const started = this.#now();
-          const r = await this.repairStep({ bytesMax: this.#repairBytesPerSecond });
-          const b = await this.rebalanceStep({
-            bytesMax: Math.max(0, this.#repairBytesPerSecond - r.bytes),
+          // Adoption reads this node's fragment records: counted against the same budget.
+          const a = await this.adoptStep({ bytesMax: this.#repairBytesPerSecond });
+          const r = await this.repairStep({
+            bytesMax: Math.max(0, this.#repairBytesPerSecond - a.bytes),
           });
-          busy = gc.examined > 0 || r.more || b.more || missing > 0 || verifyHot;
-          const spent = r.bytes + b.bytes;
+          const b = await this.rebalanceStep({
+            bytesMax: Math.max(0, this.#repairBytesPerSecond - a.bytes - r.bytes),
+          });
+          busy = gc.examined > 0 || a.more || r.more || b.more || missing > 0 || verifyHot;
+          const spent = a.bytes + r.bytes + b.bytes;
           if (spent > 0) {
             const owedMs = (spent / this.#repairBytesPerSecond) * 1000 - (this.#now() - started);
             if (owedMs > 0 && !stopped) await sleep(owedMs);

@@ -805,3 +805,83 @@ Deno.test("ClusterChunkStore rebuilds what a removed node held and drops the rel
     await cluster.close();
   }
 });
+
+/** Which of `nodes` hold fragment `i` of `writer`'s copy of `chunk` (by asking each). */
+async function holdersOf(nodes: TestNode[], chunk: TestChunk, writer: number, i: number) {
+  const key = writerChunkId(chunk.id, writer);
+  const held: number[] = [];
+  for (const n of nodes) if ((await n.local.size(key, i)) !== null) held.push(n.id);
+  return held;
+}
+
+Deno.test("ClusterChunkStore survivors adopt and repair the chunks of a writer recorded down", async () => {
+  const states = new Map<number, RecordedNode["state"]>([[1, "up"], [2, "up"], [3, "up"], [
+    4,
+    "up",
+  ]]);
+  const cluster = await startCluster(4, { kind: "ec", k: 2, m: 1 }, {
+    members: (peers) => recorded(peers, states),
+  });
+  try {
+    const [a, b, c, d] = cluster.nodes;
+    const survivors = [b!, c!, d!];
+    const data = chunks(12, 31, 30_000);
+    for (const chunk of data) await a!.store.put(chunk.id, chunk.bytes);
+    // Node 2 wrote one of the chunks it holds a fragment of itself: its own copy then serves
+    // the id, and node 1's fragments of it go.
+    let shared: TestChunk | null = null;
+    for (const chunk of data) {
+      const mine = await Promise.all([0, 1, 2].map((i) => holdersOf([b!], chunk, 1, i)));
+      if (mine.flat().length > 0) shared = chunk;
+    }
+    assert.ok(shared !== null);
+    await b!.store.put(shared.id, shared.bytes);
+    // Nothing to adopt while every writer is up.
+    for (const n of survivors) assert.equal((await n.store.adoptStep()).adopted, 0);
+    // Node 1 is gone for good: only the fragments on the others are left.
+    await a!.stop();
+    states.set(1, "down");
+    let adopted = 0;
+    const done = async () => {
+      for (const chunk of data) {
+        const all = await Promise.all([0, 1, 2].map((i) => holdersOf(survivors, chunk, 1, i)));
+        if (chunk === shared) {
+          if (all.flat().length !== 0) return false;
+          continue;
+        }
+        if (all.some((held) => held.length !== 1)) return false;
+        if (new Set(all.flat()).size !== 3) return false; // one fragment per node
+      }
+      return survivors.every((n) =>
+        n.store.degradedCount() === 0 && n.store.pendingReleases() === 0
+      );
+    };
+    for (let pass = 0; pass < 100 && !(await done()); pass++) {
+      for (const n of survivors) {
+        adopted += (await n.store.adoptStep()).adopted;
+        await n.store.repairStep();
+        await n.store.releasePending();
+      }
+      await new Promise((r) => setTimeout(r, 20));
+    }
+    assert.ok(await done(), "every chunk of node 1 back at full redundancy on the survivors");
+    assert.equal(adopted, data.length, "each chunk adopted once, by one survivor");
+    for (const chunk of data) {
+      // It reads back through every survivor, and is owned by one (node 2 for its own copy).
+      for (const n of survivors) assert.deepEqual(await n.store.get(chunk.id), chunk.bytes);
+      const owners = [];
+      for (const n of survivors) if (await n.store.has(chunk.id)) owners.push(n);
+      assert.equal(owners.length, 1, "one owner");
+      if (chunk === shared) assert.equal(owners[0], b);
+      // The writer's reference count went with it: the chunk is kept.
+      assert.equal(await owners[0]!.store.decRef(chunk.id), 1, "retained");
+      assert.equal((await owners[0]!.store.collect()).erased, 0);
+    }
+    // A further sweep finds nothing new.
+    for (const n of survivors) {
+      for (let s = 0; s < 3; s++) assert.equal((await n.store.adoptStep()).adopted, 0);
+    }
+  } finally {
+    await cluster.close();
+  }
+});
