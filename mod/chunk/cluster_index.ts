@@ -72,6 +72,12 @@ export function decodeClusterEntry(bytes: Uint8Array): ClusterEntry {
   };
 }
 
+/**
+ * The fragment index at which a fabric DELETE of a chunk id drops one reference of the chunk
+ * on the node whose index counts it (fabric_fragments.ts); no fragment has it.
+ */
+export const REFERENCE_FRAGMENT_INDEX = 0xffff_fffe;
+
 export function releaseKey(id: Uint8Array, index: number, node: number): Uint8Array {
   const key = new Uint8Array(40);
   key.set(id, 0);

@@ -52,6 +52,7 @@ import {
   type ClusterEntry,
   decodeClusterEntry,
   encodeClusterEntry,
+  REFERENCE_FRAGMENT_INDEX,
   releaseKey,
 } from "./cluster_index.ts";
 import {
@@ -492,28 +493,77 @@ export class ClusterChunkStore implements ChunkStore {
     });
   }
 
-  decRef(id: Uint8Array): Promise<number> {
+  /**
+   * Drops a reference. A chunk this node does not index (written through another node) has
+   * its reference dropped on the node that counts it, its writer, over the fabric (then 0 is
+   * returned: the count is the writer's); one whose writer is recorded down or removed is
+   * kept by the survivor that adopted it (adoptStep()).
+   */
+  async decRef(id: Uint8Array): Promise<number> {
     this.#checkOpen();
     checkId(id);
-    return this.#withLock(id, async () => {
+    const own = await this.#withLock(id, async () => {
       const entry = this.#entry(id);
       if (entry === undefined && this.#legacy(id)) return await this.local.store.decRef(id);
-      if (entry === undefined) throw notFound(id);
-      // The writer's count of references left with it: an adopted chunk is kept.
-      if (entry.adopted) return entry.refcount;
-      if (entry.refcount === 0) {
-        throw new ChunkStoreError(
-          "refcount_underflow",
-          `chunk ${hex(id)} has no references to drop`,
-        );
-      }
-      const next = { ...entry, refcount: entry.refcount - 1 };
-      await this.#commit((txn) => {
-        txn.put(this.#chunks, id, encodeClusterEntry(next));
-        if (next.refcount === 0) txn.put(this.#unreferenced, id, new Uint8Array(0));
-      });
-      return next.refcount;
+      if (entry === undefined) return null;
+      return await this.#dropRef(id, entry);
     });
+    if (own !== null) return own;
+    const found = await this.#locate(id);
+    if (found === null) throw notFound(id);
+    const state = this.#states().get(found.writer);
+    if (state === "down" || state === "removed") {
+      this.#logger.debug("reference to a chunk of a node gone kept by its adopter", {
+        chunk: hex(id),
+        writer: found.writer,
+      });
+      return 1;
+    }
+    let dropped: boolean;
+    try {
+      dropped = await this.#peers.release(found.writer, id, REFERENCE_FRAGMENT_INDEX);
+    } catch (e) {
+      throw new ChunkStoreError(
+        "unavailable",
+        `chunk ${hex(id)}: its writer, node ${found.writer}, did not drop the reference: ` +
+          (e as Error).message,
+      );
+    }
+    this.#located.delete(hex(id));
+    if (!dropped) throw notFound(id);
+    return 0;
+  }
+
+  /**
+   * Drops one reference to a chunk this node's index counts (asked by another node through
+   * which the chunk's reference was given back); false when it counts none.
+   */
+  async dropOwn(id: Uint8Array): Promise<boolean> {
+    this.#checkOpen();
+    checkId(id);
+    return await this.#withLock(id, async () => {
+      const entry = this.#entry(id);
+      if (entry === undefined || entry.refcount === 0) return false;
+      await this.#dropRef(id, entry);
+      return true;
+    });
+  }
+
+  async #dropRef(id: Uint8Array, entry: ClusterEntry): Promise<number> {
+    // The writer's count of references left with it: an adopted chunk is kept.
+    if (entry.adopted) return entry.refcount;
+    if (entry.refcount === 0) {
+      throw new ChunkStoreError(
+        "refcount_underflow",
+        `chunk ${hex(id)} has no references to drop`,
+      );
+    }
+    const next = { ...entry, refcount: entry.refcount - 1 };
+    await this.#commit((txn) => {
+      txn.put(this.#chunks, id, encodeClusterEntry(next));
+      if (next.refcount === 0) txn.put(this.#unreferenced, id, new Uint8Array(0));
+    });
+    return next.refcount;
   }
 
   async close(): Promise<void> {

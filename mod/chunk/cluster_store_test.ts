@@ -62,7 +62,7 @@ class TestNode {
     this.server = FabricServer.attach(this.transport, {
       nodeId: this.id,
       clusterId: CLUSTER,
-      handler: fragmentHandler(this.local),
+      handler: fragmentHandler(this.local, { dropOwn: (id) => this.store.dropOwn(id) }),
       logger,
     });
   }
@@ -881,6 +881,40 @@ Deno.test("ClusterChunkStore survivors adopt and repair the chunks of a writer r
     for (const n of survivors) {
       for (let s = 0; s < 3; s++) assert.equal((await n.store.adoptStep()).adopted, 0);
     }
+  } finally {
+    await cluster.close();
+  }
+});
+
+Deno.test("ClusterChunkStore.decRef() through a node that did not write the chunk drops it on its writer", async () => {
+  const cluster = await startCluster(3, { kind: "copies", copies: 3 });
+  try {
+    const [a, b] = cluster.nodes;
+    const data = chunks(3, 41, 20_000);
+    for (const c of data) await a!.store.put(c.id, c.bytes);
+    await a!.store.incRef(data[0]!.id);
+    // Node 2 indexes none of them: the references are node 1's to drop.
+    assert.equal(await b!.store.has(data[0]!.id), false);
+    for (const c of data) await b!.store.decRef(c.id);
+    assert.equal((await a!.store.stat(data[0]!.id))!.refcount, 1, "one of two dropped");
+    for (const c of data.slice(1)) assert.equal((await a!.store.stat(c.id))!.refcount, 0);
+    assert.equal((await a!.store.collect()).erased, 2);
+    for (const c of data.slice(1)) {
+      for (const n of cluster.nodes) {
+        assert.equal(await n.local.size(writerChunkId(c.id, 1), 0), null, "released everywhere");
+      }
+      await assert.rejects(
+        () => b!.store.decRef(c.id),
+        (e: ChunkStoreError) => e.code === "not_found",
+      );
+    }
+    await b!.store.decRef(data[0]!.id);
+    assert.equal((await a!.store.stat(data[0]!.id))!.refcount, 0);
+    // An id no node stores is not found, as before.
+    await assert.rejects(
+      () => b!.store.decRef(new Uint8Array(32).fill(9)),
+      (e: ChunkStoreError) => e.code === "not_found",
+    );
   } finally {
     await cluster.close();
   }

@@ -2,7 +2,9 @@
 // fragments through a FabricClient, and fragmentHandler() serves this node's
 // LocalFragmentStore to theirs. A put's fabric metadata names the device placement chose;
 // the device inventory is a GET of a reserved fragment address (the all-zero chunk id at an
-// index no chunk has), so it needs no operation of its own on the wire.
+// index no chunk has), so it needs no operation of its own on the wire; likewise dropping a
+// reference to a chunk on the node whose index counts it is a DELETE of the chunk id at
+// another reserved index (a delete through a node that did not write the chunk).
 
 import {
   FabricBadRequestError,
@@ -15,6 +17,7 @@ import {
 } from "../transport/mod.ts";
 import { ChunkStoreError } from "./chunk_store.ts";
 import { CLUSTER_PLACEMENT_FRAGMENTS_MAX } from "./cluster_placement.ts";
+import { REFERENCE_FRAGMENT_INDEX } from "./cluster_index.ts";
 import { FragmentPeerError, type FragmentPeers } from "./cluster_nodes.ts";
 import { checkInventory, type DeviceInventory, type LocalFragmentStore } from "./fragment_store.ts";
 
@@ -59,8 +62,17 @@ function asFabricError(e: unknown): unknown {
   }
 }
 
-/** Serves `local` to the other nodes' fabric clients. */
-export function fragmentHandler(local: LocalFragmentStore): FragmentHandler {
+/** What a node's own chunk index does for the others: drop a reference it counts. */
+export interface ChunkReferences {
+  /** Drops one reference to chunk `id` if this node's index counts it; false if not. */
+  dropOwn(id: Uint8Array): Promise<boolean>;
+}
+
+/** Serves `local` (and `references`, when given) to the other nodes' fabric clients. */
+export function fragmentHandler(
+  local: LocalFragmentStore,
+  references: ChunkReferences | null = null,
+): FragmentHandler {
   return {
     async put(request) {
       checkIndex(request.index);
@@ -106,6 +118,16 @@ export function fragmentHandler(local: LocalFragmentStore): FragmentHandler {
       return size === null ? null : { sizeBytes: size, meta: new Uint8Array(0) };
     },
     async delete(request) {
+      if (request.index === REFERENCE_FRAGMENT_INDEX) {
+        if (references === null) {
+          throw new FabricBadRequestError("this node keeps no chunk references for others");
+        }
+        try {
+          return await references.dropOwn(request.chunkId);
+        } catch (e) {
+          throw asFabricError(e);
+        }
+      }
       checkIndex(request.index);
       try {
         return await local.release(request.chunkId, request.index);

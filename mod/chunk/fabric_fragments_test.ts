@@ -2,6 +2,7 @@ import assert from "node:assert/strict";
 import { FabricBadRequestError, FabricNoSpaceError, type FragmentGet } from "../transport/mod.ts";
 import { Prng, randomChunk, SimHarness, SimPool } from "./_testing.ts";
 import { fragmentHandler, INVENTORY_FRAGMENT_INDEX } from "./fabric_fragments.ts";
+import { REFERENCE_FRAGMENT_INDEX } from "./cluster_index.ts";
 import { checkInventory, fragmentId, LocalFragmentStore } from "./fragment_store.ts";
 
 async function harness() {
@@ -82,6 +83,27 @@ Deno.test("fragmentHandler() answers the device inventory at the reserved addres
       () => checkInventory({ node: 1, pool: "x", devices: [{ id: "", weight: 1 }] }),
       TypeError,
     );
+  } finally {
+    await h.close();
+  }
+});
+
+Deno.test("fragmentHandler() drops a chunk reference at the reserved index only where the node keeps references", async () => {
+  const { h, local, handler } = await harness();
+  try {
+    const id = new Uint8Array(32).fill(5);
+    const request = { from: 2, chunkId: id, index: REFERENCE_FRAGMENT_INDEX };
+    await assert.rejects(() => handler.delete(request), FabricBadRequestError);
+    const asked: Uint8Array[] = [];
+    const owner = fragmentHandler(local, {
+      dropOwn: (chunkId) => {
+        asked.push(chunkId);
+        return Promise.resolve(asked.length === 1);
+      },
+    });
+    assert.equal(await owner.delete(request), true);
+    assert.equal(await owner.delete(request), false, "the owner counts no more");
+    assert.deepEqual(asked, [id, id]);
   } finally {
     await h.close();
   }
