@@ -1,5 +1,7 @@
 // Chunks whose writer is gone for good, with real `kiseki server` processes on loopback: node
-// 1 writes objects through aws-cli, is killed and recorded down past KISEKI_NODE_DOWN_GRACE;
+// 1 writes objects through aws-cli; those deleted through node 2 give their space back (the
+// references are dropped on node 1); then node 1 is killed and recorded down past
+// KISEKI_NODE_DOWN_GRACE;
 // the survivors find node 1's chunks from the fragments they hold, one adopts each, and the
 // repairer rebuilds node 1's fragments on them. Nothing stays degraded, and every object
 // reads back byte-exact through the others (aws-cli and boto3).
@@ -234,6 +236,49 @@ Deno.test({
         async () => ((await view(n1)).chunks.degraded === 0 ? true : null),
         SETTLE_MS,
         500,
+      );
+      // A delete through a node that did not write the objects gives their space back: the
+      // references are dropped on their writer, node 1, whose GC releases every fragment.
+      const doomed = Array.from({ length: 3 }, (_, i) => ({
+        key: `d${i}`,
+        bytes: pattern(400 * KiB + i, i + 40),
+      }));
+      await objects.put(n1, doomed);
+      const live = async () => {
+        let sum = 0;
+        for (const n of all) sum += await metric(n, "kiseki_pool_live_bytes");
+        return sum;
+      };
+      const before = await live();
+      await objects.aws(
+        n2,
+        "s3",
+        "rm",
+        "--recursive",
+        "--exclude",
+        "*",
+        "--include",
+        "d*",
+        "s3://orphans/",
+      );
+      objects.written.splice(
+        0,
+        objects.written.length,
+        ...objects.written.filter((o) => !o.key.startsWith("d")),
+      );
+      const deletedBytes = doomed.reduce((sum, o) => sum + o.bytes.length, 0);
+      const after = await pollUntil(
+        "the space of the objects deleted through node 2 given back",
+        async () => {
+          const now = await live();
+          // Three copies each: at least two copies' worth must be gone.
+          return before - now >= 2 * deletedBytes ? now : null;
+        },
+        SETTLE_MS,
+        500,
+      );
+      console.log(
+        `deleted ${deletedBytes} bytes through node 2: live fragment bytes ${before} -> ${after}`,
       );
       // Node 1 wrote every chunk: the others index none of them.
       for (const n of survivors) assert.equal(await metric(n, "kiseki_chunk_adopted_total"), 0);
