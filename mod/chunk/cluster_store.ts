@@ -128,6 +128,11 @@ export const CLUSTER_REBALANCE_CHUNKS_MAX = 256;
 export const CLUSTER_REBALANCE_COUNTED_MAX = 1_000_000;
 /** Local fragment records one adoption step reads at most. */
 export const CLUSTER_ADOPT_RECORDS_MAX = 256;
+/**
+ * A sweep that had to leave a chunk (too few holders answered) starts again after this long:
+ * each sweep reads every fragment record of the node.
+ */
+export const CLUSTER_ADOPT_RETRY_MS = 60_000;
 /** Chunks whose last repair could not finish, remembered to tell repairing from waiting. */
 export const CLUSTER_REPAIR_BLOCKED_MAX = 100_000;
 
@@ -283,8 +288,13 @@ export class ClusterChunkStore implements ChunkStore {
    * The adoption sweep over this node's fragment records: the writers (down or removed) it
    * looks for, where it is, and whether a chunk had to be left for another sweep.
    */
-  #adopt: { key: string; cursor: Uint8Array | null; done: boolean; deferred: boolean } | null =
-    null;
+  #adopt: {
+    key: string;
+    cursor: Uint8Array | null;
+    done: boolean;
+    deferred: boolean;
+    startedAt: number;
+  } | null = null;
   /** Degraded chunks whose last repair could not finish (hex ids; bounded). */
   readonly #repairBlocked = new Set<string>();
   #inFlight = 0;
@@ -1312,7 +1322,8 @@ export class ClusterChunkStore implements ChunkStore {
    * the id, is retained likewise, and the orphan's fragments are released.
    *
    * Reads up to `max` of this node's records (about `bytesMax` bytes) per step; a sweep
-   * runs once each time the set of writers gone changes (again if it left a chunk).
+   * runs once each time the set of writers gone changes (again, CLUSTER_ADOPT_RETRY_MS
+   * after it started, if it left a chunk).
    */
   async adoptStep(
     options: { max?: number; bytesMax?: number } = {},
@@ -1332,9 +1343,16 @@ export class ClusterChunkStore implements ChunkStore {
     const sweepKey = gone.join(",");
     if (
       this.#adopt === null || this.#adopt.key !== sweepKey ||
-      (this.#adopt.done && this.#adopt.deferred)
+      (this.#adopt.done && this.#adopt.deferred &&
+        this.#now() - this.#adopt.startedAt >= CLUSTER_ADOPT_RETRY_MS)
     ) {
-      this.#adopt = { key: sweepKey, cursor: null, done: false, deferred: false };
+      this.#adopt = {
+        key: sweepKey,
+        cursor: null,
+        done: false,
+        deferred: false,
+        startedAt: this.#now(),
+      };
     }
     const sweep = this.#adopt;
     if (sweep.done) return idle;

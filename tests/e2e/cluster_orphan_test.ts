@@ -1,10 +1,9 @@
 // Chunks whose writer is gone for good, with real `kiseki server` processes on loopback: node
 // 1 writes objects through aws-cli; those deleted through node 2 give their space back (the
 // references are dropped on node 1); then node 1 is killed and recorded down past
-// KISEKI_NODE_DOWN_GRACE;
-// the survivors find node 1's chunks from the fragments they hold, one adopts each, and the
-// repairer rebuilds node 1's fragments on them. Nothing stays degraded, and every object
-// reads back byte-exact through the others (aws-cli and boto3).
+// KISEKI_NODE_DOWN_GRACE, the survivors find its chunks from the fragments they hold, one
+// adopts each, and the repairer rebuilds node 1's fragments on them. Nothing stays degraded,
+// and every object reads back byte-exact through the others (aws-cli and boto3).
 
 import assert from "node:assert/strict";
 import { createHash } from "node:crypto";
