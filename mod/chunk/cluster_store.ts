@@ -288,6 +288,12 @@ export class ClusterChunkStore implements ChunkStore {
    * The adoption sweep over this node's fragment records: the writers (down or removed) it
    * looks for, where it is, and whether a chunk had to be left for another sweep.
    */
+  /**
+   * The hand-back sweep over this node's index after the writers gone changed: chunks adopted
+   * from a writer that is back and still indexes them are left to it again.
+   */
+  #handBack: { key: string; cursor: Uint8Array | null; done: boolean; startedAt: number } | null =
+    null;
   #adopt: {
     key: string;
     cursor: Uint8Array | null;
@@ -557,6 +563,14 @@ export class ClusterChunkStore implements ChunkStore {
       await this.#dropRef(id, entry);
       return true;
     });
+  }
+
+  /** Whether this node wrote chunk `id` and indexes references to it. */
+  hasOwn(id: Uint8Array): boolean {
+    this.#checkOpen();
+    checkId(id);
+    const entry = this.#entry(id);
+    return entry !== undefined && entry.writer === this.self && entry.refcount > 0;
   }
 
   async #dropRef(id: Uint8Array, entry: ClusterEntry): Promise<number> {
@@ -1270,6 +1284,7 @@ export class ClusterChunkStore implements ChunkStore {
       if (f === null || gone.has(i)) return null;
       return { device: placement.indexOf(f.node, f.device), node: f.node, deviceId: f.device };
     });
+    const kept = placed.map((p) => p !== null);
     const before = placed.filter((p) => p !== null).length;
     await this.#writeFragments(key, fragments, d, placed, new Set(broken.values()));
     const written = placed.filter((p) => p !== null).length - before;
@@ -1277,9 +1292,13 @@ export class ClusterChunkStore implements ChunkStore {
       ...entry,
       // A fragment that could not leave its holder yet stays named there: it is still held
       // (and still holds its reference) until a later pass finds it a place.
+      // A fragment left where it was keeps its record as it was (an adopted chunk's holders
+      // it did not write keep CRC -1: they hold the writer's reference, not this node's).
       fragments: placed.map((p, i) =>
         p === null
           ? (leaving.has(i) ? entry.fragments[i]! : null)
+          : kept[i]
+          ? entry.fragments[i]!
           : { node: p.node, device: p.deviceId, crc: crcs[i]! }
       ),
     };
@@ -1319,7 +1338,8 @@ export class ClusterChunkStore implements ChunkStore {
    * elsewhere. The chosen design keeps the index per node (no cluster-wide index through
    * Raft): the writer's reference count is lost with it, so an adopted chunk is retained
    * rather than collected; if this node has its own copy of the same chunk, that copy serves
-   * the id, is retained likewise, and the orphan's fragments are released.
+   * the id, is retained likewise, and the orphan's fragments are released (once the writer
+   * is removed). A writer that comes back with its index gets its chunks back.
    *
    * Reads up to `max` of this node's records (about `bytesMax` bytes) per step; a sweep
    * runs once each time the set of writers gone changes (again, CLUSTER_ADOPT_RETRY_MS
@@ -1336,11 +1356,12 @@ export class ClusterChunkStore implements ChunkStore {
       .filter((m) => m.id !== this.self && (m.state === "down" || m.state === "removed"))
       .map((m) => m.id)
       .sort((a, b) => a - b);
+    const sweepKey = gone.join(",");
+    await this.#handBackStep(sweepKey, gone, max);
     if (gone.length === 0) {
       this.#adopt = null;
       return idle;
     }
-    const sweepKey = gone.join(",");
     if (
       this.#adopt === null || this.#adopt.key !== sweepKey ||
       (this.#adopt.done && this.#adopt.deferred &&
@@ -1397,6 +1418,71 @@ export class ClusterChunkStore implements ChunkStore {
     return { examined, adopted, bytes, more: !sweep.done };
   }
 
+  /**
+   * Gives back up to `max` adopted chunks whose writer is up again and still indexes them
+   * (it came back with its data): the writer owns them again, and the fragments this node
+   * wrote for them (known CRC; the others hold the writer's reference) are released.
+   */
+  async #handBackStep(key: string, gone: readonly number[], max: number): Promise<void> {
+    const h = this.#handBack;
+    if (
+      h === null || h.key !== key ||
+      // A writer that did not answer is asked again after the node retry delay.
+      (h.done && h.cursor !== null && this.#now() - h.startedAt >= this.#nodeRetryMs)
+    ) {
+      this.#handBack = { key, cursor: null, done: false, startedAt: this.#now() };
+    }
+    const sweep = this.#handBack!;
+    if (sweep.done) return;
+    const start = sweep.cursor ?? undefined;
+    const batch: { id: Uint8Array; entry: ClusterEntry }[] = [];
+    for (const { key: id, value } of this.#chunks.range({ start, limit: max + 1 })) {
+      if (start !== undefined && batch.length === 0 && bytesEqual(id, start)) continue;
+      if (batch.length === max) break;
+      batch.push({ id, entry: decodeClusterEntry(value) });
+    }
+    /** Set when a writer could not be asked: the sweep runs again later. */
+    let unasked: Uint8Array | null = null;
+    const states = this.#states();
+    for (const { id, entry } of batch) {
+      if (!entry.adopted || entry.writer === this.self || gone.includes(entry.writer)) continue;
+      if (!takesFragments(states.get(entry.writer) ?? "unknown")) continue;
+      let owns = false;
+      try {
+        owns = await this.#peers.has(entry.writer, id, REFERENCE_FRAGMENT_INDEX);
+      } catch {
+        unasked = id;
+        continue;
+      }
+      if (!owns) continue; // back without its data: this node keeps the chunk
+      await this.#withLock(id, async () => {
+        const now = this.#entry(id);
+        if (now === undefined || !now.adopted || now.writer !== entry.writer) return;
+        const key = writerChunkId(id, now.writer);
+        await this.#commit((txn) => {
+          txn.delete(this.#chunks, id);
+          txn.delete(this.#degraded, id);
+          now.fragments.forEach((f, i) => {
+            if (f !== null && f.crc >= 0) {
+              txn.put(this.#releases, releaseKey(key, i, f.node), new Uint8Array(0));
+            }
+          });
+        });
+      });
+      this.#logger.info("adopted chunk given back to its writer", {
+        chunk: hex(id),
+        writer: entry.writer,
+      });
+    }
+    if (batch.length < max) {
+      sweep.done = true;
+      // Done, or to be run again from the start for a writer that did not answer.
+      sweep.cursor = unasked;
+    } else {
+      sweep.cursor = batch[batch.length - 1]!.id;
+    }
+  }
+
   async #adoptChunk(
     id: Uint8Array,
     writer: number,
@@ -1416,9 +1502,12 @@ export class ClusterChunkStore implements ChunkStore {
     if (Math.min(...holders) !== this.self) return "skipped";
     if (existing !== undefined) {
       // This node's own copy of the same bytes serves the id; it now carries the orphan's
-      // references too (uncounted), and the orphan's fragments go.
+      // references too (uncounted). The orphan's fragments go once its writer is removed; a
+      // writer only down may come back with its index naming them.
+      const removed = this.#states().get(writer) === "removed";
       await this.#commit((txn) => {
         txn.put(this.#chunks, id, encodeClusterEntry({ ...existing, adopted: true }));
+        if (!removed) return;
         found.fragments.forEach((f, i) => {
           if (f !== null) txn.put(this.#releases, releaseKey(key, i, f.node), new Uint8Array(0));
         });

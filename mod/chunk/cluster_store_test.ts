@@ -62,7 +62,10 @@ class TestNode {
     this.server = FabricServer.attach(this.transport, {
       nodeId: this.id,
       clusterId: CLUSTER,
-      handler: fragmentHandler(this.local, { dropOwn: (id) => this.store.dropOwn(id) }),
+      handler: fragmentHandler(this.local, {
+        dropOwn: (id) => this.store.dropOwn(id),
+        hasOwn: (id) => Promise.resolve(this.store.hasOwn(id)),
+      }),
       logger,
     });
   }
@@ -828,7 +831,7 @@ Deno.test("ClusterChunkStore survivors adopt and repair the chunks of a writer r
     const data = chunks(12, 31, 30_000);
     for (const chunk of data) await a!.store.put(chunk.id, chunk.bytes);
     // Node 2 wrote one of the chunks it holds a fragment of itself: its own copy then serves
-    // the id, and node 1's fragments of it go.
+    // the id (node 1's fragments of it stay while node 1 is only down).
     let shared: TestChunk | null = null;
     for (const chunk of data) {
       const mine = await Promise.all([0, 1, 2].map((i) => holdersOf([b!], chunk, 1, i)));
@@ -845,10 +848,7 @@ Deno.test("ClusterChunkStore survivors adopt and repair the chunks of a writer r
     const done = async () => {
       for (const chunk of data) {
         const all = await Promise.all([0, 1, 2].map((i) => holdersOf(survivors, chunk, 1, i)));
-        if (chunk === shared) {
-          if (all.flat().length !== 0) return false;
-          continue;
-        }
+        if (chunk === shared) continue;
         if (all.some((held) => held.length !== 1)) return false;
         if (new Set(all.flat()).size !== 3) return false; // one fragment per node
       }
@@ -880,6 +880,33 @@ Deno.test("ClusterChunkStore survivors adopt and repair the chunks of a writer r
     // A further sweep finds nothing new.
     for (const n of survivors) {
       for (let s = 0; s < 3; s++) assert.equal((await n.store.adoptStep()).adopted, 0);
+    }
+    // Node 1 comes back with its index: it owns its chunks again, and the fragments the
+    // survivors rebuilt for them are released (node 1's own are still there).
+    await a!.listen();
+    states.set(1, "up");
+    const handedBack = async () => {
+      for (const chunk of data) {
+        const all = await Promise.all([0, 1, 2].map((i) => holdersOf(cluster.nodes, chunk, 1, i)));
+        if (all.some((held) => held.length !== 1)) return false;
+        if (chunk !== shared) {
+          for (const n of survivors) if (await n.store.has(chunk.id)) return false;
+        }
+      }
+      return true;
+    };
+    for (let pass = 0; pass < 50 && !(await handedBack()); pass++) {
+      for (const n of survivors) {
+        await n.store.adoptStep();
+        await n.store.releasePending();
+      }
+      await new Promise((r) => setTimeout(r, 20));
+    }
+    assert.ok(await handedBack(), "chunks given back to node 1, rebuilt fragments released");
+    assert.equal(await b!.store.has(shared.id), true, "node 2 keeps its own copy");
+    for (const chunk of data) {
+      assert.equal((await a!.store.stat(chunk.id))!.refcount, 1);
+      assert.deepEqual(await a!.store.get(chunk.id), chunk.bytes);
     }
   } finally {
     await cluster.close();

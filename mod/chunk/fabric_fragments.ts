@@ -4,7 +4,8 @@
 // the device inventory is a GET of a reserved fragment address (the all-zero chunk id at an
 // index no chunk has), so it needs no operation of its own on the wire; likewise dropping a
 // reference to a chunk on the node whose index counts it is a DELETE of the chunk id at
-// another reserved index (a delete through a node that did not write the chunk).
+// another reserved index (a delete through a node that did not write the chunk), and a STAT
+// there asks whether the node still indexes a chunk it wrote.
 
 import {
   FabricBadRequestError,
@@ -66,6 +67,8 @@ function asFabricError(e: unknown): unknown {
 export interface ChunkReferences {
   /** Drops one reference to chunk `id` if this node's index counts it; false if not. */
   dropOwn(id: Uint8Array): Promise<boolean>;
+  /** Whether this node wrote chunk `id` and still indexes it (the owner of its references). */
+  hasOwn(id: Uint8Array): Promise<boolean>;
 }
 
 /** Serves `local` (and `references`, when given) to the other nodes' fabric clients. */
@@ -113,6 +116,13 @@ export function fragmentHandler(
       };
     },
     async stat(request) {
+      if (request.index === REFERENCE_FRAGMENT_INDEX) {
+        if (references === null) {
+          throw new FabricBadRequestError("this node keeps no chunk references for others");
+        }
+        const own = await references.hasOwn(request.chunkId);
+        return own ? { sizeBytes: 0, meta: new Uint8Array(0) } : null;
+      }
       checkIndex(request.index);
       const size = await local.size(request.chunkId, request.index);
       return size === null ? null : { sizeBytes: size, meta: new Uint8Array(0) };

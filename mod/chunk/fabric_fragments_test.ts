@@ -100,7 +100,11 @@ Deno.test("fragmentHandler() drops a chunk reference at the reserved index only 
         asked.push(chunkId);
         return Promise.resolve(asked.length === 1);
       },
+      hasOwn: (chunkId) => Promise.resolve(chunkId[0] === 5),
     });
+    assert.notEqual(await owner.stat(request), null, "the owner indexes it");
+    assert.equal(await owner.stat({ ...request, chunkId: new Uint8Array(32) }), null);
+    await assert.rejects(() => handler.stat(request), FabricBadRequestError);
     assert.equal(await owner.delete(request), true);
     assert.equal(await owner.delete(request), false, "the owner counts no more");
     assert.deepEqual(asked, [id, id]);
