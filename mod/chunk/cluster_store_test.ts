@@ -946,3 +946,34 @@ Deno.test("ClusterChunkStore.decRef() through a node that did not write the chun
     await cluster.close();
   }
 });
+
+Deno.test("ClusterChunkStore merges a removed writer's copy into the adopter's own and releases it", async () => {
+  const states = new Map<number, RecordedNode["state"]>([[1, "up"], [2, "up"], [3, "up"]]);
+  const cluster = await startCluster(3, { kind: "copies", copies: 3 }, {
+    members: (peers) => recorded(peers, states),
+  });
+  try {
+    const [a, b, c] = cluster.nodes;
+    const [chunk] = chunks(1, 51, 20_000);
+    await a!.store.put(chunk!.id, chunk!.bytes);
+    await b!.store.put(chunk!.id, chunk!.bytes);
+    await a!.stop();
+    states.set(1, "removed");
+    const orphanHeld = async () =>
+      (await Promise.all([0, 1, 2].map((i) => holdersOf([b!, c!], chunk!, 1, i)))).flat().length;
+    assert.equal(await orphanHeld(), 2, "node 1's copies on nodes 2 and 3");
+    for (let pass = 0; pass < 50 && (await orphanHeld()) > 0; pass++) {
+      for (const n of [b!, c!]) {
+        await n.store.adoptStep();
+        await n.store.releasePending();
+      }
+      await new Promise((r) => setTimeout(r, 20));
+    }
+    assert.equal(await orphanHeld(), 0, "the removed writer's copies released");
+    assert.equal(await c!.store.has(chunk!.id), false, "node 3 adopted nothing");
+    assert.equal(await b!.store.decRef(chunk!.id), 1, "node 2's copy carries the references");
+    assert.deepEqual(await c!.store.get(chunk!.id), chunk!.bytes);
+  } finally {
+    await cluster.close();
+  }
+});
