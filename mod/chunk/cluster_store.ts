@@ -495,17 +495,67 @@ export class ClusterChunkStore implements ChunkStore {
     });
   }
 
-  incRef(id: Uint8Array, options: PutOptions = {}): Promise<number> {
+  /**
+   * Adds a reference; to a chunk this node does not index (written through another node),
+   * on the node that counts it (#forwardRef()).
+   */
+  async incRef(id: Uint8Array, options: PutOptions = {}): Promise<number> {
     this.#checkOpen();
     checkId(id);
     const tenant = options.tenant === undefined ? null : tenantTag(options.tenant);
-    return this.#withLock(id, async () => {
+    const own = await this.#withLock(id, async () => {
       const entry = this.#entry(id);
       if (entry === undefined && this.#legacy(id)) {
         return await this.local.store.incRef(id, options);
       }
-      if (entry === undefined) throw notFound(id);
+      if (entry === undefined) return null;
       return await this.#addRef(id, entry, tenant);
+    });
+    return own ?? await this.#forwardRef(id, tenant);
+  }
+
+  /**
+   * Adds a reference to a chunk this node does not index on the node that counts it, its
+   * writer (returns 1: the count is the writer's). A chunk whose writer is down or removed is
+   * retained by its adopter whatever its references, so there is nothing to count.
+   */
+  async #forwardRef(id: Uint8Array, tenant: string | null): Promise<number> {
+    const found = await this.#locate(id);
+    if (found === null) throw notFound(id);
+    const state = this.#states().get(found.writer);
+    if (state === "down" || state === "removed") return 1;
+    try {
+      await this.#peers.put(
+        found.writer,
+        id,
+        REFERENCE_FRAGMENT_INDEX,
+        new Uint8Array(0),
+        tenant ?? "",
+      );
+    } catch (e) {
+      this.#located.delete(hex(id));
+      if (e instanceof FragmentPeerError && e.kind === "refused") throw notFound(id);
+      throw new ChunkStoreError(
+        "unavailable",
+        `chunk ${hex(id)}: its writer, node ${found.writer}, did not add the reference: ` +
+          (e as Error).message,
+      );
+    }
+    return 1;
+  }
+
+  /**
+   * Adds one reference to a chunk this node's index counts (for a node through which the
+   * reference was taken); false when it counts none.
+   */
+  async addOwn(id: Uint8Array, tenantTag: string | null): Promise<boolean> {
+    this.#checkOpen();
+    checkId(id);
+    return await this.#withLock(id, async () => {
+      const entry = this.#entry(id);
+      if (entry === undefined) return false;
+      await this.#addRef(id, entry, tenantTag);
+      return true;
     });
   }
 

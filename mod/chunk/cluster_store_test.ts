@@ -64,6 +64,7 @@ class TestNode {
       clusterId: CLUSTER,
       handler: fragmentHandler(this.local, {
         dropOwn: (id) => this.store.dropOwn(id),
+        addOwn: (id, tag) => this.store.addOwn(id, tag),
         hasOwn: (id) => Promise.resolve(this.store.hasOwn(id)),
       }),
       logger,
@@ -973,6 +974,27 @@ Deno.test("ClusterChunkStore merges a removed writer's copy into the adopter's o
     assert.equal(await c!.store.has(chunk!.id), false, "node 3 adopted nothing");
     assert.equal(await b!.store.decRef(chunk!.id), 1, "node 2's copy carries the references");
     assert.deepEqual(await c!.store.get(chunk!.id), chunk!.bytes);
+  } finally {
+    await cluster.close();
+  }
+});
+
+Deno.test("ClusterChunkStore.incRef() through a node that did not write the chunk adds it on its writer", async () => {
+  const cluster = await startCluster(3, { kind: "copies", copies: 3 });
+  try {
+    const [a, b] = cluster.nodes;
+    const [chunk] = chunks(1, 61, 20_000);
+    await a!.store.put(chunk!.id, chunk!.bytes, { tenant: "t1" });
+    await b!.store.incRef(chunk!.id, { tenant: "t2" });
+    assert.equal((await a!.store.stat(chunk!.id))!.refcount, 2);
+    assert.equal(await b!.store.has(chunk!.id), false, "node 2 indexes nothing");
+    await b!.store.decRef(chunk!.id);
+    await b!.store.decRef(chunk!.id);
+    assert.equal((await a!.store.stat(chunk!.id))!.refcount, 0);
+    await assert.rejects(
+      () => b!.store.incRef(new Uint8Array(32).fill(3)),
+      (e: ChunkStoreError) => e.code === "not_found",
+    );
   } finally {
     await cluster.close();
   }

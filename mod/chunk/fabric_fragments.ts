@@ -4,8 +4,9 @@
 // the device inventory is a GET of a reserved fragment address (the all-zero chunk id at an
 // index no chunk has), so it needs no operation of its own on the wire; likewise dropping a
 // reference to a chunk on the node whose index counts it is a DELETE of the chunk id at
-// another reserved index (a delete through a node that did not write the chunk), and a STAT
-// there asks whether the node still indexes a chunk it wrote.
+// another reserved index (a delete through a node that did not write the chunk), adding one
+// a PUT there (its metadata the tenant tag), and a STAT there asks whether the node still
+// indexes a chunk it wrote.
 
 import {
   FabricBadRequestError,
@@ -67,6 +68,11 @@ function asFabricError(e: unknown): unknown {
 export interface ChunkReferences {
   /** Drops one reference to chunk `id` if this node's index counts it; false if not. */
   dropOwn(id: Uint8Array): Promise<boolean>;
+  /**
+   * Adds one reference to chunk `id` (for the tenant tag, when given) if this node's index
+   * counts it; false if not.
+   */
+  addOwn(id: Uint8Array, tenantTag: string | null): Promise<boolean>;
   /** Whether this node wrote chunk `id` and still indexes it (the owner of its references). */
   hasOwn(id: Uint8Array): Promise<boolean>;
 }
@@ -78,6 +84,28 @@ export function fragmentHandler(
 ): FragmentHandler {
   return {
     async put(request) {
+      if (request.index === REFERENCE_FRAGMENT_INDEX) {
+        if (references === null) {
+          throw new FabricBadRequestError("this node keeps no chunk references for others");
+        }
+        let tag: string;
+        try {
+          tag = decoder.decode(request.meta);
+        } catch {
+          throw new FabricBadRequestError("the tenant tag of a reference is not UTF-8");
+        }
+        if (tag !== "" && !/^[0-9a-f]{16}$/.test(tag)) {
+          throw new FabricBadRequestError("a reference names its tenant by a 16-hex-digit tag");
+        }
+        let added: boolean;
+        try {
+          added = await references.addOwn(request.chunkId, tag === "" ? null : tag);
+        } catch (e) {
+          throw asFabricError(e);
+        }
+        if (!added) throw new FabricNotFoundError("this node indexes no such chunk");
+        return;
+      }
       checkIndex(request.index);
       let device: string;
       try {

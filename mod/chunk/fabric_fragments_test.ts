@@ -101,6 +101,7 @@ Deno.test("fragmentHandler() drops a chunk reference at the reserved index only 
         return Promise.resolve(asked.length === 1);
       },
       hasOwn: (chunkId) => Promise.resolve(chunkId[0] === 5),
+      addOwn: () => Promise.resolve(true),
     });
     assert.notEqual(await owner.stat(request), null, "the owner indexes it");
     assert.equal(await owner.stat({ ...request, chunkId: new Uint8Array(32) }), null);
@@ -108,6 +109,12 @@ Deno.test("fragmentHandler() drops a chunk reference at the reserved index only 
     assert.equal(await owner.delete(request), true);
     assert.equal(await owner.delete(request), false, "the owner counts no more");
     assert.deepEqual(asked, [id, id]);
+    // A reference added: its metadata is the tenant tag (or nothing).
+    const add = (meta: Uint8Array) => ({ ...request, bytes: new Uint8Array(0), meta });
+    await owner.put(add(new Uint8Array(0)));
+    await owner.put(add(encoder.encode("0123456789abcdef")));
+    await assert.rejects(() => owner.put(add(encoder.encode("f-0"))), FabricBadRequestError);
+    await assert.rejects(() => handler.put(add(new Uint8Array(0))), FabricBadRequestError);
   } finally {
     await h.close();
   }

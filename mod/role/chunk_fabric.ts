@@ -63,6 +63,7 @@ export async function startChunkFabric(options: {
     clusterId: transport.clusterId,
     handler: fragmentHandler(fragments, {
       dropOwn: (id) => owner === null ? Promise.resolve(false) : owner.dropOwn(id),
+      addOwn: (id, tag) => owner === null ? Promise.resolve(false) : owner.addOwn(id, tag),
       hasOwn: (id) => Promise.resolve(owner?.hasOwn(id) ?? false),
     }),
     logger,
