@@ -30,6 +30,12 @@ export interface ClusterEntry {
   fragments: (ClusterFragment | null)[];
   tenants: string[];
   tenantOverflow: boolean;
+  /**
+   * Taken over from a writer recorded down or removed (cluster_store.ts, adoptStep()): its
+   * fragments are kept and repaired here, and since the writer's reference count went with
+   * it, the chunk is retained (its references are not counted; a leak, never a loss).
+   */
+  adopted?: true;
 }
 
 export function encodeClusterEntry(e: ClusterEntry): Uint8Array {
@@ -44,6 +50,7 @@ export function encodeClusterEntry(e: ClusterEntry): Uint8Array {
     f: e.fragments.map((f) => (f === null ? null : [f.node, f.device, f.crc])),
     t: e.tenants,
     o: e.tenantOverflow,
+    ...(e.adopted ? { a: 1 } : {}),
   }));
 }
 
@@ -61,8 +68,15 @@ export function decodeClusterEntry(bytes: Uint8Array): ClusterEntry {
     ),
     tenants: j.t,
     tenantOverflow: j.o,
+    ...(j.a === 1 ? { adopted: true as const } : {}),
   };
 }
+
+/**
+ * The fragment index at which a fabric DELETE of a chunk id drops one reference of the chunk
+ * on the node whose index counts it (fabric_fragments.ts); no fragment has it.
+ */
+export const REFERENCE_FRAGMENT_INDEX = 0xffff_fffe;
 
 export function releaseKey(id: Uint8Array, index: number, node: number): Uint8Array {
   const key = new Uint8Array(40);

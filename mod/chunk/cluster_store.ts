@@ -34,11 +34,17 @@ import {
   perNodeMaxFor,
   safeFragmentsFor,
 } from "./cluster_placement.ts";
-import { type DeviceInventory, type LocalFragmentStore, writerChunkId } from "./fragment_store.ts";
+import {
+  type DeviceInventory,
+  fragmentId,
+  type LocalFragmentStore,
+  writerChunkId,
+} from "./fragment_store.ts";
 import {
   decodeFragmentFrame,
   encodeFragmentFrame,
   FRAGMENT_FRAME_HEADER_BYTES,
+  type FragmentOrigin,
 } from "./fragment_frame.ts";
 import { type Durability, formatDurability, fragmentCount } from "./pool.ts";
 import {
@@ -46,6 +52,7 @@ import {
   type ClusterEntry,
   decodeClusterEntry,
   encodeClusterEntry,
+  REFERENCE_FRAGMENT_INDEX,
   releaseKey,
 } from "./cluster_index.ts";
 import {
@@ -119,6 +126,13 @@ export const CLUSTER_LOCATED_CACHED_MAX = 4096;
 export const CLUSTER_REBALANCE_CHUNKS_MAX = 256;
 /** Chunks a rebalance sweep counts up front (for its progress) at most. */
 export const CLUSTER_REBALANCE_COUNTED_MAX = 1_000_000;
+/** Local fragment records one adoption step reads at most. */
+export const CLUSTER_ADOPT_RECORDS_MAX = 256;
+/**
+ * A sweep that had to leave a chunk (too few holders answered) starts again after this long:
+ * each sweep reads every fragment record of the node.
+ */
+export const CLUSTER_ADOPT_RETRY_MS = 60_000;
 /** Chunks whose last repair could not finish, remembered to tell repairing from waiting. */
 export const CLUSTER_REPAIR_BLOCKED_MAX = 100_000;
 
@@ -158,6 +172,11 @@ const remoteFragments = counter<"pool" | "op">({
   name: "kiseki_chunk_remote_fragments_total",
   help: "Fragments put to or read from other nodes",
   labelNames: ["pool", "op"],
+});
+const adoptedChunks = counter<"pool">({
+  name: "kiseki_chunk_adopted_total",
+  help: "Chunks taken over from a writer node recorded down or removed, to be repaired here",
+  labelNames: ["pool"],
 });
 const degradedReads = counter<"pool">({
   name: "kiseki_chunk_cluster_degraded_reads_total",
@@ -265,6 +284,23 @@ export class ClusterChunkStore implements ChunkStore {
     total: number;
     moved: number;
   } | null = null;
+  /**
+   * The adoption sweep over this node's fragment records: the writers (down or removed) it
+   * looks for, where it is, and whether a chunk had to be left for another sweep.
+   */
+  /**
+   * The hand-back sweep over this node's index after the writers gone changed: chunks adopted
+   * from a writer that is back and still indexes them are left to it again.
+   */
+  #handBack: { key: string; cursor: Uint8Array | null; done: boolean; startedAt: number } | null =
+    null;
+  #adopt: {
+    key: string;
+    cursor: Uint8Array | null;
+    done: boolean;
+    deferred: boolean;
+    startedAt: number;
+  } | null = null;
   /** Degraded chunks whose last repair could not finish (hex ids; bounded). */
   readonly #repairBlocked = new Set<string>();
   #inFlight = 0;
@@ -335,7 +371,10 @@ export class ClusterChunkStore implements ChunkStore {
           return { created: false };
         }
         const d = this.durability;
-        const { frames: fragments, crcs, fragmentBytes } = await this.#frames(bytes, d);
+        const { frames: fragments, crcs, fragmentBytes } = await this.#frames(bytes, d, {
+          chunkId: id,
+          writer: this.self,
+        });
         const failures = { unreachable: 0, refused: 0 };
         // Fragments go by the chunk id scoped to this writer (placement too).
         const key = writerChunkId(id, this.self);
@@ -456,40 +495,149 @@ export class ClusterChunkStore implements ChunkStore {
     });
   }
 
-  incRef(id: Uint8Array, options: PutOptions = {}): Promise<number> {
+  /**
+   * Adds a reference; to a chunk this node does not index (written through another node),
+   * on the node that counts it (#forwardRef()).
+   */
+  async incRef(id: Uint8Array, options: PutOptions = {}): Promise<number> {
     this.#checkOpen();
     checkId(id);
     const tenant = options.tenant === undefined ? null : tenantTag(options.tenant);
-    return this.#withLock(id, async () => {
+    const own = await this.#withLock(id, async () => {
       const entry = this.#entry(id);
       if (entry === undefined && this.#legacy(id)) {
         return await this.local.store.incRef(id, options);
       }
-      if (entry === undefined) throw notFound(id);
+      if (entry === undefined) return null;
       return await this.#addRef(id, entry, tenant);
+    });
+    return own ?? await this.#forwardRef(id, tenant);
+  }
+
+  /**
+   * Adds a reference to a chunk this node does not index on the node that counts it, its
+   * writer (returns 1: the count is the writer's). A chunk whose writer is down or removed is
+   * retained by its adopter whatever its references, so there is nothing to count.
+   */
+  async #forwardRef(id: Uint8Array, tenant: string | null): Promise<number> {
+    const found = await this.#locate(id);
+    if (found === null) throw notFound(id);
+    const state = this.#states().get(found.writer);
+    if (state === "down" || state === "removed") return 1;
+    try {
+      await this.#peers.put(
+        found.writer,
+        id,
+        REFERENCE_FRAGMENT_INDEX,
+        new Uint8Array(0),
+        tenant ?? "",
+      );
+    } catch (e) {
+      this.#located.delete(hex(id));
+      if (e instanceof FragmentPeerError && e.kind === "refused") throw notFound(id);
+      throw new ChunkStoreError(
+        "unavailable",
+        `chunk ${hex(id)}: its writer, node ${found.writer}, did not add the reference: ` +
+          (e as Error).message,
+      );
+    }
+    return 1;
+  }
+
+  /**
+   * Adds one reference to a chunk this node's index counts (for a node through which the
+   * reference was taken); false when it counts none.
+   */
+  async addOwn(id: Uint8Array, tenantTag: string | null): Promise<boolean> {
+    this.#checkOpen();
+    checkId(id);
+    return await this.#withLock(id, async () => {
+      const entry = this.#entry(id);
+      if (entry === undefined) return false;
+      await this.#addRef(id, entry, tenantTag);
+      return true;
     });
   }
 
-  decRef(id: Uint8Array): Promise<number> {
+  /**
+   * Drops a reference. A chunk this node does not index (written through another node) has
+   * its reference dropped on the node that counts it, its writer, over the fabric (then 0 is
+   * returned: the count is the writer's); one whose writer is recorded down or removed is
+   * kept by the survivor that adopted it (adoptStep()).
+   */
+  async decRef(id: Uint8Array): Promise<number> {
     this.#checkOpen();
     checkId(id);
-    return this.#withLock(id, async () => {
+    const own = await this.#withLock(id, async () => {
       const entry = this.#entry(id);
       if (entry === undefined && this.#legacy(id)) return await this.local.store.decRef(id);
-      if (entry === undefined) throw notFound(id);
-      if (entry.refcount === 0) {
-        throw new ChunkStoreError(
-          "refcount_underflow",
-          `chunk ${hex(id)} has no references to drop`,
-        );
-      }
-      const next = { ...entry, refcount: entry.refcount - 1 };
-      await this.#commit((txn) => {
-        txn.put(this.#chunks, id, encodeClusterEntry(next));
-        if (next.refcount === 0) txn.put(this.#unreferenced, id, new Uint8Array(0));
-      });
-      return next.refcount;
+      if (entry === undefined) return null;
+      return await this.#dropRef(id, entry);
     });
+    if (own !== null) return own;
+    const found = await this.#locate(id);
+    if (found === null) throw notFound(id);
+    const state = this.#states().get(found.writer);
+    if (state === "down" || state === "removed") {
+      this.#logger.debug("reference to a chunk of a node gone kept by its adopter", {
+        chunk: hex(id),
+        writer: found.writer,
+      });
+      return 1;
+    }
+    let dropped: boolean;
+    try {
+      dropped = await this.#peers.release(found.writer, id, REFERENCE_FRAGMENT_INDEX);
+    } catch (e) {
+      throw new ChunkStoreError(
+        "unavailable",
+        `chunk ${hex(id)}: its writer, node ${found.writer}, did not drop the reference: ` +
+          (e as Error).message,
+      );
+    }
+    this.#located.delete(hex(id));
+    if (!dropped) throw notFound(id);
+    return 0;
+  }
+
+  /**
+   * Drops one reference to a chunk this node's index counts (asked by another node through
+   * which the chunk's reference was given back); false when it counts none.
+   */
+  async dropOwn(id: Uint8Array): Promise<boolean> {
+    this.#checkOpen();
+    checkId(id);
+    return await this.#withLock(id, async () => {
+      const entry = this.#entry(id);
+      if (entry === undefined || entry.refcount === 0) return false;
+      await this.#dropRef(id, entry);
+      return true;
+    });
+  }
+
+  /** Whether this node wrote chunk `id` and indexes references to it. */
+  hasOwn(id: Uint8Array): boolean {
+    this.#checkOpen();
+    checkId(id);
+    const entry = this.#entry(id);
+    return entry !== undefined && entry.writer === this.self && entry.refcount > 0;
+  }
+
+  async #dropRef(id: Uint8Array, entry: ClusterEntry): Promise<number> {
+    // The writer's count of references left with it: an adopted chunk is kept.
+    if (entry.adopted) return entry.refcount;
+    if (entry.refcount === 0) {
+      throw new ChunkStoreError(
+        "refcount_underflow",
+        `chunk ${hex(id)} has no references to drop`,
+      );
+    }
+    const next = { ...entry, refcount: entry.refcount - 1 };
+    await this.#commit((txn) => {
+      txn.put(this.#chunks, id, encodeClusterEntry(next));
+      if (next.refcount === 0) txn.put(this.#unreferenced, id, new Uint8Array(0));
+    });
+    return next.refcount;
   }
 
   async close(): Promise<void> {
@@ -596,12 +744,13 @@ export class ClusterChunkStore implements ChunkStore {
   async #frames(
     bytes: Uint8Array,
     d: Durability,
+    origin: FragmentOrigin,
   ): Promise<{ frames: Uint8Array[]; crcs: number[]; fragmentBytes: number }> {
     const payloads = await this.#encode(bytes, d);
     const crcs: number[] = [];
     payloads.forEach((p, i) => crcs.push(i > 0 && p === payloads[0] ? crcs[0]! : crc32c(p)));
     return {
-      frames: payloads.map((p, i) => encodeFragmentFrame(d, i, bytes.length, p, crcs[i])),
+      frames: payloads.map((p, i) => encodeFragmentFrame(d, i, bytes.length, p, origin, crcs[i])),
       crcs,
       fragmentBytes: payloads[0]!.length,
     };
@@ -630,7 +779,12 @@ export class ClusterChunkStore implements ChunkStore {
       const fixed = new Map<number, number>();
       placed.forEach((p, f) => {
         if (p === null) return;
-        const index = placement.indexOf(p.node, p.deviceId);
+        let index = placement.indexOf(p.node, p.deviceId);
+        // A holder whose device is not known (an adopted chunk's): one of its node's devices
+        // stands for it, so the node counts as used.
+        if (index < 0 && p.deviceId === "") {
+          index = placement.devices.findIndex((dev) => dev.node === p.node);
+        }
         if (index >= 0) fixed.set(f, index);
       });
       const choice = placement.place(id, fragments.length, {
@@ -958,8 +1112,11 @@ export class ClusterChunkStore implements ChunkStore {
       .catch(() => null);
     if (frame === null) return null;
     let header;
+    let payloadBytes;
     try {
-      header = decodeFragmentFrame(frame, first).header;
+      const decoded = decodeFragmentFrame(frame, first);
+      header = decoded.header;
+      payloadBytes = decoded.payload.length;
     } catch {
       return null;
     }
@@ -975,7 +1132,7 @@ export class ClusterChunkStore implements ChunkStore {
       durability: d,
       refcount: 1,
       lengthBytes: header.lengthBytes,
-      fragmentBytes: frame.length - FRAGMENT_FRAME_HEADER_BYTES,
+      fragmentBytes: payloadBytes,
       // The CRCs come with each frame; -1: no index of this node's to check them against.
       fragments: holders.map((node) => node === null ? null : { node, device: "", crc: -1 }),
       tenants: [],
@@ -1149,7 +1306,10 @@ export class ClusterChunkStore implements ChunkStore {
           return;
         }
         const { header } = decodeFragmentFrame(frame, i);
-        if (header.payloadCrc !== f.crc || header.lengthBytes !== entry.lengthBytes) {
+        // An adopted chunk's entry knows no CRCs (-1): the frame's own check stands.
+        if (
+          (f.crc >= 0 && header.payloadCrc !== f.crc) || header.lengthBytes !== entry.lengthBytes
+        ) {
           throw new Error("not the fragment the index names");
         }
       } catch (e) {
@@ -1165,12 +1325,16 @@ export class ClusterChunkStore implements ChunkStore {
       return { repaired: false, bytes: 0 };
     }
     const d = entry.durability;
-    const { frames: fragments, crcs } = await this.#frames(read.bytes.slice(), d);
+    const { frames: fragments, crcs } = await this.#frames(read.bytes.slice(), d, {
+      chunkId: id,
+      writer: entry.writer,
+    });
     const placement = await this.#currentPlacement();
     const placed: (Located | null)[] = entry.fragments.map((f, i) => {
       if (f === null || gone.has(i)) return null;
       return { device: placement.indexOf(f.node, f.device), node: f.node, deviceId: f.device };
     });
+    const kept = placed.map((p) => p !== null);
     const before = placed.filter((p) => p !== null).length;
     await this.#writeFragments(key, fragments, d, placed, new Set(broken.values()));
     const written = placed.filter((p) => p !== null).length - before;
@@ -1178,9 +1342,13 @@ export class ClusterChunkStore implements ChunkStore {
       ...entry,
       // A fragment that could not leave its holder yet stays named there: it is still held
       // (and still holds its reference) until a later pass finds it a place.
+      // A fragment left where it was keeps its record as it was (an adopted chunk's holders
+      // it did not write keep CRC -1: they hold the writer's reference, not this node's).
       fragments: placed.map((p, i) =>
         p === null
           ? (leaving.has(i) ? entry.fragments[i]! : null)
+          : kept[i]
+          ? entry.fragments[i]!
           : { node: p.node, device: p.deviceId, crc: crcs[i]! }
       ),
     };
@@ -1209,6 +1377,210 @@ export class ClusterChunkStore implements ChunkStore {
       this.#logger.info("chunk repaired", { chunk: hex(id), fragments: written });
     }
     return { repaired: complete, bytes };
+  }
+
+  /**
+   * Takes over chunks whose writer is recorded down or removed, found from the fragments this
+   * node holds: every frame names its chunk and writer (fragment_frame.ts), placement is
+   * known, so the survivors find the chunk's other holders without the writer. One survivor
+   * adopts it (the lowest node id among the live holders, so all agree without talking),
+   * records it in its index as degraded, and the repairer rebuilds the writer's fragments
+   * elsewhere. The chosen design keeps the index per node (no cluster-wide index through
+   * Raft): the writer's reference count is lost with it, so an adopted chunk is retained
+   * rather than collected; if this node has its own copy of the same chunk, that copy serves
+   * the id, is retained likewise, and the orphan's fragments are released (once the writer
+   * is removed). A writer that comes back with its index gets its chunks back.
+   *
+   * Reads up to `max` of this node's records (about `bytesMax` bytes) per step; a sweep
+   * runs once each time the set of writers gone changes (again, CLUSTER_ADOPT_RETRY_MS
+   * after it started, if it left a chunk).
+   */
+  async adoptStep(
+    options: { max?: number; bytesMax?: number } = {},
+  ): Promise<{ examined: number; adopted: number; bytes: number; more: boolean }> {
+    this.#checkOpen();
+    const max = options.max ?? CLUSTER_ADOPT_RECORDS_MAX;
+    const bytesMax = options.bytesMax ?? Infinity;
+    const idle = { examined: 0, adopted: 0, bytes: 0, more: false };
+    const gone = this.#members.nodes()
+      .filter((m) => m.id !== this.self && (m.state === "down" || m.state === "removed"))
+      .map((m) => m.id)
+      .sort((a, b) => a - b);
+    const sweepKey = gone.join(",");
+    await this.#handBackStep(sweepKey, gone, max);
+    if (gone.length === 0) {
+      this.#adopt = null;
+      return idle;
+    }
+    if (
+      this.#adopt === null || this.#adopt.key !== sweepKey ||
+      (this.#adopt.done && this.#adopt.deferred &&
+        this.#now() - this.#adopt.startedAt >= CLUSTER_ADOPT_RETRY_MS)
+    ) {
+      this.#adopt = {
+        key: sweepKey,
+        cursor: null,
+        done: false,
+        deferred: false,
+        startedAt: this.#now(),
+      };
+    }
+    const sweep = this.#adopt;
+    if (sweep.done) return idle;
+    const records = this.local.store.index.scan(sweep.cursor, max);
+    let examined = 0;
+    let adopted = 0;
+    let bytes = 0;
+    for (const { id: recordId, entry: record } of records) {
+      if (bytes >= bytesMax) break;
+      examined++;
+      sweep.cursor = recordId;
+      if (record.refcount === 0) continue;
+      let frame: Uint8Array;
+      try {
+        frame = await this.local.store.get(recordId);
+      } catch (e) {
+        // Unreadable here: the holder's scrub and the chunk's owner deal with it.
+        this.#logger.debug("fragment not read for adoption", { error: (e as Error).message });
+        continue;
+      }
+      bytes += frame.length;
+      let origin: FragmentOrigin | null;
+      let index: number;
+      try {
+        const { header } = decodeFragmentFrame(frame, null);
+        origin = header.origin;
+        index = header.index;
+      } catch {
+        continue; // a whole chunk from before the cluster, not a fragment
+      }
+      if (origin === null || !gone.includes(origin.writer)) continue;
+      const key = writerChunkId(origin.chunkId, origin.writer);
+      // The frame is the one kept under its own name (not a record that claims another's).
+      if (!bytesEqual(fragmentId(key, index), recordId)) continue;
+      const { chunkId, writer } = origin;
+      const outcome = await this.#withLock(chunkId, () => this.#adoptChunk(chunkId, writer));
+      if (outcome === "adopted") adopted++;
+      if (outcome === "deferred") sweep.deferred = true;
+    }
+    if (examined === records.length && records.length < max) sweep.done = true;
+    if (adopted > 0) adoptedChunks.inc({ pool: this.poolName }, adopted);
+    return { examined, adopted, bytes, more: !sweep.done };
+  }
+
+  /**
+   * Gives back up to `max` adopted chunks whose writer is up again and still indexes them
+   * (it came back with its data): the writer owns them again, and the fragments this node
+   * wrote for them (known CRC; the others hold the writer's reference) are released.
+   */
+  async #handBackStep(key: string, gone: readonly number[], max: number): Promise<void> {
+    const h = this.#handBack;
+    if (
+      h === null || h.key !== key ||
+      // A writer that did not answer is asked again after the node retry delay.
+      (h.done && h.cursor !== null && this.#now() - h.startedAt >= this.#nodeRetryMs)
+    ) {
+      this.#handBack = { key, cursor: null, done: false, startedAt: this.#now() };
+    }
+    const sweep = this.#handBack!;
+    if (sweep.done) return;
+    const start = sweep.cursor ?? undefined;
+    const batch: { id: Uint8Array; entry: ClusterEntry }[] = [];
+    for (const { key: id, value } of this.#chunks.range({ start, limit: max + 1 })) {
+      if (start !== undefined && batch.length === 0 && bytesEqual(id, start)) continue;
+      if (batch.length === max) break;
+      batch.push({ id, entry: decodeClusterEntry(value) });
+    }
+    /** Set when a writer could not be asked: the sweep runs again later. */
+    let unasked: Uint8Array | null = null;
+    const states = this.#states();
+    for (const { id, entry } of batch) {
+      if (!entry.adopted || entry.writer === this.self || gone.includes(entry.writer)) continue;
+      if (!takesFragments(states.get(entry.writer) ?? "unknown")) continue;
+      let owns = false;
+      try {
+        owns = await this.#peers.has(entry.writer, id, REFERENCE_FRAGMENT_INDEX);
+      } catch {
+        unasked = id;
+        continue;
+      }
+      if (!owns) continue; // back without its data: this node keeps the chunk
+      await this.#withLock(id, async () => {
+        const now = this.#entry(id);
+        if (now === undefined || !now.adopted || now.writer !== entry.writer) return;
+        const key = writerChunkId(id, now.writer);
+        await this.#commit((txn) => {
+          txn.delete(this.#chunks, id);
+          txn.delete(this.#degraded, id);
+          now.fragments.forEach((f, i) => {
+            if (f !== null && f.crc >= 0) {
+              txn.put(this.#releases, releaseKey(key, i, f.node), new Uint8Array(0));
+            }
+          });
+        });
+      });
+      this.#logger.info("adopted chunk given back to its writer", {
+        chunk: hex(id),
+        writer: entry.writer,
+      });
+    }
+    if (batch.length < max) {
+      sweep.done = true;
+      // Done, or to be run again from the start for a writer that did not answer.
+      sweep.cursor = unasked;
+    } else {
+      sweep.cursor = batch[batch.length - 1]!.id;
+    }
+  }
+
+  async #adoptChunk(
+    id: Uint8Array,
+    writer: number,
+  ): Promise<"adopted" | "skipped" | "deferred"> {
+    const existing = this.#entry(id);
+    if (existing !== undefined && existing.writer === writer) return "skipped";
+    const key = writerChunkId(id, writer);
+    const found = await this.#locateWritten(id, writer);
+    if (found === null) {
+      this.#logger.warn("chunk of a node gone not readable from its holders now; later", {
+        chunk: hex(id),
+        writer,
+      });
+      return "deferred";
+    }
+    const holders = found.fragments.flatMap((f) => (f === null ? [] : [f.node]));
+    if (Math.min(...holders) !== this.self) return "skipped";
+    if (existing !== undefined) {
+      // This node's own copy of the same bytes serves the id; it now carries the orphan's
+      // references too (uncounted). The orphan's fragments go once its writer is removed; a
+      // writer only down may come back with its index naming them.
+      const removed = this.#states().get(writer) === "removed";
+      await this.#commit((txn) => {
+        txn.put(this.#chunks, id, encodeClusterEntry({ ...existing, adopted: true }));
+        if (!removed) return;
+        found.fragments.forEach((f, i) => {
+          if (f !== null) txn.put(this.#releases, releaseKey(key, i, f.node), new Uint8Array(0));
+        });
+      });
+      this.#logger.info("chunk of a node gone merged into this node's copy", {
+        chunk: hex(id),
+        writer,
+      });
+      return "adopted";
+    }
+    const fragments = await Promise.all(found.fragments.map(async (f, i) => {
+      if (f === null) return null;
+      const device = f.node === this.self ? (await this.local.deviceOf(key, i)) ?? "" : "";
+      return { node: f.node, device, crc: -1 };
+    }));
+    const entry: ClusterEntry = { ...found, refcount: 1, fragments, adopted: true };
+    await this.#commit((txn) => {
+      txn.put(this.#chunks, id, encodeClusterEntry(entry));
+      txn.put(this.#degraded, id, new Uint8Array(0));
+    });
+    this.#located.delete(hex(id));
+    this.#logger.info("chunk of a node gone adopted for repair", { chunk: hex(id), writer });
+    return "adopted";
   }
 
   /**
@@ -1298,12 +1670,16 @@ export class ClusterChunkStore implements ChunkStore {
           // Repair and rebalance bytes in one step: a second's worth at the configured rate
           // (repair first: it restores redundancy, rebalance only spreads it).
           const started = this.#now();
-          const r = await this.repairStep({ bytesMax: this.#repairBytesPerSecond });
-          const b = await this.rebalanceStep({
-            bytesMax: Math.max(0, this.#repairBytesPerSecond - r.bytes),
+          // Adoption reads this node's fragment records: counted against the same budget.
+          const a = await this.adoptStep({ bytesMax: this.#repairBytesPerSecond });
+          const r = await this.repairStep({
+            bytesMax: Math.max(0, this.#repairBytesPerSecond - a.bytes),
           });
-          busy = gc.examined > 0 || r.more || b.more || missing > 0 || verifyHot;
-          const spent = r.bytes + b.bytes;
+          const b = await this.rebalanceStep({
+            bytesMax: Math.max(0, this.#repairBytesPerSecond - a.bytes - r.bytes),
+          });
+          busy = gc.examined > 0 || a.more || r.more || b.more || missing > 0 || verifyHot;
+          const spent = a.bytes + r.bytes + b.bytes;
           if (spent > 0) {
             const owedMs = (spent / this.#repairBytesPerSecond) * 1000 - (this.#now() - started);
             if (owedMs > 0 && !stopped) await sleep(owedMs);

@@ -62,7 +62,11 @@ class TestNode {
     this.server = FabricServer.attach(this.transport, {
       nodeId: this.id,
       clusterId: CLUSTER,
-      handler: fragmentHandler(this.local),
+      handler: fragmentHandler(this.local, {
+        dropOwn: (id) => this.store.dropOwn(id),
+        addOwn: (id, tag) => this.store.addOwn(id, tag),
+        hasOwn: (id) => Promise.resolve(this.store.hasOwn(id)),
+      }),
       logger,
     });
   }
@@ -801,6 +805,196 @@ Deno.test("ClusterChunkStore rebuilds what a removed node held and drops the rel
       assert.equal(new Set(held).size, 3, "three copies on the three nodes left");
       assert.deepEqual(await a!.store.get(c.id), c.bytes);
     }
+  } finally {
+    await cluster.close();
+  }
+});
+
+/** Which of `nodes` hold fragment `i` of `writer`'s copy of `chunk` (by asking each). */
+async function holdersOf(nodes: TestNode[], chunk: TestChunk, writer: number, i: number) {
+  const key = writerChunkId(chunk.id, writer);
+  const held: number[] = [];
+  for (const n of nodes) if ((await n.local.size(key, i)) !== null) held.push(n.id);
+  return held;
+}
+
+Deno.test("ClusterChunkStore survivors adopt and repair the chunks of a writer recorded down", async () => {
+  const states = new Map<number, RecordedNode["state"]>([[1, "up"], [2, "up"], [3, "up"], [
+    4,
+    "up",
+  ]]);
+  const cluster = await startCluster(4, { kind: "ec", k: 2, m: 1 }, {
+    members: (peers) => recorded(peers, states),
+  });
+  try {
+    const [a, b, c, d] = cluster.nodes;
+    const survivors = [b!, c!, d!];
+    const data = chunks(12, 31, 30_000);
+    for (const chunk of data) await a!.store.put(chunk.id, chunk.bytes);
+    // Node 2 wrote one of the chunks it holds a fragment of itself: its own copy then serves
+    // the id (node 1's fragments of it stay while node 1 is only down).
+    let shared: TestChunk | null = null;
+    for (const chunk of data) {
+      const mine = await Promise.all([0, 1, 2].map((i) => holdersOf([b!], chunk, 1, i)));
+      if (mine.flat().length > 0) shared = chunk;
+    }
+    assert.ok(shared !== null);
+    await b!.store.put(shared.id, shared.bytes);
+    // Nothing to adopt while every writer is up.
+    for (const n of survivors) assert.equal((await n.store.adoptStep()).adopted, 0);
+    // Node 1 is gone for good: only the fragments on the others are left.
+    await a!.stop();
+    states.set(1, "down");
+    let adopted = 0;
+    const done = async () => {
+      for (const chunk of data) {
+        const all = await Promise.all([0, 1, 2].map((i) => holdersOf(survivors, chunk, 1, i)));
+        if (chunk === shared) continue;
+        if (all.some((held) => held.length !== 1)) return false;
+        if (new Set(all.flat()).size !== 3) return false; // one fragment per node
+      }
+      return survivors.every((n) =>
+        n.store.degradedCount() === 0 && n.store.pendingReleases() === 0
+      );
+    };
+    for (let pass = 0; pass < 100 && !(await done()); pass++) {
+      for (const n of survivors) {
+        adopted += (await n.store.adoptStep()).adopted;
+        await n.store.repairStep();
+        await n.store.releasePending();
+      }
+      await new Promise((r) => setTimeout(r, 20));
+    }
+    assert.ok(await done(), "every chunk of node 1 back at full redundancy on the survivors");
+    assert.equal(adopted, data.length, "each chunk adopted once, by one survivor");
+    for (const chunk of data) {
+      // It reads back through every survivor, and is owned by one (node 2 for its own copy).
+      for (const n of survivors) assert.deepEqual(await n.store.get(chunk.id), chunk.bytes);
+      const owners = [];
+      for (const n of survivors) if (await n.store.has(chunk.id)) owners.push(n);
+      assert.equal(owners.length, 1, "one owner");
+      if (chunk === shared) assert.equal(owners[0], b);
+      // The writer's reference count went with it: the chunk is kept.
+      assert.equal(await owners[0]!.store.decRef(chunk.id), 1, "retained");
+      assert.equal((await owners[0]!.store.collect()).erased, 0);
+    }
+    // A further sweep finds nothing new.
+    for (const n of survivors) {
+      for (let s = 0; s < 3; s++) assert.equal((await n.store.adoptStep()).adopted, 0);
+    }
+    // Node 1 comes back with its index: it owns its chunks again, and the fragments the
+    // survivors rebuilt for them are released (node 1's own are still there).
+    await a!.listen();
+    states.set(1, "up");
+    const handedBack = async () => {
+      for (const chunk of data) {
+        const all = await Promise.all([0, 1, 2].map((i) => holdersOf(cluster.nodes, chunk, 1, i)));
+        if (all.some((held) => held.length !== 1)) return false;
+        if (chunk !== shared) {
+          for (const n of survivors) if (await n.store.has(chunk.id)) return false;
+        }
+      }
+      return true;
+    };
+    for (let pass = 0; pass < 50 && !(await handedBack()); pass++) {
+      for (const n of survivors) {
+        await n.store.adoptStep();
+        await n.store.releasePending();
+      }
+      await new Promise((r) => setTimeout(r, 20));
+    }
+    assert.ok(await handedBack(), "chunks given back to node 1, rebuilt fragments released");
+    assert.equal(await b!.store.has(shared.id), true, "node 2 keeps its own copy");
+    for (const chunk of data) {
+      assert.equal((await a!.store.stat(chunk.id))!.refcount, 1);
+      assert.deepEqual(await a!.store.get(chunk.id), chunk.bytes);
+    }
+  } finally {
+    await cluster.close();
+  }
+});
+
+Deno.test("ClusterChunkStore.decRef() through a node that did not write the chunk drops it on its writer", async () => {
+  const cluster = await startCluster(3, { kind: "copies", copies: 3 });
+  try {
+    const [a, b] = cluster.nodes;
+    const data = chunks(3, 41, 20_000);
+    for (const c of data) await a!.store.put(c.id, c.bytes);
+    await a!.store.incRef(data[0]!.id);
+    // Node 2 indexes none of them: the references are node 1's to drop.
+    assert.equal(await b!.store.has(data[0]!.id), false);
+    for (const c of data) await b!.store.decRef(c.id);
+    assert.equal((await a!.store.stat(data[0]!.id))!.refcount, 1, "one of two dropped");
+    for (const c of data.slice(1)) assert.equal((await a!.store.stat(c.id))!.refcount, 0);
+    assert.equal((await a!.store.collect()).erased, 2);
+    for (const c of data.slice(1)) {
+      for (const n of cluster.nodes) {
+        assert.equal(await n.local.size(writerChunkId(c.id, 1), 0), null, "released everywhere");
+      }
+      await assert.rejects(
+        () => b!.store.decRef(c.id),
+        (e: ChunkStoreError) => e.code === "not_found",
+      );
+    }
+    await b!.store.decRef(data[0]!.id);
+    assert.equal((await a!.store.stat(data[0]!.id))!.refcount, 0);
+    // An id no node stores is not found, as before.
+    await assert.rejects(
+      () => b!.store.decRef(new Uint8Array(32).fill(9)),
+      (e: ChunkStoreError) => e.code === "not_found",
+    );
+  } finally {
+    await cluster.close();
+  }
+});
+
+Deno.test("ClusterChunkStore merges a removed writer's copy into the adopter's own and releases it", async () => {
+  const states = new Map<number, RecordedNode["state"]>([[1, "up"], [2, "up"], [3, "up"]]);
+  const cluster = await startCluster(3, { kind: "copies", copies: 3 }, {
+    members: (peers) => recorded(peers, states),
+  });
+  try {
+    const [a, b, c] = cluster.nodes;
+    const [chunk] = chunks(1, 51, 20_000);
+    await a!.store.put(chunk!.id, chunk!.bytes);
+    await b!.store.put(chunk!.id, chunk!.bytes);
+    await a!.stop();
+    states.set(1, "removed");
+    const orphanHeld = async () =>
+      (await Promise.all([0, 1, 2].map((i) => holdersOf([b!, c!], chunk!, 1, i)))).flat().length;
+    assert.equal(await orphanHeld(), 2, "node 1's copies on nodes 2 and 3");
+    for (let pass = 0; pass < 50 && (await orphanHeld()) > 0; pass++) {
+      for (const n of [b!, c!]) {
+        await n.store.adoptStep();
+        await n.store.releasePending();
+      }
+      await new Promise((r) => setTimeout(r, 20));
+    }
+    assert.equal(await orphanHeld(), 0, "the removed writer's copies released");
+    assert.equal(await c!.store.has(chunk!.id), false, "node 3 adopted nothing");
+    assert.equal(await b!.store.decRef(chunk!.id), 1, "node 2's copy carries the references");
+    assert.deepEqual(await c!.store.get(chunk!.id), chunk!.bytes);
+  } finally {
+    await cluster.close();
+  }
+});
+
+Deno.test("ClusterChunkStore.incRef() through a node that did not write the chunk adds it on its writer", async () => {
+  const cluster = await startCluster(3, { kind: "copies", copies: 3 });
+  try {
+    const [a, b] = cluster.nodes;
+    const [chunk] = chunks(1, 61, 20_000);
+    await a!.store.put(chunk!.id, chunk!.bytes, { tenant: "t1" });
+    await b!.store.incRef(chunk!.id, { tenant: "t2" });
+    assert.equal((await a!.store.stat(chunk!.id))!.refcount, 2);
+    assert.equal(await b!.store.has(chunk!.id), false, "node 2 indexes nothing");
+    await b!.store.decRef(chunk!.id);
+    await b!.store.decRef(chunk!.id);
+    assert.equal((await a!.store.stat(chunk!.id))!.refcount, 0);
+    await assert.rejects(
+      () => b!.store.incRef(new Uint8Array(32).fill(3)),
+      (e: ChunkStoreError) => e.code === "not_found",
+    );
   } finally {
     await cluster.close();
   }

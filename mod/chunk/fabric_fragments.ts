@@ -2,7 +2,11 @@
 // fragments through a FabricClient, and fragmentHandler() serves this node's
 // LocalFragmentStore to theirs. A put's fabric metadata names the device placement chose;
 // the device inventory is a GET of a reserved fragment address (the all-zero chunk id at an
-// index no chunk has), so it needs no operation of its own on the wire.
+// index no chunk has), so it needs no operation of its own on the wire; likewise dropping a
+// reference to a chunk on the node whose index counts it is a DELETE of the chunk id at
+// another reserved index (a delete through a node that did not write the chunk), adding one
+// a PUT there (its metadata the tenant tag), and a STAT there asks whether the node still
+// indexes a chunk it wrote.
 
 import {
   FabricBadRequestError,
@@ -15,6 +19,7 @@ import {
 } from "../transport/mod.ts";
 import { ChunkStoreError } from "./chunk_store.ts";
 import { CLUSTER_PLACEMENT_FRAGMENTS_MAX } from "./cluster_placement.ts";
+import { REFERENCE_FRAGMENT_INDEX } from "./cluster_index.ts";
 import { FragmentPeerError, type FragmentPeers } from "./cluster_nodes.ts";
 import { checkInventory, type DeviceInventory, type LocalFragmentStore } from "./fragment_store.ts";
 
@@ -59,10 +64,48 @@ function asFabricError(e: unknown): unknown {
   }
 }
 
-/** Serves `local` to the other nodes' fabric clients. */
-export function fragmentHandler(local: LocalFragmentStore): FragmentHandler {
+/** What a node's own chunk index does for the others: drop a reference it counts. */
+export interface ChunkReferences {
+  /** Drops one reference to chunk `id` if this node's index counts it; false if not. */
+  dropOwn(id: Uint8Array): Promise<boolean>;
+  /**
+   * Adds one reference to chunk `id` (for the tenant tag, when given) if this node's index
+   * counts it; false if not.
+   */
+  addOwn(id: Uint8Array, tenantTag: string | null): Promise<boolean>;
+  /** Whether this node wrote chunk `id` and still indexes it (the owner of its references). */
+  hasOwn(id: Uint8Array): Promise<boolean>;
+}
+
+/** Serves `local` (and `references`, when given) to the other nodes' fabric clients. */
+export function fragmentHandler(
+  local: LocalFragmentStore,
+  references: ChunkReferences | null = null,
+): FragmentHandler {
   return {
     async put(request) {
+      if (request.index === REFERENCE_FRAGMENT_INDEX) {
+        if (references === null) {
+          throw new FabricBadRequestError("this node keeps no chunk references for others");
+        }
+        let tag: string;
+        try {
+          tag = decoder.decode(request.meta);
+        } catch {
+          throw new FabricBadRequestError("the tenant tag of a reference is not UTF-8");
+        }
+        if (tag !== "" && !/^[0-9a-f]{16}$/.test(tag)) {
+          throw new FabricBadRequestError("a reference names its tenant by a 16-hex-digit tag");
+        }
+        let added: boolean;
+        try {
+          added = await references.addOwn(request.chunkId, tag === "" ? null : tag);
+        } catch (e) {
+          throw asFabricError(e);
+        }
+        if (!added) throw new FabricNotFoundError("this node indexes no such chunk");
+        return;
+      }
       checkIndex(request.index);
       let device: string;
       try {
@@ -101,11 +144,28 @@ export function fragmentHandler(local: LocalFragmentStore): FragmentHandler {
       };
     },
     async stat(request) {
+      if (request.index === REFERENCE_FRAGMENT_INDEX) {
+        if (references === null) {
+          throw new FabricBadRequestError("this node keeps no chunk references for others");
+        }
+        const own = await references.hasOwn(request.chunkId);
+        return own ? { sizeBytes: 0, meta: new Uint8Array(0) } : null;
+      }
       checkIndex(request.index);
       const size = await local.size(request.chunkId, request.index);
       return size === null ? null : { sizeBytes: size, meta: new Uint8Array(0) };
     },
     async delete(request) {
+      if (request.index === REFERENCE_FRAGMENT_INDEX) {
+        if (references === null) {
+          throw new FabricBadRequestError("this node keeps no chunk references for others");
+        }
+        try {
+          return await references.dropOwn(request.chunkId);
+        } catch (e) {
+          throw asFabricError(e);
+        }
+      }
       checkIndex(request.index);
       try {
         return await local.release(request.chunkId, request.index);

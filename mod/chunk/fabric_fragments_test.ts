@@ -2,6 +2,7 @@ import assert from "node:assert/strict";
 import { FabricBadRequestError, FabricNoSpaceError, type FragmentGet } from "../transport/mod.ts";
 import { Prng, randomChunk, SimHarness, SimPool } from "./_testing.ts";
 import { fragmentHandler, INVENTORY_FRAGMENT_INDEX } from "./fabric_fragments.ts";
+import { REFERENCE_FRAGMENT_INDEX } from "./cluster_index.ts";
 import { checkInventory, fragmentId, LocalFragmentStore } from "./fragment_store.ts";
 
 async function harness() {
@@ -82,6 +83,38 @@ Deno.test("fragmentHandler() answers the device inventory at the reserved addres
       () => checkInventory({ node: 1, pool: "x", devices: [{ id: "", weight: 1 }] }),
       TypeError,
     );
+  } finally {
+    await h.close();
+  }
+});
+
+Deno.test("fragmentHandler() drops a chunk reference at the reserved index only where the node keeps references", async () => {
+  const { h, local, handler } = await harness();
+  try {
+    const id = new Uint8Array(32).fill(5);
+    const request = { from: 2, chunkId: id, index: REFERENCE_FRAGMENT_INDEX };
+    await assert.rejects(() => handler.delete(request), FabricBadRequestError);
+    const asked: Uint8Array[] = [];
+    const owner = fragmentHandler(local, {
+      dropOwn: (chunkId) => {
+        asked.push(chunkId);
+        return Promise.resolve(asked.length === 1);
+      },
+      hasOwn: (chunkId) => Promise.resolve(chunkId[0] === 5),
+      addOwn: () => Promise.resolve(true),
+    });
+    assert.notEqual(await owner.stat(request), null, "the owner indexes it");
+    assert.equal(await owner.stat({ ...request, chunkId: new Uint8Array(32) }), null);
+    await assert.rejects(() => handler.stat(request), FabricBadRequestError);
+    assert.equal(await owner.delete(request), true);
+    assert.equal(await owner.delete(request), false, "the owner counts no more");
+    assert.deepEqual(asked, [id, id]);
+    // A reference added: its metadata is the tenant tag (or nothing).
+    const add = (meta: Uint8Array) => ({ ...request, bytes: new Uint8Array(0), meta });
+    await owner.put(add(new Uint8Array(0)));
+    await owner.put(add(encoder.encode("0123456789abcdef")));
+    await assert.rejects(() => owner.put(add(encoder.encode("f-0"))), FabricBadRequestError);
+    await assert.rejects(() => handler.put(add(new Uint8Array(0))), FabricBadRequestError);
   } finally {
     await h.close();
   }

@@ -58,10 +58,16 @@ export async function startChunkFabric(options: {
 }): Promise<ChunkFabric> {
   const { config, transport, logger } = options;
   const fragments = new LocalFragmentStore({ node: config.nodeId, store: options.local });
+  // The store is made below; a reference dropped through another node waits for it.
+  let owner: ClusterChunkStore | null = null;
   const server = FabricServer.attach(transport, {
     nodeId: config.nodeId,
     clusterId: transport.clusterId,
-    handler: fragmentHandler(fragments),
+    handler: fragmentHandler(fragments, {
+      dropOwn: (id) => owner === null ? Promise.resolve(false) : owner.dropOwn(id),
+      addOwn: (id, tag) => owner === null ? Promise.resolve(false) : owner.addOwn(id, tag),
+      hasOwn: (id) => Promise.resolve(owner?.hasOwn(id) ?? false),
+    }),
     logger,
   });
   const client = new FabricClient({
@@ -86,6 +92,7 @@ export async function startChunkFabric(options: {
     fragmentBytesMax: FABRIC_FRAGMENT_SIZE_BYTES_MAX_DEFAULT,
     logger: logger.child({ component: "chunk-cluster" }),
   });
+  owner = store;
   const background = store.start();
   logger.info("chunk fabric started", {
     nodes: config.raftPeers.length,
