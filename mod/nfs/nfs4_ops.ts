@@ -6,7 +6,7 @@ import { assert, isLoopbackAddress, toHex } from "../base/mod.ts";
 import type { Logger } from "../obs/mod.ts";
 import type { BucketFs, Caller, CreateHow, FileAttr, SetAttr } from "./bucket_fs.ts";
 import { ACCESS_MODIFY, ACCESS_READ } from "./bucket_fs.ts";
-import { NfsError } from "./errors.ts";
+import { NFS3ERR_EXIST, NfsError } from "./errors.ts";
 import type { FsNode, HandleTable } from "./file_handle.ts";
 import {
   type AttrContext,
@@ -574,7 +574,18 @@ export function nfs4Ops(options: Nfs4OpsOptions): OpTable {
     const file = sfh(c);
     const { node: dir, attr: before } = await dirOf(c);
     // Names of one file share its chunk references and fileid (BucketFs's hard links).
-    await fs.link(file, dir, name, c.caller);
+    try {
+      await fs.link(file, dir, name, c.caller);
+    } catch (e) {
+      // A client that sends a LINK again (its first answer lost, or a later operation of the
+      // compound asked it to retry) finds the link it made: that is the answer it wanted.
+      if (!(e instanceof NfsError && e.status === NFS3ERR_EXIST)) throw e;
+      const [found, mine] = await Promise.all([
+        fs.lookup(dir, name, c.caller).catch(() => null),
+        fs.getattr(file),
+      ]);
+      if (found === null || found.attr.fileid !== mine.fileid) throw e;
+    }
     cinfo(w, before, await attrOf(dir));
   };
   t[OP_READLINK] = async (_r, w, c) => {
