@@ -23,7 +23,7 @@ const ADDRS = {
   KISEKI_RAFT_ADDR: "127.0.0.1:37300",
 };
 /** What v4_posix.sh checks, each printed as "ok: ...". */
-const CHECKS = 22;
+const CHECKS = 24;
 
 const unavailable = await guestUnavailable();
 
