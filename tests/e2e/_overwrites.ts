@@ -16,6 +16,28 @@ export interface OverwriteOptions {
   compaction?: { snapshotEntries?: number; marginEntries?: number; intervalMs?: number };
   /** Called every `every` overwrites with the count done. */
   progress?: { every: number; report: (done: number, raftBytes: number) => void };
+  /**
+   * How long to let the background work (the log's checkpoints releasing WAL segments,
+   * compaction) finish before raft/ is measured: until it stops shrinking for a second, at
+   * most this long (default 0: measured at once).
+   */
+  settleMs?: number;
+}
+
+/** The size of `dir` once it has stopped shrinking for a second, or after `maxMs`. */
+async function settledBytes(dir: string, maxMs: number): Promise<number> {
+  let best = await dirBytes(dir);
+  const deadline = Date.now() + maxMs;
+  let since = Date.now();
+  while (Date.now() < deadline && Date.now() - since < 1000) {
+    await new Promise((r) => setTimeout(r, 200));
+    const now = await dirBytes(dir);
+    if (now < best) {
+      best = now;
+      since = Date.now();
+    }
+  }
+  return best;
 }
 
 export interface OverwriteResult {
@@ -96,7 +118,7 @@ export async function runOverwrites(options: OverwriteOptions): Promise<Overwrit
     return {
       seconds: (performance.now() - started) / 1000,
       liveBytes: options.keys * options.valueBytes,
-      raftBytes: await dirBytes(`${options.dataDir}/raft`),
+      raftBytes: await settledBytes(`${options.dataDir}/raft`, options.settleMs ?? 0),
       viewBytes: await dirBytes(`${options.dataDir}/views`),
       logs: host.shardIds().map((shardId) => {
         const s = host.logBounds(shardId);
