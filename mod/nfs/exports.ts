@@ -187,6 +187,11 @@ export class NfsExports {
     return scope.fs;
   }
 
+  /** The file systems of the exports `host` may use (NFSv4's pseudo-file system shows them). */
+  visible(host: string): ExportFs[] {
+    return this.list().map((e) => this.#scope(e)).filter((s) => s.allowed(host)).map((s) => s.fs);
+  }
+
   /** Whether `host` may use any export (the RPC-level gate of calls without a handle). */
   anyAllowed(host: string): boolean {
     return this.list().some((e) => this.#scope(e).allowed(host));
@@ -253,7 +258,8 @@ export class ExportFs {
     }
   }
 
-  #isRoot(node: FsNode): boolean {
+  /** Whether `node` is the export's root (where NFSv4's pseudo-file system joins it). */
+  isRoot(node: FsNode): boolean {
     const root = this.root;
     if (root.kind === "root") return node.kind === "root";
     return node.kind === "dir" && node.path === "" &&
@@ -274,7 +280,7 @@ export class ExportFs {
   }
 
   parentOf(node: FsNode): FsNode {
-    return this.#isRoot(node) ? node : this.fs.parentOf(node);
+    return this.isRoot(node) ? node : this.fs.parentOf(node);
   }
 
   async lookup(
@@ -282,7 +288,7 @@ export class ExportFs {
     name: string,
     caller: Caller,
   ): Promise<{ node: FsNode; attr: FileAttr }> {
-    if (name === ".." && this.#isRoot(dir)) return await this.fs.lookup(dir, ".", caller);
+    if (name === ".." && this.isRoot(dir)) return await this.fs.lookup(dir, ".", caller);
     return await this.fs.lookup(dir, name, caller);
   }
 
@@ -294,7 +300,7 @@ export class ExportFs {
     caller: Caller,
   ): Promise<{ entries: DirEntry[]; eof: boolean }> {
     const listed = await this.fs.readdir(dir, cookie, max, plus, caller);
-    if (this.#isRoot(dir)) {
+    if (this.isRoot(dir)) {
       for (const e of listed.entries) {
         if (e.name !== "..") continue;
         const self = listed.entries.find((x) => x.name === ".");

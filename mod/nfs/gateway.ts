@@ -89,15 +89,12 @@ export function startNfsGateway(options: NfsGatewayOptions): NfsGateway {
     store: records,
     logger: options.logger,
     ready: loaded,
-    // NFSv4 serves the default tenant's namespace (the built-in export) to clients some
-    // export admits; per-export roots, read-only and root squash are v3's so far.
+    // NFSv4 goes through the same exports as v3 and MOUNT, under its pseudo-file system.
     ops: nfs4Ops({
-      fs: exports.defaultFs,
-      handles,
+      exports,
       state: nfs4State,
       writeVerifier,
       cookieVerifier,
-      clientAllowed: (host) => exports.anyAllowed(host),
       space: options.space,
       logger: options.logger,
     }),

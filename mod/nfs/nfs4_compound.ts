@@ -168,6 +168,8 @@ export class Nfs4Compound {
       client: null,
       cfh: null,
       sfh: null,
+      cfs: null,
+      sfs: null,
       cst: null,
       sst: null,
     };

@@ -2,12 +2,14 @@
 // one table from operation number to a handler that decodes its arguments, acts on BucketFs
 // (the namespace S3 and NFSv3 share) and Nfs4State, and writes its result after the status.
 
-import { assert, isLoopbackAddress, toHex } from "../base/mod.ts";
+import { assert, toHex } from "../base/mod.ts";
 import type { Logger } from "../obs/mod.ts";
-import type { BucketFs, Caller, CreateHow, FileAttr, SetAttr } from "./bucket_fs.ts";
+import type { Caller, CreateHow, FileAttr, SetAttr } from "./bucket_fs.ts";
 import { ACCESS_MODIFY, ACCESS_READ } from "./bucket_fs.ts";
 import { NFS3ERR_EXIST, NfsError } from "./errors.ts";
-import type { FsNode, HandleTable } from "./file_handle.ts";
+import type { NfsExports } from "./exports.ts";
+import type { FsNode } from "./file_handle.ts";
+import { type Nfs4Fs, nfs4FsidOf, Nfs4Namespace, type Nfs4Place } from "./nfs4_pseudo.ts";
 import {
   type AttrContext,
   changeOf,
@@ -67,9 +69,11 @@ import {
   NFS4ERR_OPENMODE,
   NFS4ERR_RECLAIM_BAD,
   NFS4ERR_RESTOREFH,
+  NFS4ERR_ROFS,
   NFS4ERR_SAME,
   NFS4ERR_SYMLINK,
   NFS4ERR_TOOSMALL,
+  NFS4ERR_XDEV,
   OP_ACCESS,
   OP_ALLOCATE,
   OP_CLOSE,
@@ -175,9 +179,11 @@ export interface OpContext {
   minor: number;
   session: Session | null;
   client: Client | null;
-  /** The current and saved file handles. */
+  /** The current and saved file handles, and the file systems (exports) they are in. */
   cfh: FsNode | null;
   sfh: FsNode | null;
+  cfs: Nfs4Fs | null;
+  sfs: Nfs4Fs | null;
   /** The current and saved stateids (RFC 8881 §16.2.3.1.2). */
   cst: Stateid | null;
   sst: Stateid | null;
@@ -187,13 +193,12 @@ export type OpHandler = (r: XdrReader, w: XdrWriter, c: OpContext) => Promise<vo
 export type OpTable = (OpHandler | undefined)[];
 
 export interface Nfs4OpsOptions {
-  fs: BucketFs;
-  handles: HandleTable;
+  /** What a client may reach: the exports its address is in, under the pseudo-file system. */
+  exports: NfsExports;
   state: Nfs4State;
   writeVerifier: Uint8Array;
   cookieVerifier: Uint8Array;
   fsid?: bigint;
-  clientAllowed?: (host: string) => boolean;
   space?: () => { totalBytes: number; freeBytes: number };
   logger?: Logger;
 }
@@ -239,8 +244,8 @@ function fileKeyOf(node: FsNode): string {
 
 /** The table of operations (session operations live in nfs4_compound.ts). */
 export function nfs4Ops(options: Nfs4OpsOptions): OpTable {
-  const { fs, handles, state } = options;
-  const allowed = options.clientAllowed ?? isLoopbackAddress;
+  const { state } = options;
+  const namespace = new Nfs4Namespace(options.exports);
   const fsid = options.fsid ?? 0x6b69_7365n;
   const t: OpTable = [];
 
@@ -250,30 +255,42 @@ export function nfs4Ops(options: Nfs4OpsOptions): OpTable {
   };
   const sfh = (c: OpContext): FsNode => {
     if (c.sfh === null) throw new Nfs4Error(NFS4ERR_NOFILEHANDLE, "no saved file handle");
+    sameFs(c);
     return c.sfh;
   };
-  const setFh = (c: OpContext, node: FsNode) => {
-    if (!allowed(c.rpc.peerHost)) throw new Nfs4Error(NFS4ERR_ACCESS, "client not allowed");
-    c.cfh = node;
+  const setFh = (c: OpContext, at: Nfs4Place) => {
+    c.cfs = at.fs;
+    c.cfh = at.node;
     c.cst = null;
   };
-  const attrOf = async (node: FsNode): Promise<FileAttr | null> => {
+  /** The file system of the current handle. */
+  const F = (c: OpContext): Nfs4Fs => {
+    if (c.cfs === null) throw new Nfs4Error(NFS4ERR_NOFILEHANDLE, "no current file handle");
+    return c.cfs;
+  };
+  /** The caller as the current handle's export sees it (root squashed when it says so). */
+  const who = (c: OpContext): Caller => F(c).caller(c.caller);
+  /** The saved handle of a two-handle operation, which must be of the current one's export. */
+  const sameFs = (c: OpContext): void => {
+    if (c.sfs !== c.cfs) throw new Nfs4Error(NFS4ERR_XDEV, "the handles are of different exports");
+  };
+  const attrOf = async (c: OpContext, node: FsNode): Promise<FileAttr | null> => {
     try {
-      return await fs.getattr(node);
+      return await F(c).getattr(node);
     } catch {
       return null;
     }
   };
   const dirOf = async (c: OpContext): Promise<{ node: FsNode; attr: FileAttr }> => {
     const node = cfh(c);
-    const attr = await fs.getattr(node);
+    const attr = await F(c).getattr(node);
     if (attr.type === "symlink") throw new Nfs4Error(NFS4ERR_SYMLINK, "a symlink");
     if (attr.type !== "dir") throw new Nfs4Error(NFS4ERR_NOTDIR, "not a directory");
     return { node, attr };
   };
   /** The current file as a regular file (READ, WRITE, LOCK, ...). */
-  const fileOf = async (node: FsNode): Promise<FileAttr> => {
-    const attr = await fs.getattr(node);
+  const fileOf = async (c: OpContext, node: FsNode): Promise<FileAttr> => {
+    const attr = await F(c).getattr(node);
     if (attr.type === "dir") throw new Nfs4Error(NFS4ERR_ISDIR, "a directory");
     if (attr.type === "symlink") throw new Nfs4Error(NFS4ERR_SYMLINK, "a symlink");
     return attr;
@@ -283,7 +300,12 @@ export function nfs4Ops(options: Nfs4OpsOptions): OpTable {
       after === null ? 0n : changeOf(after),
     );
   };
-  const attrCtx = async (node: FsNode, asked: ReadonlySet<number>): Promise<AttrContext> => {
+  const attrCtx = async (
+    c: OpContext,
+    node: FsNode,
+    asked: ReadonlySet<number>,
+  ): Promise<AttrContext> => {
+    const fs = F(c);
     let space = { totalBytes: 0, freeBytes: 0, files: 0 };
     if (SPACE_BITS.some((b) => asked.has(b))) {
       const usage = await fs.usage();
@@ -295,8 +317,8 @@ export function nfs4Ops(options: Nfs4OpsOptions): OpTable {
       };
     }
     return {
-      fh: handles.encode(node),
-      fsid,
+      fh: fs.handle(node),
+      fsid: nfs4FsidOf(fs, fsid),
       leaseSeconds: Math.round(state.leaseMs / 1000),
       ioBytesMax: NFS4_IO_BYTES_MAX,
       fileBytesMax: NFS4_FILE_BYTES_MAX,
@@ -365,47 +387,46 @@ export function nfs4Ops(options: Nfs4OpsOptions): OpTable {
   // ---- file handles --------------------------------------------------------------------------
 
   t[OP_PUTROOTFH] = (_r, _w, c) => {
-    setFh(c, { kind: "root" });
+    setFh(c, namespace.root(c.rpc.peerHost));
     return Promise.resolve();
   };
   t[OP_PUTPUBFH] = t[OP_PUTROOTFH];
   t[OP_PUTFH] = (r, _w, c) => {
     const fh = r.opaque(NFS4_FHSIZE);
-    setFh(c, handles.decode(fh));
+    setFh(c, namespace.fromHandle(fh, c.rpc.peerHost));
     return Promise.resolve();
   };
   t[OP_GETFH] = (_r, w, c) => {
-    w.opaque(handles.encode(cfh(c)));
+    w.opaque(F(c).handle(cfh(c)));
     return Promise.resolve();
   };
   t[OP_SAVEFH] = (_r, _w, c) => {
     c.sfh = cfh(c);
+    c.sfs = c.cfs;
     c.sst = c.cst;
     return Promise.resolve();
   };
   t[OP_RESTOREFH] = (_r, _w, c) => {
     if (c.sfh === null) throw new Nfs4Error(NFS4ERR_RESTOREFH, "no saved file handle");
     c.cfh = c.sfh;
+    c.cfs = c.sfs;
     c.cst = c.sst;
     return Promise.resolve();
   };
   t[OP_LOOKUP] = async (r, _w, c) => {
     const name = readComponent(r);
     const { node } = await dirOf(c);
-    const found = await fs.lookup(node, name, c.caller);
-    c.cfh = found.node;
-    c.cst = null;
+    setFh(c, await namespace.lookup({ fs: F(c), node }, name, c.rpc.peerHost, c.caller));
   };
   t[OP_LOOKUPP] = async (_r, _w, c) => {
     const { node } = await dirOf(c);
-    if (node.kind === "root") throw new Nfs4Error(NFS4ERR_NOENT, "the root has no parent");
-    c.cfh = fs.parentOf(node);
-    c.cst = null;
+    setFh(c, namespace.parent({ fs: F(c), node }, c.rpc.peerHost));
   };
   const secinfo = (w: XdrWriter, c: OpContext) => {
     w.u32(1).u32(AUTH_SYS_FLAVOR);
     // SECINFO consumes the current file handle (RFC 8881 §2.6.3.1.1.8).
     c.cfh = null;
+    c.cfs = null;
   };
   t[OP_SECINFO_NO_NAME] = async (r, w, c) => {
     const style = r.u32();
@@ -413,14 +434,14 @@ export function nfs4Ops(options: Nfs4OpsOptions): OpTable {
     const node = cfh(c);
     if (style === 1) {
       const { node: dir } = await dirOf(c);
-      if (dir.kind === "root") throw new Nfs4Error(NFS4ERR_NOENT, "the root has no parent");
-    } else await fs.getattr(node);
+      namespace.parent({ fs: F(c), node: dir }, c.rpc.peerHost);
+    } else await F(c).getattr(node);
     secinfo(w, c);
   };
   t[OP_SECINFO] = async (r, w, c) => {
     const name = readComponent(r);
     const { node } = await dirOf(c);
-    await fs.lookup(node, name, c.caller);
+    await namespace.lookup({ fs: F(c), node }, name, c.rpc.peerHost, c.caller);
     secinfo(w, c);
   };
 
@@ -429,8 +450,8 @@ export function nfs4Ops(options: Nfs4OpsOptions): OpTable {
   t[OP_GETATTR] = async (r, w, c) => {
     const asked = readBitmap(r);
     const node = cfh(c);
-    const attr = await fs.getattr(node);
-    encodeFattr(w, asked, attr, await attrCtx(node, asked));
+    const attr = await F(c).getattr(node);
+    encodeFattr(w, asked, attr, await attrCtx(c, node, asked));
   };
   const verify = async (r: XdrReader, c: OpContext): Promise<boolean> => {
     const asked = readBitmap(r);
@@ -441,7 +462,7 @@ export function nfs4Ops(options: Nfs4OpsOptions): OpTable {
     }
     const node = cfh(c);
     const mine = new XdrWriter(256);
-    encodeFattr(mine, asked, await fs.getattr(node), await attrCtx(node, asked));
+    encodeFattr(mine, asked, await F(c).getattr(node), await attrCtx(c, node, asked));
     const ours = new XdrReader(mine.finish());
     readBitmap(ours);
     const values = ours.opaque(FATTR4_BYTES_MAX);
@@ -462,10 +483,10 @@ export function nfs4Ops(options: Nfs4OpsOptions): OpTable {
       bits = decoded.bits;
       const node = cfh(c);
       if (decoded.attr.size !== undefined) {
-        await fileOf(node);
+        await fileOf(c, node);
         forWrite(c, id, node);
       }
-      await fs.setattr(node, decoded.attr, c.caller, null);
+      await F(c).setattr(node, decoded.attr, who(c), null);
     } catch (e) {
       if (e instanceof XdrError) throw e;
       withBody(e, empty);
@@ -474,8 +495,8 @@ export function nfs4Ops(options: Nfs4OpsOptions): OpTable {
   };
   t[OP_ACCESS] = async (r, w, c) => {
     const asked = r.u32();
-    const attr = await fs.getattr(cfh(c));
-    w.u32(asked & 0x3f).u32(fs.access(attr, c.caller, asked & 0x3f));
+    const attr = await F(c).getattr(cfh(c));
+    w.u32(asked & 0x3f).u32(F(c).access(attr, who(c), asked & 0x3f));
   };
 
   // ---- directories ---------------------------------------------------------------------------
@@ -494,7 +515,7 @@ export function nfs4Ops(options: Nfs4OpsOptions): OpTable {
     const replyMax = Math.min(maxcount, NFS4_READDIR_BYTES_MAX);
     if (replyMax < 64) throw new Nfs4Error(NFS4ERR_TOOSMALL, `maxcount ${maxcount}`);
     const want = Math.max(1, Math.min(NFS4_READDIR_ENTRIES_MAX, Math.floor(replyMax / 128) + 1));
-    const listed = await fs.readdir(dir, cookie === 0n ? 2n : cookie, want, true, c.caller);
+    const listed = await F(c).readdir(dir, cookie === 0n ? 2n : cookie, want, true, who(c));
     w.fixed(options.cookieVerifier);
     const start = w.length;
     let eof = listed.eof;
@@ -505,9 +526,9 @@ export function nfs4Ops(options: Nfs4OpsOptions): OpTable {
       const entry = new XdrWriter(256);
       entry.bool(true).u64(e.cookie).string(e.name);
       const nameBytes = entry.length;
-      const attr = e.attr ?? await attrOf(e.node);
+      const attr = e.attr ?? await attrOf(c, e.node);
       if (attr === null) continue;
-      encodeFattr(entry, asked, attr, await attrCtx(e.node, asked));
+      encodeFattr(entry, asked, attr, await attrCtx(c, e.node, asked));
       const bytes = entry.finish();
       if (
         start + (w.length - start) + bytes.length + 16 > replyMax ||
@@ -537,14 +558,14 @@ export function nfs4Ops(options: Nfs4OpsOptions): OpTable {
     const decoded = decodeSetAttr(r);
     const { node: dir, attr: before } = await dirOf(c);
     let made: { node: FsNode; attr: FileAttr };
-    if (type === NF4DIR) made = await fs.mkdir(dir, name, decoded.attr, c.caller);
+    if (type === NF4DIR) made = await F(c).mkdir(dir, name, decoded.attr, who(c));
     else if (type === NF4LNK) {
-      made = await fs.symlink(dir, name, target, decoded.attr, c.caller);
+      made = await F(c).symlink(dir, name, target, decoded.attr, who(c));
     } else {
       // Devices, sockets and fifos have no object form; regular files come from OPEN.
       throw new Nfs4Error(NFS4ERR_BADTYPE, `type ${type} cannot be created`);
     }
-    cinfo(w, before, await attrOf(dir));
+    cinfo(w, before, await attrOf(c, dir));
     writeBitmap(w, decoded.bits);
     c.cfh = made.node;
     c.cst = null;
@@ -552,22 +573,22 @@ export function nfs4Ops(options: Nfs4OpsOptions): OpTable {
   t[OP_REMOVE] = async (r, w, c) => {
     const name = readComponent(r);
     const { node: dir, attr: before } = await dirOf(c);
-    const found = await fs.lookup(dir, name, c.caller);
-    if (found.attr.type === "dir") await fs.rmdir(dir, name, c.caller);
-    else await fs.remove(dir, name, c.caller);
-    cinfo(w, before, await attrOf(dir));
+    const found = await F(c).lookup(dir, name, who(c));
+    if (found.attr.type === "dir") await F(c).rmdir(dir, name, who(c));
+    else await F(c).remove(dir, name, who(c));
+    cinfo(w, before, await attrOf(c, dir));
   };
   t[OP_RENAME] = async (r, w, c) => {
     const oldName = readComponent(r);
     const newName = readComponent(r);
     const from = sfh(c);
     const to = cfh(c);
-    const fromBefore = await fs.getattr(from);
+    const fromBefore = await F(c).getattr(from);
     const { attr: toBefore } = await dirOf(c);
     if (fromBefore.type !== "dir") throw new Nfs4Error(NFS4ERR_NOTDIR, "not a directory");
-    await fs.rename(from, oldName, to, newName, c.caller);
-    cinfo(w, fromBefore, await attrOf(from));
-    cinfo(w, toBefore, await attrOf(to));
+    await F(c).rename(from, oldName, to, newName, who(c));
+    cinfo(w, fromBefore, await attrOf(c, from));
+    cinfo(w, toBefore, await attrOf(c, to));
   };
   t[OP_LINK] = async (r, w, c) => {
     const name = readComponent(r);
@@ -575,24 +596,24 @@ export function nfs4Ops(options: Nfs4OpsOptions): OpTable {
     const { node: dir, attr: before } = await dirOf(c);
     // Names of one file share its chunk references and fileid (BucketFs's hard links).
     try {
-      await fs.link(file, dir, name, c.caller);
+      await F(c).link(file, dir, name, who(c));
     } catch (e) {
       // A client that sends a LINK again (its first answer lost, or a later operation of the
       // compound asked it to retry) finds the link it made: that is the answer it wanted.
       if (!(e instanceof NfsError && e.status === NFS3ERR_EXIST)) throw e;
       const [found, mine] = await Promise.all([
-        fs.lookup(dir, name, c.caller).catch(() => null),
-        fs.getattr(file),
+        F(c).lookup(dir, name, who(c)).catch(() => null),
+        F(c).getattr(file),
       ]);
       if (found === null || found.attr.fileid !== mine.fileid) throw e;
     }
-    cinfo(w, before, await attrOf(dir));
+    cinfo(w, before, await attrOf(c, dir));
   };
   t[OP_READLINK] = async (_r, w, c) => {
     const node = cfh(c);
-    const attr = await fs.getattr(node);
+    const attr = await F(c).getattr(node);
     if (attr.type !== "symlink") throw new Nfs4Error(NFS4ERR_INVAL, "not a symlink");
-    w.string(await fs.readlink(node));
+    w.string(await F(c).readlink(node));
   };
 
   // ---- opens ---------------------------------------------------------------------------------
@@ -638,6 +659,9 @@ export function nfs4Ops(options: Nfs4OpsOptions): OpTable {
     if (access === 0 || (shareDeny & ~3) !== 0) {
       throw new Nfs4Error(NFS4ERR_INVAL, `share access ${shareAccess} deny ${shareDeny}`);
     }
+    if ((access & OPEN4_SHARE_ACCESS_WRITE) !== 0 && F(c).readOnly) {
+      throw new Nfs4Error(NFS4ERR_ROFS, "the export is read-only");
+    }
     if (claim !== CLAIM_NULL && claim !== CLAIM_FH && claim !== CLAIM_PREVIOUS) {
       // No delegation is ever granted, so none is there to claim.
       throw new Nfs4Error(NFS4ERR_RECLAIM_BAD, "no delegation to claim");
@@ -661,7 +685,7 @@ export function nfs4Ops(options: Nfs4OpsOptions): OpTable {
       before = dirBefore;
       let existing: { node: FsNode; attr: FileAttr } | null = null;
       try {
-        existing = await fs.lookup(dir, name!, c.caller);
+        existing = await F(c).lookup(dir, name!, who(c));
       } catch (e) {
         if (nfs4StatusOf(e) !== NFS4ERR_NOENT) throw e;
       }
@@ -676,21 +700,21 @@ export function nfs4Ops(options: Nfs4OpsOptions): OpTable {
         node = existing.node;
         attr = existing.attr;
       } else {
-        const made = await fs.create(dir, name!, how, c.caller);
+        const made = await F(c).create(dir, name!, how, who(c));
         created = existing === null;
         node = made.node;
         attr = made.attr;
         if (exclusiveAttr && created && createAttr.bits.length > 0) {
-          attr = await fs.setattr(node, createAttr.attr, c.caller, null);
+          attr = await F(c).setattr(node, createAttr.attr, who(c), null);
         }
         if (created || how.mode === "unchecked") attrset = createAttr.bits;
-        after = await attrOf(dir);
+        after = await attrOf(c, dir);
       }
       after ??= before;
     } else {
       if (how !== null) throw new Nfs4Error(NFS4ERR_INVAL, "create by file handle");
       node = cfh(c);
-      attr = await fileOf(node);
+      attr = await fileOf(c, node);
     }
     if (attr.type === "dir") throw new Nfs4Error(NFS4ERR_ISDIR, "a directory");
     if (attr.type === "symlink") throw new Nfs4Error(NFS4ERR_SYMLINK, "a symlink");
@@ -698,7 +722,7 @@ export function nfs4Ops(options: Nfs4OpsOptions): OpTable {
       let asked = 0;
       if (access & OPEN4_SHARE_ACCESS_READ) asked |= ACCESS_READ;
       if (access & OPEN4_SHARE_ACCESS_WRITE) asked |= ACCESS_MODIFY;
-      if (fs.access(attr, c.caller, asked) !== asked) {
+      if (F(c).access(attr, who(c), asked) !== asked) {
         throw new Nfs4Error(NFS4ERR_ACCESS, "the mode does not permit this open");
       }
     }
@@ -807,7 +831,7 @@ export function nfs4Ops(options: Nfs4OpsOptions): OpTable {
       }
     } else if (state.inGrace()) throw new Nfs4Error(NFS4ERR_GRACE, "in the grace period");
     const node = cfh(c);
-    await fileOf(node);
+    await fileOf(c, node);
     let lst: LockState;
     if (owner !== null) {
       const open = openOf(c, openId!);
@@ -841,7 +865,7 @@ export function nfs4Ops(options: Nfs4OpsOptions): OpTable {
     const client = clientOf(c);
     if (state.inGrace()) throw new Nfs4Error(NFS4ERR_GRACE, "in the grace period");
     const node = cfh(c);
-    await fileOf(node);
+    await fileOf(c, node);
     const found = state.conflict(
       fileKeyOf(node),
       `${client.id}:${toHex(owner.owner)}`,
@@ -857,7 +881,7 @@ export function nfs4Ops(options: Nfs4OpsOptions): OpTable {
     const range = lockRange(r.u64(), r.u64());
     const lst = lockOf(c, id);
     const node = cfh(c);
-    await fileOf(node);
+    await fileOf(c, node);
     if (lst.fileKey !== fileKeyOf(node)) throw new Nfs4Error(NFS4ERR_BAD_STATEID, "another file's");
     state.unlock(lst, range);
     c.cst = { seqid: lst.seqid, other: lst.other };
@@ -871,11 +895,11 @@ export function nfs4Ops(options: Nfs4OpsOptions): OpTable {
     const offset = r.u64Number("offset");
     const asked = r.u32();
     const node = cfh(c);
-    await fileOf(node);
+    await fileOf(c, node);
     forRead(c, id, node);
     const room = (c.session?.maxResponseBytes ?? NFS4_IO_BYTES_MAX) - 512;
     const count = Math.max(0, Math.min(asked, NFS4_IO_BYTES_MAX, room));
-    const got = await fs.read(node, offset, count, c.caller);
+    const got = await F(c).read(node, offset, count, who(c));
     w.bool(got.eof).opaque(got.data);
   };
   t[OP_WRITE] = async (r, w, c) => {
@@ -885,12 +909,12 @@ export function nfs4Ops(options: Nfs4OpsOptions): OpTable {
     if (stable > FILE_SYNC4) throw new XdrError(`stable_how4 ${stable}`);
     const data = r.opaque(NFS4_IO_BYTES_MAX);
     const node = cfh(c);
-    await fileOf(node);
+    await fileOf(c, node);
     forWrite(c, id, node);
     if (offset + data.length > NFS4_FILE_BYTES_MAX) {
       throw new Nfs4Error(NFS4ERR_FBIG, "past the largest file");
     }
-    await fs.write(node, offset, data, stable !== UNSTABLE4, c.caller);
+    await F(c).write(node, offset, data, stable !== UNSTABLE4, who(c));
     w.u32(data.length).u32(stable === UNSTABLE4 ? UNSTABLE4 : FILE_SYNC4)
       .fixed(options.writeVerifier);
   };
@@ -898,8 +922,8 @@ export function nfs4Ops(options: Nfs4OpsOptions): OpTable {
     r.u64();
     r.u32();
     const node = cfh(c);
-    await fileOf(node);
-    await fs.commit(node);
+    await fileOf(c, node);
+    await F(c).commit(node);
     w.fixed(options.writeVerifier);
   };
 
@@ -910,12 +934,12 @@ export function nfs4Ops(options: Nfs4OpsOptions): OpTable {
     const offset = r.u64Number("offset");
     const length = r.u64Number("length");
     const node = cfh(c);
-    const attr = await fileOf(node);
+    const attr = await fileOf(c, node);
     forWrite(c, id, node);
     if (offset + length > NFS4_FILE_BYTES_MAX) throw new Nfs4Error(NFS4ERR_FBIG, "too large");
     // An object's space is its bytes: allocating past the end makes the file that long.
     if (offset + length > attr.size) {
-      await fs.setattr(node, { size: offset + length }, c.caller, null);
+      await F(c).setattr(node, { size: offset + length }, who(c), null);
     }
   };
   t[OP_DEALLOCATE] = async (r, _w, c) => {
@@ -923,7 +947,7 @@ export function nfs4Ops(options: Nfs4OpsOptions): OpTable {
     const offset = r.u64Number("offset");
     const length = r.u64Number("length");
     const node = cfh(c);
-    const attr = await fileOf(node);
+    const attr = await fileOf(c, node);
     forWrite(c, id, node);
     const end = Math.min(attr.size, offset + length);
     if (end <= offset) return;
@@ -932,15 +956,15 @@ export function nfs4Ops(options: Nfs4OpsOptions): OpTable {
     }
     // Objects keep no holes: the range reads as zeros, stored deduplicated.
     for (let at = offset; at < end; at += IO_PIECE_BYTES) {
-      await fs.write(
+      await F(c).write(
         node,
         at,
         ZEROS.subarray(0, Math.min(IO_PIECE_BYTES, end - at)),
         false,
-        c.caller,
+        who(c),
       );
     }
-    await fs.commit(node);
+    await F(c).commit(node);
   };
   t[OP_SEEK] = async (r, w, c) => {
     const id = readStateid(r);
@@ -950,7 +974,7 @@ export function nfs4Ops(options: Nfs4OpsOptions): OpTable {
       throw new XdrError(`data_content4 ${what}`);
     }
     const node = cfh(c);
-    const attr = await fileOf(node);
+    const attr = await fileOf(c, node);
     forRead(c, id, node);
     if (offset >= BigInt(attr.size)) throw new Nfs4Error(NFS4ERR_NXIO, "past the end");
     // Data everywhere (holes are stored as zeros); the only hole is the one at the end.
@@ -969,8 +993,8 @@ export function nfs4Ops(options: Nfs4OpsOptions): OpTable {
     if (servers !== 0) throw new Nfs4Error(NFS4ERR_NOTSUPP, "inter-server copy");
     const src = sfh(c);
     const dst = cfh(c);
-    const srcAttr = await fileOf(src);
-    await fileOf(dst);
+    const srcAttr = await fileOf(c, src);
+    await fileOf(c, dst);
     forRead(c, srcId, src);
     forWrite(c, dstId, dst);
     if (srcOffset > srcAttr.size || (count !== 0 && srcOffset + count > srcAttr.size)) {
@@ -985,17 +1009,17 @@ export function nfs4Ops(options: Nfs4OpsOptions): OpTable {
     total = Math.min(total, NFS4_COPY_BYTES_MAX);
     let copied = 0;
     while (copied < total) {
-      const got = await fs.read(
+      const got = await F(c).read(
         src,
         srcOffset + copied,
         Math.min(IO_PIECE_BYTES, total - copied),
-        c.caller,
+        who(c),
       );
       if (got.data.length === 0) break;
-      await fs.write(dst, dstOffset + copied, got.data, false, c.caller);
+      await F(c).write(dst, dstOffset + copied, got.data, false, who(c));
       copied += got.data.length;
     }
-    await fs.commit(dst);
+    await F(c).commit(dst);
     w.u32(0).u64(copied).u32(FILE_SYNC4).fixed(options.writeVerifier);
     w.bool(true).bool(true);
   };
