@@ -8,7 +8,7 @@ import { RpcClient } from "./rpc_client.ts";
 import { HandleTable } from "./file_handle.ts";
 import { attrRequest, Nfs4Client, op, open, type Stateid4, writeStateid } from "./nfs4_client.ts";
 import * as C from "./nfs4_const.ts";
-import { FATTR4_MODE, FATTR4_OWNER, FATTR4_TYPE } from "./nfs4_attrs.ts";
+import { FATTR4_FILEHANDLE, FATTR4_MODE, FATTR4_OWNER, FATTR4_TYPE } from "./nfs4_attrs.ts";
 import { XdrReader, XdrWriter } from "./xdr.ts";
 
 const quiet = createLogger({ level: "error", format: "text", sink: { write: () => {} } });
@@ -150,6 +150,18 @@ Deno.test("NFSv4 exports: the pseudo root shows only the exports the client's ne
     ]);
     assert.equal(out.status, 0);
     assert.deepEqual(out.results[6]!.value, root.results[3]!.value);
+    // READDIR of the pseudo root hands out the export's own handle for its entry.
+    const fhs = await c.call([
+      putroot,
+      op(C.OP_READDIR, (w) => {
+        w.u64(0n).fixed(new Uint8Array(8)).u32(8192).u32(8192);
+        attrRequest(w, [FATTR4_FILEHANDLE]);
+      }),
+      lookup("acme"),
+      getfh,
+    ]);
+    const acme = fhs.results[2]!.value.entries.find((e: { name: string }) => e.name === "acme");
+    assert.deepEqual(new XdrReader(acme.attrs.values).opaque(128), fhs.results[4]!.value);
     // A pseudo handle works again by PUTFH, and the pseudo-file system is read-only.
     const again = await c.call([putfh(root.results[3]!.value), readdir]);
     assert.deepEqual(names(again, 2), ["acme", "ro"]);
@@ -211,6 +223,9 @@ Deno.test("NFSv4 exports: a read-only export answers NFS4ERR_ROFS to every chang
       const r = await c.call(ops);
       assert.equal(r.status, C.NFS4ERR_ROFS, `ops ${ops.map((o) => o.op).join(",")}`);
     }
+    // 4.2's ALLOCATE inside the file's size changes nothing, and is still a change.
+    const allocate = op(C.OP_ALLOCATE, (w) => writeStateid(w, ANON).u64(0).u64(1));
+    assert.equal((await c.call([...plan, allocate], { minor: 2 })).status, C.NFS4ERR_ROFS);
     // Nothing changed: the bucket still holds just the one object, as it was.
     const list = await c.call([...at, readdir]);
     assert.deepEqual(names(list, 4), ["plan.txt"]);

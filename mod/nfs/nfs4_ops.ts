@@ -9,7 +9,7 @@ import { ACCESS_MODIFY, ACCESS_READ } from "./bucket_fs.ts";
 import { NFS3ERR_EXIST, NfsError } from "./errors.ts";
 import type { NfsExports } from "./exports.ts";
 import type { FsNode } from "./file_handle.ts";
-import { type Nfs4Fs, nfs4FsidOf, Nfs4Namespace, type Nfs4Place } from "./nfs4_pseudo.ts";
+import { type Nfs4Fs, nfs4FsidOf, Nfs4Namespace, type Nfs4Place, PseudoFs } from "./nfs4_pseudo.ts";
 import {
   type AttrContext,
   changeOf,
@@ -274,6 +274,10 @@ export function nfs4Ops(options: Nfs4OpsOptions): OpTable {
   const sameFs = (c: OpContext): void => {
     if (c.sfs !== c.cfs) throw new Nfs4Error(NFS4ERR_XDEV, "the handles are of different exports");
   };
+  /** Every change refused up front on a read-only export (or the pseudo-file system). */
+  const writable = (c: OpContext): void => {
+    if (F(c).readOnly) throw new Nfs4Error(NFS4ERR_ROFS, "the export is read-only");
+  };
   const attrOf = async (c: OpContext, node: FsNode): Promise<FileAttr | null> => {
     try {
       return await F(c).getattr(node);
@@ -300,12 +304,13 @@ export function nfs4Ops(options: Nfs4OpsOptions): OpTable {
       after === null ? 0n : changeOf(after),
     );
   };
-  const attrCtx = async (
-    c: OpContext,
+  const attrCtx = (c: OpContext, node: FsNode, asked: ReadonlySet<number>) =>
+    attrCtxIn(F(c), node, asked);
+  const attrCtxIn = async (
+    fs: Nfs4Fs,
     node: FsNode,
     asked: ReadonlySet<number>,
   ): Promise<AttrContext> => {
-    const fs = F(c);
     let space = { totalBytes: 0, freeBytes: 0, files: 0 };
     if (SPACE_BITS.some((b) => asked.has(b))) {
       const usage = await fs.usage();
@@ -482,6 +487,7 @@ export function nfs4Ops(options: Nfs4OpsOptions): OpTable {
       const decoded = decodeSetAttr(r);
       bits = decoded.bits;
       const node = cfh(c);
+      writable(c);
       if (decoded.attr.size !== undefined) {
         await fileOf(c, node);
         forWrite(c, id, node);
@@ -526,9 +532,15 @@ export function nfs4Ops(options: Nfs4OpsOptions): OpTable {
       const entry = new XdrWriter(256);
       entry.bool(true).u64(e.cookie).string(e.name);
       const nameBytes = entry.length;
-      const attr = e.attr ?? await attrOf(c, e.node);
+      // A pseudo directory's entries are the places LOOKUP finds: export roots among them.
+      const place = F(c) instanceof PseudoFs
+        ? await namespace.lookup({ fs: F(c), node: dir }, e.name, c.rpc.peerHost, c.caller)
+        : { fs: F(c), node: e.node };
+      const attr = place.fs === F(c)
+        ? e.attr ?? await attrOf(c, e.node)
+        : await place.fs.getattr(place.node);
       if (attr === null) continue;
-      encodeFattr(entry, asked, attr, await attrCtx(c, e.node, asked));
+      encodeFattr(entry, asked, attr, await attrCtxIn(place.fs, place.node, asked));
       const bytes = entry.finish();
       if (
         start + (w.length - start) + bytes.length + 16 > replyMax ||
@@ -556,6 +568,7 @@ export function nfs4Ops(options: Nfs4OpsOptions): OpTable {
     }
     const name = readComponent(r);
     const decoded = decodeSetAttr(r);
+    writable(c);
     const { node: dir, attr: before } = await dirOf(c);
     let made: { node: FsNode; attr: FileAttr };
     if (type === NF4DIR) made = await F(c).mkdir(dir, name, decoded.attr, who(c));
@@ -572,6 +585,7 @@ export function nfs4Ops(options: Nfs4OpsOptions): OpTable {
   };
   t[OP_REMOVE] = async (r, w, c) => {
     const name = readComponent(r);
+    writable(c);
     const { node: dir, attr: before } = await dirOf(c);
     const found = await F(c).lookup(dir, name, who(c));
     if (found.attr.type === "dir") await F(c).rmdir(dir, name, who(c));
@@ -581,6 +595,7 @@ export function nfs4Ops(options: Nfs4OpsOptions): OpTable {
   t[OP_RENAME] = async (r, w, c) => {
     const oldName = readComponent(r);
     const newName = readComponent(r);
+    writable(c);
     const from = sfh(c);
     const to = cfh(c);
     const fromBefore = await F(c).getattr(from);
@@ -592,6 +607,7 @@ export function nfs4Ops(options: Nfs4OpsOptions): OpTable {
   };
   t[OP_LINK] = async (r, w, c) => {
     const name = readComponent(r);
+    writable(c);
     const file = sfh(c);
     const { node: dir, attr: before } = await dirOf(c);
     // Names of one file share its chunk references and fileid (BucketFs's hard links).
@@ -908,6 +924,7 @@ export function nfs4Ops(options: Nfs4OpsOptions): OpTable {
     const stable = r.u32();
     if (stable > FILE_SYNC4) throw new XdrError(`stable_how4 ${stable}`);
     const data = r.opaque(NFS4_IO_BYTES_MAX);
+    writable(c);
     const node = cfh(c);
     await fileOf(c, node);
     forWrite(c, id, node);
@@ -933,6 +950,7 @@ export function nfs4Ops(options: Nfs4OpsOptions): OpTable {
     const id = readStateid(r);
     const offset = r.u64Number("offset");
     const length = r.u64Number("length");
+    writable(c);
     const node = cfh(c);
     const attr = await fileOf(c, node);
     forWrite(c, id, node);
@@ -946,6 +964,7 @@ export function nfs4Ops(options: Nfs4OpsOptions): OpTable {
     const id = readStateid(r);
     const offset = r.u64Number("offset");
     const length = r.u64Number("length");
+    writable(c);
     const node = cfh(c);
     const attr = await fileOf(c, node);
     forWrite(c, id, node);
@@ -991,6 +1010,7 @@ export function nfs4Ops(options: Nfs4OpsOptions): OpTable {
     r.bool(); // synchronous: every copy here is
     const servers = r.u32();
     if (servers !== 0) throw new Nfs4Error(NFS4ERR_NOTSUPP, "inter-server copy");
+    writable(c);
     const src = sfh(c);
     const dst = cfh(c);
     const srcAttr = await fileOf(c, src);

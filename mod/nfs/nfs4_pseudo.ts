@@ -220,7 +220,8 @@ export class Nfs4Namespace {
       const digest = fh.subarray(1);
       const paths = new Set<string>(["/"]);
       for (const e of this.#exports.list()) {
-        for (let p = e.path; p !== "/"; p = parentPath(p)) paths.add(parentPath(p));
+        // An export's own path too: READDIR of a pseudo directory may have handed it out.
+        for (let p = e.path; p !== "/"; p = parentPath(p)) paths.add(p).add(parentPath(p));
       }
       for (const p of paths) {
         if (pseudoDigest(p).every((b, i) => b === digest[i])) return this.#at(p, host);
