@@ -624,7 +624,22 @@ export class ClusterChunkStore implements ChunkStore {
   }
 
   async #dropRef(id: Uint8Array, entry: ClusterEntry): Promise<number> {
-    // The writer's count of references left with it: an adopted chunk is kept.
+    // The writer's count of references left with it: an adopted chunk is kept (its space
+    // leaks, never its data). Recounting it at adoption from the views (the manifests and
+    // parts every node folds from the log) would undercount, so it is not done:
+    // - the engine takes a reference (dedup hit, copy, sealed object) before it commits the
+    //   record that holds it (object_engine.ts, sealed_objects.ts), so a put in flight when
+    //   the adopter counts holds a reference no view shows yet; its later delete would drop
+    //   a reference the count never had;
+    // - it drops a reference after the commit that released it, some in the background
+    //   (#releaseBehind()): a delete committed before the count and released after it would
+    //   be dropped twice;
+    // - a commit whose outcome was unknown keeps its references and may land after the count.
+    // Either way the count falls below the references still held and the chunk is erased
+    // under a live object. A correct count needs the release to carry the log index that
+    // released it (dropped only past the count's index) and references in flight to be
+    // fenced (a reference to a gone writer's chunk refused until adopted, then counted on
+    // the adopter, and the count taken once every put that took one before has settled).
     if (entry.adopted) return entry.refcount;
     if (entry.refcount === 0) {
       throw new ChunkStoreError(
@@ -1387,7 +1402,8 @@ export class ClusterChunkStore implements ChunkStore {
    * records it in its index as degraded, and the repairer rebuilds the writer's fragments
    * elsewhere. The chosen design keeps the index per node (no cluster-wide index through
    * Raft): the writer's reference count is lost with it, so an adopted chunk is retained
-   * rather than collected; if this node has its own copy of the same chunk, that copy serves
+   * rather than collected (see #dropRef() for why it is not recounted from the views); if
+   * this node has its own copy of the same chunk, that copy serves
    * the id, is retained likewise, and the orphan's fragments are released (once the writer
    * is removed). A writer that comes back with its index gets its chunks back.
    *

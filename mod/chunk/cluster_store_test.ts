@@ -877,6 +877,12 @@ Deno.test("ClusterChunkStore survivors adopt and repair the chunks of a writer r
       // The writer's reference count went with it: the chunk is kept.
       assert.equal(await owners[0]!.store.decRef(chunk.id), 1, "retained");
       assert.equal((await owners[0]!.store.collect()).erased, 0);
+      // Deletes through the other survivors (more than the one reference the chunk had)
+      // never erase it either: an uncounted reference is never dropped below what is held.
+      for (const n of survivors) if (n !== owners[0]) await n.store.decRef(chunk.id);
+      await owners[0]!.store.decRef(chunk.id);
+      for (const n of survivors) assert.equal((await n.store.collect()).erased, 0);
+      for (const n of survivors) assert.deepEqual(await n.store.get(chunk.id), chunk.bytes);
     }
     // A further sweep finds nothing new.
     for (const n of survivors) {
