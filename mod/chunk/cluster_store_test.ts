@@ -1005,3 +1005,54 @@ Deno.test("ClusterChunkStore.incRef() through a node that did not write the chun
     await cluster.close();
   }
 });
+
+Deno.test("ClusterChunkStore takes no reference to a chunk of a writer only down: its return cannot erase one", async () => {
+  const states = new Map<number, RecordedNode["state"]>([[1, "up"], [2, "up"], [3, "up"]]);
+  const cluster = await startCluster(3, { kind: "copies", copies: 3 }, {
+    members: (peers) => recorded(peers, states),
+  });
+  try {
+    const [a, b, c] = cluster.nodes;
+    const [chunk] = chunks(1, 71, 20_000);
+    await a!.store.put(chunk!.id, chunk!.bytes);
+    await a!.stop();
+    states.set(1, "down");
+    for (let pass = 0; pass < 50 && !(await b!.store.has(chunk!.id)); pass++) {
+      for (const n of [b!, c!]) await n.store.adoptStep();
+      await new Promise((r) => setTimeout(r, 20));
+    }
+    assert.equal(await b!.store.has(chunk!.id), true, "node 2, the lowest live holder, adopts");
+    // Node 1 may come back with its index and take the chunk back: a reference taken now
+    // would be counted nowhere. Both the adopter and the others refuse it as not_found...
+    for (const n of [b!, c!]) {
+      await assert.rejects(
+        () => n.store.incRef(chunk!.id),
+        (e: ChunkStoreError) => e.code === "not_found" && /node 1, is down/.test(e.message),
+      );
+    }
+    // ...and a put of the same bytes (what the engine does next) stores a copy of its own.
+    assert.deepEqual(await b!.store.put(chunk!.id, chunk!.bytes), { created: true });
+    assert.deepEqual(await c!.store.put(chunk!.id, chunk!.bytes), { created: true });
+    for (const n of [b!, c!]) assert.equal((await n.store.stat(chunk!.id))!.refcount, 1);
+    // Node 1 is back: its count is its own (1), and dropping it erases only its copy.
+    await a!.listen();
+    states.set(1, "up");
+    for (let pass = 0; pass < 10; pass++) {
+      for (const n of [b!, c!]) {
+        await n.store.adoptStep();
+        await n.store.releasePending();
+      }
+    }
+    assert.equal((await a!.store.stat(chunk!.id))!.refcount, 1);
+    assert.equal(await a!.store.decRef(chunk!.id), 0);
+    assert.equal((await a!.store.collect()).erased, 1);
+    for (let pass = 0; pass < 5; pass++) {
+      for (const n of cluster.nodes) await n.store.releasePending();
+    }
+    // The references taken while node 1 was down still read, through every node.
+    for (const n of cluster.nodes) assert.deepEqual(await n.store.get(chunk!.id), chunk!.bytes);
+    for (const n of [b!, c!]) assert.equal(await n.store.decRef(chunk!.id), 0);
+  } finally {
+    await cluster.close();
+  }
+});
