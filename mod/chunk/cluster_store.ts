@@ -355,10 +355,16 @@ export class ClusterChunkStore implements ChunkStore {
     await this.#room();
     try {
       return await this.#withLock(id, async () => {
-        const existing = this.#entry(id);
-        if (existing === undefined && this.#legacy(id)) {
+        const found = this.#entry(id);
+        if (found === undefined && this.#legacy(id)) {
           return await this.local.store.put(id, bytes, options);
         }
+        // An adopted chunk of a writer only down takes no reference (#heldForWriter()): this
+        // node stores its own copy, which replaces the adopted entry (the writer's fragments
+        // stay where they are for its return; if it is removed, the next adoption sweep
+        // releases them, as for any writer's copy of a chunk this node also holds).
+        const replacing = found !== undefined && this.#heldForWriter(found);
+        const existing = replacing ? undefined : found;
         if (existing !== undefined) {
           if (existing.lengthBytes !== bytes.length) {
             throw new ChunkStoreError(
@@ -415,7 +421,14 @@ export class ClusterChunkStore implements ChunkStore {
         await this.#commit((txn) => {
           txn.put(this.#chunks, id, encodeClusterEntry(entry));
           if (verdict === "degraded") txn.put(this.#degraded, id, new Uint8Array(0));
+          else if (replacing) txn.delete(this.#degraded, id);
         });
+        if (replacing) {
+          this.#logger.info("own copy stored for a chunk adopted from a node down", {
+            chunk: hex(id),
+            writer: found!.writer,
+          });
+        }
         if (verdict === "degraded") {
           degradedWrites.inc({ pool: this.poolName });
           this.#logger.warn("chunk stored degraded", {
@@ -509,21 +522,37 @@ export class ClusterChunkStore implements ChunkStore {
         return await this.local.store.incRef(id, options);
       }
       if (entry === undefined) return null;
+      if (this.#heldForWriter(entry)) throw heldForWriter(id, entry.writer);
       return await this.#addRef(id, entry, tenant);
     });
     return own ?? await this.#forwardRef(id, tenant);
   }
 
   /**
+   * Whether `entry` is a chunk adopted from a writer only down, which takes no reference:
+   * that writer may come back with its index, take the chunk back (#handBackStep()) and
+   * erase it once its own count drops to 0, so a reference taken meanwhile would be counted
+   * nowhere and its object lose the chunk. A chunk of a writer removed stays with its
+   * adopter for good and takes references as any other.
+   */
+  #heldForWriter(entry: ClusterEntry): boolean {
+    return entry.adopted === true && entry.writer !== this.self &&
+      this.#states().get(entry.writer) === "down";
+  }
+
+  /**
    * Adds a reference to a chunk this node does not index on the node that counts it, its
-   * writer (returns 1: the count is the writer's). A chunk whose writer is down or removed is
-   * retained by its adopter whatever its references, so there is nothing to count.
+   * writer (returns 1: the count is the writer's). A chunk whose writer is removed is
+   * retained by its adopter whatever its references, so there is nothing to count; one whose
+   * writer is only down takes none (#heldForWriter(): it is not_found, so a put stores the
+   * bytes afresh as this node's own chunk).
    */
   async #forwardRef(id: Uint8Array, tenant: string | null): Promise<number> {
     const found = await this.#locate(id);
     if (found === null) throw notFound(id);
     const state = this.#states().get(found.writer);
-    if (state === "down" || state === "removed") return 1;
+    if (state === "down") throw heldForWriter(id, found.writer);
+    if (state === "removed") return 1;
     try {
       await this.#peers.put(
         found.writer,
@@ -553,7 +582,7 @@ export class ClusterChunkStore implements ChunkStore {
     checkId(id);
     return await this.#withLock(id, async () => {
       const entry = this.#entry(id);
-      if (entry === undefined) return false;
+      if (entry === undefined || this.#heldForWriter(entry)) return false;
       await this.#addRef(id, entry, tenantTag);
       return true;
     });
@@ -624,7 +653,22 @@ export class ClusterChunkStore implements ChunkStore {
   }
 
   async #dropRef(id: Uint8Array, entry: ClusterEntry): Promise<number> {
-    // The writer's count of references left with it: an adopted chunk is kept.
+    // The writer's count of references left with it: an adopted chunk is kept (its space
+    // leaks, never its data). Recounting it at adoption from the views (the manifests and
+    // parts every node folds from the log) would undercount, so it is not done:
+    // - the engine takes a reference (dedup hit, copy, sealed object) before it commits the
+    //   record that holds it (object_engine.ts, sealed_objects.ts), so a put in flight when
+    //   the adopter counts holds a reference no view shows yet; its later delete would drop
+    //   a reference the count never had;
+    // - it drops a reference after the commit that released it, some in the background
+    //   (#releaseBehind()): a delete committed before the count and released after it would
+    //   be dropped twice;
+    // - a commit whose outcome was unknown keeps its references and may land after the count.
+    // Either way the count falls below the references still held and the chunk is erased
+    // under a live object. A correct count needs the release to carry the log index that
+    // released it (dropped only past the count's index) and references in flight to be
+    // fenced (a reference to a gone writer's chunk refused until adopted, then counted on
+    // the adopter, and the count taken once every put that took one before has settled).
     if (entry.adopted) return entry.refcount;
     if (entry.refcount === 0) {
       throw new ChunkStoreError(
@@ -1387,9 +1431,11 @@ export class ClusterChunkStore implements ChunkStore {
    * records it in its index as degraded, and the repairer rebuilds the writer's fragments
    * elsewhere. The chosen design keeps the index per node (no cluster-wide index through
    * Raft): the writer's reference count is lost with it, so an adopted chunk is retained
-   * rather than collected; if this node has its own copy of the same chunk, that copy serves
+   * rather than collected (see #dropRef() for why it is not recounted from the views); if
+   * this node has its own copy of the same chunk, that copy serves
    * the id, is retained likewise, and the orphan's fragments are released (once the writer
-   * is removed). A writer that comes back with its index gets its chunks back.
+   * is removed). A writer that comes back with its index gets its chunks back; until then
+   * they take no new reference (#heldForWriter()), which that index would not count.
    *
    * Reads up to `max` of this node's records (about `bytesMax` bytes) per step; a sweep
    * runs once each time the set of writers gone changes (again, CLUSTER_ADOPT_RETRY_MS
@@ -2077,4 +2123,13 @@ function checkId(id: unknown): asserts id is Uint8Array {
 
 function notFound(id: Uint8Array): ChunkStoreError {
   return new ChunkStoreError("not_found", `chunk ${hex(id)} is not stored`);
+}
+
+/** A reference refused to a chunk whose writer is down (ClusterChunkStore #heldForWriter()). */
+function heldForWriter(id: Uint8Array, writer: number): ChunkStoreError {
+  return new ChunkStoreError(
+    "not_found",
+    `chunk ${hex(id)}: its writer, node ${writer}, is down; it takes no new reference ` +
+      `until that node is back or removed (store the bytes afresh)`,
+  );
 }

@@ -877,6 +877,12 @@ Deno.test("ClusterChunkStore survivors adopt and repair the chunks of a writer r
       // The writer's reference count went with it: the chunk is kept.
       assert.equal(await owners[0]!.store.decRef(chunk.id), 1, "retained");
       assert.equal((await owners[0]!.store.collect()).erased, 0);
+      // Deletes through the other survivors (more than the one reference the chunk had)
+      // never erase it either: an uncounted reference is never dropped below what is held.
+      for (const n of survivors) if (n !== owners[0]) await n.store.decRef(chunk.id);
+      await owners[0]!.store.decRef(chunk.id);
+      for (const n of survivors) assert.equal((await n.store.collect()).erased, 0);
+      for (const n of survivors) assert.deepEqual(await n.store.get(chunk.id), chunk.bytes);
     }
     // A further sweep finds nothing new.
     for (const n of survivors) {
@@ -995,6 +1001,57 @@ Deno.test("ClusterChunkStore.incRef() through a node that did not write the chun
       () => b!.store.incRef(new Uint8Array(32).fill(3)),
       (e: ChunkStoreError) => e.code === "not_found",
     );
+  } finally {
+    await cluster.close();
+  }
+});
+
+Deno.test("ClusterChunkStore takes no reference to a chunk of a writer only down: its return cannot erase one", async () => {
+  const states = new Map<number, RecordedNode["state"]>([[1, "up"], [2, "up"], [3, "up"]]);
+  const cluster = await startCluster(3, { kind: "copies", copies: 3 }, {
+    members: (peers) => recorded(peers, states),
+  });
+  try {
+    const [a, b, c] = cluster.nodes;
+    const [chunk] = chunks(1, 71, 20_000);
+    await a!.store.put(chunk!.id, chunk!.bytes);
+    await a!.stop();
+    states.set(1, "down");
+    for (let pass = 0; pass < 50 && !(await b!.store.has(chunk!.id)); pass++) {
+      for (const n of [b!, c!]) await n.store.adoptStep();
+      await new Promise((r) => setTimeout(r, 20));
+    }
+    assert.equal(await b!.store.has(chunk!.id), true, "node 2, the lowest live holder, adopts");
+    // Node 1 may come back with its index and take the chunk back: a reference taken now
+    // would be counted nowhere. Both the adopter and the others refuse it as not_found...
+    for (const n of [b!, c!]) {
+      await assert.rejects(
+        () => n.store.incRef(chunk!.id),
+        (e: ChunkStoreError) => e.code === "not_found" && /node 1, is down/.test(e.message),
+      );
+    }
+    // ...and a put of the same bytes (what the engine does next) stores a copy of its own.
+    assert.deepEqual(await b!.store.put(chunk!.id, chunk!.bytes), { created: true });
+    assert.deepEqual(await c!.store.put(chunk!.id, chunk!.bytes), { created: true });
+    for (const n of [b!, c!]) assert.equal((await n.store.stat(chunk!.id))!.refcount, 1);
+    // Node 1 is back: its count is its own (1), and dropping it erases only its copy.
+    await a!.listen();
+    states.set(1, "up");
+    for (let pass = 0; pass < 10; pass++) {
+      for (const n of [b!, c!]) {
+        await n.store.adoptStep();
+        await n.store.releasePending();
+      }
+    }
+    assert.equal((await a!.store.stat(chunk!.id))!.refcount, 1);
+    assert.equal(await a!.store.decRef(chunk!.id), 0);
+    assert.equal((await a!.store.collect()).erased, 1);
+    for (let pass = 0; pass < 5; pass++) {
+      for (const n of cluster.nodes) await n.store.releasePending();
+    }
+    // The references taken while node 1 was down still read, through every node.
+    for (const n of cluster.nodes) assert.deepEqual(await n.store.get(chunk!.id), chunk!.bytes);
+    for (const n of [b!, c!]) assert.equal(await n.store.decRef(chunk!.id), 0);
   } finally {
     await cluster.close();
   }
