@@ -16,7 +16,7 @@ import type {
   SetAttrIn,
 } from "./fs_api.ts";
 import { LockTable } from "./locks.ts";
-import { HandleStreams } from "./file_reads.ts";
+import { type FileReaders, HandleStreams } from "./file_reads.ts";
 import {
   BucketFs,
   type Caller,
@@ -105,6 +105,8 @@ interface Inode {
    * write through it reaches the others when it is committed.
    */
   others: FsNode[];
+  /** Written through this mount since a read last committed (a commit asks the node). */
+  dirty: boolean;
 }
 
 interface FileHandle {
@@ -123,6 +125,8 @@ export interface KisekiFsOptions {
   logger?: Logger;
   /** Reported by statfs as the file system's size. */
   capacityBytes?: number;
+  /** Keeps an open file's chunk list for random reads (the cluster client; see file_reads). */
+  readers?: FileReaders;
 }
 
 function keyOf(node: FsNode): string {
@@ -170,7 +174,7 @@ export class KisekiFs implements RawFileSystem {
     });
     this.#log = options.logger;
     this.#tenant = options.tenantId;
-    this.#streams = new HandleStreams(options.backend);
+    this.#streams = new HandleStreams(options.backend, options.readers ?? null);
     this.#capacity = options.capacityBytes ?? STATFS_CAPACITY_BYTES_DEFAULT;
     const root: Inode = {
       nodeid: abi.FUSE_ROOT_ID,
@@ -180,6 +184,7 @@ export class KisekiFs implements RawFileSystem {
       opens: 0,
       unlinked: false,
       others: [],
+      dirty: false,
     };
     this.#nodes.set(root.nodeid, root);
     this.#byKey.set(root.key, root.nodeid);
@@ -233,7 +238,16 @@ export class KisekiFs implements RawFileSystem {
         throw new FuseError(abi.ENFILE, `more than ${FUSE_NODES_MAX} nodes in use`);
       }
       id = this.#nextNode++;
-      inode = { nodeid: id, node, key, nlookup: 0, opens: 0, unlinked: false, others: [] };
+      inode = {
+        nodeid: id,
+        node,
+        key,
+        nlookup: 0,
+        opens: 0,
+        unlinked: false,
+        others: [],
+        dirty: false,
+      };
       this.#nodes.set(id, inode);
       this.#byKey.set(key, id);
       if (attr.nlink > 1 && node.kind === "object") this.#byFileid.set(attr.fileid, id);
@@ -598,9 +612,19 @@ export class KisekiFs implements RawFileSystem {
     return this.#call(async () => {
       const node = inode.node;
       if (node.kind === "object") {
-        await this.#fs.commit(node); // this file's pending writes first
+        // This file's pending writes first (a write landing meanwhile marks it again).
+        if (inode.dirty) {
+          inode.dirty = false;
+          try {
+            await this.#fs.commit(node);
+          } catch (e) {
+            inode.dirty = true;
+            throw e;
+          }
+        }
         const ref = { tenantId: this.#tenant, id: node.ns };
-        const got = await this.#streams.read(fh, nodeid, ref, node.path, offset, size);
+        const got = await this.#streams.read(fh, nodeid, ref, node.path, offset, size) ??
+          await this.#streams.readAt(fh, nodeid, ref, node.path, offset, size);
         if (got !== null) return got;
       }
       // The kernel takes a short read for the end of the file: read until full or EOF.
@@ -634,8 +658,10 @@ export class KisekiFs implements RawFileSystem {
     // The request buffer goes back to the pool once this answers: keep a copy.
     const copy = data.slice();
     this.#streams.changed(nodeid);
+    inode.dirty = true;
     return this.#call(async () => {
       await this.#fs.write(inode.node, offset, copy, false, ROOT_CALLER);
+      inode.dirty = true;
       return copy.length;
     });
   }

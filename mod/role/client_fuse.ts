@@ -109,6 +109,7 @@ export async function main(args: string[]): Promise<number> {
     const mount = await mountKiseki({
       mountpoint: parsed.mountpoint,
       backend: client.backend,
+      readers: client,
       tenantId: client.tenantId,
       logger,
       // The role's own listeners below unmount; the mount's would race them.
