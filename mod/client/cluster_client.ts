@@ -184,6 +184,17 @@ export interface ObjectChunk {
   fetchSealed(): Promise<Uint8Array>;
 }
 
+/**
+ * An object's version as it was when opened: its chunk list and the keys learned so far are
+ * kept, so a read at any offset fetches just the chunks under it (through the chunk cache),
+ * with no metadata round trip (see ClusterClient.openReader()).
+ */
+export interface ObjectReader {
+  readonly info: ObjectInfo;
+  /** `count` bytes at `offset` of the opened version (fewer at its end, none past it). */
+  read(offset: number, count: number): Promise<Uint8Array>;
+}
+
 export class ClusterClient implements NfsObjectBackend {
   readonly tenantId: Uint8Array;
   readonly #tls: TlsMaterial | null;
@@ -645,6 +656,55 @@ export class ClusterClient implements NfsObjectBackend {
       };
     });
     return { info, chunks };
+  }
+
+  /** The current version of `key`, kept for reads at any offset (see ObjectReader). */
+  async openReader(ns: NamespaceRef, key: string): Promise<ObjectReader> {
+    const ctx: ReadContext = {
+      namespace: this.#nameOf(ns),
+      key,
+      keys: new Map(),
+      granted: new Set(),
+    };
+    const manifest = await this.#call((l) => this.#manifest(l, ctx));
+    const info = infoOf(manifest.info);
+    const size = info.size;
+    if (manifest.inline) {
+      const bytes = new Uint8Array(manifest.inlineBytes);
+      return {
+        info,
+        read: (offset, count) => Promise.resolve(bytes.slice(offset, offset + count)),
+      };
+    }
+    // Ordered by offset, as the manifest lists them.
+    const refs = manifest.chunks.map((c) => ({
+      id: new Uint8Array(c.chunkId),
+      offset: c.offset,
+      length: c.length,
+    }));
+    return {
+      info,
+      read: async (offset, count) => {
+        const start = Math.max(0, offset), end = Math.min(size, offset + count);
+        if (end <= start) return new Uint8Array(0);
+        // The first chunk that ends past `start` (binary search), then those up to `end`.
+        let lo = 0, hi = refs.length;
+        while (lo < hi) {
+          const mid = (lo + hi) >>> 1;
+          if (refs[mid]!.offset + refs[mid]!.length <= start) lo = mid + 1;
+          else hi = mid;
+        }
+        const under: typeof refs = [];
+        for (let i = lo; i < refs.length && refs[i]!.offset < end; i++) under.push(refs[i]!);
+        const out = new Uint8Array(end - start);
+        await Promise.all(under.map(async (r) => {
+          const plain = await this.#readChunk(ctx, r.id, r.length);
+          const from = Math.max(start, r.offset), to = Math.min(end, r.offset + r.length);
+          out.set(plain.subarray(from - r.offset, to - r.offset), from - start);
+        }));
+        return out;
+      },
+    };
   }
 
   async #manifest(link: Link, ctx: ReadContext): Promise<ClientObjectManifest> {

@@ -10,7 +10,7 @@ import type { Logger } from "../obs/mod.ts";
 import type { TlsMaterial } from "../transport/mod.ts";
 import type { ChunkCache } from "./cache_port.ts";
 import type { NamespaceRef, ObjectInfo } from "../composition/mod.ts";
-import type { ObjectChunk } from "./cluster_client.ts";
+import type { ObjectChunk, ObjectReader } from "./cluster_client.ts";
 import { ClusterClient as ClusterClientImpl } from "./cluster_client.ts";
 
 export { bypassChunkCache } from "./cache_port.ts";
@@ -27,7 +27,7 @@ export {
   CLIENT_PUT_RETAINED_BYTES_MAX,
   CLIENT_READ_AHEAD_CHUNKS,
 } from "./cluster_client.ts";
-export type { ObjectChunk } from "./cluster_client.ts";
+export type { ObjectChunk, ObjectReader } from "./cluster_client.ts";
 export {
   ClusterDatasetSource,
   DATASET_LIST_PAGE_KEYS,
@@ -68,6 +68,8 @@ export interface ClusterClient {
     ns: NamespaceRef,
     key: string,
   ): Promise<{ info: ObjectInfo; chunks: ObjectChunk[] }>;
+  /** An object's current version, kept for reads at any offset (its chunk list and keys). */
+  openReader(ns: NamespaceRef, key: string): Promise<ObjectReader>;
   /** Closes the connections (the cache passed in stays the caller's to close). */
   close(): Promise<void>;
 }

@@ -16,7 +16,7 @@ import type {
   SetAttrIn,
 } from "./fs_api.ts";
 import { LockTable } from "./locks.ts";
-import { HandleStreams } from "./file_reads.ts";
+import { type FileReaders, HandleStreams } from "./file_reads.ts";
 import {
   BucketFs,
   type Caller,
@@ -99,6 +99,14 @@ interface Inode {
   opens: number;
   /** Unlinked while open: kept under a hidden name until the last close. */
   unlinked: boolean;
+  /**
+   * The file's other names known here (hard links): each maps to this node id, as the kernel
+   * wants one inode for all of a file's names. `node` is the name operations go through; a
+   * write through it reaches the others when it is committed.
+   */
+  others: FsNode[];
+  /** Written through this mount since a read last committed (a commit asks the node). */
+  dirty: boolean;
 }
 
 interface FileHandle {
@@ -117,6 +125,8 @@ export interface KisekiFsOptions {
   logger?: Logger;
   /** Reported by statfs as the file system's size. */
   capacityBytes?: number;
+  /** Keeps an open file's chunk list for random reads (the cluster client; see file_reads). */
+  readers?: FileReaders;
 }
 
 function keyOf(node: FsNode): string {
@@ -146,6 +156,8 @@ export class KisekiFs implements RawFileSystem {
   readonly #capacity: number;
   readonly #nodes = new Map<bigint, Inode>();
   readonly #byKey = new Map<string, bigint>();
+  /** Files with more than one name, by fileid: a name looked up joins its file's node id. */
+  readonly #byFileid = new Map<bigint, bigint>();
   readonly #files = new Map<bigint, FileHandle>();
   readonly #dirs = new Map<bigint, DirHandle>();
   readonly #locks = new LockTable();
@@ -162,7 +174,7 @@ export class KisekiFs implements RawFileSystem {
     });
     this.#log = options.logger;
     this.#tenant = options.tenantId;
-    this.#streams = new HandleStreams(options.backend);
+    this.#streams = new HandleStreams(options.backend, options.readers ?? null);
     this.#capacity = options.capacityBytes ?? STATFS_CAPACITY_BYTES_DEFAULT;
     const root: Inode = {
       nodeid: abi.FUSE_ROOT_ID,
@@ -171,6 +183,8 @@ export class KisekiFs implements RawFileSystem {
       nlookup: 1,
       opens: 0,
       unlinked: false,
+      others: [],
+      dirty: false,
     };
     this.#nodes.set(root.nodeid, root);
     this.#byKey.set(root.key, root.nodeid);
@@ -210,14 +224,33 @@ export class KisekiFs implements RawFileSystem {
     const key = keyOf(node);
     let id = this.#byKey.get(key);
     let inode = id === undefined ? undefined : this.#nodes.get(id);
+    if (inode === undefined && attr.nlink > 1 && node.kind === "object") {
+      // Another name of a file this mount already has a node id for.
+      const same = this.#byFileid.get(attr.fileid);
+      inode = same === undefined ? undefined : this.#nodes.get(same);
+      if (inode !== undefined) {
+        inode.others.push(node);
+        this.#byKey.set(key, inode.nodeid);
+      }
+    }
     if (inode === undefined) {
       if (this.#nodes.size >= FUSE_NODES_MAX) {
         throw new FuseError(abi.ENFILE, `more than ${FUSE_NODES_MAX} nodes in use`);
       }
       id = this.#nextNode++;
-      inode = { nodeid: id, node, key, nlookup: 0, opens: 0, unlinked: false };
+      inode = {
+        nodeid: id,
+        node,
+        key,
+        nlookup: 0,
+        opens: 0,
+        unlinked: false,
+        others: [],
+        dirty: false,
+      };
       this.#nodes.set(id, inode);
       this.#byKey.set(key, id);
+      if (attr.nlink > 1 && node.kind === "object") this.#byFileid.set(attr.fileid, id);
     }
     inode.nlookup++;
     return { nodeid: inode.nodeid, attr: this.#attr(attr, inode) };
@@ -227,6 +260,34 @@ export class KisekiFs implements RawFileSystem {
     if (inode.nodeid === abi.FUSE_ROOT_ID || inode.nlookup > 0 || inode.opens > 0) return;
     this.#nodes.delete(inode.nodeid);
     if (this.#byKey.get(inode.key) === inode.nodeid) this.#byKey.delete(inode.key);
+    for (const other of inode.others) {
+      const k = keyOf(other);
+      if (this.#byKey.get(k) === inode.nodeid) this.#byKey.delete(k);
+    }
+    for (const [fileid, id] of this.#byFileid) {
+      if (id === inode.nodeid) this.#byFileid.delete(fileid);
+    }
+  }
+
+  /**
+   * `node` (one of the inode's names) is gone: the inode forgets it, and if it was the name
+   * operations went through, the next name takes over. False when it had no other name.
+   */
+  #forgetName(inode: Inode, node: FsNode): boolean {
+    const key = keyOf(node);
+    if (this.#byKey.get(key) === inode.nodeid) this.#byKey.delete(key);
+    const i = inode.others.findIndex((o) => keyOf(o) === key);
+    if (i >= 0) {
+      inode.others.splice(i, 1);
+      return true;
+    }
+    if (key !== inode.key) return true;
+    const next = inode.others.shift();
+    if (next === undefined) return false;
+    inode.node = next;
+    inode.key = keyOf(next);
+    this.#byKey.set(inode.key, inode.nodeid);
+    return true;
   }
 
   forget(nodeid: bigint, nlookup: number): void {
@@ -328,15 +389,15 @@ export class KisekiFs implements RawFileSystem {
       const child = childOf(dir, name, "object");
       const id = child === null ? undefined : this.#byKey.get(keyOf(child));
       const inode = id === undefined ? undefined : this.#nodes.get(id);
-      if (inode !== undefined && inode.opens > 0 && !inode.unlinked) {
+      if (
+        inode !== undefined && inode.opens > 0 && !inode.unlinked && inode.others.length === 0
+      ) {
         // Still open: it lives on under a hidden name until its last close (as NFS clients do).
         await this.#hide(inode, dir, name, this.#caller(ctx));
         return;
       }
       await this.#fs.remove(dir, name, this.#caller(ctx));
-      if (inode !== undefined && this.#byKey.get(inode.key) === inode.nodeid) {
-        this.#byKey.delete(inode.key);
-      }
+      if (inode !== undefined && child !== null) this.#forgetName(inode, child);
     });
   }
 
@@ -403,7 +464,9 @@ export class KisekiFs implements RawFileSystem {
         // A replaced file still open lives on, unlinked, until its last close.
         const id = this.#byKey.get(keyOf(dst.node));
         const replaced = id === undefined ? undefined : this.#nodes.get(id);
-        if (replaced !== undefined && replaced.opens > 0 && dst.node.kind === "object") {
+        if (replaced === undefined) this.#byKey.delete(keyOf(dst.node));
+        else if (replaced.others.length > 0) this.#forgetName(replaced, dst.node);
+        else if (replaced.opens > 0 && dst.node.kind === "object") {
           await this.#hide(replaced, to, newName, caller);
         } else this.#byKey.delete(keyOf(dst.node));
       }
@@ -422,9 +485,16 @@ export class KisekiFs implements RawFileSystem {
     const target = childOf(dir, name, node.kind);
     if (target === null || target.kind === "root") return null;
     const moves: [Inode, FsNode][] = [];
+    const renamedLinks: [Inode, FsNode, FsNode][] = [];
     const oldPrefix = `${node.path}/`;
     const ns = toHex(node.ns);
     for (const inode of this.#nodes.values()) {
+      for (const other of inode.others) {
+        // A hard link's other name moved (a directory holding one is not followed here).
+        if (node.kind === "object" && keyOf(other) === keyOf(node)) {
+          renamedLinks.push([inode, other, target]);
+        }
+      }
       const n = inode.node;
       if (n.kind === "root" || toHex(n.ns) !== ns) continue;
       if (n.path === node.path && n.kind === node.kind) {
@@ -442,12 +512,34 @@ export class KisekiFs implements RawFileSystem {
         if (this.#byKey.get(inode.key) === inode.nodeid) this.#byKey.delete(inode.key);
       }
       for (const [inode, n] of moves) this.#rekey(inode, n);
+      for (const [inode, from, to] of renamedLinks) {
+        const i = inode.others.indexOf(from);
+        if (i < 0) continue;
+        if (this.#byKey.get(keyOf(from)) === inode.nodeid) this.#byKey.delete(keyOf(from));
+        inode.others[i] = to;
+        this.#byKey.set(keyOf(to), inode.nodeid);
+      }
     };
   }
 
-  link(): Promise<Entry> {
-    // Objects have one name each; EPERM is what Linux answers on a file system without links.
-    return Promise.reject(new FuseError(abi.EPERM, "hard links are not supported"));
+  link(ctx: Context, nodeid: bigint, newParent: bigint, newName: string): Promise<Entry> {
+    const inode = this.#inode(nodeid);
+    const dir = this.#inode(newParent).node;
+    return this.#call(async () => {
+      if (newName.startsWith(UNLINKED_PREFIX)) throw new FuseError(abi.EPERM, "a reserved name");
+      if (inode.unlinked) throw new FuseError(abi.ENOENT, "the file was unlinked");
+      if (inode.node.kind !== "object") throw new FuseError(abi.EPERM, "not a file");
+      // What this handle wrote is the content the new name shares.
+      await this.#fs.commit(inode.node);
+      const attr = await this.#fs.link(inode.node, dir, newName, this.#caller(ctx));
+      const node = childOf(dir, newName, "object")!;
+      // The same node id for both names: the kernel's inode for the file gets a second dentry.
+      inode.others.push(node);
+      this.#byKey.set(keyOf(node), inode.nodeid);
+      this.#byFileid.set(attr.fileid, inode.nodeid);
+      inode.nlookup++;
+      return { nodeid: inode.nodeid, attr: this.#attr(attr, inode) };
+    });
   }
 
   // ---- files ---------------------------------------------------------------------------------
@@ -520,9 +612,19 @@ export class KisekiFs implements RawFileSystem {
     return this.#call(async () => {
       const node = inode.node;
       if (node.kind === "object") {
-        await this.#fs.commit(node); // this file's pending writes first
+        // This file's pending writes first (a write landing meanwhile marks it again).
+        if (inode.dirty) {
+          inode.dirty = false;
+          try {
+            await this.#fs.commit(node);
+          } catch (e) {
+            inode.dirty = true;
+            throw e;
+          }
+        }
         const ref = { tenantId: this.#tenant, id: node.ns };
-        const got = await this.#streams.read(fh, nodeid, ref, node.path, offset, size);
+        const got = await this.#streams.read(fh, nodeid, ref, node.path, offset, size) ??
+          await this.#streams.readAt(fh, nodeid, ref, node.path, offset, size);
         if (got !== null) return got;
       }
       // The kernel takes a short read for the end of the file: read until full or EOF.
@@ -556,8 +658,10 @@ export class KisekiFs implements RawFileSystem {
     // The request buffer goes back to the pool once this answers: keep a copy.
     const copy = data.slice();
     this.#streams.changed(nodeid);
+    inode.dirty = true;
     return this.#call(async () => {
       await this.#fs.write(inode.node, offset, copy, false, ROOT_CALLER);
+      inode.dirty = true;
       return copy.length;
     });
   }

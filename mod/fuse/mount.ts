@@ -3,6 +3,7 @@
 // outright leaves a mount the kernel has aborted, which `umount -l` clears.
 
 import { mountFuse, unmountFuse } from "./dev.ts";
+import type { FileReaders } from "./file_reads.ts";
 import { KisekiFs } from "./kiseki_fs.ts";
 import { FuseServer } from "./server.ts";
 import type { NfsObjectBackend } from "../nfs/mod.ts";
@@ -14,6 +15,8 @@ export interface MountKisekiOptions {
   backend: NfsObjectBackend;
   tenantId: Uint8Array;
   logger?: Logger;
+  /** Keeps an open file's chunk list for random reads (the cluster client). */
+  readers?: FileReaders;
   /** Unmount on SIGTERM and SIGINT (default true). */
   handleSignals?: boolean;
   /** Let other users in (allow_other; default true as root). */
@@ -46,7 +49,12 @@ export async function mountKiseki(options: MountKisekiOptions): Promise<KisekiMo
     allowOther: options.allowOther ?? Deno.uid() === 0,
     useFusermount: options.useFusermount,
   });
-  const fs = new KisekiFs({ backend: options.backend, tenantId: options.tenantId, logger: log });
+  const fs = new KisekiFs({
+    backend: options.backend,
+    tenantId: options.tenantId,
+    logger: log,
+    readers: options.readers,
+  });
   const server = new FuseServer({
     connection: dev,
     fs,

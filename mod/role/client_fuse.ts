@@ -3,7 +3,10 @@
 // they leave the node and fails over between nodes; reads go through the L1/L2 chunk cache
 // (KISEKI_CACHE_*); the FUSE mount (mod/fuse) serves the kernel until SIGTERM or SIGINT
 // unmounts it. Without TLS a loopback client acts for the cluster's default tenant.
+// KISEKI_METRICS_ADDR serves /metrics (cache hits and misses, the client's own counters) and
+// /health (OK once mounted), as the server does; on loopback unless the operator opens it.
 
+import { type AdminServer, ReadinessFlag, startAdminServer } from "../admin/mod.ts";
 import { formatHostPort } from "../base/mod.ts";
 import { createChunkCache } from "../client/cache/mod.ts";
 import { type ClusterClient, connectClusterClient } from "../client/mod.ts";
@@ -23,7 +26,8 @@ same objects S3 and NFS serve). The cluster is reached through KISEKI_DATA_ADDR 
 host:9100); the tenant is the one named in the client certificate (KISEKI_CA_PATH,
 KISEKI_CERT_PATH, KISEKI_KEY_PATH), or the default tenant for a loopback client without TLS.
 The cache is KISEKI_CACHE_MODE (pinned|organic|bypass), KISEKI_CACHE_DIR, KISEKI_CACHE_L1_MAX,
-KISEKI_CACHE_L2_MAX. SIGTERM or SIGINT unmounts; a mount left by a killed client is cleared
+KISEKI_CACHE_L2_MAX. Metrics and /health are served on KISEKI_METRICS_ADDR (default
+127.0.0.1:9190). SIGTERM or SIGINT unmounts; a mount left by a killed client is cleared
 by umount -l.`;
 
 /** How long start-up tries the cluster before it gives up (a node still starting). */
@@ -65,6 +69,25 @@ export async function main(args: string[]): Promise<number> {
   if (config === null) return EXIT_USAGE;
   const logger = log.child({ role: "client-fuse" });
   collectProcessMetrics();
+  const readiness = new ReadinessFlag();
+  const stopMetrics = new AbortController();
+  let metrics: AdminServer;
+  try {
+    metrics = startAdminServer({
+      addr: config.metricsAddr,
+      readiness,
+      signal: stopMetrics.signal,
+    });
+  } catch (e) {
+    console.error(
+      `${binary}: cannot listen on KISEKI_METRICS_ADDR=${formatHostPort(config.metricsAddr)}: ${
+        (e as Error).message
+      }`,
+    );
+    return 1;
+  }
+  logger.info("metrics listening", { addr: formatHostPort(metrics.addr) });
+  readiness.set(false, "connecting to the cluster");
   const aead = selectAead({ ffiDir: config.ffiDir, ffiMode: config.ffiMode });
   const cache = await createChunkCache({
     mode: config.cacheMode,
@@ -109,11 +132,13 @@ export async function main(args: string[]): Promise<number> {
     const mount = await mountKiseki({
       mountpoint: parsed.mountpoint,
       backend: client.backend,
+      readers: client,
       tenantId: client.tenantId,
       logger,
       // The role's own listeners below unmount; the mount's would race them.
       handleSignals: false,
     });
+    readiness.set(true, "mounted");
     logger.info("mounted", {
       mountpoint: parsed.mountpoint,
       node: client.node === null ? "none" : formatHostPort(client.node),
@@ -132,6 +157,8 @@ export async function main(args: string[]): Promise<number> {
   } finally {
     Deno.removeSignalListener("SIGTERM", onSignal);
     Deno.removeSignalListener("SIGINT", onSignal);
+    stopMetrics.abort();
+    await metrics.finished.catch(() => {});
     await client?.close().catch(() => {});
     await cache.close().catch(() => {});
   }

@@ -6,7 +6,7 @@
 // tenant's objects it asked for) or write (those it prepared), and the references its
 // uploads took until a commit uses them; an idle session gives them back.
 
-import { type Config, formatHostPort, type HostPort, toHex } from "../base/mod.ts";
+import { type Config, formatHostPort, type HostPort, parseHostPort, toHex } from "../base/mod.ts";
 import type { DedupMode } from "../chunk/mod.ts";
 import {
   type ChunkRef,
@@ -22,6 +22,7 @@ import {
   TENANT_ID_BYTES,
 } from "../composition/mod.ts";
 import type { NfsObjectBackend } from "../nfs/mod.ts";
+import type { NodeDirectory } from "../control/mod.ts";
 import { type Aead, parseEnvelopeHeader } from "../crypto/mod.ts";
 import type { SystemKeyProvider } from "../keys/mod.ts";
 import type { Logger } from "../obs/mod.ts";
@@ -95,6 +96,11 @@ export interface ClientServiceOptions {
   logger: Logger;
   /** Where the transport listens (default: the data-path host, its port + 2). */
   transportAddr?: HostPort;
+  /**
+   * The cluster state's node records, null until it is reached: nodes joined since start-up
+   * are handed to clients, removed ones are not (default: KISEKI_RAFT_PEERS alone).
+   */
+  directory?: () => NodeDirectory | null;
 }
 
 export interface ClientService {
@@ -314,15 +320,28 @@ export async function startClientService(options: ClientServiceOptions): Promise
   });
 
   const nodes = (): ClientClusterNode[] => {
-    const self = { nodeId: config.nodeId, dataAddr: formatHostPort(dataAddr) };
-    if (config.raftPeers.length <= 1) return [self];
     // Nodes share one layout: each serves the data path on its Raft host, at this port.
-    return config.raftPeers.map((p) =>
-      p.id === config.nodeId ? self : {
-        nodeId: p.id,
-        dataAddr: formatHostPort({ host: p.addr.host, port: dataAddr.port }),
+    const hosts = new Map<number, string>();
+    for (const p of config.raftPeers) hosts.set(p.id, p.addr.host);
+    // The cluster state's records, where they exist, say who joined since and who left.
+    for (const n of options.directory?.()?.nodes() ?? []) {
+      if (n.state === "removed") {
+        hosts.delete(n.id);
+        continue;
       }
-    );
+      try {
+        hosts.set(n.id, parseHostPort(n.addr).host);
+      } catch {
+        // A record without a usable address: the configured one (if any) stands.
+      }
+    }
+    hosts.delete(config.nodeId);
+    const self = { nodeId: config.nodeId, dataAddr: formatHostPort(dataAddr) };
+    const others = [...hosts].map(([nodeId, host]) => ({
+      nodeId,
+      dataAddr: formatHostPort({ host, port: dataAddr.port }),
+    }));
+    return [self, ...others].sort((a, b) => a.nodeId - b.nodeId);
   };
 
   const binding = bindGrpcService<ClientServiceMethods>(CLIENT_SERVICE, {

@@ -382,6 +382,7 @@ async function runServer(config: Config): Promise<number> {
       aead: stack.aead,
       dedup: stack.dedup,
       defaultTenant: () => clusterState.isReady() ? clusterState.defaultTenant() : null,
+      directory: () => clusterState.isReady() ? clusterState : null,
       tls: config.tls ? await readTlsMaterial(config.tls) : null,
       logger,
     });

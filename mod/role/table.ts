@@ -62,7 +62,8 @@ export const ROLE_TABLE: Readonly<Record<RoleName, RoleSpec>> = {
     summary: "FUSE mount on compute nodes with client-side encryption and caching",
     built: true,
     ffi: true,
-    defaults: { KISEKI_DATA_ADDR: "127.0.0.1:9100" },
+    // Metrics on loopback: a compute node's scraper is let in by setting the address.
+    defaults: { KISEKI_DATA_ADDR: "127.0.0.1:9100", KISEKI_METRICS_ADDR: "127.0.0.1:9190" },
   },
   control: {
     name: "control",
@@ -241,6 +242,7 @@ export function roleFlags(role: RoleName, config: Config, options: RoleFlagsOpti
       read.add(abs(config.cacheDir));
       write.add(abs(config.cacheDir));
       if (role === "client-fuse") {
+        listen(config.metricsAddr);
         read.add("/dev/fuse");
         write.add("/dev/fuse");
         // open(2), mount(2), umount2(2) and the device's reads and writes go through libc,

@@ -132,6 +132,24 @@ Deno.test({
         const small = await fs.getObject(ns, "small");
         assert.equal(new TextDecoder().decode(await bodyOf(small.body)), "small and inline");
 
+        // A reader keeps the version it opened: reads at any offset, across chunk edges, at
+        // and past the end; a replacement later is not seen through it (close-to-open).
+        const reader = await client.openReader(ns, "from-s3.bin");
+        assert.equal(reader.info.size, fromS3.length);
+        for (const [at, n] of [[0, 4096], [3 * MiB - 5, MiB + 9], [5 * MiB, 4096], [1, 1]]) {
+          assert.deepEqual(await reader.read(at!, n!), fromS3.subarray(at!, at! + n!));
+        }
+        assert.equal((await reader.read(fromS3.length + 1, 10)).length, 0);
+        const inline = await client.openReader(ns, "small");
+        assert.equal(new TextDecoder().decode(await inline.read(6, 3)), "and");
+        await Deno.writeTextFile(`${work}/small.txt`, "replaced, and inline");
+        assert.equal((await aws("s3", "cp", `${work}/small.txt`, `s3://${bucket}/small`)).code, 0);
+        assert.equal(new TextDecoder().decode(await inline.read(6, 3)), "and");
+        const reopened = await client.openReader(ns, "small");
+        assert.equal(new TextDecoder().decode(await reopened.read(0, 8)), "replaced");
+        await Deno.writeTextFile(`${work}/small.txt`, "small and inline");
+        assert.equal((await aws("s3", "cp", `${work}/small.txt`, `s3://${bucket}/small`)).code, 0);
+
         // The client reads back its own write, an empty object, a copy; lists and deletes.
         assert.deepEqual(await bodyOf((await fs.getObject(ns, "from-client.bin")).body), big);
         await fs.putObject(ns, "empty", new Uint8Array(0));

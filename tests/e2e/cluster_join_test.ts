@@ -7,6 +7,7 @@
 import assert from "node:assert/strict";
 import type { ClusterView } from "../../mod/admin/mod.ts";
 import { ROLE_TABLE } from "../../mod/role/mod.ts";
+import { CLIENT_SERVICE, createGrpcClient } from "../../mod/transport/mod.ts";
 import {
   flagsFor,
   pollUntil,
@@ -32,6 +33,22 @@ interface Node {
   env: Record<string, string>;
   role: RunningRole | null;
 }
+
+/** The data-path nodes a native client is told of by node `n` (ClientService Hello). */
+async function clientNodes(n: Node): Promise<string[]> {
+  const grpc = createGrpcClient(CLIENT_SERVICE, { host: n.host, port: PORTS.data }, {
+    tls: null,
+    deadlineMs: 10_000,
+  });
+  try {
+    const hello = await grpc.Hello({});
+    return hello.nodes.map((x) => `${x.nodeId}=${x.dataAddr}`);
+  } finally {
+    grpc.close();
+  }
+}
+
+const dataAddrs = (ids: number[]) => ids.map((i) => `${i}=127.0.${OCTET}.${i}:${PORTS.data}`);
 
 /** Nodes 1..3 are the members; every node, node 4 included, names only them as peers. */
 function node(id: number, work: string): Node {
@@ -181,6 +198,13 @@ Deno.test({
       await readAll(n4);
       await put(n4, "after-add", bytesOf(3, 150 * 1024));
       for (const n of [n1, n3, n4]) await readAll(n);
+      // Native clients learn the joined node from any member (none names it in its peers).
+      for (const n of [n1, n4]) {
+        await pollUntil(`node ${n.id} tells clients of node 4`, async () => {
+          const got = await clientNodes(n);
+          return got.join() === dataAddrs([1, 2, 3, 4]).join() ? true : null;
+        }, SETTLE_MS);
+      }
 
       // Drain node 2, then remove it: it leaves every group.
       const drain = await admin(n1, ["node", "drain", "--id", "2", "--wait"]);
@@ -191,6 +215,13 @@ Deno.test({
         await pollUntil(`node ${n.id} sees node 2 out of every group`, async () => {
           const shards = await shardMembers(n);
           return shards.every((m) => m.join() === "1:voter,3:voter,4:voter") ? true : null;
+        }, SETTLE_MS);
+      }
+      // ...and no longer of the removed one.
+      for (const n of [n1, n4]) {
+        await pollUntil(`node ${n.id} tells clients of node 2 no more`, async () => {
+          const got = await clientNodes(n);
+          return got.join() === dataAddrs([1, 3, 4]).join() ? true : null;
         }, SETTLE_MS);
       }
       await n2.role!.stop("SIGKILL");

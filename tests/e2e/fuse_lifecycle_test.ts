@@ -86,6 +86,34 @@ Deno.test({
         }
       });
       await t.step(
+        "serves /health and /metrics (its cache's hits) on KISEKI_METRICS_ADDR",
+        async () => {
+          const metricsAddr = `127.0.${HOST_OCTET}.2:9190`;
+          const m = await startMount({ hostOctet: HOST_OCTET, server: server!, metricsAddr });
+          try {
+            const health = await fetch(`http://${metricsAddr}/health`);
+            assert.equal(health.status, 200);
+            assert.equal(await health.text(), "OK");
+            const hits = async () => {
+              const text = await (await fetch(`http://${metricsAddr}/metrics`)).text();
+              return [...text.matchAll(/^kiseki_client_cache_hits_total\{[^}]*\} (\d+)/gm)]
+                .reduce((sum, x) => sum + Number(x[1]), 0);
+            };
+            const before = await hits();
+            await Deno.mkdir(`${m.mountpoint}/metrics`);
+            await Deno.writeFile(`${m.mountpoint}/metrics/f`, new Uint8Array(1 << 20).fill(7));
+            // Read twice through fresh opens: the chunks come from the cache.
+            for (let i = 0; i < 2; i++) {
+              assert.equal((await Deno.readFile(`${m.mountpoint}/metrics/f`)).length, 1 << 20);
+            }
+            assert.ok((await hits()) > before, "reads through the mount count cache hits");
+            assert.equal(await m.stop("SIGTERM"), 0, m.stderr());
+          } finally {
+            await m.cleanup();
+          }
+        },
+      );
+      await t.step(
         "the mount survives a server restart: an op issued while it is down completes",
         async () => {
           const m = await startMount({ hostOctet: HOST_OCTET, server: server! });

@@ -103,16 +103,33 @@ export async function startServer(
   return server;
 }
 
+/** A port nothing listens on at `host` now (the kernel's pick; the config takes no 0). */
+function freePort(host: string): number {
+  const l = Deno.listen({ hostname: host, port: 0 });
+  const port = (l.addr as Deno.NetAddr).port;
+  l.close();
+  return port;
+}
+
 /**
  * Starts a client-fuse role mounting on `mountpoint` against the nodes in `dataAddr` (the
  * KISEKI_DATA_ADDR list); resolves once mounted.
  */
 export async function startClient(
-  options: { dataAddr: string; mountpoint: string; cacheDir: string; logLevel?: string },
+  options: {
+    dataAddr: string;
+    mountpoint: string;
+    cacheDir: string;
+    logLevel?: string;
+    /** Where /metrics is served (default: the first data host, a port free there now). */
+    metricsAddr?: string;
+  },
 ): Promise<RunningRole> {
   await Deno.mkdir(options.cacheDir, { recursive: true });
+  const dataHost = options.dataAddr.split(",")[0]!.replace(/:\d+$/, "");
   const client = startRole("client-fuse", {
     KISEKI_DATA_ADDR: options.dataAddr,
+    KISEKI_METRICS_ADDR: options.metricsAddr ?? `${dataHost}:${freePort(dataHost)}`,
     KISEKI_CACHE_DIR: options.cacheDir,
     KISEKI_LOG_LEVEL: options.logLevel ?? Deno.env.get("KISEKI_FUSE_TEST_LOG_LEVEL") ?? "warn",
   }, ["--mountpoint", options.mountpoint]);
@@ -137,7 +154,7 @@ export async function startClient(
  * file's own (127.0.N.1); a test that wants a second mount of the same server passes `server`.
  */
 export async function startMount(
-  options: { hostOctet: number; server?: RunningServer; logLevel?: string },
+  options: { hostOctet: number; server?: RunningServer; logLevel?: string; metricsAddr?: string },
 ): Promise<RunningMount> {
   const base = await Deno.makeTempDir({ prefix: "kiseki-fuse-" });
   const mountpoint = `${base}/mnt`;
@@ -157,6 +174,7 @@ export async function startMount(
       mountpoint,
       cacheDir: `${base}/cache`,
       logLevel: options.logLevel,
+      metricsAddr: options.metricsAddr,
     });
   } catch (e) {
     if (ownServer) await server.stop("SIGKILL");

@@ -217,12 +217,38 @@ assert r2('z', 'y', 4) in (errno.EINVAL, errno.ENOSYS)
     },
   },
   {
-    name: "hard links are refused with EPERM and leave the file as it was",
+    name: "hard links: one inode for both names, writes shared, unlink keeps the other",
     async run(d) {
       await Deno.writeTextFile(`${d}/orig`, "one name");
-      await py(d, "expect_errno(errno.EPERM, os.link, d + '/orig', d + '/second')");
-      assert.equal(await Deno.readTextFile(`${d}/orig`), "one name");
-      assert.equal(await errnoOf(Deno.stat(`${d}/second`)), "NotFound");
+      await py(
+        d,
+        `
+os.link(d + '/orig', d + '/second')
+a, b = os.stat(d + '/orig'), os.stat(d + '/second')
+assert a.st_ino == b.st_ino, (a.st_ino, b.st_ino)
+assert a.st_nlink == 2 and b.st_nlink == 2, (a.st_nlink, b.st_nlink)
+assert open(d + '/second').read() == 'one name'
+with open(d + '/second', 'r+') as f:
+    f.seek(4)
+    f.write('NAME')
+assert open(d + '/orig').read() == 'one NAME', open(d + '/orig').read()
+expect_errno(errno.EEXIST, os.link, d + '/orig', d + '/second')
+os.mkdir(d + '/sub')
+os.link(d + '/second', d + '/sub/third')
+assert os.stat(d + '/orig').st_nlink == 3
+os.unlink(d + '/orig')
+assert not os.path.exists(d + '/orig')
+assert os.stat(d + '/second').st_nlink == 2, os.stat(d + '/second').st_nlink
+assert open(d + '/sub/third').read() == 'one NAME'
+os.unlink(d + '/sub/third')
+assert os.stat(d + '/second').st_nlink == 1
+assert open(d + '/second').read() == 'one NAME'
+assert sorted(os.listdir(d)) == ['second', 'sub'], os.listdir(d)
+`,
+      );
+      // A fresh lookup (another process, no cached dentry) finds the surviving name's bytes.
+      assert.equal(await Deno.readTextFile(`${d}/second`), "one NAME");
+      assert.equal(await errnoOf(Deno.stat(`${d}/orig`)), "NotFound");
     },
   },
   {
