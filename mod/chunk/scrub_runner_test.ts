@@ -30,7 +30,9 @@ function fakeSleep(pauses: number[], onPause?: (n: number) => void) {
     if (ms < HOUR_MS || signal.aborted) {
       pauses.push(ms);
       onPause?.(pauses.length);
-      return Promise.resolve();
+      // Returns on the next turn, not at once: a runner whose steps keep failing (a store
+      // closed under it when a test fails) must not starve the event loop.
+      return new Promise((resolve) => setTimeout(resolve, 0));
     }
     return new Promise((resolve) => signal.addEventListener("abort", () => resolve()));
   };
@@ -49,8 +51,11 @@ Deno.test("ScrubRunner paces its reads to the rate and repairs what it finds", a
     const pauses: number[] = [];
     // 1000 B/s: every step reads one chunk (its budget is one second), then pauses.
     const r = runner(h.store, { rateBytesPerSecond: 1000, sleep: fakeSleep(pauses) });
+    const startedMs = performance.now();
     r.start();
     await until(() => r.status().passesCompleted === 1, "the first pass completes by itself");
+    // The sleeps return at once, so the pass's wall time is the time its steps took.
+    const stepsMs = performance.now() - startedMs;
     const status = r.status();
     await r.stop();
     const last = status.lastPass!;
@@ -59,11 +64,16 @@ Deno.test("ScrubRunner paces its reads to the rate and repairs what it finds", a
     assert.equal(last.fragmentsRepaired, 1);
     assert.equal(status.state, "waiting");
     assert.equal(status.nextPassAtMs, last.startedAtMs + 24 * HOUR_MS);
-    assert.equal(pauses.length, 20, "one pause per one-chunk step");
+    // At most one pause per one-chunk step (none after a step that took longer than its
+    // budget, as on a loaded machine).
+    assert.ok(pauses.length >= 1 && pauses.length <= 20, `${pauses.length} pauses`);
     const pausedMs = pauses.reduce((a, b) => a + b, 0);
     // Each pause is the step's bytes at 1000 B/s less the time the step took.
     assert.ok(pausedMs <= last.bytesChecked, `${pausedMs} <= ${last.bytesChecked}`);
-    assert.ok(pausedMs >= last.bytesChecked * 0.9, `${pausedMs} >= 0.9 x ${last.bytesChecked}`);
+    assert.ok(
+      pausedMs >= last.bytesChecked - stepsMs,
+      `${pausedMs} >= ${last.bytesChecked} - ${stepsMs.toFixed(0)} ms of steps`,
+    );
     assert.equal((await h.store.read(chunks[3]!.id)).faults.length, 0, "repaired");
   } finally {
     await h.close();
