@@ -41,7 +41,7 @@ let libc: Libc | null = null;
  * Where libc may be, by absolute path: a sandboxed role's FFI permission names files, and a
  * bare "libc.so.6" would be checked as a file in the current directory.
  */
-export const LIBC_PATHS: readonly string[] = [
+const LIBC_PATHS: readonly string[] = [
   "/lib/x86_64-linux-gnu/libc.so.6",
   "/usr/lib/x86_64-linux-gnu/libc.so.6",
   "/lib/aarch64-linux-gnu/libc.so.6",
